@@ -1,0 +1,283 @@
+//! `DecoderConfig`: one normalized description of a decoder-only transformer, whichever file it
+//! came from (HF `config.json` or GGUF metadata). The engine builds its one configurable decoder
+//! from it; the byte math in this crate reads the same numbers.
+
+use serde::Serialize;
+
+use crate::error::ArchError;
+
+/// The model families forja knows. A family is a config mapping and a weight-name table, never a
+/// separate model implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Llama,
+    Mistral,
+    Mixtral,
+    Qwen2,
+    Qwen2Moe,
+    Qwen3,
+    Qwen3Moe,
+    Gemma,
+    Gemma2,
+    Gemma3,
+    Phi3,
+    PhiMoe,
+    DeepseekV2,
+    DeepseekV3,
+    /// Llama 3.2 Vision: a Llama decoder with interleaved cross-attention layers.
+    Mllama,
+    /// Qwen2-VL / Qwen2.5-VL: a Qwen2 decoder plus a vision tower.
+    Qwen2Vl,
+}
+
+/// Families listed in error messages.
+pub const SUPPORTED_FAMILIES: &str = "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3, phi3, phimoe, deepseek_v2, deepseek_v3, mllama, qwen2_5_vl";
+
+impl Family {
+    /// The `general.architecture` value llama.cpp writes for this family.
+    pub fn gguf_arch(self) -> &'static str {
+        match self {
+            Family::Llama | Family::Mistral | Family::Mixtral => "llama",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen2Moe => "qwen2moe",
+            Family::Qwen3 => "qwen3",
+            Family::Qwen3Moe => "qwen3moe",
+            Family::Gemma => "gemma",
+            Family::Gemma2 => "gemma2",
+            Family::Gemma3 => "gemma3",
+            Family::Phi3 => "phi3",
+            Family::PhiMoe => "phimoe",
+            Family::DeepseekV2 | Family::DeepseekV3 => "deepseek2",
+            Family::Mllama => "mllama",
+            Family::Qwen2Vl => "qwen2vl",
+        }
+    }
+}
+
+/// RMSNorm flavour: `x / rms(x) * w`, or Gemma's `x / rms(x) * (1 + w)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    Rms,
+    RmsOnePlus,
+}
+
+/// Gated-MLP activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Silu,
+    GeluTanh,
+    Gelu,
+}
+
+/// RoPE frequency scaling, as in HF `rope_scaling`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RopeScaling {
+    None,
+    Linear {
+        factor: f64,
+    },
+    Dynamic {
+        factor: f64,
+    },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position: u64,
+    },
+    Yarn {
+        factor: f64,
+        original_max_position: u64,
+        beta_fast: f64,
+        beta_slow: f64,
+    },
+    /// Phi-3 long-context (`longrope` / `su`); the per-dimension factors stay in the config file.
+    LongRope {
+        original_max_position: u64,
+    },
+}
+
+/// Attention of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerAttention {
+    /// Attends to the whole context.
+    Global,
+    /// Attends to the last `window` tokens only.
+    Sliding { window: u64 },
+    /// Cross-attention to image tokens; keeps no per-token self-attention KV.
+    Cross,
+}
+
+/// Mixture-of-experts MLP.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoeConfig {
+    pub num_experts: u64,
+    pub experts_per_token: u64,
+    pub expert_intermediate_size: u64,
+    /// Total intermediate size of the always-on shared expert(s), 0 if none.
+    pub shared_intermediate_size: u64,
+    /// Qwen2-MoE's sigmoid gate on the shared expert.
+    pub shared_expert_gate: bool,
+    /// Layers that use the dense MLP (`intermediate_size`) instead of experts.
+    pub dense_layers: Vec<u64>,
+}
+
+/// DeepSeek multi-head latent attention: the KV cache stores one compressed latent per token.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MlaConfig {
+    pub kv_lora_rank: u64,
+    pub q_lora_rank: Option<u64>,
+    pub qk_rope_head_dim: u64,
+    pub qk_nope_head_dim: u64,
+    pub v_head_dim: u64,
+}
+
+/// A ViT-style image encoder attached to a multimodal model (parameters only; it is planned as
+/// f16 weights beside the decoder).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VisionConfig {
+    pub hidden_size: u64,
+    pub intermediate_size: u64,
+    pub num_layers: u64,
+    pub patch_size: u64,
+    pub image_size: u64,
+}
+
+/// The normalized decoder description.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecoderConfig {
+    pub family: Family,
+    pub hidden_size: u64,
+    /// Dense MLP width (per layer that is not MoE).
+    pub intermediate_size: u64,
+    pub num_layers: u64,
+    pub num_heads: u64,
+    pub num_kv_heads: u64,
+    /// Query/key width per head.
+    pub head_dim: u64,
+    /// Value width per head (equal to `head_dim` except in MLA models).
+    pub v_head_dim: u64,
+    pub vocab_size: u64,
+    /// Longest context the model was trained for.
+    pub max_context: u64,
+    pub norm: NormKind,
+    pub norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
+    /// Fraction of `head_dim` that is rotated (Phi-2 style partial RoPE); 1.0 for most models.
+    pub partial_rotary_factor: f64,
+    pub qkv_bias: bool,
+    pub qk_norm: bool,
+    /// Gemma 2/3: extra norms after attention and after the MLP.
+    pub post_norms: bool,
+    /// Phi-3 stores q/k/v as one `qkv_proj` and gate/up as one `gate_up_proj`.
+    pub fused_qkv: bool,
+    pub activation: Activation,
+    pub attn_logit_softcap: Option<f64>,
+    pub final_logit_softcap: Option<f64>,
+    pub tie_word_embeddings: bool,
+    /// Multiplier on token embeddings (Gemma: sqrt(hidden_size)).
+    pub embedding_scale: Option<f64>,
+    /// Per-layer attention kind; `layers.len() == num_layers`.
+    pub layers: Vec<LayerAttention>,
+    pub moe: Option<MoeConfig>,
+    pub mla: Option<MlaConfig>,
+    pub vision: Option<VisionConfig>,
+}
+
+impl DecoderConfig {
+    /// Query projection width (`num_heads * head_dim`).
+    pub fn q_dim(&self) -> u64 {
+        self.num_heads * self.head_dim
+    }
+
+    /// Key width of one token in one layer (`num_kv_heads * head_dim`).
+    pub fn k_dim(&self) -> u64 {
+        self.num_kv_heads * self.head_dim
+    }
+
+    /// Value width of one token in one layer.
+    pub fn v_dim(&self) -> u64 {
+        self.num_kv_heads * self.v_head_dim
+    }
+
+    /// Whether layer `i` uses experts.
+    pub fn is_moe_layer(&self, i: u64) -> bool {
+        self.moe
+            .as_ref()
+            .is_some_and(|m| !m.dense_layers.contains(&i))
+    }
+
+    /// Checks the invariants every consumer relies on; the message names the offending field.
+    pub fn validate(&self) -> Result<(), ArchError> {
+        let bad = |what: String| Err(ArchError::Config { path: None, what });
+        for (name, v) in [
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_layers),
+            ("num_attention_heads", self.num_heads),
+            ("num_key_value_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("max context", self.max_context),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be positive"));
+            }
+        }
+        const LIMIT: u64 = 1 << 24;
+        for (name, v) in [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_layers),
+            ("num_attention_heads", self.num_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+        ] {
+            if v > LIMIT {
+                return bad(format!("{name} = {v} is implausibly large (limit {LIMIT})"));
+            }
+        }
+        if self.max_context > 1 << 26 {
+            return bad(format!(
+                "context length {} is implausibly large",
+                self.max_context
+            ));
+        }
+        if self.mla.is_none() && !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return bad(format!(
+                "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if self.layers.len() as u64 != self.num_layers {
+            return bad(format!(
+                "{} layer attention kinds for {} layers",
+                self.layers.len(),
+                self.num_layers
+            ));
+        }
+        if let Some(moe) = &self.moe {
+            if moe.num_experts == 0
+                || moe.experts_per_token == 0
+                || moe.experts_per_token > moe.num_experts
+            {
+                return bad(format!(
+                    "MoE with {} experts and {} experts per token",
+                    moe.num_experts, moe.experts_per_token
+                ));
+            }
+            if moe.num_experts > 4096 || moe.expert_intermediate_size > LIMIT {
+                return bad(format!(
+                    "MoE with {} experts is implausibly large",
+                    moe.num_experts
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,47 @@
+//! KV-cache bytes: `2 × layers × kv_heads × head_dim × tokens × bytes`, made exact per layer:
+//! sliding-window layers hold at most their window, cross-attention layers hold no per-token
+//! entries, and MLA layers hold one compressed latent (`kv_lora_rank + rope dims`) per token.
+
+use crate::decoder_config::{DecoderConfig, LayerAttention};
+use crate::weight_format::KvDtype;
+
+/// Elements one token adds to layer `i`'s cache (K and V together).
+pub fn kv_elems_per_token(cfg: &DecoderConfig, layer: usize) -> u64 {
+    if cfg.layers.get(layer) == Some(&LayerAttention::Cross) {
+        return 0;
+    }
+    match &cfg.mla {
+        Some(m) => m.kv_lora_rank + m.qk_rope_head_dim,
+        None => cfg.k_dim() + cfg.v_dim(),
+    }
+}
+
+/// Tokens layer `i` keeps for a sequence of `ctx_tokens`.
+pub fn kv_tokens_kept(cfg: &DecoderConfig, layer: usize, ctx_tokens: u64) -> u64 {
+    match cfg.layers.get(layer) {
+        Some(LayerAttention::Sliding { window }) => ctx_tokens.min(*window),
+        Some(LayerAttention::Cross) => 0,
+        _ => ctx_tokens,
+    }
+}
+
+/// Bytes one token adds while every layer still keeps it (context shorter than any window).
+pub fn kv_bytes_per_token(cfg: &DecoderConfig, dtype: KvDtype) -> f64 {
+    let elems: u64 = (0..cfg.layers.len())
+        .map(|i| kv_elems_per_token(cfg, i))
+        .sum();
+    elems as f64 * dtype.bytes_per_elem()
+}
+
+/// Bytes of the cache of one sequence holding `ctx_tokens` tokens.
+pub fn kv_bytes(cfg: &DecoderConfig, ctx_tokens: u64, dtype: KvDtype) -> u64 {
+    let elems: u64 = (0..cfg.layers.len())
+        .map(|i| kv_elems_per_token(cfg, i) * kv_tokens_kept(cfg, i, ctx_tokens))
+        .sum();
+    (elems as f64 * dtype.bytes_per_elem()).ceil() as u64
+}
+
+/// Bytes of cache read to decode one token at position `ctx_tokens` (every kept entry is read).
+pub fn kv_read_bytes_per_token(cfg: &DecoderConfig, ctx_tokens: u64, dtype: KvDtype) -> u64 {
+    kv_bytes(cfg, ctx_tokens, dtype)
+}

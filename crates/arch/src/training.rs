@@ -1,0 +1,260 @@
+//! Fine-tuning memory: full fine-tuning, LoRA and QLoRA.
+//!
+//! Assumptions (stated so measurements can check them): mixed precision keeps an fp32 master copy
+//! of trainable weights; AdamW keeps two fp32 moments (adamw-8bit: two 8-bit moments with one fp32
+//! scale per 2048 values, as bitsandbytes); LoRA adapters are fp32; activations are bf16 with
+//! memory-efficient attention (no `[seq × seq]` scores kept); logits are upcast to fp32 for the loss.
+
+use serde::Serialize;
+
+use crate::decoder_config::DecoderConfig;
+use crate::tensors::{TensorKind, TensorSpec};
+use crate::weights::WeightBytes;
+use crate::workspace::active_intermediate;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainMode {
+    FullFinetune,
+    Lora,
+    Qlora,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    Adamw,
+    Adamw8bit,
+}
+
+impl Optimizer {
+    /// Optimizer-state bytes per trainable parameter.
+    pub fn state_bytes_per_param(self) -> f64 {
+        match self {
+            Optimizer::Adamw => 8.0,
+            Optimizer::Adamw8bit => 2.0 + 2.0 * 4.0 / 2048.0,
+        }
+    }
+}
+
+/// Projections a LoRA adapter can attach to (PEFT's `target_modules`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraTarget {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl LoraTarget {
+    pub const ALL: [LoraTarget; 7] = [
+        LoraTarget::Q,
+        LoraTarget::K,
+        LoraTarget::V,
+        LoraTarget::O,
+        LoraTarget::Gate,
+        LoraTarget::Up,
+        LoraTarget::Down,
+    ];
+
+    /// Accepts `q`, `q_proj`, `gate_proj`, `o_proj`, … and `all`.
+    pub fn parse_list(s: &str) -> Result<Vec<LoraTarget>, String> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let t = match part.trim_end_matches("_proj") {
+                "all" | "all-linear" => {
+                    out.extend(Self::ALL);
+                    continue;
+                }
+                "q" => LoraTarget::Q,
+                "k" => LoraTarget::K,
+                "v" => LoraTarget::V,
+                "o" => LoraTarget::O,
+                "gate" => LoraTarget::Gate,
+                "up" => LoraTarget::Up,
+                "down" => LoraTarget::Down,
+                other => {
+                    return Err(format!(
+                        "unknown LoRA target {other:?}: use q, k, v, o, gate, up, down or all"
+                    ));
+                }
+            };
+            out.push(t);
+        }
+        out.sort();
+        out.dedup();
+        if out.is_empty() {
+            return Err("no LoRA target modules given".into());
+        }
+        Ok(out)
+    }
+
+    /// Whether this target covers the GGUF-named tensor `name` (fused tensors count once).
+    fn covers(self, name: &str) -> bool {
+        let base = name.split('.').nth(2).unwrap_or(name);
+        match self {
+            LoraTarget::Q => matches!(
+                base,
+                "attn_q" | "attn_q_a" | "attn_q_b" | "attn_qkv" | "cross_attn_q"
+            ),
+            LoraTarget::K => matches!(base, "attn_k" | "attn_kv_a_mqa" | "cross_attn_k"),
+            LoraTarget::V => matches!(base, "attn_v" | "attn_kv_b" | "cross_attn_v"),
+            LoraTarget::O => matches!(base, "attn_output" | "cross_attn_output"),
+            LoraTarget::Gate => matches!(base, "ffn_gate" | "ffn_gate_exps" | "ffn_gate_shexp"),
+            LoraTarget::Up => matches!(base, "ffn_up" | "ffn_up_exps" | "ffn_up_shexp"),
+            LoraTarget::Down => matches!(base, "ffn_down" | "ffn_down_exps" | "ffn_down_shexp"),
+        }
+    }
+}
+
+/// The training job's shape.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainShape {
+    pub mode: TrainMode,
+    pub lora_rank: u64,
+    pub lora_targets: Vec<LoraTarget>,
+    pub optimizer: Optimizer,
+    pub gradient_checkpointing: bool,
+    pub micro_batch: u64,
+    pub seq_len: u64,
+}
+
+/// Training memory, by component, in bytes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainBytes {
+    pub trainable_params: u64,
+    /// LoRA adapter parameters (0 for full fine-tuning).
+    pub lora_params: u64,
+    pub base_weights: u64,
+    pub trainable_weights: u64,
+    pub master_weights: u64,
+    pub gradients: u64,
+    pub optimizer_states: u64,
+    pub activations: u64,
+    pub logits: u64,
+    /// QLoRA: one base matrix dequantized to bf16 for forward and backward.
+    pub dequant_workspace: u64,
+}
+
+impl TrainBytes {
+    pub fn total(&self) -> u64 {
+        self.base_weights
+            + self.trainable_weights
+            + self.master_weights
+            + self.gradients
+            + self.optimizer_states
+            + self.activations
+            + self.logits
+            + self.dequant_workspace
+    }
+}
+
+/// Σ r·(d_in + d_out) over the targeted projections (every expert of an MoE projection).
+pub fn lora_params(tensors: &[TensorSpec], targets: &[LoraTarget], rank: u64) -> u64 {
+    tensors
+        .iter()
+        .filter(|t| matches!(t.kind, TensorKind::Linear | TensorKind::Experts))
+        .filter(|t| targets.iter().any(|g| g.covers(&t.name)))
+        .map(|t| {
+            let (experts, d_out, d_in) = match t.shape.as_slice() {
+                [e, o, i] => (*e, *o, *i),
+                [o, i] => (1, *o, *i),
+                _ => (0, 0, 0),
+            };
+            experts * rank * (d_in + d_out)
+        })
+        .sum()
+}
+
+/// Activation bytes kept for backward per token per layer (bf16).
+fn activation_bytes_per_token_layer(cfg: &DecoderConfig, lora_rank_sum: u64) -> u64 {
+    let h = cfg.hidden_size;
+    let i = active_intermediate(cfg);
+    // norm inputs and outputs (4h), q and attention output (2q), k, v, and the MLP's gate, up,
+    // activation and product (4i), plus each adapter's rank-r intermediate; fp32 logsumexp per head.
+    2 * (4 * h + 2 * cfg.q_dim() + cfg.k_dim() + cfg.v_dim() + 4 * i + lora_rank_sum)
+        + 4 * cfg.num_heads
+}
+
+/// Memory of a training step. `base` prices the model in the precision it is trained or
+/// frozen in (bf16 for full and LoRA, the quantized format for QLoRA).
+pub fn train_bytes(
+    cfg: &DecoderConfig,
+    tensors: &[TensorSpec],
+    base: &WeightBytes,
+    shape: &TrainShape,
+) -> TrainBytes {
+    let tokens = shape.micro_batch.max(1) * shape.seq_len.max(1);
+    let opt = shape.optimizer.state_bytes_per_param();
+    let lora = match shape.mode {
+        TrainMode::FullFinetune => 0,
+        _ => lora_params(tensors, &shape.lora_targets, shape.lora_rank),
+    };
+    let layers = cfg.num_layers.max(1);
+    let rank_sum_per_layer = match shape.mode {
+        TrainMode::FullFinetune => 0,
+        _ => shape.lora_rank * shape.lora_targets.len() as u64,
+    };
+    let per_layer = activation_bytes_per_token_layer(cfg, rank_sum_per_layer);
+    let activations = if shape.gradient_checkpointing {
+        layers * tokens * 2 * cfg.hidden_size + tokens * per_layer
+    } else {
+        layers * tokens * per_layer
+    };
+    // bf16 logits, their fp32 upcast, and the fp32 gradient.
+    let logits = tokens * cfg.vocab_size * (2 + 4 + 4);
+    match shape.mode {
+        TrainMode::FullFinetune => {
+            let p = base.params;
+            let half = base.total_bytes <= 3 * p; // trained in 16-bit: keep an fp32 master copy
+            TrainBytes {
+                trainable_params: p,
+                lora_params: 0,
+                base_weights: 0,
+                trainable_weights: base.total_bytes,
+                master_weights: if half { 4 * p } else { 0 },
+                gradients: base.total_bytes,
+                optimizer_states: (p as f64 * opt).ceil() as u64,
+                activations,
+                logits,
+                dequant_workspace: 0,
+            }
+        }
+        TrainMode::Lora | TrainMode::Qlora => {
+            let largest = tensors
+                .iter()
+                .filter(|t| {
+                    matches!(
+                        t.kind,
+                        TensorKind::Linear | TensorKind::Experts | TensorKind::Output
+                    )
+                })
+                .map(|t| match t.kind {
+                    TensorKind::Experts => t.n_elems() / t.shape[0].max(1),
+                    _ => t.n_elems(),
+                })
+                .max()
+                .unwrap_or(0);
+            TrainBytes {
+                trainable_params: lora,
+                lora_params: lora,
+                base_weights: base.total_bytes,
+                trainable_weights: 4 * lora,
+                master_weights: 0,
+                gradients: 4 * lora,
+                optimizer_states: (lora as f64 * opt).ceil() as u64,
+                activations,
+                logits,
+                dequant_workspace: if shape.mode == TrainMode::Qlora {
+                    2 * 2 * largest
+                } else {
+                    0
+                },
+            }
+        }
+    }
+}

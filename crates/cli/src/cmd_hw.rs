@@ -1,0 +1,114 @@
+//! `forja hw`: this machine's CPU, memory, disk and NVIDIA GPUs.
+
+use anyhow::Result;
+use clap::Args;
+use forja_hw::bandwidth::measure_copy_bandwidth_gbps;
+
+use crate::units::{gb, gib};
+
+#[derive(Debug, Args)]
+pub struct HwArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+    /// Also measure memory bandwidth (about a second)
+    #[arg(long)]
+    bandwidth: bool,
+}
+
+/// Where models are stored: `$FORJA_HOME`, else `~/.forja`.
+pub fn models_dir() -> std::path::PathBuf {
+    match std::env::var_os("FORJA_HOME") {
+        Some(h) if !h.is_empty() => h.into(),
+        _ => std::env::var_os("HOME").map_or_else(
+            || ".forja".into(),
+            |h| std::path::Path::new(&h).join(".forja"),
+        ),
+    }
+}
+
+pub fn run(args: HwArgs) -> Result<()> {
+    let report = forja_hw::probe(&models_dir());
+    let bandwidth = args
+        .bandwidth
+        .then(|| measure_copy_bandwidth_gbps(512 << 20, 3))
+        .flatten();
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(b) = bandwidth {
+            v["memory"]["measured_copy_bandwidth_gbps"] = serde_json::json!(b);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let c = &report.cpu;
+    let cores = match c.physical_cores {
+        Some(p) => format!("{p} cores, {} threads", c.logical_cores),
+        None => format!("{} threads", c.logical_cores),
+    };
+    println!("OS        {} {}", report.os, report.arch);
+    println!("CPU       {} ({cores})", c.model);
+    println!(
+        "SIMD      {}",
+        if c.simd.is_empty() {
+            "none detected".into()
+        } else {
+            c.simd.join(" ")
+        }
+    );
+    let m = &report.memory;
+    match (m.total_bytes, m.available_bytes) {
+        (Some(t), Some(a)) => println!("RAM       {} total, {} available", gib(t), gib(a)),
+        (Some(t), None) => println!("RAM       {} total", gib(t)),
+        _ => println!("RAM       unknown"),
+    }
+    if let Some(l) = m.cgroup_limit_bytes {
+        println!("          limited to {} by the container", gib(l));
+    }
+    if let Some(b) = bandwidth {
+        println!("          {b:.1} GB/s measured copy bandwidth");
+    }
+    match &report.disk {
+        Some(d) => println!(
+            "Disk      {} free of {} at {}",
+            gb(d.free_bytes),
+            gb(d.total_bytes),
+            d.path.display()
+        ),
+        None => println!("Disk      unknown"),
+    }
+    let g = &report.gpus;
+    if g.gpus.is_empty() {
+        println!(
+            "GPU       no NVIDIA GPU ({})",
+            g.unavailable_reason
+                .as_deref()
+                .unwrap_or("NVML reports none")
+        );
+    } else {
+        let driver = match (&g.driver_version, &g.cuda_version) {
+            (Some(d), Some(c)) => format!(" (driver {d}, CUDA {c})"),
+            (Some(d), None) => format!(" (driver {d})"),
+            _ => String::new(),
+        };
+        println!("GPU       {} NVIDIA GPU(s){driver}", g.gpus.len());
+        for gpu in &g.gpus {
+            let bw = gpu
+                .bandwidth_gbps
+                .map(|b| format!(", {b:.0} GB/s"))
+                .unwrap_or_default();
+            let cc = gpu
+                .compute_capability
+                .map(|(a, b)| format!(", sm_{a}{b}"))
+                .unwrap_or_default();
+            println!(
+                "  [{}]     {}: {} ({} free){bw}{cc}",
+                gpu.index,
+                gpu.name,
+                gib(gpu.memory_total_bytes),
+                gib(gpu.memory_free_bytes)
+            );
+        }
+    }
+    Ok(())
+}
