@@ -227,15 +227,16 @@ fn render(p: &Plan, display: Option<&str>, build: Option<&ReferenceBuild>) -> St
         tokens(m.max_context)
     );
     if let Some(st) = &m.stored {
+        let container = match st.container {
+            forja_arch::Container::Gguf => "GGUF",
+            forja_arch::Container::Safetensors => "safetensors",
+        };
         o += &format!(
-            "File       {} {:?}, {} on disk, {} params\n",
+            "File       {} {container}, {} on disk, {} params\n",
             st.format_label,
-            st.container,
             gb(st.file_bytes),
             params(st.params)
-        )
-        .to_lowercase()
-        .replacen("file", "File", 1);
+        );
     }
     let types: Vec<String> = p
         .format
@@ -269,10 +270,24 @@ fn render(p: &Plan, display: Option<&str>, build: Option<&ReferenceBuild>) -> St
                     .collect();
                 format!(", rank {} on {}", t.lora_rank, names.join(","))
             };
+            let mode = match t.mode {
+                TrainMode::FullFinetune => "full fine-tuning",
+                TrainMode::Lora => "LoRA",
+                TrainMode::Qlora => "QLoRA",
+            };
+            let optimizer = match t.optimizer {
+                Optimizer::Adamw => "AdamW",
+                Optimizer::Adamw8bit => "AdamW 8-bit",
+            };
+            let ckpt = if t.gradient_checkpointing {
+                "on"
+            } else {
+                "off"
+            };
             o += &format!(
-                "Workload   {:?}{lora}, {:?}, micro-batch {} × {} tokens, gradient checkpointing {}\n",
-                t.mode, t.optimizer, t.micro_batch, t.seq_len, if t.gradient_checkpointing { "on" } else { "off" }
-            ).to_lowercase().replacen("workload", "Workload", 1);
+                "Workload   {mode}{lora}, {optimizer}, micro-batch {} × {} tokens, gradient checkpointing {ckpt}\n",
+                t.micro_batch, t.seq_len
+            );
         }
     }
     if let Some(b) = build {

@@ -42,7 +42,7 @@ pub fn params(n: u64) -> String {
 
 /// Token counts with a k suffix where exact (`8k`, `131072` → `128k`).
 pub fn tokens(n: u64) -> String {
-    if n >= 1024 && n % 1024 == 0 {
+    if n >= 1024 && n.is_multiple_of(1024) {
         format!("{}k", n / 1024)
     } else {
         n.to_string()

@@ -1,1 +1,48 @@
+//! Test support shared by forja's crates: where the real test models are, the repository's
+//! fixtures, and a GGUF writer for building valid and deliberately broken headers.
 
+pub mod gguf_builder;
+
+use std::path::PathBuf;
+
+/// The repository root (tests run with their crate as the working directory).
+pub fn repo_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors().nth(2).map(PathBuf::from).unwrap_or(here)
+}
+
+/// `fixtures/` at the repository root.
+pub fn fixtures_dir() -> PathBuf {
+    repo_root().join("fixtures")
+}
+
+/// Where `scripts/fetch-testdata` installs the real models: `$FORJA_TESTDATA`, else
+/// `~/.cache/forja-testdata`.
+pub fn testdata_dir() -> PathBuf {
+    match std::env::var_os("FORJA_TESTDATA") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => std::env::var_os("HOME").map_or_else(
+            || PathBuf::from(".cache/forja-testdata"),
+            |h| PathBuf::from(h).join(".cache/forja-testdata"),
+        ),
+    }
+}
+
+/// A real test model by file name. Panics with the fix when it is missing: tests that need real
+/// models must fail loudly rather than pass without them.
+pub fn testdata_file(name: &str) -> PathBuf {
+    let p = testdata_dir().join(name);
+    assert!(
+        p.is_file(),
+        "test model {} is missing: run scripts/fetch-testdata",
+        p.display()
+    );
+    p
+}
+
+/// The three real GGUF models the tests read.
+pub const REAL_GGUFS: [&str; 3] = [
+    "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    "gemma-3-270m-q4_k_m.gguf",
+];
