@@ -26,9 +26,8 @@ pub enum GgufRecipe {
     Q2K,
 }
 
-/// The format of a model's weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "recipe")]
+/// The format of a model's weights. Serializes as its name (`"q4_k_m"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WeightFormat {
     F32,
     F16,
@@ -155,6 +154,12 @@ impl WeightFormat {
     /// True for formats stored as GGUF by llama.cpp-compatible runtimes.
     pub fn is_gguf(self) -> bool {
         matches!(self, WeightFormat::Gguf(_))
+    }
+}
+
+impl Serialize for WeightFormat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 

@@ -204,9 +204,11 @@ fn render(p: &Plan, display: Option<&str>, build: Option<&ReferenceBuild>) -> St
     o += &format!("Model      {name}\n");
     let moe = m
         .experts
-        .map(|(e, k)| {
+        .map(|x| {
             format!(
-                ", {e} experts / {k} active ({} active params)",
+                ", {} experts / {} active ({} active params)",
+                x.count,
+                x.per_token,
                 params(m.active_params)
             )
         })
@@ -246,10 +248,14 @@ fn render(p: &Plan, display: Option<&str>, build: Option<&ReferenceBuild>) -> St
         .map(|(t, b)| format!("{t} {}", gib(*b)))
         .collect();
     o += &format!(
-        "Format     {} ({:.2} bits/weight: {})\n",
+        "Format     {} ({:.2} bits/weight: {}){}\n",
         p.format.name,
         p.format.bits_per_weight,
-        types.join(", ")
+        types.join(", "),
+        p.format
+            .gguf_file_bytes
+            .map(|b| format!("; GGUF file {}", gb(b)))
+            .unwrap_or_default()
     );
     let s = &p.serving;
     match &p.workload {

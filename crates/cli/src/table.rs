@@ -25,6 +25,22 @@ impl Table {
                 width[i] = width[i].max(c.chars().count());
             }
         }
+        // A column is right-aligned when every body cell is a number (or "-").
+        let numeric: Vec<bool> = (0..cols)
+            .map(|i| {
+                i > 0
+                    && self
+                        .rows
+                        .iter()
+                        .filter_map(|r| r.get(i))
+                        .all(|c| c == "-" || c == "no" || c.is_empty() || looks_numeric(c))
+                    && self
+                        .rows
+                        .iter()
+                        .filter_map(|r| r.get(i))
+                        .any(|c| looks_numeric(c))
+            })
+            .collect();
         let mut out = String::new();
         for r in std::iter::once(&self.header).chain(&self.rows) {
             let mut line = String::new();
@@ -33,7 +49,7 @@ impl Table {
                 if i > 0 {
                     line.push_str("  ");
                 }
-                if i == 0 || !looks_numeric(c) {
+                if !numeric[i] {
                     line.push_str(c);
                     line.push_str(&" ".repeat(pad));
                 } else {

@@ -6,6 +6,7 @@ use serde::Serialize;
 use forja_arch::kv_cache::kv_bytes;
 use forja_arch::training::TrainMode;
 use forja_arch::weight_format::QUALITY_ORDER;
+use forja_arch::weights::estimated_gguf_file_bytes;
 use forja_arch::{GgufRecipe, ModelDescription, WeightBytes, WeightFormat};
 
 use crate::device::{Device, DeviceKind};
@@ -44,10 +45,16 @@ pub struct ModelSummary {
     pub head_dim: u64,
     pub vocab_size: u64,
     pub max_context: u64,
-    pub experts: Option<(u64, u64)>,
+    pub experts: Option<Experts>,
     pub sliding_window_layers: u64,
     /// What the model files hold, when planning from files.
     pub stored: Option<forja_arch::StoredWeights>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Experts {
+    pub count: u64,
+    pub per_token: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +62,8 @@ pub struct FormatSummary {
     pub name: String,
     pub bits_per_weight: f64,
     pub bytes_by_type: std::collections::BTreeMap<String, u64>,
+    /// Size of the GGUF file: the real one when planning a GGUF as stored, else predicted.
+    pub gguf_file_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,7 +125,10 @@ fn summary(model: &ModelDescription, w: &WeightBytes) -> ModelSummary {
         head_dim: c.head_dim,
         vocab_size: c.vocab_size,
         max_context: c.max_context,
-        experts: c.moe.as_ref().map(|m| (m.num_experts, m.experts_per_token)),
+        experts: c.moe.as_ref().map(|m| Experts {
+            count: m.num_experts,
+            per_token: m.experts_per_token,
+        }),
         sliding_window_layers: c
             .layers
             .iter()
@@ -359,7 +371,12 @@ pub fn plan(model: &ModelDescription, req: &PlanRequest) -> Result<Plan, PlanErr
         format.name().to_string()
     };
 
-    let reference = req.devices.first().cloned().unwrap_or_else(|| Device {
+    let first = if req.fixed_counts {
+        req.devices.first().cloned()
+    } else {
+        None
+    };
+    let reference = first.unwrap_or_else(|| Device {
         id: None,
         name: "any NVIDIA GPU".into(),
         kind: DeviceKind::NvidiaGpu,
@@ -395,6 +412,15 @@ pub fn plan(model: &ModelDescription, req: &PlanRequest) -> Result<Plan, PlanErr
             name: format_name,
             bits_per_weight: w.bits_per_weight(),
             bytes_by_type: w.bytes_by_type.clone(),
+            gguf_file_bytes: match (&model.stored, as_stored) {
+                (Some(st), true) if st.container == forja_arch::Container::Gguf => {
+                    Some(st.file_bytes)
+                }
+                _ if format.is_gguf() => {
+                    Some(estimated_gguf_file_bytes(&model.config, &model.tensors, &w))
+                }
+                _ => None,
+            },
         },
         workload: req.workload.clone(),
         serving: s,

@@ -1,0 +1,355 @@
+//! The `forja` binary end to end: output snapshots (insta), JSON, and one-line errors.
+
+use std::process::Command;
+
+use forja_testkit::{testdata_dir, testdata_file};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn forja(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_forja"))
+        .args(args)
+        .env("FORJA_LOG", "off")
+        .env("FORJA_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+        .output()
+        .unwrap();
+    let clean = |b: &[u8]| {
+        String::from_utf8_lossy(b).replace(&testdata_dir().display().to_string(), "[TESTDATA]")
+    };
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: clean(&out.stdout),
+        stderr: clean(&out.stderr),
+    }
+}
+
+fn ok(args: &[&str]) -> String {
+    let r = forja(args);
+    assert_eq!(r.code, 0, "forja {args:?} failed: {}", r.stderr);
+    r.stdout
+}
+
+/// Runs a command that must fail; returns its single stderr line.
+fn fails(args: &[&str]) -> String {
+    let r = forja(args);
+    assert_eq!(
+        r.code, 1,
+        "forja {args:?} should fail, stdout: {}",
+        r.stdout
+    );
+    assert!(!r.stderr.contains("panicked"), "panic: {}", r.stderr);
+    assert_eq!(
+        r.stderr.trim_end().lines().count(),
+        1,
+        "error is not one line: {}",
+        r.stderr
+    );
+    r.stderr.trim_end().to_string()
+}
+
+#[test]
+fn help_lists_only_working_commands() {
+    insta::assert_snapshot!(ok(&["--help"]));
+}
+
+#[test]
+fn plan_8b_on_a_4090() {
+    insta::assert_snapshot!(ok(&["plan", "llama-3.1-8b-instruct", "--gpu", "4090"]));
+}
+
+#[test]
+fn plan_70b_across_the_gpu_catalog() {
+    insta::assert_snapshot!(ok(&[
+        "plan",
+        "llama-3.1-70b",
+        "--quant",
+        "q4_k_m",
+        "--ctx",
+        "8192",
+        "--users",
+        "8"
+    ]));
+}
+
+#[test]
+fn plan_mixtral_on_the_8000_usd_build() {
+    insta::assert_snapshot!(ok(&[
+        "plan",
+        "mixtral-8x7b-instruct-v0.1",
+        "--budget",
+        "8000",
+        "--ctx",
+        "4096"
+    ]));
+}
+
+#[test]
+fn plan_gemma3_sliding_window_kv() {
+    insta::assert_snapshot!(ok(&[
+        "plan",
+        "gemma-3-27b-it",
+        "--gpu",
+        "rtx-5090",
+        "--ctx",
+        "32768",
+        "--kv-dtype",
+        "q8_0"
+    ]));
+}
+
+#[test]
+fn plan_qlora_on_a_16gb_card() {
+    insta::assert_snapshot!(ok(&[
+        "plan",
+        "llama-3.1-8b-instruct",
+        "--mode",
+        "qlora",
+        "--gpu",
+        "4060ti",
+        "--lora-rank",
+        "16",
+        "--lora-targets",
+        "all",
+        "--seq-len",
+        "2048",
+        "--gradient-checkpointing",
+    ]));
+}
+
+#[test]
+fn plan_full_finetune_on_h100() {
+    insta::assert_snapshot!(ok(&[
+        "plan",
+        "qwen2.5-7b-instruct",
+        "--mode",
+        "full-finetune",
+        "--gpu",
+        "h100",
+        "--optimizer",
+        "adamw-8bit",
+        "--gradient-checkpointing",
+        "--micro-batch",
+        "4",
+        "--seq-len",
+        "1024",
+    ]));
+}
+
+#[test]
+fn plan_real_gguf_file() {
+    let f = testdata_file("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    insta::assert_snapshot!(ok(&[
+        "plan",
+        f.to_str().unwrap(),
+        "--gpu",
+        "3060",
+        "--ctx",
+        "32768",
+        "--users",
+        "4"
+    ]));
+}
+
+#[test]
+fn budget_without_model_lists_what_the_build_runs() {
+    insta::assert_snapshot!(ok(&["plan", "--budget", "4000", "--ctx", "8192"]));
+}
+
+#[test]
+fn catalog_coding_models() {
+    insta::assert_snapshot!(ok(&["catalog", "--task", "coding"]));
+}
+
+#[test]
+fn catalog_fits_a_4090() {
+    insta::assert_snapshot!(ok(&["catalog", "--fits", "--gpu", "4090", "--ctx", "8192"]));
+}
+
+#[test]
+fn catalog_hardware() {
+    insta::assert_snapshot!(ok(&["catalog", "--hardware"]));
+}
+
+#[test]
+fn errors_are_one_line_and_say_what_to_do() {
+    let bad_gguf = tempfile::NamedTempFile::with_suffix(".gguf").unwrap();
+    std::fs::write(bad_gguf.path(), b"GGUF\x03\0\0\0\x01").unwrap();
+    let bad_path = bad_gguf.path().to_str().unwrap().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["plan", "lama-3.1-8b-instruct"],
+            "did you mean llama-3.1-8b-instruct",
+        ),
+        (
+            vec!["plan", "llama-3.1-8b-instruct", "--gpu", "rtx-9999"],
+            "unknown GPU \"rtx-9999\"",
+        ),
+        (
+            vec!["plan", "llama-3.1-8b-instruct", "--quant", "q9_k"],
+            "unknown weight format \"q9_k\"",
+        ),
+        (
+            vec!["plan", "llama-3-8b-instruct", "--ctx", "100000"],
+            "beyond this model's trained maximum of 8192",
+        ),
+        (
+            vec!["plan", "llama-3-8b-instruct", "--users", "0"],
+            "must be at least 1",
+        ),
+        (
+            vec!["plan", "llama-3-8b-instruct", "--budget", "900"],
+            "below the smallest reference build",
+        ),
+        (vec!["plan", "./nope/config.json"], "no such file or folder"),
+        (vec!["plan", &bad_path], "truncated"),
+        (
+            vec![
+                "plan",
+                "llama-3-8b-instruct",
+                "--mode",
+                "full-finetune",
+                "--quant",
+                "q4_k_m",
+            ],
+            "use --quant bf16",
+        ),
+        (
+            vec![
+                "plan",
+                "llama-3-8b-instruct",
+                "--mode",
+                "lora",
+                "--lora-targets",
+                "attn",
+            ],
+            "unknown LoRA target",
+        ),
+        (
+            vec!["plan", "llama-3-8b-instruct", "--kv-dtype", "int3"],
+            "unknown weight format \"int3\"",
+        ),
+        (vec!["plan"], "name a model to plan"),
+        (vec!["catalog", "--task", "poetry"], "invalid task"),
+    ];
+    for (args, expected) in cases {
+        let e = fails(&args);
+        assert!(
+            e.starts_with("error: ") && e.contains(expected),
+            "forja {args:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn plan_json_follows_the_documented_schema() {
+    let out = ok(&[
+        "plan",
+        "mixtral-8x7b-instruct-v0.1",
+        "--quant",
+        "bf16",
+        "--gpu",
+        "a100-80gb",
+        "--gpus",
+        "2",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let doc =
+        std::fs::read_to_string(forja_testkit::repo_root().join("docs/plan-json.md")).unwrap();
+    // Every key of the output is documented, and the numbers hold together.
+    fn keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+        if let Some(o) = v.as_object() {
+            for (k, child) in o {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.push(path.clone());
+                keys(child, &path, out);
+            }
+        } else if let Some(a) = v.as_array() {
+            if let Some(first) = a.first() {
+                keys(first, &format!("{prefix}[]"), out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    keys(&v, "", &mut all);
+    let undocumented: Vec<&String> = all
+        .iter()
+        .filter(|k| !k.contains("bytes_by_type.") && !doc.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "undocumented keys: {undocumented:?}"
+    );
+    assert_eq!(v["schema_version"], 1);
+    let m = &v["memory"];
+    let sum = [
+        "weights_bytes",
+        "kv_cache_bytes",
+        "activations_bytes",
+        "overhead_bytes",
+    ]
+    .iter()
+    .map(|k| m[k].as_u64().unwrap())
+    .sum::<u64>();
+    assert_eq!(sum, m["total_bytes"].as_u64().unwrap());
+    let fit = &v["devices"][0];
+    assert_eq!(
+        fit["devices_needed"], 2,
+        "mixtral bf16 (93 GB) needs two A100-80GB: {fit}"
+    );
+}
+
+#[test]
+fn hw_reports_this_machine() {
+    let out = ok(&["hw", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let threads = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(v["cpu"]["logical_cores"].as_u64(), Some(threads));
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_kib: u64 = meminfo
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(v["memory"]["total_bytes"].as_u64(), Some(total_kib * 1024));
+    assert!(v["gpus"]["gpus"].as_array().unwrap().is_empty());
+    assert!(
+        v["gpus"]["unavailable_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no NVIDIA driver")
+    );
+    let text = ok(&["hw"]);
+    assert!(text.contains("GPU       no NVIDIA GPU"), "{text}");
+    assert!(text.contains(&format!("{threads} threads")), "{text}");
+}
+
+#[test]
+fn plan_here_uses_this_machines_ram() {
+    let out = ok(&[
+        "plan",
+        "smollm2-135m-instruct",
+        "--here",
+        "--ctx",
+        "2048",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let d = &v["devices"][0];
+    assert_eq!(d["device"]["kind"], "cpu");
+    assert!(d["device"]["usable_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(d["devices_needed"], 1, "a 135M model fits in RAM: {d}");
+    assert!(d["decode_tok_s_upper"].as_f64().unwrap() > 0.0);
+}
