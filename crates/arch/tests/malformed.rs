@@ -1,5 +1,11 @@
 //! Bad input gives an error that names the problem; nothing panics.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
 use std::io::Cursor;
 
 use forja_arch::{ArchError, GgufHeader, ModelDescription};

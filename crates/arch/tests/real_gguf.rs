@@ -1,6 +1,12 @@
 //! forja's GGUF header reader against the reference reader (`gguf` package, goldens made by
 //! scripts/goldens/gguf_headers.py) on the real test models.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
 use forja_arch::quant_recipe::assign_types;
 use forja_arch::{GgufHeader, ModelDescription, WeightFormat};
 use forja_testkit::{REAL_GGUFS, fixtures_dir, testdata_file};

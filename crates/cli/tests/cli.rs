@@ -1,5 +1,11 @@
 //! The `forja` binary end to end: output snapshots (insta), JSON, and one-line errors.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
 use std::process::Command;
 
 use forja_testkit::{testdata_dir, testdata_file};
@@ -272,10 +278,8 @@ fn plan_json_follows_the_documented_schema() {
                 out.push(path.clone());
                 keys(child, &path, out);
             }
-        } else if let Some(a) = v.as_array() {
-            if let Some(first) = a.first() {
-                keys(first, &format!("{prefix}[]"), out);
-            }
+        } else if let Some(first) = v.as_array().and_then(|a| a.first()) {
+            keys(first, &format!("{prefix}[]"), out);
         }
     }
     let mut all = Vec::new();

@@ -1,5 +1,11 @@
 //! The planner's arithmetic pinned to hand-computed cases and published figures.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
 use forja_arch::kv_cache::kv_bytes_per_token;
 use forja_arch::{KvDtype, WeightFormat};
 use forja_planner::model_catalog::{find_model, models};
