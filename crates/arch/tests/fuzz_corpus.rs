@@ -1,0 +1,34 @@
+//! Replays the GGUF fuzzer's corpus (fuzz/corpus/gguf_header) through the header reader and the
+//! byte math: every input gives a value or an error, never a panic.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+use forja_arch::{GgufHeader, KvDtype, WeightFormat};
+
+#[test]
+fn corpus_inputs_never_panic() {
+    let dir = forja_testkit::repo_root().join("fuzz/corpus/gguf_header");
+    let mut n = 0;
+    let mut parsed = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        n += 1;
+        if let Ok(h) = GgufHeader::read(std::io::Cursor::new(&data), data.len() as u64) {
+            if let Ok(cfg) = forja_arch::gguf_config::from_gguf(&h) {
+                parsed += 1;
+                let tensors = forja_arch::tensors::gguf_tensors(&h);
+                let _ = forja_arch::weights::price_weights(&cfg, &tensors, WeightFormat::Bf16);
+                let _ = forja_arch::kv_cache::kv_bytes(&cfg, 4096, KvDtype::F16);
+            }
+        }
+    }
+    assert!(n >= 4, "corpus has only {n} inputs");
+    assert!(
+        parsed >= 4,
+        "the seed models must parse ({parsed} of {n} did)"
+    );
+}
