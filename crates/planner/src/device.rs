@@ -5,9 +5,10 @@ use serde::Serialize;
 
 use crate::gpu_catalog::{GpuSpec, Tier, Vendor};
 
-/// Memory a CUDA process needs before any model byte: the context (kernel images, driver state)
-/// plus cuBLAS/cuBLASLt workspaces. The same for ROCm on AMD.
-pub const GPU_RUNTIME_OVERHEAD_BYTES: u64 = 512 << 20;
+/// Memory a CUDA process needs before any model byte: driver state and the primary context plus
+/// a cuBLAS handle that has run a GEMM. Measured 595 MiB on an H200 with CUDA 13.0 (lazy module
+/// loading; bench/results/2026-11-26-cuda-runtime-overhead.md). Assumed the same for ROCm on AMD.
+pub const GPU_RUNTIME_OVERHEAD_BYTES: u64 = 600 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

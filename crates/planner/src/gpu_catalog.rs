@@ -31,7 +31,8 @@ pub struct GpuSpec {
     pub id: String,
     pub name: String,
     pub vendor: Vendor,
-    /// Memory as sold (GiB).
+    /// Memory in GiB: what the driver reports as total where known (H200: 143,771 MiB measured
+    /// through NVML), otherwise the capacity as sold (NVIDIA's "GB" on these cards are GiB).
     pub memory_gib: f64,
     /// Peak memory bandwidth (GB/s, 10^9 bytes per second).
     pub bandwidth_gbps: f64,
