@@ -331,11 +331,13 @@ fn render(p: &Plan, display: Option<&str>, build: Option<&ReferenceBuild>) -> St
                 g(tb.trainable_weights),
                 format!("{} params", params(tb.trainable_params)),
             ]);
-            t.row(vec![
-                "fp32 master weights".into(),
-                g(tb.master_weights),
-                String::new(),
-            ]);
+            if tb.master_weights > 0 {
+                t.row(vec![
+                    "fp32 master weights".into(),
+                    g(tb.master_weights),
+                    String::new(),
+                ]);
+            }
             t.row(vec!["gradients".into(), g(tb.gradients), String::new()]);
             t.row(vec![
                 "optimizer states".into(),
@@ -382,7 +384,9 @@ fn render(p: &Plan, display: Option<&str>, build: Option<&ReferenceBuild>) -> St
     for n in &p.notes {
         o += &format!("note: {n}\n");
     }
-    o += "\nDecode speeds are upper bounds: bytes read per token (weights + KV at full context) / peak bandwidth.\n";
+    if matches!(p.workload, Workload::Inference) {
+        o += "\nDecode speeds are upper bounds: bytes read per token (weights + KV at full context) / peak bandwidth.\n";
+    }
     o
 }
 
@@ -398,7 +402,7 @@ fn fits_table(fits: &[DeviceFit], inference: bool) -> String {
             "all users ≤",
             "max ctx",
             "max users",
-            "best fit (1 device)",
+            "best fit",
         ])
     } else {
         Table::new(&["Device", "memory", "GB/s", "fits", "per device", "best fit"])

@@ -8,7 +8,10 @@ use std::ffi::{c_char, c_int, c_uint, c_void};
 use serde::Serialize;
 
 /// Library names tried in order; `FORJA_NVML_LIB` overrides them (a path or a name).
-const NVML_NAMES: &[&str] = &["libnvidia-ml.so.1", "libnvidia-ml.so", "nvml.dll"];
+#[cfg(windows)]
+const NVML_NAMES: &[&str] = &["nvml.dll"];
+#[cfg(not(windows))]
+const NVML_NAMES: &[&str] = &["libnvidia-ml.so.1", "libnvidia-ml.so"];
 const NVML_SUCCESS: c_uint = 0;
 const NVML_CLOCK_MEM: c_uint = 2;
 
@@ -62,15 +65,20 @@ fn open_library() -> Result<libloading::Library, String> {
         Ok(p) if !p.is_empty() => vec![p],
         _ => NVML_NAMES.iter().map(|s| s.to_string()).collect(),
     };
-    let mut last = String::new();
+    let mut first_error = None;
     for name in &names {
         // SAFETY: loading NVML runs its library initializers, which have no preconditions.
         match unsafe { libloading::Library::new(name) } {
             Ok(lib) => return Ok(lib),
-            Err(e) => last = e.to_string(),
+            Err(e) => {
+                first_error.get_or_insert_with(|| e.to_string());
+            }
         }
     }
-    Err(format!("no NVIDIA driver found ({last})"))
+    Err(format!(
+        "no NVIDIA driver found: {}",
+        first_error.unwrap_or_default()
+    ))
 }
 
 fn probe_inner() -> Result<GpuReport, String> {
