@@ -17,13 +17,14 @@ fn corpus_inputs_never_panic() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
         n += 1;
-        if let Ok(h) = GgufHeader::read(std::io::Cursor::new(&data), data.len() as u64) {
-            if let Ok(cfg) = forja_arch::gguf_config::from_gguf(&h) {
-                parsed += 1;
-                let tensors = forja_arch::tensors::gguf_tensors(&h);
-                let _ = forja_arch::weights::price_weights(&cfg, &tensors, WeightFormat::Bf16);
-                let _ = forja_arch::kv_cache::kv_bytes(&cfg, 4096, KvDtype::F16);
-            }
+        let cfg = GgufHeader::read(std::io::Cursor::new(&data), data.len() as u64)
+            .ok()
+            .and_then(|h| forja_arch::gguf_config::from_gguf(&h).ok().map(|c| (h, c)));
+        if let Some((h, cfg)) = cfg {
+            parsed += 1;
+            let tensors = forja_arch::tensors::gguf_tensors(&h);
+            let _ = forja_arch::weights::price_weights(&cfg, &tensors, WeightFormat::Bf16);
+            let _ = forja_arch::kv_cache::kv_bytes(&cfg, 4096, KvDtype::F16);
         }
     }
     assert!(n >= 4, "corpus has only {n} inputs");
