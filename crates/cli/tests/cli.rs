@@ -251,6 +251,30 @@ fn errors_are_one_line_and_say_what_to_do() {
 }
 
 #[test]
+fn usage_mistakes_are_one_line_with_exit_code_2() {
+    for (args, expected) in [
+        (vec!["plna"], "similar subcommand exists: 'plan'"),
+        (
+            vec!["plan", "llama-3-8b-instruct", "--users", "many"],
+            "invalid value 'many'",
+        ),
+        (
+            vec!["plan", "llama-3-8b-instruct", "--mode", "pretrain"],
+            "invalid value 'pretrain'",
+        ),
+        (
+            vec!["plan", "x", "--gpu", "4090", "--budget", "4000"],
+            "cannot be used with",
+        ),
+    ] {
+        let r = forja(&args);
+        assert_eq!(r.code, 2, "forja {args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains(expected), "forja {args:?}: {}", r.stderr);
+    }
+}
+
+#[test]
 fn plan_json_follows_the_documented_schema() {
     let out = ok(&[
         "plan",

@@ -70,7 +70,7 @@ pub fn inference_footprint(
     n: u64,
 ) -> Footprint {
     let cfg = &model.config;
-    let kv_total = kv_bytes(cfg, s.ctx_tokens, s.kv_dtype) * s.users;
+    let kv_total = kv_bytes(cfg, s.ctx_tokens, s.kv_dtype).saturating_mul(s.users);
     let kv = kv_share(cfg, kv_total, n);
     let w = weights.total_bytes.div_ceil(n);
     let act = inference_workspace_bytes(
@@ -89,7 +89,10 @@ pub fn inference_footprint(
         activations_bytes: act,
         overhead_bytes: overhead,
         training: None,
-        total_bytes: w + kv + act + overhead,
+        total_bytes: w
+            .saturating_add(kv)
+            .saturating_add(act)
+            .saturating_add(overhead),
     }
 }
 
