@@ -242,6 +242,62 @@ impl DecoderConfig {
                 return bad(format!("{name} = {v} is implausibly large (limit {LIMIT})"));
             }
         }
+        if self.v_head_dim == 0 || self.v_head_dim > LIMIT {
+            return bad(format!(
+                "value head size {} is out of range",
+                self.v_head_dim
+            ));
+        }
+        for (name, product) in [
+            (
+                "num_attention_heads × head_dim",
+                self.num_heads.saturating_mul(self.head_dim),
+            ),
+            (
+                "num_attention_heads × value head size",
+                self.num_heads.saturating_mul(self.v_head_dim),
+            ),
+            (
+                "num_key_value_heads × head_dim",
+                self.num_kv_heads.saturating_mul(self.head_dim),
+            ),
+        ] {
+            if product > 1 << 20 {
+                return bad(format!("{name} = {product} is implausibly large"));
+            }
+        }
+        if self.num_kv_heads > self.num_heads {
+            return bad(format!(
+                "num_key_value_heads ({}) exceeds num_attention_heads ({})",
+                self.num_kv_heads, self.num_heads
+            ));
+        }
+        if let Some(m) = &self.mla {
+            for (name, v) in [
+                ("kv_lora_rank", m.kv_lora_rank),
+                ("q_lora_rank", m.q_lora_rank.unwrap_or(1)),
+                ("qk_rope_head_dim", m.qk_rope_head_dim),
+                ("qk_nope_head_dim", m.qk_nope_head_dim),
+                ("v_head_dim", m.v_head_dim),
+            ] {
+                if v > LIMIT {
+                    return bad(format!("{name} = {v} is implausibly large"));
+                }
+            }
+        }
+        if let Some(v) = &self.vision {
+            for (name, x) in [
+                ("vision hidden_size", v.hidden_size),
+                ("vision intermediate_size", v.intermediate_size),
+                ("vision num_hidden_layers", v.num_layers),
+                ("vision patch_size", v.patch_size),
+                ("vision image_size", v.image_size),
+            ] {
+                if x > 1 << 16 {
+                    return bad(format!("{name} = {x} is implausibly large"));
+                }
+            }
+        }
         if self.max_context > 1 << 26 {
             return bad(format!(
                 "context length {} is implausibly large",
@@ -271,7 +327,15 @@ impl DecoderConfig {
                     moe.num_experts, moe.experts_per_token
                 ));
             }
-            if moe.num_experts > 4096 || moe.expert_intermediate_size > LIMIT {
+            if moe.dense_layers.len() as u64 > self.num_layers
+                || moe.dense_layers.iter().any(|&l| l >= self.num_layers)
+            {
+                return bad("MoE dense layers outside the model's layers".into());
+            }
+            if moe.num_experts > 4096
+                || moe.expert_intermediate_size > LIMIT
+                || moe.shared_intermediate_size > LIMIT
+            {
                 return bad(format!(
                     "MoE with {} experts is implausibly large",
                     moe.num_experts

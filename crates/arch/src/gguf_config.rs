@@ -48,10 +48,18 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
             "{arch}.attention.head_count must be positive"
         )));
     }
-    let head_dim = k
-        .u64_opt("attention.key_length")?
-        .unwrap_or(hidden_size / num_heads);
-    let v_head_dim = k.u64_opt("attention.value_length")?.unwrap_or(head_dim);
+    // MLA files written by current llama.cpp keep the per-head sizes in `*_mla` keys (the plain
+    // keys then describe the compressed latent).
+    let head_dim = match k.u64_opt("attention.key_length_mla")? {
+        Some(d) => d,
+        None => k
+            .u64_opt("attention.key_length")?
+            .unwrap_or(hidden_size / num_heads),
+    };
+    let v_head_dim = match k.u64_opt("attention.value_length_mla")? {
+        Some(d) => d,
+        None => k.u64_opt("attention.value_length")?.unwrap_or(head_dim),
+    };
     let vocab_size = match k.u64_opt("vocab_size")? {
         Some(v) => v,
         None => match h.get("tokenizer.ggml.tokens") {
@@ -89,13 +97,22 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
             },
             shared_intermediate_size: match k.u64_opt("expert_shared_feed_forward_length")? {
                 Some(s) => s,
-                None => {
-                    k.u64_opt("expert_shared_count")?.unwrap_or(0)
-                        * k.u64_opt("expert_feed_forward_length")?.unwrap_or(0)
-                }
+                None => k
+                    .u64_opt("expert_shared_count")?
+                    .unwrap_or(0)
+                    .checked_mul(k.u64_opt("expert_feed_forward_length")?.unwrap_or(0))
+                    .ok_or_else(|| gguf_err(&format!("{arch}.expert_shared_count overflows")))?,
             },
             shared_expert_gate: has("blk.0.ffn_gate_inp_shexp.weight"),
-            dense_layers: (0..k.u64_opt("leading_dense_block_count")?.unwrap_or(0)).collect(),
+            dense_layers: {
+                let dense = k.u64_opt("leading_dense_block_count")?.unwrap_or(0);
+                if dense > num_layers {
+                    return Err(gguf_err(&format!(
+                        "{arch}.leading_dense_block_count = {dense} exceeds block_count = {num_layers}"
+                    )));
+                }
+                (0..dense).collect()
+            },
         }),
         _ => None,
     };

@@ -55,6 +55,7 @@ pub fn from_hf_value(value: &Value, origin: &str) -> Result<DecoderConfig, ArchE
         map: text,
         top,
         origin,
+        defaults: class_defaults(family),
     };
     let cfg = build(family, &f)?;
     cfg.validate().map_err(|e| match e {
@@ -103,6 +104,45 @@ struct Fields<'a> {
     map: &'a Map<String, Value>,
     top: &'a Map<String, Value>,
     origin: &'a str,
+    /// Values the transformers configuration class fills in when `config.json` omits them.
+    defaults: &'static [(&'static str, u64)],
+}
+
+/// Class defaults of transformers' configuration classes that real `config.json` files rely on
+/// (Gemma 3's `text_config` omits its head counts and sizes; Gemma and Qwen3 omit `head_dim`).
+fn class_defaults(family: Family) -> &'static [(&'static str, u64)] {
+    match family {
+        Family::Gemma3 => &[
+            ("hidden_size", 2304),
+            ("intermediate_size", 9216),
+            ("num_hidden_layers", 26),
+            ("num_attention_heads", 8),
+            ("num_key_value_heads", 4),
+            ("head_dim", 256),
+            ("vocab_size", 262_208),
+            ("sliding_window", 4096),
+            ("max_position_embeddings", 131_072),
+            ("sliding_window_pattern", 6),
+        ],
+        Family::Gemma2 => &[
+            ("hidden_size", 2304),
+            ("intermediate_size", 9216),
+            ("num_hidden_layers", 26),
+            ("num_attention_heads", 8),
+            ("num_key_value_heads", 4),
+            ("head_dim", 256),
+            ("vocab_size", 256_000),
+            ("sliding_window", 4096),
+            ("max_position_embeddings", 8192),
+        ],
+        Family::Gemma => &[
+            ("head_dim", 256),
+            ("vocab_size", 256_000),
+            ("max_position_embeddings", 8192),
+        ],
+        Family::Qwen3 | Family::Qwen3Moe => &[("head_dim", 128)],
+        _ => &[],
+    }
 }
 
 impl Fields<'_> {
@@ -119,7 +159,11 @@ impl Fields<'_> {
 
     fn u64_opt(&self, key: &str) -> Result<Option<u64>, ArchError> {
         match self.raw(key) {
-            None => Ok(None),
+            None => Ok(self
+                .defaults
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| *v)),
             Some(v) => v
                 .as_u64()
                 .or_else(|| {
@@ -178,7 +222,9 @@ fn build(family: Family, f: &Fields<'_>) -> Result<DecoderConfig, ArchError> {
         None => hidden_size / num_heads,
     };
     let vocab_size = f.u64_req("vocab_size")?;
-    let intermediate_size = f.u64_opt("intermediate_size")?.unwrap_or(4 * hidden_size);
+    let intermediate_size = f
+        .u64_opt("intermediate_size")?
+        .unwrap_or(hidden_size.saturating_mul(4));
     let max_context = f
         .u64_opt("max_position_embeddings")?
         .unwrap_or(match family {
@@ -285,6 +331,7 @@ fn rope_scaling(f: &Fields<'_>) -> Result<RopeScaling, ArchError> {
         map: obj,
         top: f.top,
         origin: f.origin,
+        defaults: &[],
     };
     let kind = obj
         .get("rope_type")
@@ -487,18 +534,28 @@ fn vision_config(f: &Fields<'_>) -> Result<Option<VisionConfig>, ArchError> {
         map: obj,
         top: f.top,
         origin: f.origin,
+        defaults: &[],
     };
-    let hidden_size = v.u64_opt("hidden_size")?.or(v.u64_opt("embed_dim")?);
+    // Qwen2-VL's `hidden_size` is the projector's output; the tower's width is `embed_dim`.
+    let hidden_size = v.u64_opt("embed_dim")?.or(v.u64_opt("hidden_size")?);
     let Some(hidden_size) = hidden_size else {
         return Ok(None);
     };
+    let mlp_ratio = v.f64_opt("mlp_ratio")?.unwrap_or(4.0);
+    let intermediate_size = match v.u64_opt("intermediate_size")? {
+        Some(i) => i,
+        None => (hidden_size as f64 * mlp_ratio) as u64,
+    };
+    // Llama 3.2 Vision adds `num_global_layers` after its local layers.
+    let layers = v
+        .u64_opt("num_hidden_layers")?
+        .or(v.u64_opt("depth")?)
+        .unwrap_or(0)
+        + v.u64_opt("num_global_layers")?.unwrap_or(0);
     Ok(Some(VisionConfig {
         hidden_size,
-        intermediate_size: v.u64_opt("intermediate_size")?.unwrap_or(4 * hidden_size),
-        num_layers: v
-            .u64_opt("num_hidden_layers")?
-            .or(v.u64_opt("depth")?)
-            .unwrap_or(0),
+        intermediate_size,
+        num_layers: layers,
         patch_size: v.u64_opt("patch_size")?.unwrap_or(14),
         image_size: v.u64_opt("image_size")?.unwrap_or(448),
     }))

@@ -35,9 +35,12 @@ pub fn kv_bytes_per_token(cfg: &DecoderConfig, dtype: KvDtype) -> f64 {
 
 /// Bytes of the cache of one sequence holding `ctx_tokens` tokens.
 pub fn kv_bytes(cfg: &DecoderConfig, ctx_tokens: u64, dtype: KvDtype) -> u64 {
-    let elems: u64 = (0..cfg.layers.len())
-        .map(|i| kv_elems_per_token(cfg, i) * kv_tokens_kept(cfg, i, ctx_tokens))
+    let elems: u128 = (0..cfg.layers.len())
+        .map(|i| {
+            u128::from(kv_elems_per_token(cfg, i)) * u128::from(kv_tokens_kept(cfg, i, ctx_tokens))
+        })
         .sum();
+    // `as` saturates for floats: an absurd request becomes u64::MAX bytes, never a wrap.
     (elems as f64 * dtype.bytes_per_elem()).ceil() as u64
 }
 

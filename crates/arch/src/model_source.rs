@@ -168,10 +168,7 @@ impl ModelDescription {
         }
         let mut model = Self::from_config_file(&config_path)?;
         model.origin = dir.display().to_string();
-        let shards: Vec<PathBuf> = files
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-            .collect();
+        let shards = weight_files(dir, files)?;
         if shards.is_empty() {
             return Ok(model);
         }
@@ -252,6 +249,62 @@ impl ModelDescription {
     /// The format the files store, if any.
     pub fn stored_format(&self) -> Option<WeightFormat> {
         self.stored.as_ref().and_then(|s| s.format)
+    }
+}
+
+/// The safetensors files that hold the model: the shards named by
+/// `model.safetensors.index.json` when there is one; otherwise every `.safetensors` file, except
+/// that Mistral-style `consolidated*.safetensors` duplicates are skipped when HF shards exist.
+fn weight_files(dir: &Path, files: Vec<PathBuf>) -> Result<Vec<PathBuf>, ArchError> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|source| ArchError::Io {
+            path: index.clone(),
+            source,
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ArchError::Safetensors {
+                path: index.clone(),
+                what: format!("not valid JSON: {e}"),
+            })?;
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ArchError::Safetensors {
+                path: index.clone(),
+                what: "has no weight_map".into(),
+            })?;
+        let mut names: Vec<&str> = map.values().filter_map(|v| v.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        return names
+            .into_iter()
+            .map(|n| {
+                let p = dir.join(n);
+                if n.contains('/') || n.contains("..") || !p.is_file() {
+                    Err(ArchError::Safetensors {
+                        path: index.clone(),
+                        what: format!("names a missing shard {n:?}"),
+                    })
+                } else {
+                    Ok(p)
+                }
+            })
+            .collect();
+    }
+    let all: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    let is_consolidated = |p: &PathBuf| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("consolidated"))
+    };
+    if all.iter().any(|p| !is_consolidated(p)) {
+        Ok(all.into_iter().filter(|p| !is_consolidated(p)).collect())
+    } else {
+        Ok(all)
     }
 }
 

@@ -1,8 +1,9 @@
 //! Per-tensor GGML type choice for llama.cpp's quantization recipes (`*_M`, `*_S` mixes).
 //!
-//! Port of the rules in llama.cpp `src/llama-quant.cpp` (`llama_tensor_get_type`, no importance
-//! matrix, default options) for the recipes forja offers, including the fallback for rows that are
-//! not a multiple of 256 and the counters that decide which layers get more bits.
+//! Port of the rules in llama.cpp `src/llama-quant.cpp` (`llama_tensor_get_type_impl` and
+//! `tensor_type_fallback`, as of 2026-10; no importance matrix, default options) for the recipes
+//! forja offers, including the fallback for rows that are not a multiple of 256 and the counters
+//! that decide which layers get more bits.
 
 use crate::decoder_config::{DecoderConfig, Family};
 use crate::ggml_type::{GgmlType, QK_K};
@@ -112,7 +113,11 @@ fn pick(t: &TensorSpec, c: &Ctx, i_attention_wv: &mut u64, i_ffn_down: &mut u64)
     if t.kind == TensorKind::Embedding {
         return default;
     }
-    if name.contains("attn_v.weight") {
+    // llama.cpp treats fused QKV and MLA's kv_b like attn_v (`category_is_attn_v`).
+    if name.contains("attn_v.weight")
+        || name.contains("attn_qkv.weight")
+        || name.contains("attn_kv_b.weight")
+    {
         let i = *i_attention_wv;
         *i_attention_wv += 1;
         let mut ty = match r {
@@ -190,14 +195,6 @@ fn pick(t: &TensorSpec, c: &Ctx, i_attention_wv: &mut u64, i_ffn_down: &mut u64)
             _ => default,
         };
     }
-    if name.contains("attn_qkv.weight") {
-        return match r {
-            Q3KM | Q3KL => GgmlType::Q4K,
-            Q4KM => GgmlType::Q5K,
-            Q5KM => GgmlType::Q6K,
-            _ => default,
-        };
-    }
     default
 }
 
@@ -210,6 +207,7 @@ fn fallback(ty: GgmlType, row_len: u64) -> GgmlType {
         GgmlType::Q4K => GgmlType::Q5_0,
         GgmlType::Q5K => GgmlType::Q5_1,
         GgmlType::Q6K => GgmlType::Q8_0,
+        GgmlType::Q2K | GgmlType::Q3K | GgmlType::Tq1_0 | GgmlType::Tq2_0 => GgmlType::Q4_0,
         _ => GgmlType::Iq4Nl,
     };
     if row_len.is_multiple_of(sub.block().0) {
@@ -237,6 +235,7 @@ mod tests {
         assert_eq!(fallback(GgmlType::Q4K, 896), GgmlType::Q5_0);
         assert_eq!(fallback(GgmlType::Q6K, 576), GgmlType::Q8_0);
         assert_eq!(fallback(GgmlType::Q4K, 4096), GgmlType::Q4K);
-        assert_eq!(fallback(GgmlType::Q2K, 640), GgmlType::Iq4Nl);
+        assert_eq!(fallback(GgmlType::Q2K, 640), GgmlType::Q4_0);
+        assert_eq!(fallback(GgmlType::Iq4Xs, 640), GgmlType::Iq4Nl);
     }
 }

@@ -37,8 +37,9 @@ pub struct TensorSpec {
 }
 
 impl TensorSpec {
+    /// Elements (saturating: validated configs stay far below `u64::MAX`).
     pub fn n_elems(&self) -> u64 {
-        self.shape.iter().product()
+        self.shape.iter().fold(1u64, |a, &d| a.saturating_mul(d))
     }
 
     /// Length of one row (the reduction dimension of a matmul); quant blocks run along it.
@@ -306,7 +307,7 @@ pub fn kind_of_gguf_name(name: &str, n_dims: usize) -> TensorKind {
         TensorKind::Router
     } else if n_dims <= 1 {
         TensorKind::Vector
-    } else if n_dims == 3 {
+    } else if base.contains("_exps.") {
         TensorKind::Experts
     } else {
         TensorKind::Linear

@@ -49,10 +49,10 @@ impl WeightBytes {
 fn tensor_bytes(t: &TensorSpec, format: WeightFormat, ggml: Option<GgmlType>) -> (String, u64) {
     let n = t.n_elems();
     let quantizable = matches!(t.kind, TensorKind::Linear | TensorKind::Experts);
-    let half = ("bf16".to_string(), 2 * n);
+    let half = ("bf16".to_string(), n.saturating_mul(2));
     match format {
-        WeightFormat::F32 => ("f32".into(), 4 * n),
-        WeightFormat::F16 => ("f16".into(), 2 * n),
+        WeightFormat::F32 => ("f32".into(), n.saturating_mul(4)),
+        WeightFormat::F16 => ("f16".into(), n.saturating_mul(2)),
         WeightFormat::Bf16 => half,
         WeightFormat::Fp8 if quantizable => ("fp8".into(), n + 4 * t.n_rows()),
         WeightFormat::Int8 if quantizable => ("int8".into(), n + 2 * t.n_rows()),
@@ -141,9 +141,10 @@ fn sum_priced(
     };
     for (t, (label, bytes)) in tensors.iter().zip(priced) {
         let n = t.n_elems();
-        out.params += n;
-        out.total_bytes += bytes;
-        *out.bytes_by_type.entry(label.clone()).or_default() += bytes;
+        out.params = out.params.saturating_add(n);
+        out.total_bytes = out.total_bytes.saturating_add(*bytes);
+        let by_type = out.bytes_by_type.entry(label.clone()).or_default();
+        *by_type = by_type.saturating_add(*bytes);
         match t.kind {
             TensorKind::Experts => {
                 out.expert_bytes += bytes;

@@ -257,3 +257,74 @@ fn safetensors_errors() {
         .to_string();
     assert!(e.contains("does not fit"), "{e}");
 }
+
+#[test]
+fn hostile_moe_metadata_is_rejected_not_allocated() {
+    let b = GgufBuilder::tiny_llama()
+        .meta("llama.expert_count", Meta::U32(1))
+        .meta("llama.expert_used_count", Meta::U32(1))
+        .meta("llama.leading_dense_block_count", Meta::U64(1 << 40));
+    let h = read(&b.bytes()).unwrap();
+    let e = forja_arch::gguf_config::from_gguf(&h)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("leading_dense_block_count") && e.contains("exceeds block_count"),
+        "{e}"
+    );
+    let b = GgufBuilder::tiny_llama()
+        .meta("llama.expert_count", Meta::U32(2))
+        .meta("llama.expert_used_count", Meta::U32(1))
+        .meta("llama.expert_shared_count", Meta::U64(u64::MAX / 2))
+        .meta("llama.expert_feed_forward_length", Meta::U64(16));
+    let h = read(&b.bytes()).unwrap();
+    let e = forja_arch::gguf_config::from_gguf(&h)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("overflows"), "{e}");
+}
+
+fn safetensors_file(path: &std::path::Path, elems: u64) {
+    let header = format!(
+        r#"{{"w": {{"dtype": "F32", "shape": [{elems}], "data_offsets": [0, {}]}}}}"#,
+        elems * 4
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.resize(bytes.len() + elems as usize * 4, 0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Regression: Mistral repos ship `consolidated.safetensors` beside the HF shards; counting both
+/// doubled the model.
+#[test]
+fn shards_come_from_the_index_and_duplicates_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 10}"#,
+    )
+    .unwrap();
+    safetensors_file(&dir.path().join("model-00001-of-00002.safetensors"), 16);
+    safetensors_file(&dir.path().join("model-00002-of-00002.safetensors"), 8);
+    safetensors_file(&dir.path().join("consolidated.safetensors"), 24);
+    let m = ModelDescription::from_path(dir.path()).unwrap();
+    assert_eq!(m.stored.as_ref().unwrap().tensor_bytes, 24 * 4);
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        r#"{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    let m = ModelDescription::from_path(dir.path()).unwrap();
+    assert_eq!(m.stored.as_ref().unwrap().files.len(), 2);
+    assert_eq!(m.stored.as_ref().unwrap().tensor_bytes, 24 * 4);
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        r#"{"weight_map": {"a": "../escape.safetensors"}}"#,
+    )
+    .unwrap();
+    let e = ModelDescription::from_path(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("names a missing shard"), "{e}");
+}

@@ -1,5 +1,6 @@
 //! `forja catalog`: the models and GPUs forja knows, by task and by what fits.
 
+use crate::output::{out, outln};
 use anyhow::{Result, bail};
 use clap::Args;
 use forja_arch::KvDtype;
@@ -85,7 +86,7 @@ pub fn run(a: CatalogArgs) -> Result<()> {
     if a.ctx == 0 || a.users == 0 {
         bail!("--ctx and --users must be at least 1");
     }
-    print_models(task, &devices, serving, a.json)
+    print_models(task, &devices, serving, a.json, None)
 }
 
 fn print_models(
@@ -93,6 +94,7 @@ fn print_models(
     devices: &[Device],
     serving: Serving,
     json: bool,
+    build: Option<&ReferenceBuild>,
 ) -> Result<()> {
     let mut rows = Vec::new();
     for e in models()? {
@@ -123,7 +125,11 @@ fn print_models(
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let doc = match build {
+            Some(b) => serde_json::json!({ "build": b, "models": v }),
+            None => serde_json::Value::Array(v),
+        };
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     let fits = !devices.is_empty();
@@ -165,14 +171,16 @@ fn print_models(
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "Models that fit {count}{} with {} tokens × {} user(s):\n",
-            d.name, serving.ctx_tokens, serving.users
+            d.name,
+            serving.ctx_tokens,
+            serving.users
         );
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     if rows.is_empty() {
-        println!("(no model matches)");
+        outln!("(no model matches)");
     }
     Ok(())
 }
@@ -180,7 +188,7 @@ fn print_models(
 fn print_hardware(json: bool) -> Result<()> {
     let list = gpus()?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({"gpus": list, "reference_builds": BUILDS})
@@ -198,8 +206,8 @@ fn print_hardware(json: bool) -> Result<()> {
             format!("{:?}", g.tier).to_lowercase(),
         ]);
     }
-    print!("{}", t.render());
-    println!();
+    out!("{}", t.render());
+    outln!();
     let mut b = Table::new(&["Reference build", "price", "CPU", "RAM", "GPUs", "for"]);
     for r in BUILDS {
         b.row(vec![
@@ -211,7 +219,7 @@ fn print_hardware(json: bool) -> Result<()> {
             r.purpose.into(),
         ]);
     }
-    print!("{}", b.render());
+    out!("{}", b.render());
     Ok(())
 }
 
@@ -224,7 +232,10 @@ pub fn print_build_catalog(build: &ReferenceBuild, a: &PlanArgs) -> Result<()> {
         step_tokens: a.batch,
         kv_dtype: KvDtype::parse(&a.kv_dtype)?,
     };
-    println!(
+    if a.json {
+        return print_models(None, &devices, serving, true, Some(build));
+    }
+    outln!(
         "Build      {} (~{} USD): {}, {} GiB RAM, {} × {}, {} — {}\n",
         build.name,
         build.price_usd,
@@ -235,5 +246,5 @@ pub fn print_build_catalog(build: &ReferenceBuild, a: &PlanArgs) -> Result<()> {
         build.storage,
         build.purpose
     );
-    print_models(None, &devices, serving, a.json)
+    print_models(None, &devices, serving, false, Some(build))
 }

@@ -1,5 +1,6 @@
 //! `forja hw`: this machine's CPU, memory, disk and NVIDIA GPUs.
 
+use crate::output::outln;
 use anyhow::Result;
 use clap::Args;
 use forja_hw::bandwidth::measure_copy_bandwidth_gbps;
@@ -38,7 +39,7 @@ pub fn run(args: HwArgs) -> Result<()> {
         if let Some(b) = bandwidth {
             v["memory"]["measured_copy_bandwidth_gbps"] = serde_json::json!(b);
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let c = &report.cpu;
@@ -46,9 +47,9 @@ pub fn run(args: HwArgs) -> Result<()> {
         Some(p) => format!("{p} cores, {} threads", c.logical_cores),
         None => format!("{} threads", c.logical_cores),
     };
-    println!("OS        {} {}", report.os, report.arch);
-    println!("CPU       {} ({cores})", c.model);
-    println!(
+    outln!("OS        {} {}", report.os, report.arch);
+    outln!("CPU       {} ({cores})", c.model);
+    outln!(
         "SIMD      {}",
         if c.simd.is_empty() {
             "none detected".into()
@@ -58,28 +59,28 @@ pub fn run(args: HwArgs) -> Result<()> {
     );
     let m = &report.memory;
     match (m.total_bytes, m.available_bytes) {
-        (Some(t), Some(a)) => println!("RAM       {} total, {} available", gib(t), gib(a)),
-        (Some(t), None) => println!("RAM       {} total", gib(t)),
-        _ => println!("RAM       unknown"),
+        (Some(t), Some(a)) => outln!("RAM       {} total, {} available", gib(t), gib(a)),
+        (Some(t), None) => outln!("RAM       {} total", gib(t)),
+        _ => outln!("RAM       unknown"),
     }
     if let Some(l) = m.cgroup_limit_bytes {
-        println!("          limited to {} by the container", gib(l));
+        outln!("          limited to {} by the container", gib(l));
     }
     if let Some(b) = bandwidth {
-        println!("          {b:.1} GB/s measured copy bandwidth");
+        outln!("          {b:.1} GB/s measured copy bandwidth");
     }
     match &report.disk {
-        Some(d) => println!(
+        Some(d) => outln!(
             "Disk      {} free of {} at {}",
             gb(d.free_bytes),
             gb(d.total_bytes),
             d.path.display()
         ),
-        None => println!("Disk      unknown"),
+        None => outln!("Disk      unknown"),
     }
     let g = &report.gpus;
     if g.gpus.is_empty() {
-        println!(
+        outln!(
             "GPU       no NVIDIA GPU ({})",
             g.unavailable_reason
                 .as_deref()
@@ -91,7 +92,7 @@ pub fn run(args: HwArgs) -> Result<()> {
             (Some(d), None) => format!(" (driver {d})"),
             _ => String::new(),
         };
-        println!("GPU       {} NVIDIA GPU(s){driver}", g.gpus.len());
+        outln!("GPU       {} NVIDIA GPU(s){driver}", g.gpus.len());
         for gpu in &g.gpus {
             let bw = gpu
                 .bandwidth_gbps
@@ -101,7 +102,7 @@ pub fn run(args: HwArgs) -> Result<()> {
                 .compute_capability
                 .map(|(a, b)| format!(", sm_{a}{b}"))
                 .unwrap_or_default();
-            println!(
+            outln!(
                 "  [{}]     {}: {} ({} free){bw}{cc}",
                 gpu.index,
                 gpu.name,

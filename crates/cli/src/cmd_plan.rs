@@ -1,6 +1,7 @@
 //! `forja plan`: memory, hardware and speed planning for one model (or, with only `--budget`,
 //! for the catalog on a reference build).
 
+use crate::output::{out, outln};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use forja_arch::training::{LoraTarget, Optimizer, TrainMode, TrainShape};
@@ -111,9 +112,9 @@ pub fn run(a: PlanArgs) -> Result<()> {
     };
     let p = plan(model, &request)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
+        outln!("{}", serde_json::to_string_pretty(&p)?);
     } else {
-        print!(
+        out!(
             "{}",
             render(
                 &p,
@@ -164,8 +165,11 @@ pub fn workload(a: &PlanArgs) -> Result<Workload> {
 /// The devices to plan on, whether their counts are fixed, and the reference build if any.
 pub fn targets(a: &PlanArgs) -> Result<(Vec<Device>, bool, Option<&'static ReferenceBuild>)> {
     if let Some(g) = &a.gpu {
-        if a.gpus == 0 || a.gpus > 64 {
-            bail!("invalid --gpus {}: use 1..=64", a.gpus);
+        if a.gpus == 0 || a.gpus > 8 {
+            bail!(
+                "invalid --gpus {}: tensor parallelism splits a model over 1 to 8 GPUs of one host",
+                a.gpus
+            );
         }
         return Ok((vec![Device::from_spec(&find_gpu(g)?, a.gpus)], true, None));
     }
@@ -321,11 +325,13 @@ fn render(p: &Plan, display: Option<&str>, build: Option<&ReferenceBuild>) -> St
             ]);
         }
         Some(tb) => {
-            t.row(vec![
-                "base weights (frozen)".into(),
-                g(tb.base_weights),
-                String::new(),
-            ]);
+            if tb.base_weights > 0 {
+                t.row(vec![
+                    "base weights (frozen)".into(),
+                    g(tb.base_weights),
+                    String::new(),
+                ]);
+            }
             t.row(vec![
                 "trainable weights".into(),
                 g(tb.trainable_weights),

@@ -4,6 +4,7 @@ mod cmd_catalog;
 mod cmd_hw;
 mod cmd_plan;
 mod model_arg;
+mod output;
 mod table;
 mod units;
 

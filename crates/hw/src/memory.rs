@@ -16,6 +16,7 @@ pub fn probe() -> MemoryInfo {
     let (total, available) = parse_meminfo(&meminfo);
     let limit = cgroup_limit();
     let usage = std::fs::read_to_string("/sys/fs/cgroup/memory.current")
+        .or_else(|_| std::fs::read_to_string("/sys/fs/cgroup/memory/memory.usage_in_bytes"))
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
     let cgroup_limit_bytes = limit.filter(|l| total.is_none_or(|t| *l < t));

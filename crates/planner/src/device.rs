@@ -10,6 +10,11 @@ use crate::gpu_catalog::{GpuSpec, Tier, Vendor};
 /// loading; bench/results/2026-11-26-cuda-runtime-overhead.md). Assumed the same for ROCm on AMD.
 pub const GPU_RUNTIME_OVERHEAD_BYTES: u64 = 600 << 20;
 
+/// Memory the NVIDIA driver keeps out of what CUDA can allocate: NVML's total minus
+/// `cudaMemGetInfo`'s total, measured 615 MiB on an H200 (same results file). Catalog GPUs
+/// subtract it; detected GPUs use NVML's free memory, which already excludes it.
+pub const GPU_DRIVER_RESERVED_BYTES: u64 = 615 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
@@ -43,8 +48,14 @@ impl Device {
     pub fn from_spec(g: &GpuSpec, count: u32) -> Self {
         let memory_bytes = g.memory_bytes();
         let (kind, usable_bytes) = match g.vendor {
-            Vendor::Nvidia => (DeviceKind::NvidiaGpu, memory_bytes),
-            Vendor::Amd => (DeviceKind::AmdGpu, memory_bytes),
+            Vendor::Nvidia => (
+                DeviceKind::NvidiaGpu,
+                memory_bytes.saturating_sub(GPU_DRIVER_RESERVED_BYTES),
+            ),
+            Vendor::Amd => (
+                DeviceKind::AmdGpu,
+                memory_bytes.saturating_sub(GPU_DRIVER_RESERVED_BYTES),
+            ),
             Vendor::Apple => (DeviceKind::AppleUnified, apple_gpu_limit(memory_bytes)),
         };
         Device {

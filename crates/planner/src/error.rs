@@ -11,7 +11,7 @@ pub enum PlanError {
         suggestions: Vec<String>,
     },
 
-    #[error("unknown GPU {given:?}{}: see `forja catalog --gpus`", suggest(.suggestions))]
+    #[error("unknown GPU {given:?}{}: see `forja catalog --hardware`", suggest(.suggestions))]
     UnknownGpu {
         given: String,
         suggestions: Vec<String>,

@@ -99,12 +99,46 @@ pub fn find_gpu(query: &str) -> Result<GpuSpec, PlanError> {
     }
 }
 
-/// The catalog entry whose name matches what NVML reports (`NVIDIA H100 80GB HBM3`).
+/// The catalog entry whose name matches what NVML reports (`NVIDIA H100 80GB HBM3`). A match
+/// must end at a word boundary and not be followed by a variant word, so `RTX 3060` does not
+/// match an `RTX 3060 Ti` and `RTX 4090` does not match an `RTX 4090 Laptop GPU`.
 pub fn match_detected(name: &str) -> Option<GpuSpec> {
     let lower = name.to_ascii_lowercase();
+    const VARIANTS: [&str; 6] = ["ti", "laptop", "mobile", "max-q", "super", "d"];
     gpus().ok()?.into_iter().find(|g| {
-        g.nvml
-            .iter()
-            .any(|m| lower.contains(&m.to_ascii_lowercase()))
+        g.nvml.iter().any(|m| {
+            let m = m.to_ascii_lowercase();
+            lower.match_indices(&m).any(|(at, _)| {
+                let rest = &lower[at + m.len()..];
+                let boundary = rest
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !c.is_ascii_alphanumeric());
+                let next_word = rest.split_whitespace().next().unwrap_or("");
+                boundary && !VARIANTS.contains(&next_word)
+            })
+        })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detected_names_match_only_their_card() {
+        let id = |n: &str| match_detected(n).map(|g| g.id);
+        assert_eq!(id("NVIDIA H100 80GB HBM3").as_deref(), Some("h100-sxm"));
+        assert_eq!(id("NVIDIA H100 PCIe").as_deref(), Some("h100-pcie"));
+        assert_eq!(id("NVIDIA H200").as_deref(), Some("h200"));
+        assert_eq!(id("NVIDIA GeForce RTX 4090").as_deref(), Some("rtx-4090"));
+        assert_eq!(id("NVIDIA GeForce RTX 4090 Laptop GPU"), None);
+        assert_eq!(id("NVIDIA GeForce RTX 3060 Ti"), None);
+        assert_eq!(
+            id("NVIDIA GeForce RTX 4070 SUPER").as_deref(),
+            Some("rtx-4070-super")
+        );
+        assert_eq!(id("NVIDIA GeForce RTX 4070"), None);
+        assert_eq!(id("NVIDIA A100-SXM4-80GB").as_deref(), Some("a100-80gb"));
+    }
 }

@@ -22,8 +22,10 @@ pub fn devices(hw: &HardwareReport, cpu_bandwidth_gbps: Option<f64>) -> Vec<Devi
             name: g.name.clone(),
             kind: DeviceKind::NvidiaGpu,
             memory_bytes: g.memory_total_bytes,
-            usable_bytes: g.memory_total_bytes,
-            bandwidth_gbps: spec.as_ref().map(|s| s.bandwidth_gbps).or(g.bandwidth_gbps),
+            // NVML's free memory excludes the driver's reservation and other processes.
+            usable_bytes: g.memory_free_bytes,
+            // The card's own clocks and bus width say more than a catalog entry.
+            bandwidth_gbps: g.bandwidth_gbps.or(spec.as_ref().map(|s| s.bandwidth_gbps)),
             tier: spec.map(|s| s.tier),
             count: 1,
         });

@@ -355,9 +355,15 @@ pub fn plan(model: &ModelDescription, req: &PlanRequest) -> Result<Plan, PlanErr
         .format
         .unwrap_or_else(|| default_format(model, &req.workload));
     check_format(&req.workload, format)?;
-    let as_stored =
-        req.format.is_none() || req.format == model.stored_format() && model.stored_types.is_some();
-    let w = if as_stored && model.stored.is_some() {
+    // Price what the files hold only when that is the format the job runs in: a GGUF planned for
+    // full fine-tuning is priced in bf16, not in its stored quantization.
+    let as_stored = model.stored.is_some()
+        && match (req.format, &req.workload) {
+            (Some(f), _) => model.stored_format() == Some(f),
+            (None, Workload::Inference) => true,
+            (None, Workload::Train(_)) => model.stored_format() == Some(format),
+        };
+    let w = if as_stored {
         model.weights(None)
     } else {
         model.weights(Some(format))

@@ -151,3 +151,36 @@ proptest! {
         }
     }
 }
+
+/// Regression: a quantized GGUF planned for full fine-tuning was priced in its stored format.
+#[test]
+fn full_finetune_of_a_gguf_is_priced_in_bf16() {
+    let path = forja_testkit::testdata_file("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    let m = forja_arch::ModelDescription::from_path(&path).unwrap();
+    let shape = forja_arch::training::TrainShape {
+        mode: forja_arch::training::TrainMode::FullFinetune,
+        lora_rank: 16,
+        lora_targets: vec![LoraTarget::Q],
+        optimizer: forja_arch::training::Optimizer::Adamw,
+        gradient_checkpointing: true,
+        micro_batch: 1,
+        seq_len: 512,
+    };
+    let req = PlanRequest {
+        format: None,
+        serving: Serving {
+            ctx_tokens: 512,
+            users: 1,
+            step_tokens: 512,
+            kv_dtype: KvDtype::F16,
+        },
+        workload: Workload::Train(shape),
+        devices: vec![Device::from_spec(&find_gpu("4090").unwrap(), 1)],
+        fixed_counts: true,
+    };
+    let p = plan(&m, &req).unwrap();
+    assert_eq!(p.format.name, "bf16");
+    let t = p.memory.training.as_ref().unwrap();
+    assert_eq!(t.trainable_weights, 2 * m.weights(None).params);
+    assert_eq!(t.master_weights, 4 * m.weights(None).params);
+}

@@ -1,0 +1,109 @@
+"""Tiny random-init models of every decoder family forja runs, with golden logits.
+
+For each family: a config with small dimensions that still exercises the family's features
+(GQA, QKV bias, QK-norm, sliding windows, soft-capping, MoE routing, fused projections), random
+weights from a fixed seed, saved as `config.json` + `model.safetensors` (f32), and for several
+prompts (token ids) the f32 logits of every position plus 8 greedy tokens, saved as
+`goldens.safetensors` (tensors `logits.{i}` [prompt_len, vocab], `greedy.{i}` [8]) and
+`goldens.json` (the prompts and the greedy tokens, readable).
+
+Usage: python tiny_models.py OUT_DIR   (pinned versions: tiny_models.requirements.txt)
+"""
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForCausalLM
+
+VOCAB = 256
+COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+    torch_dtype="float32",
+)
+
+FAMILIES = {
+    "llama": dict(model_type="llama", rope_theta=10000.0),
+    "llama3_rope": dict(
+        model_type="llama",
+        rope_theta=500000.0,
+        rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                          original_max_position_embeddings=64),
+        tie_word_embeddings=True,
+    ),
+    "mistral": dict(model_type="mistral", sliding_window=6, head_dim=16),
+    "qwen2": dict(model_type="qwen2", rope_theta=1000000.0, tie_word_embeddings=True),
+    "qwen3": dict(model_type="qwen3", head_dim=32, rope_theta=1000000.0),
+    "gemma2": dict(model_type="gemma2", head_dim=16, query_pre_attn_scalar=16, sliding_window=6,
+                   attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                   hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
+    "gemma3": dict(model_type="gemma3_text", head_dim=16, query_pre_attn_scalar=16, sliding_window=6,
+                   sliding_window_pattern=2, rope_local_base_freq=10000.0, rope_theta=1000000.0,
+                   rope_scaling=dict(rope_type="linear", factor=2.0),
+                   hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
+    "phi3": dict(model_type="phi3", rope_theta=10000.0, pad_token_id=0),
+    "mixtral": dict(model_type="mixtral", num_local_experts=4, num_experts_per_tok=2),
+    "qwen3_moe": dict(model_type="qwen3_moe", head_dim=16, num_experts=4, num_experts_per_tok=2,
+                      moe_intermediate_size=32, norm_topk_prob=True, decoder_sparse_step=1),
+}
+
+PROMPTS = [
+    [1, 17, 42, 99, 3],
+    [5, 200, 13, 13, 77, 250, 8, 31, 64, 2, 9, 120],
+    list(range(10, 30)),
+]
+
+
+def build(name, spec, out):
+    torch.manual_seed(1234)
+    cfg_kwargs = dict(COMMON)
+    cfg_kwargs.update(spec)
+    model_type = cfg_kwargs.pop("model_type")
+    config = AutoConfig.for_model(model_type, **cfg_kwargs)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    # Random init is tiny by default; widen it so logits differ clearly between tokens.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p)) if model_type not in ("gemma2", "gemma3_text") else p.copy_(0.1 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) * 0.08)
+    model.eval()
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    model.save_pretrained(d, safe_serialization=True)
+    tensors = {}
+    greedy_all = []
+    with torch.no_grad():
+        for i, prompt in enumerate(PROMPTS):
+            ids = torch.tensor([prompt])
+            logits = model(ids).logits[0].float()
+            tensors[f"logits.{i}"] = logits.contiguous()
+            gen = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+            greedy = gen[0, len(prompt):].tolist()
+            tensors[f"greedy.{i}"] = torch.tensor(greedy, dtype=torch.int64)
+            greedy_all.append(greedy)
+    save_file(tensors, os.path.join(d, "goldens.safetensors"))
+    with open(os.path.join(d, "goldens.json"), "w") as fh:
+        json.dump({"family": name, "model_type": model_type, "prompts": PROMPTS, "greedy": greedy_all,
+                   "torch": torch.__version__}, fh, indent=1)
+        fh.write("\n")
+
+
+def main(out):
+    for name, spec in FAMILIES.items():
+        build(name, spec, out)
+        print("built", name)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
