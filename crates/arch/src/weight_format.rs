@@ -130,7 +130,7 @@ impl WeightFormat {
         }
     }
 
-    /// The nominal bytes per parameter the seed's rule of thumb uses (FP16 = 2, INT8 = 1,
+    /// The nominal bytes per parameter the common rule of thumb uses (FP16 = 2, INT8 = 1,
     /// INT4 = 0.5): the format's headline bit width / 8, ignoring scales and mixed tensors.
     pub fn nominal_bytes_per_param(self) -> f64 {
         use GgufRecipe::*;

@@ -27,7 +27,7 @@ pub struct CatalogArgs {
     /// With --gpu: how many
     #[arg(long, requires = "gpu", default_value_t = 1)]
     gpus: u32,
-    /// With --fits: the seed's reference build at this budget in USD
+    /// With --fits: the reference build at this budget in USD (1500, 4000, 8000)
     #[arg(long)]
     budget: Option<u32>,
     /// Context length for --fits
@@ -36,7 +36,7 @@ pub struct CatalogArgs {
     /// Concurrent users for --fits
     #[arg(long, default_value_t = 1)]
     users: u64,
-    /// List GPUs and the seed's reference builds instead of models
+    /// List GPUs and the reference builds instead of models
     #[arg(long)]
     hardware: bool,
     /// Print JSON

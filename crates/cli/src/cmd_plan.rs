@@ -79,7 +79,7 @@ pub struct PlanArgs {
     /// How many of --gpu
     #[arg(long, requires = "gpu", default_value_t = 1)]
     pub gpus: u32,
-    /// Plan for the seed's reference build at this budget in USD (1500, 4000, 8000)
+    /// Plan for the reference build at this budget in USD (1500, 4000, 8000)
     #[arg(long, conflicts_with = "here")]
     pub budget: Option<u32>,
     /// Plan for this machine's GPUs (or CPU and RAM)
@@ -374,7 +374,7 @@ fn render(p: &Plan, display: Option<&str>, build: Option<&ReferenceBuild>) -> St
     o += &t.render();
     let r = &p.rule_of_thumb;
     o += &format!(
-        "Seed's rule of thumb: {} ({}); forja's breakdown is {}\n",
+        "Rule of thumb: {} ({}); forja's breakdown is {}\n",
         gib(r.bytes),
         r.formula,
         pct(r.difference_pct)

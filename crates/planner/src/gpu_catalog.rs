@@ -1,4 +1,4 @@
-//! GPUs the planner knows: the seed's tiers (entry 12–16 GB, prosumer 24 GB, enterprise 32 GB+)
+//! GPUs the planner knows, in three tiers (entry 12–16 GB, prosumer 24 GB, enterprise 32 GB+)
 //! and Apple unified-memory machines, with memory and peak bandwidth from vendor specifications.
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ pub enum Vendor {
     Apple,
 }
 
-/// The seed's GPU tiers.
+/// GPU tiers by memory and use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {

@@ -1,4 +1,4 @@
-//! The model catalog: the seed's families with their real `config.json` numbers, kept as data
+//! The model catalog: the major open model families with their real `config.json` numbers, kept as data
 //! (`catalog/*.json`) and parsed by the same code that reads a user's `config.json`.
 
 use serde::{Deserialize, Serialize};
@@ -8,7 +8,7 @@ use forja_arch::ModelDescription;
 use crate::error::PlanError;
 use crate::text_match::{normalize, suggestions};
 
-/// Task tags from the seed's Part III.
+/// What a model is good for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {

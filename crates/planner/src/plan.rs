@@ -1,4 +1,4 @@
-//! `forja plan`: memory breakdown, the seed's rule of thumb beside it, which devices fit and how
+//! `forja plan`: memory breakdown, the common rule of thumb beside it, which devices fit and how
 //! many of each, decode-speed bounds, the largest context and user count, and recommendations.
 
 use serde::Serialize;
@@ -440,7 +440,7 @@ pub fn plan(model: &ModelDescription, req: &PlanRequest) -> Result<Plan, PlanErr
     })
 }
 
-/// The seed's estimates: `params × bytes × 1.2` for inference; weights + gradients
+/// The common estimates: `params × bytes × 1.2` for inference; weights + gradients
 /// (trainable × bytes) + optimizer (2 × trainable × 4) for training.
 fn rule_of_thumb(
     w: &WeightBytes,

@@ -1,4 +1,5 @@
-//! The seed's three reference builds, usable as `--budget` presets.
+//! Three reference builds for local LLMs (budget, prosumer, small-business server), usable as
+//! `--budget` presets.
 
 use serde::Serialize;
 
@@ -9,14 +10,14 @@ use crate::gpu_catalog::{GpuSpec, find_gpu};
 pub struct ReferenceBuild {
     pub id: &'static str,
     pub name: &'static str,
-    /// Approximate price in USD, as the seed gives it.
+    /// Approximate price in USD of the whole build.
     pub price_usd: u32,
     pub cpu: &'static str,
     pub ram_gib: u32,
     pub storage: &'static str,
     pub gpu_id: &'static str,
     pub gpu_count: u32,
-    /// What the seed says the build is for.
+    /// What the build is for.
     pub purpose: &'static str,
 }
 

@@ -15,13 +15,13 @@ fn rel(a: f64, b: f64) -> f64 {
 }
 
 #[test]
-fn llama3_70b_seed_figures() {
+fn llama3_70b_rule_of_thumb_figures() {
     let m = find_model("llama-3-70b-instruct")
         .unwrap()
         .describe()
         .unwrap();
     let f16 = m.weights(Some(WeightFormat::F16));
-    // The seed: ~140 GB in FP16 and ~42 GB at 4 bits under its 1.2 rule.
+    // The usual figures: ~140 GB in FP16 and ~42 GB at 4 bits under the 1.2 rule.
     assert!(
         rel(f16.total_bytes as f64, 140e9) < 0.02,
         "f16 weights {}",
