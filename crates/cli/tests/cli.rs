@@ -381,3 +381,25 @@ fn plan_here_uses_this_machines_ram() {
     assert_eq!(d["devices_needed"], 1, "a 135M model fits in RAM: {d}");
     assert!(d["decode_tok_s_upper"].as_f64().unwrap() > 0.0);
 }
+
+/// A model given as its `config.json` (or a folder holding it) plans exactly like the catalog
+/// entry built from the same file.
+#[test]
+fn config_json_and_folder_plan_like_the_catalog() {
+    let entry = forja_planner::model_catalog::find_model("qwen2.5-7b-instruct").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, serde_json::to_string(&entry.config).unwrap()).unwrap();
+    let args = [
+        "--quant", "q4_k_m", "--ctx", "4096", "--gpu", "4090", "--json",
+    ];
+    let memory = |model: &str| {
+        let mut a = vec!["plan", model];
+        a.extend(args);
+        let v: serde_json::Value = serde_json::from_str(&ok(&a)).unwrap();
+        (v["memory"].clone(), v["model"]["params"].clone())
+    };
+    let from_catalog = memory("qwen2.5-7b-instruct");
+    assert_eq!(memory(config.to_str().unwrap()), from_catalog);
+    assert_eq!(memory(dir.path().to_str().unwrap()), from_catalog);
+}
