@@ -28,7 +28,6 @@ COMMON = dict(
     max_position_embeddings=512,
     rms_norm_eps=1e-6,
     tie_word_embeddings=False,
-    torch_dtype="float32",
 )
 
 FAMILIES = {
@@ -69,12 +68,14 @@ def build(name, spec, out):
     cfg_kwargs.update(spec)
     model_type = cfg_kwargs.pop("model_type")
     config = AutoConfig.for_model(model_type, **cfg_kwargs)
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
     # Random init is tiny by default; widen it so logits differ clearly between tokens.
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if "norm" in n:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p)) if model_type not in ("gemma2", "gemma3_text") else p.copy_(0.1 * torch.randn_like(p))
+            if "norm" in n and model_type in ("gemma2", "gemma3_text"):
+                p.copy_(0.1 * torch.randn_like(p))  # Gemma scales by (1 + w)
+            elif "norm" in n:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
             else:
                 p.copy_(torch.randn_like(p) * 0.08)
     model.eval()
@@ -94,8 +95,11 @@ def build(name, spec, out):
             greedy_all.append(greedy)
     save_file(tensors, os.path.join(d, "goldens.safetensors"))
     with open(os.path.join(d, "goldens.json"), "w") as fh:
+        import transformers
+        names = sorted(n for n, _ in model.state_dict().items())
         json.dump({"family": name, "model_type": model_type, "prompts": PROMPTS, "greedy": greedy_all,
-                   "torch": torch.__version__}, fh, indent=1)
+                   "torch": torch.__version__, "transformers": transformers.__version__,
+                   "state_dict": names}, fh, indent=1)
         fh.write("\n")
 
 

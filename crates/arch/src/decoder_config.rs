@@ -169,6 +169,9 @@ pub struct DecoderConfig {
     pub norm_eps: f64,
     pub rope_theta: f64,
     pub rope_scaling: RopeScaling,
+    /// RoPE base of sliding-window layers when it differs (Gemma 3: 10,000 locally, 1,000,000
+    /// on global layers, which alone get `rope_scaling`).
+    pub rope_local_theta: Option<f64>,
     /// Fraction of `head_dim` that is rotated (Phi-2 style partial RoPE); 1.0 for most models.
     pub partial_rotary_factor: f64,
     pub qkv_bias: bool,

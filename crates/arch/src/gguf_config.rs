@@ -192,6 +192,8 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
             .unwrap_or(1e-5),
         rope_theta: k.f64_opt("rope.freq_base")?.unwrap_or(10_000.0),
         rope_scaling,
+        // llama.cpp runs Gemma 3's sliding-window layers with a fixed 10,000 base.
+        rope_local_theta: (family == Family::Gemma3).then_some(10_000.0),
         partial_rotary_factor: if head_dim == 0 || mla.is_some() {
             1.0
         } else {

@@ -235,11 +235,7 @@ fn build(family: Family, f: &Fields<'_>) -> Result<DecoderConfig, ArchError> {
     let norm_eps = f
         .f64_opt("rms_norm_eps")?
         .unwrap_or(if gemma { 1e-6 } else { 1e-5 });
-    let rope_theta = f.f64_opt("rope_theta")?.unwrap_or(match family {
-        Gemma3 => 1_000_000.0,
-        _ => 10_000.0,
-    });
-    let rope_scaling = rope_scaling(f)?;
+    let rope = rope_config(family, f)?;
     let act_name = f
         .str_opt("hidden_activation")
         .or_else(|| f.str_opt("hidden_act"))
@@ -304,9 +300,10 @@ fn build(family: Family, f: &Fields<'_>) -> Result<DecoderConfig, ArchError> {
             NormKind::Rms
         },
         norm_eps,
-        rope_theta,
-        rope_scaling,
-        partial_rotary_factor: f.f64_opt("partial_rotary_factor")?.unwrap_or(1.0),
+        rope_theta: rope.theta,
+        rope_scaling: rope.scaling,
+        rope_local_theta: rope.local_theta,
+        partial_rotary_factor: rope.partial_rotary_factor,
         qkv_bias,
         qk_norm: matches!(family, Qwen3 | Qwen3Moe | Gemma3),
         post_norms: matches!(family, Gemma2 | Gemma3),
@@ -323,10 +320,70 @@ fn build(family: Family, f: &Fields<'_>) -> Result<DecoderConfig, ArchError> {
     })
 }
 
-fn rope_scaling(f: &Fields<'_>) -> Result<RopeScaling, ArchError> {
-    let Some(obj) = f.raw("rope_scaling").and_then(Value::as_object) else {
-        return Ok(RopeScaling::None);
+struct Rope {
+    theta: f64,
+    scaling: RopeScaling,
+    local_theta: Option<f64>,
+    partial_rotary_factor: f64,
+}
+
+/// RoPE settings from either layout: transformers 5 writes `rope_parameters` (one object, or one
+/// per layer type for Gemma 3), older files `rope_theta` + `rope_scaling` (+ Gemma 3's
+/// `rope_local_base_freq`).
+fn rope_config(family: Family, f: &Fields<'_>) -> Result<Rope, ArchError> {
+    let default_theta = if family == Family::Gemma3 {
+        1_000_000.0
+    } else {
+        10_000.0
     };
+    let local_default = (family == Family::Gemma3).then_some(10_000.0);
+    if let Some(params) = f.raw("rope_parameters").and_then(Value::as_object) {
+        let (global, local) = match params.get("full_attention").and_then(Value::as_object) {
+            Some(full) => (
+                full,
+                params.get("sliding_attention").and_then(Value::as_object),
+            ),
+            None => (params, None),
+        };
+        let g = Fields {
+            map: global,
+            top: f.top,
+            origin: f.origin,
+            defaults: &[],
+        };
+        let local_theta = match local {
+            Some(l) => Fields {
+                map: l,
+                top: f.top,
+                origin: f.origin,
+                defaults: &[],
+            }
+            .f64_opt("rope_theta")?,
+            None => None,
+        };
+        return Ok(Rope {
+            theta: g.f64_opt("rope_theta")?.unwrap_or(default_theta),
+            scaling: parse_scaling(f, global)?,
+            local_theta: local_theta.or(local_default),
+            partial_rotary_factor: g
+                .f64_opt("partial_rotary_factor")?
+                .or(f.f64_opt("partial_rotary_factor")?)
+                .unwrap_or(1.0),
+        });
+    }
+    let scaling = match f.raw("rope_scaling").and_then(Value::as_object) {
+        Some(obj) => parse_scaling(f, obj)?,
+        None => RopeScaling::None,
+    };
+    Ok(Rope {
+        theta: f.f64_opt("rope_theta")?.unwrap_or(default_theta),
+        scaling,
+        local_theta: f.f64_opt("rope_local_base_freq")?.or(local_default),
+        partial_rotary_factor: f.f64_opt("partial_rotary_factor")?.unwrap_or(1.0),
+    })
+}
+
+fn parse_scaling(f: &Fields<'_>, obj: &Map<String, Value>) -> Result<RopeScaling, ArchError> {
     let sub = Fields {
         map: obj,
         top: f.top,
@@ -474,7 +531,10 @@ fn moe_config(
     use Family::*;
     let experts = match family {
         Mixtral | PhiMoe => f.u64_opt("num_local_experts")?,
-        Qwen2Moe | Qwen3Moe => f.u64_opt("num_experts")?,
+        // transformers 5 writes `num_local_experts` for Qwen MoE too.
+        Qwen2Moe | Qwen3Moe => f
+            .u64_opt("num_experts")?
+            .or(f.u64_opt("num_local_experts")?),
         DeepseekV2 | DeepseekV3 => f.u64_opt("n_routed_experts")?,
         _ => None,
     };
