@@ -123,6 +123,9 @@ pub struct MoeConfig {
     pub shared_intermediate_size: u64,
     /// Qwen2-MoE's sigmoid gate on the shared expert.
     pub shared_expert_gate: bool,
+    /// Whether the top-k routing weights are renormalized to sum to one (Mixtral always; Qwen
+    /// MoE per `norm_topk_prob`).
+    pub norm_topk_prob: bool,
     /// Layers that use the dense MLP (`intermediate_size`) instead of experts.
     pub dense_layers: Vec<u64>,
 }
@@ -181,6 +184,9 @@ pub struct DecoderConfig {
     /// Phi-3 stores q/k/v as one `qkv_proj` and gate/up as one `gate_up_proj`.
     pub fused_qkv: bool,
     pub activation: Activation,
+    /// Gemma 2/3: attention scores are scaled by `query_pre_attn_scalar^-0.5` instead of
+    /// `head_dim^-0.5`.
+    pub query_pre_attn_scalar: Option<f64>,
     pub attn_logit_softcap: Option<f64>,
     pub final_logit_softcap: Option<f64>,
     pub tie_word_embeddings: bool,

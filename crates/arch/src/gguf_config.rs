@@ -104,6 +104,9 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
                     .ok_or_else(|| gguf_err(&format!("{arch}.expert_shared_count overflows")))?,
             },
             shared_expert_gate: has("blk.0.ffn_gate_inp_shexp.weight"),
+            norm_topk_prob: k
+                .bool_opt("expert_weights_norm")?
+                .unwrap_or(matches!(family, Family::Llama | Family::PhiMoe)),
             dense_layers: {
                 let dense = k.u64_opt("leading_dense_block_count")?.unwrap_or(0);
                 if dense > num_layers {
@@ -208,6 +211,12 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
         } else {
             Activation::Silu
         },
+        // GGUF has no query_pre_attn_scalar: llama.cpp knows that the 27B Gemma 2 (46 layers)
+        // and Gemma 3 (62 layers) use hidden/heads, and the others head_dim.
+        query_pre_attn_scalar: match (family, num_layers) {
+            (Family::Gemma2, 46) | (Family::Gemma3, 62) => Some((hidden_size / num_heads) as f64),
+            _ => None,
+        },
         attn_logit_softcap: k.f64_opt("attn_logit_softcapping")?,
         final_logit_softcap: k.f64_opt("final_logit_softcapping")?,
         tie_word_embeddings: !has("output.weight"),
@@ -285,5 +294,17 @@ impl Keys<'_> {
 
     fn str_opt(&self, key: &str) -> Option<&str> {
         self.get(key).and_then(GgufValue::as_str)
+    }
+
+    fn bool_opt(&self, key: &str) -> Result<Option<bool>, ArchError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| {
+                gguf_err(&format!(
+                    "{}.{key} must be a boolean, found {v:?}",
+                    self.arch
+                ))
+            }),
+        }
     }
 }

@@ -309,6 +309,7 @@ fn build(family: Family, f: &Fields<'_>) -> Result<DecoderConfig, ArchError> {
         post_norms: matches!(family, Gemma2 | Gemma3),
         fused_qkv: matches!(family, Phi3),
         activation,
+        query_pre_attn_scalar: f.f64_opt("query_pre_attn_scalar")?,
         attn_logit_softcap: f.f64_opt("attn_logit_softcapping")?,
         final_logit_softcap: f.f64_opt("final_logit_softcapping")?,
         tie_word_embeddings,
@@ -582,6 +583,10 @@ fn moe_config(
         expert_intermediate_size,
         shared_intermediate_size: shared,
         shared_expert_gate: shared_gate,
+        norm_topk_prob: match family {
+            Mixtral | PhiMoe => true,
+            _ => f.bool_opt("norm_topk_prob")?.unwrap_or(false),
+        },
         dense_layers,
     }))
 }

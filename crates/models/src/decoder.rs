@@ -1,0 +1,291 @@
+//! The one configurable decoder. Every supported family is this struct built from a
+//! `DecoderConfig`: norms, RoPE variant, QKV bias, QK-norm, sliding windows, soft-capping, gated
+//! MLP or MoE, tied embeddings and embedding scaling are fields, not subclasses.
+
+use candle_core::{DType, Device, Tensor};
+use forja_arch::decoder_config::{LayerAttention, RopeScaling};
+use forja_arch::{DecoderConfig, Family};
+
+use crate::attention::{Attention, QkvProj};
+use crate::error::{ModelError, Result};
+use crate::kv_cache::KvCache;
+use crate::linear::{Linear, LinearWeight};
+use crate::mlp::{GatedMlp, Mlp, MoeMlp};
+use crate::norm::RmsNorm;
+use crate::rope::Rope;
+use crate::weight_source::WeightSource;
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    /// Gemma 2/3: norm of the attention output before the residual add.
+    post_attn_norm: Option<RmsNorm>,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
+    post_ffn_norm: Option<RmsNorm>,
+}
+
+/// One sequence's step: its new tokens and its cache.
+pub struct SeqStep<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut dyn KvCache,
+    /// Logits for every new token (prefill scoring) instead of the last one only.
+    pub all_logits: bool,
+}
+
+impl std::fmt::Debug for SeqStep<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeqStep")
+            .field("tokens", &self.tokens.len())
+            .field("cached", &self.cache.len())
+            .field("all_logits", &self.all_logits)
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+pub struct Decoder {
+    pub config: DecoderConfig,
+    /// `[vocab, hidden]`, f32.
+    embed: Tensor,
+    embed_scale: Option<f64>,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    final_softcap: Option<f64>,
+    device: Device,
+}
+
+fn opt_bias(src: &dyn WeightSource, name: &str) -> Result<Option<Tensor>> {
+    if src.has(name) {
+        Ok(Some(src.tensor(name)?))
+    } else {
+        Ok(None)
+    }
+}
+
+impl Decoder {
+    /// Builds the decoder for `cfg` from `src`.
+    pub fn load(cfg: &DecoderConfig, src: &dyn WeightSource, device: &Device) -> Result<Self> {
+        if cfg.mla.is_some() {
+            return Err(ModelError::Unsupported(
+                "multi-head latent attention (DeepSeek V2/V3)".into(),
+            ));
+        }
+        if matches!(cfg.family, Family::Mllama | Family::Qwen2Vl) {
+            return Err(ModelError::Unsupported(format!(
+                "the {:?} multimodal decoder",
+                cfg.family
+            )));
+        }
+        let norm = |name: &str| RmsNorm::new(src.tensor(name)?, cfg.norm, cfg.norm_eps);
+        let linear = |name: &str, bias: Option<&str>| -> Result<Linear> {
+            Ok(Linear::new(
+                src.linear(name)?,
+                match bias {
+                    Some(b) => opt_bias(src, b)?,
+                    None => None,
+                },
+            ))
+        };
+        let head_dim = cfg.head_dim as usize;
+        let style = src.rope_style();
+        let mut layers = Vec::with_capacity(cfg.num_layers as usize);
+        for i in 0..cfg.num_layers as usize {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let kind = cfg.layers.get(i).copied().unwrap_or(LayerAttention::Global);
+            let window = match kind {
+                LayerAttention::Sliding { window } => Some(window as usize),
+                LayerAttention::Global => None,
+                LayerAttention::Cross => {
+                    return Err(ModelError::Unsupported("cross-attention layers".into()));
+                }
+            };
+            // Gemma 3: sliding layers use their own base and no scaling.
+            let (theta, scaling) = match (window, cfg.rope_local_theta) {
+                (Some(_), Some(local)) => (local, RopeScaling::None),
+                _ => (cfg.rope_theta, cfg.rope_scaling.clone()),
+            };
+            let rope = Rope::new(head_dim, cfg.partial_rotary_factor, theta, &scaling, style)?;
+            let qkv = if cfg.fused_qkv {
+                QkvProj::Fused(linear(&n("attn_qkv.weight"), Some(&n("attn_qkv.bias")))?)
+            } else {
+                QkvProj::Separate {
+                    q: linear(&n("attn_q.weight"), Some(&n("attn_q.bias")))?,
+                    k: linear(&n("attn_k.weight"), Some(&n("attn_k.bias")))?,
+                    v: linear(&n("attn_v.weight"), Some(&n("attn_v.bias")))?,
+                }
+            };
+            let (q_norm, k_norm) = if cfg.qk_norm {
+                (
+                    Some(norm(&n("attn_q_norm.weight"))?),
+                    Some(norm(&n("attn_k_norm.weight"))?),
+                )
+            } else {
+                (None, None)
+            };
+            let scale = 1.0
+                / cfg
+                    .query_pre_attn_scalar
+                    .unwrap_or(cfg.head_dim as f64)
+                    .sqrt();
+            let attn = Attention {
+                qkv,
+                o: linear(&n("attn_output.weight"), None)?,
+                q_norm,
+                k_norm,
+                rope,
+                num_heads: cfg.num_heads as usize,
+                num_kv_heads: cfg.num_kv_heads as usize,
+                head_dim,
+                scale,
+                window,
+                softcap: cfg.attn_logit_softcap,
+            };
+            let gated =
+                |gate: Option<LinearWeight>, up: LinearWeight, down: LinearWeight| GatedMlp {
+                    gate: gate.map(|g| Linear::new(g, None)),
+                    up: Linear::new(up, None),
+                    down: Linear::new(down, None),
+                    activation: cfg.activation,
+                };
+            let mlp = match &cfg.moe {
+                Some(m) if cfg.is_moe_layer(i as u64) => {
+                    if m.shared_intermediate_size > 0 {
+                        return Err(ModelError::Unsupported(
+                            "shared experts (Qwen2-MoE, DeepSeek)".into(),
+                        ));
+                    }
+                    let experts = (0..m.num_experts as usize)
+                        .map(|e| {
+                            Ok(gated(
+                                Some(src.expert(&n("ffn_gate_exps.weight"), e)?),
+                                src.expert(&n("ffn_up_exps.weight"), e)?,
+                                src.expert(&n("ffn_down_exps.weight"), e)?,
+                            ))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Mlp::Moe(MoeMlp {
+                        router: linear(&n("ffn_gate_inp.weight"), None)?,
+                        experts,
+                        top_k: m.experts_per_token as usize,
+                        norm_topk_prob: m.norm_topk_prob,
+                    })
+                }
+                _ if cfg.fused_qkv => Mlp::Gated(gated(
+                    None,
+                    src.linear(&n("ffn_up.weight"))?,
+                    src.linear(&n("ffn_down.weight"))?,
+                )),
+                _ => Mlp::Gated(gated(
+                    Some(src.linear(&n("ffn_gate.weight"))?),
+                    src.linear(&n("ffn_up.weight"))?,
+                    src.linear(&n("ffn_down.weight"))?,
+                )),
+            };
+            let post = |s: &str| -> Result<Option<RmsNorm>> {
+                if cfg.post_norms {
+                    Ok(Some(norm(&n(s))?))
+                } else {
+                    Ok(None)
+                }
+            };
+            layers.push(Layer {
+                attn_norm: norm(&n("attn_norm.weight"))?,
+                attn,
+                post_attn_norm: post("post_attention_norm.weight")?,
+                ffn_norm: norm(&n("ffn_norm.weight"))?,
+                mlp,
+                post_ffn_norm: post("post_ffw_norm.weight")?,
+            });
+        }
+        let embed = src.tensor("token_embd.weight")?;
+        let (vocab, hidden) = embed.dims2()?;
+        if vocab as u64 != cfg.vocab_size || hidden as u64 != cfg.hidden_size {
+            return Err(ModelError::Shape {
+                name: "token_embd.weight".into(),
+                found: vec![vocab, hidden],
+                expected: vec![cfg.vocab_size as usize, cfg.hidden_size as usize],
+            });
+        }
+        let lm_head = if src.has("output.weight") {
+            Linear::new(src.linear("output.weight")?, None)
+        } else {
+            Linear::new(src.linear("token_embd.weight")?, None)
+        };
+        Ok(Decoder {
+            config: cfg.clone(),
+            embed,
+            embed_scale: cfg.embedding_scale,
+            layers,
+            norm: norm("output_norm.weight")?,
+            lm_head,
+            final_softcap: cfg.final_logit_softcap,
+            device: device.clone(),
+        })
+    }
+
+    /// Runs one step for each sequence; returns per sequence logits `[n, vocab]` (f32), `n` the
+    /// step's tokens with `all_logits`, else 1.
+    pub fn forward(&self, steps: &mut [SeqStep<'_>]) -> Result<Vec<Tensor>> {
+        steps.iter_mut().map(|s| self.forward_one(s)).collect()
+    }
+
+    fn forward_one(&self, step: &mut SeqStep<'_>) -> Result<Tensor> {
+        let t = step.tokens.len();
+        if t == 0 {
+            return Err(ModelError::Input("a step needs at least one token".into()));
+        }
+        if let Some(&bad) = step
+            .tokens
+            .iter()
+            .find(|&&id| id as u64 >= self.config.vocab_size)
+        {
+            return Err(ModelError::Input(format!(
+                "token id {bad} outside the vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        let ids = Tensor::new(step.tokens, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?;
+        if let Some(s) = self.embed_scale {
+            // Gemma multiplies by sqrt(hidden) rounded to the activation dtype.
+            x = (x * f64::from(s as f32))?;
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer
+                .attn
+                .forward(&layer.attn_norm.forward(&x)?, i, step.cache)?;
+            let h = match &layer.post_attn_norm {
+                Some(n) => n.forward(&h)?,
+                None => h,
+            };
+            x = (x + h)?;
+            let h = layer.mlp.forward(&layer.ffn_norm.forward(&x)?)?;
+            let h = match &layer.post_ffn_norm {
+                Some(n) => n.forward(&h)?,
+                None => h,
+            };
+            x = (x + h)?;
+        }
+        step.cache.advance(t);
+        let x = if step.all_logits {
+            x
+        } else {
+            x.narrow(0, t - 1, 1)?
+        };
+        let mut logits = self
+            .lm_head
+            .forward(&self.norm.forward(&x)?)?
+            .to_dtype(DType::F32)?;
+        if let Some(cap) = self.final_softcap {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        Ok(logits)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+}

@@ -1,0 +1,18 @@
+//! forja's models: one configurable decoder over candle tensors, built from
+//! `forja_arch::DecoderConfig`, with weights from safetensors or GGUF and `Linear` layers that are
+//! dense or quantized.
+
+pub mod attention;
+pub mod decoder;
+pub mod error;
+pub mod kv_cache;
+pub mod linear;
+pub mod loader;
+pub mod mlp;
+pub mod norm;
+pub mod rope;
+pub mod weight_source;
+
+pub use decoder::{Decoder, SeqStep};
+pub use error::{ModelError, Result};
+pub use kv_cache::{ContiguousKvCache, KvCache};

@@ -1,0 +1,28 @@
+//! Opening a model from disk: a GGUF file, or an HF folder (`config.json` + safetensors).
+
+use std::path::Path;
+
+use candle_core::Device;
+use forja_arch::{Container, ModelDescription};
+
+use crate::decoder::Decoder;
+use crate::error::{ModelError, Result};
+use crate::weight_source::{GgufSource, SafetensorsSource, WeightSource};
+
+/// Loads the decoder stored at `path` onto `device`.
+pub fn load(path: &Path, device: &Device) -> Result<Decoder> {
+    let desc = ModelDescription::from_path(path)?;
+    let stored = desc.stored.as_ref().ok_or_else(|| ModelError::Weights {
+        path: path.display().to_string(),
+        what: "no weights found (a config.json alone describes a model but cannot run it)".into(),
+    })?;
+    let source: Box<dyn WeightSource> = match stored.container {
+        Container::Gguf => Box::new(GgufSource::open(&stored.files[0], device)?),
+        Container::Safetensors => Box::new(SafetensorsSource::open(
+            &stored.files,
+            desc.config.family,
+            device,
+        )?),
+    };
+    Decoder::load(&desc.config, source.as_ref(), device)
+}

@@ -1,0 +1,189 @@
+//! Rotary position embeddings: frequency tables for the default, linear, llama3 and YaRN
+//! variants (dynamic NTK equals the default within the trained length), applied in the
+//! "neox" layout (rotate halves, as HF checkpoints expect) or interleaved pairs (llama.cpp's
+//! layout for `llama`-architecture GGUFs, whose q/k weights are permuted for it).
+//!
+//! Frequency formulas follow transformers `modeling_rope_utils.py` (llama3, yarn).
+
+use candle_core::{DType, Device, Tensor};
+use forja_arch::decoder_config::RopeScaling;
+
+use crate::error::{ModelError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Rotate the first half against the second half of each head.
+    Neox,
+    /// Rotate adjacent pairs (x0, x1), (x2, x3), …
+    Interleaved,
+}
+
+/// Precomputed rotation for one head size and one frequency setting.
+#[derive(Debug)]
+pub struct Rope {
+    /// Rotated dimensions (≤ head_dim).
+    rot_dims: usize,
+    /// `[rot_dims / 2]` inverse frequencies.
+    inv_freq: Vec<f32>,
+    /// Multiplier on cos/sin (YaRN's attention factor; 1 otherwise).
+    mscale: f32,
+    style: RopeStyle,
+}
+
+impl Rope {
+    pub fn new(
+        head_dim: usize,
+        partial: f64,
+        theta: f64,
+        scaling: &RopeScaling,
+        style: RopeStyle,
+    ) -> Result<Self> {
+        let rot_dims = ((head_dim as f64 * partial) as usize) & !1;
+        if rot_dims == 0 || rot_dims > head_dim {
+            return Err(ModelError::Input(format!(
+                "rotary dims {rot_dims} for head size {head_dim}"
+            )));
+        }
+        let half = rot_dims / 2;
+        let base: Vec<f64> = (0..half)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / rot_dims as f64))
+            .collect();
+        let mut mscale = 1.0;
+        let inv: Vec<f64> = match *scaling {
+            RopeScaling::None | RopeScaling::Dynamic { .. } => base,
+            RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position,
+            } => {
+                let orig = original_max_position as f64;
+                let low_wavelen = orig / low_freq_factor;
+                let high_wavelen = orig / high_freq_factor;
+                base.iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (orig / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+            RopeScaling::Yarn {
+                factor,
+                original_max_position,
+                beta_fast,
+                beta_slow,
+            } => {
+                let orig = original_max_position as f64;
+                let dim = rot_dims as f64;
+                let correction = |rotations: f64| {
+                    dim * (orig / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                        / (2.0 * theta.ln())
+                };
+                let low = correction(beta_fast).floor().max(0.0);
+                let high = correction(beta_slow).ceil().min(dim - 1.0);
+                let span = if high == low {
+                    high - low + 0.001
+                } else {
+                    high - low
+                };
+                mscale = if factor <= 1.0 {
+                    1.0
+                } else {
+                    0.1 * factor.ln() + 1.0
+                };
+                base.iter()
+                    .enumerate()
+                    .map(|(i, &f)| {
+                        let ramp = ((i as f64 - low) / span).clamp(0.0, 1.0);
+                        let extrapolation_weight = 1.0 - ramp;
+                        (f / factor) * (1.0 - extrapolation_weight) + f * extrapolation_weight
+                    })
+                    .collect()
+            }
+            RopeScaling::LongRope { .. } => {
+                return Err(ModelError::Unsupported(
+                    "LongRoPE scaling (Phi-3 128k)".into(),
+                ));
+            }
+        };
+        Ok(Rope {
+            rot_dims,
+            inv_freq: inv.iter().map(|&f| f as f32).collect(),
+            mscale: mscale as f32,
+            style,
+        })
+    }
+
+    /// Rotates `x` of shape `[heads, tokens, head_dim]` for absolute positions
+    /// `start..start + tokens`.
+    pub fn apply(&self, x: &Tensor, start: usize) -> Result<Tensor> {
+        let (_, t, head_dim) = x.dims3()?;
+        let (cos, sin) = self.tables(start, t, x.device())?;
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let rot = x.narrow(2, 0, self.rot_dims)?;
+        let rotated = match self.style {
+            RopeStyle::Neox => {
+                let half = self.rot_dims / 2;
+                let x1 = rot.narrow(2, 0, half)?;
+                let x2 = rot.narrow(2, half, half)?;
+                let cos = cos.unsqueeze(0)?;
+                let sin = sin.unsqueeze(0)?;
+                let a = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+                let b = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+                Tensor::cat(&[a, b], 2)?
+            }
+            RopeStyle::Interleaved => {
+                let heads = rot.dim(0)?;
+                let pairs = rot.reshape((heads, t, self.rot_dims / 2, 2))?;
+                let x1 = pairs.narrow(3, 0, 1)?.squeeze(3)?;
+                let x2 = pairs.narrow(3, 1, 1)?.squeeze(3)?;
+                let cos = cos.unsqueeze(0)?;
+                let sin = sin.unsqueeze(0)?;
+                let a = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+                let b = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+                Tensor::stack(&[a, b], 3)?.reshape((heads, t, self.rot_dims))?
+            }
+        };
+        let out = if self.rot_dims < head_dim {
+            Tensor::cat(
+                &[
+                    rotated,
+                    x.narrow(2, self.rot_dims, head_dim - self.rot_dims)?,
+                ],
+                2,
+            )?
+        } else {
+            rotated
+        };
+        Ok(out.to_dtype(dtype)?)
+    }
+
+    /// `(cos, sin)`, each `[tokens, rot_dims / 2]`, f32.
+    fn tables(&self, start: usize, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(t * half);
+        let mut sin = Vec::with_capacity(t * half);
+        for p in start..start + t {
+            for &f in &self.inv_freq {
+                // f64 angle: f32 loses precision at large positions.
+                let angle = p as f64 * f64::from(f);
+                cos.push(angle.cos() as f32 * self.mscale);
+                sin.push(angle.sin() as f32 * self.mscale);
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (t, half), device)?,
+            Tensor::from_vec(sin, (t, half), device)?,
+        ))
+    }
+}

@@ -1,0 +1,262 @@
+//! Where weights come from: HF safetensors (memory-mapped, sharded) or a GGUF file. The decoder
+//! asks for tensors by their GGUF names; each family's HF names are one table here.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{QMatMul, gguf_file};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+use forja_arch::Family;
+
+use crate::error::{ModelError, Result};
+use crate::linear::LinearWeight;
+use crate::rope::RopeStyle;
+
+/// A provider of named weights.
+pub trait WeightSource {
+    /// For errors: the file(s) read.
+    fn describe(&self) -> String;
+    fn has(&self, gguf_name: &str) -> bool;
+    /// A tensor in f32 (dequantized if stored quantized).
+    fn tensor(&self, gguf_name: &str) -> Result<Tensor>;
+    /// A projection weight, kept quantized when the file is.
+    fn linear(&self, gguf_name: &str) -> Result<LinearWeight>;
+    /// Expert `e` of a stacked expert projection (`blk.{i}.ffn_gate_exps.weight`).
+    fn expert(&self, gguf_name: &str, e: usize) -> Result<LinearWeight>;
+    /// The RoPE layout the stored q/k weights expect.
+    fn rope_style(&self) -> RopeStyle;
+}
+
+/// HF checkpoint name of a GGUF-named tensor for `family`; experts use the pseudo-name
+/// `blk.{i}.ffn_gate_exps.{e}`.
+pub fn hf_name(family: Family, gguf: &str) -> Option<String> {
+    use Family::*;
+    match gguf {
+        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
+        "output_norm.weight" => return Some("model.norm.weight".into()),
+        "output.weight" => return Some("lm_head.weight".into()),
+        _ => {}
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, name) = rest.split_once('.')?;
+    let gemma_norms = matches!(family, Gemma2 | Gemma3);
+    let moe = if family == Mixtral {
+        "block_sparse_moe"
+    } else {
+        "mlp"
+    };
+    let mapped = match name {
+        "attn_norm.weight" => "input_layernorm.weight".to_string(),
+        "attn_q.weight" | "attn_q.bias" | "attn_k.weight" | "attn_k.bias" | "attn_v.weight"
+        | "attn_v.bias" => {
+            let (proj, kind) = name.split_once('.')?;
+            format!("self_attn.{}_proj.{kind}", &proj[5..])
+        }
+        "attn_output.weight" => "self_attn.o_proj.weight".into(),
+        "attn_qkv.weight" => "self_attn.qkv_proj.weight".into(),
+        "attn_q_norm.weight" => "self_attn.q_norm.weight".into(),
+        "attn_k_norm.weight" => "self_attn.k_norm.weight".into(),
+        "ffn_norm.weight" if gemma_norms => "pre_feedforward_layernorm.weight".into(),
+        "ffn_norm.weight" => "post_attention_layernorm.weight".into(),
+        "post_attention_norm.weight" => "post_attention_layernorm.weight".into(),
+        "post_ffw_norm.weight" => "post_feedforward_layernorm.weight".into(),
+        "ffn_up.weight" if family == Phi3 => "mlp.gate_up_proj.weight".into(),
+        "ffn_gate.weight" => "mlp.gate_proj.weight".into(),
+        "ffn_up.weight" => "mlp.up_proj.weight".into(),
+        "ffn_down.weight" => "mlp.down_proj.weight".into(),
+        "ffn_gate_inp.weight" => format!("{moe}.gate.weight"),
+        other => {
+            let (stack, e) = other.rsplit_once('.')?;
+            let e: usize = e.parse().ok()?;
+            let proj = match (family, stack) {
+                (Mixtral, "ffn_gate_exps") => "w1",
+                (Mixtral, "ffn_up_exps") => "w3",
+                (Mixtral, "ffn_down_exps") => "w2",
+                (_, "ffn_gate_exps") => "gate_proj",
+                (_, "ffn_up_exps") => "up_proj",
+                (_, "ffn_down_exps") => "down_proj",
+                _ => return None,
+            };
+            format!("{moe}.experts.{e}.{proj}.weight")
+        }
+    };
+    Some(format!("model.layers.{layer}.{mapped}"))
+}
+
+/// A memory-mapped HF checkpoint (one or more safetensors files).
+pub struct SafetensorsSource {
+    files: MmapedSafetensors,
+    family: Family,
+    paths: Vec<PathBuf>,
+    device: Device,
+}
+
+impl std::fmt::Debug for SafetensorsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SafetensorsSource")
+            .field("paths", &self.paths)
+            .finish()
+    }
+}
+
+impl SafetensorsSource {
+    pub fn open(paths: &[PathBuf], family: Family, device: &Device) -> Result<Self> {
+        // SAFETY: the files are mapped read-only; like every mmap-based loader, this assumes no
+        // other process truncates them while the model is loaded.
+        let files =
+            unsafe { MmapedSafetensors::multi(paths) }.map_err(|e| ModelError::Weights {
+                path: paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                what: e.to_string(),
+            })?;
+        Ok(SafetensorsSource {
+            files,
+            family,
+            paths: paths.to_vec(),
+            device: device.clone(),
+        })
+    }
+
+    fn load(&self, gguf_name: &str) -> Result<Tensor> {
+        let name = hf_name(self.family, gguf_name).ok_or_else(|| self.missing(gguf_name))?;
+        self.files
+            .load(&name, &self.device)
+            .map_err(|_| self.missing(&name))
+    }
+
+    fn missing(&self, name: &str) -> ModelError {
+        ModelError::MissingWeight {
+            name: name.to_string(),
+            source_desc: self.describe(),
+        }
+    }
+}
+
+impl WeightSource for SafetensorsSource {
+    fn describe(&self) -> String {
+        self.paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn has(&self, gguf_name: &str) -> bool {
+        hf_name(self.family, gguf_name).is_some_and(|n| self.files.get(&n).is_ok())
+    }
+
+    fn tensor(&self, gguf_name: &str) -> Result<Tensor> {
+        Ok(self.load(gguf_name)?.to_dtype(DType::F32)?)
+    }
+
+    fn linear(&self, gguf_name: &str) -> Result<LinearWeight> {
+        Ok(LinearWeight::Dense(self.tensor(gguf_name)?))
+    }
+
+    fn expert(&self, gguf_name: &str, e: usize) -> Result<LinearWeight> {
+        let stack = gguf_name.strip_suffix(".weight").unwrap_or(gguf_name);
+        self.linear(&format!("{stack}.{e}"))
+    }
+
+    fn rope_style(&self) -> RopeStyle {
+        RopeStyle::Neox
+    }
+}
+
+/// A GGUF file; quantized tensors stay quantized for matmuls.
+pub struct GgufSource {
+    content: gguf_file::Content,
+    path: PathBuf,
+    arch: String,
+    device: Device,
+}
+
+impl std::fmt::Debug for GgufSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufSource")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl GgufSource {
+    pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        let err = |what: String| ModelError::Weights {
+            path: path.display().to_string(),
+            what,
+        };
+        let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| err(e.to_string()))?;
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        Ok(GgufSource {
+            content,
+            path: path.to_path_buf(),
+            arch,
+            device: device.clone(),
+        })
+    }
+
+    fn qtensor(&self, name: &str) -> Result<candle_core::quantized::QTensor> {
+        if !self.content.tensor_infos.contains_key(name) {
+            return Err(ModelError::MissingWeight {
+                name: name.into(),
+                source_desc: self.describe(),
+            });
+        }
+        let mut file = std::fs::File::open(&self.path).map_err(|e| ModelError::Weights {
+            path: self.describe(),
+            what: e.to_string(),
+        })?;
+        Ok(self.content.tensor(&mut file, name, &self.device)?)
+    }
+}
+
+impl WeightSource for GgufSource {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn has(&self, gguf_name: &str) -> bool {
+        self.content.tensor_infos.contains_key(gguf_name)
+    }
+
+    fn tensor(&self, gguf_name: &str) -> Result<Tensor> {
+        Ok(self
+            .qtensor(gguf_name)?
+            .dequantize(&self.device)?
+            .to_dtype(DType::F32)?)
+    }
+
+    fn linear(&self, gguf_name: &str) -> Result<LinearWeight> {
+        let q = self.qtensor(gguf_name)?;
+        if q.dtype().block_size() == 1 {
+            return Ok(LinearWeight::Dense(
+                q.dequantize(&self.device)?.to_dtype(DType::F32)?,
+            ));
+        }
+        Ok(LinearWeight::Quantized(QMatMul::from_qtensor(q)?))
+    }
+
+    fn expert(&self, gguf_name: &str, e: usize) -> Result<LinearWeight> {
+        // Stacked experts are dequantized and split: correct, not yet memory-lean.
+        let all = self.tensor(gguf_name)?;
+        Ok(LinearWeight::Dense(all.get(e)?))
+    }
+
+    fn rope_style(&self) -> RopeStyle {
+        // llama.cpp permutes q/k of `llama`-architecture models for the interleaved layout.
+        if self.arch == "llama" {
+            RopeStyle::Interleaved
+        } else {
+            RopeStyle::Neox
+        }
+    }
+}
