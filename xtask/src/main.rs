@@ -23,6 +23,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             &["forja-planner", "forja-arch", "forja-hw"][..],
         ),
         ("forja-planner", &["forja-arch", "forja-hw"][..]),
+        ("forja-engine", &["forja-models", "forja-arch"][..]),
         ("forja-models", &["forja-arch"][..]),
         ("forja-arch", &[][..]),
         ("forja-hw", &[][..]),

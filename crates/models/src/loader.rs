@@ -9,15 +9,31 @@ use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
 use crate::weight_source::{GgufSource, SafetensorsSource, WeightSource};
 
+/// How to load weights.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Dequantize GGUF weights to f32 (exact reference arithmetic; several times the memory).
+    pub dequantize: bool,
+}
+
 /// Loads the decoder stored at `path` onto `device`.
 pub fn load(path: &Path, device: &Device) -> Result<Decoder> {
+    load_with(path, device, LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(path: &Path, device: &Device, options: LoadOptions) -> Result<Decoder> {
     let desc = ModelDescription::from_path(path)?;
     let stored = desc.stored.as_ref().ok_or_else(|| ModelError::Weights {
         path: path.display().to_string(),
         what: "no weights found (a config.json alone describes a model but cannot run it)".into(),
     })?;
     let source: Box<dyn WeightSource> = match stored.container {
-        Container::Gguf => Box::new(GgufSource::open(&stored.files[0], device)?),
+        Container::Gguf => Box::new(GgufSource::open(
+            &stored.files[0],
+            device,
+            options.dequantize,
+        )?),
         Container::Safetensors => Box::new(SafetensorsSource::open(
             &stored.files,
             desc.config.family,

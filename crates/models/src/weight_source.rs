@@ -172,6 +172,8 @@ pub struct GgufSource {
     path: PathBuf,
     arch: String,
     device: Device,
+    /// Dequantize every weight to f32 (the reference path parity tests compare).
+    dequantize: bool,
 }
 
 impl std::fmt::Debug for GgufSource {
@@ -183,7 +185,8 @@ impl std::fmt::Debug for GgufSource {
 }
 
 impl GgufSource {
-    pub fn open(path: &Path, device: &Device) -> Result<Self> {
+    /// Opens `path`; with `dequantize`, every weight becomes f32 instead of staying quantized.
+    pub fn open(path: &Path, device: &Device, dequantize: bool) -> Result<Self> {
         let err = |what: String| ModelError::Weights {
             path: path.display().to_string(),
             what,
@@ -201,6 +204,7 @@ impl GgufSource {
             path: path.to_path_buf(),
             arch,
             device: device.clone(),
+            dequantize,
         })
     }
 
@@ -237,7 +241,7 @@ impl WeightSource for GgufSource {
 
     fn linear(&self, gguf_name: &str) -> Result<LinearWeight> {
         let q = self.qtensor(gguf_name)?;
-        if q.dtype().block_size() == 1 {
+        if self.dequantize || q.dtype().block_size() == 1 {
             return Ok(LinearWeight::Dense(
                 q.dequantize(&self.device)?.to_dtype(DType::F32)?,
             ));

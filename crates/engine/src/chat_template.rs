@@ -1,0 +1,232 @@
+//! Rendering a model's own Jinja chat template (as `transformers.apply_chat_template` does):
+//! minijinja with Python string methods, `raise_exception`, `strftime_now`, HF's block
+//! trimming, and the `{% generation %}` markers removed.
+
+use minijinja::{Environment, ErrorKind, Value};
+use serde::Serialize;
+
+use crate::error::{EngineError, Result};
+
+/// One chat message. `content` is text; tool calls and tool results ride along as JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Self {
+        Message {
+            role: role.into(),
+            content: content.into(),
+            tool_calls: None,
+            name: None,
+            tool_call_id: None,
+        }
+    }
+}
+
+/// A compiled chat template.
+#[derive(Debug)]
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    origin: String,
+}
+
+/// Fuel for one render: templates are small programs; a runaway loop stops with an error.
+const RENDER_FUEL: u64 = 50_000_000;
+
+fn strip_generation_tags(source: &str) -> String {
+    let mut out = source.to_string();
+    for tag in ["generation", "endgeneration"] {
+        for (open, close) in [("{%", "%}"), ("{%-", "-%}"), ("{%-", "%}"), ("{%", "-%}")] {
+            out = out.replace(&format!("{open} {tag} {close}"), "");
+        }
+    }
+    out
+}
+
+impl ChatTemplate {
+    pub fn new(source: &str, origin: &str) -> Result<Self> {
+        let mut env = Environment::new();
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| EngineError::Template {
+                origin: origin.into(),
+                what: e.to_string(),
+            })?;
+        env.set_syntax(syntax);
+        env.set_fuel(Some(RENDER_FUEL));
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<Value, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_function("strftime_now", |fmt: String| -> String {
+            strftime_now(&fmt)
+        });
+        env.add_template_owned("chat", strip_generation_tags(source))
+            .map_err(|e| EngineError::Template {
+                origin: origin.into(),
+                what: describe(&e),
+            })?;
+        Ok(ChatTemplate {
+            env,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// Renders `messages` (with `tools` when given) into the prompt text.
+    pub fn render(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String> {
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| EngineError::Template {
+                origin: self.origin.clone(),
+                what: describe(&e),
+            })?;
+        let ctx = minijinja::context! {
+            messages => Value::from(minijinja::value::Serde(messages)),
+            tools => tools.map(|t| Value::from(minijinja::value::Serde(t))),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos_token,
+            eos_token => eos_token,
+        };
+        tmpl.render(ctx).map_err(|e| EngineError::Template {
+            origin: self.origin.clone(),
+            what: describe(&e),
+        })
+    }
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    match (e.line(), e.detail()) {
+        (Some(line), Some(d)) => format!("{} (line {line}: {d})", e.kind()),
+        (Some(line), None) => format!("{} (line {line})", e),
+        _ => e.to_string(),
+    }
+}
+
+/// The current UTC date and time formatted with the strftime subset templates use.
+fn strftime_now(fmt: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_time(secs, fmt)
+}
+
+/// strftime for `%Y %m %d %B %b %H %M %S %A %a %%` on a UNIX timestamp (UTC).
+pub fn format_time(secs: u64, fmt: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out += &year.to_string(),
+            Some('m') => out += &format!("{month:02}"),
+            Some('d') => out += &format!("{day:02}"),
+            Some('B') => out += MONTHS[(month - 1) as usize],
+            Some('b') => out += &MONTHS[(month - 1) as usize][..3],
+            Some('H') => out += &format!("{:02}", rem / 3600),
+            Some('M') => out += &format!("{:02}", rem % 3600 / 60),
+            Some('S') => out += &format!("{:02}", rem % 60),
+            Some('A') => out += DAYS[(days % 7) as usize],
+            Some('a') => out += &DAYS[(days % 7) as usize][..3],
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_dates() {
+        // 2024-07-26 13:05:09 UTC, a Friday.
+        assert_eq!(
+            format_time(1_722_000_309, "%d %b %Y %H:%M:%S %A"),
+            "26 Jul 2024 13:25:09 Friday"
+        );
+        assert_eq!(format_time(0, "%Y-%m-%d %a"), "1970-01-01 Thu");
+    }
+
+    #[test]
+    fn raise_exception_is_a_clear_error() {
+        let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "test").unwrap();
+        let e = t.render(&[], None, true, "", "").unwrap_err().to_string();
+        assert!(e.contains("roles must alternate"), "{e}");
+    }
+
+    #[test]
+    fn broken_templates_fail_at_load_with_the_line() {
+        let e = ChatTemplate::new("{% for m in messages %}\n{{ m.content }", "test")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("chat template of test") && e.contains("line"),
+            "{e}"
+        );
+    }
+}

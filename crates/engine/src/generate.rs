@@ -1,0 +1,196 @@
+//! The generation loop for one sequence: prefill, then decode token by token, streaming text
+//! that never splits a character or shows part of a stop string.
+
+use std::time::Instant;
+
+use forja_models::{KvCache, SeqStep};
+
+use crate::error::{EngineError, Result};
+use crate::model::LoadedModel;
+use crate::sampler::{Sampled, Sampler, SamplingParams};
+use crate::tokenizer::IncrementalDecoder;
+
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    pub sampling: SamplingParams,
+    pub max_tokens: usize,
+    /// Generation stops before any of these strings; they are not part of the output.
+    pub stop: Vec<String>,
+    /// Alternatives reported per token (0 = none).
+    pub top_logprobs: usize,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            sampling: SamplingParams::default(),
+            max_tokens: 512,
+            stop: Vec::new(),
+            top_logprobs: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token or stop string.
+    Stop,
+    /// `max_tokens` or the model's context was reached.
+    Length,
+    /// The caller asked to stop.
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub tokens: Vec<Sampled>,
+    pub text: String,
+    pub finish: FinishReason,
+    pub prompt_tokens: usize,
+    /// Prompt tokens actually computed (the rest were already in the cache).
+    pub prefill_tokens: usize,
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+}
+
+/// Feeds `prompt` (all tokens of the sequence so far; the cache may already hold a prefix of
+/// them) and generates. `on_text` receives each new piece of text and returns `false` to cancel.
+/// `cached` lists the tokens the cache holds; it is updated to what the cache holds at the end.
+pub fn generate(
+    model: &LoadedModel,
+    prompt: &[u32],
+    cache: &mut dyn KvCache,
+    cached: &mut Vec<u32>,
+    params: &GenerateParams,
+    on_text: &mut dyn FnMut(&str) -> bool,
+) -> Result<Generation> {
+    if prompt.is_empty() {
+        return Err(EngineError::Input("the prompt is empty".into()));
+    }
+    let max_ctx = model.decoder.config.max_context as usize;
+    if prompt.len() >= max_ctx {
+        return Err(EngineError::Input(format!(
+            "the prompt has {} tokens; this model's context holds {max_ctx}: shorten it or clear the conversation",
+            prompt.len()
+        )));
+    }
+    if cached.len() != cache.len() || !prompt.starts_with(cached) {
+        return Err(EngineError::Input(
+            "the cache does not hold a prefix of this prompt: start a new cache".into(),
+        ));
+    }
+    let mut sampler = Sampler::new(params.sampling.clone())?;
+    let start = Instant::now();
+    let fresh = &prompt[cached.len()..];
+    let to_feed = if fresh.is_empty() {
+        // Everything is cached: recompute the last token to get its logits.
+        return Err(EngineError::Input(
+            "the whole prompt is already cached; nothing to continue from".into(),
+        ));
+    } else {
+        fresh
+    };
+    let mut history: Vec<u32> = prompt.to_vec();
+    let mut step = [SeqStep {
+        tokens: to_feed,
+        cache,
+        all_logits: false,
+    }];
+    let mut logits = model.decoder.forward(&mut step)?.remove(0);
+    cached.extend_from_slice(to_feed);
+    let prefill_secs = start.elapsed().as_secs_f64();
+    let decode_start = Instant::now();
+    let mut detok = IncrementalDecoder::new();
+    let mut text = String::new();
+    // Text produced but held back because it may be the start of a stop string.
+    let mut emitted = 0usize;
+    let mut tokens = Vec::new();
+    let budget = params.max_tokens.min(max_ctx - prompt.len());
+    let mut finish = FinishReason::Length;
+    let stop_tokens = &model.tokenizer.special.stop;
+    for _ in 0..budget {
+        let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let s = sampler.sample(&row, &history, params.top_logprobs)?;
+        let id = s.token;
+        tokens.push(s);
+        if stop_tokens.contains(&id) {
+            finish = FinishReason::Stop;
+            break;
+        }
+        history.push(id);
+        text += &detok.push(&model.tokenizer, id)?;
+        if let Some(pos) = params
+            .stop
+            .iter()
+            .filter_map(|st| text.find(st.as_str()))
+            .min()
+        {
+            text.truncate(pos);
+            if emitted < text.len() && !on_text(&text[emitted..]) {
+                finish = FinishReason::Cancelled;
+                break;
+            }
+            emitted = text.len();
+            finish = FinishReason::Stop;
+            break;
+        }
+        let safe = safe_prefix_len(&text, &params.stop);
+        if safe > emitted {
+            if !on_text(&text[emitted..safe]) {
+                emitted = safe;
+                finish = FinishReason::Cancelled;
+                break;
+            }
+            emitted = safe;
+        }
+        let mut step = [SeqStep {
+            tokens: std::slice::from_ref(&id),
+            cache,
+            all_logits: false,
+        }];
+        logits = model.decoder.forward(&mut step)?.remove(0);
+        cached.push(id);
+    }
+    if finish == FinishReason::Length {
+        text += &detok.finish(&model.tokenizer)?;
+    }
+    if finish != FinishReason::Cancelled && emitted < text.len() {
+        on_text(&text[emitted..]);
+    }
+    Ok(Generation {
+        tokens,
+        text,
+        finish,
+        prompt_tokens: prompt.len(),
+        prefill_tokens: to_feed.len(),
+        prefill_secs,
+        decode_secs: decode_start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Length of the prefix of `text` that cannot be the start of a stop string.
+fn safe_prefix_len(text: &str, stops: &[String]) -> usize {
+    let mut safe = text.len();
+    for s in stops {
+        for k in (1..s.len()).rev() {
+            if s.is_char_boundary(k) && text.ends_with(&s[..k]) {
+                safe = safe.min(text.len() - k);
+                break;
+            }
+        }
+    }
+    safe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_back_possible_stop_prefixes() {
+        let stops = vec!["</answer>".to_string()];
+        assert_eq!(safe_prefix_len("hello </an", &stops), 6);
+        assert_eq!(safe_prefix_len("hello", &stops), 5);
+        assert_eq!(safe_prefix_len("a <", &stops), 2);
+    }
+}

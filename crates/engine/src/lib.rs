@@ -1,0 +1,16 @@
+//! Running a model: tokenizers (HF and GGUF-embedded), chat templates, sampling, incremental
+//! detokenization and the generation loop.
+
+pub mod chat_template;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod sampler;
+pub mod tokenizer;
+
+pub use chat_template::{ChatTemplate, Message};
+pub use error::{EngineError, Result};
+pub use generate::{FinishReason, GenerateParams, Generation, generate};
+pub use model::LoadedModel;
+pub use sampler::{Sampled, Sampler, SamplingParams};
+pub use tokenizer::{IncrementalDecoder, Tokenizer};

@@ -1,0 +1,393 @@
+//! Sampling the next token from logits: logit bias, repetition / frequency / presence penalties,
+//! temperature, top-k, top-p, min-p, with a seeded generator (same seed, same tokens); greedy at
+//! temperature 0. Log-probabilities are those of the distribution the token was drawn from.
+
+use std::collections::HashMap;
+
+use crate::error::{EngineError, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: usize,
+    /// 1 = off.
+    pub top_p: f32,
+    /// 0 = off.
+    pub min_p: f32,
+    /// 1 = off; >1 discourages tokens already in the context (HF / llama.cpp rule).
+    pub repetition_penalty: f32,
+    /// Subtracted once per previous occurrence (OpenAI semantics).
+    pub frequency_penalty: f32,
+    /// Subtracted once if the token occurred (OpenAI semantics).
+    pub presence_penalty: f32,
+    pub logit_bias: HashMap<u32, f32>,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.7,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: HashMap::new(),
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(EngineError::Sampling(m));
+        if !(0.0..=100.0).contains(&self.temperature) || self.temperature.is_nan() {
+            return bad(format!("temperature {} outside 0..=100", self.temperature));
+        }
+        if !(0.0..=1.0).contains(&self.top_p) || self.top_p.is_nan() {
+            return bad(format!("top_p {} outside 0..=1", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) || self.min_p.is_nan() {
+            return bad(format!("min_p {} outside 0..=1", self.min_p));
+        }
+        if self.repetition_penalty.is_nan() || self.repetition_penalty <= 0.0 {
+            return bad(format!(
+                "repetition_penalty {} must be positive",
+                self.repetition_penalty
+            ));
+        }
+        for (name, v) in [
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&v) {
+                return bad(format!("{name} {v} outside -2..=2"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SplitMix64: a small, well-distributed, reproducible generator.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A sampled token with its log-probability and the top alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprob: f32,
+    /// `(token, logprob)` of the most likely tokens, best first.
+    pub top: Vec<(u32, f32)>,
+}
+
+#[derive(Debug)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: Rng,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Result<Self> {
+        params.validate()?;
+        let rng = Rng::new(params.seed);
+        Ok(Sampler { params, rng })
+    }
+
+    /// Picks the next token. `history` is every token of the sequence so far (for penalties);
+    /// `top_logprobs` alternatives are reported.
+    pub fn sample(
+        &mut self,
+        logits: &[f32],
+        history: &[u32],
+        top_logprobs: usize,
+    ) -> Result<Sampled> {
+        if logits.is_empty() {
+            return Err(EngineError::Input("no logits to sample from".into()));
+        }
+        let p = &self.params;
+        let mut l: Vec<f32> = logits.to_vec();
+        for (&id, &bias) in &p.logit_bias {
+            if let Some(x) = l.get_mut(id as usize) {
+                *x += bias;
+            }
+        }
+        if p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+            let mut counts: HashMap<u32, u32> = HashMap::new();
+            for &t in history {
+                *counts.entry(t).or_default() += 1;
+            }
+            for (&t, &n) in &counts {
+                if let Some(x) = l.get_mut(t as usize) {
+                    if p.repetition_penalty != 1.0 {
+                        *x = if *x > 0.0 {
+                            *x / p.repetition_penalty
+                        } else {
+                            *x * p.repetition_penalty
+                        };
+                    }
+                    *x -= p.frequency_penalty * n as f32 + p.presence_penalty;
+                }
+            }
+        }
+        let greedy = p.temperature == 0.0;
+        let t = if greedy { 1.0 } else { p.temperature };
+        // Candidates sorted by logit, best first (ties by lower id, for determinism).
+        let mut idx: Vec<usize> = (0..l.len()).filter(|&i| l[i].is_finite()).collect();
+        if idx.is_empty() {
+            return Err(EngineError::Input("every token is masked out".into()));
+        }
+        idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
+        let max = l[idx[0]];
+        let log_z = max
+            + idx
+                .iter()
+                .map(|&i| ((l[i] - max) / t).exp())
+                .sum::<f32>()
+                .ln()
+                * t;
+        let logprob = |i: usize| (l[i] - log_z) / t;
+        let top: Vec<(u32, f32)> = idx
+            .iter()
+            .take(top_logprobs)
+            .map(|&i| (i as u32, logprob(i)))
+            .collect();
+        if greedy {
+            return Ok(Sampled {
+                token: idx[0] as u32,
+                logprob: logprob(idx[0]),
+                top,
+            });
+        }
+        let mut keep = idx.len();
+        if p.top_k > 0 {
+            keep = keep.min(p.top_k);
+        }
+        let probs: Vec<f64> = idx[..keep]
+            .iter()
+            .map(|&i| f64::from((l[i] - max) / t).exp())
+            .collect();
+        let total: f64 = probs.iter().sum();
+        let mut cut = keep;
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            for (k, q) in probs.iter().enumerate() {
+                acc += q / total;
+                if acc >= f64::from(p.top_p) {
+                    cut = k + 1;
+                    break;
+                }
+            }
+        }
+        if p.min_p > 0.0 {
+            let floor = probs[0] * f64::from(p.min_p);
+            cut = cut.min(probs.iter().take_while(|&&q| q >= floor).count().max(1));
+        }
+        let kept = &probs[..cut];
+        let sum: f64 = kept.iter().sum();
+        let mut r = self.rng.next_f64() * sum;
+        let mut choice = cut - 1;
+        for (k, q) in kept.iter().enumerate() {
+            if r < *q {
+                choice = k;
+                break;
+            }
+            r -= q;
+        }
+        let token = idx[choice];
+        Ok(Sampled {
+            token: token as u32,
+            logprob: logprob(token),
+            top,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_argmax_with_its_logprob() {
+        let mut s = Sampler::new(SamplingParams::greedy()).unwrap();
+        let out = s.sample(&[0.0, 2.0, 1.0], &[], 2).unwrap();
+        assert_eq!(out.token, 1);
+        let z = (0f32.exp() + 2f32.exp() + 1f32.exp()).ln();
+        assert!((out.logprob - (2.0 - z)).abs() < 1e-6);
+        assert_eq!(out.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn same_seed_same_tokens_and_frequencies_follow_probabilities() {
+        let logits = [1.0f32, 2.0, 0.5, 1.5];
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 7,
+            ..Default::default()
+        };
+        let draw = |n: usize| {
+            let mut s = Sampler::new(params.clone()).unwrap();
+            (0..n)
+                .map(|_| s.sample(&logits, &[], 0).unwrap().token)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(50), draw(50));
+        let many = draw(20_000);
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        for (i, l) in logits.iter().enumerate() {
+            let freq = many.iter().filter(|&&t| t as usize == i).count() as f32 / many.len() as f32;
+            assert!((freq - l.exp() / z).abs() < 0.015, "token {i}: {freq}");
+        }
+    }
+
+    #[test]
+    fn top_k_top_p_min_p_and_bias_restrict_the_choice() {
+        let logits = [5.0f32, 4.9, 0.0, -1.0];
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 2,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        })
+        .unwrap();
+        for _ in 0..200 {
+            assert!(s.sample(&logits, &[], 0).unwrap().token < 2);
+        }
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.5,
+            min_p: 0.0,
+            ..Default::default()
+        })
+        .unwrap();
+        for _ in 0..200 {
+            assert_eq!(s.sample(&logits, &[], 0).unwrap().token, 0);
+        }
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.5,
+            ..Default::default()
+        })
+        .unwrap();
+        for _ in 0..200 {
+            assert!(s.sample(&logits, &[], 0).unwrap().token < 2);
+        }
+        let mut bias = SamplingParams::greedy();
+        bias.logit_bias.insert(3, 100.0);
+        assert_eq!(
+            Sampler::new(bias)
+                .unwrap()
+                .sample(&logits, &[], 0)
+                .unwrap()
+                .token,
+            3
+        );
+    }
+
+    #[test]
+    fn penalties_discourage_repeats() {
+        let logits = [2.0f32, 1.9];
+        let mut p = SamplingParams::greedy();
+        p.repetition_penalty = 1.5;
+        assert_eq!(
+            Sampler::new(p.clone())
+                .unwrap()
+                .sample(&logits, &[0], 0)
+                .unwrap()
+                .token,
+            1
+        );
+        p.repetition_penalty = 1.0;
+        p.presence_penalty = 0.5;
+        assert_eq!(
+            Sampler::new(p.clone())
+                .unwrap()
+                .sample(&logits, &[0], 0)
+                .unwrap()
+                .token,
+            1
+        );
+        p.presence_penalty = 0.0;
+        p.frequency_penalty = 0.06;
+        assert_eq!(
+            Sampler::new(p.clone())
+                .unwrap()
+                .sample(&logits, &[0], 0)
+                .unwrap()
+                .token,
+            0
+        );
+        assert_eq!(
+            Sampler::new(p)
+                .unwrap()
+                .sample(&logits, &[0, 0], 0)
+                .unwrap()
+                .token,
+            1
+        );
+    }
+
+    #[test]
+    fn invalid_parameters_are_rejected() {
+        for p in [
+            SamplingParams {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 1.5,
+                ..Default::default()
+            },
+            SamplingParams {
+                repetition_penalty: 0.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                presence_penalty: 3.0,
+                ..Default::default()
+            },
+        ] {
+            assert!(Sampler::new(p).is_err());
+        }
+    }
+}

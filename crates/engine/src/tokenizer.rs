@@ -1,0 +1,366 @@
+//! One tokenizer interface over HF `tokenizer.json` files and the vocabularies embedded in GGUF
+//! files (`tokenizer.ggml.*`). A GGUF byte-level BPE vocabulary is turned into the equivalent
+//! `tokenizers` pipeline (split regex of its pre-tokenizer type, byte-level mapping, merges).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+
+use candle_core::quantized::gguf_file;
+use serde_json::{Value, json};
+
+use crate::error::{EngineError, Result};
+
+/// Special-token facts a generator needs.
+#[derive(Debug, Clone, Default)]
+pub struct SpecialTokens {
+    pub bos: Option<u32>,
+    /// Tokens that end a turn (EOS, end-of-turn).
+    pub stop: Vec<u32>,
+    /// Prepend BOS when encoding a prompt.
+    pub add_bos: bool,
+    pub bos_text: String,
+    pub eos_text: String,
+}
+
+#[derive(Debug)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    pub special: SpecialTokens,
+    /// Ids of control tokens (skipped when decoding for display).
+    control: HashSet<u32>,
+    /// The model's chat template, when it ships one.
+    pub chat_template: Option<String>,
+    origin: String,
+}
+
+/// Llama 3's split pattern.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's split pattern (digits one at a time).
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+fn split(pattern: &str) -> Value {
+    json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
+}
+
+fn byte_level(use_regex: bool) -> Value {
+    json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
+}
+
+/// The pre-tokenizer for llama.cpp's `tokenizer.ggml.pre` names.
+fn pre_tokenizer(pre: &str) -> Option<Value> {
+    let seq = |items: Vec<Value>| json!({"type": "Sequence", "pretokenizers": items});
+    Some(match pre {
+        "default" | "gpt-2" | "gpt2" => byte_level(true),
+        "smollm" => seq(vec![
+            json!({"type": "Digits", "individual_digits": true}),
+            byte_level(true),
+        ]),
+        "llama3" | "llama-bpe" | "llama-v3" | "falcon3" | "pixtral" | "tekken" => {
+            seq(vec![split(LLAMA3_SPLIT), byte_level(false)])
+        }
+        "qwen2" | "deepseek-r1-qwen" | "qwen35" => seq(vec![split(QWEN2_SPLIT), byte_level(false)]),
+        "starcoder" | "refact" => seq(vec![
+            json!({"type": "Digits", "individual_digits": true}),
+            byte_level(true),
+        ]),
+        _ => return None,
+    })
+}
+
+fn meta<'a>(c: &'a gguf_file::Content, key: &str) -> Option<&'a gguf_file::Value> {
+    c.metadata.get(key)
+}
+
+fn meta_u32(c: &gguf_file::Content, key: &str) -> Option<u32> {
+    meta(c, key).and_then(|v| {
+        v.to_u32()
+            .ok()
+            .or_else(|| v.to_u64().ok().map(|x| x as u32))
+    })
+}
+
+fn meta_strings(c: &gguf_file::Content, key: &str) -> Option<Vec<String>> {
+    let arr = meta(c, key)?.to_vec().ok()?;
+    arr.iter().map(|v| v.to_string().ok().cloned()).collect()
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer embedded in a GGUF file.
+    pub fn from_gguf(c: &gguf_file::Content, origin: &str) -> Result<Self> {
+        let err = |what: String| EngineError::Tokenizer {
+            origin: origin.to_string(),
+            what,
+        };
+        let model = meta(c, "tokenizer.ggml.model")
+            .and_then(|v| v.to_string().ok().cloned())
+            .ok_or_else(
+                || err("the GGUF has no tokenizer (tokenizer.ggml.model missing)".into()),
+            )?;
+        let tokens = meta_strings(c, "tokenizer.ggml.tokens")
+            .ok_or_else(|| err("tokenizer.ggml.tokens missing".into()))?;
+        let types: Vec<i32> = meta(c, "tokenizer.ggml.token_type")
+            .and_then(|v| v.to_vec().ok())
+            .map(|a| a.iter().map(|x| x.to_i32().unwrap_or(1)).collect())
+            .unwrap_or_else(|| vec![1; tokens.len()]);
+        let json = match model.as_str() {
+            "gpt2" => {
+                let pre_name = meta(c, "tokenizer.ggml.pre")
+                    .and_then(|v| v.to_string().ok().cloned())
+                    .unwrap_or_else(|| "default".into());
+                let pre = pre_tokenizer(&pre_name).ok_or_else(|| {
+                    err(format!(
+                        "unsupported pre-tokenizer {pre_name:?} of a byte-level BPE vocabulary"
+                    ))
+                })?;
+                let merges = meta_strings(c, "tokenizer.ggml.merges")
+                    .ok_or_else(|| err("tokenizer.ggml.merges missing".into()))?;
+                let vocab: serde_json::Map<String, Value> = tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.clone(), json!(i)))
+                    .collect();
+                let added: Vec<Value> = tokens
+                    .iter()
+                    .zip(&types)
+                    .enumerate()
+                    .filter(|(_, (_, ty))| matches!(**ty, 3 | 4))
+                    .map(|(id, (t, ty))| {
+                        json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                               "normalized": false, "special": *ty == 3})
+                    })
+                    .collect();
+                json!({
+                    "version": "1.0",
+                    "added_tokens": added,
+                    "normalizer": null,
+                    "pre_tokenizer": pre,
+                    "post_processor": null,
+                    "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+                    "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                              "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                              "ignore_merges": false, "vocab": vocab, "merges": merges},
+                })
+            }
+            other => {
+                return Err(err(format!(
+                    "the {other:?} vocabulary type of GGUF files is not supported yet (byte-level BPE \"gpt2\" is)"
+                )));
+            }
+        };
+        let inner =
+            tokenizers::Tokenizer::from_str(&json.to_string()).map_err(|e| err(e.to_string()))?;
+        let control = types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == 3)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let text = |id: Option<u32>| {
+            id.and_then(|i| tokens.get(i as usize).cloned())
+                .unwrap_or_default()
+        };
+        let bos = meta_u32(c, "tokenizer.ggml.bos_token_id");
+        let eos = meta_u32(c, "tokenizer.ggml.eos_token_id");
+        let mut stop: Vec<u32> = [
+            eos,
+            meta_u32(c, "tokenizer.ggml.eot_token_id"),
+            meta_u32(c, "tokenizer.ggml.eom_token_id"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // Chat models end turns with their end-of-turn marker even when EOS says otherwise.
+        for marker in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<end_of_turn>",
+            "<|end|>",
+            "<|endoftext|>",
+        ] {
+            if let Some(id) = tokens.iter().position(|t| t == marker) {
+                stop.push(id as u32);
+            }
+        }
+        stop.sort_unstable();
+        stop.dedup();
+        let special = SpecialTokens {
+            bos,
+            stop,
+            add_bos: meta(c, "tokenizer.ggml.add_bos_token")
+                .and_then(|v| v.to_bool().ok())
+                .unwrap_or(false),
+            bos_text: text(bos),
+            eos_text: text(eos),
+        };
+        let chat_template =
+            meta(c, "tokenizer.chat_template").and_then(|v| v.to_string().ok().cloned());
+        Ok(Tokenizer {
+            inner,
+            special,
+            control,
+            chat_template,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// Loads `tokenizer.json` (+ `tokenizer_config.json` for the chat template and special
+    /// tokens) from an HF model folder.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        let origin = dir.display().to_string();
+        let err = |what: String| EngineError::Tokenizer {
+            origin: origin.clone(),
+            what,
+        };
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(err("tokenizer.json is missing from the model folder".into()));
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
+        let config: Value = match std::fs::read_to_string(dir.join("tokenizer_config.json")) {
+            Ok(t) => {
+                serde_json::from_str(&t).map_err(|e| err(format!("tokenizer_config.json: {e}")))?
+            }
+            Err(_) => Value::Null,
+        };
+        let token_text = |key: &str| -> Option<String> {
+            match &config[key] {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+                _ => None,
+            }
+        };
+        let id_of = |t: &Option<String>| t.as_deref().and_then(|t| inner.token_to_id(t));
+        let bos_text = token_text("bos_token");
+        let eos_text = token_text("eos_token");
+        let mut stop: Vec<u32> = id_of(&eos_text).into_iter().collect();
+        if let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) {
+            let g: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            match &g["eos_token_id"] {
+                Value::Number(n) => stop.extend(n.as_u64().map(|x| x as u32)),
+                Value::Array(a) => {
+                    stop.extend(a.iter().filter_map(Value::as_u64).map(|x| x as u32))
+                }
+                _ => {}
+            }
+        }
+        stop.sort_unstable();
+        stop.dedup();
+        let control = inner
+            .get_added_tokens_decoder()
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect();
+        let chat_template = match &config["chat_template"] {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(list) => list
+                .iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str())
+                .map(str::to_string),
+            _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
+        };
+        let special = SpecialTokens {
+            bos: id_of(&bos_text),
+            stop,
+            add_bos: config["add_bos_token"].as_bool().unwrap_or(false),
+            bos_text: bos_text.unwrap_or_default(),
+            eos_text: eos_text.unwrap_or_default(),
+        };
+        Ok(Tokenizer {
+            inner,
+            special,
+            control,
+            chat_template,
+            origin,
+        })
+    }
+
+    /// Token ids of `text`. Special-token text in `text` (e.g. `<|im_start|>`) becomes the special
+    /// token; BOS is prepended when the model asks for it and `add_bos` is set.
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| EngineError::Tokenizer {
+                origin: self.origin.clone(),
+                what: e.to_string(),
+            })?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        let bos = self
+            .special
+            .bos
+            .filter(|&b| add_bos && self.special.add_bos && enc.get_ids().first() != Some(&b));
+        ids.extend(bos);
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Text of `ids`; control tokens are dropped when `skip_special`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        let kept: Vec<u32> = if skip_special {
+            ids.iter()
+                .copied()
+                .filter(|i| !self.control.contains(i))
+                .collect()
+        } else {
+            ids.to_vec()
+        };
+        self.inner
+            .decode(&kept, false)
+            .map_err(|e| EngineError::Tokenizer {
+                origin: self.origin.clone(),
+                what: e.to_string(),
+            })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}
+
+/// Turns a growing list of token ids into text pieces that never split a UTF-8 character: a
+/// piece is released only once it decodes without a replacement character at its end.
+#[derive(Debug, Default)]
+pub struct IncrementalDecoder {
+    ids: Vec<u32>,
+    /// Start of the window decoded for context.
+    prefix_offset: usize,
+    /// Ids up to here have been emitted as text.
+    read_offset: usize,
+}
+
+impl IncrementalDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `id` and returns newly complete text (possibly empty).
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
+        let full = tok.decode(&self.ids[self.prefix_offset..], true)?;
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.starts_with(&prefix) {
+            let text = full[prefix.len()..].to_string();
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.ids.len();
+            Ok(text)
+        } else {
+            Ok(String::new())
+        }
+    }
+
+    /// Whatever is left (a dangling partial character decodes as U+FFFD).
+    pub fn finish(&mut self, tok: &Tokenizer) -> Result<String> {
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
+        let full = tok.decode(&self.ids[self.prefix_offset..], true)?;
+        self.prefix_offset = self.ids.len();
+        self.read_offset = self.ids.len();
+        Ok(full.get(prefix.len()..).unwrap_or_default().to_string())
+    }
+}
