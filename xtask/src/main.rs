@@ -20,7 +20,13 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     BTreeMap::from([
         (
             "forja-cli",
-            &["forja-planner", "forja-arch", "forja-hw"][..],
+            &[
+                "forja-planner",
+                "forja-engine",
+                "forja-models",
+                "forja-arch",
+                "forja-hw",
+            ][..],
         ),
         ("forja-planner", &["forja-arch", "forja-hw"][..]),
         ("forja-engine", &["forja-models", "forja-arch"][..]),

@@ -3,6 +3,7 @@
 mod cmd_catalog;
 mod cmd_hw;
 mod cmd_plan;
+mod cmd_run;
 mod model_arg;
 mod output;
 mod table;
@@ -27,6 +28,8 @@ enum Command {
     Hw(cmd_hw::HwArgs),
     /// Models and GPUs forja knows, filtered by task and by what fits
     Catalog(cmd_catalog::CatalogArgs),
+    /// Chat with a model in the terminal, or answer one prompt
+    Run(cmd_run::RunArgs),
 }
 
 /// Help and version go to stdout as clap renders them; a usage mistake becomes one line on
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Plan(a) => cmd_plan::run(a),
         Command::Hw(a) => cmd_hw::run(a),
         Command::Catalog(a) => cmd_catalog::run(a),
+        Command::Run(a) => cmd_run::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -403,3 +403,98 @@ fn config_json_and_folder_plan_like_the_catalog() {
     assert_eq!(memory(config.to_str().unwrap()), from_catalog);
     assert_eq!(memory(dir.path().to_str().unwrap()), from_catalog);
 }
+
+fn forja_stdin(args: &[&str], stdin: &str) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forja"))
+        .args(args)
+        .env("FORJA_LOG", "off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn run_answers_one_prompt_from_the_argument_or_stdin() {
+    let model = testdata_file("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    let model = model.to_str().unwrap();
+    let args = [
+        "run",
+        model,
+        "What is 2+2? Answer with one number.",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+        "-v",
+    ];
+    let r = forja(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains('4'), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("tok/s"),
+        "--verbose prints speeds: {}",
+        r.stderr
+    );
+    let r = forja_stdin(
+        &["run", model, "--temperature", "0", "--max-tokens", "8"],
+        "What is 2+2? Answer with one number.\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains('4'), "{}", r.stdout);
+}
+
+#[test]
+fn run_chats_with_commands_history_and_multiline_input() {
+    let model = testdata_file("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    let session = "/set temperature 0\n/set max_tokens 12\n/system You answer with one word.\n\
+                   \"\"\"\nWhat color is the sky\non a clear day?\n\"\"\"\n/stats\n/set top_p 7\n/bogus\n/clear\n/bye\n";
+    let r = forja_stdin(&["run", model.to_str().unwrap(), "--interactive"], session);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("temperature = 0") && r.stdout.contains("system prompt set"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.to_lowercase().contains("blue"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("generation:") && r.stdout.contains("conversation cleared"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains("top_p 7 outside 0..=1") && r.stderr.contains("unknown command /bogus"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn run_reports_unusable_models_clearly() {
+    let tiny = forja_testkit::fixtures_dir().join("tiny/llama");
+    let e = fails(&["run", tiny.to_str().unwrap(), "hi"]);
+    assert!(e.contains("tokenizer.json is missing"), "{e}");
+    let e = fails(&["run", "/nonexistent/model.gguf", "hi"]);
+    assert!(e.contains("no such model file or folder"), "{e}");
+    let bad = tempfile::NamedTempFile::with_suffix(".gguf").unwrap();
+    std::fs::write(bad.path(), b"GGUF\x03\0\0\0").unwrap();
+    let e = fails(&["run", bad.path().to_str().unwrap(), "hi"]);
+    assert!(e.contains("truncated"), "{e}");
+    let model = testdata_file("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    let e = fails(&["run", model.to_str().unwrap(), "hi", "--top-p", "2"]);
+    assert!(e.contains("top_p 2 outside"), "{e}");
+}

@@ -1,0 +1,308 @@
+//! `forja run MODEL [PROMPT]`: chat with a model in the terminal, or answer one prompt.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use forja_engine::{
+    FinishReason, GenerateParams, Generation, LoadedModel, Message, SamplingParams, generate,
+};
+use forja_models::ContiguousKvCache;
+
+use crate::output::{emit, outln};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A .gguf file or an HF model folder (config.json, safetensors, tokenizer.json)
+    model: PathBuf,
+    /// Answer this prompt and exit (also read from stdin when it is not a terminal)
+    prompt: Option<String>,
+    /// System prompt
+    #[arg(long)]
+    system: Option<String>,
+    /// Sampling temperature (0 = greedy)
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Keep the k most likely tokens (0 = all)
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Nucleus sampling mass
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens less likely than this fraction of the best one
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Penalize repeating context tokens (1 = off)
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed (the same seed gives the same answer)
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Most tokens per answer
+    #[arg(long, default_value_t = 1024)]
+    max_tokens: usize,
+    /// Chat even when stdin is not a terminal (reads one message per line)
+    #[arg(long)]
+    interactive: bool,
+    /// Print prompt and generation speed after each answer
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+struct Chat {
+    model: LoadedModel,
+    params: GenerateParams,
+    system: Option<String>,
+    messages: Vec<Message>,
+    cache: ContiguousKvCache,
+    cached: Vec<u32>,
+    last: Option<Generation>,
+    stop: Arc<AtomicBool>,
+    verbose: bool,
+}
+
+impl Chat {
+    fn conversation(&self) -> Vec<Message> {
+        let mut all = Vec::new();
+        if let Some(s) = &self.system {
+            all.push(Message::new("system", s));
+        }
+        all.extend(self.messages.iter().cloned());
+        all
+    }
+
+    /// Sends `text` as the user's turn and streams the answer to stdout.
+    fn turn(&mut self, text: &str) -> Result<()> {
+        self.messages.push(Message::new("user", text));
+        let prompt = self.model.chat_prompt(&self.conversation())?;
+        // Reuse the cache when the new prompt extends what it holds.
+        if !prompt.starts_with(&self.cached) || prompt.len() == self.cached.len() {
+            self.cache = self.model.new_cache();
+            self.cached.clear();
+        }
+        self.stop.store(false, Ordering::SeqCst);
+        let stop = self.stop.clone();
+        let result = generate(
+            &self.model,
+            &prompt,
+            &mut self.cache,
+            &mut self.cached,
+            &self.params,
+            &mut |piece| {
+                emit(piece);
+                !stop.load(Ordering::SeqCst)
+            },
+        );
+        let g = match result {
+            Ok(g) => g,
+            Err(e) => {
+                self.messages.pop();
+                self.cache = self.model.new_cache();
+                self.cached.clear();
+                return Err(e.into());
+            }
+        };
+        match g.finish {
+            FinishReason::Cancelled => outln!("\n[stopped]"),
+            FinishReason::Length => outln!("\n[length limit]"),
+            FinishReason::Stop => outln!(),
+        }
+        self.messages.push(Message::new("assistant", &g.text));
+        if self.verbose {
+            eprintln!("{}", stats(&g));
+        }
+        self.last = Some(g);
+        Ok(())
+    }
+}
+
+fn stats(g: &Generation) -> String {
+    let pp = g.prefill_tokens as f64 / g.prefill_secs.max(1e-9);
+    let tg = g.tokens.len() as f64 / g.decode_secs.max(1e-9);
+    format!(
+        "prompt: {} tokens ({} computed) in {:.2} s, {pp:.1} tok/s; generation: {} tokens in {:.2} s, {tg:.1} tok/s",
+        g.prompt_tokens,
+        g.prefill_tokens,
+        g.prefill_secs,
+        g.tokens.len(),
+        g.decode_secs
+    )
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    if !a.model.exists() {
+        bail!(
+            "no such model file or folder: {} (pass a .gguf file or an HF model folder)",
+            a.model.display()
+        );
+    }
+    let sampling = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repetition_penalty: a.repeat_penalty,
+        seed: a.seed,
+        ..SamplingParams::default()
+    };
+    sampling.validate()?;
+    let model = LoadedModel::load(&a.model, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut chat = Chat {
+        cache: model.new_cache(),
+        model,
+        params: GenerateParams {
+            sampling,
+            max_tokens: a.max_tokens,
+            stop: Vec::new(),
+            top_logprobs: 0,
+        },
+        system: a.system.clone(),
+        messages: Vec::new(),
+        cached: Vec::new(),
+        last: None,
+        stop: stop.clone(),
+        verbose: a.verbose,
+    };
+    let interactive_terminal = std::io::stdin().is_terminal();
+    if let Some(p) = &a.prompt {
+        return chat.turn(p);
+    }
+    if !interactive_terminal && !a.interactive {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the prompt from stdin")?;
+        if text.trim().is_empty() {
+            bail!("no prompt: pass one as an argument, on stdin, or run in a terminal to chat");
+        }
+        return chat.turn(text.trim_end());
+    }
+    // Ctrl-C stops the answer being generated, not the program.
+    ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    repl(&mut chat, interactive_terminal)
+}
+
+const HELP: &str = "/system TEXT   set the system prompt (clears the conversation)
+/clear         start a new conversation
+/set temperature|top_k|top_p|min_p|repeat_penalty|seed|max_tokens VALUE
+/stats         speed of the last answer
+/help          this list
+/bye           quit (or Ctrl-D)
+\"\"\"            start and end a multi-line message";
+
+fn repl(chat: &mut Chat, terminal: bool) -> Result<()> {
+    let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
+    if terminal {
+        outln!(
+            "Chatting with {}. /help for commands, Ctrl-C stops an answer, Ctrl-D quits.",
+            chat.model.name
+        );
+    }
+    let prompt = if terminal { ">>> " } else { "" };
+    loop {
+        let line = match editor.readline(prompt) {
+            Ok(l) => l,
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(rustyline::error::ReadlineError::Eof) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut text = line.trim().to_string();
+        if text == "\"\"\"" || (text.starts_with("\"\"\"") && !text[3..].contains("\"\"\"")) {
+            let mut lines = vec![text.trim_start_matches("\"\"\"").to_string()];
+            loop {
+                match editor.readline(if terminal { "... " } else { "" }) {
+                    Ok(l) if l.trim_end().ends_with("\"\"\"") => {
+                        lines.push(l.trim_end().trim_end_matches("\"\"\"").to_string());
+                        break;
+                    }
+                    Ok(l) => lines.push(l),
+                    Err(_) => return Ok(()),
+                }
+            }
+            text = lines.join("\n").trim().to_string();
+        }
+        if text.is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(&text);
+        if let Some(cmd) = text.strip_prefix('/') {
+            match command(chat, cmd) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => eprintln!("error: {e:#}"),
+            }
+            continue;
+        }
+        if let Err(e) = chat.turn(&text) {
+            eprintln!("error: {e:#}");
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// Runs a slash command; `Ok(true)` quits.
+fn command(chat: &mut Chat, cmd: &str) -> Result<bool> {
+    let (name, rest) = cmd
+        .split_once(' ')
+        .map_or((cmd, ""), |(n, r)| (n, r.trim()));
+    match name {
+        "bye" | "exit" | "quit" => return Ok(true),
+        "help" | "?" => outln!("{HELP}"),
+        "clear" => {
+            chat.messages.clear();
+            outln!("conversation cleared");
+        }
+        "system" => {
+            chat.system = (!rest.is_empty()).then(|| rest.to_string());
+            chat.messages.clear();
+            outln!(
+                "system prompt {}",
+                if rest.is_empty() { "removed" } else { "set" }
+            );
+        }
+        "stats" => match &chat.last {
+            Some(g) => outln!("{}", stats(g)),
+            None => outln!("no answer yet"),
+        },
+        "set" => {
+            let (key, value) = rest.split_once(' ').context("usage: /set NAME VALUE")?;
+            let value = value.trim();
+            let mut s = chat.params.sampling.clone();
+            let num = |v: &str| {
+                v.parse::<f64>()
+                    .with_context(|| format!("{v:?} is not a number"))
+            };
+            match key {
+                "temperature" => s.temperature = num(value)? as f32,
+                "top_k" => s.top_k = num(value)? as usize,
+                "top_p" => s.top_p = num(value)? as f32,
+                "min_p" => s.min_p = num(value)? as f32,
+                "repeat_penalty" => s.repetition_penalty = num(value)? as f32,
+                "seed" => {
+                    s.seed = value
+                        .parse()
+                        .with_context(|| format!("{value:?} is not a seed"))?
+                }
+                "max_tokens" => {
+                    chat.params.max_tokens = value
+                        .parse()
+                        .with_context(|| format!("{value:?} is not a count"))?;
+                    outln!("max_tokens = {}", chat.params.max_tokens);
+                    return Ok(false);
+                }
+                other => bail!("unknown setting {other:?}: /help lists them"),
+            }
+            s.validate()?;
+            chat.params.sampling = s;
+            outln!("{key} = {value}");
+        }
+        other => bail!("unknown command /{other}: /help lists them"),
+    }
+    Ok(false)
+}
