@@ -185,11 +185,8 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
         v_head_dim,
         vocab_size,
         max_context: k.u64_opt("context_length")?.unwrap_or(2048),
-        norm: if gemma {
-            NormKind::RmsOnePlus
-        } else {
-            NormKind::Rms
-        },
+        // llama.cpp's converter stores Gemma's norm weights as 1 + w, so they multiply plainly.
+        norm: NormKind::Rms,
         norm_eps: k
             .f64_opt("attention.layer_norm_rms_epsilon")?
             .unwrap_or(1e-5),
