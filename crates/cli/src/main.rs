@@ -1,5 +1,6 @@
 //! `forja`: run large language models locally, from choosing the hardware to serving a company.
 
+mod cmd_bench;
 mod cmd_catalog;
 mod cmd_hw;
 mod cmd_plan;
@@ -30,6 +31,8 @@ enum Command {
     Catalog(cmd_catalog::CatalogArgs),
     /// Chat with a model in the terminal, or answer one prompt
     Run(cmd_run::RunArgs),
+    /// Measure speed: prompt processing and generation tokens per second
+    Bench(cmd_bench::BenchArgs),
 }
 
 /// Help and version go to stdout as clap renders them; a usage mistake becomes one line on
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Hw(a) => cmd_hw::run(a),
         Command::Catalog(a) => cmd_catalog::run(a),
         Command::Run(a) => cmd_run::run(a),
+        Command::Bench(a) => cmd_bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

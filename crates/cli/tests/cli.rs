@@ -498,3 +498,40 @@ fn run_reports_unusable_models_clearly() {
     let e = fails(&["run", model.to_str().unwrap(), "hi", "--top-p", "2"]);
     assert!(e.contains("top_p 2 outside"), "{e}");
 }
+
+#[test]
+fn bench_model_times_prompt_and_generation() {
+    let model = testdata_file("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let out = ok(&[
+        "bench",
+        "model",
+        model.to_str().unwrap(),
+        "-p",
+        "16,32",
+        "-n",
+        "4",
+        "-r",
+        "2",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tests: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["test"].as_str().unwrap())
+        .collect();
+    assert_eq!(tests, ["pp16", "pp32", "tg4"]);
+    for r in v.as_array().unwrap() {
+        assert_eq!(r["samples_ns"].as_array().unwrap().len(), 2);
+        assert!(r["avg_tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["params"], 134_515_008u64);
+    }
+    let e = fails(&["bench", "model", model.to_str().unwrap(), "-p", "100000"]);
+    assert!(
+        e.contains("between 1 and the model's context of 8192"),
+        "{e}"
+    );
+    let e = fails(&["bench", "model", model.to_str().unwrap(), "-r", "0"]);
+    assert!(e.contains("invalid --repetitions 0"), "{e}");
+}
