@@ -6,6 +6,7 @@ pub mod error;
 pub mod generate;
 pub mod model;
 pub mod sampler;
+pub mod spm;
 pub mod tokenizer;
 
 pub use chat_template::{ChatTemplate, Message};

@@ -10,6 +10,16 @@ use candle_core::quantized::gguf_file;
 use serde_json::{Value, json};
 
 use crate::error::{EngineError, Result};
+use crate::spm::SpmVocab;
+
+/// The tokenizer implementation behind the interface.
+#[derive(Debug)]
+enum Backend {
+    /// `tokenizers` pipelines: HF files and GGUF byte-level BPE vocabularies.
+    Hf(Box<tokenizers::Tokenizer>),
+    /// GGUF SentencePiece-style vocabularies.
+    Spm(Box<SpmVocab>),
+}
 
 /// Special-token facts a generator needs.
 #[derive(Debug, Clone, Default)]
@@ -25,7 +35,7 @@ pub struct SpecialTokens {
 
 #[derive(Debug)]
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Backend,
     pub special: SpecialTokens,
     /// Ids of control tokens (skipped when decoding for display).
     control: HashSet<u32>,
@@ -113,6 +123,12 @@ impl Tokenizer {
                         "unsupported pre-tokenizer {pre_name:?} of a byte-level BPE vocabulary"
                     ))
                 })?;
+                // Llama 3 style vocabularies emit a whole pre-token when the vocabulary has it,
+                // before any merge (as its tokenizer.json and llama.cpp do).
+                let ignore_merges = matches!(
+                    pre_name.as_str(),
+                    "llama3" | "llama-bpe" | "llama-v3" | "falcon3" | "pixtral" | "tekken"
+                );
                 let merges = meta_strings(c, "tokenizer.ggml.merges")
                     .ok_or_else(|| err("tokenizer.ggml.merges missing".into()))?;
                 let vocab: serde_json::Map<String, Value> = tokens
@@ -139,17 +155,38 @@ impl Tokenizer {
                     "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
                     "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                               "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                              "ignore_merges": false, "vocab": vocab, "merges": merges},
+                              "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges},
                 })
             }
+            "llama" => Value::Null,
             other => {
                 return Err(err(format!(
-                    "the {other:?} vocabulary type of GGUF files is not supported yet (byte-level BPE \"gpt2\" is)"
+                    "the {other:?} vocabulary type of GGUF files is not supported yet (\"gpt2\" byte-level BPE and \"llama\" SentencePiece are)"
                 )));
             }
         };
-        let inner =
-            tokenizers::Tokenizer::from_str(&json.to_string()).map_err(|e| err(e.to_string()))?;
+        let inner = if model == "llama" {
+            let scores: Vec<f32> = meta(c, "tokenizer.ggml.scores")
+                .and_then(|v| v.to_vec().ok())
+                .map(|a| a.iter().map(|x| x.to_f32().unwrap_or(0.0)).collect())
+                .unwrap_or_else(|| vec![0.0; tokens.len()]);
+            let add_space_prefix = meta(c, "tokenizer.ggml.add_space_prefix")
+                .and_then(|v| v.to_bool().ok())
+                .unwrap_or(true);
+            let unk = meta_u32(c, "tokenizer.ggml.unknown_token_id");
+            Backend::Spm(Box::new(SpmVocab::new(
+                tokens.clone(),
+                scores,
+                types.clone(),
+                unk,
+                add_space_prefix,
+            )))
+        } else {
+            Backend::Hf(Box::new(
+                tokenizers::Tokenizer::from_str(&json.to_string())
+                    .map_err(|e| err(e.to_string()))?,
+            ))
+        };
         let control = types
             .iter()
             .enumerate()
@@ -216,7 +253,7 @@ impl Tokenizer {
         if !path.is_file() {
             return Err(err("tokenizer.json is missing from the model folder".into()));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
+        let hf = tokenizers::Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
         let config: Value = match std::fs::read_to_string(dir.join("tokenizer_config.json")) {
             Ok(t) => {
                 serde_json::from_str(&t).map_err(|e| err(format!("tokenizer_config.json: {e}")))?
@@ -230,7 +267,7 @@ impl Tokenizer {
                 _ => None,
             }
         };
-        let id_of = |t: &Option<String>| t.as_deref().and_then(|t| inner.token_to_id(t));
+        let id_of = |t: &Option<String>| t.as_deref().and_then(|t| hf.token_to_id(t));
         let bos_text = token_text("bos_token");
         let eos_text = token_text("eos_token");
         let mut stop: Vec<u32> = id_of(&eos_text).into_iter().collect();
@@ -246,7 +283,7 @@ impl Tokenizer {
         }
         stop.sort_unstable();
         stop.dedup();
-        let control = inner
+        let control = hf
             .get_added_tokens_decoder()
             .iter()
             .filter(|(_, t)| t.special)
@@ -269,7 +306,7 @@ impl Tokenizer {
             eos_text: eos_text.unwrap_or_default(),
         };
         Ok(Tokenizer {
-            inner,
+            inner: Backend::Hf(Box::new(hf)),
             special,
             control,
             chat_template,
@@ -280,47 +317,60 @@ impl Tokenizer {
     /// Token ids of `text`. Special-token text in `text` (e.g. `<|im_start|>`) becomes the special
     /// token; BOS is prepended when the model asks for it and `add_bos` is set.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| EngineError::Tokenizer {
-                origin: self.origin.clone(),
-                what: e.to_string(),
-            })?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
+        let body: Vec<u32> = match &self.inner {
+            Backend::Hf(t) => t
+                .encode(text, false)
+                .map_err(|e| EngineError::Tokenizer {
+                    origin: self.origin.clone(),
+                    what: e.to_string(),
+                })?
+                .get_ids()
+                .to_vec(),
+            Backend::Spm(v) => v.encode(text),
+        };
+        let mut ids = Vec::with_capacity(body.len() + 1);
         let bos = self
             .special
             .bos
-            .filter(|&b| add_bos && self.special.add_bos && enc.get_ids().first() != Some(&b));
+            .filter(|&b| add_bos && self.special.add_bos && body.first() != Some(&b));
         ids.extend(bos);
-        ids.extend_from_slice(enc.get_ids());
+        ids.extend_from_slice(&body);
         Ok(ids)
     }
 
     /// Text of `ids`; control tokens are dropped when `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        let kept: Vec<u32> = if skip_special {
-            ids.iter()
-                .copied()
-                .filter(|i| !self.control.contains(i))
-                .collect()
-        } else {
-            ids.to_vec()
-        };
-        self.inner
-            .decode(&kept, false)
-            .map_err(|e| EngineError::Tokenizer {
-                origin: self.origin.clone(),
-                what: e.to_string(),
-            })
+        match &self.inner {
+            Backend::Spm(v) => Ok(v.decode(ids, skip_special)),
+            Backend::Hf(t) => {
+                let kept: Vec<u32> = if skip_special {
+                    ids.iter()
+                        .copied()
+                        .filter(|i| !self.control.contains(i))
+                        .collect()
+                } else {
+                    ids.to_vec()
+                };
+                t.decode(&kept, false).map_err(|e| EngineError::Tokenizer {
+                    origin: self.origin.clone(),
+                    what: e.to_string(),
+                })
+            }
+        }
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match &self.inner {
+            Backend::Hf(t) => t.get_vocab_size(true),
+            Backend::Spm(v) => v.len(),
+        }
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.inner {
+            Backend::Hf(t) => t.token_to_id(token),
+            Backend::Spm(v) => v.token_to_id(token),
+        }
     }
 }
 

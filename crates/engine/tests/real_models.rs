@@ -227,3 +227,29 @@ fn real_models_match_transformers_on_dequantized_weights() {
     }
     println!("{}", report.join("\n"));
 }
+
+/// Gemma 3's SentencePiece vocabulary from its GGUF gives the ids transformers' Gemma 3
+/// tokenizer decodes to the same text (decode([2, 818, 5279, 529, 7001, 563]) =
+/// "<bos>The capital of France is"), and the model continues on topic.
+#[test]
+fn gemma3_gguf_tokenizer_and_continuation() {
+    let m = load("gemma-3-270m-q4_k_m.gguf");
+    let ids = m
+        .tokenizer
+        .encode("The capital of France is", true)
+        .unwrap();
+    assert_eq!(ids, [2, 818, 5279, 529, 7001, 563]);
+    assert_eq!(
+        m.tokenizer.decode(&ids, true).unwrap(),
+        "The capital of France is"
+    );
+    let mut cache = m.new_cache();
+    let mut cached = Vec::new();
+    let params = GenerateParams {
+        sampling: SamplingParams::greedy(),
+        max_tokens: 12,
+        ..Default::default()
+    };
+    let g = generate(&m, &ids, &mut cache, &mut cached, &params, &mut |_| true).unwrap();
+    assert!(g.text.contains("France"), "{:?}", g.text);
+}
