@@ -40,9 +40,8 @@ fn check(vocab: &str) -> (usize, Vec<String>) {
     (outputs.len(), failures)
 }
 
-#[test]
-fn bpe_vocabularies_match_llama_cpp() {
-    for vocab in ["llama-bpe", "qwen2", "gpt-2"] {
+fn assert_vocabularies(names: &[&str]) {
+    for vocab in names {
         let (n, failures) = check(vocab);
         assert!(n > 20, "{vocab}: only {n} vectors");
         assert!(
@@ -55,15 +54,11 @@ fn bpe_vocabularies_match_llama_cpp() {
 }
 
 #[test]
+fn bpe_vocabularies_match_llama_cpp() {
+    assert_vocabularies(&["llama-bpe", "qwen2", "gpt-2"]);
+}
+
+#[test]
 fn sentencepiece_vocabularies_match_llama_cpp() {
-    for vocab in ["llama-spm", "phi-3"] {
-        let (n, failures) = check(vocab);
-        assert!(n > 20, "{vocab}: only {n} vectors");
-        assert!(
-            failures.is_empty(),
-            "{vocab}: {} of {n} differ:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
-    }
+    assert_vocabularies(&["llama-spm", "phi-3"]);
 }
