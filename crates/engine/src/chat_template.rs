@@ -66,6 +66,7 @@ impl ChatTemplate {
         env.set_syntax(syntax);
         env.set_fuel(Some(RENDER_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_filter("tojson", tojson);
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<Value, minijinja::Error> {
@@ -84,6 +85,14 @@ impl ChatTemplate {
             env,
             origin: origin.to_string(),
         })
+    }
+
+    /// Makes `strftime_now` report the fixed UNIX time `secs` (reproducible renderings).
+    pub fn set_fixed_time(&mut self, secs: u64) {
+        self.env
+            .add_function("strftime_now", move |fmt: String| -> String {
+                format_time(secs, &fmt)
+            });
     }
 
     /// Renders `messages` (with `tools` when given) into the prompt text.
@@ -113,6 +122,93 @@ impl ChatTemplate {
             origin: self.origin.clone(),
             what: describe(&e),
         })
+    }
+}
+
+/// Python's `json.dumps` as transformers' `tojson` filter calls it: `", "` / `": "` separators
+/// (`","` / `": "` with `indent`), insertion order kept, `ensure_ascii` off unless asked for.
+fn tojson(
+    value: Value,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<Value, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    let _: Option<Value> = kwargs.get("separators")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    let mut out = String::new();
+    dump(&json, indent, 0, sort_keys.unwrap_or(false), &mut out);
+    if ensure_ascii.unwrap_or(false) {
+        out = out
+            .chars()
+            .flat_map(|c| {
+                if c.is_ascii() {
+                    vec![c.to_string()]
+                } else {
+                    let mut buf = [0u16; 2];
+                    c.encode_utf16(&mut buf)
+                        .iter()
+                        .map(|u| format!("\\u{u:04x}"))
+                        .collect()
+                }
+            })
+            .collect();
+    }
+    Ok(Value::from_safe_string(out))
+}
+
+fn dump(v: &serde_json::Value, indent: Option<usize>, depth: usize, sort: bool, out: &mut String) {
+    use serde_json::Value as J;
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * depth));
+        }
+    };
+    let sep = if indent.is_some() { "," } else { ", " };
+    match v {
+        J::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                dump(item, indent, depth + 1, sort, out);
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        J::Object(map) if !map.is_empty() => {
+            out.push('{');
+            let mut entries: Vec<(&String, &J)> = map.iter().collect();
+            if sort {
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+            }
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(sep);
+                }
+                newline(out, depth + 1);
+                out.push_str(&J::String(k.clone()).to_string());
+                out.push_str(": ");
+                dump(item, indent, depth + 1, sort, out);
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        J::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(0.0);
+            // Python prints floats with a decimal point (1.0, not 1).
+            out.push_str(&if f.fract() == 0.0 && f.abs() < 1e16 {
+                format!("{f:.1}")
+            } else {
+                n.to_string()
+            });
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
