@@ -7,7 +7,7 @@ prompts (token ids) the f32 logits of every position plus 8 greedy tokens, saved
 `goldens.safetensors` (tensors `logits.{i}` [prompt_len, vocab], `greedy.{i}` [8]) and
 `goldens.json` (the prompts and the greedy tokens, readable).
 
-Usage: python tiny_models.py OUT_DIR   (pinned versions: tiny_models.requirements.txt)
+Usage: python tiny_models.py OUT_DIR [FAMILY…]   (pinned versions: tiny_models.requirements.txt)
 """
 import json
 import os
@@ -51,6 +51,8 @@ FAMILIES = {
                    hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
     "phi3": dict(model_type="phi3", rope_theta=10000.0, pad_token_id=0),
     "mixtral": dict(model_type="mixtral", num_local_experts=4, num_experts_per_tok=2),
+    "qwen2_moe": dict(model_type="qwen2_moe", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                      shared_expert_intermediate_size=48, decoder_sparse_step=1, norm_topk_prob=False),
     "qwen3_moe": dict(model_type="qwen3_moe", head_dim=16, num_experts=4, num_experts_per_tok=2,
                       moe_intermediate_size=32, norm_topk_prob=True, decoder_sparse_step=1),
 }
@@ -103,11 +105,14 @@ def build(name, spec, out):
         fh.write("\n")
 
 
-def main(out):
+def main(out, only=None):
     for name, spec in FAMILIES.items():
+        if only and name not in only:
+            continue
         build(name, spec, out)
         print("built", name)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    # Optional family names after OUT_DIR rebuild only those.
+    main(sys.argv[1], sys.argv[2:] or None)

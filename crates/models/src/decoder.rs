@@ -152,11 +152,24 @@ impl Decoder {
                 };
             let mlp = match &cfg.moe {
                 Some(m) if cfg.is_moe_layer(i as u64) => {
-                    if m.shared_intermediate_size > 0 {
-                        return Err(ModelError::Unsupported(
-                            "shared experts (Qwen2-MoE, DeepSeek)".into(),
-                        ));
-                    }
+                    // Always-on shared expert (Qwen2-MoE), optionally behind a sigmoid gate.
+                    let shared = if m.shared_intermediate_size > 0 {
+                        Some(Box::new(gated(
+                            Some(src.linear(&n("ffn_gate_shexp.weight"))?),
+                            src.linear(&n("ffn_up_shexp.weight"))?,
+                            src.linear(&n("ffn_down_shexp.weight"))?,
+                        )))
+                    } else {
+                        None
+                    };
+                    let shared_gate = if m.shared_expert_gate {
+                        // Stored as one row `[1, hidden]` (HF) or a vector `[hidden]` (GGUF).
+                        let w = src.tensor(&n("ffn_gate_inp_shexp.weight"))?;
+                        let w = w.reshape((1, cfg.hidden_size as usize))?;
+                        Some(Linear::new(LinearWeight::Dense(w), None))
+                    } else {
+                        None
+                    };
                     let experts = (0..m.num_experts as usize)
                         .map(|e| {
                             Ok(gated(
@@ -171,6 +184,8 @@ impl Decoder {
                         experts,
                         top_k: m.experts_per_token as usize,
                         norm_topk_prob: m.norm_topk_prob,
+                        shared,
+                        shared_gate,
                     })
                 }
                 _ if cfg.fused_qkv => Mlp::Gated(gated(

@@ -47,6 +47,10 @@ pub struct MoeMlp {
     pub experts: Vec<GatedMlp>,
     pub top_k: usize,
     pub norm_topk_prob: bool,
+    /// An expert every token uses (Qwen2-MoE).
+    pub shared: Option<Box<GatedMlp>>,
+    /// `[1, hidden]`: sigmoid gate on the shared expert's output.
+    pub shared_gate: Option<Linear>,
 }
 
 impl MoeMlp {
@@ -87,6 +91,13 @@ impl MoeMlp {
             out = out.index_add(&ids, &y, 0)?;
         }
         debug_assert_eq!(out.dim(0).ok(), Some(tokens));
+        if let Some(shared) = &self.shared {
+            let mut y = shared.forward(x)?;
+            if let Some(g) = &self.shared_gate {
+                y = y.broadcast_mul(&candle_nn::ops::sigmoid(&g.forward(x)?)?)?;
+            }
+            out = (out + y)?;
+        }
         Ok(out)
     }
 }

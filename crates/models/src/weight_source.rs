@@ -65,6 +65,10 @@ pub fn hf_name(family: Family, gguf: &str) -> Option<String> {
         "ffn_up.weight" => "mlp.up_proj.weight".into(),
         "ffn_down.weight" => "mlp.down_proj.weight".into(),
         "ffn_gate_inp.weight" => format!("{moe}.gate.weight"),
+        "ffn_gate_shexp.weight" => "mlp.shared_expert.gate_proj.weight".into(),
+        "ffn_up_shexp.weight" => "mlp.shared_expert.up_proj.weight".into(),
+        "ffn_down_shexp.weight" => "mlp.shared_expert.down_proj.weight".into(),
+        "ffn_gate_inp_shexp.weight" => "mlp.shared_expert_gate.weight".into(),
         other => {
             let (stack, e) = other.rsplit_once('.')?;
             let e: usize = e.parse().ok()?;

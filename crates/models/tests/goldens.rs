@@ -11,7 +11,7 @@
 use candle_core::{Device, Tensor};
 use forja_models::{ContiguousKvCache, Decoder, SeqStep};
 
-const FAMILIES: [&str; 10] = [
+const FAMILIES: [&str; 11] = [
     "llama",
     "llama3_rope",
     "mistral",
@@ -21,6 +21,7 @@ const FAMILIES: [&str; 10] = [
     "gemma3",
     "phi3",
     "mixtral",
+    "qwen2_moe",
     "qwen3_moe",
 ];
 const TOLERANCE: f32 = 1e-4;
