@@ -106,7 +106,11 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
             shared_expert_gate: has("blk.0.ffn_gate_inp_shexp.weight"),
             norm_topk_prob: k
                 .bool_opt("expert_weights_norm")?
-                .unwrap_or(matches!(family, Family::Llama | Family::PhiMoe)),
+                // llama.cpp renormalizes Mixtral (llama), PhiMoE and Qwen3-MoE without the key.
+                .unwrap_or(matches!(
+                    family,
+                    Family::Llama | Family::PhiMoe | Family::Qwen3Moe
+                )),
             dense_layers: {
                 let dense = k.u64_opt("leading_dense_block_count")?.unwrap_or(0);
                 if dense > num_layers {

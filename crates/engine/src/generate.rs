@@ -108,6 +108,14 @@ pub fn generate(
     let budget = params.max_tokens.min(max_ctx - prompt.len());
     let mut finish = FinishReason::Length;
     let stop_tokens = &model.tokenizer.special.stop;
+    // An empty stop string would match everywhere: it means no stop string.
+    let stops: Vec<&str> = params
+        .stop
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut stopped_on_string = false;
     for _ in 0..budget {
         let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;
         let s = sampler.sample(&row, &history, params.top_logprobs)?;
@@ -119,12 +127,7 @@ pub fn generate(
         }
         history.push(id);
         text += &detok.push(&model.tokenizer, id)?;
-        if let Some(pos) = params
-            .stop
-            .iter()
-            .filter_map(|st| text.find(st.as_str()))
-            .min()
-        {
+        if let Some(pos) = stops.iter().filter_map(|st| text.find(st)).min() {
             text.truncate(pos);
             if emitted < text.len() && !on_text(&text[emitted..]) {
                 finish = FinishReason::Cancelled;
@@ -132,9 +135,10 @@ pub fn generate(
             }
             emitted = text.len();
             finish = FinishReason::Stop;
+            stopped_on_string = true;
             break;
         }
-        let safe = safe_prefix_len(&text, &params.stop);
+        let safe = safe_prefix_len(&text, &stops);
         if safe > emitted {
             if !on_text(&text[emitted..safe]) {
                 emitted = safe;
@@ -142,6 +146,10 @@ pub fn generate(
                 break;
             }
             emitted = safe;
+        }
+        if tokens.len() >= budget {
+            // The budget is spent: the next token's logits would go unused.
+            break;
         }
         let mut step = [SeqStep {
             tokens: std::slice::from_ref(&id),
@@ -151,8 +159,13 @@ pub fn generate(
         logits = model.decoder.forward(&mut step)?.remove(0);
         cached.push(id);
     }
-    if finish == FinishReason::Length {
+    if !stopped_on_string && finish != FinishReason::Cancelled {
+        // Text the incremental decoder still holds (e.g. a character cut by a stop token).
         text += &detok.finish(&model.tokenizer)?;
+        if let Some(pos) = stops.iter().filter_map(|st| text.find(st)).min() {
+            text.truncate(pos.max(emitted));
+            finish = FinishReason::Stop;
+        }
     }
     if finish != FinishReason::Cancelled && emitted < text.len() {
         on_text(&text[emitted..]);
@@ -169,7 +182,7 @@ pub fn generate(
 }
 
 /// Length of the prefix of `text` that cannot be the start of a stop string.
-fn safe_prefix_len(text: &str, stops: &[String]) -> usize {
+fn safe_prefix_len(text: &str, stops: &[&str]) -> usize {
     let mut safe = text.len();
     for s in stops {
         for k in (1..s.len()).rev() {
@@ -188,7 +201,7 @@ mod tests {
 
     #[test]
     fn holds_back_possible_stop_prefixes() {
-        let stops = vec!["</answer>".to_string()];
+        let stops = ["</answer>"];
         assert_eq!(safe_prefix_len("hello </an", &stops), 6);
         assert_eq!(safe_prefix_len("hello", &stops), 5);
         assert_eq!(safe_prefix_len("a <", &stops), 2);

@@ -224,9 +224,10 @@ impl Tokenizer {
         let special = SpecialTokens {
             bos,
             stop,
+            // llama.cpp adds BOS by default for SentencePiece vocabularies.
             add_bos: meta(c, "tokenizer.ggml.add_bos_token")
                 .and_then(|v| v.to_bool().ok())
-                .unwrap_or(false),
+                .unwrap_or(model == "llama"),
             bos_text: text(bos),
             eos_text: text(eos),
         };
@@ -341,7 +342,7 @@ impl Tokenizer {
     /// Text of `ids`; control tokens are dropped when `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         match &self.inner {
-            Backend::Spm(v) => Ok(v.decode(ids, skip_special)),
+            Backend::Spm(v) => Ok(v.decode(ids, skip_special, true)),
             Backend::Hf(t) => {
                 let kept: Vec<u32> = if skip_special {
                     ids.iter()
@@ -356,6 +357,15 @@ impl Tokenizer {
                     what: e.to_string(),
                 })
             }
+        }
+    }
+
+    /// Text of `ids` that continue a sequence (generated tokens): unlike [`Tokenizer::decode`],
+    /// a leading space is kept.
+    pub fn decode_continuation(&self, ids: &[u32]) -> Result<String> {
+        match &self.inner {
+            Backend::Spm(v) => Ok(v.decode(ids, true, false)),
+            Backend::Hf(_) => self.decode(ids, true),
         }
     }
 
@@ -393,10 +403,12 @@ impl IncrementalDecoder {
     /// Adds `id` and returns newly complete text (possibly empty).
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
         self.ids.push(id);
-        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
-        let full = tok.decode(&self.ids[self.prefix_offset..], true)?;
-        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.starts_with(&prefix) {
-            let text = full[prefix.len()..].to_string();
+        let prefix = tok.decode_continuation(&self.ids[self.prefix_offset..self.read_offset])?;
+        let full = tok.decode_continuation(&self.ids[self.prefix_offset..])?;
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
+            // Normally `full` extends `prefix`; if a tokenizer rewrote the context, emit from the
+            // same byte offset (on a character boundary) rather than stall.
+            let text = full.get(prefix.len()..).unwrap_or_default().to_string();
             self.prefix_offset = self.read_offset;
             self.read_offset = self.ids.len();
             Ok(text)
@@ -407,8 +419,8 @@ impl IncrementalDecoder {
 
     /// Whatever is left (a dangling partial character decodes as U+FFFD).
     pub fn finish(&mut self, tok: &Tokenizer) -> Result<String> {
-        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
-        let full = tok.decode(&self.ids[self.prefix_offset..], true)?;
+        let prefix = tok.decode_continuation(&self.ids[self.prefix_offset..self.read_offset])?;
+        let full = tok.decode_continuation(&self.ids[self.prefix_offset..])?;
         self.prefix_offset = self.ids.len();
         self.read_offset = self.ids.len();
         Ok(full.get(prefix.len()..).unwrap_or_default().to_string())

@@ -252,4 +252,46 @@ fn gemma3_gguf_tokenizer_and_continuation() {
     };
     let g = generate(&m, &ids, &mut cache, &mut cached, &params, &mut |_| true).unwrap();
     assert!(g.text.contains("France"), "{:?}", g.text);
+    // Regression: a continuation keeps its leading space (" the capital…", not "the capital…").
+    assert!(g.text.starts_with(" the"), "{:?}", g.text);
+}
+
+/// Regression: an empty stop string matched at position 0 and ended every answer at once.
+#[test]
+fn empty_stop_strings_are_ignored_and_stop_strings_cut_the_text() {
+    let m = load("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    let prompt = m
+        .chat_prompt(&[Message::new(
+            "user",
+            "Count from 1 to 10, separated by commas.",
+        )])
+        .unwrap();
+    let run = |stop: Vec<String>| {
+        let mut cache = m.new_cache();
+        let mut cached = Vec::new();
+        let params = GenerateParams {
+            sampling: SamplingParams::greedy(),
+            max_tokens: 24,
+            stop,
+            top_logprobs: 0,
+        };
+        let mut streamed = String::new();
+        let g = generate(&m, &prompt, &mut cache, &mut cached, &params, &mut |t| {
+            streamed.push_str(t);
+            true
+        })
+        .unwrap();
+        assert_eq!(streamed, g.text);
+        g
+    };
+    let full = run(vec![String::new()]);
+    assert!(full.text.contains("1, 2, 3"), "{:?}", full.text);
+    let cut = run(vec!["4".into()]);
+    assert_eq!(cut.finish, forja_engine::FinishReason::Stop);
+    assert!(
+        full.text.starts_with(&cut.text) && !cut.text.contains('4'),
+        "{:?} / {:?}",
+        cut.text,
+        full.text
+    );
 }

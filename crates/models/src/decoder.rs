@@ -68,6 +68,7 @@ fn opt_bias(src: &dyn WeightSource, name: &str) -> Result<Option<Tensor>> {
 impl Decoder {
     /// Builds the decoder for `cfg` from `src`.
     pub fn load(cfg: &DecoderConfig, src: &dyn WeightSource, device: &Device) -> Result<Self> {
+        cfg.validate()?;
         if cfg.mla.is_some() {
             return Err(ModelError::Unsupported(
                 "multi-head latent attention (DeepSeek V2/V3)".into(),
