@@ -3,7 +3,7 @@ GGUF weights (f32): for each text prompt, the token ids transformers' tokenizer 
 greedy tokens, and the gap between the two best logits at each step (so a test can tell a real
 mismatch from a near-tie).
 
-Usage: python real_models.py DIR_WITH_GGUFS OUT.json   (pins: tiny_models.requirements.txt + gguf)
+Usage: python real_models.py DIR_WITH_GGUFS OUT.json   (pins: reference.requirements.txt)
 """
 import json
 import os

@@ -7,7 +7,7 @@ prompts (token ids) the f32 logits of every position plus 8 greedy tokens, saved
 `goldens.safetensors` (tensors `logits.{i}` [prompt_len, vocab], `greedy.{i}` [8]) and
 `goldens.json` (the prompts and the greedy tokens, readable).
 
-Usage: python tiny_models.py OUT_DIR [FAMILY…]   (pinned versions: tiny_models.requirements.txt)
+Usage: python tiny_models.py OUT_DIR [FAMILY…]   (pinned versions: reference.requirements.txt)
 """
 import json
 import os

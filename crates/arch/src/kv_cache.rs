@@ -43,8 +43,3 @@ pub fn kv_bytes(cfg: &DecoderConfig, ctx_tokens: u64, dtype: KvDtype) -> u64 {
     // `as` saturates for floats: an absurd request becomes u64::MAX bytes, never a wrap.
     (elems as f64 * dtype.bytes_per_elem()).ceil() as u64
 }
-
-/// Bytes of cache read to decode one token at position `ctx_tokens` (every kept entry is read).
-pub fn kv_read_bytes_per_token(cfg: &DecoderConfig, ctx_tokens: u64, dtype: KvDtype) -> u64 {
-    kv_bytes(cfg, ctx_tokens, dtype)
-}

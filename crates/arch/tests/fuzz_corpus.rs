@@ -1,4 +1,4 @@
-//! Replays the GGUF fuzzer's corpus (fuzz/corpus/gguf_header) through the header reader and the
+//! Replays the GGUF fuzzer's corpus and seeds (fuzz/corpus, fuzz/seeds) through the header reader and the
 //! byte math: every input gives a value or an error, never a panic.
 
 #![allow(
@@ -11,10 +11,12 @@ use forja_arch::{GgufHeader, KvDtype, WeightFormat};
 
 #[test]
 fn corpus_inputs_never_panic() {
-    let dir = forja_testkit::repo_root().join("fuzz/corpus/gguf_header");
+    let root = forja_testkit::repo_root().join("fuzz");
     let mut n = 0;
     let mut parsed = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    let corpus = std::fs::read_dir(root.join("corpus/gguf_header")).unwrap();
+    let seeds = std::fs::read_dir(root.join("seeds/gguf_header")).unwrap();
+    for entry in corpus.chain(seeds) {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
         n += 1;
         let cfg = GgufHeader::read(std::io::Cursor::new(&data), data.len() as u64)

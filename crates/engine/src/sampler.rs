@@ -327,44 +327,23 @@ mod tests {
     #[test]
     fn penalties_discourage_repeats() {
         let logits = [2.0f32, 1.9];
+        let pick = |p: &SamplingParams, history: &[u32]| {
+            Sampler::new(p.clone())
+                .unwrap()
+                .sample(&logits, history, 0)
+                .unwrap()
+                .token
+        };
         let mut p = SamplingParams::greedy();
         p.repetition_penalty = 1.5;
-        assert_eq!(
-            Sampler::new(p.clone())
-                .unwrap()
-                .sample(&logits, &[0], 0)
-                .unwrap()
-                .token,
-            1
-        );
+        assert_eq!(pick(&p, &[0]), 1);
         p.repetition_penalty = 1.0;
         p.presence_penalty = 0.5;
-        assert_eq!(
-            Sampler::new(p.clone())
-                .unwrap()
-                .sample(&logits, &[0], 0)
-                .unwrap()
-                .token,
-            1
-        );
+        assert_eq!(pick(&p, &[0]), 1);
         p.presence_penalty = 0.0;
         p.frequency_penalty = 0.06;
-        assert_eq!(
-            Sampler::new(p.clone())
-                .unwrap()
-                .sample(&logits, &[0], 0)
-                .unwrap()
-                .token,
-            0
-        );
-        assert_eq!(
-            Sampler::new(p)
-                .unwrap()
-                .sample(&logits, &[0, 0], 0)
-                .unwrap()
-                .token,
-            1
-        );
+        assert_eq!(pick(&p, &[0]), 0);
+        assert_eq!(pick(&p, &[0, 0]), 1);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use forja_arch::kv_cache::{kv_bytes, kv_bytes_per_token};
+use forja_arch::kv_cache::kv_bytes;
 use forja_arch::training::{TrainBytes, TrainShape, train_bytes};
 use forja_arch::workspace::{StepShape, inference_workspace_bytes};
 use forja_arch::{DecoderConfig, KvDtype, ModelDescription, WeightBytes};
@@ -116,9 +116,4 @@ pub fn train_footprint(
         total_bytes: total,
         training: Some(t),
     }
-}
-
-/// KV bytes per token of context (all layers, before sliding windows cap it).
-pub fn kv_per_token(cfg: &DecoderConfig, dtype: KvDtype) -> f64 {
-    kv_bytes_per_token(cfg, dtype)
 }

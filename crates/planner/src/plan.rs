@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use forja_arch::kv_cache::kv_bytes;
+use forja_arch::kv_cache::{kv_bytes, kv_bytes_per_token};
 use forja_arch::training::TrainMode;
 use forja_arch::weight_format::QUALITY_ORDER;
 use forja_arch::weights::estimated_gguf_file_bytes;
@@ -12,7 +12,7 @@ use forja_arch::{GgufRecipe, ModelDescription, WeightBytes, WeightFormat};
 use crate::device::{Device, DeviceKind};
 use crate::error::PlanError;
 use crate::footprint::{
-    Footprint, Serving, Workload, inference_footprint, kv_per_token, tp_valid, train_footprint,
+    Footprint, Serving, Workload, inference_footprint, tp_valid, train_footprint,
 };
 
 /// Version of the JSON document `forja plan --json` prints (see docs/plan-json.md).
@@ -430,7 +430,7 @@ pub fn plan(model: &ModelDescription, req: &PlanRequest) -> Result<Plan, PlanErr
         },
         workload: req.workload.clone(),
         serving: s,
-        kv_bytes_per_token: kv_per_token(&model.config, s.kv_dtype),
+        kv_bytes_per_token: kv_bytes_per_token(&model.config, s.kv_dtype),
         memory_device: reference.name.clone(),
         memory,
         rule_of_thumb: rule,
