@@ -118,6 +118,10 @@ impl SpmVocab {
         self.by_text.get(text).copied()
     }
 
+    pub fn token_text(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
     pub fn is_control(&self, id: u32) -> bool {
         self.types.get(id as usize) == Some(&TYPE_CONTROL)
     }
@@ -125,13 +129,28 @@ impl SpmVocab {
     /// Token ids of `text`: special-token texts become their tokens; the rest is merged by score.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::new();
-        let mut prev_special = true;
+        self.encode_into(text, true, &mut true, &mut out);
+        out
+    }
+
+    /// Appends the ids of `text` to `out`. Without `parse_control`, control-token text is plain
+    /// text (user-defined tokens still match, as in llama.cpp). `prev_special` says whether the
+    /// text follows a special token (or starts the input): SentencePiece then adds its space
+    /// prefix. It is updated for the next call.
+    pub fn encode_into(
+        &self,
+        text: &str,
+        parse_control: bool,
+        prev_special: &mut bool,
+        out: &mut Vec<u32>,
+    ) {
         let mut rest = text;
         while !rest.is_empty() {
             // The earliest special token in what is left (longest on ties).
             let found = self
                 .specials
                 .iter()
+                .filter(|(_, id)| parse_control || !self.is_control(*id))
                 .filter_map(|(t, id)| rest.find(t.as_str()).map(|at| (at, t.len(), *id)))
                 .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
             let (raw, special) = match found {
@@ -140,22 +159,22 @@ impl SpmVocab {
             };
             if !raw.is_empty() {
                 let mut piece = String::with_capacity(raw.len() + 3);
-                if self.add_space_prefix && prev_special {
+                if self.add_space_prefix && *prev_special {
                     piece.push(' ');
                 }
                 piece.push_str(raw);
-                self.encode_piece(&piece.replace(' ', "\u{2581}"), &mut out);
+                self.encode_piece(&piece.replace(' ', "\u{2581}"), out);
+                *prev_special = false;
             }
             match special {
                 Some((id, end)) => {
                     out.push(id);
-                    prev_special = true;
+                    *prev_special = true;
                     rest = &rest[end..];
                 }
                 None => break,
             }
         }
-        out
     }
 
     fn encode_piece(&self, text: &str, out: &mut Vec<u32>) {

@@ -15,8 +15,9 @@ use crate::spm::SpmVocab;
 /// The tokenizer implementation behind the interface.
 #[derive(Debug)]
 enum Backend {
-    /// `tokenizers` pipelines: HF files and GGUF byte-level BPE vocabularies.
-    Hf(Box<tokenizers::Tokenizer>),
+    /// `tokenizers` pipelines: HF files and GGUF byte-level BPE vocabularies. The second copy
+    /// encodes special-token text as plain text.
+    Hf(Box<tokenizers::Tokenizer>, Box<tokenizers::Tokenizer>),
     /// GGUF SentencePiece-style vocabularies.
     Spm(Box<SpmVocab>),
 }
@@ -93,6 +94,19 @@ fn meta_u32(c: &gguf_file::Content, key: &str) -> Option<u32> {
 fn meta_strings(c: &gguf_file::Content, key: &str) -> Option<Vec<String>> {
     let arr = meta(c, key)?.to_vec().ok()?;
     arr.iter().map(|v| v.to_string().ok().cloned()).collect()
+}
+
+fn hf_backend(parse: tokenizers::Tokenizer) -> Backend {
+    let mut plain = parse.clone();
+    plain.set_encode_special_tokens(true);
+    Backend::Hf(Box::new(parse), Box::new(plain))
+}
+
+/// A piece of text to encode, and whether special-token text in it becomes special tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    pub text: &'a str,
+    pub parse_special: bool,
 }
 
 impl Tokenizer {
@@ -182,10 +196,10 @@ impl Tokenizer {
                 add_space_prefix,
             )))
         } else {
-            Backend::Hf(Box::new(
+            hf_backend(
                 tokenizers::Tokenizer::from_str(&json.to_string())
                     .map_err(|e| err(e.to_string()))?,
-            ))
+            )
         };
         let control = types
             .iter()
@@ -307,7 +321,7 @@ impl Tokenizer {
             eos_text: eos_text.unwrap_or_default(),
         };
         Ok(Tokenizer {
-            inner: Backend::Hf(Box::new(hf)),
+            inner: hf_backend(hf),
             special,
             control,
             chat_template,
@@ -318,17 +332,37 @@ impl Tokenizer {
     /// Token ids of `text`. Special-token text in `text` (e.g. `<|im_start|>`) becomes the special
     /// token; BOS is prepended when the model asks for it and `add_bos` is set.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let body: Vec<u32> = match &self.inner {
-            Backend::Hf(t) => t
-                .encode(text, false)
-                .map_err(|e| EngineError::Tokenizer {
-                    origin: self.origin.clone(),
-                    what: e.to_string(),
-                })?
-                .get_ids()
-                .to_vec(),
-            Backend::Spm(v) => v.encode(text),
-        };
+        self.encode_parts(
+            &[Part {
+                text,
+                parse_special: true,
+            }],
+            add_bos,
+        )
+    }
+
+    /// Token ids of the concatenation of `parts`; special-token text becomes a special token only
+    /// in parts that allow it (a chat template's own markup, not what a user typed).
+    pub fn encode_parts(&self, parts: &[Part<'_>], add_bos: bool) -> Result<Vec<u32>> {
+        let mut body: Vec<u32> = Vec::new();
+        let mut prev_special = true;
+        for part in parts.iter().filter(|p| !p.text.is_empty()) {
+            match &self.inner {
+                Backend::Hf(parse, plain) => {
+                    let t = if part.parse_special { parse } else { plain };
+                    let enc = t
+                        .encode(part.text, false)
+                        .map_err(|e| EngineError::Tokenizer {
+                            origin: self.origin.clone(),
+                            what: e.to_string(),
+                        })?;
+                    body.extend_from_slice(enc.get_ids());
+                }
+                Backend::Spm(v) => {
+                    v.encode_into(part.text, part.parse_special, &mut prev_special, &mut body)
+                }
+            }
+        }
         let mut ids = Vec::with_capacity(body.len() + 1);
         let bos = self
             .special
@@ -339,11 +373,24 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Texts of the control tokens (what a template writes to mark turns).
+    pub fn control_texts(&self) -> Vec<String> {
+        let mut ids: Vec<u32> = self.control.iter().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| match &self.inner {
+                Backend::Hf(t, _) => t.id_to_token(id),
+                Backend::Spm(v) => v.token_text(id).map(str::to_string),
+            })
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
     /// Text of `ids`; control tokens are dropped when `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         match &self.inner {
             Backend::Spm(v) => Ok(v.decode(ids, skip_special, true)),
-            Backend::Hf(t) => {
+            Backend::Hf(t, _) => {
                 let kept: Vec<u32> = if skip_special {
                     ids.iter()
                         .copied()
@@ -365,20 +412,20 @@ impl Tokenizer {
     pub fn decode_continuation(&self, ids: &[u32]) -> Result<String> {
         match &self.inner {
             Backend::Spm(v) => Ok(v.decode(ids, true, false)),
-            Backend::Hf(_) => self.decode(ids, true),
+            Backend::Hf(..) => self.decode(ids, true),
         }
     }
 
     pub fn vocab_size(&self) -> usize {
         match &self.inner {
-            Backend::Hf(t) => t.get_vocab_size(true),
+            Backend::Hf(t, _) => t.get_vocab_size(true),
             Backend::Spm(v) => v.len(),
         }
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         match &self.inner {
-            Backend::Hf(t) => t.token_to_id(token),
+            Backend::Hf(t, _) => t.token_to_id(token),
             Backend::Spm(v) => v.token_to_id(token),
         }
     }
