@@ -1,7 +1,7 @@
 //! Self-attention with grouped KV heads, optional QKV bias and QK-norm, RoPE, sliding windows and
 //! logit soft-capping, over whatever the KV cache holds for the sequence.
 
-use candle_core::{D, DType, Tensor};
+use candle_core::{DType, Tensor};
 
 use crate::error::Result;
 use crate::kv_cache::KvCache;
@@ -31,12 +31,20 @@ pub struct Attention {
     /// Attend to at most this many most recent tokens (the current one included).
     pub window: Option<usize>,
     pub softcap: Option<f64>,
+    /// Bytes of f32 scores computed at once; longer prompts go in chunks of query rows.
+    pub score_block_bytes: usize,
 }
 
 impl Attention {
     /// `x`: `[tokens, hidden]` of one sequence at positions `cache.len()..`; returns
     /// `[tokens, hidden]`.
-    pub fn forward(&self, x: &Tensor, layer: usize, cache: &mut dyn KvCache) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        cache: &mut dyn KvCache,
+        masks: &mut Masks,
+    ) -> Result<Tensor> {
         let (t, _) = x.dims2()?;
         let (q, k, v) = match &self.qkv {
             QkvProj::Separate { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
@@ -70,55 +78,110 @@ impl Attention {
         let q = self.rope.apply(&q, start)?;
         let k = self.rope.apply(&k, start)?;
         let (k_all, v_all) = cache.append(layer, &k, &v)?;
-        let s = k_all.dim(1)?;
-        let group = self.num_heads / self.num_kv_heads;
-        let repeat = |x: &Tensor| -> Result<Tensor> {
-            if group == 1 {
-                return Ok(x.clone());
-            }
-            let (h, s, d) = x.dims3()?;
-            Ok(x.unsqueeze(1)?
-                .expand((h, group, s, d))?
-                .reshape((h * group, s, d))?)
-        };
-        let k_all = repeat(&k_all)?.to_dtype(DType::F32)?;
-        let v_all = repeat(&v_all)?.to_dtype(DType::F32)?;
+        let k_all = k_all.to_dtype(DType::F32)?;
+        let v_all = v_all.to_dtype(DType::F32)?;
         let q = q.to_dtype(DType::F32)?;
-        // [heads, tokens, s]
-        let mut scores = (q.matmul(&k_all.t()?)? * self.scale)?;
-        if let Some(cap) = self.softcap {
-            scores = ((scores / cap)?.tanh()? * cap)?;
+        let s = k_all.dim(1)?;
+        // Query rows per chunk, so the f32 score block stays within its budget.
+        let row_bytes = self.num_heads * s * 4;
+        let chunk = (self.score_block_bytes / row_bytes).clamp(1, t);
+        let mut outs = Vec::with_capacity(t.div_ceil(chunk));
+        for i0 in (0..t).step_by(chunk) {
+            let n = chunk.min(t - i0);
+            // Keys this chunk can see: causal end, sliding-window start.
+            let first_pos = start + i0;
+            let k_end = first_pos + n;
+            let k_begin = self.window.map_or(0, |w| (first_pos + 1).saturating_sub(w));
+            let k = k_all.narrow(1, k_begin, k_end - k_begin)?.contiguous()?;
+            let v = v_all.narrow(1, k_begin, k_end - k_begin)?.contiguous()?;
+            let q = if n == t {
+                q.clone()
+            } else {
+                q.narrow(1, i0, n)?.contiguous()?
+            };
+            let mask = if n == 1 {
+                None
+            } else {
+                Some(masks.get(first_pos, n, k_begin, k_end, self.window, x.device())?)
+            };
+            outs.push(self.attend(&q, &k, &v, mask.as_ref())?);
         }
-        let mask = self.mask(t, s, start, x.device())?;
-        let scores = scores.broadcast_add(&mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let out = probs.matmul(&v_all)?.to_dtype(x.dtype())?;
+        let out = if outs.len() == 1 {
+            outs.remove(0)
+        } else {
+            Tensor::cat(&outs, 1)?
+        };
         let out = out
+            .to_dtype(x.dtype())?
             .transpose(0, 1)?
             .reshape((t, self.num_heads * self.head_dim))?;
         self.o.forward(&out)
     }
 
-    /// Additive mask `[tokens, s]`: query `i` (position `start + i`) sees key `j` when
-    /// `j ≤ start + i` and, with a window `w`, `j > start + i − w`.
-    fn mask(
-        &self,
-        t: usize,
-        s: usize,
-        start: usize,
+    /// Attention of `q` `[heads, n, dim]` over `k`, `v` `[kv_heads, s, dim]`: each group of
+    /// query heads shares its KV head without copying it. Returns `[heads, n, dim]`.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (h, n, d) = q.dims3()?;
+        let kv = self.num_kv_heads;
+        let s = k.dim(1)?;
+        let q = q.reshape((kv, (h / kv) * n, d))?;
+        let mut scores = (q.matmul(&k.t()?)? * self.scale)?;
+        if let Some(cap) = self.softcap {
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
+        if let Some(mask) = mask {
+            scores =
+                scores
+                    .reshape((h, n, s))?
+                    .broadcast_add(mask)?
+                    .reshape((kv, (h / kv) * n, s))?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        Ok(probs.matmul(v)?.reshape((h, n, d))?)
+    }
+}
+
+/// Default bytes of f32 attention scores computed at once.
+pub const SCORE_BLOCK_BYTES: usize = 64 << 20;
+
+/// Additive causal / sliding-window masks of one forward step, built once and shared by every
+/// layer with the same window.
+#[derive(Debug, Default)]
+pub struct Masks {
+    built: Vec<((usize, usize, usize, usize, Option<usize>), Tensor)>,
+}
+
+impl Masks {
+    /// Mask `[n, k_end − k_begin]`: query `i` (position `first_pos + i`) sees key `j` when
+    /// `j ≤ first_pos + i` and, with a window `w`, `j > first_pos + i − w`.
+    fn get(
+        &mut self,
+        first_pos: usize,
+        n: usize,
+        k_begin: usize,
+        k_end: usize,
+        window: Option<usize>,
         device: &candle_core::Device,
     ) -> Result<Tensor> {
-        let mut m = vec![0f32; t * s];
-        for i in 0..t {
-            let pos = start + i;
-            for j in 0..s {
+        let key = (first_pos, n, k_begin, k_end, window);
+        if let Some((_, m)) = self.built.iter().find(|(k, _)| *k == key) {
+            return Ok(m.clone());
+        }
+        let s = k_end - k_begin;
+        let mut m = vec![0f32; n * s];
+        for i in 0..n {
+            let pos = first_pos + i;
+            for (jj, slot) in m[i * s..(i + 1) * s].iter_mut().enumerate() {
+                let j = k_begin + jj;
                 let future = j > pos;
-                let outside = self.window.is_some_and(|w| j + w <= pos);
+                let outside = window.is_some_and(|w| j + w <= pos);
                 if future || outside {
-                    m[i * s + j] = f32::NEG_INFINITY;
+                    *slot = f32::NEG_INFINITY;
                 }
             }
         }
-        Ok(Tensor::from_vec(m, (t, s), device)?)
+        let m = Tensor::from_vec(m, (n, s), device)?;
+        self.built.push((key, m.clone()));
+        Ok(m)
     }
 }

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use forja_arch::decoder_config::{LayerAttention, RopeScaling};
 use forja_arch::{DecoderConfig, Family};
 
-use crate::attention::{Attention, QkvProj};
+use crate::attention::{Attention, Masks, QkvProj, SCORE_BLOCK_BYTES};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
 use crate::linear::{Linear, LinearWeight};
@@ -143,6 +143,7 @@ impl Decoder {
                 scale,
                 window,
                 softcap: cfg.attn_logit_softcap,
+                score_block_bytes: SCORE_BLOCK_BYTES,
             };
             let gated =
                 |gate: Option<LinearWeight>, up: LinearWeight, down: LinearWeight| GatedMlp {
@@ -263,16 +264,30 @@ impl Decoder {
                 self.config.vocab_size
             )));
         }
+        let before = step.cache.len();
+        match self.run_layers(step) {
+            Ok(logits) => Ok(logits),
+            Err(e) => {
+                // Drop what the failed step appended, so the cache stays usable.
+                step.cache.truncate(before)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn run_layers(&self, step: &mut SeqStep<'_>) -> Result<Tensor> {
+        let t = step.tokens.len();
         let ids = Tensor::new(step.tokens, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?;
         if let Some(s) = self.embed_scale {
             // Gemma multiplies by sqrt(hidden) rounded to the activation dtype.
             x = (x * f64::from(s as f32))?;
         }
+        let mut masks = Masks::default();
         for (i, layer) in self.layers.iter().enumerate() {
             let h = layer
                 .attn
-                .forward(&layer.attn_norm.forward(&x)?, i, step.cache)?;
+                .forward(&layer.attn_norm.forward(&x)?, i, step.cache, &mut masks)?;
             let h = match &layer.post_attn_norm {
                 Some(n) => n.forward(&h)?,
                 None => h,
@@ -299,6 +314,14 @@ impl Decoder {
             logits = ((logits / cap)?.tanh()? * cap)?;
         }
         Ok(logits)
+    }
+
+    /// Bounds the f32 attention scores computed at once (default 64 MiB): prompts whose score
+    /// matrix is larger are processed in chunks of query rows. Less memory, slightly more time.
+    pub fn set_score_block_bytes(&mut self, bytes: usize) {
+        for l in &mut self.layers {
+            l.attn.score_block_bytes = bytes.max(1);
+        }
     }
 
     pub fn num_layers(&self) -> usize {

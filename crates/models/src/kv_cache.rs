@@ -22,6 +22,10 @@ pub trait KvCache {
 
     /// Records that a step of `new_tokens` finished (all layers appended).
     fn advance(&mut self, new_tokens: usize);
+
+    /// Keeps the first `len` tokens of every layer (`len ≤ self.len()`), dropping the rest and
+    /// anything appended since the last [`KvCache::advance`] (a step that failed midway).
+    fn truncate(&mut self, len: usize) -> Result<()>;
 }
 
 /// One growing tensor per layer.
@@ -59,5 +63,23 @@ impl KvCache for ContiguousKvCache {
 
     fn advance(&mut self, new_tokens: usize) {
         self.len += new_tokens;
+    }
+
+    fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            return Err(crate::error::ModelError::Input(format!(
+                "cannot keep {len} tokens of a cache holding {}",
+                self.len
+            )));
+        }
+        for slot in &mut self.layers {
+            *slot = match slot.take() {
+                Some(_) if len == 0 => None,
+                Some((k, v)) => Some((k.narrow(1, 0, len)?, v.narrow(1, 0, len)?)),
+                None => None,
+            };
+        }
+        self.len = len;
+        Ok(())
     }
 }

@@ -203,3 +203,83 @@ fn bad_token_ids_are_errors() {
         "{e}"
     );
 }
+
+/// Long prompts are attended in chunks of query rows; one row per chunk (the smallest budget)
+/// gives the logits of the whole score matrix, sliding windows included.
+#[test]
+fn score_chunking_changes_nothing() {
+    for name in ["llama", "mistral", "gemma2", "gemma3", "phi3"] {
+        let (mut model, g) = golden(name);
+        let whole: Vec<Tensor> = g.prompts.iter().map(|p| prefill(&model, p)).collect();
+        model.set_score_block_bytes(1);
+        for (p, w) in g.prompts.iter().zip(&whole) {
+            let d = max_abs_diff(&prefill(&model, p), w);
+            assert!(d <= 1e-5, "{name}: chunked scores differ by {d}");
+        }
+    }
+}
+
+/// Fails on appending to one layer once armed: a step that breaks midway.
+struct FailingCache {
+    inner: ContiguousKvCache,
+    fail_at_layer: Option<usize>,
+}
+
+impl forja_models::KvCache for FailingCache {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn append(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> forja_models::error::Result<(Tensor, Tensor)> {
+        if self.fail_at_layer == Some(layer) {
+            return Err(forja_models::error::ModelError::Input("injected".into()));
+        }
+        self.inner.append(layer, k, v)
+    }
+    fn advance(&mut self, n: usize) {
+        self.inner.advance(n)
+    }
+    fn truncate(&mut self, len: usize) -> forja_models::error::Result<()> {
+        self.inner.truncate(len)
+    }
+}
+
+/// A step that fails midway leaves the cache as it was: the sequence continues as if the step
+/// had never been tried. Truncating a cache and feeding the same tokens again reproduces them.
+#[test]
+fn failed_steps_and_truncation_keep_the_cache_consistent() {
+    let (model, g) = golden("gemma3");
+    let p = &g.prompts[2];
+    let whole = prefill(&model, p);
+    let mut cache = FailingCache {
+        inner: ContiguousKvCache::new(model.num_layers()),
+        fail_at_layer: None,
+    };
+    let step = |cache: &mut FailingCache, tokens: &[u32]| {
+        let mut s = [SeqStep {
+            tokens,
+            cache,
+            all_logits: true,
+        }];
+        model.forward(&mut s).map(|mut v| v.remove(0))
+    };
+    let a = step(&mut cache, &p[..5]).unwrap();
+    cache.fail_at_layer = Some(model.num_layers() - 1);
+    let e = step(&mut cache, &p[5..]).unwrap_err().to_string();
+    assert!(e.contains("injected"), "{e}");
+    assert_eq!(forja_models::KvCache::len(&cache), 5);
+    cache.fail_at_layer = None;
+    let b = step(&mut cache, &p[5..]).unwrap();
+    let d = max_abs_diff(&Tensor::cat(&[a, b], 0).unwrap(), &whole);
+    assert!(d <= 1e-5, "after a failed step: {d}");
+
+    forja_models::KvCache::truncate(&mut cache, 3).unwrap();
+    let c = step(&mut cache, &p[3..]).unwrap();
+    let d = max_abs_diff(&c, &whole.narrow(0, 3, p.len() - 3).unwrap());
+    assert!(d <= 1e-5, "after truncation: {d}");
+    assert!(forja_models::KvCache::truncate(&mut cache, p.len() + 1).is_err());
+}
