@@ -148,8 +148,11 @@ pub const SCORE_BLOCK_BYTES: usize = 64 << 20;
 /// layer with the same window.
 #[derive(Debug, Default)]
 pub struct Masks {
-    built: Vec<((usize, usize, usize, usize, Option<usize>), Tensor)>,
+    built: Vec<(MaskKey, Tensor)>,
 }
+
+/// First query position, query rows, key range, window.
+type MaskKey = (usize, usize, usize, usize, Option<usize>);
 
 impl Masks {
     /// Mask `[n, k_end − k_begin]`: query `i` (position `first_pos + i`) sees key `j` when
