@@ -5,7 +5,8 @@ For each family: a config with small dimensions that still exercises the family'
 weights from a fixed seed, saved as `config.json` + `model.safetensors` (f32), and for several
 prompts (token ids) the f32 logits of every position plus 8 greedy tokens, saved as
 `goldens.safetensors` (tensors `logits.{i}` [prompt_len, vocab], `greedy.{i}` [8]) and
-`goldens.json` (the prompts and the greedy tokens, readable).
+`goldens.json` (the prompts and the greedy tokens, readable). LongRoPE families also record
+`short_logits` for SHORT_PROMPT, which fits the original context.
 
 Usage: python tiny_models.py OUT_DIR [FAMILY…]   (pinned versions: reference.requirements.txt)
 """
@@ -50,6 +51,14 @@ FAMILIES = {
                    rope_scaling=dict(rope_type="linear", factor=2.0),
                    hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
     "phi3": dict(model_type="phi3", rope_theta=10000.0, pad_token_id=0),
+    # LongRoPE with a 4-token original context: the goldens' prompts all run on the long factors,
+    # SHORT_PROMPT (within 4 tokens) on the short ones. Partial rotary as in Phi-4-mini.
+    "phi3_longrope": dict(
+        model_type="phi3", rope_theta=10000.0, pad_token_id=0, partial_rotary_factor=0.75,
+        original_max_position_embeddings=4,
+        rope_scaling=dict(type="longrope", long_factor=[1.0, 1.5, 2.5, 4.0, 7.0, 11.0],
+                          short_factor=[1.0, 1.1, 1.2, 1.4, 1.7, 2.0]),
+    ),
     "mixtral": dict(model_type="mixtral", num_local_experts=4, num_experts_per_tok=2),
     "qwen2_moe": dict(model_type="qwen2_moe", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                       shared_expert_intermediate_size=48, decoder_sparse_step=1, norm_topk_prob=False),
@@ -57,6 +66,7 @@ FAMILIES = {
                       moe_intermediate_size=32, norm_topk_prob=True, decoder_sparse_step=1),
 }
 
+SHORT_PROMPT = [1, 17, 42]
 PROMPTS = [
     [1, 17, 42, 99, 3],
     [5, 200, 13, 13, 77, 250, 8, 31, 64, 2, 9, 120],
@@ -95,11 +105,14 @@ def build(name, spec, out):
             greedy = gen[0, len(prompt):].tolist()
             tensors[f"greedy.{i}"] = torch.tensor(greedy, dtype=torch.int64)
             greedy_all.append(greedy)
+        if spec.get("rope_scaling", {}).get("type") == "longrope":
+            tensors["short_logits"] = model(torch.tensor([SHORT_PROMPT])).logits[0].float().contiguous()
     save_file(tensors, os.path.join(d, "goldens.safetensors"))
     with open(os.path.join(d, "goldens.json"), "w") as fh:
         import transformers
         names = sorted(n for n, _ in model.state_dict().items())
-        json.dump({"family": name, "model_type": model_type, "prompts": PROMPTS, "greedy": greedy_all,
+        extra = {"short_prompt": SHORT_PROMPT} if "short_logits" in tensors else {}
+        json.dump({"family": name, "model_type": model_type, "prompts": PROMPTS, "greedy": greedy_all, **extra,
                    "torch": torch.__version__, "transformers": transformers.__version__,
                    "state_dict": names}, fh, indent=1)
         fh.write("\n")

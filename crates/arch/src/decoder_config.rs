@@ -72,6 +72,17 @@ pub enum Activation {
     Gelu,
 }
 
+/// LongRoPE's default multiplier on cos/sin for a model extended from `original` to `max`
+/// positions: √(1 + ln(max/original) / ln(original)), 1 without extension.
+pub fn longrope_attention_factor(max: u64, original: u64) -> f64 {
+    let scale = max as f64 / original.max(1) as f64;
+    if scale <= 1.0 || original <= 1 {
+        1.0
+    } else {
+        (1.0 + scale.ln() / (original as f64).ln()).sqrt()
+    }
+}
+
 /// RoPE frequency scaling, as in HF `rope_scaling`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -95,9 +106,17 @@ pub enum RopeScaling {
         beta_fast: f64,
         beta_slow: f64,
     },
-    /// Phi-3 long-context (`longrope` / `su`); the per-dimension factors stay in the config file.
+    /// Phi-3 long-context (`longrope` / `su`): per-frequency divisors for contexts within the
+    /// original length (short) and beyond it (long), and a multiplier on cos/sin.
     LongRope {
         original_max_position: u64,
+        attention_factor: f64,
+        /// Empty when the weights carry them (GGUF `rope_factors_long.weight`).
+        #[serde(skip)]
+        long_factor: Vec<f64>,
+        /// Empty when the weights carry them (GGUF `rope_factors_short.weight`).
+        #[serde(skip)]
+        short_factor: Vec<f64>,
     },
 }
 

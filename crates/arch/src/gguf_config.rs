@@ -4,6 +4,7 @@
 
 use crate::decoder_config::{
     Activation, DecoderConfig, Family, LayerAttention, MlaConfig, MoeConfig, NormKind, RopeScaling,
+    longrope_attention_factor,
 };
 use crate::error::ArchError;
 use crate::gguf::{GgufHeader, GgufValue};
@@ -153,6 +154,9 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
                 },
                 "longrope" => RopeScaling::LongRope {
                     original_max_position: original,
+                    attention_factor: k.f64_opt("rope.scaling.attn_factor")?.unwrap_or(1.0),
+                    long_factor: Vec::new(),
+                    short_factor: Vec::new(),
                 },
                 other => {
                     return Err(gguf_err(&format!(
@@ -161,6 +165,24 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
                 }
             }
         }
+    };
+    // Phi-3 long-context GGUFs carry LongRoPE's factors as tensors, not as a scaling type.
+    let rope_scaling = if has("rope_factors_long.weight") && rope_scaling == RopeScaling::None {
+        let original = k
+            .u64_opt("rope.scaling.original_context_length")?
+            .unwrap_or(0);
+        let max = k.u64_opt("context_length")?.unwrap_or(original);
+        RopeScaling::LongRope {
+            original_max_position: original,
+            attention_factor: match k.f64_opt("rope.scaling.attn_factor")? {
+                Some(a) => a,
+                None => longrope_attention_factor(max, original),
+            },
+            long_factor: Vec::new(),
+            short_factor: Vec::new(),
+        }
+    } else {
+        rope_scaling
     };
     // Llama 3.x GGUFs carry precomputed frequency factors instead of rope_scaling metadata.
     let rope_scaling = if has("rope_freqs.weight") && rope_scaling == RopeScaling::None {

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::decoder_config::{
     Activation, DecoderConfig, Family, LayerAttention, MlaConfig, MoeConfig, NormKind, RopeScaling,
-    SUPPORTED_FAMILIES, VisionConfig,
+    SUPPORTED_FAMILIES, VisionConfig, longrope_attention_factor,
 };
 use crate::error::ArchError;
 
@@ -417,9 +417,44 @@ fn parse_scaling(f: &Fields<'_>, obj: &Map<String, Value>) -> Result<RopeScaling
             beta_fast: sub.f64_opt("beta_fast")?.unwrap_or(32.0),
             beta_slow: sub.f64_opt("beta_slow")?.unwrap_or(1.0),
         },
-        "longrope" | "su" => RopeScaling::LongRope {
-            original_max_position: original,
-        },
+        "longrope" | "su" => {
+            let factors = |key: &str| -> Result<Vec<f64>, ArchError> {
+                match obj.get(key) {
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .map(|v| {
+                            v.as_f64()
+                                .filter(|x| x.is_finite() && *x > 0.0)
+                                .ok_or_else(|| {
+                                    f.err(format!(
+                                        "rope_scaling.{key} holds {v}, not a positive number"
+                                    ))
+                                })
+                        })
+                        .collect(),
+                    // Planning needs no factors; running a model without them is an error there.
+                    None | Some(Value::Null) => Ok(Vec::new()),
+                    Some(v) => Err(f.err(format!("rope_scaling.{key} must be a list, found {v}"))),
+                }
+            };
+            let max = f.u64_opt("max_position_embeddings")?.unwrap_or(original);
+            // transformers: the ratio of the context lengths unless `factor` is given.
+            let attention_factor = match (sub.f64_opt("attention_factor")?, sub.f64_opt("factor")?)
+            {
+                (Some(a), _) => a,
+                (None, Some(fac)) if fac > 1.0 && original > 1 => {
+                    (1.0 + fac.ln() / (original as f64).ln()).sqrt()
+                }
+                (None, Some(_)) => 1.0,
+                (None, None) => longrope_attention_factor(max, original),
+            };
+            RopeScaling::LongRope {
+                original_max_position: original,
+                attention_factor,
+                long_factor: factors("long_factor")?,
+                short_factor: factors("short_factor")?,
+            }
+        }
         // Qwen2.5-VL's multimodal RoPE has the same frequencies as the default one for text.
         "mrope" => RopeScaling::None,
         other => return Err(f.err(format!("unsupported rope_scaling type {other:?}"))),

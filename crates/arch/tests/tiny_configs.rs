@@ -79,3 +79,48 @@ fn tiny_models_map_to_their_features() {
         (4, 2, 32)
     );
 }
+
+/// LongRoPE from `config.json` (factors listed, attention factor from the context ratio as
+/// transformers derives it) and from GGUF metadata (factors are tensors, the attention factor
+/// a key written by the converter).
+#[test]
+fn longrope_maps_from_both_formats() {
+    let p = load("phi3_longrope");
+    let RopeScaling::LongRope {
+        original_max_position,
+        attention_factor,
+        long_factor,
+        short_factor,
+    } = p.rope_scaling
+    else {
+        panic!("{:?}", p.rope_scaling)
+    };
+    assert_eq!(original_max_position, 4);
+    let want = (1.0 + (512.0f64 / 4.0).ln() / 4.0f64.ln()).sqrt();
+    assert!(
+        (attention_factor - want).abs() < 1e-12,
+        "{attention_factor}"
+    );
+    assert_eq!(long_factor, vec![1.0, 1.5, 2.5, 4.0, 7.0, 11.0]);
+    assert_eq!(short_factor.len(), 6);
+    assert_eq!(p.partial_rotary_factor, 0.75);
+
+    use forja_testkit::gguf_builder::{GgufBuilder, Meta};
+    let bytes = GgufBuilder::tiny_llama()
+        .meta("llama.rope.scaling.original_context_length", Meta::U32(512))
+        .meta("llama.rope.scaling.attn_factor", Meta::F32(1.25))
+        .tensor("rope_factors_long.weight", &[8], 0, 32)
+        .tensor("rope_factors_short.weight", &[8], 0, 32)
+        .bytes();
+    let h = forja_arch::GgufHeader::read(std::io::Cursor::new(&bytes), bytes.len() as u64).unwrap();
+    let cfg = forja_arch::gguf_config::from_gguf(&h).unwrap();
+    assert_eq!(
+        cfg.rope_scaling,
+        RopeScaling::LongRope {
+            original_max_position: 512,
+            attention_factor: 1.25,
+            long_factor: vec![],
+            short_factor: vec![],
+        }
+    );
+}

@@ -44,6 +44,15 @@ pub struct RunArgs {
     /// Most tokens per answer
     #[arg(long, default_value_t = 1024)]
     max_tokens: usize,
+    /// Stop the answer before this text (repeatable)
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Context length in tokens (default: the model's own)
+    #[arg(long)]
+    ctx: Option<u64>,
+    /// After each answer, print every token's log-probability and its N best alternatives
+    #[arg(long, value_name = "N")]
+    logprobs: Option<usize>,
     /// Chat even when stdin is not a terminal (reads one message per line)
     #[arg(long)]
     interactive: bool,
@@ -62,6 +71,7 @@ struct Chat {
     last: Option<Generation>,
     stop: Arc<AtomicBool>,
     verbose: bool,
+    logprobs: bool,
 }
 
 impl Chat {
@@ -111,11 +121,38 @@ impl Chat {
             FinishReason::Stop => outln!(),
         }
         self.messages.push(Message::new("assistant", &g.text));
+        if self.logprobs {
+            eprintln!("{}", self.logprob_table(&g)?);
+        }
         if self.verbose {
             eprintln!("{}", stats(&g));
         }
         self.last = Some(g);
         Ok(())
+    }
+}
+
+impl Chat {
+    /// One line per generated token: its text, log-probability and the best alternatives.
+    fn logprob_table(&self, g: &Generation) -> Result<String> {
+        let text = |id: u32| -> Result<String> {
+            Ok(format!("{:?}", self.model.tokenizer.decode(&[id], false)?))
+        };
+        let mut out = String::from("token\tlogprob\talternatives");
+        for s in &g.tokens {
+            let alts = s
+                .top
+                .iter()
+                .map(|&(id, lp)| Ok(format!("{} {lp:.3}", text(id)?)))
+                .collect::<Result<Vec<_>>>()?;
+            out += &format!(
+                "\n{}\t{:.3}\t{}",
+                text(s.token)?,
+                s.logprob,
+                alts.join(", ")
+            );
+        }
+        Ok(out)
     }
 }
 
@@ -149,7 +186,11 @@ pub fn run(a: RunArgs) -> Result<()> {
         ..SamplingParams::default()
     };
     sampling.validate()?;
-    let model = LoadedModel::load(&a.model, &candle_core::Device::Cpu)
+    let options = forja_models::loader::LoadOptions {
+        context: a.ctx,
+        ..Default::default()
+    };
+    let model = LoadedModel::load_with(&a.model, &candle_core::Device::Cpu, options)
         .with_context(|| format!("loading {}", a.model.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut chat = Chat {
@@ -158,8 +199,8 @@ pub fn run(a: RunArgs) -> Result<()> {
         params: GenerateParams {
             sampling,
             max_tokens: a.max_tokens,
-            stop: Vec::new(),
-            top_logprobs: 0,
+            stop: a.stop.clone(),
+            top_logprobs: a.logprobs.unwrap_or(0),
         },
         system: a.system.clone(),
         messages: Vec::new(),
@@ -167,6 +208,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         last: None,
         stop: stop.clone(),
         verbose: a.verbose,
+        logprobs: a.logprobs.is_some(),
     };
     let interactive_terminal = std::io::stdin().is_terminal();
     if let Some(p) = &a.prompt {

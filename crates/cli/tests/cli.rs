@@ -535,3 +535,40 @@ fn bench_model_times_prompt_and_generation() {
     let e = fails(&["bench", "model", model.to_str().unwrap(), "-r", "0"]);
     assert!(e.contains("invalid --repetitions 0"), "{e}");
 }
+
+#[test]
+fn run_prints_logprobs_stops_on_strings_and_bounds_the_context() {
+    let model = testdata_file("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    let model = model.to_str().unwrap();
+    let base = ["run", model, "Count from 1 to 9, separated by commas."];
+    let greedy = ["--temperature", "0", "--max-tokens", "24"];
+    let r = forja(&[&base[..], &greedy[..], &["--logprobs", "2"]].concat());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("1, 2, 3"), "{}", r.stdout);
+    let rows: Vec<&str> = r
+        .stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("token\t"))
+        .collect();
+    assert_eq!(rows[0], "token\tlogprob\talternatives");
+    // Greedy: every chosen token is the first alternative, with the same log-probability.
+    for row in &rows[1..] {
+        let cols: Vec<&str> = row.split('\t').collect();
+        let lp: f32 = cols[1].parse().unwrap();
+        assert!(lp <= 0.0, "{row}");
+        assert!(
+            cols[2].starts_with(&format!("{} {}", cols[0], cols[1])),
+            "{row}"
+        );
+        assert_eq!(cols[2].split(", ").count(), 2, "{row}");
+    }
+    let r = forja(&[&base[..], &greedy[..], &["--stop", "4"]].concat());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("3, ") && !r.stdout.contains('4'),
+        "{}",
+        r.stdout
+    );
+    let e = fails(&[&base[..], &greedy[..], &["--ctx", "8"]].concat());
+    assert!(e.contains("this model's context holds 8"), "{e}");
+}

@@ -15,7 +15,10 @@ fn load(name: &str) -> LoadedModel {
 }
 
 fn load_dequantized(name: &str) -> LoadedModel {
-    let options = forja_models::loader::LoadOptions { dequantize: true };
+    let options = forja_models::loader::LoadOptions {
+        dequantize: true,
+        ..Default::default()
+    };
     LoadedModel::load_with(&forja_testkit::testdata_file(name), &Device::Cpu, options).unwrap()
 }
 
@@ -163,7 +166,10 @@ fn real_models_match_transformers_on_dequantized_weights() {
     let mut report = Vec::new();
     for (file, entry) in golden["models"].as_object().unwrap() {
         let path = forja_testkit::testdata_file(file);
-        let options = forja_models::loader::LoadOptions { dequantize: true };
+        let options = forja_models::loader::LoadOptions {
+            dequantize: true,
+            ..Default::default()
+        };
         let decoder = forja_models::loader::load_with(&path, &Device::Cpu, options).unwrap();
         // GGUF SentencePiece vocabularies (Gemma) are not read yet; their prompts come as ids.
         let full = (entry["mode"] == "chat").then(|| load_dequantized(file));

@@ -65,6 +65,33 @@ fn opt_bias(src: &dyn WeightSource, name: &str) -> Result<Option<Tensor>> {
     }
 }
 
+/// LongRoPE factors from the weights when the config does not list them (GGUF).
+fn with_rope_factors(scaling: &RopeScaling, src: &dyn WeightSource) -> Result<RopeScaling> {
+    let mut scaling = scaling.clone();
+    if let RopeScaling::LongRope {
+        long_factor,
+        short_factor,
+        ..
+    } = &mut scaling
+    {
+        for (list, name) in [
+            (long_factor, "rope_factors_long.weight"),
+            (short_factor, "rope_factors_short.weight"),
+        ] {
+            if list.is_empty() {
+                if !src.has(name) {
+                    return Err(ModelError::Input(format!(
+                        "LongRoPE scaling without its factors (neither rope_scaling in config.json nor {name})"
+                    )));
+                }
+                let t = src.tensor(name)?.to_dtype(DType::F64)?.flatten_all()?;
+                *list = t.to_vec1()?;
+            }
+        }
+    }
+    Ok(scaling)
+}
+
 impl Decoder {
     /// Builds the decoder for `cfg` from `src`.
     pub fn load(cfg: &DecoderConfig, src: &dyn WeightSource, device: &Device) -> Result<Self> {
@@ -92,6 +119,7 @@ impl Decoder {
         };
         let head_dim = cfg.head_dim as usize;
         let style = src.rope_style();
+        let global_scaling = with_rope_factors(&cfg.rope_scaling, src)?;
         let mut layers = Vec::with_capacity(cfg.num_layers as usize);
         for i in 0..cfg.num_layers as usize {
             let n = |s: &str| format!("blk.{i}.{s}");
@@ -106,9 +134,16 @@ impl Decoder {
             // Gemma 3: sliding layers use their own base and no scaling.
             let (theta, scaling) = match (window, cfg.rope_local_theta) {
                 (Some(_), Some(local)) => (local, RopeScaling::None),
-                _ => (cfg.rope_theta, cfg.rope_scaling.clone()),
+                _ => (cfg.rope_theta, global_scaling.clone()),
             };
-            let rope = Rope::new(head_dim, cfg.partial_rotary_factor, theta, &scaling, style)?;
+            let rope = Rope::new(
+                head_dim,
+                cfg.partial_rotary_factor,
+                theta,
+                &scaling,
+                style,
+                cfg.max_context as usize,
+            )?;
             let qkv = if cfg.fused_qkv {
                 QkvProj::Fused(linear(&n("attn_qkv.weight"), Some(&n("attn_qkv.bias")))?)
             } else {

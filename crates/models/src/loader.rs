@@ -14,6 +14,9 @@ use crate::weight_source::{GgufSource, SafetensorsSource, WeightSource};
 pub struct LoadOptions {
     /// Dequantize GGUF weights to f32 (exact reference arithmetic; several times the memory).
     pub dequantize: bool,
+    /// Context length to run with (default and maximum: the model's own). It sets what the
+    /// generation loop accepts and, for LongRoPE models, which RoPE factors apply.
+    pub context: Option<u64>,
 }
 
 /// Loads the decoder stored at `path` onto `device`.
@@ -40,5 +43,12 @@ pub fn load_with(path: &Path, device: &Device, options: LoadOptions) -> Result<D
             device,
         )?),
     };
-    Decoder::load(&desc.config, source.as_ref(), device)
+    let mut config = desc.config.clone();
+    if let Some(c) = options.context {
+        if c == 0 {
+            return Err(ModelError::Input("a context of 0 tokens".into()));
+        }
+        config.max_context = config.max_context.min(c);
+    }
+    Decoder::load(&config, source.as_ref(), device)
 }

@@ -1,5 +1,5 @@
-//! Rotary position embeddings: frequency tables for the default, linear, llama3 and YaRN
-//! variants (dynamic NTK equals the default within the trained length), applied in the
+//! Rotary position embeddings: frequency tables for the default, linear, llama3, YaRN and
+//! LongRoPE variants (dynamic NTK equals the default within the trained length), applied in the
 //! "neox" layout (rotate halves, as HF checkpoints expect) or interleaved pairs (llama.cpp's
 //! layout for `llama`-architecture GGUFs, whose q/k weights are permuted for it).
 //!
@@ -18,7 +18,8 @@ pub enum RopeStyle {
     Interleaved,
 }
 
-/// Precomputed rotation for one head size and one frequency setting.
+/// Precomputed rotation for one head size and one frequency setting. `context` is the length the
+/// model runs with; LongRoPE picks its short or long factors by it.
 #[derive(Debug)]
 pub struct Rope {
     /// Rotated dimensions (≤ head_dim).
@@ -37,6 +38,7 @@ impl Rope {
         theta: f64,
         scaling: &RopeScaling,
         style: RopeStyle,
+        context: usize,
     ) -> Result<Self> {
         let rot_dims = ((head_dim as f64 * partial) as usize) & !1;
         if rot_dims == 0 || rot_dims > head_dim {
@@ -109,10 +111,27 @@ impl Rope {
                     })
                     .collect()
             }
-            RopeScaling::LongRope { .. } => {
-                return Err(ModelError::Unsupported(
-                    "LongRoPE scaling (Phi-3 128k)".into(),
-                ));
+            RopeScaling::LongRope {
+                original_max_position,
+                attention_factor,
+                ref long_factor,
+                ref short_factor,
+            } => {
+                // Fixed for the context the model runs with (as llama.cpp does), so every cached
+                // key was rotated like the queries that read it.
+                let ext = if context as u64 > original_max_position {
+                    long_factor
+                } else {
+                    short_factor
+                };
+                if ext.len() != half {
+                    return Err(ModelError::Input(format!(
+                        "LongRoPE needs {half} factors for {rot_dims} rotary dims, found {}",
+                        ext.len()
+                    )));
+                }
+                mscale = attention_factor;
+                base.iter().zip(ext).map(|(f, e)| f / e).collect()
             }
         };
         Ok(Rope {

@@ -11,7 +11,7 @@
 use candle_core::{Device, Tensor};
 use forja_models::{ContiguousKvCache, Decoder, SeqStep};
 
-const FAMILIES: [&str; 11] = [
+const FAMILIES: [&str; 12] = [
     "llama",
     "llama3_rope",
     "mistral",
@@ -20,6 +20,7 @@ const FAMILIES: [&str; 11] = [
     "gemma2",
     "gemma3",
     "phi3",
+    "phi3_longrope",
     "mixtral",
     "qwen2_moe",
     "qwen3_moe",
@@ -282,4 +283,33 @@ fn failed_steps_and_truncation_keep_the_cache_consistent() {
     let d = max_abs_diff(&c, &whole.narrow(0, 3, p.len() - 3).unwrap());
     assert!(d <= 1e-5, "after truncation: {d}");
     assert!(forja_models::KvCache::truncate(&mut cache, p.len() + 1).is_err());
+}
+
+/// LongRoPE picks its factors by the context the model runs with: beyond the original context
+/// (the default here, 512 > 4) the long factors, which the goldens' prompts use in the
+/// reference; within it the short ones, which the reference uses for a prompt that fits.
+#[test]
+fn longrope_follows_the_context_it_runs_with() {
+    let dir = forja_testkit::fixtures_dir().join("tiny/phi3_longrope");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("goldens.json")).unwrap()).unwrap();
+    let prompt: Vec<u32> = meta["short_prompt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    let want = candle_core::safetensors::load(dir.join("goldens.safetensors"), &Device::Cpu)
+        .unwrap()["short_logits"]
+        .clone();
+    let options = forja_models::loader::LoadOptions {
+        context: Some(4),
+        ..Default::default()
+    };
+    let short = forja_models::loader::load_with(&dir, &Device::Cpu, options).unwrap();
+    let d = max_abs_diff(&prefill(&short, &prompt), &want);
+    assert!(d <= TOLERANCE, "short factors: {d}");
+    let long = forja_models::loader::load(&dir, &Device::Cpu).unwrap();
+    let d = max_abs_diff(&prefill(&long, &prompt), &want);
+    assert!(d > 1e-2, "the long factors give other logits ({d})");
 }

@@ -14,7 +14,15 @@ use forja_models::{ContiguousKvCache, SeqStep};
 
 fn greedy(dequantize: bool, prompt: &[u32], n: usize) -> Vec<u32> {
     let path = forja_testkit::testdata_file("gemma-3-270m-q4_k_m.gguf");
-    let d = load_with(&path, &candle_core::Device::Cpu, LoadOptions { dequantize }).unwrap();
+    let d = load_with(
+        &path,
+        &candle_core::Device::Cpu,
+        LoadOptions {
+            dequantize,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut cache = ContiguousKvCache::new(d.num_layers());
     let mut next = prompt.to_vec();
     let mut out = Vec::new();
