@@ -87,7 +87,7 @@ impl Chat {
     /// Sends `text` as the user's turn and streams the answer to stdout.
     fn turn(&mut self, text: &str) -> Result<()> {
         self.messages.push(Message::new("user", text));
-        let prompt = self.model.chat_prompt(&self.conversation())?;
+        let prompt = self.model.chat_prompt(&self.conversation(), None)?;
         // Reuse the cache when the new prompt extends what it holds.
         if !prompt.starts_with(&self.cached) || prompt.len() == self.cached.len() {
             self.cache = self.model.new_cache();

@@ -127,6 +127,9 @@ impl Tokenizer {
             .and_then(|v| v.to_vec().ok())
             .map(|a| a.iter().map(|x| x.to_i32().unwrap_or(1)).collect())
             .unwrap_or_else(|| vec![1; tokens.len()]);
+        // llama.cpp's default for adding BOS when the file does not say: SentencePiece and
+        // Llama 3 style byte-level vocabularies add it.
+        let mut default_bos = model == "llama";
         let json = match model.as_str() {
             "gpt2" => {
                 let pre_name = meta(c, "tokenizer.ggml.pre")
@@ -143,6 +146,7 @@ impl Tokenizer {
                     pre_name.as_str(),
                     "llama3" | "llama-bpe" | "llama-v3" | "falcon3" | "pixtral" | "tekken"
                 );
+                default_bos = ignore_merges;
                 let merges = meta_strings(c, "tokenizer.ggml.merges")
                     .ok_or_else(|| err("tokenizer.ggml.merges missing".into()))?;
                 let vocab: serde_json::Map<String, Value> = tokens
@@ -238,10 +242,9 @@ impl Tokenizer {
         let special = SpecialTokens {
             bos,
             stop,
-            // llama.cpp adds BOS by default for SentencePiece vocabularies.
             add_bos: meta(c, "tokenizer.ggml.add_bos_token")
                 .and_then(|v| v.to_bool().ok())
-                .unwrap_or(model == "llama"),
+                .unwrap_or(default_bos),
             bos_text: text(bos),
             eos_text: text(eos),
         };
@@ -316,7 +319,15 @@ impl Tokenizer {
         let special = SpecialTokens {
             bos: id_of(&bos_text),
             stop,
-            add_bos: config["add_bos_token"].as_bool().unwrap_or(false),
+            // tokenizer_config.json says, or else the tokenizer.json post-processor does.
+            add_bos: match config["add_bos_token"].as_bool() {
+                Some(b) => b,
+                None => {
+                    let bos = id_of(&bos_text);
+                    let with = hf.encode("a", true).map_err(|e| err(e.to_string()))?;
+                    bos.is_some() && with.get_ids().first().copied() == bos
+                }
+            },
             bos_text: bos_text.unwrap_or_default(),
             eos_text: eos_text.unwrap_or_default(),
         };
@@ -364,10 +375,7 @@ impl Tokenizer {
             }
         }
         let mut ids = Vec::with_capacity(body.len() + 1);
-        let bos = self
-            .special
-            .bos
-            .filter(|&b| add_bos && self.special.add_bos && body.first() != Some(&b));
+        let bos = self.special.bos.filter(|_| add_bos && self.special.add_bos);
         ids.extend(bos);
         ids.extend_from_slice(&body);
         Ok(ids)

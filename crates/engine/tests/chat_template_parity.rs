@@ -9,8 +9,11 @@
     reason = "test code fails loudly"
 )]
 
-use forja_engine::{ChatTemplate, Message};
-use serde_json::{Value, json};
+mod common;
+
+use common::conversations;
+use forja_engine::ChatTemplate;
+use serde_json::Value;
 
 /// 2024-07-26 13:25:09 UTC, the time the goldens were rendered with.
 const FIXED_TIME: u64 = 1_722_000_309;
@@ -26,46 +29,6 @@ const REQUIRED: [&str; 8] = [
     "microsoft-Phi-3.5-mini-instruct.jinja",
     "HuggingFaceTB-SmolLM3-3B.jinja",
 ];
-
-fn conversations() -> Vec<(&'static str, Vec<Message>, Option<Value>)> {
-    let tool = json!([{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]}}}]);
-    let mut call = Message::new("assistant", "");
-    call.tool_calls = Some(
-        json!([{"type": "function", "id": "call_1", "function": {"name": "get_weather", "arguments": {"city": "Madrid"}}}]),
-    );
-    let mut result = Message::new("tool", "{\"temp_c\": 21}");
-    result.name = Some("get_weather".into());
-    result.tool_call_id = Some("call_1".into());
-    vec![
-        (
-            "system_user",
-            vec![
-                Message::new("system", "You are a careful legal assistant."),
-                Message::new("user", "¿Qué cláusulas de rescisión hay?"),
-            ],
-            None,
-        ),
-        (
-            "multi_turn",
-            vec![
-                Message::new("user", "Hi!"),
-                Message::new("assistant", "Hello, how can I help?"),
-                Message::new("user", "Summarize clause 4."),
-            ],
-            None,
-        ),
-        (
-            "tools",
-            vec![
-                Message::new("user", "What is the weather in Madrid?"),
-                call,
-                result,
-            ],
-            Some(tool),
-        ),
-    ]
-}
 
 #[test]
 fn real_templates_render_like_transformers() {

@@ -55,7 +55,14 @@ fn assert_vocabularies(names: &[&str]) {
 
 #[test]
 fn bpe_vocabularies_match_llama_cpp() {
-    assert_vocabularies(&["llama-bpe", "qwen2", "gpt-2"]);
+    assert_vocabularies(&[
+        "llama-bpe",
+        "qwen2",
+        "gpt-2",
+        "qwen35",
+        "starcoder",
+        "refact",
+    ]);
 }
 
 #[test]

@@ -1,0 +1,146 @@
+//! Conversation → prompt ids: the model's chat template renders the messages, and only the
+//! template's own markup may become control tokens. Control-token text inside a message (a user
+//! typing `<|im_end|>`) is encoded as text, so no message can forge a turn.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use crate::chat_template::{ChatTemplate, Message};
+use crate::error::{EngineError, Result};
+use crate::tokenizer::{Part, Tokenizer};
+
+/// Finds control-token text (leftmost, longest) in message content.
+#[derive(Debug)]
+pub struct ControlText {
+    matcher: Option<AhoCorasick>,
+}
+
+impl ControlText {
+    pub fn new(tokenizer: &Tokenizer) -> Result<Self> {
+        let texts = tokenizer.control_texts();
+        let matcher = if texts.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&texts)
+                    .map_err(|e| EngineError::Input(format!("control-token matcher: {e}")))?,
+            )
+        };
+        Ok(ControlText { matcher })
+    }
+}
+
+/// Prompt ids for `messages` (and `tools`, when the template takes them) through `template`, or
+/// for a model without one, the messages' text joined as a plain completion prompt.
+pub fn chat_prompt(
+    tokenizer: &Tokenizer,
+    template: Option<&ChatTemplate>,
+    controls: &ControlText,
+    messages: &[Message],
+    tools: Option<&serde_json::Value>,
+) -> Result<Vec<u32>> {
+    let Some(template) = template else {
+        let text = messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let part = Part {
+            text: &text,
+            parse_special: false,
+        };
+        return tokenizer.encode_parts(&[part], true);
+    };
+    let mut guard = ContentGuard::new(controls);
+    let guarded: Vec<Message> = messages
+        .iter()
+        .map(|m| Message {
+            content: guard.protect(&m.content),
+            ..m.clone()
+        })
+        .collect();
+    let bos = &tokenizer.special.bos_text;
+    let text = template.render(&guarded, tools, true, bos, &tokenizer.special.eos_text)?;
+    let parts = guard.split(&text);
+    // Templates write BOS themselves when the model wants it.
+    let starts_with_bos = !bos.is_empty() && text.starts_with(bos.as_str());
+    tokenizer.encode_parts(&parts, !starts_with_bos)
+}
+
+/// Replaces control-token text inside message content with markers before the template renders
+/// it, then splits the rendered prompt back into template markup and protected text.
+struct ContentGuard<'a> {
+    controls: &'a ControlText,
+    /// Marker prefix, unique per prompt so no message contains it by chance.
+    open: String,
+    originals: Vec<String>,
+}
+
+const MARK_CLOSE: char = '\u{E001}';
+
+impl<'a> ContentGuard<'a> {
+    fn new(controls: &'a ControlText) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(0);
+        ContentGuard {
+            controls,
+            open: format!("\u{E000}{:016x}:", h.finish()),
+            originals: Vec::new(),
+        }
+    }
+
+    fn protect(&mut self, content: &str) -> String {
+        let Some(m) = &self.controls.matcher else {
+            return content.to_string();
+        };
+        let mut out = String::with_capacity(content.len());
+        let mut last = 0;
+        for found in m.find_iter(content) {
+            out.push_str(&content[last..found.start()]);
+            out.push_str(&format!(
+                "{}{}{MARK_CLOSE}",
+                self.open,
+                self.originals.len()
+            ));
+            self.originals
+                .push(content[found.start()..found.end()].to_string());
+            last = found.end();
+        }
+        out.push_str(&content[last..]);
+        out
+    }
+
+    fn split<'t>(&'t self, text: &'t str) -> Vec<Part<'t>> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find(&self.open) {
+            let after = &rest[at + self.open.len()..];
+            let Some(end) = after.find(MARK_CLOSE) else {
+                break;
+            };
+            let Some(original) = after[..end]
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| self.originals.get(i))
+            else {
+                break;
+            };
+            parts.push(Part {
+                text: &rest[..at],
+                parse_special: true,
+            });
+            parts.push(Part {
+                text: original,
+                parse_special: false,
+            });
+            rest = &after[end + MARK_CLOSE.len_utf8()..];
+        }
+        parts.push(Part {
+            text: rest,
+            parse_special: true,
+        });
+        parts
+    }
+}

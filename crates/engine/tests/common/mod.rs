@@ -1,0 +1,45 @@
+//! Conversations the parity tests render: the same as scripts/goldens/chat_templates.py.
+
+use forja_engine::Message;
+use serde_json::{Value, json};
+
+/// `(name, messages, tools)`: system + user, multi-turn, a tool call and its result.
+pub fn conversations() -> Vec<(&'static str, Vec<Message>, Option<Value>)> {
+    let tool = json!([{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}, "required": ["city"]}}}]);
+    let mut call = Message::new("assistant", "");
+    call.tool_calls = Some(
+        json!([{"type": "function", "id": "call_1", "function": {"name": "get_weather", "arguments": {"city": "Madrid"}}}]),
+    );
+    let mut result = Message::new("tool", "{\"temp_c\": 21}");
+    result.name = Some("get_weather".into());
+    result.tool_call_id = Some("call_1".into());
+    vec![
+        (
+            "system_user",
+            vec![
+                Message::new("system", "You are a careful legal assistant."),
+                Message::new("user", "¿Qué cláusulas de rescisión hay?"),
+            ],
+            None,
+        ),
+        (
+            "multi_turn",
+            vec![
+                Message::new("user", "Hi!"),
+                Message::new("assistant", "Hello, how can I help?"),
+                Message::new("user", "Summarize clause 4."),
+            ],
+            None,
+        ),
+        (
+            "tools",
+            vec![
+                Message::new("user", "What is the weather in Madrid?"),
+                call,
+                result,
+            ],
+            Some(tool),
+        ),
+    ]
+}
