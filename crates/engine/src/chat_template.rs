@@ -67,6 +67,11 @@ impl ChatTemplate {
         env.set_fuel(Some(RENDER_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
+        env.add_filter("indent", indent);
+        // Python: None and numbers are not iterable (minijinja iterates none as empty).
+        env.add_test("iterable", |v: Value| {
+            !v.is_none() && !v.is_undefined() && v.try_iter().is_ok()
+        });
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<Value, minijinja::Error> {
@@ -123,6 +128,104 @@ impl ChatTemplate {
             what: describe(&e),
         })
     }
+}
+
+/// Python's `str.splitlines()`.
+fn split_lines(s: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let is_break = matches!(
+            c,
+            '\n' | '\r'
+                | '\x0b'
+                | '\x0c'
+                | '\x1c'
+                | '\x1d'
+                | '\x1e'
+                | '\u{85}'
+                | '\u{2028}'
+                | '\u{2029}'
+        );
+        if is_break {
+            lines.push(&s[start..i]);
+            let mut end = i + c.len_utf8();
+            if c == '\r' && chars.peek().is_some_and(|&(_, n)| n == '\n') {
+                chars.next();
+                end += 1;
+            }
+            start = end;
+        }
+    }
+    if start < s.len() {
+        lines.push(&s[start..]);
+    }
+    lines
+}
+
+/// Jinja2's `indent(width=4, first=False, blank=False)`, trailing newline kept as Python keeps
+/// it; `width` may be a number of spaces or the indentation text.
+fn indent(
+    value: String,
+    width: Option<Value>,
+    first: Option<bool>,
+    blank: Option<bool>,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<String, minijinja::Error> {
+    let width = match width {
+        Some(w) => Some(w),
+        None => kwargs.get::<Option<Value>>("width")?,
+    };
+    let first = first
+        .or(kwargs.get::<Option<bool>>("first")?)
+        .unwrap_or(false);
+    let blank = blank
+        .or(kwargs.get::<Option<bool>>("blank")?)
+        .unwrap_or(false);
+    kwargs.assert_all_used()?;
+    let indention = match &width {
+        None => "    ".to_string(),
+        Some(w) => match w.as_str() {
+            Some(text) => text.to_string(),
+            None => {
+                let n = i64::try_from(w.clone()).map_err(|_| {
+                    minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("indent width must be a number or text, found {w}"),
+                    )
+                })?;
+                " ".repeat(n.max(0) as usize)
+            }
+        },
+    };
+    let text = value + "\n";
+    let lines = split_lines(&text);
+    let newline = "\n";
+    let mut rv = if blank {
+        lines.join(&format!("{newline}{indention}"))
+    } else {
+        let mut it = lines.into_iter();
+        let mut rv = it.next().unwrap_or_default().to_string();
+        let rest: Vec<String> = it
+            .map(|l| {
+                if l.is_empty() {
+                    String::new()
+                } else {
+                    format!("{indention}{l}")
+                }
+            })
+            .collect();
+        if !rest.is_empty() {
+            rv.push_str(newline);
+            rv.push_str(&rest.join(newline));
+        }
+        rv
+    };
+    if first {
+        rv.insert_str(0, &indention);
+    }
+    Ok(rv)
 }
 
 /// Python's `json.dumps` as transformers' `tojson` filter calls it: `", "` / `": "` separators
@@ -297,6 +400,29 @@ pub fn format_time(secs: u64, fmt: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Expected values rendered by Python's jinja2 3.1.
+    #[test]
+    fn indent_and_iterable_follow_jinja2() {
+        let cases = [
+            (r#"{{ "{\n"|indent(4, first=true) }}"#, "    {\n"),
+            (r#"{{ "a\nb"|indent(2) }}"#, "a\n  b"),
+            (r#"{{ "a\n\nb"|indent(2) }}"#, "a\n\n  b"),
+            (
+                r#"{{ "a\n\nb\n"|indent(2, blank=true) }}"#,
+                "a\n  \n  b\n  ",
+            ),
+            (r#"{{ "x\r\ny"|indent("--") }}"#, "x\n--y"),
+            (
+                "{{ none is iterable }}{{ 's' is iterable }}{{ 3 is iterable }}",
+                "FalseTrueFalse",
+            ),
+        ];
+        for (src, want) in cases {
+            let t = ChatTemplate::new(src, "test").unwrap();
+            assert_eq!(t.render(&[], None, false, "", "").unwrap(), want, "{src}");
+        }
+    }
 
     #[test]
     fn formats_dates() {

@@ -76,11 +76,13 @@ fn real_templates_render_like_transformers() {
     for d in &differences {
         println!("{d}\n");
     }
-    // Known differences (2026-11-26): Cohere command-r-plus and Hermes tool-use templates without
-    // tools, Nemotron-3 and Qwen3-Coder (`length` of none), llama.cpp's deepseek-r1 and
-    // functionary v3.1 with tools. Fewer equal renderings than this is a regression.
+    // Known differences (2026-11-26), all where Python fails or escapes and forja renders:
+    // Cohere command-r-plus and Hermes 2 Pro / Hermes 3 tool-use templates iterate `tools` when
+    // there are none (Python raises on iterating None; forja renders an empty list), llama.cpp's
+    // deepseek-r1 with tools (Python cannot serialize a generator), functionary v3.1 with tools
+    // (jinja2's Markup escapes the JSON it concatenates). Fewer equal renderings is a regression.
     assert!(
-        same >= 200,
+        same >= 205,
         "only {same} of {total} renderings equal transformers'"
     );
     let required_failures: Vec<&String> = differences
