@@ -225,6 +225,52 @@ impl GgufSource {
         })?;
         Ok(self.content.tensor(&mut file, name, &self.device)?)
     }
+
+    /// Expert `e` of a stacked `[experts, rows, cols]` tensor, read alone and kept in the
+    /// file's type: experts are contiguous, so its blocks are one slice of the stack.
+    fn expert_qtensor(&self, name: &str, e: usize) -> Result<candle_core::quantized::QTensor> {
+        use std::io::{Read, Seek, SeekFrom};
+        let info =
+            self.content
+                .tensor_infos
+                .get(name)
+                .ok_or_else(|| ModelError::MissingWeight {
+                    name: name.into(),
+                    source_desc: self.describe(),
+                })?;
+        let bad = |what: String| ModelError::Weights {
+            path: self.describe(),
+            what: format!("{name}: {what}"),
+        };
+        let &[experts, rows, cols] = info.shape.dims() else {
+            return Err(bad(format!(
+                "expected [experts, rows, cols], found {:?}",
+                info.shape.dims()
+            )));
+        };
+        if e >= experts {
+            return Err(bad(format!("no expert {e} of {experts}")));
+        }
+        let block = info.ggml_dtype.block_size();
+        if (rows * cols) % block != 0 {
+            return Err(bad(format!(
+                "{rows}×{cols} is not a whole number of {block}-blocks"
+            )));
+        }
+        let bytes = rows * cols / block * info.ggml_dtype.type_size();
+        let start = self.content.tensor_data_offset + info.offset + (e * bytes) as u64;
+        let mut file = std::fs::File::open(&self.path).map_err(|err| bad(err.to_string()))?;
+        let mut raw = vec![0u8; bytes];
+        file.seek(SeekFrom::Start(start))
+            .and_then(|_| file.read_exact(&mut raw))
+            .map_err(|err| bad(format!("reading expert {e}: {err}")))?;
+        Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+            info.ggml_dtype,
+            &raw,
+            vec![rows, cols],
+            &self.device,
+        )?)
+    }
 }
 
 impl WeightSource for GgufSource {
@@ -254,9 +300,13 @@ impl WeightSource for GgufSource {
     }
 
     fn expert(&self, gguf_name: &str, e: usize) -> Result<LinearWeight> {
-        // Stacked experts are dequantized and split: correct, not yet memory-lean.
-        let all = self.tensor(gguf_name)?;
-        Ok(LinearWeight::Dense(all.get(e)?))
+        let q = self.expert_qtensor(gguf_name, e)?;
+        if self.dequantize || q.dtype().block_size() == 1 {
+            return Ok(LinearWeight::Dense(
+                q.dequantize(&self.device)?.to_dtype(DType::F32)?,
+            ));
+        }
+        Ok(LinearWeight::Quantized(QMatMul::from_qtensor(q)?))
     }
 
     fn rope_style(&self) -> RopeStyle {

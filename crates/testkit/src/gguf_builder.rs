@@ -20,6 +20,8 @@ pub struct TensorDef {
     pub ggml_type: u32,
     /// Data bytes this tensor occupies (the builder does not know block sizes).
     pub data_bytes: u64,
+    /// The data; zeros when empty.
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -51,8 +53,18 @@ impl GgufBuilder {
             dims: dims.to_vec(),
             ggml_type,
             data_bytes,
+            data: Vec::new(),
         });
         self
+    }
+
+    /// A tensor with its data bytes (already in `ggml_type`'s block layout).
+    pub fn tensor_data(self, name: &str, dims: &[u64], ggml_type: u32, data: Vec<u8>) -> Self {
+        let mut b = self.tensor(name, dims, ggml_type, data.len() as u64);
+        if let Some(t) = b.tensors.last_mut() {
+            t.data = data;
+        }
+        b
     }
 
     /// A small but complete llama-architecture model (F32 weights): 2 layers, hidden 64.
@@ -158,12 +170,14 @@ impl GgufBuilder {
         o
     }
 
-    /// The whole file: header plus zeroed tensor data.
+    /// The whole file: header plus tensor data (zeros where none was given).
     pub fn bytes(&self) -> Vec<u8> {
         let mut o = self.header_bytes();
         for t in &self.tensors {
+            let start = o.len();
+            o.extend_from_slice(&t.data);
             let padded = t.data_bytes.div_ceil(self.alignment) * self.alignment;
-            o.resize(o.len() + padded as usize, 0);
+            o.resize(start + padded as usize, 0);
         }
         o
     }

@@ -1,0 +1,96 @@
+//! Stacked MoE experts in a GGUF (`blk.N.ffn_*_exps.weight`, `[experts, rows, cols]`) are read
+//! one expert at a time and stay in the file's quantized type; each equals its slice of the
+//! whole stack.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+use candle_core::Device;
+use forja_models::linear::LinearWeight;
+use forja_models::weight_source::{GgufSource, WeightSource};
+use forja_testkit::gguf_builder::{GgufBuilder, Meta};
+
+/// Deterministic pseudo-random bytes.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// `blocks` blocks of `size` bytes whose leading f16 scales (`scales` of them) are small and
+/// finite.
+fn blocks(blocks: usize, size: usize, scales: usize, seed: u64) -> Vec<u8> {
+    let mut data = noise(blocks * size, seed);
+    for b in 0..blocks {
+        for s in 0..scales {
+            // 0x2000..0x27ff: f16 values between ~0.0078 and ~0.03.
+            let at = b * size + 2 * s;
+            data[at + 1] = 0x20 | (data[at + 1] & 0x07);
+        }
+    }
+    data
+}
+
+#[test]
+fn experts_are_slices_of_the_stack_and_stay_quantized() {
+    const Q8_0: u32 = 8;
+    const Q4_K: u32 = 12;
+    let (experts, rows) = (4usize, 3usize);
+    // Q8_0: 32-element blocks of 34 bytes; Q4_K: 256-element blocks of 144 bytes.
+    let q8 = blocks(experts * rows * 64 / 32, 34, 1, 7);
+    let q4k = blocks(experts * rows * 256 / 256, 144, 2, 11);
+    let bytes = GgufBuilder::new()
+        .meta("general.architecture", Meta::Str("mixtral".into()))
+        .tensor_data(
+            "blk.0.ffn_up_exps.weight",
+            &[64, rows as u64, experts as u64],
+            Q8_0,
+            q8,
+        )
+        .tensor_data(
+            "blk.0.ffn_down_exps.weight",
+            &[256, rows as u64, experts as u64],
+            Q4_K,
+            q4k,
+        )
+        .bytes();
+    let file = tempfile::NamedTempFile::with_suffix(".gguf").unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    let quantized = GgufSource::open(file.path(), &Device::Cpu, false).unwrap();
+    let exact = GgufSource::open(file.path(), &Device::Cpu, true).unwrap();
+    for name in ["blk.0.ffn_up_exps.weight", "blk.0.ffn_down_exps.weight"] {
+        let stack = exact.tensor(name).unwrap();
+        for e in 0..experts {
+            let LinearWeight::Quantized(_) = quantized.expert(name, e).unwrap() else {
+                panic!("{name} expert {e} was dequantized");
+            };
+            let LinearWeight::Dense(alone) = exact.expert(name, e).unwrap() else {
+                panic!("dense expected");
+            };
+            let want = stack.get(e).unwrap();
+            assert_eq!(alone.dims(), want.dims());
+            let diff = (alone - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(diff, 0.0, "{name} expert {e}");
+        }
+        let e = quantized.expert(name, experts).unwrap_err().to_string();
+        assert!(e.contains("no expert 4 of 4"), "{e}");
+    }
+}
