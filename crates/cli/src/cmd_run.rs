@@ -50,6 +50,9 @@ pub struct RunArgs {
     /// Context length in tokens (default: the model's own)
     #[arg(long)]
     ctx: Option<u64>,
+    /// Complete the prompt as plain text instead of chatting through the model's template
+    #[arg(long)]
+    raw: bool,
     /// After each answer, print every token's log-probability and its N best alternatives
     #[arg(long, value_name = "N")]
     logprobs: Option<usize>,
@@ -72,6 +75,7 @@ struct Chat {
     stop: Arc<AtomicBool>,
     verbose: bool,
     logprobs: bool,
+    raw: bool,
 }
 
 impl Chat {
@@ -87,7 +91,17 @@ impl Chat {
     /// Sends `text` as the user's turn and streams the answer to stdout.
     fn turn(&mut self, text: &str) -> Result<()> {
         self.messages.push(Message::new("user", text));
-        let prompt = self.model.chat_prompt(&self.conversation(), None)?;
+        let prompt = if self.raw {
+            // Each input is its own completion.
+            self.messages.clear();
+            let part = forja_engine::Part {
+                text,
+                parse_special: false,
+            };
+            self.model.tokenizer.encode_parts(&[part], true)?
+        } else {
+            self.model.chat_prompt(&self.conversation(), None)?
+        };
         // Reuse the cache when the new prompt extends what it holds.
         if !prompt.starts_with(&self.cached) || prompt.len() == self.cached.len() {
             self.cache = self.model.new_cache();
@@ -120,7 +134,9 @@ impl Chat {
             FinishReason::Length => outln!("\n[length limit]"),
             FinishReason::Stop => outln!(),
         }
-        self.messages.push(Message::new("assistant", &g.text));
+        if !self.raw {
+            self.messages.push(Message::new("assistant", &g.text));
+        }
         if self.logprobs {
             eprintln!("{}", self.logprob_table(&g)?);
         }
@@ -209,6 +225,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         stop: stop.clone(),
         verbose: a.verbose,
         logprobs: a.logprobs.is_some(),
+        raw: a.raw,
     };
     let interactive_terminal = std::io::stdin().is_terminal();
     if let Some(p) = &a.prompt {
