@@ -8,7 +8,10 @@
     reason = "test code fails loudly"
 )]
 
+mod common;
+
 use candle_core::Device;
+use common::max_abs_diff;
 use forja_models::linear::LinearWeight;
 use forja_models::weight_source::{GgufSource, WeightSource};
 use forja_testkit::gguf_builder::{GgufBuilder, Meta};
@@ -78,17 +81,7 @@ fn experts_are_slices_of_the_stack_and_stay_quantized() {
             };
             let want = stack.get(e).unwrap();
             assert_eq!(alone.dims(), want.dims());
-            let diff = (alone - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert_eq!(diff, 0.0, "{name} expert {e}");
+            assert_eq!(max_abs_diff(&alone, &want), 0.0, "{name} expert {e}");
         }
         let e = quantized.expert(name, experts).unwrap_err().to_string();
         assert!(e.contains("no expert 4 of 4"), "{e}");

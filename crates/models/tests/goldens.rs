@@ -8,7 +8,10 @@
     reason = "test code fails loudly"
 )]
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::max_abs_diff;
 use forja_models::{ContiguousKvCache, Decoder, SeqStep};
 
 const FAMILIES: [&str; 12] = [
@@ -65,19 +68,6 @@ fn golden(name: &str) -> (Decoder, Golden) {
             greedy: ids(&meta["greedy"]),
         },
     )
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn prefill(model: &Decoder, prompt: &[u32]) -> Tensor {
