@@ -106,6 +106,13 @@ pub enum RopeScaling {
         beta_fast: f64,
         beta_slow: f64,
     },
+    /// Per-frequency divisors stored with the weights (GGUF `rope_freqs.weight`, which llama.cpp's
+    /// converter writes for Llama 3.x instead of its `rope_scaling` parameters). Empty until the
+    /// weights are read.
+    Factors {
+        #[serde(skip)]
+        factors: Vec<f64>,
+    },
     /// Phi-3 long-context (`longrope` / `su`): per-frequency divisors for contexts within the
     /// original length (short) and beyond it (long), and a multiplier on cos/sin.
     LongRope {

@@ -184,13 +184,11 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
     } else {
         rope_scaling
     };
-    // Llama 3.x GGUFs carry precomputed frequency factors instead of rope_scaling metadata.
+    // Llama 3.x GGUFs carry their frequency divisors as a tensor instead of rope_scaling
+    // parameters (factor 8 for 3.1, 32 for 3.2: only the tensor says which).
     let rope_scaling = if has("rope_freqs.weight") && rope_scaling == RopeScaling::None {
-        RopeScaling::Llama3 {
-            factor: 8.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position: 8192,
+        RopeScaling::Factors {
+            factors: Vec::new(),
         }
     } else {
         rope_scaling

@@ -73,7 +73,10 @@ pub fn decoder_tensors(cfg: &DecoderConfig) -> Vec<TensorSpec> {
         Embedding,
         None,
     )];
-    if matches!(cfg.rope_scaling, RopeScaling::Llama3 { .. }) {
+    if matches!(
+        cfg.rope_scaling,
+        RopeScaling::Llama3 { .. } | RopeScaling::Factors { .. }
+    ) {
         out.push(spec(
             "rope_freqs.weight".into(),
             vec![cfg.head_dim / 2],

@@ -65,28 +65,31 @@ fn opt_bias(src: &dyn WeightSource, name: &str) -> Result<Option<Tensor>> {
     }
 }
 
-/// LongRoPE factors from the weights when the config does not list them (GGUF).
+/// RoPE divisors the config leaves to the weights (GGUF `rope_freqs.weight`, LongRoPE's
+/// `rope_factors_long/short.weight`), read into the scaling.
 fn with_rope_factors(scaling: &RopeScaling, src: &dyn WeightSource) -> Result<RopeScaling> {
     let mut scaling = scaling.clone();
-    if let RopeScaling::LongRope {
-        long_factor,
-        short_factor,
-        ..
-    } = &mut scaling
-    {
-        for (list, name) in [
+    let lists: Vec<(&mut Vec<f64>, &str)> = match &mut scaling {
+        RopeScaling::Factors { factors } => vec![(factors, "rope_freqs.weight")],
+        RopeScaling::LongRope {
+            long_factor,
+            short_factor,
+            ..
+        } => vec![
             (long_factor, "rope_factors_long.weight"),
             (short_factor, "rope_factors_short.weight"),
-        ] {
-            if list.is_empty() {
-                if !src.has(name) {
-                    return Err(ModelError::Input(format!(
-                        "LongRoPE scaling without its factors (neither rope_scaling in config.json nor {name})"
-                    )));
-                }
-                let t = src.tensor(name)?.to_dtype(DType::F64)?.flatten_all()?;
-                *list = t.to_vec1()?;
+        ],
+        _ => Vec::new(),
+    };
+    for (list, name) in lists {
+        if list.is_empty() {
+            if !src.has(name) {
+                return Err(ModelError::Input(format!(
+                    "RoPE scaling without its factors (neither in config.json nor {name})"
+                )));
             }
+            let t = src.tensor(name)?.to_dtype(DType::F64)?.flatten_all()?;
+            *list = t.to_vec1()?;
         }
     }
     Ok(scaling)

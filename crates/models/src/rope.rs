@@ -26,7 +26,7 @@ pub struct Rope {
     rot_dims: usize,
     /// `[rot_dims / 2]` inverse frequencies.
     inv_freq: Vec<f32>,
-    /// Multiplier on cos/sin (YaRN's attention factor; 1 otherwise).
+    /// Multiplier on cos/sin (YaRN's and LongRoPE's attention factor; 1 otherwise).
     mscale: f32,
     style: RopeStyle,
 }
@@ -54,6 +54,15 @@ impl Rope {
         let inv: Vec<f64> = match *scaling {
             RopeScaling::None | RopeScaling::Dynamic { .. } => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
+            RopeScaling::Factors { ref factors } => {
+                if factors.len() != half {
+                    return Err(ModelError::Input(format!(
+                        "RoPE frequency factors: {half} needed for {rot_dims} rotary dims, found {}",
+                        factors.len()
+                    )));
+                }
+                base.iter().zip(factors).map(|(f, d)| f / d).collect()
+            }
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
@@ -204,5 +213,41 @@ impl Rope {
             Tensor::from_vec(cos, (t, half), device)?,
             Tensor::from_vec(sin, (t, half), device)?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF's stored divisors (what llama.cpp's converter computes from `rope_scaling`)
+    /// reproduce the Llama 3 frequencies they were made from.
+    #[test]
+    fn stored_factors_reproduce_llama3_frequencies() {
+        let llama3 = RopeScaling::Llama3 {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position: 8192,
+        };
+        let plain = Rope::new(64, 1.0, 500_000.0, &RopeScaling::None, RopeStyle::Neox, 1).unwrap();
+        let scaled = Rope::new(64, 1.0, 500_000.0, &llama3, RopeStyle::Neox, 1).unwrap();
+        let factors: Vec<f64> = plain
+            .inv_freq
+            .iter()
+            .zip(&scaled.inv_freq)
+            .map(|(p, s)| f64::from(*p) / f64::from(*s))
+            .collect();
+        assert!(
+            factors.iter().any(|&f| (f - 32.0).abs() < 1e-3),
+            "{factors:?}"
+        );
+        let stored = RopeScaling::Factors { factors };
+        let from_file = Rope::new(64, 1.0, 500_000.0, &stored, RopeStyle::Neox, 1).unwrap();
+        for (a, b) in from_file.inv_freq.iter().zip(&scaled.inv_freq) {
+            assert!((a - b).abs() <= 1e-6 * b.abs(), "{a} vs {b}");
+        }
+        let short = RopeScaling::Factors { factors: vec![1.0] };
+        assert!(Rope::new(64, 1.0, 500_000.0, &short, RopeStyle::Neox, 1).is_err());
     }
 }
