@@ -43,6 +43,8 @@ FAMILIES = {
     "mistral": dict(model_type="mistral", sliding_window=6, head_dim=16),
     "qwen2": dict(model_type="qwen2", rope_theta=1000000.0, tie_word_embeddings=True),
     "qwen3": dict(model_type="qwen3", head_dim=32, rope_theta=1000000.0),
+    "gemma": dict(model_type="gemma", head_dim=16, hidden_activation="gelu_pytorch_tanh",
+                  tie_word_embeddings=True),
     "gemma2": dict(model_type="gemma2", head_dim=16, query_pre_attn_scalar=16, sliding_window=6,
                    attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
                    hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
@@ -84,7 +86,7 @@ def build(name, spec, out):
     # Random init is tiny by default; widen it so logits differ clearly between tokens.
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if "norm" in n and model_type in ("gemma2", "gemma3_text"):
+            if "norm" in n and model_type in ("gemma", "gemma2", "gemma3_text"):
                 p.copy_(0.1 * torch.randn_like(p))  # Gemma scales by (1 + w)
             elif "norm" in n:
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))

@@ -110,6 +110,12 @@ impl Decoder {
                 cfg.family
             )));
         }
+        if cfg.family == Family::PhiMoe {
+            // LayerNorm with bias, sparsemixer routing and output biases: not built here.
+            return Err(ModelError::Unsupported(
+                "the Phi-3.5-MoE decoder (LayerNorm, sparsemixer routing)".into(),
+            ));
+        }
         let norm = |name: &str| RmsNorm::new(src.tensor(name)?, cfg.norm, cfg.norm_eps);
         let linear = |name: &str, bias: Option<&str>| -> Result<Linear> {
             Ok(Linear::new(

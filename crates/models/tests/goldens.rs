@@ -14,12 +14,13 @@ use candle_core::{Device, Tensor};
 use common::max_abs_diff;
 use forja_models::{ContiguousKvCache, Decoder, SeqStep};
 
-const FAMILIES: [&str; 12] = [
+const FAMILIES: [&str; 13] = [
     "llama",
     "llama3_rope",
     "mistral",
     "qwen2",
     "qwen3",
+    "gemma",
     "gemma2",
     "gemma3",
     "phi3",
