@@ -102,11 +102,6 @@ impl Chat {
         } else {
             self.model.chat_prompt(&self.conversation(), None)?
         };
-        // Reuse the cache when the new prompt extends what it holds.
-        if !prompt.starts_with(&self.cached) || prompt.len() == self.cached.len() {
-            self.cache = self.model.new_cache();
-            self.cached.clear();
-        }
         self.stop.store(false, Ordering::SeqCst);
         let stop = self.stop.clone();
         let result = generate(

@@ -53,9 +53,10 @@ pub struct Generation {
     pub decode_secs: f64,
 }
 
-/// Feeds `prompt` (all tokens of the sequence so far; the cache may already hold a prefix of
-/// them) and generates. `on_text` receives each new piece of text and returns `false` to cancel.
-/// `cached` lists the tokens the cache holds; it is updated to what the cache holds at the end.
+/// Feeds `prompt` (all tokens of the sequence so far) and generates. The cache is reused up to
+/// where `cached` (the tokens it holds) and the prompt part ways, and truncated there; only the
+/// rest is computed. `cached` is updated to what the cache holds at the end. `on_text` receives
+/// each new piece of text and returns `false` to cancel.
 pub fn generate(
     model: &LoadedModel,
     prompt: &[u32],
@@ -74,22 +75,28 @@ pub fn generate(
             prompt.len()
         )));
     }
-    if cached.len() != cache.len() || !prompt.starts_with(cached) {
-        return Err(EngineError::Input(
-            "the cache does not hold a prefix of this prompt: start a new cache".into(),
-        ));
+    if cached.len() != cache.len() {
+        return Err(EngineError::Input(format!(
+            "the cache holds {} tokens but {} are listed for it",
+            cache.len(),
+            cached.len()
+        )));
     }
     let mut sampler = Sampler::new(params.sampling.clone())?;
     let start = Instant::now();
-    let fresh = &prompt[cached.len()..];
-    let to_feed = if fresh.is_empty() {
-        // Everything is cached: recompute the last token to get its logits.
-        return Err(EngineError::Input(
-            "the whole prompt is already cached; nothing to continue from".into(),
-        ));
-    } else {
-        fresh
-    };
+    // Keep the longest cached prefix of the prompt, short of its last token (whose logits are
+    // needed), and compute the rest.
+    let common = cached
+        .iter()
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let keep = common.min(prompt.len() - 1);
+    if keep < cached.len() {
+        cache.truncate(keep)?;
+        cached.truncate(keep);
+    }
+    let to_feed = &prompt[keep..];
     let mut history: Vec<u32> = prompt.to_vec();
     let mut step = [SeqStep {
         tokens: to_feed,

@@ -429,3 +429,42 @@ fn quantized_greedy_matches_llama_cpp() {
     }
     println!("{}", report.join("\n"));
 }
+
+/// A cache is reused up to where it and the new prompt part ways: the same prompt again, or one
+/// that replaces the last turn, computes only what changed and answers as a fresh cache does.
+#[test]
+fn the_cache_is_reused_up_to_where_prompts_part() {
+    let m = load("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let params = GenerateParams {
+        sampling: SamplingParams::greedy(),
+        max_tokens: 6,
+        ..Default::default()
+    };
+    let run =
+        |prompt: &[u32], cache: &mut forja_models::ContiguousKvCache, cached: &mut Vec<u32>| {
+            generate(&m, prompt, cache, cached, &params, &mut |_| true).unwrap()
+        };
+    let first = m
+        .tokenizer
+        .encode("The capital of France is", true)
+        .unwrap();
+    let second = m.tokenizer.encode("The capital of Spain is", true).unwrap();
+    let common = first
+        .iter()
+        .zip(&second)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(common > 2 && common < second.len());
+
+    let (mut cache, mut cached) = (m.new_cache(), Vec::new());
+    let a = run(&first, &mut cache, &mut cached);
+    assert_eq!(a.prefill_tokens, first.len());
+    // The same prompt again: only its last token is recomputed.
+    let again = run(&first, &mut cache, &mut cached);
+    assert_eq!((again.prefill_tokens, &again.text), (1, &a.text));
+    // Another prompt: the shared prefix stays, the rest is computed.
+    let b = run(&second, &mut cache, &mut cached);
+    assert_eq!(b.prefill_tokens, second.len() - common);
+    let (mut fresh, mut none) = (m.new_cache(), Vec::new());
+    assert_eq!(b.text, run(&second, &mut fresh, &mut none).text);
+}
