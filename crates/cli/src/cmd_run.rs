@@ -133,7 +133,7 @@ impl Chat {
             self.messages.push(Message::new("assistant", &g.text));
         }
         if self.logprobs {
-            eprintln!("{}", self.logprob_table(&g)?);
+            eprintln!("{}", self.logprob_table(&prompt, &g)?);
         }
         if self.verbose {
             eprintln!("{}", stats(&g));
@@ -144,13 +144,16 @@ impl Chat {
 }
 
 impl Chat {
-    /// One line per generated token: its text, log-probability and the best alternatives.
-    fn logprob_table(&self, g: &Generation) -> Result<String> {
-        let text = |id: u32| -> Result<String> {
-            Ok(format!("{:?}", self.model.tokenizer.decode(&[id], false)?))
-        };
+    /// One line per generated token: its text (as it follows the token before it, leading
+    /// space included), log-probability and the best alternatives.
+    fn logprob_table(&self, prompt: &[u32], g: &Generation) -> Result<String> {
+        let tok = &self.model.tokenizer;
         let mut out = String::from("token\tlogprob\talternatives");
+        let mut before = prompt.last().copied();
         for s in &g.tokens {
+            let context: Vec<u32> = before.into_iter().collect();
+            let text =
+                |id: u32| -> Result<String> { Ok(format!("{:?}", tok.piece(&context, id)?)) };
             let alts = s
                 .top
                 .iter()
@@ -162,6 +165,7 @@ impl Chat {
                 s.logprob,
                 alts.join(", ")
             );
+            before = Some(s.token);
         }
         Ok(out)
     }

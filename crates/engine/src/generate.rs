@@ -107,7 +107,7 @@ pub fn generate(
     cached.extend_from_slice(to_feed);
     let prefill_secs = start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
-    let mut detok = IncrementalDecoder::new();
+    let mut detok = IncrementalDecoder::with_context(prompt);
     let mut text = String::new();
     // Text produced but held back because it may be the start of a stop string.
     let mut emitted = 0usize;

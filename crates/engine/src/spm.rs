@@ -242,10 +242,8 @@ impl SpmVocab {
     }
 
     /// Text of `ids` (control tokens dropped when `skip_control`); byte tokens are reassembled
-    /// into UTF-8 and the prefix space the encoder adds is removed.
-    /// With `at_start`, `ids` begin the text and the space the encoder prefixed is removed;
-    /// otherwise (a continuation) every space is kept.
-    pub fn decode(&self, ids: &[u32], skip_control: bool, at_start: bool) -> String {
+    /// into UTF-8 and the space the encoder prefixed to the text is removed from its first token.
+    pub fn decode(&self, ids: &[u32], skip_control: bool) -> String {
         let mut bytes = Vec::new();
         for (k, &id) in ids.iter().enumerate() {
             let Some(t) = self.tokens.get(id as usize) else {
@@ -260,7 +258,7 @@ impl SpmVocab {
                 continue;
             }
             let text = t.replace('\u{2581}', " ");
-            let text = if k == 0 && at_start && self.add_space_prefix {
+            let text = if k == 0 && self.add_space_prefix {
                 text.strip_prefix(' ').unwrap_or(&text).to_string()
             } else {
                 text

@@ -397,7 +397,7 @@ impl Tokenizer {
     /// Text of `ids`; control tokens are dropped when `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         match &self.inner {
-            Backend::Spm(v) => Ok(v.decode(ids, skip_special, true)),
+            Backend::Spm(v) => Ok(v.decode(ids, skip_special)),
             Backend::Hf(t, _) => {
                 let kept: Vec<u32> = if skip_special {
                     ids.iter()
@@ -415,13 +415,19 @@ impl Tokenizer {
         }
     }
 
-    /// Text of `ids` that continue a sequence (generated tokens): unlike [`Tokenizer::decode`],
-    /// a leading space is kept.
-    pub fn decode_continuation(&self, ids: &[u32]) -> Result<String> {
-        match &self.inner {
-            Backend::Spm(v) => Ok(v.decode(ids, true, false)),
-            Backend::Hf(..) => self.decode(ids, true),
-        }
+    /// Text `id` adds after `context` (its leading space kept where a tokenizer strips it from
+    /// the start of a text).
+    pub fn piece(&self, context: &[u32], id: u32) -> Result<String> {
+        let mut ids = context.to_vec();
+        let before = self.decode(&ids, false)?;
+        ids.push(id);
+        let after = self.decode(&ids, false)?;
+        Ok(after.get(before.len()..).unwrap_or_default().to_string())
+    }
+
+    /// Whether `id` is a control token (turn markers, BOS/EOS), not text.
+    pub fn is_control(&self, id: u32) -> bool {
+        self.control.contains(&id)
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -455,11 +461,26 @@ impl IncrementalDecoder {
         Self::default()
     }
 
-    /// Adds `id` and returns newly complete text (possibly empty).
+    /// A decoder for tokens that continue `context` (the prompt): its last tokens are decoded
+    /// with the new ones, so a tokenizer that strips the leading space of a text (SentencePiece
+    /// style) keeps the space that separates the continuation from the prompt.
+    pub fn with_context(context: &[u32]) -> Self {
+        let tail = &context[context.len().saturating_sub(CONTEXT_TOKENS)..];
+        IncrementalDecoder {
+            ids: tail.to_vec(),
+            prefix_offset: 0,
+            read_offset: tail.len(),
+        }
+    }
+
+    /// Adds `id` and returns newly complete text (possibly empty). Control tokens add no text.
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
+        if tok.is_control(id) {
+            return Ok(String::new());
+        }
         self.ids.push(id);
-        let prefix = tok.decode_continuation(&self.ids[self.prefix_offset..self.read_offset])?;
-        let full = tok.decode_continuation(&self.ids[self.prefix_offset..])?;
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], false)?;
+        let full = tok.decode(&self.ids[self.prefix_offset..], false)?;
         if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
             // Normally `full` extends `prefix`; if a tokenizer rewrote the context, emit from the
             // same byte offset (on a character boundary) rather than stall.
@@ -474,10 +495,13 @@ impl IncrementalDecoder {
 
     /// Whatever is left (a dangling partial character decodes as U+FFFD).
     pub fn finish(&mut self, tok: &Tokenizer) -> Result<String> {
-        let prefix = tok.decode_continuation(&self.ids[self.prefix_offset..self.read_offset])?;
-        let full = tok.decode_continuation(&self.ids[self.prefix_offset..])?;
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], false)?;
+        let full = tok.decode(&self.ids[self.prefix_offset..], false)?;
         self.prefix_offset = self.ids.len();
         self.read_offset = self.ids.len();
         Ok(full.get(prefix.len()..).unwrap_or_default().to_string())
     }
 }
+
+/// Prompt tokens decoded before the first new one.
+const CONTEXT_TOKENS: usize = 4;

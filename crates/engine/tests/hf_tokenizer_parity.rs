@@ -141,3 +141,36 @@ fn gguf_vocabularies_encode_like_their_tokenizer_json() {
         }
     }
 }
+
+/// Streaming a continuation token by token gives exactly the text that follows the prompt,
+/// leading space included, for tokenizers that strip a text's leading space (SentencePiece
+/// style: Mistral's tokenizer.json, Gemma's GGUF vocabulary) and byte-level ones; multi-byte
+/// characters split across tokens come out whole.
+#[test]
+fn continuations_stream_with_their_leading_space() {
+    let prompt = "The capital of France is";
+    let continuation = " Paris, la «Ville Lumière» 🗼.";
+    let data = forja_testkit::testdata_dir();
+    let tokenizers = [
+        ("mistral_7b", hf("mistral_7b")),
+        ("gemma3", hf("gemma3")),
+        ("llama3_1", hf("llama3_1")),
+        ("gemma3 GGUF", gguf(&data.join("gemma-3-270m-q4_k_m.gguf"))),
+    ];
+    for (name, tok) in tokenizers {
+        let p = tok.encode(prompt, true).unwrap();
+        let all = tok
+            .encode(&format!("{prompt}{continuation}"), true)
+            .unwrap();
+        assert!(all.starts_with(&p), "{name}: the prompt tokenizes the same");
+        let mut detok = forja_engine::IncrementalDecoder::with_context(&p);
+        let mut text = String::new();
+        for &id in &all[p.len()..] {
+            let piece = detok.push(&tok, id).unwrap();
+            assert!(!piece.contains('\u{FFFD}'), "{name}: {piece:?}");
+            text += &piece;
+        }
+        text += &detok.finish(&tok).unwrap();
+        assert_eq!(text, continuation, "{name}");
+    }
+}
