@@ -1,6 +1,7 @@
 //! Conversation → prompt ids: the model's chat template renders the messages, and only the
-//! template's own markup may become control tokens. Control-token text inside a message (a user
-//! typing `<|im_end|>`) is encoded as text, so no message can forge a turn.
+//! template's own markup may become control tokens. Control-token text anywhere in a message
+//! (content, name, tool calls) or in the tools list — a user typing `<|im_end|>` — is encoded
+//! as text, so no message can forge a turn.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
@@ -56,12 +57,22 @@ pub fn chat_prompt(
     let guarded: Vec<Message> = messages
         .iter()
         .map(|m| Message {
+            role: m.role.clone(),
             content: guard.protect(&m.content),
-            ..m.clone()
+            tool_calls: m.tool_calls.as_ref().map(|v| guard.protect_json(v)),
+            name: m.name.as_deref().map(|n| guard.protect(n)),
+            tool_call_id: m.tool_call_id.as_deref().map(|n| guard.protect(n)),
         })
         .collect();
+    let tools = tools.map(|t| guard.protect_json(t));
     let bos = &tokenizer.special.bos_text;
-    let text = template.render(&guarded, tools, true, bos, &tokenizer.special.eos_text)?;
+    let text = template.render(
+        &guarded,
+        tools.as_ref(),
+        true,
+        bos,
+        &tokenizer.special.eos_text,
+    )?;
     let parts = guard.split(&text);
     // Templates write BOS themselves when the model wants it.
     let starts_with_bos = !bos.is_empty() && text.starts_with(bos.as_str());
@@ -110,6 +121,21 @@ impl<'a> ContentGuard<'a> {
         }
         out.push_str(&content[last..]);
         out
+    }
+
+    /// [`ContentGuard::protect`] on every string (keys included) of a JSON value.
+    fn protect_json(&mut self, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => Value::String(self.protect(s)),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.protect_json(x)).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, x)| (self.protect(k), self.protect_json(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
     }
 
     fn split<'t>(&'t self, text: &'t str) -> Vec<Part<'t>> {
