@@ -1,6 +1,6 @@
 //! Rendering a model's own Jinja chat template (as `transformers.apply_chat_template` does):
 //! minijinja with Python string methods, `raise_exception`, `strftime_now`, HF's block
-//! trimming, and the `{% generation %}` markers removed.
+//! trimming, and the `{% generation %}` markers rendering their body.
 
 use minijinja::{Environment, ErrorKind, Value};
 use serde::Serialize;
@@ -42,13 +42,36 @@ pub struct ChatTemplate {
 /// Fuel for one render: templates are small programs; a runaway loop stops with an error.
 const RENDER_FUEL: u64 = 50_000_000;
 
-fn strip_generation_tags(source: &str) -> String {
-    let mut out = source.to_string();
-    for tag in ["generation", "endgeneration"] {
-        for (open, close) in [("{%", "%}"), ("{%-", "-%}"), ("{%-", "%}"), ("{%", "-%}")] {
-            out = out.replace(&format!("{open} {tag} {close}"), "");
+/// transformers' `{% generation %}…{% endgeneration %}` marks assistant text for training masks
+/// and renders its body unchanged; minijinja has no such tag, so each becomes an always-true
+/// `if` block with the same whitespace control (`{%-`, `-%}`, any spacing).
+fn rewrite_generation_tags(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(open) = rest.find("{%") {
+        let Some(len) = rest[open..].find("%}") else {
+            break;
+        };
+        let block = &rest[open..open + len + 2];
+        let inner = &block[2..block.len() - 2];
+        let body = inner
+            .trim_start_matches(['-', '+'])
+            .trim_end_matches(['-', '+']);
+        let lead = &inner[..inner.len() - inner.trim_start_matches(['-', '+']).len()];
+        let trail = &inner[inner.trim_end_matches(['-', '+']).len()..];
+        let replacement = match body.trim() {
+            "generation" => Some("if true"),
+            "endgeneration" => Some("endif"),
+            _ => None,
+        };
+        out.push_str(&rest[..open]);
+        match replacement {
+            Some(r) => out.push_str(&format!("{{%{lead} {r} {trail}%}}")),
+            None => out.push_str(block),
         }
+        rest = &rest[open + len + 2..];
     }
+    out.push_str(rest);
     out
 }
 
@@ -68,10 +91,8 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
         env.add_filter("indent", indent);
-        // Python: None and numbers are not iterable (minijinja iterates none as empty).
-        env.add_test("iterable", |v: Value| {
-            !v.is_none() && !v.is_undefined() && v.try_iter().is_ok()
-        });
+        // jinja2: None and numbers are not iterable, Undefined is (minijinja iterates none).
+        env.add_test("iterable", |v: Value| !v.is_none() && v.try_iter().is_ok());
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<Value, minijinja::Error> {
@@ -81,7 +102,7 @@ impl ChatTemplate {
         env.add_function("strftime_now", |fmt: String| -> String {
             strftime_now(&fmt)
         });
-        env.add_template_owned("chat", strip_generation_tags(source))
+        env.add_template_owned("chat", rewrite_generation_tags(source))
             .map_err(|e| EngineError::Template {
                 origin: origin.into(),
                 what: describe(&e),
@@ -195,6 +216,12 @@ fn indent(
                         format!("indent width must be a number or text, found {w}"),
                     )
                 })?;
+                if n > MAX_INDENT as i64 {
+                    return Err(minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("indent width above {MAX_INDENT}"),
+                    ));
+                }
                 " ".repeat(n.max(0) as usize)
             }
         },
@@ -237,12 +264,32 @@ fn tojson(
     let indent: Option<usize> = kwargs.get("indent")?;
     let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
-    let _: Option<Value> = kwargs.get("separators")?;
+    let separators: Option<Vec<String>> = kwargs.get("separators")?;
     kwargs.assert_all_used()?;
+    let invalid = |what: String| minijinja::Error::new(ErrorKind::InvalidOperation, what);
+    if indent.is_some_and(|n| n > MAX_INDENT) {
+        return Err(invalid(format!("tojson indent above {MAX_INDENT}")));
+    }
+    // Python's defaults: (", ", ": "), or (",", ": ") with an indent.
+    let seps = match separators.as_deref() {
+        None => (if indent.is_some() { "," } else { ", " }, ": "),
+        Some([item, key]) => (item.as_str(), key.as_str()),
+        Some(other) => {
+            return Err(invalid(format!(
+                "tojson separators must be (item, key), found {other:?}"
+            )));
+        }
+    };
     let json = serde_json::to_value(&value)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let mut out = String::new();
-    dump(&json, indent, 0, sort_keys.unwrap_or(false), &mut out);
+    let style = JsonStyle {
+        indent,
+        sort: sort_keys.unwrap_or(false),
+        item_sep: seps.0,
+        key_sep: seps.1,
+    };
+    dump(&json, &style, 0, &mut out);
     if ensure_ascii.unwrap_or(false) {
         out = out
             .chars()
@@ -262,24 +309,34 @@ fn tojson(
     Ok(Value::from_safe_string(out))
 }
 
-fn dump(v: &serde_json::Value, indent: Option<usize>, depth: usize, sort: bool, out: &mut String) {
+/// How Python's `json.dumps` was asked to lay out its output.
+struct JsonStyle<'a> {
+    indent: Option<usize>,
+    sort: bool,
+    item_sep: &'a str,
+    key_sep: &'a str,
+}
+
+/// Widest indentation `indent` and `tojson` accept (a template asking for more is broken).
+const MAX_INDENT: usize = 256;
+
+fn dump(v: &serde_json::Value, style: &JsonStyle<'_>, depth: usize, out: &mut String) {
     use serde_json::Value as J;
     let newline = |out: &mut String, depth: usize| {
-        if let Some(n) = indent {
+        if let Some(n) = style.indent {
             out.push('\n');
             out.push_str(&" ".repeat(n * depth));
         }
     };
-    let sep = if indent.is_some() { "," } else { ", " };
     match v {
         J::Array(items) if !items.is_empty() => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(sep);
+                    out.push_str(style.item_sep);
                 }
                 newline(out, depth + 1);
-                dump(item, indent, depth + 1, sort, out);
+                dump(item, style, depth + 1, out);
             }
             newline(out, depth);
             out.push(']');
@@ -287,17 +344,17 @@ fn dump(v: &serde_json::Value, indent: Option<usize>, depth: usize, sort: bool, 
         J::Object(map) if !map.is_empty() => {
             out.push('{');
             let mut entries: Vec<(&String, &J)> = map.iter().collect();
-            if sort {
+            if style.sort {
                 entries.sort_by(|a, b| a.0.cmp(b.0));
             }
             for (i, (k, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push_str(sep);
+                    out.push_str(style.item_sep);
                 }
                 newline(out, depth + 1);
                 out.push_str(&J::String(k.clone()).to_string());
-                out.push_str(": ");
-                dump(item, indent, depth + 1, sort, out);
+                out.push_str(style.key_sep);
+                dump(item, style, depth + 1, out);
             }
             newline(out, depth);
             out.push('}');
@@ -401,7 +458,8 @@ pub fn format_time(secs: u64, fmt: &str) -> String {
 mod tests {
     use super::*;
 
-    /// Expected values rendered by Python's jinja2 3.1.
+    /// Expected values rendered by Python's jinja2 3.1 (generation tags as transformers renders
+    /// them: their body).
     #[test]
     fn indent_and_iterable_follow_jinja2() {
         let cases = [
@@ -414,19 +472,35 @@ mod tests {
             ),
             (r#"{{ "x\r\ny"|indent("--") }}"#, "x\n--y"),
             (
-                "{{ none is iterable }}{{ 's' is iterable }}{{ 3 is iterable }}",
-                "FalseTrueFalse",
+                "{{ none is iterable }}{{ 's' is iterable }}{{ 3 is iterable }}{{ nothing is iterable }}",
+                "FalseTrueFalseTrue",
+            ),
+            (
+                r#"{{ {"a": [1, 2]}|tojson(separators=(",", ":")) }}"#,
+                r#"{"a":[1,2]}"#,
+            ),
+            (
+                "a{%- generation -%}  b  {%-endgeneration%}c{%   generation   %}d{% endgeneration %}",
+                "abcd",
             ),
         ];
         for (src, want) in cases {
             let t = ChatTemplate::new(src, "test").unwrap();
             assert_eq!(t.render(&[], None, false, "", "").unwrap(), want, "{src}");
         }
+        // Absurd widths are errors, not allocations.
+        for src in [
+            "{{ 'a\nb'|indent(100000) }}",
+            "{{ [1]|tojson(indent=100000) }}",
+        ] {
+            let t = ChatTemplate::new(src, "test").unwrap();
+            assert!(t.render(&[], None, false, "", "").is_err(), "{src}");
+        }
     }
 
     #[test]
     fn formats_dates() {
-        // 2024-07-26 13:05:09 UTC, a Friday.
+        // 2024-07-26 13:25:09 UTC, a Friday.
         assert_eq!(
             format_time(1_722_000_309, "%d %b %Y %H:%M:%S %A"),
             "26 Jul 2024 13:25:09 Friday"

@@ -1,6 +1,7 @@
 //! Sampling the next token from logits: logit bias, repetition / frequency / presence penalties,
 //! temperature, top-k, top-p, min-p, with a seeded generator (same seed, same tokens); greedy at
-//! temperature 0. Log-probabilities are those of the distribution the token was drawn from.
+//! temperature 0. Log-probabilities are those of the temperature-scaled distribution after bias
+//! and penalties, before top-k / top-p / min-p cut it.
 
 use std::collections::HashMap;
 
@@ -16,7 +17,8 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// 0 = off.
     pub min_p: f32,
-    /// 1 = off; >1 discourages tokens already in the context (HF / llama.cpp rule).
+    /// 1 = off; >1 divides positive logits (multiplies negative ones) of tokens already in the
+    /// context, the whole context as transformers does (llama.cpp looks at the last 64 tokens).
     pub repetition_penalty: f32,
     /// Subtracted once per previous occurrence (OpenAI semantics).
     pub frequency_penalty: f32,
@@ -77,6 +79,13 @@ impl SamplingParams {
             if !(-2.0..=2.0).contains(&v) {
                 return bad(format!("{name} {v} outside -2..=2"));
             }
+        }
+        if let Some((id, b)) = self
+            .logit_bias
+            .iter()
+            .find(|(_, b)| !(-100.0..=100.0).contains(*b))
+        {
+            return bad(format!("logit_bias {b} for token {id} outside -100..=100"));
         }
         Ok(())
     }
@@ -276,42 +285,34 @@ mod tests {
         }
     }
 
+    /// The tokens 400 draws pick under `top_k`, `top_p`, `min_p` (temperature 1).
+    fn drawn(
+        logits: &[f32],
+        top_k: usize,
+        top_p: f32,
+        min_p: f32,
+    ) -> std::collections::BTreeSet<u32> {
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k,
+            top_p,
+            min_p,
+            ..Default::default()
+        })
+        .unwrap();
+        (0..400)
+            .map(|_| s.sample(logits, &[], 0).unwrap().token)
+            .collect()
+    }
+
     #[test]
     fn top_k_top_p_min_p_and_bias_restrict_the_choice() {
         let logits = [5.0f32, 4.9, 0.0, -1.0];
-        let mut s = Sampler::new(SamplingParams {
-            temperature: 1.0,
-            top_k: 2,
-            top_p: 1.0,
-            min_p: 0.0,
-            ..Default::default()
-        })
-        .unwrap();
-        for _ in 0..200 {
-            assert!(s.sample(&logits, &[], 0).unwrap().token < 2);
-        }
-        let mut s = Sampler::new(SamplingParams {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 0.5,
-            min_p: 0.0,
-            ..Default::default()
-        })
-        .unwrap();
-        for _ in 0..200 {
-            assert_eq!(s.sample(&logits, &[], 0).unwrap().token, 0);
-        }
-        let mut s = Sampler::new(SamplingParams {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.5,
-            ..Default::default()
-        })
-        .unwrap();
-        for _ in 0..200 {
-            assert!(s.sample(&logits, &[], 0).unwrap().token < 2);
-        }
+        // Unrestricted, the two likely tokens both come up; each filter keeps exactly its set.
+        assert!(drawn(&logits, 0, 1.0, 0.0).len() >= 2);
+        assert_eq!(drawn(&logits, 2, 1.0, 0.0), [0, 1].into());
+        assert_eq!(drawn(&logits, 0, 0.5, 0.0), [0].into());
+        assert_eq!(drawn(&logits, 0, 1.0, 0.5), [0, 1].into());
         let mut bias = SamplingParams::greedy();
         bias.logit_bias.insert(3, 100.0);
         assert_eq!(
@@ -363,6 +364,14 @@ mod tests {
             },
             SamplingParams {
                 presence_penalty: 3.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                logit_bias: [(1, f32::INFINITY)].into(),
+                ..Default::default()
+            },
+            SamplingParams {
+                logit_bias: [(1, f32::NAN)].into(),
                 ..Default::default()
             },
         ] {
