@@ -19,10 +19,44 @@ pub struct SpmVocab {
     types: Vec<i32>,
     by_text: HashMap<String, u32>,
     byte_tokens: [Option<u32>; 256],
-    /// Control and user-defined tokens, longest text first: matched literally in input text.
-    specials: Vec<(String, u32)>,
+    /// Control and user-defined tokens, matched literally in input text (leftmost, longest).
+    specials: SpecialMatcher,
+    /// User-defined tokens only: what still matches when control-token text is plain text.
+    user_defined: SpecialMatcher,
     unk: Option<u32>,
     add_space_prefix: bool,
+}
+
+/// Finds the earliest (longest on ties) of a set of token texts.
+#[derive(Debug)]
+struct SpecialMatcher {
+    matcher: Option<aho_corasick::AhoCorasick>,
+    ids: Vec<u32>,
+}
+
+impl SpecialMatcher {
+    fn new(specials: &[(String, u32)]) -> Result<Self, String> {
+        let matcher = if specials.is_empty() {
+            None
+        } else {
+            Some(
+                aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                    .build(specials.iter().map(|(t, _)| t))
+                    .map_err(|e| format!("special-token matcher: {e}"))?,
+            )
+        };
+        Ok(SpecialMatcher {
+            matcher,
+            ids: specials.iter().map(|(_, id)| *id).collect(),
+        })
+    }
+
+    /// `(start, end, id)` of the first special token in `text`.
+    fn find(&self, text: &str) -> Option<(usize, usize, u32)> {
+        let m = self.matcher.as_ref()?.find(text)?;
+        Some((m.start(), m.end(), self.ids[m.pattern().as_usize()]))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +107,7 @@ impl SpmVocab {
         types: Vec<i32>,
         unk: Option<u32>,
         add_space_prefix: bool,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let by_text: HashMap<String, u32> = tokens
             .iter()
             .enumerate()
@@ -94,16 +128,22 @@ impl SpmVocab {
             .map(|(i, _)| (tokens[i].clone(), i as u32))
             .collect();
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        SpmVocab {
+        let user: Vec<(String, u32)> = specials
+            .iter()
+            .filter(|(_, id)| types.get(*id as usize) == Some(&TYPE_USER_DEFINED))
+            .cloned()
+            .collect();
+        Ok(SpmVocab {
+            specials: SpecialMatcher::new(&specials)?,
+            user_defined: SpecialMatcher::new(&user)?,
             tokens,
             scores,
             types,
             by_text,
             byte_tokens,
-            specials,
             unk,
             add_space_prefix,
-        }
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -126,13 +166,6 @@ impl SpmVocab {
         self.types.get(id as usize) == Some(&TYPE_CONTROL)
     }
 
-    /// Token ids of `text`: special-token texts become their tokens; the rest is merged by score.
-    pub fn encode(&self, text: &str) -> Vec<u32> {
-        let mut out = Vec::new();
-        self.encode_into(text, true, &mut true, &mut out);
-        out
-    }
-
     /// Appends the ids of `text` to `out`. Without `parse_control`, control-token text is plain
     /// text (user-defined tokens still match, as in llama.cpp). `prev_special` says whether the
     /// text follows a special token (or starts the input): SentencePiece then adds its space
@@ -147,14 +180,13 @@ impl SpmVocab {
         let mut rest = text;
         while !rest.is_empty() {
             // The earliest special token in what is left (longest on ties).
-            let found = self
-                .specials
-                .iter()
-                .filter(|(_, id)| parse_control || !self.is_control(*id))
-                .filter_map(|(t, id)| rest.find(t.as_str()).map(|at| (at, t.len(), *id)))
-                .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            let (raw, special) = match found {
-                Some((at, len, id)) => (&rest[..at], Some((id, at + len))),
+            let matcher = if parse_control {
+                &self.specials
+            } else {
+                &self.user_defined
+            };
+            let (raw, special) = match matcher.find(rest) {
+                Some((at, end, id)) => (&rest[..at], Some((id, end))),
                 None => (rest, None),
             };
             if !raw.is_empty() {

@@ -192,13 +192,10 @@ impl Tokenizer {
                 .and_then(|v| v.to_bool().ok())
                 .unwrap_or(true);
             let unk = meta_u32(c, "tokenizer.ggml.unknown_token_id");
-            Backend::Spm(Box::new(SpmVocab::new(
-                tokens.clone(),
-                scores,
-                types.clone(),
-                unk,
-                add_space_prefix,
-            )))
+            Backend::Spm(Box::new(
+                SpmVocab::new(tokens.clone(), scores, types.clone(), unk, add_space_prefix)
+                    .map_err(err)?,
+            ))
         } else {
             hf_backend(
                 tokenizers::Tokenizer::from_str(&json.to_string())
