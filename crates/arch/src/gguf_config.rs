@@ -209,8 +209,13 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
         v_head_dim,
         vocab_size,
         max_context: k.u64_opt("context_length")?.unwrap_or(2048),
-        // llama.cpp's converter stores Gemma's norm weights as 1 + w, so they multiply plainly.
-        norm: NormKind::Rms,
+        // The model's rule; that llama.cpp's converter stores Gemma's weights as 1 + w is a
+        // property of the file (`WeightSource::norm_weights_include_one`).
+        norm: if matches!(family, Family::Gemma | Family::Gemma2 | Family::Gemma3) {
+            NormKind::RmsOnePlus
+        } else {
+            NormKind::Rms
+        },
         norm_eps: k
             .f64_opt("attention.layer_norm_rms_epsilon")?
             .unwrap_or(1e-5),

@@ -3,7 +3,7 @@
 //! MLP or MoE, tied embeddings and embedding scaling are fields, not subclasses.
 
 use candle_core::{DType, Device, Tensor};
-use forja_arch::decoder_config::{LayerAttention, RopeScaling};
+use forja_arch::decoder_config::{LayerAttention, NormKind, RopeScaling};
 use forja_arch::{DecoderConfig, Family};
 
 use crate::attention::{Attention, Masks, QkvProj, SCORE_BLOCK_BYTES};
@@ -116,7 +116,11 @@ impl Decoder {
                 "the Phi-3.5-MoE decoder (LayerNorm, sparsemixer routing)".into(),
             ));
         }
-        let norm = |name: &str| RmsNorm::new(src.tensor(name)?, cfg.norm, cfg.norm_eps);
+        let norm_kind = match cfg.norm {
+            NormKind::RmsOnePlus if src.norm_weights_include_one() => NormKind::Rms,
+            kind => kind,
+        };
+        let norm = |name: &str| RmsNorm::new(src.tensor(name)?, norm_kind, cfg.norm_eps);
         let linear = |name: &str, bias: Option<&str>| -> Result<Linear> {
             Ok(Linear::new(
                 src.linear(name)?,

@@ -25,6 +25,10 @@ pub trait WeightSource {
     fn expert(&self, gguf_name: &str, e: usize) -> Result<LinearWeight>;
     /// The RoPE layout the stored q/k weights expect.
     fn rope_style(&self) -> RopeStyle;
+    /// Whether norm weights of a (1 + w) model are stored with the 1 already added.
+    fn norm_weights_include_one(&self) -> bool {
+        false
+    }
 }
 
 /// HF checkpoint name of a GGUF-named tensor for `family`; experts use the pseudo-name
@@ -307,6 +311,11 @@ impl WeightSource for GgufSource {
             ));
         }
         Ok(LinearWeight::Quantized(QMatMul::from_qtensor(q)?))
+    }
+
+    fn norm_weights_include_one(&self) -> bool {
+        // llama.cpp's converter adds 1 to Gemma's norm weights.
+        true
     }
 
     fn rope_style(&self) -> RopeStyle {
