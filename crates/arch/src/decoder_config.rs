@@ -72,10 +72,14 @@ pub enum Activation {
     Gelu,
 }
 
-/// LongRoPE's default multiplier on cos/sin for a model extended from `original` to `max`
-/// positions: √(1 + ln(max/original) / ln(original)), 1 without extension.
-pub fn longrope_attention_factor(max: u64, original: u64) -> f64 {
-    let scale = max as f64 / original.max(1) as f64;
+/// How many times `max` positions extend `original` ones.
+pub fn context_scale(max: u64, original: u64) -> f64 {
+    max as f64 / original.max(1) as f64
+}
+
+/// LongRoPE's default multiplier on cos/sin for a context extended `scale` times beyond
+/// `original` positions: √(1 + ln(scale) / ln(original)), 1 without extension.
+pub fn longrope_attention_factor(scale: f64, original: u64) -> f64 {
     if scale <= 1.0 || original <= 1 {
         1.0
     } else {
@@ -192,7 +196,8 @@ pub struct DecoderConfig {
     /// Value width per head (equal to `head_dim` except in MLA models).
     pub v_head_dim: u64,
     pub vocab_size: u64,
-    /// Longest context the model was trained for.
+    /// Longest context: the model's trained length, or the shorter one it is loaded to run
+    /// with (`models::loader::LoadOptions::context`; LongRoPE picks its factors by it).
     pub max_context: u64,
     pub norm: NormKind,
     pub norm_eps: f64,

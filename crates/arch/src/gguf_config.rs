@@ -4,7 +4,7 @@
 
 use crate::decoder_config::{
     Activation, DecoderConfig, Family, LayerAttention, MlaConfig, MoeConfig, NormKind, RopeScaling,
-    longrope_attention_factor,
+    context_scale, longrope_attention_factor,
 };
 use crate::error::ArchError;
 use crate::gguf::{GgufHeader, GgufValue};
@@ -154,7 +154,13 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
                 },
                 "longrope" => RopeScaling::LongRope {
                     original_max_position: original,
-                    attention_factor: k.f64_opt("rope.scaling.attn_factor")?.unwrap_or(1.0),
+                    attention_factor: match k.f64_opt("rope.scaling.attn_factor")? {
+                        Some(a) => a,
+                        None => {
+                            let max = k.u64_opt("context_length")?.unwrap_or(original);
+                            longrope_attention_factor(context_scale(max, original), original)
+                        }
+                    },
                     long_factor: Vec::new(),
                     short_factor: Vec::new(),
                 },
@@ -176,7 +182,7 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
             original_max_position: original,
             attention_factor: match k.f64_opt("rope.scaling.attn_factor")? {
                 Some(a) => a,
-                None => longrope_attention_factor(max, original),
+                None => longrope_attention_factor(context_scale(max, original), original),
             },
             long_factor: Vec::new(),
             short_factor: Vec::new(),

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::decoder_config::{
     Activation, DecoderConfig, Family, LayerAttention, MlaConfig, MoeConfig, NormKind, RopeScaling,
-    SUPPORTED_FAMILIES, VisionConfig, longrope_attention_factor,
+    SUPPORTED_FAMILIES, VisionConfig, context_scale, longrope_attention_factor,
 };
 use crate::error::ArchError;
 
@@ -442,11 +442,8 @@ fn parse_scaling(f: &Fields<'_>, obj: &Map<String, Value>) -> Result<RopeScaling
             let attention_factor = match (sub.f64_opt("attention_factor")?, sub.f64_opt("factor")?)
             {
                 (Some(a), _) => a,
-                (None, Some(fac)) if fac > 1.0 && original > 1 => {
-                    (1.0 + fac.ln() / (original as f64).ln()).sqrt()
-                }
-                (None, Some(_)) => 1.0,
-                (None, None) => longrope_attention_factor(max, original),
+                (None, Some(fac)) => longrope_attention_factor(fac, original),
+                (None, None) => longrope_attention_factor(context_scale(max, original), original),
             };
             RopeScaling::LongRope {
                 original_max_position: original,
@@ -651,7 +648,12 @@ fn vision_config(f: &Fields<'_>) -> Result<Option<VisionConfig>, ArchError> {
         .u64_opt("num_hidden_layers")?
         .or(v.u64_opt("depth")?)
         .unwrap_or(0)
-        + v.u64_opt("num_global_layers")?.unwrap_or(0);
+        .saturating_add(v.u64_opt("num_global_layers")?.unwrap_or(0));
+    if layers > 1 << 16 {
+        return Err(f.err(format!(
+            "vision_config has {layers} layers, implausibly many"
+        )));
+    }
     Ok(Some(VisionConfig {
         hidden_size,
         intermediate_size,

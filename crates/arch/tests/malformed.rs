@@ -215,6 +215,11 @@ fn config_json_errors() {
             r#"{"model_type": "llama", "hidden_size": 99999999999, "num_hidden_layers": 2, "num_attention_heads": 1, "vocab_size": 10}"#,
             "implausibly large",
         ),
+        (
+            r#"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "vocab_size": 10,
+                "vision_config": {"hidden_size": 32, "num_hidden_layers": 18446744073709551615, "num_global_layers": 8}}"#,
+            "implausibly many",
+        ),
     ];
     for (text, expected) in cases {
         std::fs::write(&p, text).unwrap();

@@ -121,14 +121,14 @@ impl Decoder {
             kind => kind,
         };
         let norm = |name: &str| RmsNorm::new(src.tensor(name)?, norm_kind, cfg.norm_eps);
+        // q/k/v biases as the config says (missing ones are errors); an output-projection bias
+        // (models with `attention_bias`) when the weights have one.
         let linear = |name: &str, bias: Option<&str>| -> Result<Linear> {
-            Ok(Linear::new(
-                src.linear(name)?,
-                match bias {
-                    Some(b) => opt_bias(src, b)?,
-                    None => None,
-                },
-            ))
+            let bias = match bias {
+                Some(b) if cfg.qkv_bias => Some(src.tensor(b)?),
+                _ => None,
+            };
+            Ok(Linear::new(src.linear(name)?, bias))
         };
         let head_dim = cfg.head_dim as usize;
         let style = src.rope_style();
@@ -181,7 +181,10 @@ impl Decoder {
                     .sqrt();
             let attn = Attention {
                 qkv,
-                o: linear(&n("attn_output.weight"), None)?,
+                o: Linear::new(
+                    src.linear(&n("attn_output.weight"))?,
+                    opt_bias(src, &n("attn_output.bias"))?,
+                ),
                 q_norm,
                 k_norm,
                 rope,
@@ -274,7 +277,8 @@ impl Decoder {
                 expected: vec![cfg.vocab_size as usize, cfg.hidden_size as usize],
             });
         }
-        let lm_head = if src.has("output.weight") {
+        let lm_head = if src.has("output.weight") || !cfg.tie_word_embeddings {
+            // An untied model without its output head fails here, naming the tensor.
             Linear::new(src.linear("output.weight")?, None)
         } else {
             Linear::new(src.linear("token_embd.weight")?, None)

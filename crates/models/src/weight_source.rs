@@ -57,6 +57,7 @@ pub fn hf_name(family: Family, gguf: &str) -> Option<String> {
             format!("self_attn.{}_proj.{kind}", &proj[5..])
         }
         "attn_output.weight" => "self_attn.o_proj.weight".into(),
+        "attn_output.bias" => "self_attn.o_proj.bias".into(),
         "attn_qkv.weight" => "self_attn.qkv_proj.weight".into(),
         "attn_q_norm.weight" => "self_attn.q_norm.weight".into(),
         "attn_k_norm.weight" => "self_attn.k_norm.weight".into(),

@@ -1,5 +1,5 @@
-//! Dequantization of every GGML block type forja computes equals the reference (`gguf` package,
-//! numpy) bit for bit, on random blocks. Goldens: fixtures/goldens/dequant.* made by
+//! Dequantization of every GGML block type as forja runs it (candle's block decoders, which the
+//! GGUF loader calls) equals the reference (`gguf` package, numpy) bit for bit, on random blocks. Goldens: fixtures/goldens/dequant.* made by
 //! scripts/goldens/dequant.py. (Q8_K is an activation type with no reference dequantizer.)
 
 #![allow(

@@ -12,6 +12,7 @@ mod common;
 
 use candle_core::Device;
 use common::max_abs_diff;
+use forja_arch::GgmlType;
 use forja_models::linear::LinearWeight;
 use forja_models::weight_source::{GgufSource, WeightSource};
 use forja_testkit::gguf_builder::{GgufBuilder, Meta};
@@ -45,24 +46,28 @@ fn blocks(blocks: usize, size: usize, scales: usize, seed: u64) -> Vec<u8> {
 
 #[test]
 fn experts_are_slices_of_the_stack_and_stay_quantized() {
-    const Q8_0: u32 = 8;
-    const Q4_K: u32 = 12;
     let (experts, rows) = (4usize, 3usize);
-    // Q8_0: 32-element blocks of 34 bytes; Q4_K: 256-element blocks of 144 bytes.
-    let q8 = blocks(experts * rows * 64 / 32, 34, 1, 7);
-    let q4k = blocks(experts * rows * 256 / 256, 144, 2, 11);
+    // (elements, bytes) of one block; Q4_K blocks carry two f16 scales (d, dmin).
+    let block = |t: GgmlType| {
+        let (n, b) = t.block();
+        (n as usize, b as usize)
+    };
+    let (q8_n, q8_b) = block(GgmlType::Q8_0);
+    let (q4k_n, q4k_b) = block(GgmlType::Q4K);
+    let q8 = blocks(experts * rows * 64 / q8_n, q8_b, 1, 7);
+    let q4k = blocks(experts * rows * 256 / q4k_n, q4k_b, 2, 11);
     let bytes = GgufBuilder::new()
         .meta("general.architecture", Meta::Str("mixtral".into()))
         .tensor_data(
             "blk.0.ffn_up_exps.weight",
             &[64, rows as u64, experts as u64],
-            Q8_0,
+            GgmlType::Q8_0.id(),
             q8,
         )
         .tensor_data(
             "blk.0.ffn_down_exps.weight",
             &[256, rows as u64, experts as u64],
-            Q4_K,
+            GgmlType::Q4K.id(),
             q4k,
         )
         .bytes();
