@@ -111,10 +111,7 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
     let decoder = forja_models::loader::load(&a.model, &candle_core::Device::Cpu)
         .with_context(|| format!("loading {}", a.model.display()))?;
     let vocab = decoder.config.vocab_size;
-    let name = a.model.file_name().map_or_else(
-        || a.model.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = forja_engine::model::display_name(&a.model);
     let model_bytes = desc.stored.as_ref().map_or(0, |s| s.file_bytes);
     let n_params = desc.weights(None).params;
     // One untimed pass warms caches and page-ins the mapped weights.

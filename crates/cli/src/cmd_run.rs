@@ -94,11 +94,7 @@ impl Chat {
         let prompt = if self.raw {
             // Each input is its own completion.
             self.messages.clear();
-            let part = forja_engine::Part {
-                text,
-                parse_special: false,
-            };
-            self.model.tokenizer.encode_parts(&[part], true)?
+            self.model.completion_prompt(text)?
         } else {
             self.model.chat_prompt(&self.conversation(), None)?
         };

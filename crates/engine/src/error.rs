@@ -5,9 +5,6 @@ pub enum EngineError {
     #[error(transparent)]
     Model(#[from] forja_models::ModelError),
 
-    #[error(transparent)]
-    Arch(#[from] forja_arch::ArchError),
-
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 

@@ -4,13 +4,12 @@
 use std::path::Path;
 
 use candle_core::Device;
-use candle_core::quantized::gguf_file;
 use forja_models::loader::LoadOptions;
 use forja_models::{ContiguousKvCache, Decoder};
 
 use crate::chat_template::{ChatTemplate, Message};
 use crate::error::{EngineError, Result};
-use crate::prompt::{ControlText, chat_prompt};
+use crate::prompt::{ControlText, chat_prompt, completion_prompt};
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug)]
@@ -23,25 +22,26 @@ pub struct LoadedModel {
     controls: ControlText,
 }
 
+/// How a model at `path` is named to users: its file or folder name.
+pub fn display_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 impl LoadedModel {
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         Self::load_with(path, device, LoadOptions::default())
     }
 
     pub fn load_with(path: &Path, device: &Device, options: LoadOptions) -> Result<Self> {
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let name = display_name(path);
         let decoder = forja_models::loader::load_with(path, device, options)?;
         let tokenizer = if path.is_dir() {
             Tokenizer::from_hf_dir(path)?
         } else {
-            let mut f = std::fs::File::open(path)
-                .map_err(|e| EngineError::Input(format!("{}: {e}", path.display())))?;
-            let content = gguf_file::Content::read(&mut f)
-                .map_err(|e| EngineError::Input(format!("{}: {e}", path.display())))?;
-            Tokenizer::from_gguf(&content, &path.display().to_string())?
+            Tokenizer::from_gguf_path(path)?
         };
         if tokenizer.vocab_size() > decoder.config.vocab_size as usize {
             return Err(EngineError::Tokenizer {
@@ -81,6 +81,12 @@ impl LoadedModel {
             messages,
             tools,
         )
+    }
+
+    /// Prompt ids for plain text to complete (no chat template): the text is text, control-token
+    /// look-alikes included.
+    pub fn completion_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        completion_prompt(&self.tokenizer, text)
     }
 
     pub fn new_cache(&self) -> ContiguousKvCache {

@@ -47,11 +47,7 @@ pub fn chat_prompt(
             .map(|m| m.content.as_str())
             .collect::<Vec<_>>()
             .join("\n");
-        let part = Part {
-            text: &text,
-            parse_special: false,
-        };
-        return tokenizer.encode_parts(&[part], true);
+        return completion_prompt(tokenizer, &text);
     };
     let mut guard = ContentGuard::new(controls);
     let guarded: Vec<Message> = messages
@@ -77,6 +73,16 @@ pub fn chat_prompt(
     // Templates write BOS themselves when the model wants it.
     let starts_with_bos = !bos.is_empty() && text.starts_with(bos.as_str());
     tokenizer.encode_parts(&parts, !starts_with_bos)
+}
+
+/// Prompt ids for plain text to complete: BOS as the model wants it, then the text encoded as
+/// text (control-token look-alikes included).
+pub fn completion_prompt(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let part = Part {
+        text,
+        parse_special: false,
+    };
+    tokenizer.encode_parts(&[part], true)
 }
 
 /// Replaces control-token text inside message content with markers before the template renders

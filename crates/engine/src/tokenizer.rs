@@ -45,6 +45,16 @@ pub struct Tokenizer {
     origin: String,
 }
 
+/// End-of-turn markers of chat models: generation stops at them even when a file names another
+/// EOS.
+const END_OF_TURN: [&str; 5] = [
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<end_of_turn>",
+    "<|end|>",
+    "<|endoftext|>",
+];
+
 /// Llama 3's split pattern.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's split pattern (digits one at a time).
@@ -222,18 +232,12 @@ impl Tokenizer {
         .into_iter()
         .flatten()
         .collect();
-        // Chat models end turns with their end-of-turn marker even when EOS says otherwise.
-        for marker in [
-            "<|im_end|>",
-            "<|eot_id|>",
-            "<end_of_turn>",
-            "<|end|>",
-            "<|endoftext|>",
-        ] {
-            if let Some(id) = tokens.iter().position(|t| t == marker) {
-                stop.push(id as u32);
-            }
-        }
+        stop.extend(
+            END_OF_TURN
+                .iter()
+                .filter_map(|m| tokens.iter().position(|t| t == m))
+                .map(|i| i as u32),
+        );
         stop.sort_unstable();
         stop.dedup();
         let special = SpecialTokens {
@@ -254,6 +258,19 @@ impl Tokenizer {
             chat_template,
             origin: origin.to_string(),
         })
+    }
+
+    /// Reads the tokenizer embedded in the GGUF file at `path`.
+    pub fn from_gguf_path(path: &Path) -> Result<Self> {
+        let origin = path.display().to_string();
+        let content = std::fs::File::open(path)
+            .map_err(|e| e.to_string())
+            .and_then(|mut f| gguf_file::Content::read(&mut f).map_err(|e| e.to_string()))
+            .map_err(|what| EngineError::Tokenizer {
+                origin: origin.clone(),
+                what,
+            })?;
+        Self::from_gguf(&content, &origin)
     }
 
     /// Loads `tokenizer.json` (+ `tokenizer_config.json` for the chat template and special
@@ -296,6 +313,7 @@ impl Tokenizer {
                 _ => {}
             }
         }
+        stop.extend(END_OF_TURN.iter().filter_map(|m| hf.token_to_id(m)));
         stop.sort_unstable();
         stop.dedup();
         let control = hf

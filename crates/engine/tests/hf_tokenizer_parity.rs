@@ -12,7 +12,6 @@
 
 mod common;
 
-use candle_core::quantized::gguf_file;
 use common::conversations;
 use forja_engine::{ChatTemplate, ControlText, Tokenizer, chat_prompt};
 use serde_json::Value;
@@ -52,9 +51,7 @@ fn hf(name: &str) -> Tokenizer {
 }
 
 fn gguf(path: &std::path::Path) -> Tokenizer {
-    let mut f = std::fs::File::open(path).unwrap();
-    let content = gguf_file::Content::read(&mut f).unwrap();
-    Tokenizer::from_gguf(&content, &path.display().to_string()).unwrap()
+    Tokenizer::from_gguf_path(path).unwrap()
 }
 
 /// transformers 5 rebuilds a `LlamaTokenizer`'s pipeline from its class and then encodes a

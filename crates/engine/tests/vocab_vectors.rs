@@ -8,7 +8,6 @@
     reason = "test code fails loudly"
 )]
 
-use candle_core::quantized::gguf_file;
 use forja_engine::Tokenizer;
 
 fn check(vocab: &str) -> (usize, Vec<String>) {
@@ -19,9 +18,7 @@ fn check(vocab: &str) -> (usize, Vec<String>) {
         "{} is missing: run scripts/fetch-testdata",
         path.display()
     );
-    let mut f = std::fs::File::open(&path).unwrap();
-    let content = gguf_file::Content::read(&mut f).unwrap();
-    let tok = Tokenizer::from_gguf(&content, vocab).unwrap();
+    let tok = Tokenizer::from_gguf_path(&path).unwrap();
     let inputs = std::fs::read_to_string(path.with_extension("gguf.inp")).unwrap();
     let outputs = std::fs::read_to_string(path.with_extension("gguf.out")).unwrap();
     let inputs: Vec<&str> = inputs.split("\n__ggml_vocab_test__\n").collect();
