@@ -8,13 +8,16 @@ pp="${1:-128}"; tg="${2:-64}"; reps="${3:-3}"
 threads="$(nproc)"
 data="${FORJA_TESTDATA:-$HOME/.cache/forja-testdata}"
 bin="$("$root/bench/cpu/build-llama-cpp.sh" | tail -1)"
-cargo build --release --quiet -p forja-cli --manifest-path "$root/Cargo.toml"
+cargo build --release --locked --quiet -p forja-cli --manifest-path "$root/Cargo.toml"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 forja="$root/target/release/forja"
 echo "| model | test | forja t/s | llama.cpp t/s | forja / llama.cpp |"
 echo "|---|---|---|---|---|"
 for m in SmolLM2-135M-Instruct.Q4_1.gguf qwen2.5-coder-0.5b-instruct-q4_k_m.gguf gemma-3-270m-q4_k_m.gguf; do
   f=$("$forja" bench model "$data/$m" -p "$pp" -n "$tg" -r "$reps" --json)
-  l=$("$bin/llama-bench" -m "$data/$m" -p "$pp" -n "$tg" -r "$reps" -t "$threads" -o json 2>/dev/null)
+  l=$("$bin/llama-bench" -m "$data/$m" -p "$pp" -n "$tg" -r "$reps" -t "$threads" -o json 2>"$log") ||
+    { cat "$log" >&2; exit 1; }
   python3 - "$m" "$f" "$l" <<'PY'
 import json, sys
 name, f, l = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
@@ -30,3 +33,6 @@ for r in f:
     print(f"| {name} | {r['test']} | {ours[0]:.2f} ± {ours[1]:.2f} | {peer_s} | {ratio} |")
 PY
 done
+echo
+build=$(printf '%s' "$l" | python3 -c 'import json, sys; r = json.load(sys.stdin)[0]; print(r["build_commit"], r["build_number"])')
+echo "forja commit $(git -C "$root" rev-parse --short HEAD), llama.cpp build $build, $threads threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

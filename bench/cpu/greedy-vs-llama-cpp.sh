@@ -1,31 +1,31 @@
 #!/usr/bin/env bash
 # Greedy completions of forja and llama.cpp (llama-simple) on the same GGUF files and prompt
 # texts (plain completion, no chat template), and how many leading characters they share.
-# Quantized models quantize activations too, so near-ties can resolve differently after a few
-# tokens; this records where. Usage: bench/cpu/greedy-vs-llama-cpp.sh [TOKENS] > result.md
+# The peer's side is scripts/goldens/llama_cpp_greedy.py (same models, prompts and length as
+# the committed goldens). Usage: bench/cpu/greedy-vs-llama-cpp.sh > result.md
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-n="${1:-32}"
 bin="$("$root/bench/cpu/build-llama-cpp.sh")"
 data="${FORJA_TESTDATA:-$HOME/.cache/forja-testdata}"
+(cd "$root" && cargo build --release --locked --quiet -p forja-cli)
 forja="$root/target/release/forja"
-[ -x "$forja" ] || (cd "$root" && cargo build --release --locked -p forja-cli >/dev/null)
-prompts=("The capital of France is" "def fibonacci(n):" "Los tres colores primarios son")
-echo "| model | prompt | shared chars | forja | llama.cpp |"
-echo "|---|---|---|---|---|"
-for model in SmolLM2-135M-Instruct.Q4_1.gguf qwen2.5-coder-0.5b-instruct-q4_k_m.gguf gemma-3-270m-q4_k_m.gguf; do
-  for p in "${prompts[@]}"; do
-    ours=$("$forja" run "$data/$model" --raw --temperature 0 --max-tokens "$n" "$p" 2>/dev/null |
-      sed '/^\[length limit\]$/d')
-    # llama-simple prints the prompt, then the continuation.
-    peer=$("$bin/llama-simple" -m "$data/$model" -n "$n" "$p" 2>/dev/null)
-    peer="${peer#*"$p"}"
-    shared=$(python3 -c 'import os,sys
-a,b=sys.argv[1],sys.argv[2]
-i=0
-while i<min(len(a),len(b)) and a[i]==b[i]: i+=1
-print(f"{i} of {max(len(a),len(b))}")' "$ours" "$peer")
-    esc() { printf '%s' "$1" | head -c 120 | tr '\n' ' ' | sed 's/|/\\|/g'; }
-    echo "| $model | $p | $shared | $(esc "$ours") | $(esc "$peer") |"
-  done
-done
+peer="$(mktemp)"
+trap 'rm -f "$peer"' EXIT
+python3 "$root/scripts/goldens/llama_cpp_greedy.py" "$bin" "$data" "$peer"
+python3 - "$forja" "$data" "$peer" <<'PY'
+import json, subprocess, sys
+forja, data, peer = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+n = peer["tokens"]
+print("| model | prompt | shared chars | forja | llama.cpp |")
+print("|---|---|---|---|---|")
+esc = lambda t: t[:120].replace("\n", " ").replace("|", "\\|")
+for model, prompts in peer["models"].items():
+    for prompt, theirs in prompts.items():
+        run = subprocess.run([forja, "run", f"{data}/{model}", "--raw", "--temperature", "0",
+                              "--max-tokens", str(n), prompt], capture_output=True, check=True)
+        ours = run.stdout.decode().removesuffix("\n").removesuffix("[length limit]").removesuffix("\n")
+        shared = 0
+        while shared < min(len(ours), len(theirs)) and ours[shared] == theirs[shared]:
+            shared += 1
+        print(f"| {model} | {prompt} | {shared} of {max(len(ours), len(theirs))} | {esc(ours)} | {esc(theirs)} |")
+PY

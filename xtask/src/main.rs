@@ -1,6 +1,6 @@
 //! `cargo xtask`: repository checks that no compiler enforces.
 //!
-//! - `layers`: every crate depends only on the crates below it (DESIGN.md's dependency direction);
+//! - `layers`: every crate depends only on the crates below it (the dependency direction ARCHITECTURE.md draws);
 //!   `forja-testkit` is a dev-dependency only.
 //! - `file-size`: no Rust source file exceeds the size convention.
 //! - `check`: both.

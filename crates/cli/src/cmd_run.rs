@@ -16,7 +16,8 @@ use crate::output::{emit, outln};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A .gguf file or an HF model folder (config.json, safetensors, tokenizer.json)
+    /// A .gguf file or an HF model folder (config.json, safetensors, tokenizer.json, and
+    /// tokenizer_config.json for the chat template)
     model: PathBuf,
     /// Answer this prompt and exit (also read from stdin when it is not a terminal)
     prompt: Option<String>,

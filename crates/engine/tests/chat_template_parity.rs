@@ -13,7 +13,6 @@ mod common;
 
 use common::conversations;
 use forja_engine::ChatTemplate;
-use serde_json::Value;
 
 /// 2024-07-26 13:25:09 UTC, the time the goldens were rendered with.
 const FIXED_TIME: u64 = 1_722_000_309;
@@ -38,11 +37,7 @@ fn real_templates_render_like_transformers() {
         "{} is missing: run scripts/fetch-testdata",
         dir.display()
     );
-    let golden: Value = serde_json::from_str(
-        &std::fs::read_to_string(forja_testkit::fixtures_dir().join("goldens/chat_templates.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let golden = common::golden("chat_templates.json");
     let (mut same, mut total) = (0, 0);
     let mut differences = Vec::new();
     for (name, cases) in golden.as_object().unwrap() {

@@ -12,14 +12,9 @@
 
 mod common;
 
-use common::conversations;
+use common::{conversations, ids};
 use forja_engine::{ChatTemplate, ControlText, Tokenizer, chat_prompt};
 use serde_json::Value;
-
-fn golden() -> Value {
-    let path = forja_testkit::fixtures_dir().join("goldens/hf_tokenizers.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 fn texts(g: &Value) -> Vec<String> {
     g["texts"]
@@ -27,14 +22,6 @@ fn texts(g: &Value) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|t| t.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
         .collect()
 }
 
@@ -64,7 +51,7 @@ const KNOWN: [(&str, &str); 2] = [
 
 #[test]
 fn hf_tokenizers_encode_and_render_like_transformers() {
-    let g = golden();
+    let g = common::golden("hf_tokenizers.json");
     let texts = texts(&g);
     let mut checked = 0;
     let mut failures: Vec<String> = Vec::new();
@@ -116,7 +103,7 @@ fn hf_tokenizers_encode_and_render_like_transformers() {
 /// merge for Gemma) against the HF tokenizer.json of the same vocabulary.
 #[test]
 fn gguf_vocabularies_encode_like_their_tokenizer_json() {
-    let g = golden();
+    let g = common::golden("hf_tokenizers.json");
     let data = forja_testkit::testdata_dir();
     let pairs = [
         ("gemma3", data.join("gemma-3-270m-q4_k_m.gguf")),

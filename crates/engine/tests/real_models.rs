@@ -7,7 +7,10 @@
     reason = "test code fails loudly"
 )]
 
+mod common;
+
 use candle_core::Device;
+use common::{argmax, ids};
 use forja_engine::{GenerateParams, LoadedModel, Message, SamplingParams, generate};
 
 fn load(name: &str) -> LoadedModel {
@@ -123,7 +126,6 @@ fn quantized_and_dequantized_paths_agree() {
             .chat_prompt(&[Message::new("user", "Name three colors.")], None)
             .unwrap();
         let (lq, ld) = (last_logits(&q, &ids), last_logits(&d, &ids));
-        let argmax = |l: &[f32]| (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap();
         let mut order: Vec<usize> = (0..lq.len()).collect();
         order.sort_by(|&a, &b| lq[b].total_cmp(&lq[a]));
         assert!(
@@ -153,26 +155,11 @@ fn quantized_and_dequantized_paths_agree() {
 /// Goldens: fixtures/goldens/real_models.json (scripts/goldens/real_models.py).
 #[test]
 fn real_models_match_transformers_on_dequantized_weights() {
-    let path = forja_testkit::fixtures_dir().join("goldens/real_models.json");
-    let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
+    let golden = common::golden("real_models.json");
     let mut report = Vec::new();
     for (file, entry) in golden["models"].as_object().unwrap() {
-        let path = forja_testkit::testdata_file(file);
-        let options = forja_models::loader::LoadOptions {
-            dequantize: true,
-            ..Default::default()
-        };
-        let decoder = forja_models::loader::load_with(&path, &Device::Cpu, options).unwrap();
-        // Chat-mode entries also check the tokenizer and template; others come as ids.
-        let full = (entry["mode"] == "chat").then(|| load_dequantized(file));
+        let m = load_dequantized(file);
+        let decoder = &m.decoder;
         for p in entry["prompts"].as_array().unwrap() {
             let prompt = ids(&p["prompt_ids"]);
             let want = ids(&p["greedy"]);
@@ -182,7 +169,8 @@ fn real_models_match_transformers_on_dequantized_weights() {
                 .iter()
                 .map(|g| g.as_f64().unwrap())
                 .collect();
-            if let Some(m) = &full {
+            // Chat-mode entries also check the tokenizer and template; others come as ids.
+            if entry["mode"] == "chat" {
                 let text = p["text"].as_str().unwrap();
                 assert_eq!(
                     m.tokenizer.encode(text, false).unwrap(),
@@ -209,9 +197,7 @@ fn real_models_match_transformers_on_dequantized_weights() {
                     .unwrap()
                     .to_vec1()
                     .unwrap();
-                let got = (0..l.len())
-                    .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
-                    .unwrap() as u32;
+                let got = argmax(&l) as u32;
                 if got != w {
                     assert!(
                         gaps[step] < 1e-3,
@@ -345,13 +331,7 @@ const NEAR_TIE: f32 = 0.25;
 /// rank the two differently). The others must match in full.
 #[test]
 fn quantized_greedy_matches_llama_cpp() {
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            forja_testkit::fixtures_dir().join("goldens/llama_cpp_greedy.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let golden = common::golden("llama_cpp_greedy.json");
     let tokens = golden["tokens"].as_u64().unwrap() as usize;
     let must_match = [
         ("gemma-3-270m-q4_k_m.gguf", "The capital of France is"),

@@ -1,4 +1,7 @@
-//! Conversations the parity tests render: the same as scripts/goldens/chat_templates.py.
+//! What the engine's tests share: the conversations the parity tests render (the same as
+//! scripts/goldens/chat_templates.py) and golden-file helpers.
+
+#![allow(dead_code, reason = "each test crate uses part of these")]
 
 use forja_engine::Message;
 use serde_json::{Value, json};
@@ -42,4 +45,26 @@ pub fn conversations() -> Vec<(&'static str, Vec<Message>, Option<Value>)> {
             Some(tool),
         ),
     ]
+}
+
+/// A committed golden file of fixtures/goldens/.
+pub fn golden(name: &str) -> Value {
+    let path = forja_testkit::fixtures_dir().join("goldens").join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Token ids of a JSON array.
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// The best token (the lowest id among equals).
+pub fn argmax(logits: &[f32]) -> usize {
+    (0..logits.len())
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
+        .unwrap()
 }
