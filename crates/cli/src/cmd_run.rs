@@ -277,6 +277,11 @@ fn repl(chat: &mut Chat, terminal: bool) -> Result<()> {
                         break;
                     }
                     Ok(l) => lines.push(l),
+                    // Ctrl-C drops the message being typed; Ctrl-D (or a closed input) quits.
+                    Err(rustyline::error::ReadlineError::Interrupted) => {
+                        lines.clear();
+                        break;
+                    }
                     Err(_) => return Ok(()),
                 }
             }
