@@ -212,8 +212,11 @@ pub struct DecoderConfig {
     pub qk_norm: bool,
     /// Gemma 2/3: extra norms after attention and after the MLP.
     pub post_norms: bool,
-    /// Phi-3 stores q/k/v as one `qkv_proj` and gate/up as one `gate_up_proj`.
+    /// q/k/v stored as one projection (Phi-3's `qkv_proj`, GGUF `attn_qkv`).
     pub fused_qkv: bool,
+    /// gate/up stored as one projection (Phi-3's `gate_up_proj`, GGUF `ffn_up` of twice the
+    /// width and no `ffn_gate`).
+    pub fused_gate_up: bool,
     pub activation: Activation,
     /// Gemma 2/3: attention scores are scaled by `query_pre_attn_scalar^-0.5` instead of
     /// `head_dim^-0.5`.

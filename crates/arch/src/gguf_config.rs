@@ -238,6 +238,7 @@ pub fn from_gguf(h: &GgufHeader) -> Result<DecoderConfig, ArchError> {
         qk_norm: has("blk.0.attn_q_norm.weight"),
         post_norms: has("blk.0.post_attention_norm.weight"),
         fused_qkv: has("blk.0.attn_qkv.weight"),
+        fused_gate_up: has("blk.0.ffn_up.weight") && !has("blk.0.ffn_gate.weight"),
         activation: if gemma {
             Activation::GeluTanh
         } else {

@@ -308,6 +308,7 @@ fn build(family: Family, f: &Fields<'_>) -> Result<DecoderConfig, ArchError> {
         qk_norm: matches!(family, Qwen3 | Qwen3Moe | Gemma3),
         post_norms: matches!(family, Gemma2 | Gemma3),
         fused_qkv: matches!(family, Phi3),
+        fused_gate_up: matches!(family, Phi3),
         activation,
         query_pre_attn_scalar: f.f64_opt("query_pre_attn_scalar")?,
         attn_logit_softcap: f.f64_opt("attn_logit_softcapping")?,

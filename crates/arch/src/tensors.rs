@@ -224,7 +224,7 @@ pub fn decoder_tensors(cfg: &DecoderConfig) -> Vec<TensorSpec> {
                     out.push(spec(n("ffn_up_shexp.weight"), vec![is, h], Linear, l));
                 }
             }
-            _ if cfg.fused_qkv => {
+            _ if cfg.fused_gate_up => {
                 out.push(spec(
                     n("ffn_down.weight"),
                     vec![h, cfg.intermediate_size],

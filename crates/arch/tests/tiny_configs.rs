@@ -59,7 +59,8 @@ fn tiny_models_map_to_their_features() {
     );
     assert!(load("qwen3").qk_norm);
     assert_eq!(load("qwen3").head_dim, 32);
-    assert!(load("phi3").fused_qkv);
+    assert!(load("phi3").fused_qkv && load("phi3").fused_gate_up);
+    assert!(!load("llama").fused_gate_up);
     let mx = load("mixtral").moe.unwrap();
     assert_eq!(
         (

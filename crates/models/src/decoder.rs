@@ -241,7 +241,7 @@ impl Decoder {
                         shared_gate,
                     })
                 }
-                _ if cfg.fused_qkv => Mlp::Gated(gated(
+                _ if cfg.fused_gate_up => Mlp::Gated(gated(
                     None,
                     src.linear(&n("ffn_up.weight"))?,
                     src.linear(&n("ffn_down.weight"))?,
