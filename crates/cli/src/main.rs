@@ -5,6 +5,7 @@ mod cmd_catalog;
 mod cmd_hw;
 mod cmd_plan;
 mod cmd_run;
+mod cmd_serve;
 mod model_arg;
 mod output;
 mod table;
@@ -31,6 +32,8 @@ enum Command {
     Catalog(cmd_catalog::CatalogArgs),
     /// Chat with a model in the terminal, or answer one prompt
     Run(cmd_run::RunArgs),
+    /// Serve a model over HTTP: OpenAI-compatible API, continuous batching, metrics
+    Serve(cmd_serve::ServeArgs),
     /// Measure speed: prompt processing and generation tokens per second
     Bench(cmd_bench::BenchArgs),
 }
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Hw(a) => cmd_hw::run(a),
         Command::Catalog(a) => cmd_catalog::run(a),
         Command::Run(a) => cmd_run::run(a),
+        Command::Serve(a) => cmd_serve::run(a),
         Command::Bench(a) => cmd_bench::run(a),
     };
     match result {

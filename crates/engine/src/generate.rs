@@ -8,7 +8,7 @@ use forja_models::{KvCache, SeqStep};
 use crate::error::{EngineError, Result};
 use crate::model::LoadedModel;
 use crate::sampler::{Sampled, Sampler, SamplingParams};
-use crate::tokenizer::IncrementalDecoder;
+use crate::text_stream::TextStream;
 
 #[derive(Debug, Clone)]
 pub struct GenerateParams {
@@ -107,21 +107,11 @@ pub fn generate(
     cached.extend_from_slice(to_feed);
     let prefill_secs = start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
-    let mut detok = IncrementalDecoder::with_context(prompt);
-    let mut text = String::new();
-    // Text produced but held back because it may be the start of a stop string.
-    let mut emitted = 0usize;
+    let mut stream = TextStream::new(prompt, &params.stop);
     let mut tokens = Vec::new();
     let budget = params.max_tokens.min(max_ctx - prompt.len());
     let mut finish = FinishReason::Length;
     let stop_tokens = &model.tokenizer.special.stop;
-    // An empty stop string would match everywhere: it means no stop string.
-    let stops: Vec<&str> = params
-        .stop
-        .iter()
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-        .collect();
     let mut stopped_on_string = false;
     for _ in 0..budget {
         let row: Vec<f32> = logits.flatten_all()?.to_vec1()?;
@@ -133,26 +123,15 @@ pub fn generate(
             break;
         }
         history.push(id);
-        text += &detok.push(&model.tokenizer, id)?;
-        if let Some(pos) = stops.iter().filter_map(|st| text.find(st)).min() {
-            text.truncate(pos);
-            if emitted < text.len() && !on_text(&text[emitted..]) {
-                finish = FinishReason::Cancelled;
-                break;
-            }
-            emitted = text.len();
+        let (piece, stopped) = stream.push(&model.tokenizer, id)?;
+        if !piece.is_empty() && !on_text(&piece) {
+            finish = FinishReason::Cancelled;
+            break;
+        }
+        if stopped {
             finish = FinishReason::Stop;
             stopped_on_string = true;
             break;
-        }
-        let safe = safe_prefix_len(&text, &stops);
-        if safe > emitted {
-            if !on_text(&text[emitted..safe]) {
-                emitted = safe;
-                finish = FinishReason::Cancelled;
-                break;
-            }
-            emitted = safe;
         }
         if tokens.len() >= budget {
             // The budget is spent: the next token's logits would go unused.
@@ -167,16 +146,15 @@ pub fn generate(
         cached.push(id);
     }
     if !stopped_on_string && finish != FinishReason::Cancelled {
-        // Text the incremental decoder still holds (e.g. a character cut by a stop token).
-        text += &detok.finish(&model.tokenizer)?;
-        if let Some(pos) = stops.iter().filter_map(|st| text.find(st)).min() {
-            text.truncate(pos.max(emitted));
+        let (piece, stopped) = stream.finish(&model.tokenizer)?;
+        if stopped {
             finish = FinishReason::Stop;
         }
+        if !piece.is_empty() {
+            on_text(&piece);
+        }
     }
-    if finish != FinishReason::Cancelled && emitted < text.len() {
-        on_text(&text[emitted..]);
-    }
+    let text = stream.text().to_string();
     Ok(Generation {
         tokens,
         text,
@@ -186,31 +164,4 @@ pub fn generate(
         prefill_secs,
         decode_secs: decode_start.elapsed().as_secs_f64(),
     })
-}
-
-/// Length of the prefix of `text` that cannot be the start of a stop string.
-fn safe_prefix_len(text: &str, stops: &[&str]) -> usize {
-    let mut safe = text.len();
-    for s in stops {
-        for k in (1..s.len()).rev() {
-            if s.is_char_boundary(k) && text.ends_with(&s[..k]) {
-                safe = safe.min(text.len() - k);
-                break;
-            }
-        }
-    }
-    safe
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn holds_back_possible_stop_prefixes() {
-        let stops = ["</answer>"];
-        assert_eq!(safe_prefix_len("hello </an", &stops), 6);
-        assert_eq!(safe_prefix_len("hello", &stops), 5);
-        assert_eq!(safe_prefix_len("a <", &stops), 2);
-    }
 }

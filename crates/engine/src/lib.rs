@@ -7,7 +7,9 @@ pub mod generate;
 pub mod model;
 pub mod prompt;
 pub mod sampler;
+pub mod serving;
 pub mod spm;
+pub mod text_stream;
 pub mod tokenizer;
 
 pub use chat_template::{ChatTemplate, Message};
@@ -16,4 +18,5 @@ pub use generate::{FinishReason, GenerateParams, Generation, generate};
 pub use model::LoadedModel;
 pub use prompt::{ControlText, chat_prompt};
 pub use sampler::{Sampled, Sampler, SamplingParams};
+pub use text_stream::TextStream;
 pub use tokenizer::{IncrementalDecoder, Part, Tokenizer};

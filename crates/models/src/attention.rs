@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::decoder::SeqStep;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
@@ -36,16 +37,15 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `x`: `[tokens, hidden]` of one sequence at positions `cache.len()..`; returns
-    /// `[tokens, hidden]`.
-    pub fn forward(
+    /// `x`: `[tokens, hidden]`, the new tokens of every sequence of `steps` one after another;
+    /// each sequence attends over its own cache. Returns `[tokens, hidden]`.
+    pub fn forward_batch(
         &self,
         x: &Tensor,
         layer: usize,
-        cache: &mut dyn KvCache,
+        steps: &mut [SeqStep<'_>],
         masks: &mut Masks,
     ) -> Result<Tensor> {
-        let (t, _) = x.dims2()?;
         let (q, k, v) = match &self.qkv {
             QkvProj::Separate { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
             QkvProj::Fused(qkv) => {
@@ -59,6 +59,48 @@ impl Attention {
                 )
             }
         };
+        let mut outs = Vec::with_capacity(steps.len());
+        let mut row = 0;
+        for step in steps.iter_mut() {
+            let t = step.tokens.len();
+            let rows = |m: &Tensor| -> Result<Tensor> {
+                if t == x.dim(0)? {
+                    Ok(m.clone())
+                } else {
+                    Ok(m.narrow(0, row, t)?)
+                }
+            };
+            outs.push(self.attend_sequence(
+                rows(&q)?,
+                rows(&k)?,
+                rows(&v)?,
+                layer,
+                step.cache,
+                masks,
+            )?);
+            row += t;
+        }
+        let out = if outs.len() == 1 {
+            outs.remove(0)
+        } else {
+            Tensor::cat(&outs, 0)?
+        };
+        self.o.forward(&out.to_dtype(x.dtype())?)
+    }
+
+    /// One sequence's projected `q`, `k`, `v` (`[tokens, heads·dim]`) at positions
+    /// `cache.len()..`: QK-norm, RoPE, cache append and attention. Returns
+    /// `[tokens, heads·dim]` before the output projection.
+    fn attend_sequence(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        layer: usize,
+        cache: &mut dyn KvCache,
+        masks: &mut Masks,
+    ) -> Result<Tensor> {
+        let (t, _) = q.dims2()?;
         // [tokens, heads·dim] → [heads, tokens, dim]
         let heads = |x: Tensor, n: usize| -> Result<Tensor> {
             Ok(x.reshape((t, n, self.head_dim))?
@@ -102,7 +144,7 @@ impl Attention {
             let mask = if n == 1 {
                 None
             } else {
-                Some(masks.get(first_pos, n, k_begin, k_end, self.window, x.device())?)
+                Some(masks.get(first_pos, n, k_begin, k_end, self.window, q.device())?)
             };
             outs.push(self.attend(&q, &k, &v, mask.as_ref())?);
         }
@@ -111,11 +153,9 @@ impl Attention {
         } else {
             Tensor::cat(&outs, 1)?
         };
-        let out = out
-            .to_dtype(x.dtype())?
+        Ok(out
             .transpose(0, 1)?
-            .reshape((t, self.num_heads * self.head_dim))?;
-        self.o.forward(&out)
+            .reshape((t, self.num_heads * self.head_dim))?)
     }
 
     /// Attention of `q` `[heads, n, dim]` over `k`, `v` `[kv_heads, s, dim]`: each group of

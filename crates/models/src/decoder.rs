@@ -295,41 +295,48 @@ impl Decoder {
         })
     }
 
-    /// Runs one step for each sequence; returns per sequence logits `[n, vocab]` (f32), `n` the
-    /// step's tokens with `all_logits`, else 1.
+    /// Runs one step for a batch of sequences; returns per sequence logits `[n, vocab]` (f32),
+    /// `n` the step's tokens with `all_logits`, else 1. The sequences' tokens go through the
+    /// projections and MLPs as one matrix; attention runs per sequence over its own cache. A
+    /// step that fails leaves every cache as it was.
     pub fn forward(&self, steps: &mut [SeqStep<'_>]) -> Result<Vec<Tensor>> {
-        steps.iter_mut().map(|s| self.forward_one(s)).collect()
-    }
-
-    fn forward_one(&self, step: &mut SeqStep<'_>) -> Result<Tensor> {
-        let t = step.tokens.len();
-        if t == 0 {
-            return Err(ModelError::Input("a step needs at least one token".into()));
+        if steps.is_empty() {
+            return Ok(Vec::new());
         }
-        if let Some(&bad) = step
-            .tokens
-            .iter()
-            .find(|&&id| id as u64 >= self.config.vocab_size)
-        {
-            return Err(ModelError::Input(format!(
-                "token id {bad} outside the vocabulary of {}",
-                self.config.vocab_size
-            )));
+        for step in steps.iter() {
+            if step.tokens.is_empty() {
+                return Err(ModelError::Input("a step needs at least one token".into()));
+            }
+            if let Some(&bad) = step
+                .tokens
+                .iter()
+                .find(|&&id| id as u64 >= self.config.vocab_size)
+            {
+                return Err(ModelError::Input(format!(
+                    "token id {bad} outside the vocabulary of {}",
+                    self.config.vocab_size
+                )));
+            }
         }
-        let before = step.cache.len();
-        match self.run_layers(step) {
+        let before: Vec<usize> = steps.iter().map(|s| s.cache.len()).collect();
+        match self.run_layers(steps) {
             Ok(logits) => Ok(logits),
             Err(e) => {
-                // Drop what the failed step appended, so the cache stays usable.
-                step.cache.truncate(before)?;
+                // Drop what the failed step appended, so the caches stay usable.
+                for (step, &len) in steps.iter_mut().zip(&before) {
+                    step.cache.truncate(len)?;
+                }
                 Err(e)
             }
         }
     }
 
-    fn run_layers(&self, step: &mut SeqStep<'_>) -> Result<Tensor> {
-        let t = step.tokens.len();
-        let ids = Tensor::new(step.tokens, &self.device)?;
+    fn run_layers(&self, steps: &mut [SeqStep<'_>]) -> Result<Vec<Tensor>> {
+        let ids: Vec<u32> = steps
+            .iter()
+            .flat_map(|s| s.tokens.iter().copied())
+            .collect();
+        let ids = Tensor::new(ids.as_slice(), &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?;
         if let Some(s) = self.embed_scale {
             // Gemma multiplies by sqrt(hidden) rounded to the activation dtype.
@@ -337,9 +344,10 @@ impl Decoder {
         }
         let mut masks = Masks::default();
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer
-                .attn
-                .forward(&layer.attn_norm.forward(&x)?, i, step.cache, &mut masks)?;
+            let h =
+                layer
+                    .attn
+                    .forward_batch(&layer.attn_norm.forward(&x)?, i, steps, &mut masks)?;
             let h = match &layer.post_attn_norm {
                 Some(n) => n.forward(&h)?,
                 None => h,
@@ -352,11 +360,26 @@ impl Decoder {
             };
             x = (x + h)?;
         }
-        step.cache.advance(t);
-        let x = if step.all_logits {
+        // The rows whose logits are wanted: every row of `all_logits` steps, else the last.
+        let mut rows = Vec::new();
+        let mut counts = Vec::with_capacity(steps.len());
+        let mut offset = 0u32;
+        for step in steps.iter_mut() {
+            let t = step.tokens.len() as u32;
+            step.cache.advance(t as usize);
+            if step.all_logits {
+                rows.extend(offset..offset + t);
+                counts.push(t as usize);
+            } else {
+                rows.push(offset + t - 1);
+                counts.push(1);
+            }
+            offset += t;
+        }
+        let x = if rows.len() as u32 == offset {
             x
         } else {
-            x.narrow(0, t - 1, 1)?
+            x.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?
         };
         let mut logits = self
             .lm_head
@@ -365,7 +388,13 @@ impl Decoder {
         if let Some(cap) = self.final_softcap {
             logits = ((logits / cap)?.tanh()? * cap)?;
         }
-        Ok(logits)
+        let mut out = Vec::with_capacity(counts.len());
+        let mut row = 0;
+        for n in counts {
+            out.push(logits.narrow(0, row, n)?);
+            row += n;
+        }
+        Ok(out)
     }
 
     /// Bounds the f32 attention scores computed at once (default 64 MiB): prompts whose score
@@ -378,5 +407,15 @@ impl Decoder {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Where the weights and activations live.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype of activations, keys and values.
+    pub fn activation_dtype(&self) -> DType {
+        self.embed.dtype()
     }
 }

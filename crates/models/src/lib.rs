@@ -10,9 +10,11 @@ pub mod linear;
 pub mod loader;
 pub mod mlp;
 pub mod norm;
+pub mod paged_kv;
 pub mod rope;
 pub mod weight_source;
 
 pub use decoder::{Decoder, SeqStep};
 pub use error::{ModelError, Result};
 pub use kv_cache::{ContiguousKvCache, KvCache};
+pub use paged_kv::{PagedKvStore, PagedSeq};

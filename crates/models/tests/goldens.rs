@@ -141,8 +141,8 @@ fn greedy_decoding_matches_the_reference() {
     }
 }
 
-/// A batch of sequences gives each one the logits it gets alone, and a prompt fed in two chunks
-/// through the cache gives the logits of feeding it whole.
+/// A batch of sequences gives each one the logits it gets alone (up to float rounding), and a
+/// prompt fed in two chunks through the cache gives the logits of feeding it whole.
 #[test]
 fn batching_and_chunked_prefill_change_nothing() {
     for name in ["llama", "gemma3", "mixtral"] {
@@ -165,7 +165,9 @@ fn batching_and_chunked_prefill_change_nothing() {
             .collect();
         let batched = model.forward(&mut steps).unwrap();
         for (a, b) in alone.iter().zip(&batched) {
-            assert_eq!(max_abs_diff(a, b), 0.0, "{name}: batched differs");
+            // One matrix for the whole batch sums in another order than one row alone.
+            let d = max_abs_diff(a, b);
+            assert!(d <= 1e-5, "{name}: batched differs by {d}");
         }
         let p = &g.prompts[2];
         let mut cache = ContiguousKvCache::new(model.num_layers());

@@ -1,0 +1,193 @@
+//! `forja serve MODEL`: the OpenAI-compatible HTTP API over the engine actor.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use forja_arch::KvDtype;
+use forja_arch::kv_cache::kv_bytes_per_token;
+use forja_engine::LoadedModel;
+use forja_engine::serving::{Engine, ServingConfig};
+use forja_server::{AppState, ServerConfig};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A .gguf file or an HF model folder
+    model: PathBuf,
+    /// Address to listen on (loopback by default; any other address needs an API key)
+    #[arg(long, default_value = "127.0.0.1", env = "FORJA_HOST")]
+    host: IpAddr,
+    /// Port to listen on (0 picks a free one)
+    #[arg(long, default_value_t = 8080, env = "FORJA_PORT")]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every route but /health
+    #[arg(long, env = "FORJA_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Listen on a non-loopback address without an API key
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Context length in tokens (default: the model's own)
+    #[arg(long)]
+    ctx: Option<u64>,
+    /// KV cache pool, e.g. 2GiB or 512MiB (default: room for four full contexts, at most a
+    /// quarter of available memory)
+    #[arg(long, value_parser = parse_size)]
+    kv_memory: Option<u64>,
+    /// Tokens per KV cache block
+    #[arg(long, default_value_t = 16)]
+    block_size: usize,
+    /// Tokens computed per engine step (prefill chunks and decodes together)
+    #[arg(long, default_value_t = 512)]
+    max_batched_tokens: usize,
+    /// Sequences per engine step
+    #[arg(long, default_value_t = 64)]
+    max_running: usize,
+    /// Requests queued or running before new ones get 429
+    #[arg(long, default_value_t = 256)]
+    max_pending: usize,
+    /// Allow browser requests from this origin (repeatable; CORS is off without it)
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
+    /// Largest request body in bytes
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body: usize,
+}
+
+/// `2GiB`, `512MiB`, `1.5G`, `1000000` → bytes.
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 2GiB, 512MiB)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit `{other}` in `{s}`")),
+    };
+    let bytes = n * mult;
+    if !(bytes.is_finite() && bytes >= 1.0) {
+        return Err(format!("`{s}` is not a positive size"));
+    }
+    Ok(bytes as u64)
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    if !a.host.is_loopback() && a.api_key.is_none() && !a.insecure_no_auth {
+        bail!(
+            "listening on {} exposes the model to the network: set --api-key (or FORJA_API_KEY), \
+             or pass --insecure-no-auth to allow anyone who can reach it",
+            a.host
+        );
+    }
+    let options = forja_models::loader::LoadOptions {
+        context: a.ctx,
+        ..Default::default()
+    };
+    eprintln!("loading {} …", a.model.display());
+    let model = LoadedModel::load_with(&a.model, &candle_core::Device::Cpu, options)
+        .with_context(|| format!("cannot load {}", a.model.display()))?;
+    let kv_bytes = match a.kv_memory {
+        Some(b) => b,
+        None => default_kv_bytes(&model),
+    };
+    let cfg = ServingConfig {
+        block_size: a.block_size,
+        kv_bytes,
+        max_batched_tokens: a.max_batched_tokens,
+        max_running: a.max_running,
+        max_pending: a.max_pending,
+    };
+    let (engine, _thread) = Engine::start(Arc::new(model), &cfg)?;
+    let p = engine.pool;
+    tracing::info!(
+        num_blocks = p.num_blocks,
+        block_size = p.block_size,
+        bytes = p.bytes,
+        bytes_per_token = p.bytes_per_token,
+        max_model_len = p.max_model_len,
+        "kv cache ready"
+    );
+    eprintln!(
+        "KV cache: {} blocks × {} tokens = {:.2} GiB ({:.0} bytes/token); longest request {} tokens",
+        p.num_blocks,
+        p.block_size,
+        p.bytes as f64 / f64::from(1u32 << 30),
+        p.bytes_per_token,
+        p.max_model_len
+    );
+    let state = Arc::new(AppState::new(
+        engine,
+        ServerConfig {
+            api_key: a.api_key.clone(),
+            max_body_bytes: a.max_body,
+            cors_origins: a.cors_origins.clone(),
+        },
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let addr = SocketAddr::new(a.host, a.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        eprintln!(
+            "serving {} at http://{local}/v1 (OpenAI API){}",
+            state.model_name,
+            if a.api_key.is_some() {
+                "; send Authorization: Bearer <key>"
+            } else {
+                ""
+            }
+        );
+        forja_server::serve(listener, state, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("the server failed")
+    })
+}
+
+/// Room for four full contexts (at least 16k tokens), at most a quarter of available memory
+/// and never less than one full context.
+fn default_kv_bytes(model: &LoadedModel) -> u64 {
+    let cfg = &model.decoder.config;
+    let per_token = kv_bytes_per_token(cfg, KvDtype::F32);
+    let ctx = cfg.max_context as f64;
+    let want = per_token * (4.0 * ctx).max(16_384.0);
+    let one = per_token * ctx;
+    let cap = forja_hw::memory::probe()
+        .available_bytes
+        .map_or(f64::INFINITY, |b| b as f64 / 4.0);
+    want.min(cap).max(one) as u64
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code fails loudly")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1.5G").unwrap(), 1_500_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("2XB").is_err());
+        assert!(parse_size("0").is_err());
+    }
+}

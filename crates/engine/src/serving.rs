@@ -1,0 +1,566 @@
+//! The engine actor: one thread owns a model's paged KV store and the scheduler, and runs one
+//! step after another for every admitted request (continuous batching). Request handlers talk to
+//! it through a bounded channel and receive [`Event`]s through their own [`EventSink`]; a full
+//! queue is an immediate [`SubmitError::Overloaded`], never an unbounded backlog.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+
+use candle_core::DType;
+use forja_arch::KvDtype;
+use forja_arch::kv_cache::kv_bytes_per_token;
+use forja_kv::KvManager;
+use forja_models::{PagedKvStore, SeqStep};
+use forja_sched::{FinishReason as SchedFinish, Request, SchedConfig, Scheduler, StepPlan};
+
+use crate::error::{EngineError, Result};
+use crate::generate::{FinishReason, GenerateParams};
+use crate::model::LoadedModel;
+use crate::sampler::{Sampled, Sampler};
+use crate::text_stream::TextStream;
+
+/// How the actor sizes its KV pool and batches.
+#[derive(Debug, Clone)]
+pub struct ServingConfig {
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// Bytes of KV cache to preallocate (rounded down to whole blocks).
+    pub kv_bytes: u64,
+    /// Tokens computed per step at most (prefill chunks and decodes together).
+    pub max_batched_tokens: usize,
+    /// Sequences in one step at most.
+    pub max_running: usize,
+    /// Requests admitted (queued or running) at most; more are refused as overloaded.
+    pub max_pending: usize,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        ServingConfig {
+            block_size: 16,
+            kv_bytes: 1 << 30,
+            max_batched_tokens: 512,
+            max_running: 64,
+            max_pending: 256,
+        }
+    }
+}
+
+/// The pool the actor allocated, as logged at start and exported as metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolInfo {
+    pub num_blocks: usize,
+    pub block_size: usize,
+    /// KV bytes of one token (all layers, keys and values), from `arch`'s byte math.
+    pub bytes_per_token: f64,
+    /// Bytes the pool holds.
+    pub bytes: u64,
+    /// Longest sequence (prompt + output) a request may have.
+    pub max_model_len: usize,
+}
+
+/// What a request produces, in order: tokens, then exactly one `Done` or `Error`.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A generated token and the text it releases (empty while held back, e.g. a partial
+    /// character or a possible stop string).
+    Token { sampled: Sampled, text: String },
+    /// The request is complete.
+    Done { finish: FinishReason, usage: Usage },
+    /// The request failed; no more events follow.
+    Error(String),
+}
+
+/// Token counts of a finished request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Prompt tokens found in the prefix cache (not computed).
+    pub cached_tokens: usize,
+}
+
+/// Where a request's events go. `send` returns `false` once the receiver is gone; a closed sink
+/// cancels its request at the next step.
+pub trait EventSink: Send {
+    fn send(&mut self, event: Event) -> bool;
+    fn is_closed(&self) -> bool;
+}
+
+/// A request for the actor: prompt ids and how to generate.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub params: GenerateParams,
+    /// Lower runs first; 0 is normal.
+    pub priority: i32,
+    pub sink: Box<dyn EventSink>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("prompt", &self.prompt.len())
+            .field("params", &self.params)
+            .field("priority", &self.priority)
+            .finish()
+    }
+}
+
+/// Why a job was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// Too many requests admitted; retry later.
+    #[error("the server is busy ({0} requests queued or running); retry shortly")]
+    Overloaded(usize),
+    /// The request can never run as asked (bad parameters, too long).
+    #[error("{0}")]
+    Invalid(String),
+    /// The engine stopped.
+    #[error("the engine stopped")]
+    Stopped,
+}
+
+/// Live numbers of the actor, for metrics.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub waiting: AtomicUsize,
+    pub running: AtomicUsize,
+    pub kv_blocks_used: AtomicUsize,
+    pub kv_blocks_free: AtomicUsize,
+    pub prefix_queried_tokens: AtomicU64,
+    pub prefix_hit_tokens: AtomicU64,
+    pub steps: AtomicU64,
+    pub preemptions: AtomicU64,
+}
+
+enum Command {
+    Submit(u64, Job),
+    Abort(u64),
+}
+
+/// The handle request handlers hold; cloning it is cheap.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    tx: SyncSender<Command>,
+    pending: Arc<AtomicUsize>,
+    next_id: Arc<AtomicU64>,
+    pub model: Arc<LoadedModel>,
+    pub pool: PoolInfo,
+    pub gauges: Arc<Gauges>,
+    max_pending: usize,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Submit(id, _) => write!(f, "Submit({id})"),
+            Command::Abort(id) => write!(f, "Abort({id})"),
+        }
+    }
+}
+
+impl Engine {
+    /// Allocates the KV pool for `model` and starts the actor thread. The thread ends when
+    /// every handle is dropped.
+    pub fn start(model: Arc<LoadedModel>, cfg: &ServingConfig) -> Result<(Engine, JoinHandle<()>)> {
+        let dc = &model.decoder.config;
+        let dtype = model.decoder.activation_dtype();
+        let kv_dtype = match dtype {
+            DType::F16 => KvDtype::F16,
+            DType::BF16 => KvDtype::Bf16,
+            _ => KvDtype::F32,
+        };
+        let bytes_per_token = kv_bytes_per_token(dc, kv_dtype);
+        let block_bytes = bytes_per_token * cfg.block_size as f64;
+        let num_blocks = (cfg.kv_bytes as f64 / block_bytes).floor() as usize;
+        if num_blocks == 0 || cfg.block_size == 0 {
+            return Err(EngineError::Input(format!(
+                "a KV pool of {} bytes holds no block of {} tokens ({block_bytes:.0} bytes each)",
+                cfg.kv_bytes, cfg.block_size
+            )));
+        }
+        let max_model_len = (dc.max_context as usize).min(num_blocks * cfg.block_size);
+        let pool = PoolInfo {
+            num_blocks,
+            block_size: cfg.block_size,
+            bytes_per_token,
+            bytes: (block_bytes * num_blocks as f64) as u64,
+            max_model_len,
+        };
+        let store = PagedKvStore::new(
+            model.decoder.num_layers(),
+            num_blocks,
+            cfg.block_size,
+            dc.num_kv_heads as usize,
+            dc.head_dim as usize,
+            dtype,
+            model.decoder.device(),
+        )?;
+        let kv = KvManager::new(num_blocks, cfg.block_size, true)
+            .map_err(|e| EngineError::Input(e.to_string()))?;
+        let sched = Scheduler::new(
+            SchedConfig {
+                max_batched_tokens: cfg.max_batched_tokens,
+                max_running: cfg.max_running,
+                max_model_len,
+            },
+            kv,
+        )
+        .map_err(|e| EngineError::Input(e.to_string()))?;
+        let (tx, rx) = sync_channel(cfg.max_pending.max(1));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let gauges = Arc::new(Gauges::default());
+        let mut actor = Actor {
+            model: Arc::clone(&model),
+            store,
+            sched,
+            reqs: HashMap::new(),
+            pending: Arc::clone(&pending),
+            gauges: Arc::clone(&gauges),
+        };
+        let thread = std::thread::Builder::new()
+            .name("forja-engine".into())
+            .spawn(move || actor.run(rx))
+            .map_err(|e| EngineError::Input(format!("cannot start the engine thread: {e}")))?;
+        Ok((
+            Engine {
+                tx,
+                pending,
+                next_id: Arc::new(AtomicU64::new(1)),
+                model,
+                pool,
+                gauges,
+                max_pending: cfg.max_pending,
+            },
+            thread,
+        ))
+    }
+
+    /// Admits a job; its events go to its sink. Checks what can be checked at once (a prompt
+    /// that with its output cannot fit the context is refused, never truncated).
+    pub fn submit(&self, job: Job) -> std::result::Result<u64, SubmitError> {
+        let n = job.prompt.len();
+        if n == 0 {
+            return Err(SubmitError::Invalid("the prompt is empty".into()));
+        }
+        let max_len = self.pool.max_model_len;
+        if n + job.params.max_tokens > max_len {
+            return Err(SubmitError::Invalid(format!(
+                "the prompt has {n} tokens and up to {} may be generated, but this model's \
+                 context holds {max_len}: shorten the prompt or lower max_tokens",
+                job.params.max_tokens
+            )));
+        }
+        if job.params.max_tokens == 0 {
+            return Err(SubmitError::Invalid("max_tokens must be at least 1".into()));
+        }
+        job.params
+            .sampling
+            .validate()
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let admitted = self.pending.fetch_add(1, Ordering::SeqCst);
+        if admitted >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::Overloaded(admitted));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Command::Submit(id, job)) {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                Err(match e {
+                    TrySendError::Full(_) => SubmitError::Overloaded(admitted),
+                    TrySendError::Disconnected(_) => SubmitError::Stopped,
+                })
+            }
+        }
+    }
+
+    /// Cancels a request (a no-op once it finished).
+    pub fn abort(&self, id: u64) {
+        // A full queue means the actor is busy; the request's closed sink cancels it anyway.
+        let _ = self.tx.try_send(Command::Abort(id));
+    }
+
+    /// Requests admitted and not finished.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// The largest `max_tokens` a prompt of `prompt_len` tokens leaves room for.
+    pub fn room_after(&self, prompt_len: usize) -> usize {
+        self.pool.max_model_len.saturating_sub(prompt_len)
+    }
+}
+
+struct ReqState {
+    sampler: Sampler,
+    /// Prompt and generated tokens (for penalties).
+    history: Vec<u32>,
+    stream: TextStream,
+    sink: Box<dyn EventSink>,
+    top_logprobs: usize,
+    prompt_len: usize,
+    generated: usize,
+    cached_tokens: Option<usize>,
+}
+
+struct Actor {
+    model: Arc<LoadedModel>,
+    store: PagedKvStore,
+    sched: Scheduler,
+    reqs: HashMap<u64, ReqState>,
+    pending: Arc<AtomicUsize>,
+    gauges: Arc<Gauges>,
+}
+
+impl Actor {
+    fn run(&mut self, rx: Receiver<Command>) {
+        loop {
+            // Idle: wait for work. Busy: take what arrived and go on stepping.
+            if self.reqs.is_empty() {
+                match rx.recv() {
+                    Ok(cmd) => self.command(cmd),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(cmd) => self.command(cmd),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        if self.reqs.is_empty() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            self.drop_cancelled();
+            if !self.reqs.is_empty() {
+                self.step();
+            }
+            self.publish();
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit(id, job) => self.admit(id, job),
+            Command::Abort(id) => self.end(id, None),
+        }
+    }
+
+    fn admit(&mut self, id: u64, mut job: Job) {
+        let sampler = match Sampler::new(job.params.sampling.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                job.sink.send(Event::Error(e.to_string()));
+                self.pending.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+        };
+        let req = Request {
+            id,
+            prompt: job.prompt.clone(),
+            max_tokens: job.params.max_tokens,
+            priority: job.priority,
+            salt: 0,
+        };
+        if let Err(e) = self.sched.add(req) {
+            job.sink.send(Event::Error(e.to_string()));
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        self.reqs.insert(
+            id,
+            ReqState {
+                sampler,
+                stream: TextStream::new(&job.prompt, &job.params.stop),
+                prompt_len: job.prompt.len(),
+                history: job.prompt,
+                sink: job.sink,
+                top_logprobs: job.params.top_logprobs,
+                generated: 0,
+                cached_tokens: None,
+            },
+        );
+    }
+
+    /// Removes a request: from the scheduler (freeing its blocks; a request the scheduler
+    /// already finished is gone there) and from the live set; sends `last` if given.
+    fn end(&mut self, id: u64, last: Option<Event>) {
+        if self.sched.contains(id) {
+            let reason = match &last {
+                Some(Event::Done { .. }) => SchedFinish::Stop,
+                _ => SchedFinish::Abort,
+            };
+            // Cannot fail: the request is known.
+            let _ = self.sched.finish(id, reason);
+        }
+        if let Some(mut r) = self.reqs.remove(&id) {
+            if let Some(e) = last {
+                r.sink.send(e);
+            }
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn drop_cancelled(&mut self) {
+        let gone: Vec<u64> = self
+            .reqs
+            .iter()
+            .filter(|(_, r)| r.sink.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            self.end(id, None);
+        }
+    }
+
+    fn step(&mut self) {
+        let plan: StepPlan = self.sched.schedule();
+        if plan.seqs.is_empty() {
+            return;
+        }
+        self.gauges.steps.fetch_add(1, Ordering::Relaxed);
+        for s in &plan.seqs {
+            if let Some(r) = self.reqs.get_mut(&s.id) {
+                r.cached_tokens.get_or_insert(s.start.min(r.prompt_len));
+            }
+        }
+        let logits = {
+            let mut views: Vec<_> = plan
+                .seqs
+                .iter()
+                .map(|s| self.store.sequence(&s.block_table, s.start))
+                .collect();
+            let mut steps: Vec<SeqStep<'_>> = plan
+                .seqs
+                .iter()
+                .zip(views.iter_mut())
+                .map(|(s, v)| SeqStep {
+                    tokens: &s.tokens,
+                    cache: v,
+                    all_logits: false,
+                })
+                .collect();
+            self.model.decoder.forward(&mut steps)
+        };
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = format!("the model failed on this step: {e}");
+                for s in &plan.seqs {
+                    self.end(s.id, Some(Event::Error(msg.clone())));
+                }
+                return;
+            }
+        };
+        let mut sampled = Vec::new();
+        let mut failed = Vec::new();
+        for (s, l) in plan.seqs.iter().zip(logits) {
+            if !s.sample {
+                continue;
+            }
+            let Some(r) = self.reqs.get_mut(&s.id) else {
+                continue;
+            };
+            let row = l.flatten_all().and_then(|t| t.to_vec1::<f32>());
+            let picked = row
+                .map_err(EngineError::from)
+                .and_then(|row| r.sampler.sample(&row, &r.history, r.top_logprobs));
+            match picked {
+                Ok(p) => sampled.push((s.id, p)),
+                Err(e) => failed.push((s.id, e.to_string())),
+            }
+        }
+        for (id, msg) in failed {
+            self.end(id, Some(Event::Error(msg)));
+        }
+        let ids: Vec<(u64, u32)> = sampled.iter().map(|(id, p)| (*id, p.token)).collect();
+        let at_length = self.sched.on_step_done(&ids);
+        for (id, p) in sampled {
+            self.deliver(id, p, at_length.contains(&id));
+        }
+    }
+
+    /// Hands a sampled token to its request: text, stop tokens and strings, the length limit.
+    fn deliver(&mut self, id: u64, p: Sampled, at_length: bool) {
+        let tok = &self.model.tokenizer;
+        let Some(r) = self.reqs.get_mut(&id) else {
+            return;
+        };
+        r.generated += 1;
+        let token = p.token;
+        let mut finish = None;
+        let mut text = String::new();
+        if tok.special.stop.contains(&token) {
+            finish = Some(FinishReason::Stop);
+        } else {
+            r.history.push(token);
+            match r.stream.push(tok, token) {
+                Ok((piece, stopped)) => {
+                    text = piece;
+                    if stopped {
+                        finish = Some(FinishReason::Stop);
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.end(id, Some(Event::Error(msg)));
+                    return;
+                }
+            }
+        }
+        if finish.is_none() && at_length {
+            finish = Some(FinishReason::Length);
+        }
+        if let Some(FinishReason::Length) = finish {
+            match r.stream.finish(tok) {
+                Ok((rest, stopped)) => {
+                    text += &rest;
+                    if stopped {
+                        finish = Some(FinishReason::Stop);
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.end(id, Some(Event::Error(msg)));
+                    return;
+                }
+            }
+        }
+        let alive = r.sink.send(Event::Token { sampled: p, text });
+        if let Some(finish) = finish {
+            let usage = Usage {
+                prompt_tokens: r.prompt_len,
+                completion_tokens: r.generated,
+                cached_tokens: r.cached_tokens.unwrap_or(0),
+            };
+            self.end(id, Some(Event::Done { finish, usage }));
+        } else if !alive {
+            self.end(id, None);
+        }
+    }
+
+    fn publish(&self) {
+        let g = &self.gauges;
+        let s = &self.sched;
+        g.waiting.store(s.num_waiting(), Ordering::Relaxed);
+        g.running.store(s.num_running(), Ordering::Relaxed);
+        g.kv_blocks_used
+            .store(s.kv_blocks_used(), Ordering::Relaxed);
+        g.kv_blocks_free
+            .store(s.kv_blocks_free(), Ordering::Relaxed);
+        let p = s.kv().prefix_stats();
+        g.prefix_queried_tokens
+            .store(p.query_tokens, Ordering::Relaxed);
+        g.prefix_hit_tokens.store(p.hit_tokens, Ordering::Relaxed);
+        g.preemptions
+            .store(s.stats().preemptions, Ordering::Relaxed);
+    }
+}

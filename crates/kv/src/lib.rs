@@ -1,0 +1,19 @@
+//! Paged KV-cache bookkeeping for a continuous-batching server: a pool of fixed-size blocks,
+//! one block table per sequence, and prefix caching by chained block hashes.
+//!
+//! No tensors live here. This crate decides which block holds which token positions; the model
+//! runner owns the memory and reads and writes it through block tables and slot numbers.
+
+mod error;
+mod free_queue;
+mod manager;
+mod pool;
+
+pub use error::KvError;
+pub use manager::{KvManager, PrefixHit, PrefixStats};
+
+/// Index of a block in the pool, `0..num_blocks`.
+pub type BlockId = u32;
+
+/// Identifies one sequence (one request's tokens) in the cache.
+pub type SeqId = u64;

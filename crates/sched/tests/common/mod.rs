@@ -1,0 +1,111 @@
+//! A fake model runner over a paged cache of plain numbers. The "key/value" at position `p` is
+//! a running hash of the request's salt and tokens `0..=p`, computed from the value at `p - 1`
+//! read back through the block table; a sampled token comes from the value at the last
+//! position fed. So a wrong block table, a wrong prefix hit or a clobbered block changes the
+//! outputs, and correct scheduling gives the outputs of running each request alone.
+
+use std::collections::HashMap;
+
+use forja_sched::{Scheduler, StepPlan};
+
+/// Token the fake engine treats as a stop token.
+pub const STOP: u32 = 0;
+
+/// Size of the fake vocabulary; small, so that stop tokens and shared prefixes are common.
+pub const VOCAB: u32 = 8;
+
+fn seed(salt: u64) -> u64 {
+    mix(0x9e37_79b9_7f4a_7c15 ^ salt, u32::MAX)
+}
+
+fn mix(state: u64, token: u32) -> u64 {
+    let mut z = state ^ u64::from(token).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 30)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn sample(state: u64) -> u32 {
+    (state % u64::from(VOCAB)) as u32
+}
+
+/// What a request generates when run alone: sampled tokens up to `max_tokens`, or with
+/// `stops` up to the first [`STOP`] (included).
+pub fn expected_output(prompt: &[u32], salt: u64, max_tokens: usize, stops: bool) -> Vec<u32> {
+    let mut state = prompt.iter().fold(seed(salt), |s, &t| mix(s, t));
+    let mut out = Vec::new();
+    loop {
+        let token = sample(state);
+        out.push(token);
+        if (stops && token == STOP) || out.len() == max_tokens {
+            return out;
+        }
+        state = mix(state, token);
+    }
+}
+
+/// The fake runner's cache: one value per pool slot.
+#[derive(Debug)]
+pub struct FakeRunner {
+    block_size: usize,
+    slots: Vec<Option<u64>>,
+}
+
+impl FakeRunner {
+    /// A runner for the scheduler's KV pool.
+    pub fn new(sched: &Scheduler) -> Self {
+        let kv = sched.kv();
+        Self {
+            block_size: kv.block_size(),
+            slots: vec![None; kv.num_blocks() * kv.block_size()],
+        }
+    }
+
+    fn slot(&self, table: &[u32], position: usize) -> usize {
+        let block = table[position / self.block_size] as usize;
+        block * self.block_size + position % self.block_size
+    }
+
+    /// Runs `plan`: computes and stores every fed position, samples where asked. `salts` maps
+    /// request ids to their salts.
+    pub fn run(&mut self, plan: &StepPlan, salts: &HashMap<u64, u64>) -> Vec<(u64, u32)> {
+        let mut sampled = Vec::new();
+        for s in &plan.seqs {
+            let end = s.start + s.tokens.len();
+            assert!(s.block_table.len() * self.block_size >= end, "{s:?}");
+            let mut state = if s.start == 0 {
+                seed(salts[&s.id])
+            } else {
+                let slot = self.slot(&s.block_table, s.start - 1);
+                self.slots[slot].expect("the position before the chunk is computed")
+            };
+            for (p, &t) in (s.start..end).zip(&s.tokens) {
+                state = mix(state, t);
+                let slot = self.slot(&s.block_table, p);
+                self.slots[slot] = Some(state);
+            }
+            if s.sample {
+                sampled.push((s.id, sample(state)));
+            }
+        }
+        sampled
+    }
+
+    /// Checks that the cache holds the right value for every computed position of request
+    /// `id`, whose tokens are `tokens`.
+    pub fn check_computed(&self, sched: &Scheduler, id: u64, tokens: &[u32], salt: u64) {
+        let computed = sched.num_computed(id).expect("live request");
+        let Some(table) = sched.kv().block_table(id) else {
+            assert_eq!(
+                computed, 0,
+                "request {id} has computed tokens but no blocks"
+            );
+            return;
+        };
+        let mut state = seed(salt);
+        for (p, &t) in tokens[..computed].iter().enumerate() {
+            state = mix(state, t);
+            let slot = self.slot(table, p);
+            assert_eq!(self.slots[slot], Some(state), "request {id} position {p}");
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Turning API parameters into engine jobs, and the channel their events come back on: several
+//! choices (`n`, several prompts) share one channel, tagged by choice index. Dropping the
+//! receiver (a client that went away) cancels every job at the engine's next step.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use forja_api::openai::Sampling;
+use forja_engine::serving::{Engine, Event, EventSink, Job};
+use forja_engine::{GenerateParams, SamplingParams};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Most choices one request may ask for.
+pub const MAX_CHOICES: usize = 16;
+
+struct Sink {
+    index: usize,
+    tx: UnboundedSender<(usize, Event)>,
+}
+
+impl EventSink for Sink {
+    fn send(&mut self, event: Event) -> bool {
+        self.tx.send((self.index, event)).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// What a request asks of the engine, validated.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub params: GenerateParams,
+    pub n: usize,
+    pub priority: i32,
+    /// Whether `max_tokens` was given (else: until the context is full).
+    pub explicit_max: bool,
+}
+
+/// Validates OpenAI sampling fields into generation parameters. OpenAI's defaults apply
+/// (temperature 1, top_p 1, no top_k / min_p); a missing seed gets a fresh random one.
+pub fn plan(s: &Sampling, top_logprobs: usize, vocab: usize) -> Result<Plan, ApiError> {
+    let n = s.n.unwrap_or(1);
+    if n == 0 || n > MAX_CHOICES {
+        return Err(ApiError::param(
+            "n",
+            format!("n must be between 1 and {MAX_CHOICES} (got {n})"),
+        ));
+    }
+    let mut logit_bias = HashMap::new();
+    for (k, &v) in s.logit_bias.iter().flatten() {
+        let id: u32 = k.parse().map_err(|_| {
+            ApiError::param(
+                "logit_bias",
+                format!("logit_bias key `{k}` is not a token id"),
+            )
+        })?;
+        if id as usize >= vocab {
+            return Err(ApiError::param(
+                "logit_bias",
+                format!("logit_bias token {id} is outside the vocabulary of {vocab}"),
+            ));
+        }
+        logit_bias.insert(id, v);
+    }
+    let seed = match s.seed {
+        Some(seed) => seed as u64,
+        None => fresh_seed(),
+    };
+    let sampling = SamplingParams {
+        temperature: s.temperature.unwrap_or(1.0),
+        top_k: s.top_k.unwrap_or(0),
+        top_p: s.top_p.unwrap_or(1.0),
+        min_p: s.min_p.unwrap_or(0.0),
+        repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
+        frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
+        presence_penalty: s.presence_penalty.unwrap_or(0.0),
+        logit_bias,
+        seed,
+    };
+    sampling
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    if s.max_tokens == Some(0) {
+        return Err(ApiError::param(
+            "max_tokens",
+            "max_tokens must be at least 1",
+        ));
+    }
+    Ok(Plan {
+        params: GenerateParams {
+            sampling,
+            max_tokens: s.max_tokens.unwrap_or(0),
+            stop: s.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
+            top_logprobs,
+        },
+        n,
+        priority: s.priority.unwrap_or(0),
+        explicit_max: s.max_tokens.is_some(),
+    })
+}
+
+fn fresh_seed() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // splitmix64 of the clock, so seeds of close requests differ in every bit.
+    let mut z = t.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Submits `plan.n` jobs for each prompt (choice index = prompt · n + j; seeds differ by j).
+/// All or nothing: if one is refused, those already admitted are cancelled.
+pub fn submit(
+    engine: &Engine,
+    prompts: &[Vec<u32>],
+    plan: &Plan,
+) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
+    let (tx, rx) = unbounded_channel();
+    let mut ids = Vec::new();
+    for (p, prompt) in prompts.iter().enumerate() {
+        for j in 0..plan.n {
+            let mut params = plan.params.clone();
+            params.sampling.seed = params.sampling.seed.wrapping_add(j as u64);
+            if !plan.explicit_max {
+                params.max_tokens = engine.room_after(prompt.len()).max(1);
+            }
+            let job = Job {
+                prompt: prompt.clone(),
+                params,
+                priority: plan.priority,
+                sink: Box::new(Sink {
+                    index: p * plan.n + j,
+                    tx: tx.clone(),
+                }),
+            };
+            match engine.submit(job) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    for id in ids {
+                        engine.abort(id);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    Ok(rx)
+}
+
+/// Per-choice timing, recorded into the metrics as events arrive.
+#[derive(Debug)]
+pub struct Timing {
+    start: Instant,
+    last: Vec<Option<Instant>>,
+}
+
+impl Timing {
+    pub fn new(start: Instant, choices: usize) -> Self {
+        Timing {
+            start,
+            last: vec![None; choices],
+        }
+    }
+
+    /// Records `event` of choice `i`.
+    pub fn record(&mut self, metrics: &Metrics, i: usize, event: &Event) {
+        let now = Instant::now();
+        match event {
+            Event::Token { .. } => {
+                metrics
+                    .generated_tokens
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match self.last.get(i).copied().flatten() {
+                    None => metrics.ttft.observe((now - self.start).as_secs_f64()),
+                    Some(prev) => metrics.inter_token.observe((now - prev).as_secs_f64()),
+                }
+                if let Some(slot) = self.last.get_mut(i) {
+                    *slot = Some(now);
+                }
+            }
+            Event::Done { usage, .. } => {
+                metrics.prompt_tokens.fetch_add(
+                    usage.prompt_tokens as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                metrics.e2e.observe((now - self.start).as_secs_f64());
+            }
+            Event::Error(_) => {}
+        }
+    }
+}
+
+/// The API's name for a finish reason.
+pub fn finish_name(f: forja_engine::FinishReason) -> &'static str {
+    match f {
+        forja_engine::FinishReason::Stop => "stop",
+        forja_engine::FinishReason::Length => "length",
+        forja_engine::FinishReason::Cancelled => "cancelled",
+    }
+}

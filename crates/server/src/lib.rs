@@ -1,0 +1,217 @@
+//! forja's HTTP server (axum): OpenAI-compatible routes, server-sent event streams, the one
+//! error → HTTP map, Prometheus metrics and API-key auth, over the engine actor.
+
+pub mod error;
+pub mod jobs;
+pub mod metrics;
+pub mod openai;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use forja_engine::serving::Engine;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// How the server listens and whom it lets in.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Requests must send `Authorization: Bearer <key>` (all routes but `/health`).
+    pub api_key: Option<String>,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: usize,
+    /// Origins allowed by CORS; empty = CORS off.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            api_key: None,
+            max_body_bytes: 8 << 20,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub engine: Engine,
+    pub metrics: Metrics,
+    pub config: ServerConfig,
+    /// The name clients use for the model.
+    pub model_name: String,
+    /// Unix seconds the server started.
+    pub started: u64,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, config: ServerConfig) -> Self {
+        AppState {
+            model_name: engine.model.name.clone(),
+            engine,
+            metrics: Metrics::default(),
+            config,
+            started: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    /// Whether `name` designates the served model: its name, or that name without the file
+    /// extension.
+    pub fn serves(&self, name: &str) -> bool {
+        let n = self.model_name.as_str();
+        name == n || n.strip_suffix(".gguf") == Some(name)
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A process-unique number for response ids.
+pub(crate) fn jobs_id() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    (t << 16) ^ NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Every route, with auth, metrics, body limit, CORS and panic isolation.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/models", get(openai::models))
+        .route("/metrics", get(metrics_route))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
+    let mut app = Router::new()
+        .merge(api)
+        .route("/health", get(health))
+        .fallback(fallback)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), count))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::internal("the server failed on this request; others are not affected")
+                    .into_response()
+            },
+        ));
+    if !state.config.cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> = state
+            .config
+            .cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+        );
+    }
+    app.with_state(state)
+}
+
+async fn auth(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(key) = &state.config.api_key {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), key.as_bytes()) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, &x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    state.metrics.count_request(&route, resp.status().as_u16());
+    resp
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    Json(serde_json::json!({
+        "status": "ok",
+        "model": state.model_name,
+        "pending": state.engine.pending(),
+    }))
+    .into_response()
+}
+
+async fn metrics_route(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&state.engine),
+    )
+        .into_response()
+}
+
+async fn fallback(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(uri.path())
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves; in-flight streams end with it.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_compare_exactly() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secre", b"secret"));
+        assert!(!constant_time_eq(b"secretx", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        assert!(!constant_time_eq(b"Secret", b"secret"));
+    }
+}

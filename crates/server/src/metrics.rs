@@ -1,0 +1,232 @@
+//! Prometheus metrics of one server: counters and histograms kept here (one registry per server,
+//! no process-wide state), gauges read from the engine at scrape time, rendered in the text
+//! exposition format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use forja_engine::serving::Engine;
+
+/// Bucket bounds in seconds for latency histograms.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+#[derive(Debug)]
+pub struct Histogram {
+    counts: Vec<AtomicU64>,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: LATENCY_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, secs: f64) {
+        for (bound, c) in LATENCY_BUCKETS.iter().zip(&self.counts) {
+            if secs <= *bound {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_us
+            .fetch_add((secs * 1e6).max(0.0) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, c) in LATENCY_BUCKETS.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let n = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {n}");
+    }
+}
+
+/// Everything `/metrics` reports besides the engine's live gauges.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests by route and HTTP status.
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    pub prompt_tokens: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    pub ttft: Histogram,
+    pub inter_token: Histogram,
+    pub e2e: Histogram,
+}
+
+impl Metrics {
+    pub fn count_request(&self, route: &str, status: u16) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((route.to_string(), status)).or_default() += 1;
+        }
+    }
+
+    /// The text exposition of every metric, with `engine`'s gauges read now.
+    pub fn render(&self, engine: &Engine) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let _ = writeln!(
+            out,
+            "# HELP forja_http_requests_total HTTP requests by route and status.\n\
+             # TYPE forja_http_requests_total counter"
+        );
+        if let Ok(m) = self.requests.lock() {
+            for ((route, status), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "forja_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        let g = &engine.gauges;
+        let load = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed) as f64;
+        gauge(
+            &mut out,
+            "forja_sched_waiting_requests",
+            "Requests admitted and waiting for their first step.",
+            load(&g.waiting),
+        );
+        gauge(
+            &mut out,
+            "forja_sched_running_requests",
+            "Requests with a sequence in the running batch.",
+            load(&g.running),
+        );
+        gauge(
+            &mut out,
+            "forja_engine_pending_requests",
+            "Requests admitted and not finished (queue depth).",
+            engine.pending() as f64,
+        );
+        gauge(
+            &mut out,
+            "forja_kv_blocks_used",
+            "KV cache blocks held by sequences.",
+            load(&g.kv_blocks_used),
+        );
+        gauge(
+            &mut out,
+            "forja_kv_blocks_free",
+            "KV cache blocks free (cached prefixes included, evictable).",
+            load(&g.kv_blocks_free),
+        );
+        gauge(
+            &mut out,
+            "forja_kv_block_size_tokens",
+            "Tokens per KV cache block.",
+            engine.pool.block_size as f64,
+        );
+        gauge(
+            &mut out,
+            "forja_kv_pool_bytes",
+            "Bytes of the preallocated KV cache pool.",
+            engine.pool.bytes as f64,
+        );
+        let queried = g.prefix_queried_tokens.load(Ordering::Relaxed);
+        let hit = g.prefix_hit_tokens.load(Ordering::Relaxed);
+        gauge(
+            &mut out,
+            "forja_kv_prefix_cache_hit_ratio",
+            "Prompt tokens found in the prefix cache over prompt tokens looked up.",
+            if queried == 0 {
+                0.0
+            } else {
+                hit as f64 / queried as f64
+            },
+        );
+        counter(
+            &mut out,
+            "forja_kv_prefix_cache_hit_tokens_total",
+            "Prompt tokens found in the prefix cache.",
+            hit,
+        );
+        counter(
+            &mut out,
+            "forja_sched_steps_total",
+            "Engine steps run.",
+            g.steps.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "forja_sched_preemptions_total",
+            "Sequences preempted (recomputed later) because KV blocks ran out.",
+            g.preemptions.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "forja_tokens_prompt_total",
+            "Prompt tokens of finished requests.",
+            self.prompt_tokens.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "forja_tokens_generated_total",
+            "Tokens generated.",
+            self.generated_tokens.load(Ordering::Relaxed),
+        );
+        self.ttft.render(
+            &mut out,
+            "forja_request_time_to_first_token_seconds",
+            "Time from a request's arrival to its first generated token.",
+        );
+        self.inter_token.render(
+            &mut out,
+            "forja_request_inter_token_seconds",
+            "Time between consecutive generated tokens of a request.",
+        );
+        self.e2e.render(
+            &mut out,
+            "forja_request_duration_seconds",
+            "Time from a request's arrival to its last token.",
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code fails loudly")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(0.007);
+        h.observe(0.3);
+        h.observe(500.0);
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.005\"} 0"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.01\"} 1"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.5\"} 2"), "{out}");
+        assert!(out.contains("x_bucket{le=\"120\"} 2"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3"), "{out}");
+        assert!(out.contains("x_count 3"), "{out}");
+    }
+}

@@ -1,0 +1,678 @@
+//! `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use forja_api::openai::{
+    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
+    ChoiceLogprobs, ChunkChoice, Completion, CompletionChoice, CompletionLogprobs,
+    CompletionRequest, Content, Delta, Model, ModelList, PromptTokensDetails, TokenLogprob,
+    TopLogprob, Usage,
+};
+use forja_engine::serving::Event;
+use forja_engine::{Message, Sampled};
+use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::jobs::{Timing, finish_name, plan, submit};
+
+/// Most log-probability alternatives per token.
+const MAX_TOP_LOGPROBS: usize = 20;
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Parses a JSON body; every failure is a 4xx that says what and where.
+pub fn parse_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::too_large(limit),
+        other => ApiError::invalid(format!("cannot read the request body: {other}")),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+fn check_model(state: &AppState, model: &str) -> Result<(), ApiError> {
+    if state.serves(model) {
+        Ok(())
+    } else {
+        Err(ApiError::model_not_found(model, &state.model_name))
+    }
+}
+
+fn request_id(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", crate::jobs_id())
+}
+
+/// The engine's conversation from OpenAI messages (text parts only).
+fn messages(req: &ChatCompletionRequest) -> Result<Vec<Message>, ApiError> {
+    if req.messages.is_empty() {
+        return Err(ApiError::param("messages", "messages must not be empty"));
+    }
+    req.messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let content = match &m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t.clone(),
+                Some(Content::Parts(parts)) => {
+                    let mut text = String::new();
+                    for p in parts {
+                        match (p.kind.as_str(), &p.text) {
+                            ("text", Some(t)) => text += t,
+                            (kind, _) => {
+                                return Err(ApiError::param(
+                                    "messages",
+                                    format!(
+                                        "messages[{i}]: content part of type `{kind}` is not \
+                                         supported by this text model"
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    text
+                }
+            };
+            Ok(Message {
+                role: m.role.clone(),
+                content,
+                tool_calls: m.tool_calls.clone(),
+                name: m.name.clone(),
+                tool_call_id: m.tool_call_id.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Rejects what this server does not do yet, rather than ignoring it.
+fn unsupported(req: &ChatCompletionRequest) -> Result<(), ApiError> {
+    if let Some(rf) = &req.response_format {
+        let kind = rf.get("type").and_then(|t| t.as_str()).unwrap_or("");
+        if kind != "text" {
+            return Err(ApiError::param(
+                "response_format",
+                format!("response_format `{kind}` is not supported by this server yet"),
+            ));
+        }
+    }
+    if req.tools.as_ref().is_some_and(|t| !t.is_null()) {
+        return Err(ApiError::param(
+            "tools",
+            "tool calling is not supported by this server yet",
+        ));
+    }
+    Ok(())
+}
+
+fn token_text(state: &AppState, id: u32) -> String {
+    state
+        .engine
+        .model
+        .tokenizer
+        .decode(&[id], false)
+        .unwrap_or_default()
+}
+
+fn chat_logprob(state: &AppState, s: &Sampled) -> TokenLogprob {
+    let token = token_text(state, s.token);
+    TokenLogprob {
+        bytes: token.as_bytes().to_vec(),
+        token,
+        logprob: s.logprob,
+        top_logprobs: s
+            .top
+            .iter()
+            .map(|&(id, lp)| {
+                let t = token_text(state, id);
+                TopLogprob {
+                    bytes: t.as_bytes().to_vec(),
+                    token: t,
+                    logprob: lp,
+                }
+            })
+            .collect(),
+    }
+}
+
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let start = Instant::now();
+    let req: ChatCompletionRequest = parse_body(body, state.config.max_body_bytes)?;
+    check_model(&state, &req.model)?;
+    unsupported(&req)?;
+    let want_logprobs = req.logprobs.unwrap_or(false);
+    let top = req.top_logprobs.unwrap_or(0);
+    if top > MAX_TOP_LOGPROBS {
+        return Err(ApiError::param(
+            "top_logprobs",
+            format!("top_logprobs must be at most {MAX_TOP_LOGPROBS}"),
+        ));
+    }
+    if top > 0 && !want_logprobs {
+        return Err(ApiError::param(
+            "top_logprobs",
+            "top_logprobs needs logprobs: true",
+        ));
+    }
+    let vocab = state.engine.model.tokenizer.vocab_size();
+    let plan = plan(&req.sampling(), top, vocab)?;
+    let msgs = messages(&req)?;
+    let engine = state.engine.clone();
+    let prompt = tokio::task::spawn_blocking(move || engine.model.chat_prompt(&msgs, None))
+        .await
+        .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
+        .map_err(|e| ApiError::param("messages", e.to_string()))?;
+    let prompts = [prompt];
+    let rx = submit(&state.engine, &prompts, &plan)?;
+    let id = request_id("chatcmpl");
+    let created = now_secs();
+    let choices = plan.n;
+    if req.stream {
+        let usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        let stream = chat_stream(
+            state,
+            rx,
+            id,
+            created,
+            req.model,
+            choices,
+            usage,
+            want_logprobs,
+            start,
+        );
+        return Ok(Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    let results = collect(&state, rx, choices, start).await?;
+    let mut usage = Usage::default();
+    let mut out = Vec::with_capacity(choices);
+    for (index, r) in results.into_iter().enumerate() {
+        add_usage(&mut usage, &r.usage, index < 1);
+        out.push(ChatChoice {
+            index,
+            message: AssistantMessage {
+                role: "assistant",
+                content: r.text,
+            },
+            logprobs: want_logprobs.then(|| ChoiceLogprobs {
+                content: r.tokens.iter().map(|s| chat_logprob(&state, s)).collect(),
+            }),
+            finish_reason: finish_name(r.finish),
+        });
+    }
+    Ok(Json(ChatCompletion {
+        id,
+        object: "chat.completion",
+        created,
+        model: req.model,
+        choices: out,
+        usage,
+    })
+    .into_response())
+}
+
+/// Adds a choice's counts; the prompt is counted once per distinct prompt.
+fn add_usage(total: &mut Usage, u: &forja_engine::serving::Usage, count_prompt: bool) {
+    if count_prompt {
+        total.prompt_tokens += u.prompt_tokens;
+        let cached = total
+            .prompt_tokens_details
+            .get_or_insert_with(PromptTokensDetails::default);
+        cached.cached_tokens += u.cached_tokens;
+    }
+    total.completion_tokens += u.completion_tokens;
+    total.total_tokens = total.prompt_tokens + total.completion_tokens;
+}
+
+/// One finished choice.
+struct Finished {
+    text: String,
+    tokens: Vec<Sampled>,
+    finish: forja_engine::FinishReason,
+    usage: forja_engine::serving::Usage,
+}
+
+/// Waits for every choice to finish; the first error fails the request.
+async fn collect(
+    state: &AppState,
+    mut rx: UnboundedReceiver<(usize, Event)>,
+    choices: usize,
+    start: Instant,
+) -> Result<Vec<Finished>, ApiError> {
+    let mut timing = Timing::new(start, choices);
+    let mut texts = vec![String::new(); choices];
+    let mut tokens: Vec<Vec<Sampled>> = vec![Vec::new(); choices];
+    let mut ends = vec![None; choices];
+    let mut done = 0;
+    while done < choices {
+        let Some((i, ev)) = rx.recv().await else {
+            return Err(ApiError::unavailable("the engine stopped"));
+        };
+        timing.record(&state.metrics, i, &ev);
+        if i >= choices {
+            continue;
+        }
+        match ev {
+            Event::Token { sampled, text } => {
+                texts[i] += &text;
+                tokens[i].push(sampled);
+            }
+            Event::Done { finish, usage } => {
+                ends[i] = Some((finish, usage));
+                done += 1;
+            }
+            Event::Error(m) => return Err(ApiError::internal(m)),
+        }
+    }
+    Ok(texts
+        .into_iter()
+        .zip(tokens)
+        .zip(ends)
+        .filter_map(|((text, tokens), end)| {
+            end.map(|(finish, usage)| Finished {
+                text,
+                tokens,
+                finish,
+                usage,
+            })
+        })
+        .collect())
+}
+
+struct ChatStream {
+    state: Arc<AppState>,
+    rx: UnboundedReceiver<(usize, Event)>,
+    id: String,
+    created: u64,
+    model: String,
+    usage: Option<Usage>,
+    logprobs: bool,
+    timing: Timing,
+    /// Choices that sent their role chunk / finished.
+    started: Vec<bool>,
+    left: usize,
+    done: bool,
+}
+
+impl ChatStream {
+    fn chunk(&self, choices: Vec<ChunkChoice>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage: self.usage.as_ref().map(|_| None),
+        }
+    }
+
+    /// The SSE events for one engine event.
+    fn events(&mut self, i: usize, ev: Event) -> Vec<SseEvent> {
+        self.timing.record(&self.state.metrics, i, &ev);
+        let mut out = Vec::new();
+        let role = if self.started.get(i).copied().unwrap_or(true) {
+            None
+        } else {
+            if let Some(s) = self.started.get_mut(i) {
+                *s = true;
+            }
+            Some("assistant")
+        };
+        match ev {
+            Event::Token { sampled, text } => {
+                if text.is_empty() && !self.logprobs && role.is_none() {
+                    return out;
+                }
+                let logprobs = self.logprobs.then(|| ChoiceLogprobs {
+                    content: vec![chat_logprob(&self.state, &sampled)],
+                });
+                let c = ChunkChoice {
+                    index: i,
+                    delta: Delta {
+                        role,
+                        content: Some(text),
+                    },
+                    logprobs,
+                    finish_reason: None,
+                };
+                out.push(json_event(&self.chunk(vec![c])));
+            }
+            Event::Done { finish, usage } => {
+                let c = ChunkChoice {
+                    index: i,
+                    delta: Delta {
+                        role,
+                        content: None,
+                    },
+                    logprobs: None,
+                    finish_reason: Some(finish_name(finish)),
+                };
+                out.push(json_event(&self.chunk(vec![c])));
+                if let Some(total) = &mut self.usage {
+                    add_usage(total, &usage, i == 0);
+                }
+                self.left -= 1;
+                if self.left == 0 {
+                    if let Some(total) = self.usage.clone() {
+                        let mut last = self.chunk(Vec::new());
+                        last.usage = Some(Some(total));
+                        out.push(json_event(&last));
+                    }
+                    out.push(SseEvent::default().data("[DONE]"));
+                    self.done = true;
+                }
+            }
+            Event::Error(m) => {
+                out.push(json_event(&ApiError::internal(m).body()));
+                self.done = true;
+            }
+        }
+        out
+    }
+}
+
+fn json_event<T: serde::Serialize>(v: &T) -> SseEvent {
+    SseEvent::default().data(serde_json::to_string(v).unwrap_or_else(|e| {
+        format!(r#"{{"error":{{"message":"cannot encode a chunk: {e}","type":"server_error"}}}}"#)
+    }))
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one place builds the stream state"
+)]
+fn chat_stream(
+    state: Arc<AppState>,
+    rx: UnboundedReceiver<(usize, Event)>,
+    id: String,
+    created: u64,
+    model: String,
+    choices: usize,
+    usage: bool,
+    logprobs: bool,
+    start: Instant,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let s = ChatStream {
+        state,
+        rx,
+        id,
+        created,
+        model,
+        usage: usage.then(Usage::default),
+        logprobs,
+        timing: Timing::new(start, choices),
+        started: vec![false; choices],
+        left: choices,
+        done: false,
+    };
+    futures_util::stream::unfold(s, |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            let Some((i, ev)) = s.rx.recv().await else {
+                s.done = true;
+                let e = ApiError::unavailable("the engine stopped");
+                return Some((
+                    futures_util::stream::iter(vec![Ok(json_event(&e.body()))]),
+                    s,
+                ));
+            };
+            let events = s.events(i, ev);
+            if !events.is_empty() {
+                let items: Vec<Result<SseEvent, Infallible>> = events.into_iter().map(Ok).collect();
+                return Some((futures_util::stream::iter(items), s));
+            }
+        }
+    })
+    .flatten()
+}
+
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let start = Instant::now();
+    let req: CompletionRequest = parse_body(body, state.config.max_body_bytes)?;
+    check_model(&state, &req.model)?;
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::param(
+            "suffix",
+            "suffix (fill-in-the-middle) is not supported",
+        ));
+    }
+    if req
+        .best_of
+        .is_some_and(|b| Some(b) != req.n && !(b == 1 && req.n.is_none()))
+    {
+        return Err(ApiError::param("best_of", "best_of must equal n"));
+    }
+    let top = req.logprobs.unwrap_or(0);
+    if top > 5 {
+        return Err(ApiError::param("logprobs", "logprobs must be at most 5"));
+    }
+    let vocab = state.engine.model.tokenizer.vocab_size();
+    let plan = plan(&req.sampling(), top, vocab)?;
+    let texts = req.prompt.clone().into_vec();
+    if texts.is_empty() || texts.iter().any(String::is_empty) {
+        return Err(ApiError::param("prompt", "prompt must not be empty"));
+    }
+    let engine = state.engine.clone();
+    let t2 = texts.clone();
+    let prompts = tokio::task::spawn_blocking(move || {
+        t2.iter()
+            .map(|t| engine.model.completion_prompt(t))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))?
+    .map_err(|e| ApiError::param("prompt", e.to_string()))?;
+    let rx = submit(&state.engine, &prompts, &plan)?;
+    let choices = prompts.len() * plan.n;
+    let id = request_id("cmpl");
+    let created = now_secs();
+    let echo = req.echo.unwrap_or(false);
+    if req.stream {
+        let usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        // Echoed prompts lead their choice's stream.
+        let echoed = (0..choices)
+            .map(|i| echo.then(|| texts[i / plan.n].clone()))
+            .collect();
+        let stream = completion_stream(
+            state, rx, id, created, req.model, plan.n, echoed, usage, start,
+        );
+        return Ok(Sse::new(stream)
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    let results = collect(&state, rx, choices, start).await?;
+    let mut usage = Usage::default();
+    let mut out = Vec::with_capacity(choices);
+    for (index, r) in results.into_iter().enumerate() {
+        add_usage(&mut usage, &r.usage, index % plan.n == 0);
+        let prefix = if echo {
+            texts[index / plan.n].clone()
+        } else {
+            String::new()
+        };
+        let logprobs = req.logprobs.map(|_| {
+            let mut lp = CompletionLogprobs::default();
+            let mut offset = prefix.len();
+            for s in &r.tokens {
+                let t = token_text(&state, s.token);
+                lp.text_offset.push(offset);
+                offset += t.len();
+                lp.tokens.push(t);
+                lp.token_logprobs.push(s.logprob);
+                lp.top_logprobs.push(
+                    s.top
+                        .iter()
+                        .map(|&(id, l)| (token_text(&state, id), l))
+                        .collect(),
+                );
+            }
+            lp
+        });
+        out.push(CompletionChoice {
+            index,
+            text: prefix + &r.text,
+            logprobs,
+            finish_reason: Some(finish_name(r.finish)),
+        });
+    }
+    Ok(Json(Completion {
+        id,
+        object: "text_completion",
+        created,
+        model: req.model,
+        choices: out,
+        usage: Some(usage),
+    })
+    .into_response())
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one place builds the stream state"
+)]
+fn completion_stream(
+    state: Arc<AppState>,
+    rx: UnboundedReceiver<(usize, Event)>,
+    id: String,
+    created: u64,
+    model: String,
+    n: usize,
+    echo: Vec<Option<String>>,
+    usage: bool,
+    start: Instant,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    struct S {
+        n: usize,
+        echo: Vec<Option<String>>,
+        state: Arc<AppState>,
+        rx: UnboundedReceiver<(usize, Event)>,
+        timing: Timing,
+        usage: Option<Usage>,
+        left: usize,
+        done: bool,
+        id: String,
+        created: u64,
+        model: String,
+    }
+    let choices = echo.len();
+    let s = S {
+        n,
+        echo,
+        state,
+        rx,
+        timing: Timing::new(start, choices),
+        usage: usage.then(Usage::default),
+        left: choices,
+        done: false,
+        id,
+        created,
+        model,
+    };
+    futures_util::stream::unfold(s, |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            let Some((i, ev)) = s.rx.recv().await else {
+                s.done = true;
+                let e = ApiError::unavailable("the engine stopped");
+                return Some((
+                    futures_util::stream::iter(vec![Ok(json_event(&e.body()))]),
+                    s,
+                ));
+            };
+            s.timing.record(&s.state.metrics, i, &ev);
+            let mk = |s: &S, text: String, finish: Option<&'static str>| Completion {
+                id: s.id.clone(),
+                object: "text_completion",
+                created: s.created,
+                model: s.model.clone(),
+                choices: vec![CompletionChoice {
+                    index: i,
+                    text,
+                    logprobs: None,
+                    finish_reason: finish,
+                }],
+                usage: None,
+            };
+            let mut out = Vec::new();
+            if let Some(prompt) = s.echo.get_mut(i).and_then(Option::take) {
+                out.push(Ok(json_event(&mk(&s, prompt, None))));
+            }
+            match ev {
+                Event::Token { text, .. } => {
+                    if !text.is_empty() {
+                        out.push(Ok(json_event(&mk(&s, text, None))));
+                    }
+                }
+                Event::Done { finish, usage } => {
+                    out.push(Ok(json_event(&mk(
+                        &s,
+                        String::new(),
+                        Some(finish_name(finish)),
+                    ))));
+                    if let Some(total) = &mut s.usage {
+                        add_usage(total, &usage, i % s.n == 0);
+                    }
+                    s.left -= 1;
+                    if s.left == 0 {
+                        if let Some(total) = s.usage.clone() {
+                            let mut last = mk(&s, String::new(), None);
+                            last.choices.clear();
+                            last.usage = Some(total);
+                            out.push(Ok(json_event(&last)));
+                        }
+                        out.push(Ok(SseEvent::default().data("[DONE]")));
+                        s.done = true;
+                    }
+                }
+                Event::Error(m) => {
+                    out.push(Ok(json_event(&ApiError::internal(m).body())));
+                    s.done = true;
+                }
+            }
+            if !out.is_empty() {
+                return Some((futures_util::stream::iter(out), s));
+            }
+        }
+    })
+    .flatten()
+}
+
+pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list",
+        data: vec![Model {
+            id: state.model_name.clone(),
+            object: "model",
+            created: state.started,
+            owned_by: "forja",
+            max_model_len: state.engine.pool.max_model_len,
+        }],
+    })
+}
