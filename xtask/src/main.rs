@@ -35,7 +35,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "forja-engine",
             &["forja-models", "forja-arch", "forja-kv", "forja-sched"][..],
         ),
-        ("forja-server", &["forja-api", "forja-engine"][..]),
+        (
+            "forja-server",
+            &["forja-api", "forja-engine", "forja-arch"][..],
+        ),
         ("forja-api", &[][..]),
         ("forja-sched", &["forja-kv"][..]),
         ("forja-kv", &[][..]),

@@ -19,6 +19,8 @@ pub struct LoadedModel {
     pub template: Option<ChatTemplate>,
     /// Display name (the file or folder name).
     pub name: String,
+    /// The file or folder it was loaded from.
+    pub path: std::path::PathBuf,
     controls: ControlText,
 }
 
@@ -63,6 +65,7 @@ impl LoadedModel {
             tokenizer,
             template,
             name,
+            path: path.to_path_buf(),
             controls,
         })
     }

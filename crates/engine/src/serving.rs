@@ -448,7 +448,15 @@ impl Actor {
                     all_logits: false,
                 })
                 .collect();
-            self.model.decoder.forward(&mut steps)
+            // A panic inside the model fails this step's requests, not the engine.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.model.decoder.forward(&mut steps)
+            }))
+            .unwrap_or_else(|_| {
+                Err(forja_models::ModelError::Input(
+                    "the model panicked on this step".into(),
+                ))
+            })
         };
         let logits = match logits {
             Ok(l) => l,

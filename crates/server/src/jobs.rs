@@ -7,9 +7,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use forja_api::openai::Sampling;
 use forja_engine::serving::{Engine, Event, EventSink, Job};
-use forja_engine::{GenerateParams, SamplingParams};
+use forja_engine::{GenerateParams, Sampled, SamplingParams};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
+use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -204,4 +205,66 @@ pub fn finish_name(f: forja_engine::FinishReason) -> &'static str {
         forja_engine::FinishReason::Length => "length",
         forja_engine::FinishReason::Cancelled => "cancelled",
     }
+}
+
+/// One finished choice.
+#[derive(Debug)]
+pub struct Finished {
+    pub text: String,
+    pub tokens: Vec<Sampled>,
+    pub finish: forja_engine::FinishReason,
+    pub usage: forja_engine::serving::Usage,
+    /// When its first token arrived.
+    pub first_token: Option<Instant>,
+}
+
+/// Waits for every choice to finish; the first error fails the request.
+pub async fn collect(
+    state: &AppState,
+    mut rx: UnboundedReceiver<(usize, Event)>,
+    choices: usize,
+    start: Instant,
+) -> Result<Vec<Finished>, ApiError> {
+    let mut timing = Timing::new(start, choices);
+    let mut texts = vec![String::new(); choices];
+    let mut tokens: Vec<Vec<Sampled>> = vec![Vec::new(); choices];
+    let mut ends = vec![None; choices];
+    let mut firsts: Vec<Option<Instant>> = vec![None; choices];
+    let mut done = 0;
+    while done < choices {
+        let Some((i, ev)) = rx.recv().await else {
+            return Err(ApiError::unavailable("the engine stopped"));
+        };
+        timing.record(&state.metrics, i, &ev);
+        if i >= choices {
+            continue;
+        }
+        match ev {
+            Event::Token { sampled, text } => {
+                firsts[i].get_or_insert_with(Instant::now);
+                texts[i] += &text;
+                tokens[i].push(sampled);
+            }
+            Event::Done { finish, usage } => {
+                ends[i] = Some((finish, usage));
+                done += 1;
+            }
+            Event::Error(m) => return Err(ApiError::internal(m)),
+        }
+    }
+    Ok(texts
+        .into_iter()
+        .zip(tokens)
+        .zip(ends)
+        .zip(firsts)
+        .filter_map(|(((text, tokens), end), first_token)| {
+            end.map(|(finish, usage)| Finished {
+                text,
+                tokens,
+                finish,
+                usage,
+                first_token,
+            })
+        })
+        .collect())
 }

@@ -1,9 +1,11 @@
 //! forja's HTTP server (axum): OpenAI-compatible routes, server-sent event streams, the one
 //! error → HTTP map, Prometheus metrics and API-key auth, over the engine actor.
 
+pub mod card;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
+pub mod ollama;
 pub mod openai;
 
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use forja_engine::serving::Engine;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::card::ModelCard;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -53,6 +56,8 @@ pub struct AppState {
     pub config: ServerConfig,
     /// The name clients use for the model.
     pub model_name: String,
+    /// Facts about the model for listings.
+    pub card: ModelCard,
     /// Unix seconds the server started.
     pub started: u64,
 }
@@ -61,6 +66,7 @@ impl AppState {
     pub fn new(engine: Engine, config: ServerConfig) -> Self {
         AppState {
             model_name: engine.model.name.clone(),
+            card: ModelCard::read(&engine.model.path),
             engine,
             metrics: Metrics::default(),
             config,
@@ -71,8 +77,9 @@ impl AppState {
     }
 
     /// Whether `name` designates the served model: its name, or that name without the file
-    /// extension.
+    /// extension, each optionally with Ollama's `:latest` tag.
     pub fn serves(&self, name: &str) -> bool {
+        let name = name.strip_suffix(":latest").unwrap_or(name);
         let n = self.model_name.as_str();
         name == n || n.strip_suffix(".gguf") == Some(name)
     }
@@ -95,10 +102,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))
         .route("/metrics", get(metrics_route))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/ps", get(ollama::ps))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
     let mut app = Router::new()
         .merge(api)
         .route("/health", get(health))
+        .route("/api/version", get(ollama::version))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

@@ -24,7 +24,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::jobs::{Timing, finish_name, plan, submit};
+use crate::jobs::{Timing, collect, finish_name, plan, submit};
 
 /// Most log-probability alternatives per token.
 const MAX_TOP_LOGPROBS: usize = 20;
@@ -112,7 +112,11 @@ fn unsupported(req: &ChatCompletionRequest) -> Result<(), ApiError> {
             ));
         }
     }
-    if req.tools.as_ref().is_some_and(|t| !t.is_null()) {
+    if req
+        .tools
+        .as_ref()
+        .is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()))
+    {
         return Err(ApiError::param(
             "tools",
             "tool calling is not supported by this server yet",
@@ -242,61 +246,6 @@ fn add_usage(total: &mut Usage, u: &forja_engine::serving::Usage, count_prompt: 
     }
     total.completion_tokens += u.completion_tokens;
     total.total_tokens = total.prompt_tokens + total.completion_tokens;
-}
-
-/// One finished choice.
-struct Finished {
-    text: String,
-    tokens: Vec<Sampled>,
-    finish: forja_engine::FinishReason,
-    usage: forja_engine::serving::Usage,
-}
-
-/// Waits for every choice to finish; the first error fails the request.
-async fn collect(
-    state: &AppState,
-    mut rx: UnboundedReceiver<(usize, Event)>,
-    choices: usize,
-    start: Instant,
-) -> Result<Vec<Finished>, ApiError> {
-    let mut timing = Timing::new(start, choices);
-    let mut texts = vec![String::new(); choices];
-    let mut tokens: Vec<Vec<Sampled>> = vec![Vec::new(); choices];
-    let mut ends = vec![None; choices];
-    let mut done = 0;
-    while done < choices {
-        let Some((i, ev)) = rx.recv().await else {
-            return Err(ApiError::unavailable("the engine stopped"));
-        };
-        timing.record(&state.metrics, i, &ev);
-        if i >= choices {
-            continue;
-        }
-        match ev {
-            Event::Token { sampled, text } => {
-                texts[i] += &text;
-                tokens[i].push(sampled);
-            }
-            Event::Done { finish, usage } => {
-                ends[i] = Some((finish, usage));
-                done += 1;
-            }
-            Event::Error(m) => return Err(ApiError::internal(m)),
-        }
-    }
-    Ok(texts
-        .into_iter()
-        .zip(tokens)
-        .zip(ends)
-        .filter_map(|((text, tokens), end)| {
-            end.map(|(finish, usage)| Finished {
-                text,
-                tokens,
-                finish,
-                usage,
-            })
-        })
-        .collect())
 }
 
 struct ChatStream {

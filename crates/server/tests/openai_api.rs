@@ -9,119 +9,13 @@
     reason = "test code fails loudly"
 )]
 
-use std::sync::Arc;
+mod common;
 
-use candle_core::Device;
-use forja_engine::serving::{Engine, ServingConfig};
-use forja_engine::{GenerateParams, LoadedModel, Message, SamplingParams, generate};
-use forja_server::{AppState, ServerConfig};
+use common::{MODEL, load, sse_data, start};
+use forja_engine::serving::ServingConfig;
+use forja_engine::{GenerateParams, Message, SamplingParams, generate};
+use forja_server::ServerConfig;
 use serde_json::{Value, json};
-
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
-struct Server {
-    url: String,
-    client: reqwest::Client,
-    model: Arc<LoadedModel>,
-    rt: tokio::runtime::Runtime,
-}
-
-fn load() -> Arc<LoadedModel> {
-    Arc::new(LoadedModel::load(&forja_testkit::testdata_file(MODEL), &Device::Cpu).unwrap())
-}
-
-fn start(model: Arc<LoadedModel>, serving: ServingConfig, config: ServerConfig) -> Server {
-    let (engine, _thread) = Engine::start(Arc::clone(&model), &serving).unwrap();
-    let state = Arc::new(AppState::new(engine, config));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(forja_server::serve(listener, state, std::future::pending()));
-    Server {
-        url,
-        client: reqwest::Client::new(),
-        model,
-        rt,
-    }
-}
-
-impl Server {
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .post(format!("{}{path}", self.url))
-                .json(body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json().await.unwrap())
-        })
-    }
-
-    fn raw(&self, path: &str, body: &str) -> (u16, Value) {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .post(format!("{}{path}", self.url))
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.json().await.unwrap())
-        })
-    }
-
-    /// The `data:` payloads of a streamed response.
-    fn stream(&self, path: &str, body: &Value) -> Vec<String> {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .post(format!("{}{path}", self.url))
-                .json(body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 200);
-            let text = r.text().await.unwrap();
-            sse_data(&text)
-        })
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        self.rt.block_on(async {
-            let text = self
-                .client
-                .get(format!("{}/metrics", self.url))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
-                .parse()
-                .unwrap()
-        })
-    }
-}
-
-fn sse_data(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(str::to_string)
-        .collect()
-}
 
 fn chat(content: &str, extra: Value) -> Value {
     let mut body = json!({
@@ -535,4 +429,79 @@ fn a_full_queue_answers_429_with_retry_after() {
         "{statuses:?}"
     );
     assert!(statuses.iter().any(|(s, _)| *s == 200));
+}
+
+#[test]
+fn preemption_recomputes_without_changing_answers() {
+    // About 12 blocks of 16 tokens: six concurrent requests of ~60 tokens cannot all fit.
+    let model = load();
+    let per_token =
+        forja_arch::kv_cache::kv_bytes_per_token(&model.decoder.config, forja_arch::KvDtype::F32);
+    let s = start(
+        model,
+        ServingConfig {
+            kv_bytes: (per_token * 16.0 * 12.0) as u64,
+            ..Default::default()
+        },
+        ServerConfig::default(),
+    );
+    let questions: Vec<String> = (0..6)
+        .map(|i| format!("Name {} animals that live in the forest, please.", i + 2))
+        .collect();
+    let body = |q: &str| {
+        chat(
+            q,
+            json!({"temperature": 0, "max_tokens": 24, "logprobs": true, "top_logprobs": 2}),
+        )
+    };
+    let alone: Vec<Value> = questions
+        .iter()
+        .map(|q| s.post("/v1/chat/completions", &body(q)).1)
+        .collect();
+    let together: Vec<(u16, Value)> = s.rt.block_on(async {
+        let tasks: Vec<_> = questions
+            .iter()
+            .map(|q| {
+                let client = s.client.clone();
+                let url = format!("{}/v1/chat/completions", s.url);
+                let b = body(q);
+                tokio::spawn(async move {
+                    let r = client.post(url).json(&b).send().await.unwrap();
+                    (r.status().as_u16(), r.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    // A recomputed sequence is prefilled in chunks where it was decoded token by token, so
+    // float sums run in another order: greedy answers are the same, or part where the two best
+    // tokens were within rounding of each other.
+    for ((status, v), a) in together.iter().zip(&alone) {
+        assert_eq!(*status, 200, "{v}");
+        let toks = |v: &Value| -> Vec<String> {
+            v["choices"][0]["logprobs"]["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["token"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (x, y) = (toks(v), toks(a));
+        if let Some(k) = x.iter().zip(&y).position(|(p, q)| p != q) {
+            let top = &a["choices"][0]["logprobs"]["content"][k]["top_logprobs"];
+            let gap = top[0]["logprob"].as_f64().unwrap() - top[1]["logprob"].as_f64().unwrap();
+            assert!(
+                gap < 1e-2,
+                "answers part at token {k} with a gap of {gap}: {x:?} vs {y:?}"
+            );
+        } else {
+            assert_eq!(x, y);
+        }
+    }
+    assert!(s.metric("forja_sched_preemptions_total") > 0.0);
+    assert_eq!(s.metric("forja_kv_blocks_used"), 0.0);
 }

@@ -1,0 +1,498 @@
+//! Ollama-compatible routes: `/api/chat`, `/api/generate` (newline-delimited JSON streams by
+//! default), `/api/tags`, `/api/show`, `/api/ps`, `/api/version`. Errors are Ollama's
+//! `{"error": "…"}` with the same statuses as the OpenAI routes.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use forja_api::ollama::{
+    ChatMessage, ChatRequest, ChatResponse, Error, GenerateRequest, GenerateResponse, ListedModel,
+    ModelDetails, ModelList, Options, ShowRequest, ShowResponse, Stats,
+};
+use forja_api::openai::{OneOrMany, Sampling};
+use forja_engine::Message;
+use forja_engine::serving::Event;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::AppState;
+use crate::card::rfc3339;
+use crate::error::ApiError;
+use crate::jobs::{Timing, collect, finish_name, plan, submit};
+use crate::openai::parse_body;
+
+/// An error in Ollama's shape.
+#[derive(Debug)]
+pub struct OllamaError(ApiError);
+
+impl From<ApiError> for OllamaError {
+    fn from(e: ApiError) -> Self {
+        OllamaError(e)
+    }
+}
+
+impl IntoResponse for OllamaError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.0.status,
+            Json(Error {
+                error: self.0.message.clone(),
+            }),
+        )
+            .into_response();
+        if let Some(s) = self.0.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+type Result<T> = std::result::Result<T, OllamaError>;
+
+fn now() -> String {
+    rfc3339(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+fn check_model(state: &AppState, model: &str) -> std::result::Result<(), ApiError> {
+    if state.serves(model) {
+        Ok(())
+    } else {
+        Err(ApiError::model_not_found(model, &state.model_name))
+    }
+}
+
+/// Ollama's defaults where the request says nothing: temperature 0.8, top_k 40, top_p 0.9.
+fn sampling(options: Option<&Options>) -> std::result::Result<Sampling, ApiError> {
+    let o = options.cloned().unwrap_or_default();
+    let max_tokens = match o.num_predict {
+        None | Some(-1) | Some(-2) => None,
+        Some(n) if n > 0 => Some(n as usize),
+        Some(n) => {
+            return Err(ApiError::param(
+                "options.num_predict",
+                format!("num_predict must be positive, -1 or -2 (got {n})"),
+            ));
+        }
+    };
+    Ok(Sampling {
+        temperature: Some(o.temperature.unwrap_or(0.8)),
+        top_p: Some(o.top_p.unwrap_or(0.9)),
+        top_k: Some(o.top_k.unwrap_or(40)),
+        min_p: o.min_p,
+        frequency_penalty: o.frequency_penalty,
+        presence_penalty: o.presence_penalty,
+        repetition_penalty: o.repeat_penalty,
+        logit_bias: None,
+        seed: o.seed,
+        max_tokens,
+        stop: o.stop.map(OneOrMany::Many),
+        n: None,
+        priority: None,
+    })
+}
+
+fn unsupported(format: Option<&Value>, tools: Option<&Value>) -> std::result::Result<(), ApiError> {
+    if format.is_some_and(|f| !f.is_null() && f != "") {
+        return Err(ApiError::param(
+            "format",
+            "structured output (format) is not supported by this server yet",
+        ));
+    }
+    if tools.is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty())) {
+        return Err(ApiError::param(
+            "tools",
+            "tool calling is not supported by this server yet",
+        ));
+    }
+    Ok(())
+}
+
+fn stats(start: Instant, first: Option<Instant>, usage: &forja_engine::serving::Usage) -> Stats {
+    let end = Instant::now();
+    let first = first.unwrap_or(end);
+    Stats {
+        total_duration: (end - start).as_nanos() as u64,
+        load_duration: 0,
+        prompt_eval_count: usage.prompt_tokens,
+        prompt_eval_duration: (first - start).as_nanos() as u64,
+        eval_count: usage.completion_tokens,
+        eval_duration: (end - first).as_nanos() as u64,
+    }
+}
+
+/// A newline-delimited JSON response from a stream of values.
+fn ndjson(stream: impl futures_util::Stream<Item = Value> + Send + 'static) -> Response {
+    let body = stream.map(|v| {
+        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<Bytes, std::convert::Infallible>(Bytes::from(line))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// What one streamed line carries.
+enum Piece {
+    Text(String),
+    Done { reason: &'static str, stats: Stats },
+    Failed(String),
+}
+
+/// The engine's events for one choice as lines: text pieces, then a final line with stats.
+fn pieces(
+    state: Arc<AppState>,
+    rx: UnboundedReceiver<(usize, Event)>,
+    start: Instant,
+) -> impl futures_util::Stream<Item = Piece> + Send {
+    struct S {
+        state: Arc<AppState>,
+        rx: UnboundedReceiver<(usize, Event)>,
+        timing: Timing,
+        start: Instant,
+        first: Option<Instant>,
+        done: bool,
+    }
+    let s = S {
+        timing: Timing::new(start, 1),
+        state,
+        rx,
+        start,
+        first: None,
+        done: false,
+    };
+    futures_util::stream::unfold(s, |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            let Some((i, ev)) = s.rx.recv().await else {
+                s.done = true;
+                return Some((Piece::Failed("the engine stopped".into()), s));
+            };
+            s.timing.record(&s.state.metrics, i, &ev);
+            match ev {
+                Event::Token { text, .. } => {
+                    s.first.get_or_insert_with(Instant::now);
+                    if !text.is_empty() {
+                        return Some((Piece::Text(text), s));
+                    }
+                }
+                Event::Done { finish, usage } => {
+                    s.done = true;
+                    let stats = stats(s.start, s.first, &usage);
+                    let reason = finish_name(finish);
+                    return Some((Piece::Done { reason, stats }, s));
+                }
+                Event::Error(m) => {
+                    s.done = true;
+                    return Some((Piece::Failed(m), s));
+                }
+            }
+        }
+    })
+}
+
+fn messages(msgs: &[ChatMessage]) -> std::result::Result<Vec<Message>, ApiError> {
+    if msgs.is_empty() {
+        return Err(ApiError::param("messages", "messages must not be empty"));
+    }
+    msgs.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if m.images.as_ref().is_some_and(|v| !v.is_empty()) {
+                return Err(ApiError::param(
+                    "messages",
+                    format!("messages[{i}]: images are not supported by this text model"),
+                ));
+            }
+            Ok(Message {
+                role: m.role.clone(),
+                content: m.content.clone(),
+                tool_calls: m.tool_calls.clone(),
+                name: m.tool_name.clone(),
+                tool_call_id: None,
+            })
+        })
+        .collect()
+}
+
+pub async fn chat(
+    State(state): State<Arc<AppState>>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let start = Instant::now();
+    let req: ChatRequest = parse_body(body, state.config.max_body_bytes)?;
+    check_model(&state, &req.model)?;
+    unsupported(req.format.as_ref(), req.tools.as_ref())?;
+    let model = req.model.clone();
+    if req.messages.is_empty() {
+        // Ollama's way to load a model: an empty conversation answers at once.
+        return Ok(Json(ChatResponse {
+            model,
+            created_at: now(),
+            message: assistant(String::new()),
+            done: true,
+            done_reason: Some("load".into()),
+            stats: None,
+        })
+        .into_response());
+    }
+    let msgs = messages(&req.messages)?;
+    let vocab = state.engine.model.tokenizer.vocab_size();
+    let plan = plan(&sampling(req.options.as_ref())?, 0, vocab)?;
+    let engine = state.engine.clone();
+    let prompt = tokio::task::spawn_blocking(move || engine.model.chat_prompt(&msgs, None))
+        .await
+        .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
+        .map_err(|e| ApiError::param("messages", e.to_string()))?;
+    let rx = submit(&state.engine, &[prompt], &plan)?;
+    if req.stream.unwrap_or(true) {
+        let lines = pieces(Arc::clone(&state), rx, start).map(move |p| {
+            let line = match p {
+                Piece::Text(t) => ChatResponse {
+                    model: model.clone(),
+                    created_at: now(),
+                    message: assistant(t),
+                    done: false,
+                    done_reason: None,
+                    stats: None,
+                },
+                Piece::Done { reason, stats } => ChatResponse {
+                    model: model.clone(),
+                    created_at: now(),
+                    message: assistant(String::new()),
+                    done: true,
+                    done_reason: Some(reason.into()),
+                    stats: Some(stats),
+                },
+                Piece::Failed(m) => return serde_json::json!({ "error": m }),
+            };
+            serde_json::to_value(line).unwrap_or_default()
+        });
+        return Ok(ndjson(lines));
+    }
+    let mut results = collect(&state, rx, 1, start).await?;
+    let r = results
+        .pop()
+        .ok_or_else(|| ApiError::internal("the engine returned no answer"))?;
+    let first = r.first_token;
+    Ok(Json(ChatResponse {
+        model,
+        created_at: now(),
+        message: assistant(r.text),
+        done: true,
+        done_reason: Some(finish_name(r.finish).into()),
+        stats: Some(stats(start, first, &r.usage)),
+    })
+    .into_response())
+}
+
+fn assistant(content: String) -> ChatMessage {
+    ChatMessage {
+        role: "assistant".into(),
+        content,
+        images: None,
+        tool_calls: None,
+        tool_name: None,
+        thinking: None,
+    }
+}
+
+pub async fn generate(
+    State(state): State<Arc<AppState>>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let start = Instant::now();
+    let req: GenerateRequest = parse_body(body, state.config.max_body_bytes)?;
+    check_model(&state, &req.model)?;
+    unsupported(req.format.as_ref(), None)?;
+    for (field, given) in [
+        ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty())),
+        (
+            "template",
+            req.template.as_ref().is_some_and(|s| !s.is_empty()),
+        ),
+        (
+            "context",
+            req.context.as_ref().is_some_and(|c| !c.is_empty()),
+        ),
+        ("images", req.images.as_ref().is_some_and(|c| !c.is_empty())),
+    ] {
+        if given {
+            return Err(ApiError::param(
+                field,
+                format!(
+                    "`{field}` is not supported by this server; use /api/chat for conversations"
+                ),
+            )
+            .into());
+        }
+    }
+    let model = req.model.clone();
+    let text = req.prompt.clone().unwrap_or_default();
+    if text.is_empty() {
+        return Ok(Json(GenerateResponse {
+            model,
+            created_at: now(),
+            response: String::new(),
+            done: true,
+            done_reason: Some("load".into()),
+            context: None,
+            stats: None,
+        })
+        .into_response());
+    }
+    let vocab = state.engine.model.tokenizer.vocab_size();
+    let plan = plan(&sampling(req.options.as_ref())?, 0, vocab)?;
+    let engine = state.engine.clone();
+    let raw = req.raw.unwrap_or(false) || engine.model.template.is_none();
+    let system = req.system.clone();
+    let prompt = tokio::task::spawn_blocking(move || {
+        if raw {
+            engine.model.completion_prompt(&text)
+        } else {
+            let mut msgs = Vec::new();
+            if let Some(s) = &system {
+                msgs.push(Message::new("system", s));
+            }
+            msgs.push(Message::new("user", &text));
+            engine.model.chat_prompt(&msgs, None)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
+    .map_err(|e| ApiError::param("prompt", e.to_string()))?;
+    let rx = submit(&state.engine, std::slice::from_ref(&prompt), &plan)?;
+    if req.stream.unwrap_or(true) {
+        let lines = pieces(Arc::clone(&state), rx, start).map(move |p| {
+            let line = match p {
+                Piece::Text(t) => GenerateResponse {
+                    model: model.clone(),
+                    created_at: now(),
+                    response: t,
+                    done: false,
+                    done_reason: None,
+                    context: None,
+                    stats: None,
+                },
+                Piece::Done { reason, stats } => GenerateResponse {
+                    model: model.clone(),
+                    created_at: now(),
+                    response: String::new(),
+                    done: true,
+                    done_reason: Some(reason.into()),
+                    context: None,
+                    stats: Some(stats),
+                },
+                Piece::Failed(m) => return serde_json::json!({ "error": m }),
+            };
+            serde_json::to_value(line).unwrap_or_default()
+        });
+        return Ok(ndjson(lines));
+    }
+    let mut results = collect(&state, rx, 1, start).await?;
+    let r = results
+        .pop()
+        .ok_or_else(|| ApiError::internal("the engine returned no answer"))?;
+    let mut context = prompt;
+    context.extend(r.tokens.iter().map(|s| s.token));
+    Ok(Json(GenerateResponse {
+        model,
+        created_at: now(),
+        response: r.text,
+        done: true,
+        done_reason: Some(finish_name(r.finish).into()),
+        context: Some(context),
+        stats: Some(stats(start, r.first_token, &r.usage)),
+    })
+    .into_response())
+}
+
+fn details(state: &AppState) -> ModelDetails {
+    let c = &state.card;
+    ModelDetails {
+        parent_model: String::new(),
+        format: c.format.into(),
+        family: c.family.clone(),
+        families: vec![c.family.clone()],
+        parameter_size: c.parameter_size(),
+        quantization_level: c.quantization.clone(),
+    }
+}
+
+fn listed(state: &AppState, running: bool) -> ListedModel {
+    ListedModel {
+        name: state.model_name.clone(),
+        model: state.model_name.clone(),
+        modified_at: rfc3339(state.card.modified),
+        size: state.card.file_bytes + if running { state.engine.pool.bytes } else { 0 },
+        digest: String::new(),
+        details: details(state),
+        // Loaded for the life of the server.
+        expires_at: running.then(|| "9999-12-31T23:59:59Z".to_string()),
+        size_vram: running.then_some(0),
+    }
+}
+
+pub async fn tags(State(state): State<Arc<AppState>>) -> Json<ModelList> {
+    Json(ModelList {
+        models: vec![listed(&state, false)],
+    })
+}
+
+pub async fn ps(State(state): State<Arc<AppState>>) -> Json<ModelList> {
+    Json(ModelList {
+        models: vec![listed(&state, true)],
+    })
+}
+
+pub async fn version() -> Json<Value> {
+    Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<ShowResponse>> {
+    let req: ShowRequest = parse_body(body, state.config.max_body_bytes)?;
+    check_model(&state, &req.model)?;
+    let c = &state.card;
+    let mut info = std::collections::BTreeMap::new();
+    info.insert("general.architecture".into(), Value::from(c.family.clone()));
+    info.insert("general.parameter_count".into(), Value::from(c.parameters));
+    info.insert(
+        format!("{}.context_length", c.family),
+        Value::from(state.engine.pool.max_model_len),
+    );
+    let template = state
+        .engine
+        .model
+        .tokenizer
+        .chat_template
+        .clone()
+        .unwrap_or_default();
+    Ok(Json(ShowResponse {
+        modelfile: format!("FROM {}\n", state.engine.model.path.display()),
+        parameters: String::new(),
+        template,
+        details: details(&state),
+        model_info: info,
+        capabilities: vec!["completion".into()],
+        modified_at: rfc3339(c.modified),
+    }))
+}

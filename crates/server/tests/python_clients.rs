@@ -1,0 +1,62 @@
+//! The official OpenAI and Ollama Python clients (pinned in scripts/clients/requirements.txt,
+//! installed by scripts/fetch-testdata) against a live server: each script checks what the
+//! client parsed and prints it; the answers must agree across routes and clients.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{MODEL, load, start};
+use forja_engine::serving::ServingConfig;
+use forja_server::ServerConfig;
+use serde_json::Value;
+
+fn run_client(script: &str, url: &str) -> Value {
+    let python = forja_testkit::testdata_dir().join("pyclients/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/fetch-testdata",
+        python.display()
+    );
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(&python)
+        .args([&path, url, MODEL])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[test]
+fn openai_and_ollama_clients_work_and_agree() {
+    let s = start(
+        load(),
+        ServingConfig::default(),
+        ServerConfig {
+            api_key: Some("forja-test-key".into()),
+            ..Default::default()
+        },
+    );
+    let openai = run_client("openai_client.py", &s.url);
+    assert!(!openai["chat"].as_str().unwrap().is_empty());
+    assert_eq!(openai["n_choices"], 3);
+    assert_eq!(openai["errors"], "ok");
+    // The Ollama client sends no key: a server without one.
+    let s2 = start(load(), ServingConfig::default(), ServerConfig::default());
+    let ollama = run_client("ollama_client.py", &s2.url);
+    assert_eq!(ollama["family"], "llama");
+    assert_eq!(ollama["errors"], "ok");
+    // Greedy answers to the same question agree across APIs.
+    assert_eq!(ollama["chat"], openai["chat"]);
+}
