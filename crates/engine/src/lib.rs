@@ -2,6 +2,7 @@
 //! detokenization and the generation loop.
 
 pub mod chat_template;
+pub mod constrain;
 pub mod error;
 pub mod generate;
 pub mod model;

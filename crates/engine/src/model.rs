@@ -2,12 +2,14 @@
 //! HF folder.
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::Device;
 use forja_models::loader::LoadOptions;
 use forja_models::{ContiguousKvCache, Decoder};
 
 use crate::chat_template::{ChatTemplate, Message};
+use crate::constrain::{Constraint, GrammarCompiler, OutputFormat};
 use crate::error::{EngineError, Result};
 use crate::prompt::{ControlText, chat_prompt, completion_prompt};
 use crate::tokenizer::Tokenizer;
@@ -15,13 +17,15 @@ use crate::tokenizer::Tokenizer;
 #[derive(Debug)]
 pub struct LoadedModel {
     pub decoder: Decoder,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: Arc<Tokenizer>,
     pub template: Option<ChatTemplate>,
     /// Display name (the file or folder name).
     pub name: String,
     /// The file or folder it was loaded from.
     pub path: std::path::PathBuf,
     controls: ControlText,
+    /// Built on first use of structured output.
+    grammar: OnceLock<std::result::Result<GrammarCompiler, String>>,
 }
 
 /// How a model at `path` is named to users: its file or folder name.
@@ -62,11 +66,12 @@ impl LoadedModel {
         let controls = ControlText::new(&tokenizer)?;
         Ok(LoadedModel {
             decoder,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             template,
             name,
             path: path.to_path_buf(),
             controls,
+            grammar: OnceLock::new(),
         })
     }
 
@@ -90,6 +95,18 @@ impl LoadedModel {
     /// look-alikes included.
     pub fn completion_prompt(&self, text: &str) -> Result<Vec<u32>> {
         completion_prompt(&self.tokenizer, text)
+    }
+
+    /// A fresh constraint that makes the output follow `format`.
+    pub fn constraint(&self, format: &OutputFormat) -> Result<Constraint> {
+        let compiler = self
+            .grammar
+            .get_or_init(|| {
+                GrammarCompiler::new(Arc::clone(&self.tokenizer)).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| EngineError::Input(e.clone()))?;
+        compiler.compile(format)
     }
 
     pub fn new_cache(&self) -> ContiguousKvCache {

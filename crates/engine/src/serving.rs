@@ -16,6 +16,7 @@ use forja_kv::KvManager;
 use forja_models::{PagedKvStore, SeqStep};
 use forja_sched::{FinishReason as SchedFinish, Request, SchedConfig, Scheduler, StepPlan};
 
+use crate::constrain::Constraint;
 use crate::error::{EngineError, Result};
 use crate::generate::{FinishReason, GenerateParams};
 use crate::model::LoadedModel;
@@ -96,6 +97,8 @@ pub struct Job {
     pub params: GenerateParams,
     /// Lower runs first; 0 is normal.
     pub priority: i32,
+    /// A grammar the output must follow (structured output).
+    pub constraint: Option<Constraint>,
     pub sink: Box<dyn EventSink>,
 }
 
@@ -137,7 +140,7 @@ pub struct Gauges {
 }
 
 enum Command {
-    Submit(u64, Job),
+    Submit(u64, Box<Job>),
     Abort(u64),
 }
 
@@ -267,7 +270,7 @@ impl Engine {
             return Err(SubmitError::Overloaded(admitted));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Command::Submit(id, job)) {
+        match self.tx.try_send(Command::Submit(id, Box::new(job))) {
             Ok(()) => Ok(id),
             Err(e) => {
                 self.pending.fetch_sub(1, Ordering::SeqCst);
@@ -298,6 +301,7 @@ impl Engine {
 
 struct ReqState {
     sampler: Sampler,
+    constraint: Option<Constraint>,
     /// Prompt and generated tokens (for penalties).
     history: Vec<u32>,
     stream: TextStream,
@@ -349,7 +353,7 @@ impl Actor {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Submit(id, job) => self.admit(id, job),
+            Command::Submit(id, job) => self.admit(id, *job),
             Command::Abort(id) => self.end(id, None),
         }
     }
@@ -379,6 +383,7 @@ impl Actor {
             id,
             ReqState {
                 sampler,
+                constraint: job.constraint,
                 stream: TextStream::new(&job.prompt, &job.params.stop),
                 prompt_len: job.prompt.len(),
                 history: job.prompt,
@@ -478,9 +483,12 @@ impl Actor {
                 continue;
             };
             let row = l.flatten_all().and_then(|t| t.to_vec1::<f32>());
-            let picked = row
-                .map_err(EngineError::from)
-                .and_then(|row| r.sampler.sample(&row, &r.history, r.top_logprobs));
+            let picked = row.map_err(EngineError::from).and_then(|mut row| {
+                if let Some(c) = &mut r.constraint {
+                    c.mask(&mut row)?;
+                }
+                r.sampler.sample(&row, &r.history, r.top_logprobs)
+            });
             match picked {
                 Ok(p) => sampled.push((s.id, p)),
                 Err(e) => failed.push((s.id, e.to_string())),
@@ -509,6 +517,16 @@ impl Actor {
         if tok.special.stop.contains(&token) {
             finish = Some(FinishReason::Stop);
         } else {
+            if let Some(c) = &mut r.constraint {
+                if let Err(e) = c.consume(token) {
+                    let msg = e.to_string();
+                    self.end(id, Some(Event::Error(msg)));
+                    return;
+                }
+                if c.is_done() {
+                    finish = Some(FinishReason::Stop);
+                }
+            }
             r.history.push(token);
             match r.stream.push(tok, token) {
                 Ok((piece, stopped)) => {
@@ -527,7 +545,8 @@ impl Actor {
         if finish.is_none() && at_length {
             finish = Some(FinishReason::Length);
         }
-        if let Some(FinishReason::Length) = finish {
+        if finish.is_some() {
+            // Release what was held back (a possible stop string that never completed).
             match r.stream.finish(tok) {
                 Ok((rest, stopped)) => {
                     text += &rest;

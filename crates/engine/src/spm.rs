@@ -93,7 +93,7 @@ impl PartialOrd for Bigram {
 }
 
 /// The byte a `<0x41>`-style token stands for.
-fn byte_of(token: &str) -> Option<u8> {
+pub(crate) fn byte_of(token: &str) -> Option<u8> {
     token
         .strip_prefix("<0x")
         .and_then(|h| h.strip_suffix('>'))
@@ -271,6 +271,16 @@ impl SpmVocab {
             }
             i = s.next;
         }
+    }
+
+    /// The bytes token `id` stands for: a byte token's byte, else its text with `▁` as a space.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        let t = self.tokens.get(id as usize)?;
+        let ty = self.types.get(id as usize).copied().unwrap_or(1);
+        if let Some(b) = byte_of(t).filter(|_| ty == TYPE_BYTE) {
+            return Some(vec![b]);
+        }
+        Some(t.replace('\u{2581}', " ").into_bytes())
     }
 
     /// Text of `ids` (control tokens dropped when `skip_control`); byte tokens are reassembled

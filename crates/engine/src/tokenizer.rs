@@ -43,6 +43,23 @@ pub struct Tokenizer {
     /// The model's chat template, when it ships one.
     pub chat_template: Option<String>,
     origin: String,
+    /// Tokens are GPT-2 byte-level strings (one character per byte).
+    byte_level: bool,
+}
+
+/// The byte a GPT-2 byte-level character stands for: printable bytes are themselves, the rest
+/// were moved to U+0100 onwards in byte order.
+fn byte_level_byte(c: char) -> Option<u8> {
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    let code = c as u32;
+    if code < 256 && printable(code) {
+        return Some(code as u8);
+    }
+    let n = code.checked_sub(256)?;
+    (0u32..256)
+        .filter(|&b| !printable(b))
+        .nth(n as usize)
+        .map(|b| b as u8)
 }
 
 /// End-of-turn markers of chat models: generation stops at them even when a file names another
@@ -104,6 +121,16 @@ fn meta_u32(c: &gguf_file::Content, key: &str) -> Option<u32> {
 fn meta_strings(c: &gguf_file::Content, key: &str) -> Option<Vec<String>> {
     let arr = meta(c, key)?.to_vec().ok()?;
     arr.iter().map(|v| v.to_string().ok().cloned()).collect()
+}
+
+/// Whether an HF pipeline decodes with GPT-2's byte-level mapping.
+fn is_byte_level(b: &Backend) -> bool {
+    match b {
+        Backend::Hf(t, _) => {
+            serde_json::to_string(&t.get_decoder()).is_ok_and(|d| d.contains("\"ByteLevel\""))
+        }
+        Backend::Spm(_) => false,
+    }
 }
 
 fn hf_backend(parse: tokenizers::Tokenizer) -> Backend {
@@ -252,6 +279,7 @@ impl Tokenizer {
         let chat_template =
             meta(c, "tokenizer.chat_template").and_then(|v| v.to_string().ok().cloned());
         Ok(Tokenizer {
+            byte_level: is_byte_level(&inner),
             inner,
             special,
             control,
@@ -346,8 +374,10 @@ impl Tokenizer {
             bos_text: bos_text.unwrap_or_default(),
             eos_text: eos_text.unwrap_or_default(),
         };
+        let inner = hf_backend(hf);
         Ok(Tokenizer {
-            inner: hf_backend(hf),
+            byte_level: is_byte_level(&inner),
+            inner,
             special,
             control,
             chat_template,
@@ -369,6 +399,17 @@ impl Tokenizer {
 
     /// Token ids of the concatenation of `parts`; special-token text becomes a special token only
     /// in parts that allow it (a chat template's own markup, not what a user typed).
+    /// Token ids of `text` as plain text: special-token look-alikes stay text, no BOS.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_parts(
+            &[Part {
+                text,
+                parse_special: false,
+            }],
+            false,
+        )
+    }
+
     pub fn encode_parts(&self, parts: &[Part<'_>], add_bos: bool) -> Result<Vec<u32>> {
         let mut body: Vec<u32> = Vec::new();
         let mut prev_special = true;
@@ -443,6 +484,27 @@ impl Tokenizer {
     /// Whether `id` is a control token (turn markers, BOS/EOS), not text.
     pub fn is_control(&self, id: u32) -> bool {
         self.control.contains(&id)
+    }
+
+    /// The bytes token `id` stands for in generated text (byte-level tokens mapped back to bytes,
+    /// SentencePiece's `▁` to a space, `<0x41>` byte tokens to their byte); `None` for an id
+    /// outside the vocabulary.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        match &self.inner {
+            Backend::Spm(v) => v.token_bytes(id),
+            Backend::Hf(t, _) => {
+                let text = t.id_to_token(id)?;
+                if self.byte_level {
+                    let bytes: Option<Vec<u8>> = text.chars().map(byte_level_byte).collect();
+                    // Added tokens are stored as plain text.
+                    Some(bytes.unwrap_or_else(|| text.clone().into_bytes()))
+                } else if let Some(b) = crate::spm::byte_of(&text) {
+                    Some(vec![b])
+                } else {
+                    Some(text.replace('\u{2581}', " ").into_bytes())
+                }
+            }
+        }
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use forja_api::openai::Sampling;
+use forja_engine::constrain::{Constraint, OutputFormat};
 use forja_engine::serving::{Engine, Event, EventSink, Job};
 use forja_engine::{GenerateParams, Sampled, SamplingParams};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -40,6 +43,8 @@ pub struct Plan {
     pub priority: i32,
     /// Whether `max_tokens` was given (else: until the context is full).
     pub explicit_max: bool,
+    /// Structured output.
+    pub format: Option<OutputFormat>,
 }
 
 /// Validates OpenAI sampling fields into generation parameters. OpenAI's defaults apply
@@ -102,6 +107,7 @@ pub fn plan(s: &Sampling, top_logprobs: usize, vocab: usize) -> Result<Plan, Api
         n,
         priority: s.priority.unwrap_or(0),
         explicit_max: s.max_tokens.is_some(),
+        format: None,
     })
 }
 
@@ -117,12 +123,30 @@ fn fresh_seed() -> u64 {
 }
 
 /// Submits `plan.n` jobs for each prompt (choice index = prompt · n + j; seeds differ by j).
-/// All or nothing: if one is refused, those already admitted are cancelled.
-pub fn submit(
+/// All or nothing: if one is refused, those already admitted are cancelled. An invalid output
+/// format is a 400 before anything runs.
+pub async fn submit(
     engine: &Engine,
     prompts: &[Vec<u32>],
     plan: &Plan,
 ) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
+    let count = prompts.len() * plan.n;
+    let mut constraints: Vec<Option<Constraint>> = Vec::with_capacity(count);
+    if let Some(format) = &plan.format {
+        let model = Arc::clone(&engine.model);
+        let format = format.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            (0..count)
+                .map(|_| model.constraint(&format).map(Some))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("grammar compilation failed: {e}")))?;
+        constraints = compiled.map_err(|e| ApiError::param("response_format", e.to_string()))?;
+    } else {
+        constraints.resize_with(count, || None);
+    }
+    let mut constraints = constraints.into_iter();
     let (tx, rx) = unbounded_channel();
     let mut ids = Vec::new();
     for (p, prompt) in prompts.iter().enumerate() {
@@ -136,6 +160,7 @@ pub fn submit(
                 prompt: prompt.clone(),
                 params,
                 priority: plan.priority,
+                constraint: constraints.next().flatten(),
                 sink: Box::new(Sink {
                     index: p * plan.n + j,
                     tx: tx.clone(),

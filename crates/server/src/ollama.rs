@@ -17,6 +17,7 @@ use forja_api::ollama::{
 };
 use forja_api::openai::{OneOrMany, Sampling};
 use forja_engine::Message;
+use forja_engine::constrain::OutputFormat;
 use forja_engine::serving::Event;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -103,20 +104,27 @@ fn sampling(options: Option<&Options>) -> std::result::Result<Sampling, ApiError
     })
 }
 
-fn unsupported(format: Option<&Value>, tools: Option<&Value>) -> std::result::Result<(), ApiError> {
-    if format.is_some_and(|f| !f.is_null() && f != "") {
-        return Err(ApiError::param(
-            "format",
-            "structured output (format) is not supported by this server yet",
-        ));
-    }
+/// Ollama's `format`: `"json"` or a JSON schema. Tools are refused rather than ignored.
+fn output_format(
+    format: Option<&Value>,
+    tools: Option<&Value>,
+) -> std::result::Result<Option<OutputFormat>, ApiError> {
     if tools.is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty())) {
         return Err(ApiError::param(
             "tools",
             "tool calling is not supported by this server yet",
         ));
     }
-    Ok(())
+    match format {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s == "json" => Ok(Some(OutputFormat::JsonObject)),
+        Some(Value::Object(_)) => Ok(format.cloned().map(OutputFormat::JsonSchema)),
+        Some(other) => Err(ApiError::param(
+            "format",
+            format!("format must be \"json\" or a JSON schema object (got {other})"),
+        )),
+    }
 }
 
 fn stats(start: Instant, first: Option<Instant>, usage: &forja_engine::serving::Usage) -> Stats {
@@ -238,7 +246,7 @@ pub async fn chat(
     let start = Instant::now();
     let req: ChatRequest = parse_body(body, state.config.max_body_bytes)?;
     check_model(&state, &req.model)?;
-    unsupported(req.format.as_ref(), req.tools.as_ref())?;
+    let format = output_format(req.format.as_ref(), req.tools.as_ref())?;
     let model = req.model.clone();
     if req.messages.is_empty() {
         // Ollama's way to load a model: an empty conversation answers at once.
@@ -254,13 +262,14 @@ pub async fn chat(
     }
     let msgs = messages(&req.messages)?;
     let vocab = state.engine.model.tokenizer.vocab_size();
-    let plan = plan(&sampling(req.options.as_ref())?, 0, vocab)?;
+    let mut plan = plan(&sampling(req.options.as_ref())?, 0, vocab)?;
+    plan.format = format.clone();
     let engine = state.engine.clone();
     let prompt = tokio::task::spawn_blocking(move || engine.model.chat_prompt(&msgs, None))
         .await
         .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
         .map_err(|e| ApiError::param("messages", e.to_string()))?;
-    let rx = submit(&state.engine, &[prompt], &plan)?;
+    let rx = submit(&state.engine, &[prompt], &plan).await?;
     if req.stream.unwrap_or(true) {
         let lines = pieces(Arc::clone(&state), rx, start).map(move |p| {
             let line = match p {
@@ -320,7 +329,7 @@ pub async fn generate(
     let start = Instant::now();
     let req: GenerateRequest = parse_body(body, state.config.max_body_bytes)?;
     check_model(&state, &req.model)?;
-    unsupported(req.format.as_ref(), None)?;
+    let format = output_format(req.format.as_ref(), None)?;
     for (field, given) in [
         ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty())),
         (
@@ -358,7 +367,8 @@ pub async fn generate(
         .into_response());
     }
     let vocab = state.engine.model.tokenizer.vocab_size();
-    let plan = plan(&sampling(req.options.as_ref())?, 0, vocab)?;
+    let mut plan = plan(&sampling(req.options.as_ref())?, 0, vocab)?;
+    plan.format = format.clone();
     let engine = state.engine.clone();
     let raw = req.raw.unwrap_or(false) || engine.model.template.is_none();
     let system = req.system.clone();
@@ -377,7 +387,7 @@ pub async fn generate(
     .await
     .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
     .map_err(|e| ApiError::param("prompt", e.to_string()))?;
-    let rx = submit(&state.engine, std::slice::from_ref(&prompt), &plan)?;
+    let rx = submit(&state.engine, std::slice::from_ref(&prompt), &plan).await?;
     if req.stream.unwrap_or(true) {
         let lines = pieces(Arc::clone(&state), rx, start).map(move |p| {
             let line = match p {

@@ -16,6 +16,7 @@ use forja_api::openai::{
     CompletionRequest, Content, Delta, Model, ModelList, PromptTokensDetails, TokenLogprob,
     TopLogprob, Usage,
 };
+use forja_engine::constrain::OutputFormat;
 use forja_engine::serving::Event;
 use forja_engine::{Message, Sampled};
 use futures_util::{Stream, StreamExt};
@@ -101,17 +102,9 @@ fn messages(req: &ChatCompletionRequest) -> Result<Vec<Message>, ApiError> {
         .collect()
 }
 
-/// Rejects what this server does not do yet, rather than ignoring it.
-fn unsupported(req: &ChatCompletionRequest) -> Result<(), ApiError> {
-    if let Some(rf) = &req.response_format {
-        let kind = rf.get("type").and_then(|t| t.as_str()).unwrap_or("");
-        if kind != "text" {
-            return Err(ApiError::param(
-                "response_format",
-                format!("response_format `{kind}` is not supported by this server yet"),
-            ));
-        }
-    }
+/// The output format a request asks for; rejects what this server does not do yet rather
+/// than ignoring it.
+fn output_format(req: &ChatCompletionRequest) -> Result<Option<OutputFormat>, ApiError> {
     if req
         .tools
         .as_ref()
@@ -122,7 +115,30 @@ fn unsupported(req: &ChatCompletionRequest) -> Result<(), ApiError> {
             "tool calling is not supported by this server yet",
         ));
     }
-    Ok(())
+    let Some(rf) = &req.response_format else {
+        return Ok(None);
+    };
+    let kind = rf.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    match kind {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(OutputFormat::JsonObject)),
+        "json_schema" => {
+            let schema = rf
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .ok_or_else(|| {
+                    ApiError::param(
+                        "response_format",
+                        "response_format json_schema needs json_schema.schema",
+                    )
+                })?;
+            Ok(Some(OutputFormat::JsonSchema(schema.clone())))
+        }
+        other => Err(ApiError::param(
+            "response_format",
+            format!("response_format type `{other}` is not one of text, json_object, json_schema"),
+        )),
+    }
 }
 
 fn token_text(state: &AppState, id: u32) -> String {
@@ -162,7 +178,7 @@ pub async fn chat_completions(
     let start = Instant::now();
     let req: ChatCompletionRequest = parse_body(body, state.config.max_body_bytes)?;
     check_model(&state, &req.model)?;
-    unsupported(&req)?;
+    let format = output_format(&req)?;
     let want_logprobs = req.logprobs.unwrap_or(false);
     let top = req.top_logprobs.unwrap_or(0);
     if top > MAX_TOP_LOGPROBS {
@@ -178,7 +194,8 @@ pub async fn chat_completions(
         ));
     }
     let vocab = state.engine.model.tokenizer.vocab_size();
-    let plan = plan(&req.sampling(), top, vocab)?;
+    let mut plan = plan(&req.sampling(), top, vocab)?;
+    plan.format = format;
     let msgs = messages(&req)?;
     let engine = state.engine.clone();
     let prompt = tokio::task::spawn_blocking(move || engine.model.chat_prompt(&msgs, None))
@@ -186,7 +203,7 @@ pub async fn chat_completions(
         .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
         .map_err(|e| ApiError::param("messages", e.to_string()))?;
     let prompts = [prompt];
-    let rx = submit(&state.engine, &prompts, &plan)?;
+    let rx = submit(&state.engine, &prompts, &plan).await?;
     let id = request_id("chatcmpl");
     let created = now_secs();
     let choices = plan.n;
@@ -436,7 +453,7 @@ pub async fn completions(
     .await
     .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))?
     .map_err(|e| ApiError::param("prompt", e.to_string()))?;
-    let rx = submit(&state.engine, &prompts, &plan)?;
+    let rx = submit(&state.engine, &prompts, &plan).await?;
     let choices = prompts.len() * plan.n;
     let id = request_id("cmpl");
     let created = now_secs();

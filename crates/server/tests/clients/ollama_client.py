@@ -44,6 +44,16 @@ raw = client.generate(model=model, prompt="The capital of France is", raw=True, 
 assert raw.done and raw.response
 seen["generate_raw"] = raw.response
 
+schema = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "maxLength": 30}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+js = client.chat(model=model, messages=msgs, format=schema, options={"temperature": 0, "num_predict": 40})
+seen["format"] = json.loads(js.message.content)
+assert list(seen["format"]) == ["answer"], seen["format"]
+
 show = client.show(model)
 assert show.template and "{{" in show.template or "{%" in show.template
 assert show.details.family == seen["family"]

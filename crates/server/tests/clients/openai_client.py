@@ -59,6 +59,30 @@ assert c.object == "text_completion" and len(c.choices) == 1
 assert len(c.choices[0].logprobs.tokens) == c.usage.completion_tokens
 seen["completion"] = c.choices[0].text
 
+schema = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 20}, "country": {"type": "string", "maxLength": 20}},
+    "required": ["city", "country"],
+    "additionalProperties": False,
+}
+r = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "Where is the Eiffel tower? Answer in JSON."}],
+    temperature=0, max_tokens=40,
+    response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": True}},
+)
+place = json.loads(r.choices[0].message.content)
+assert set(place) == {"city", "country"} and all(isinstance(v, str) for v in place.values()), place
+assert r.choices[0].finish_reason == "stop", r.choices[0]
+seen["json_schema"] = place
+try:
+    client.chat.completions.create(
+        model=model, messages=messages,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}},
+    )
+    raise AssertionError("an invalid schema was accepted")
+except openai.BadRequestError as e:
+    assert "schema" in e.message, e.message
+
 try:
     client.chat.completions.create(model="no-such-model", messages=messages)
     raise AssertionError("an unknown model was accepted")
