@@ -19,6 +19,8 @@ pub enum OutputFormat {
     JsonObject,
     /// JSON valid against this schema.
     JsonSchema(Value),
+    /// A grammar in llguidance's Lark syntax (JSON parts inline with `%json`).
+    Lark(String),
 }
 
 /// The model's vocabulary as llguidance sees it.
@@ -95,6 +97,9 @@ impl GrammarCompiler {
         let mut schema = match format {
             OutputFormat::JsonObject => serde_json::json!({"type": "object"}),
             OutputFormat::JsonSchema(s) => s.clone(),
+            OutputFormat::Lark(g) => {
+                return self.start(TopLevelGrammar::from_lark(g.clone()), "grammar");
+            }
         };
         // Compact separators and no free whitespace: small models otherwise pad forever.
         if let Some(obj) = schema.as_object_mut() {
@@ -110,13 +115,17 @@ impl GrammarCompiler {
                 "a JSON schema must be an object (or true/false)".into(),
             ));
         }
+        self.start(TopLevelGrammar::from_json_schema(schema), "JSON schema")
+    }
+
+    fn start(&self, grammar: TopLevelGrammar, what: &str) -> Result<Constraint> {
         let parser = self
             .factory
-            .create_parser(TopLevelGrammar::from_json_schema(schema))
-            .map_err(|e| EngineError::Input(format!("invalid JSON schema: {e}")))?;
+            .create_parser(grammar)
+            .map_err(|e| EngineError::Input(format!("invalid {what}: {e}")))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
-            return Err(EngineError::Input(format!("invalid JSON schema: {e}")));
+            return Err(EngineError::Input(format!("invalid {what}: {e}")));
         }
         Ok(Constraint {
             matcher,

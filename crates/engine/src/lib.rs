@@ -12,6 +12,7 @@ pub mod serving;
 pub mod spm;
 pub mod text_stream;
 pub mod tokenizer;
+pub mod tool_calls;
 
 pub use chat_template::{ChatTemplate, Message};
 pub use error::{EngineError, Result};

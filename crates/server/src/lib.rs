@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod ollama;
 pub mod openai;
+pub mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -19,6 +19,7 @@ use forja_api::openai::{OneOrMany, Sampling};
 use forja_engine::Message;
 use forja_engine::constrain::OutputFormat;
 use forja_engine::serving::Event;
+use forja_engine::tool_calls::{self, ToolStream};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -104,17 +105,8 @@ fn sampling(options: Option<&Options>) -> std::result::Result<Sampling, ApiError
     })
 }
 
-/// Ollama's `format`: `"json"` or a JSON schema. Tools are refused rather than ignored.
-fn output_format(
-    format: Option<&Value>,
-    tools: Option<&Value>,
-) -> std::result::Result<Option<OutputFormat>, ApiError> {
-    if tools.is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty())) {
-        return Err(ApiError::param(
-            "tools",
-            "tool calling is not supported by this server yet",
-        ));
-    }
+/// Ollama's `format`: `"json"` or a JSON schema.
+fn output_format(format: Option<&Value>) -> std::result::Result<Option<OutputFormat>, ApiError> {
     match format {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -246,7 +238,11 @@ pub async fn chat(
     let start = Instant::now();
     let req: ChatRequest = parse_body(body, state.config.max_body_bytes)?;
     check_model(&state, &req.model)?;
-    let format = output_format(req.format.as_ref(), req.tools.as_ref())?;
+    let format = output_format(req.format.as_ref())?;
+    let tools = crate::tools::plan(&state.engine.model, req.tools.as_ref(), None)?;
+    if tools.is_some() && format.is_some() {
+        return Err(ApiError::param("format", "format cannot be combined with tools").into());
+    }
     let model = req.model.clone();
     if req.messages.is_empty() {
         // Ollama's way to load a model: an empty conversation answers at once.
@@ -265,30 +261,45 @@ pub async fn chat(
     let mut plan = plan(&sampling(req.options.as_ref())?, 0, vocab)?;
     plan.format = format.clone();
     let engine = state.engine.clone();
-    let prompt = tokio::task::spawn_blocking(move || engine.model.chat_prompt(&msgs, None))
-        .await
-        .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
-        .map_err(|e| ApiError::param("messages", e.to_string()))?;
+    let rendered = tools.as_ref().map(|t| t.tools.clone());
+    let prompt =
+        tokio::task::spawn_blocking(move || engine.model.chat_prompt(&msgs, rendered.as_ref()))
+            .await
+            .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
+            .map_err(|e| ApiError::param("messages", e.to_string()))?;
     let rx = submit(&state.engine, &[prompt], &plan).await?;
+    let tool_format = tools.map(|t| t.format);
     if req.stream.unwrap_or(true) {
+        let mut held = tool_format.map(ToolStream::new);
         let lines = pieces(Arc::clone(&state), rx, start).map(move |p| {
             let line = match p {
-                Piece::Text(t) => ChatResponse {
-                    model: model.clone(),
-                    created_at: now(),
-                    message: assistant(t),
-                    done: false,
-                    done_reason: None,
-                    stats: None,
-                },
-                Piece::Done { reason, stats } => ChatResponse {
-                    model: model.clone(),
-                    created_at: now(),
-                    message: assistant(String::new()),
-                    done: true,
-                    done_reason: Some(reason.into()),
-                    stats: Some(stats),
-                },
+                Piece::Text(t) => {
+                    let t = match held.as_mut() {
+                        Some(h) => h.push(&t),
+                        None => t,
+                    };
+                    ChatResponse {
+                        model: model.clone(),
+                        created_at: now(),
+                        message: assistant(t),
+                        done: false,
+                        done_reason: None,
+                        stats: None,
+                    }
+                }
+                Piece::Done { reason, stats } => {
+                    let (rest, calls) = held
+                        .take()
+                        .map_or_else(|| (String::new(), Vec::new()), ToolStream::finish);
+                    ChatResponse {
+                        model: model.clone(),
+                        created_at: now(),
+                        message: with_calls(assistant(rest), calls),
+                        done: true,
+                        done_reason: Some(reason.into()),
+                        stats: Some(stats),
+                    }
+                }
                 Piece::Failed(m) => return serde_json::json!({ "error": m }),
             };
             serde_json::to_value(line).unwrap_or_default()
@@ -300,15 +311,35 @@ pub async fn chat(
         .pop()
         .ok_or_else(|| ApiError::internal("the engine returned no answer"))?;
     let first = r.first_token;
+    let (content, calls) = match tool_format {
+        Some(f) => tool_calls::parse(f, &r.text),
+        None => (r.text, Vec::new()),
+    };
     Ok(Json(ChatResponse {
         model,
         created_at: now(),
-        message: assistant(r.text),
+        message: with_calls(assistant(content), calls),
         done: true,
         done_reason: Some(finish_name(r.finish).into()),
         stats: Some(stats(start, first, &r.usage)),
     })
     .into_response())
+}
+
+/// Ollama's tool calls: arguments as objects.
+fn with_calls(mut m: ChatMessage, calls: Vec<tool_calls::ToolCall>) -> ChatMessage {
+    if !calls.is_empty() {
+        let list: Vec<Value> = calls
+            .into_iter()
+            .map(|c| {
+                let args = serde_json::from_str::<Value>(&c.arguments)
+                    .unwrap_or(Value::String(c.arguments));
+                serde_json::json!({"function": {"name": c.name, "arguments": args}})
+            })
+            .collect();
+        m.tool_calls = Some(Value::Array(list));
+    }
+    m
 }
 
 fn assistant(content: String) -> ChatMessage {
@@ -329,7 +360,7 @@ pub async fn generate(
     let start = Instant::now();
     let req: GenerateRequest = parse_body(body, state.config.max_body_bytes)?;
     check_model(&state, &req.model)?;
-    let format = output_format(req.format.as_ref(), None)?;
+    let format = output_format(req.format.as_ref())?;
     for (field, given) in [
         ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty())),
         (

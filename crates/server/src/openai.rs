@@ -18,6 +18,7 @@ use forja_api::openai::{
 };
 use forja_engine::constrain::OutputFormat;
 use forja_engine::serving::Event;
+use forja_engine::tool_calls::{self, ToolFormat, ToolStream};
 use forja_engine::{Message, Sampled};
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -94,7 +95,7 @@ fn messages(req: &ChatCompletionRequest) -> Result<Vec<Message>, ApiError> {
             Ok(Message {
                 role: m.role.clone(),
                 content,
-                tool_calls: m.tool_calls.clone(),
+                tool_calls: m.tool_calls.as_ref().map(crate::tools::template_calls),
                 name: m.name.clone(),
                 tool_call_id: m.tool_call_id.clone(),
             })
@@ -102,19 +103,8 @@ fn messages(req: &ChatCompletionRequest) -> Result<Vec<Message>, ApiError> {
         .collect()
 }
 
-/// The output format a request asks for; rejects what this server does not do yet rather
-/// than ignoring it.
+/// The output format a request asks for.
 fn output_format(req: &ChatCompletionRequest) -> Result<Option<OutputFormat>, ApiError> {
-    if req
-        .tools
-        .as_ref()
-        .is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()))
-    {
-        return Err(ApiError::param(
-            "tools",
-            "tool calling is not supported by this server yet",
-        ));
-    }
     let Some(rf) = &req.response_format else {
         return Ok(None);
     };
@@ -195,13 +185,29 @@ pub async fn chat_completions(
     }
     let vocab = state.engine.model.tokenizer.vocab_size();
     let mut plan = plan(&req.sampling(), top, vocab)?;
-    plan.format = format;
+    let tools = crate::tools::plan(
+        &state.engine.model,
+        req.tools.as_ref(),
+        req.tool_choice.as_ref(),
+    )?;
+    plan.format = match (&tools, format) {
+        (Some(t), None) => t.forced.clone(),
+        (None, f) => f,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::param(
+                "response_format",
+                "response_format cannot be combined with tools",
+            ));
+        }
+    };
     let msgs = messages(&req)?;
     let engine = state.engine.clone();
-    let prompt = tokio::task::spawn_blocking(move || engine.model.chat_prompt(&msgs, None))
-        .await
-        .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
-        .map_err(|e| ApiError::param("messages", e.to_string()))?;
+    let rendered = tools.as_ref().map(|t| t.tools.clone());
+    let prompt =
+        tokio::task::spawn_blocking(move || engine.model.chat_prompt(&msgs, rendered.as_ref()))
+            .await
+            .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
+            .map_err(|e| ApiError::param("messages", e.to_string()))?;
     let prompts = [prompt];
     let rx = submit(&state.engine, &prompts, &plan).await?;
     let id = request_id("chatcmpl");
@@ -218,6 +224,7 @@ pub async fn chat_completions(
             choices,
             usage,
             want_logprobs,
+            tools.map(|t| t.format),
             start,
         );
         return Ok(Sse::new(stream)
@@ -229,16 +236,26 @@ pub async fn chat_completions(
     let mut out = Vec::with_capacity(choices);
     for (index, r) in results.into_iter().enumerate() {
         add_usage(&mut usage, &r.usage, index < 1);
+        let (content, calls) = match &tools {
+            Some(t) => tool_calls::parse(t.format, &r.text),
+            None => (r.text, Vec::new()),
+        };
+        let finish = if calls.is_empty() {
+            finish_name(r.finish)
+        } else {
+            "tool_calls"
+        };
         out.push(ChatChoice {
             index,
             message: AssistantMessage {
                 role: "assistant",
-                content: r.text,
+                content: (calls.is_empty() || !content.is_empty()).then_some(content),
+                tool_calls: crate::tools::api_calls(calls, false),
             },
             logprobs: want_logprobs.then(|| ChoiceLogprobs {
                 content: r.tokens.iter().map(|s| chat_logprob(&state, s)).collect(),
             }),
-            finish_reason: finish_name(r.finish),
+            finish_reason: finish,
         });
     }
     Ok(Json(ChatCompletion {
@@ -273,6 +290,8 @@ struct ChatStream {
     model: String,
     usage: Option<Usage>,
     logprobs: bool,
+    /// Per choice: holds back tool calls while content streams.
+    tools: Vec<Option<ToolStream>>,
     timing: Timing,
     /// Choices that sent their role chunk / finished.
     started: Vec<bool>,
@@ -306,6 +325,10 @@ impl ChatStream {
         };
         match ev {
             Event::Token { sampled, text } => {
+                let text = match self.tools.get_mut(i).and_then(Option::as_mut) {
+                    Some(t) => t.push(&text),
+                    None => text,
+                };
                 if text.is_empty() && !self.logprobs && role.is_none() {
                     return out;
                 }
@@ -317,6 +340,7 @@ impl ChatStream {
                     delta: Delta {
                         role,
                         content: Some(text),
+                        tool_calls: Vec::new(),
                     },
                     logprobs,
                     finish_reason: None,
@@ -324,14 +348,24 @@ impl ChatStream {
                 out.push(json_event(&self.chunk(vec![c])));
             }
             Event::Done { finish, usage } => {
+                let (rest, calls) = match self.tools.get_mut(i).and_then(Option::take) {
+                    Some(t) => t.finish(),
+                    None => (String::new(), Vec::new()),
+                };
+                let reason = if calls.is_empty() {
+                    finish_name(finish)
+                } else {
+                    "tool_calls"
+                };
                 let c = ChunkChoice {
                     index: i,
                     delta: Delta {
                         role,
-                        content: None,
+                        content: (!rest.is_empty()).then_some(rest),
+                        tool_calls: crate::tools::api_calls(calls, true),
                     },
                     logprobs: None,
-                    finish_reason: Some(finish_name(finish)),
+                    finish_reason: Some(reason),
                 };
                 out.push(json_event(&self.chunk(vec![c])));
                 if let Some(total) = &mut self.usage {
@@ -376,9 +410,11 @@ fn chat_stream(
     choices: usize,
     usage: bool,
     logprobs: bool,
+    tools: Option<ToolFormat>,
     start: Instant,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let s = ChatStream {
+        tools: (0..choices).map(|_| tools.map(ToolStream::new)).collect(),
         state,
         rx,
         id,

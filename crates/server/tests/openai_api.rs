@@ -250,6 +250,25 @@ fn bad_requests_are_4xx_with_openai_errors() {
         400,
         "image_url",
     );
+    check(
+        s.post(
+            "/v1/chat/completions",
+            &chat(
+                "hi",
+                json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
+            ),
+        ),
+        400,
+        "does not support tools",
+    );
+    check(
+        s.post(
+            "/v1/chat/completions",
+            &chat("hi", json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "nonsense"}}}})),
+        ),
+        400,
+        "invalid JSON schema",
+    );
     let huge = "x".repeat(100 << 10);
     check(
         s.post("/v1/chat/completions", &chat(&huge, json!({}))),

@@ -12,12 +12,16 @@ mod common;
 
 use std::process::Command;
 
-use common::{MODEL, load, start};
+use common::{MODEL, load, load_named, start};
 use forja_engine::serving::ServingConfig;
 use forja_server::ServerConfig;
 use serde_json::Value;
 
 fn run_client(script: &str, url: &str) -> Value {
+    run_client_for(script, url, MODEL)
+}
+
+fn run_client_for(script: &str, url: &str, model: &str) -> Value {
     let python = forja_testkit::testdata_dir().join("pyclients/bin/python");
     assert!(
         python.is_file(),
@@ -26,7 +30,7 @@ fn run_client(script: &str, url: &str) -> Value {
     );
     let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(&python)
-        .args([&path, url, MODEL])
+        .args([path.as_str(), url, model])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -59,4 +63,17 @@ fn openai_and_ollama_clients_work_and_agree() {
     assert_eq!(ollama["errors"], "ok");
     // Greedy answers to the same question agree across APIs.
     assert_eq!(ollama["chat"], openai["chat"]);
+}
+
+#[test]
+fn tool_calls_round_trip_through_the_openai_client() {
+    let qwen = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+    let s = start(
+        load_named(qwen),
+        ServingConfig::default(),
+        ServerConfig::default(),
+    );
+    let seen = run_client_for("openai_tools.py", &s.url, qwen);
+    let name = seen["required"]["name"].as_str().unwrap();
+    assert!(name == "get_weather" || name == "get_time", "{seen}");
 }

@@ -19,6 +19,10 @@ pub struct Server {
     pub rt: tokio::runtime::Runtime,
 }
 
+pub fn load_named(name: &str) -> Arc<LoadedModel> {
+    Arc::new(LoadedModel::load(&forja_testkit::testdata_file(name), &Device::Cpu).unwrap())
+}
+
 pub fn load() -> Arc<LoadedModel> {
     Arc::new(LoadedModel::load(&forja_testkit::testdata_file(MODEL), &Device::Cpu).unwrap())
 }
