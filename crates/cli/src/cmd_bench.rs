@@ -23,6 +23,9 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// Prompt-processing (pp) and generation (tg) tokens per second of one model on this machine
     Model(ModelBenchArgs),
+    /// Load on an OpenAI-compatible server on this machine: TTFT, inter-token latency,
+    /// throughput and goodput
+    Serve(crate::cmd_bench_serve::ServeBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +62,7 @@ struct BenchResult {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Model(m) => bench_model(m),
+        BenchWhat::Serve(s) => crate::cmd_bench_serve::run(s),
     }
 }
 

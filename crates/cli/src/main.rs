@@ -1,6 +1,7 @@
 //! `forja`: run large language models locally, from choosing the hardware to serving a company.
 
 mod cmd_bench;
+mod cmd_bench_serve;
 mod cmd_catalog;
 mod cmd_hw;
 mod cmd_plan;
@@ -34,7 +35,7 @@ enum Command {
     Run(cmd_run::RunArgs),
     /// Serve a model over HTTP: OpenAI-compatible API, continuous batching, metrics
     Serve(cmd_serve::ServeArgs),
-    /// Measure speed: prompt processing and generation tokens per second
+    /// Measure speed: a model on this machine, or an OpenAI-compatible server under load
     Bench(cmd_bench::BenchArgs),
 }
 
