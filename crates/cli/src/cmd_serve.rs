@@ -31,8 +31,8 @@ pub struct ServeArgs {
     /// Context length in tokens (default: the model's own)
     #[arg(long)]
     ctx: Option<u64>,
-    /// KV cache pool, e.g. 2GiB or 512MiB (default: room for four full contexts, at most a
-    /// quarter of available memory)
+    /// KV cache pool, e.g. 2GiB or 512MiB (default: room for two full contexts, between 16k and
+    /// 64k tokens, at most a quarter of available memory)
     #[arg(long, value_parser = parse_size)]
     kv_memory: Option<u64>,
     /// Tokens per KV cache block
@@ -161,13 +161,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
     })
 }
 
-/// Room for four full contexts (at least 16k tokens), at most a quarter of available memory
-/// and never less than one full context.
+/// Room for two full contexts, between 16k and 64k tokens, at most a quarter of available
+/// memory and never less than one full context.
 fn default_kv_bytes(model: &LoadedModel) -> u64 {
     let cfg = &model.decoder.config;
     let per_token = kv_bytes_per_token(cfg, KvDtype::F32);
     let ctx = cfg.max_context as f64;
-    let want = per_token * (4.0 * ctx).max(16_384.0);
+    let want = per_token * (2.0 * ctx).clamp(16_384.0, 65_536.0);
     let one = per_token * ctx;
     let cap = forja_hw::memory::probe()
         .available_bytes
