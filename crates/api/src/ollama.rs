@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// `options` of a request. Options that tune how Ollama places or runs a model (threads, GPU
 /// layers, batch size…) are accepted and have no effect here; an unknown option is an error.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, ToSchema)]
+#[schema(as = OllamaOptions)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
     pub temperature: Option<f32>,
@@ -39,7 +41,8 @@ pub struct Options {
     pub penalize_newline: Option<Value>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaChatMessage)]
 pub struct ChatMessage {
     pub role: String,
     #[serde(default)]
@@ -54,7 +57,8 @@ pub struct ChatMessage {
     pub thinking: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, ToSchema)]
+#[schema(as = OllamaChatRequest)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     pub model: String,
@@ -75,7 +79,8 @@ pub struct ChatRequest {
     pub think: Option<Value>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, ToSchema)]
+#[schema(as = OllamaGenerateRequest)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
     pub model: String,
@@ -106,7 +111,8 @@ pub struct GenerateRequest {
 }
 
 /// Timings and counts on a final response, durations in nanoseconds.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default, ToSchema)]
+#[schema(as = OllamaStats)]
 pub struct Stats {
     pub total_duration: u64,
     pub load_duration: u64,
@@ -116,7 +122,8 @@ pub struct Stats {
     pub eval_duration: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaChatResponse)]
 pub struct ChatResponse {
     pub model: String,
     pub created_at: String,
@@ -128,7 +135,8 @@ pub struct ChatResponse {
     pub stats: Option<Stats>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaGenerateResponse)]
 pub struct GenerateResponse {
     pub model: String,
     pub created_at: String,
@@ -142,7 +150,8 @@ pub struct GenerateResponse {
     pub stats: Option<Stats>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaModelDetails)]
 pub struct ModelDetails {
     pub parent_model: String,
     pub format: String,
@@ -152,7 +161,8 @@ pub struct ModelDetails {
     pub quantization_level: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaListedModel)]
 pub struct ListedModel {
     pub name: String,
     pub model: String,
@@ -167,12 +177,14 @@ pub struct ListedModel {
     pub size_vram: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaModelList)]
 pub struct ModelList {
     pub models: Vec<ListedModel>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, ToSchema)]
+#[schema(as = OllamaShowRequest)]
 #[serde(deny_unknown_fields)]
 pub struct ShowRequest {
     #[serde(alias = "name")]
@@ -181,7 +193,8 @@ pub struct ShowRequest {
     pub verbose: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = OllamaShowResponse)]
 pub struct ShowResponse {
     pub modelfile: String,
     pub parameters: String,
@@ -193,7 +206,8 @@ pub struct ShowResponse {
 }
 
 /// Ollama's error shape.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[schema(as = OllamaError)]
 pub struct Error {
     pub error: String,
 }

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// A string or a list of strings (`stop`, `prompt`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, ToSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -24,14 +25,14 @@ impl OneOrMany {
 }
 
 /// Message content: a string or a list of parts.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, ToSchema)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
     Parts(Vec<ContentPart>),
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, ToSchema)]
 pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
@@ -41,7 +42,7 @@ pub struct ContentPart {
     pub other: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatMessage {
     pub role: String,
@@ -58,7 +59,7 @@ pub struct ChatMessage {
     pub refusal: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     #[serde(default)]
@@ -88,7 +89,7 @@ pub struct Sampling {
     pub priority: Option<i32>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatCompletionRequest {
     pub model: String,
@@ -163,7 +164,7 @@ impl ChatCompletionRequest {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionRequest {
     pub model: String,
@@ -232,7 +233,7 @@ impl CompletionRequest {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default, ToSchema)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
@@ -241,20 +242,20 @@ pub struct Usage {
     pub prompt_tokens_details: Option<PromptTokensDetails>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default, ToSchema)]
 pub struct PromptTokensDetails {
     pub cached_tokens: usize,
 }
 
 /// One alternative of a token's log-probability list.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct TopLogprob {
     pub token: String,
     pub logprob: f32,
     pub bytes: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct TokenLogprob {
     pub token: String,
     pub logprob: f32,
@@ -262,12 +263,12 @@ pub struct TokenLogprob {
     pub top_logprobs: Vec<TopLogprob>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default, ToSchema)]
 pub struct ChoiceLogprobs {
     pub content: Vec<TokenLogprob>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct AssistantMessage {
     pub role: &'static str,
     /// Null when the answer is only tool calls.
@@ -277,7 +278,7 @@ pub struct AssistantMessage {
 }
 
 /// A function call the model made.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct ToolCall {
     /// Position in the message's list (stream chunks only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -288,14 +289,14 @@ pub struct ToolCall {
     pub function: FunctionCall,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct FunctionCall {
     pub name: String,
     /// The arguments as JSON text.
     pub arguments: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct ChatChoice {
     pub index: usize,
     pub message: AssistantMessage,
@@ -303,7 +304,7 @@ pub struct ChatChoice {
     pub finish_reason: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct ChatCompletion {
     pub id: String,
     pub object: &'static str,
@@ -313,7 +314,7 @@ pub struct ChatCompletion {
     pub usage: Usage,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default, ToSchema)]
 pub struct Delta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
@@ -323,7 +324,7 @@ pub struct Delta {
     pub tool_calls: Vec<ToolCall>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct ChunkChoice {
     pub index: usize,
     pub delta: Delta,
@@ -331,7 +332,7 @@ pub struct ChunkChoice {
     pub finish_reason: Option<&'static str>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct ChatCompletionChunk {
     pub id: String,
     pub object: &'static str,
@@ -344,7 +345,7 @@ pub struct ChatCompletionChunk {
 }
 
 /// Legacy completions' log-probabilities.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default, ToSchema)]
 pub struct CompletionLogprobs {
     pub tokens: Vec<String>,
     pub token_logprobs: Vec<f32>,
@@ -352,7 +353,7 @@ pub struct CompletionLogprobs {
     pub text_offset: Vec<usize>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct CompletionChoice {
     pub index: usize,
     pub text: String,
@@ -360,7 +361,7 @@ pub struct CompletionChoice {
     pub finish_reason: Option<&'static str>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct Completion {
     pub id: String,
     pub object: &'static str,
@@ -371,7 +372,7 @@ pub struct Completion {
     pub usage: Option<Usage>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct Model {
     pub id: String,
     pub object: &'static str,
@@ -381,19 +382,19 @@ pub struct Model {
     pub max_model_len: usize,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct ModelList {
     pub object: &'static str,
     pub data: Vec<Model>,
 }
 
 /// `{"error": {...}}`, the shape every OpenAI client parses.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ErrorDetail {
     pub message: String,
     #[serde(rename = "type")]

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod ollama;
 pub mod openai;
+pub mod openapi;
 pub mod tools;
 
 use std::net::SocketAddr;
@@ -96,6 +97,22 @@ pub(crate) fn jobs_id() -> u64 {
     (t << 16) ^ NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Every path the router serves (the OpenAPI test checks the document lists them all).
+pub const ROUTES: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/metrics",
+    "/api/chat",
+    "/api/generate",
+    "/api/tags",
+    "/api/show",
+    "/api/ps",
+    "/health",
+    "/api/version",
+    "/openapi.json",
+];
+
 /// Every route, with auth, metrics, body limit, CORS and panic isolation.
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
@@ -113,6 +130,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(api)
         .route("/health", get(health))
         .route("/api/version", get(ollama::version))
+        .route("/openapi.json", get(openapi::document))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -177,6 +195,8 @@ async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
     resp
 }
 
+#[utoipa::path(get, path = "/health", tag = "Server",
+    responses((status = 200, description = "`{\"status\": \"ok\", \"model\", \"pending\"}`")))]
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     Json(serde_json::json!({
         "status": "ok",
@@ -186,6 +206,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "Server",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")),
+    security((), ("api_key" = [])))]
 async fn metrics_route(State(state): State<Arc<AppState>>) -> Response {
     (
         [(

@@ -231,6 +231,22 @@ fn messages(msgs: &[ChatMessage]) -> std::result::Result<Vec<Message>, ApiError>
         .collect()
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/chat",
+    tag = "Ollama",
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "The answer; streamed (the default) as newline-delimited JSON lines, the last with `done: true` and the counts", body = ChatResponse),
+        (status = 400, description = "Bad parameters (the message says which and why)", body = Error),
+        (status = 401, description = "Missing or wrong API key", body = Error),
+        (status = 404, description = "Unknown model", body = Error),
+        (status = 413, description = "Body over the size limit", body = Error),
+        (status = 429, description = "Queue full; retry after the Retry-After seconds", body = Error),
+        (status = 503, description = "The engine stopped", body = Error),
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn chat(
     State(state): State<Arc<AppState>>,
     body: std::result::Result<Bytes, BytesRejection>,
@@ -353,6 +369,22 @@ fn assistant(content: String) -> ChatMessage {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/generate",
+    tag = "Ollama",
+    request_body = GenerateRequest,
+    responses(
+        (status = 200, description = "The completion; streamed (the default) as newline-delimited JSON lines", body = GenerateResponse),
+        (status = 400, description = "Bad parameters (the message says which and why)", body = Error),
+        (status = 401, description = "Missing or wrong API key", body = Error),
+        (status = 404, description = "Unknown model", body = Error),
+        (status = 413, description = "Body over the size limit", body = Error),
+        (status = 429, description = "Queue full; retry after the Retry-After seconds", body = Error),
+        (status = 503, description = "The engine stopped", body = Error),
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn generate(
     State(state): State<Arc<AppState>>,
     body: std::result::Result<Bytes, BytesRejection>,
@@ -490,22 +522,34 @@ fn listed(state: &AppState, running: bool) -> ListedModel {
     }
 }
 
+#[utoipa::path(get, path = "/api/tags", tag = "Ollama",
+    responses((status = 200, description = "Models available", body = ModelList)),
+    security((), ("api_key" = [])))]
 pub async fn tags(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     Json(ModelList {
         models: vec![listed(&state, false)],
     })
 }
 
+#[utoipa::path(get, path = "/api/ps", tag = "Ollama",
+    responses((status = 200, description = "Models loaded", body = ModelList)),
+    security((), ("api_key" = [])))]
 pub async fn ps(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     Json(ModelList {
         models: vec![listed(&state, true)],
     })
 }
 
+#[utoipa::path(get, path = "/api/version", tag = "Ollama",
+    responses((status = 200, description = "`{\"version\": \"…\"}`")))]
 pub async fn version() -> Json<Value> {
     Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }))
 }
 
+#[utoipa::path(post, path = "/api/show", tag = "Ollama", request_body = ShowRequest,
+    responses((status = 200, description = "Model details", body = ShowResponse),
+        (status = 404, description = "Unknown model", body = Error)),
+    security((), ("api_key" = [])))]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     body: std::result::Result<Bytes, BytesRejection>,

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use forja_api::openai::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
     ChoiceLogprobs, ChunkChoice, Completion, CompletionChoice, CompletionLogprobs,
-    CompletionRequest, Content, Delta, Model, ModelList, PromptTokensDetails, TokenLogprob,
-    TopLogprob, Usage,
+    CompletionRequest, Content, Delta, ErrorBody, Model, ModelList, PromptTokensDetails,
+    TokenLogprob, TopLogprob, Usage,
 };
 use forja_engine::constrain::OutputFormat;
 use forja_engine::serving::Event;
@@ -161,6 +161,22 @@ fn chat_logprob(state: &AppState, s: &Sampled) -> TokenLogprob {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "OpenAI",
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream: true`, server-sent events each carrying a `ChatCompletionChunk`, then `[DONE]`", body = ChatCompletion),
+        (status = 400, description = "Bad parameters (the message says which and why)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 429, description = "Queue full; retry after the Retry-After seconds", body = ErrorBody),
+        (status = 503, description = "The engine stopped", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -450,6 +466,22 @@ fn chat_stream(
     .flatten()
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/completions",
+    tag = "OpenAI",
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The completion; with `stream: true`, server-sent events each carrying a `Completion` chunk, then `[DONE]`", body = Completion),
+        (status = 400, description = "Bad parameters (the message says which and why)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 429, description = "Queue full; retry after the Retry-After seconds", body = ErrorBody),
+        (status = 503, description = "The engine stopped", body = ErrorBody),
+    ),
+    security((), ("api_key" = []))
+)]
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -666,6 +698,13 @@ fn completion_stream(
     .flatten()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "OpenAI",
+    responses((status = 200, description = "The served model", body = ModelList)),
+    security((), ("api_key" = []))
+)]
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     Json(ModelList {
         object: "list",

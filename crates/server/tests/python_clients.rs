@@ -77,3 +77,55 @@ fn tool_calls_round_trip_through_the_openai_client() {
     let name = seen["required"]["name"].as_str().unwrap();
     assert!(name == "get_weather" || name == "get_time", "{seen}");
 }
+
+#[test]
+fn the_openapi_document_is_valid_and_lists_every_route() {
+    let s = start(load(), ServingConfig::default(), ServerConfig::default());
+    let python = forja_testkit::testdata_dir().join("pyclients/bin/python");
+    let script = format!(
+        "{}/tests/clients/check_openapi.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new(&python)
+        .args([script.as_str(), &s.url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        seen["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{seen}"
+    );
+    let paths: Vec<&str> = seen["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    // Every route the router serves (but the document itself) is documented.
+    let routes = forja_server::ROUTES;
+    for r in routes {
+        if *r != "/openapi.json" {
+            assert!(paths.contains(r), "{r} missing from {paths:?}");
+        }
+    }
+    assert_eq!(paths.len(), routes.len() - 1, "{paths:?}");
+    // And every listed route is served (the fallback answers `no route …`).
+    s.rt.block_on(async {
+        for r in routes {
+            let url = format!("{}{r}", s.url);
+            let get = s.client.get(&url).send().await.unwrap();
+            let text = if get.status().as_u16() == 405 {
+                let post = s.client.post(&url).body("{}").send().await.unwrap();
+                post.text().await.unwrap()
+            } else {
+                get.text().await.unwrap()
+            };
+            assert!(!text.contains("no route"), "{r} is not served: {text}");
+        }
+    });
+}
