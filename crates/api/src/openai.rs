@@ -378,8 +378,10 @@ pub struct Model {
     pub object: &'static str,
     pub created: u64,
     pub owned_by: &'static str,
-    /// Extension: the longest prompt + output a request may have.
-    pub max_model_len: usize,
+    /// Extension: the longest prompt + output a request may have (the model's context when it
+    /// is not loaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_model_len: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]

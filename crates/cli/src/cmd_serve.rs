@@ -6,16 +6,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use forja_arch::KvDtype;
-use forja_arch::kv_cache::kv_bytes_per_token;
-use forja_engine::LoadedModel;
-use forja_engine::serving::{Engine, ServingConfig};
+use forja_engine::serving::ServingConfig;
+use forja_server::models::{KeepAlive, ModelPool, PoolConfig};
 use forja_server::{AppState, ServerConfig};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// A .gguf file or an HF model folder
-    model: PathBuf,
+    /// .gguf files or HF model folders; the first is loaded at start, the others on first use
+    #[arg(required = true)]
+    models: Vec<PathBuf>,
     /// Address to listen on (loopback by default; any other address needs an API key)
     #[arg(long, default_value = "127.0.0.1", env = "FORJA_HOST")]
     host: IpAddr,
@@ -53,6 +52,22 @@ pub struct ServeArgs {
     /// Largest request body in bytes
     #[arg(long, default_value_t = 8 << 20)]
     max_body: usize,
+    /// Unload a model this long after its last request, e.g. 5m, 30s, -1 = never (default:
+    /// never with one model, 5m with several)
+    #[arg(long, value_parser = parse_keep_alive)]
+    keep_alive: Option<KeepAlive>,
+    /// Memory all loaded models together may use, e.g. 8GiB (default: 90% of what is
+    /// available at start); a model that does not fit next to busy ones is refused
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<u64>,
+}
+
+fn parse_keep_alive(s: &str) -> std::result::Result<KeepAlive, String> {
+    let v = match s.trim().parse::<f64>() {
+        Ok(n) => serde_json::json!(n),
+        Err(_) => serde_json::json!(s),
+    };
+    KeepAlive::parse(&v)
 }
 
 /// `2GiB`, `512MiB`, `1.5G`, `1000000` → bytes.
@@ -90,44 +105,35 @@ pub fn run(a: ServeArgs) -> Result<()> {
             a.host
         );
     }
-    let options = forja_models::loader::LoadOptions {
-        context: a.ctx,
-        ..Default::default()
-    };
-    eprintln!("loading {} …", a.model.display());
-    let model = LoadedModel::load_with(&a.model, &candle_core::Device::Cpu, options)
-        .with_context(|| format!("cannot load {}", a.model.display()))?;
-    let kv_bytes = match a.kv_memory {
-        Some(b) => b,
-        None => default_kv_bytes(&model),
-    };
-    let cfg = ServingConfig {
-        block_size: a.block_size,
-        kv_bytes,
-        max_batched_tokens: a.max_batched_tokens,
-        max_running: a.max_running,
-        max_pending: a.max_pending,
-    };
-    let (engine, _thread) = Engine::start(Arc::new(model), &cfg)?;
-    let p = engine.pool;
-    tracing::info!(
-        num_blocks = p.num_blocks,
-        block_size = p.block_size,
-        bytes = p.bytes,
-        bytes_per_token = p.bytes_per_token,
-        max_model_len = p.max_model_len,
-        "kv cache ready"
-    );
-    eprintln!(
-        "KV cache: {} blocks × {} tokens = {:.2} GiB ({:.0} bytes/token); longest request {} tokens",
-        p.num_blocks,
-        p.block_size,
-        p.bytes as f64 / f64::from(1u32 << 30),
-        p.bytes_per_token,
-        p.max_model_len
-    );
-    let state = Arc::new(AppState::new(
-        engine,
+    let available = forja_hw::memory::probe().available_bytes;
+    let keep_alive = a.keep_alive.unwrap_or(if a.models.len() == 1 {
+        KeepAlive::Forever
+    } else {
+        KeepAlive::For(std::time::Duration::from_secs(300))
+    });
+    let pool = ModelPool::from_paths(
+        &a.models,
+        PoolConfig {
+            serving: ServingConfig {
+                block_size: a.block_size,
+                kv_bytes: 0,
+                max_batched_tokens: a.max_batched_tokens,
+                max_running: a.max_running,
+                max_pending: a.max_pending,
+            },
+            kv_bytes: a.kv_memory,
+            context: a.ctx,
+            keep_alive,
+            memory_budget: a
+                .memory_limit
+                .or(available.map(|b| b / 10 * 9))
+                .unwrap_or(u64::MAX),
+            available_memory: available,
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let state = Arc::new(AppState::with_pool(
+        pool,
         ServerConfig {
             api_key: a.api_key.clone(),
             max_body_bytes: a.max_body,
@@ -139,6 +145,38 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        let first = state.models.default_name().to_string();
+        eprintln!("loading {first} …");
+        let engine = state
+            .models
+            .engine(&first, None)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let p = engine.pool;
+        drop(engine);
+        tracing::info!(
+            num_blocks = p.num_blocks,
+            block_size = p.block_size,
+            bytes = p.bytes,
+            bytes_per_token = p.bytes_per_token,
+            max_model_len = p.max_model_len,
+            "kv cache ready"
+        );
+        eprintln!(
+            "KV cache: {} blocks × {} tokens = {:.2} GiB ({:.0} bytes/token); longest request {} tokens",
+            p.num_blocks,
+            p.block_size,
+            p.bytes as f64 / f64::from(1u32 << 30),
+            p.bytes_per_token,
+            p.max_model_len
+        );
+        for e in state.models.entries.iter().skip(1) {
+            eprintln!(
+                "also serving {} on first use ({:.2} GiB when loaded)",
+                e.name,
+                e.footprint.total() as f64 / f64::from(1u32 << 30)
+            );
+        }
         let addr = SocketAddr::new(a.host, a.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -146,7 +184,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let local = listener.local_addr()?;
         eprintln!(
             "serving {} at http://{local}/v1 (OpenAI API){}",
-            state.model_name,
+            first,
             if a.api_key.is_some() {
                 "; send Authorization: Bearer <key>"
             } else {
@@ -159,20 +197,6 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .await
         .context("the server failed")
     })
-}
-
-/// Room for two full contexts, between 16k and 64k tokens, at most a quarter of available
-/// memory and never less than one full context.
-fn default_kv_bytes(model: &LoadedModel) -> u64 {
-    let cfg = &model.decoder.config;
-    let per_token = kv_bytes_per_token(cfg, KvDtype::F32);
-    let ctx = cfg.max_context as f64;
-    let want = per_token * (2.0 * ctx).clamp(16_384.0, 65_536.0);
-    let one = per_token * ctx;
-    let cap = forja_hw::memory::probe()
-        .available_bytes
-        .map_or(f64::INFINITY, |b| b as f64 / 4.0);
-    want.min(cap).max(one) as u64
 }
 
 #[cfg(test)]

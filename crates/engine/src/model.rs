@@ -41,6 +41,16 @@ impl LoadedModel {
         Self::load_with(path, device, LoadOptions::default())
     }
 
+    /// Loads for the CPU with the model's quantized weights, at `context` tokens (default: its
+    /// own).
+    pub fn load_cpu(path: &Path, context: Option<u64>) -> Result<Self> {
+        let options = LoadOptions {
+            context,
+            ..Default::default()
+        };
+        Self::load_with(path, &Device::Cpu, options)
+    }
+
     pub fn load_with(path: &Path, device: &Device, options: LoadOptions) -> Result<Self> {
         let name = display_name(path);
         let decoder = forja_models::loader::load_with(path, device, options)?;

@@ -407,10 +407,11 @@ impl Actor {
             let _ = self.sched.finish(id, reason);
         }
         if let Some(mut r) = self.reqs.remove(&id) {
+            // Not pending any more by the time its client hears the end.
+            self.pending.fetch_sub(1, Ordering::SeqCst);
             if let Some(e) = last {
                 r.sink.send(e);
             }
-            self.pending.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

@@ -5,6 +5,7 @@ pub mod card;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
+pub mod models;
 pub mod ollama;
 pub mod openai;
 pub mod openapi;
@@ -25,9 +26,9 @@ use forja_engine::serving::Engine;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::card::ModelCard;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::models::ModelPool;
 
 /// How the server listens and whom it lets in.
 #[derive(Debug, Clone)]
@@ -53,37 +54,29 @@ impl Default for ServerConfig {
 /// What every handler shares.
 #[derive(Debug)]
 pub struct AppState {
-    pub engine: Engine,
+    pub models: ModelPool,
     pub metrics: Metrics,
     pub config: ServerConfig,
-    /// The name clients use for the model.
-    pub model_name: String,
-    /// Facts about the model for listings.
-    pub card: ModelCard,
     /// Unix seconds the server started.
     pub started: u64,
 }
 
 impl AppState {
+    /// A server of one model already running.
     pub fn new(engine: Engine, config: ServerConfig) -> Self {
+        Self::with_pool(ModelPool::preloaded(engine), config)
+    }
+
+    /// A server of the models in `pool`.
+    pub fn with_pool(models: ModelPool, config: ServerConfig) -> Self {
         AppState {
-            model_name: engine.model.name.clone(),
-            card: ModelCard::read(&engine.model.path),
-            engine,
+            models,
             metrics: Metrics::default(),
             config,
             started: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         }
-    }
-
-    /// Whether `name` designates the served model: its name, or that name without the file
-    /// extension, each optionally with Ollama's `:latest` tag.
-    pub fn serves(&self, name: &str) -> bool {
-        let name = name.strip_suffix(":latest").unwrap_or(name);
-        let n = self.model_name.as_str();
-        name == n || n.strip_suffix(".gguf") == Some(name)
     }
 }
 
@@ -198,10 +191,20 @@ async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
 #[utoipa::path(get, path = "/health", tag = "Server",
     responses((status = 200, description = "`{\"status\": \"ok\", \"model\", \"pending\"}`")))]
 async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let loaded: Vec<serde_json::Value> = state
+        .models
+        .entries
+        .iter()
+        .filter_map(|e| {
+            e.loaded().map(
+                |(engine, _)| serde_json::json!({"model": e.name, "pending": engine.pending()}),
+            )
+        })
+        .collect();
     Json(serde_json::json!({
         "status": "ok",
-        "model": state.model_name,
-        "pending": state.engine.pending(),
+        "models": state.models.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        "loaded": loaded,
     }))
     .into_response()
 }
@@ -215,7 +218,7 @@ async fn metrics_route(State(state): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&state.engine),
+        state.metrics.render(&state.models),
     )
         .into_response()
 }
@@ -230,13 +233,24 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Unload models whose keep-alive ran out.
+    let pool = Arc::clone(&state);
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            pool.models.unload_expired();
+        }
+    });
     let app = router(state);
-    axum::serve(
+    let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    sweeper.abort();
+    served
 }
 
 #[cfg(test)]

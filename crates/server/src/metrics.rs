@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use forja_engine::serving::Engine;
 
+use crate::models::ModelPool;
+
 /// Bucket bounds in seconds for latency histograms.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -80,16 +82,13 @@ impl Metrics {
     }
 
     /// The text exposition of every metric, with `engine`'s gauges read now.
-    pub fn render(&self, engine: &Engine) -> String {
+    pub fn render(&self, pool: &ModelPool) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
-        };
-        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         let _ = writeln!(
             out,
@@ -104,79 +103,110 @@ impl Metrics {
                 );
             }
         }
-        let g = &engine.gauges;
+        // Engine numbers, one line per loaded model.
+        let loaded: Vec<(String, Engine)> = pool
+            .entries
+            .iter()
+            .filter_map(|e| e.loaded().map(|(engine, _)| (e.name.clone(), engine)))
+            .collect();
+        let per_model =
+            |out: &mut String, name: &str, kind: &str, help: &str, v: &dyn Fn(&Engine) -> f64| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (model, engine) in &loaded {
+                    let _ = writeln!(out, "{name}{{model=\"{model}\"}} {}", v(engine));
+                }
+            };
         let load = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed) as f64;
-        gauge(
+        let load64 = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let _ = writeln!(
+            out,
+            "# HELP forja_models_loaded Models loaded now.\n# TYPE forja_models_loaded gauge\n\
+             forja_models_loaded {}",
+            loaded.len()
+        );
+        per_model(
             &mut out,
             "forja_sched_waiting_requests",
+            "gauge",
             "Requests admitted and waiting for their first step.",
-            load(&g.waiting),
+            &|e| load(&e.gauges.waiting),
         );
-        gauge(
+        per_model(
             &mut out,
             "forja_sched_running_requests",
+            "gauge",
             "Requests with a sequence in the running batch.",
-            load(&g.running),
+            &|e| load(&e.gauges.running),
         );
-        gauge(
+        per_model(
             &mut out,
             "forja_engine_pending_requests",
+            "gauge",
             "Requests admitted and not finished (queue depth).",
-            engine.pending() as f64,
+            &|e| e.pending() as f64,
         );
-        gauge(
+        per_model(
             &mut out,
             "forja_kv_blocks_used",
+            "gauge",
             "KV cache blocks held by sequences.",
-            load(&g.kv_blocks_used),
+            &|e| load(&e.gauges.kv_blocks_used),
         );
-        gauge(
+        per_model(
             &mut out,
             "forja_kv_blocks_free",
+            "gauge",
             "KV cache blocks free (cached prefixes included, evictable).",
-            load(&g.kv_blocks_free),
+            &|e| load(&e.gauges.kv_blocks_free),
         );
-        gauge(
+        per_model(
             &mut out,
             "forja_kv_block_size_tokens",
+            "gauge",
             "Tokens per KV cache block.",
-            engine.pool.block_size as f64,
+            &|e| e.pool.block_size as f64,
         );
-        gauge(
+        per_model(
             &mut out,
             "forja_kv_pool_bytes",
+            "gauge",
             "Bytes of the preallocated KV cache pool.",
-            engine.pool.bytes as f64,
+            &|e| e.pool.bytes as f64,
         );
-        let queried = g.prefix_queried_tokens.load(Ordering::Relaxed);
-        let hit = g.prefix_hit_tokens.load(Ordering::Relaxed);
-        gauge(
+        per_model(
             &mut out,
             "forja_kv_prefix_cache_hit_ratio",
+            "gauge",
             "Prompt tokens found in the prefix cache over prompt tokens looked up.",
-            if queried == 0 {
-                0.0
-            } else {
-                hit as f64 / queried as f64
+            &|e| {
+                let q = load64(&e.gauges.prefix_queried_tokens);
+                if q == 0.0 {
+                    0.0
+                } else {
+                    load64(&e.gauges.prefix_hit_tokens) / q
+                }
             },
         );
-        counter(
+        per_model(
             &mut out,
             "forja_kv_prefix_cache_hit_tokens_total",
+            "counter",
             "Prompt tokens found in the prefix cache.",
-            hit,
+            &|e| load64(&e.gauges.prefix_hit_tokens),
         );
-        counter(
+        per_model(
             &mut out,
             "forja_sched_steps_total",
+            "counter",
             "Engine steps run.",
-            g.steps.load(Ordering::Relaxed),
+            &|e| load64(&e.gauges.steps),
         );
-        counter(
+        per_model(
             &mut out,
             "forja_sched_preemptions_total",
+            "counter",
             "Sequences preempted (recomputed later) because KV blocks ran out.",
-            g.preemptions.load(Ordering::Relaxed),
+            &|e| load64(&e.gauges.preemptions),
         );
         counter(
             &mut out,

@@ -28,6 +28,7 @@ use crate::AppState;
 use crate::card::rfc3339;
 use crate::error::ApiError;
 use crate::jobs::{Timing, collect, finish_name, plan, submit};
+use crate::models::{KeepAlive, ModelEntry};
 use crate::openai::parse_body;
 
 /// An error in Ollama's shape.
@@ -65,14 +66,6 @@ fn now() -> String {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     )
-}
-
-fn check_model(state: &AppState, model: &str) -> std::result::Result<(), ApiError> {
-    if state.serves(model) {
-        Ok(())
-    } else {
-        Err(ApiError::model_not_found(model, &state.model_name))
-    }
 }
 
 /// Ollama's defaults where the request says nothing: temperature 0.8, top_k 40, top_p 0.9.
@@ -253,9 +246,10 @@ pub async fn chat(
 ) -> Result<Response> {
     let start = Instant::now();
     let req: ChatRequest = parse_body(body, state.config.max_body_bytes)?;
-    check_model(&state, &req.model)?;
+    let keep_alive = keep_alive(req.keep_alive.as_ref())?;
+    let engine = state.models.engine(&req.model, keep_alive).await?;
     let format = output_format(req.format.as_ref())?;
-    let tools = crate::tools::plan(&state.engine.model, req.tools.as_ref(), None)?;
+    let tools = crate::tools::plan(&engine.model, req.tools.as_ref(), None)?;
     if tools.is_some() && format.is_some() {
         return Err(ApiError::param("format", "format cannot be combined with tools").into());
     }
@@ -273,17 +267,17 @@ pub async fn chat(
         .into_response());
     }
     let msgs = messages(&req.messages)?;
-    let vocab = state.engine.model.tokenizer.vocab_size();
+    let vocab = engine.model.tokenizer.vocab_size();
     let mut plan = plan(&sampling(req.options.as_ref())?, 0, vocab)?;
     plan.format = format.clone();
-    let engine = state.engine.clone();
+    let worker = engine.clone();
     let rendered = tools.as_ref().map(|t| t.tools.clone());
     let prompt =
-        tokio::task::spawn_blocking(move || engine.model.chat_prompt(&msgs, rendered.as_ref()))
+        tokio::task::spawn_blocking(move || worker.model.chat_prompt(&msgs, rendered.as_ref()))
             .await
             .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
             .map_err(|e| ApiError::param("messages", e.to_string()))?;
-    let rx = submit(&state.engine, &[prompt], &plan).await?;
+    let rx = submit(&engine, &[prompt], &plan).await?;
     let tool_format = tools.map(|t| t.format);
     if req.stream.unwrap_or(true) {
         let mut held = tool_format.map(ToolStream::new);
@@ -391,7 +385,8 @@ pub async fn generate(
 ) -> Result<Response> {
     let start = Instant::now();
     let req: GenerateRequest = parse_body(body, state.config.max_body_bytes)?;
-    check_model(&state, &req.model)?;
+    let keep_alive = keep_alive(req.keep_alive.as_ref())?;
+    let engine = state.models.engine(&req.model, keep_alive).await?;
     let format = output_format(req.format.as_ref())?;
     for (field, given) in [
         ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty())),
@@ -429,28 +424,28 @@ pub async fn generate(
         })
         .into_response());
     }
-    let vocab = state.engine.model.tokenizer.vocab_size();
+    let vocab = engine.model.tokenizer.vocab_size();
     let mut plan = plan(&sampling(req.options.as_ref())?, 0, vocab)?;
     plan.format = format.clone();
-    let engine = state.engine.clone();
-    let raw = req.raw.unwrap_or(false) || engine.model.template.is_none();
+    let worker = engine.clone();
+    let raw = req.raw.unwrap_or(false) || worker.model.template.is_none();
     let system = req.system.clone();
     let prompt = tokio::task::spawn_blocking(move || {
         if raw {
-            engine.model.completion_prompt(&text)
+            worker.model.completion_prompt(&text)
         } else {
             let mut msgs = Vec::new();
             if let Some(s) = &system {
                 msgs.push(Message::new("system", s));
             }
             msgs.push(Message::new("user", &text));
-            engine.model.chat_prompt(&msgs, None)
+            worker.model.chat_prompt(&msgs, None)
         }
     })
     .await
     .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
     .map_err(|e| ApiError::param("prompt", e.to_string()))?;
-    let rx = submit(&state.engine, std::slice::from_ref(&prompt), &plan).await?;
+    let rx = submit(&engine, std::slice::from_ref(&prompt), &plan).await?;
     if req.stream.unwrap_or(true) {
         let lines = pieces(Arc::clone(&state), rx, start).map(move |p| {
             let line = match p {
@@ -496,8 +491,8 @@ pub async fn generate(
     .into_response())
 }
 
-fn details(state: &AppState) -> ModelDetails {
-    let c = &state.card;
+fn details(e: &ModelEntry) -> ModelDetails {
+    let c = &e.card;
     ModelDetails {
         parent_model: String::new(),
         format: c.format.into(),
@@ -508,18 +503,40 @@ fn details(state: &AppState) -> ModelDetails {
     }
 }
 
-fn listed(state: &AppState, running: bool) -> ListedModel {
-    ListedModel {
-        name: state.model_name.clone(),
-        model: state.model_name.clone(),
-        modified_at: rfc3339(state.card.modified),
-        size: state.card.file_bytes + if running { state.engine.pool.bytes } else { 0 },
-        digest: String::new(),
-        details: details(state),
+/// A model as `/api/tags` (everything offered) or `/api/ps` (loaded, with the bytes it holds
+/// and when its keep-alive runs out) lists it.
+fn listed(e: &ModelEntry, running: Option<(u64, Option<std::time::Instant>)>) -> ListedModel {
+    let expires = running.map(|(_, at)| match at {
         // Loaded for the life of the server.
-        expires_at: running.then(|| "9999-12-31T23:59:59Z".to_string()),
-        size_vram: running.then_some(0),
+        None => "9999-12-31T23:59:59Z".to_string(),
+        Some(at) => {
+            let left = at
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            rfc3339(now + left)
+        }
+    });
+    ListedModel {
+        name: e.name.clone(),
+        model: e.name.clone(),
+        modified_at: rfc3339(e.card.modified),
+        size: running.map_or(e.card.file_bytes, |(bytes, _)| e.card.file_bytes + bytes),
+        digest: String::new(),
+        details: details(e),
+        expires_at: expires,
+        size_vram: running.map(|_| 0),
     }
+}
+
+/// Ollama's per-request `keep_alive`.
+fn keep_alive(v: Option<&Value>) -> std::result::Result<Option<KeepAlive>, ApiError> {
+    v.filter(|v| !v.is_null())
+        .map(KeepAlive::parse)
+        .transpose()
+        .map_err(|e| ApiError::param("keep_alive", e))
 }
 
 #[utoipa::path(get, path = "/api/tags", tag = "Ollama",
@@ -527,7 +544,12 @@ fn listed(state: &AppState, running: bool) -> ListedModel {
     security((), ("api_key" = [])))]
 pub async fn tags(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     Json(ModelList {
-        models: vec![listed(&state, false)],
+        models: state
+            .models
+            .entries
+            .iter()
+            .map(|e| listed(e, None))
+            .collect(),
     })
 }
 
@@ -536,7 +558,15 @@ pub async fn tags(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     security((), ("api_key" = [])))]
 pub async fn ps(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     Json(ModelList {
-        models: vec![listed(&state, true)],
+        models: state
+            .models
+            .entries
+            .iter()
+            .filter_map(|e| {
+                e.loaded()
+                    .map(|(engine, at)| listed(e, Some((engine.pool.bytes, at))))
+            })
+            .collect(),
     })
 }
 
@@ -555,27 +585,27 @@ pub async fn show(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<ShowResponse>> {
     let req: ShowRequest = parse_body(body, state.config.max_body_bytes)?;
-    check_model(&state, &req.model)?;
-    let c = &state.card;
+    let entry = Arc::clone(state.models.find(&req.model)?);
+    let engine = state.models.engine(&req.model, None).await?;
+    let c = &entry.card;
     let mut info = std::collections::BTreeMap::new();
     info.insert("general.architecture".into(), Value::from(c.family.clone()));
     info.insert("general.parameter_count".into(), Value::from(c.parameters));
     info.insert(
         format!("{}.context_length", c.family),
-        Value::from(state.engine.pool.max_model_len),
+        Value::from(engine.pool.max_model_len),
     );
-    let template = state
-        .engine
+    let template = engine
         .model
         .tokenizer
         .chat_template
         .clone()
         .unwrap_or_default();
     Ok(Json(ShowResponse {
-        modelfile: format!("FROM {}\n", state.engine.model.path.display()),
+        modelfile: format!("FROM {}\n", engine.model.path.display()),
         parameters: String::new(),
         template,
-        details: details(&state),
+        details: details(&entry),
         model_info: info,
         capabilities: vec!["completion".into()],
         modified_at: rfc3339(c.modified),

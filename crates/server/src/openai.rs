@@ -17,7 +17,7 @@ use forja_api::openai::{
     TokenLogprob, TopLogprob, Usage,
 };
 use forja_engine::constrain::OutputFormat;
-use forja_engine::serving::Event;
+use forja_engine::serving::{Engine, Event};
 use forja_engine::tool_calls::{self, ToolFormat, ToolStream};
 use forja_engine::{Message, Sampled};
 use futures_util::{Stream, StreamExt};
@@ -47,14 +47,6 @@ pub fn parse_body<T: DeserializeOwned>(
         other => ApiError::invalid(format!("cannot read the request body: {other}")),
     })?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
-}
-
-fn check_model(state: &AppState, model: &str) -> Result<(), ApiError> {
-    if state.serves(model) {
-        Ok(())
-    } else {
-        Err(ApiError::model_not_found(model, &state.model_name))
-    }
 }
 
 fn request_id(prefix: &str) -> String {
@@ -131,17 +123,16 @@ fn output_format(req: &ChatCompletionRequest) -> Result<Option<OutputFormat>, Ap
     }
 }
 
-fn token_text(state: &AppState, id: u32) -> String {
-    state
-        .engine
+fn token_text(engine: &Engine, id: u32) -> String {
+    engine
         .model
         .tokenizer
         .decode(&[id], false)
         .unwrap_or_default()
 }
 
-fn chat_logprob(state: &AppState, s: &Sampled) -> TokenLogprob {
-    let token = token_text(state, s.token);
+fn chat_logprob(engine: &Engine, s: &Sampled) -> TokenLogprob {
+    let token = token_text(engine, s.token);
     TokenLogprob {
         bytes: token.as_bytes().to_vec(),
         token,
@@ -150,7 +141,7 @@ fn chat_logprob(state: &AppState, s: &Sampled) -> TokenLogprob {
             .top
             .iter()
             .map(|&(id, lp)| {
-                let t = token_text(state, id);
+                let t = token_text(engine, id);
                 TopLogprob {
                     bytes: t.as_bytes().to_vec(),
                     token: t,
@@ -183,7 +174,7 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
     let req: ChatCompletionRequest = parse_body(body, state.config.max_body_bytes)?;
-    check_model(&state, &req.model)?;
+    let engine = state.models.engine(&req.model, None).await?;
     let format = output_format(&req)?;
     let want_logprobs = req.logprobs.unwrap_or(false);
     let top = req.top_logprobs.unwrap_or(0);
@@ -199,13 +190,9 @@ pub async fn chat_completions(
             "top_logprobs needs logprobs: true",
         ));
     }
-    let vocab = state.engine.model.tokenizer.vocab_size();
+    let vocab = engine.model.tokenizer.vocab_size();
     let mut plan = plan(&req.sampling(), top, vocab)?;
-    let tools = crate::tools::plan(
-        &state.engine.model,
-        req.tools.as_ref(),
-        req.tool_choice.as_ref(),
-    )?;
+    let tools = crate::tools::plan(&engine.model, req.tools.as_ref(), req.tool_choice.as_ref())?;
     plan.format = match (&tools, format) {
         (Some(t), None) => t.forced.clone(),
         (None, f) => f,
@@ -217,15 +204,15 @@ pub async fn chat_completions(
         }
     };
     let msgs = messages(&req)?;
-    let engine = state.engine.clone();
+    let worker = engine.clone();
     let rendered = tools.as_ref().map(|t| t.tools.clone());
     let prompt =
-        tokio::task::spawn_blocking(move || engine.model.chat_prompt(&msgs, rendered.as_ref()))
+        tokio::task::spawn_blocking(move || worker.model.chat_prompt(&msgs, rendered.as_ref()))
             .await
             .map_err(|e| ApiError::internal(format!("prompt rendering failed: {e}")))?
             .map_err(|e| ApiError::param("messages", e.to_string()))?;
     let prompts = [prompt];
-    let rx = submit(&state.engine, &prompts, &plan).await?;
+    let rx = submit(&engine, &prompts, &plan).await?;
     let id = request_id("chatcmpl");
     let created = now_secs();
     let choices = plan.n;
@@ -233,6 +220,7 @@ pub async fn chat_completions(
         let usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
         let stream = chat_stream(
             state,
+            engine,
             rx,
             id,
             created,
@@ -269,7 +257,7 @@ pub async fn chat_completions(
                 tool_calls: crate::tools::api_calls(calls, false),
             },
             logprobs: want_logprobs.then(|| ChoiceLogprobs {
-                content: r.tokens.iter().map(|s| chat_logprob(&state, s)).collect(),
+                content: r.tokens.iter().map(|s| chat_logprob(&engine, s)).collect(),
             }),
             finish_reason: finish,
         });
@@ -300,6 +288,7 @@ fn add_usage(total: &mut Usage, u: &forja_engine::serving::Usage, count_prompt: 
 
 struct ChatStream {
     state: Arc<AppState>,
+    engine: Engine,
     rx: UnboundedReceiver<(usize, Event)>,
     id: String,
     created: u64,
@@ -349,7 +338,7 @@ impl ChatStream {
                     return out;
                 }
                 let logprobs = self.logprobs.then(|| ChoiceLogprobs {
-                    content: vec![chat_logprob(&self.state, &sampled)],
+                    content: vec![chat_logprob(&self.engine, &sampled)],
                 });
                 let c = ChunkChoice {
                     index: i,
@@ -419,6 +408,7 @@ fn json_event<T: serde::Serialize>(v: &T) -> SseEvent {
 )]
 fn chat_stream(
     state: Arc<AppState>,
+    engine: Engine,
     rx: UnboundedReceiver<(usize, Event)>,
     id: String,
     created: u64,
@@ -432,6 +422,7 @@ fn chat_stream(
     let s = ChatStream {
         tools: (0..choices).map(|_| tools.map(ToolStream::new)).collect(),
         state,
+        engine,
         rx,
         id,
         created,
@@ -488,7 +479,7 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
     let req: CompletionRequest = parse_body(body, state.config.max_body_bytes)?;
-    check_model(&state, &req.model)?;
+    let engine = state.models.engine(&req.model, None).await?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::param(
             "suffix",
@@ -505,23 +496,23 @@ pub async fn completions(
     if top > 5 {
         return Err(ApiError::param("logprobs", "logprobs must be at most 5"));
     }
-    let vocab = state.engine.model.tokenizer.vocab_size();
+    let vocab = engine.model.tokenizer.vocab_size();
     let plan = plan(&req.sampling(), top, vocab)?;
     let texts = req.prompt.clone().into_vec();
     if texts.is_empty() || texts.iter().any(String::is_empty) {
         return Err(ApiError::param("prompt", "prompt must not be empty"));
     }
-    let engine = state.engine.clone();
+    let worker = engine.clone();
     let t2 = texts.clone();
     let prompts = tokio::task::spawn_blocking(move || {
         t2.iter()
-            .map(|t| engine.model.completion_prompt(t))
+            .map(|t| worker.model.completion_prompt(t))
             .collect::<Result<Vec<_>, _>>()
     })
     .await
     .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))?
     .map_err(|e| ApiError::param("prompt", e.to_string()))?;
-    let rx = submit(&state.engine, &prompts, &plan).await?;
+    let rx = submit(&engine, &prompts, &plan).await?;
     let choices = prompts.len() * plan.n;
     let id = request_id("cmpl");
     let created = now_secs();
@@ -553,7 +544,7 @@ pub async fn completions(
             let mut lp = CompletionLogprobs::default();
             let mut offset = prefix.len();
             for s in &r.tokens {
-                let t = token_text(&state, s.token);
+                let t = token_text(&engine, s.token);
                 lp.text_offset.push(offset);
                 offset += t.len();
                 lp.tokens.push(t);
@@ -561,7 +552,7 @@ pub async fn completions(
                 lp.top_logprobs.push(
                     s.top
                         .iter()
-                        .map(|&(id, l)| (token_text(&state, id), l))
+                        .map(|&(id, l)| (token_text(&engine, id), l))
                         .collect(),
                 );
             }
@@ -708,12 +699,24 @@ fn completion_stream(
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
-        data: vec![Model {
-            id: state.model_name.clone(),
-            object: "model",
-            created: state.started,
-            owned_by: "forja",
-            max_model_len: state.engine.pool.max_model_len,
-        }],
+        data: state
+            .models
+            .entries
+            .iter()
+            .map(|e| Model {
+                id: e.name.clone(),
+                object: "model",
+                created: state.started,
+                owned_by: "forja",
+                max_model_len: e
+                    .loaded()
+                    .map(|(engine, _)| engine.pool.max_model_len)
+                    .or_else(|| {
+                        usize::try_from(e.card.context_length)
+                            .ok()
+                            .filter(|&c| c > 0)
+                    }),
+            })
+            .collect(),
     })
 }

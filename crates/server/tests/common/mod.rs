@@ -93,6 +93,7 @@ impl Server {
         })
     }
 
+    /// The sum of metric `name` over its label sets.
     pub fn metric(&self, name: &str) -> f64 {
         self.rt.block_on(async {
             let text = self
@@ -104,11 +105,16 @@ impl Server {
                 .text()
                 .await
                 .unwrap();
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} ")))
-                .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
-                .parse()
-                .unwrap()
+            let values: Vec<f64> = text
+                .lines()
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+                .collect();
+            assert!(!values.is_empty(), "no metric {name} in\n{text}");
+            values.iter().sum()
         })
     }
 }
@@ -118,4 +124,40 @@ pub fn sse_data(text: &str) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("data: "))
         .map(str::to_string)
         .collect()
+}
+
+/// A server over a pool of models (loaded on first use), on a real socket.
+pub fn start_pool(pool: forja_server::models::ModelPool, config: ServerConfig) -> Server {
+    let state = Arc::new(AppState::with_pool(pool, config));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(forja_server::serve(listener, state, std::future::pending()));
+    Server {
+        url,
+        client: reqwest::Client::new(),
+        model: load(),
+        rt,
+    }
+}
+
+impl Server {
+    pub fn get(&self, path: &str) -> Value {
+        self.rt.block_on(async {
+            self.client
+                .get(format!("{}{path}", self.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    }
 }

@@ -1,0 +1,439 @@
+//! The models a server offers: each is loaded on first use, kept while it is used, unloaded after
+//! an idle keep-alive, and refused — with the numbers — when `arch`'s byte math says it does not
+//! fit in the memory budget next to the models already loaded (idle ones are unloaded first to
+//! make room).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use forja_arch::kv_cache::kv_bytes_per_token;
+use forja_arch::workspace::{StepShape, inference_workspace_bytes};
+use forja_arch::{DecoderConfig, KvDtype, ModelDescription};
+use forja_engine::LoadedModel;
+use forja_engine::serving::{Engine, ServingConfig};
+
+use crate::card::ModelCard;
+use crate::error::ApiError;
+
+/// How long a model stays loaded after its last request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    For(Duration),
+    Forever,
+}
+
+impl KeepAlive {
+    /// Ollama's `keep_alive`: a duration (`"5m"`, `"30s"`, `"1h"`, `"500ms"`) or a number of
+    /// seconds; negative means forever, 0 unloads as soon as the model is idle.
+    pub fn parse(v: &serde_json::Value) -> Result<Self, String> {
+        let secs = match v {
+            serde_json::Value::Number(n) => n.as_f64().ok_or("not a number")?,
+            serde_json::Value::String(s) => {
+                let s = s.trim();
+                let (num, mult) = if let Some(x) = s.strip_suffix("ms") {
+                    (x, 0.001)
+                } else if let Some(x) = s.strip_suffix('s') {
+                    (x, 1.0)
+                } else if let Some(x) = s.strip_suffix('m') {
+                    (x, 60.0)
+                } else if let Some(x) = s.strip_suffix('h') {
+                    (x, 3600.0)
+                } else {
+                    (s, 1.0)
+                };
+                num.trim().parse::<f64>().map_err(|_| {
+                    format!("keep_alive `{s}` is not a duration (examples: 5m, 30s, 1h, -1)")
+                })? * mult
+            }
+            other => {
+                return Err(format!(
+                    "keep_alive must be a duration or seconds, not {other}"
+                ));
+            }
+        };
+        if !secs.is_finite() {
+            return Err("keep_alive must be finite".into());
+        }
+        Ok(if secs < 0.0 {
+            KeepAlive::Forever
+        } else {
+            KeepAlive::For(Duration::from_secs_f64(secs))
+        })
+    }
+}
+
+/// Bytes a loaded model holds, from the same functions the planner uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Footprint {
+    pub weights: u64,
+    pub kv_cache: u64,
+    pub workspace: u64,
+}
+
+impl Footprint {
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv_cache + self.workspace
+    }
+}
+
+/// The KV pool a model gets unless told otherwise: room for two full contexts, between 16k
+/// and 64k tokens, at most a quarter of `available` and never less than one context.
+pub fn default_kv_bytes(cfg: &DecoderConfig, available: Option<u64>) -> u64 {
+    let per_token = kv_bytes_per_token(cfg, KvDtype::F32);
+    let ctx = cfg.max_context as f64;
+    let want = per_token * (2.0 * ctx).clamp(16_384.0, 65_536.0);
+    let cap = available.map_or(f64::INFINITY, |b| b as f64 / 4.0);
+    want.min(cap).max(per_token * ctx) as u64
+}
+
+/// How every model of the pool is loaded and served.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Batching and queue settings; `kv_bytes` is replaced per model unless `kv_bytes` is set.
+    pub serving: ServingConfig,
+    /// The KV pool of every model; `None` = [`default_kv_bytes`].
+    pub kv_bytes: Option<u64>,
+    /// Context length of every model; `None` = its own.
+    pub context: Option<u64>,
+    pub keep_alive: KeepAlive,
+    /// Bytes all loaded models together may hold.
+    pub memory_budget: u64,
+    /// Memory available on this machine (caps the default KV pool).
+    pub available_memory: Option<u64>,
+}
+
+struct Loaded {
+    engine: Engine,
+    last_used: Instant,
+    keep_alive: KeepAlive,
+}
+
+/// One model the server offers.
+pub struct ModelEntry {
+    pub name: String,
+    pub path: Option<PathBuf>,
+    pub card: ModelCard,
+    /// What loading it costs (zero for a model started outside the pool).
+    pub footprint: Footprint,
+    slot: tokio::sync::Mutex<Option<Loaded>>,
+}
+
+impl std::fmt::Debug for ModelEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelEntry")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("footprint", &self.footprint)
+            .finish()
+    }
+}
+
+impl ModelEntry {
+    /// Whether `name` designates this model: its name, or that name without `.gguf`, each
+    /// optionally with Ollama's `:latest` tag.
+    pub fn answers_to(&self, name: &str) -> bool {
+        let name = name.strip_suffix(":latest").unwrap_or(name);
+        let n = self.name.as_str();
+        name == n || n.strip_suffix(".gguf") == Some(name)
+    }
+
+    /// The loaded engine, if any, without waiting.
+    pub fn loaded(&self) -> Option<(Engine, Option<Instant>)> {
+        let slot = self.slot.try_lock().ok()?;
+        slot.as_ref().map(|l| {
+            let expires = match l.keep_alive {
+                KeepAlive::Forever => None,
+                KeepAlive::For(d) => Some(l.last_used + d),
+            };
+            (l.engine.clone(), expires)
+        })
+    }
+}
+
+/// Every model of a server.
+#[derive(Debug)]
+pub struct ModelPool {
+    pub entries: Vec<Arc<ModelEntry>>,
+    config: Option<PoolConfig>,
+    /// Bytes reserved by loaded (or loading) models.
+    used: Mutex<u64>,
+}
+
+impl ModelPool {
+    /// A pool of one model already running, never unloaded.
+    pub fn preloaded(engine: Engine) -> Self {
+        let entry = ModelEntry {
+            name: engine.model.name.clone(),
+            card: ModelCard::read(&engine.model.path),
+            path: None,
+            footprint: Footprint::default(),
+            slot: tokio::sync::Mutex::new(Some(Loaded {
+                engine,
+                last_used: Instant::now(),
+                keep_alive: KeepAlive::Forever,
+            })),
+        };
+        ModelPool {
+            entries: vec![Arc::new(entry)],
+            config: None,
+            used: Mutex::new(0),
+        }
+    }
+
+    /// A pool of models at `paths`, none loaded yet. Each file's header is read now, so a
+    /// missing or broken file is an error at start, not at the first request.
+    pub fn from_paths(paths: &[PathBuf], config: PoolConfig) -> Result<Self, String> {
+        let available = config.available_memory;
+        let mut entries: Vec<Arc<ModelEntry>> = Vec::new();
+        for path in paths {
+            let desc = ModelDescription::from_path(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let mut cfg = desc.config.clone();
+            if let Some(c) = config.context {
+                cfg.max_context = c;
+            }
+            let s = &config.serving;
+            let footprint = Footprint {
+                weights: desc.weights(None).total_bytes,
+                kv_cache: config
+                    .kv_bytes
+                    .unwrap_or_else(|| default_kv_bytes(&cfg, available)),
+                workspace: inference_workspace_bytes(
+                    &cfg,
+                    StepShape {
+                        step_tokens: s.max_batched_tokens as u64,
+                        num_seqs: s.max_running as u64,
+                        act_bytes: 4,
+                    },
+                ),
+            };
+            let name = forja_engine::model::display_name(path);
+            if entries.iter().any(|e| e.name == name) {
+                return Err(format!(
+                    "two models are named {name}; rename one of the files"
+                ));
+            }
+            entries.push(Arc::new(ModelEntry {
+                name,
+                card: ModelCard::read(path),
+                path: Some(path.clone()),
+                footprint,
+                slot: tokio::sync::Mutex::new(None),
+            }));
+        }
+        if entries.is_empty() {
+            return Err("no model to serve".into());
+        }
+        Ok(ModelPool {
+            entries,
+            config: Some(config),
+            used: Mutex::new(0),
+        })
+    }
+
+    /// The model clients get when they do not care (the first one).
+    pub fn default_name(&self) -> &str {
+        self.entries.first().map_or("", |e| e.name.as_str())
+    }
+
+    pub fn find(&self, name: &str) -> Result<&Arc<ModelEntry>, ApiError> {
+        self.entries
+            .iter()
+            .find(|e| e.answers_to(name))
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+                ApiError::model_not_found(name, &names.join("`, `"))
+            })
+    }
+
+    /// The engine of model `name`, loading it first if needed (concurrent requests for the same
+    /// model wait for one load). `keep_alive` overrides the pool's for this model.
+    pub async fn engine(
+        &self,
+        name: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Engine, ApiError> {
+        let entry = self.find(name)?;
+        let mut slot = entry.slot.lock().await;
+        if let Some(l) = slot.as_mut() {
+            l.last_used = Instant::now();
+            if let Some(k) = keep_alive {
+                l.keep_alive = k;
+            }
+            return Ok(l.engine.clone());
+        }
+        let (Some(config), Some(path)) = (&self.config, &entry.path) else {
+            return Err(ApiError::unavailable(format!(
+                "model {} is not loaded",
+                entry.name
+            )));
+        };
+        self.reserve(entry).await?;
+        let serving = ServingConfig {
+            kv_bytes: entry.footprint.kv_cache,
+            ..config.serving.clone()
+        };
+        let context = config.context;
+        let path = path.clone();
+        let started = tokio::task::spawn_blocking(move || {
+            let model = LoadedModel::load_cpu(&path, context)
+                .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+            Engine::start(Arc::new(model), &serving)
+                .map(|(engine, _thread)| engine)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match started {
+            Ok(engine) => {
+                tracing::info!(model = %entry.name, bytes = entry.footprint.total(), "model loaded");
+                *slot = Some(Loaded {
+                    engine: engine.clone(),
+                    last_used: Instant::now(),
+                    keep_alive: keep_alive.unwrap_or(config.keep_alive),
+                });
+                Ok(engine)
+            }
+            Err(e) => {
+                self.release(entry.footprint.total());
+                Err(ApiError::internal(e))
+            }
+        }
+    }
+
+    /// Reserves `entry`'s bytes, unloading idle models (least recently used first) to make
+    /// room; refuses with the numbers when even that is not enough.
+    async fn reserve(&self, entry: &ModelEntry) -> Result<(), ApiError> {
+        let budget = self.config.as_ref().map_or(u64::MAX, |c| c.memory_budget);
+        let need = entry.footprint.total();
+        loop {
+            {
+                let mut used = self
+                    .used
+                    .lock()
+                    .map_err(|_| ApiError::internal("pool lock"))?;
+                if *used + need <= budget {
+                    *used += need;
+                    return Ok(());
+                }
+            }
+            if !self.unload_one_idle(&entry.name) {
+                let used = self.used.lock().map_or(0, |u| *u);
+                let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+                let busy: Vec<String> = self
+                    .entries
+                    .iter()
+                    .filter(|e| e.name != entry.name)
+                    .filter_map(|e| {
+                        e.loaded()
+                            .map(|(engine, _)| format!("{}: {} requests", e.name, engine.pending()))
+                    })
+                    .collect();
+                let f = entry.footprint;
+                return Err(ApiError::unavailable(format!(
+                    "model {} needs {:.2} GiB (weights {:.2}, KV cache {:.2}, workspace {:.2}) \
+                     but only {:.2} GiB of the {:.2} GiB budget are free next to the loaded, \
+                     busy models ({}); retry when they are idle or raise --memory-limit",
+                    entry.name,
+                    gib(need),
+                    gib(f.weights),
+                    gib(f.kv_cache),
+                    gib(f.workspace),
+                    gib(budget.saturating_sub(used)),
+                    gib(budget),
+                    if busy.is_empty() {
+                        "none".to_string()
+                    } else {
+                        busy.join(", ")
+                    },
+                )));
+            }
+        }
+    }
+
+    fn release(&self, bytes: u64) {
+        if let Ok(mut used) = self.used.lock() {
+            *used = used.saturating_sub(bytes);
+        }
+    }
+
+    /// Unloads the least recently used idle model other than `except`; whether one was.
+    fn unload_one_idle(&self, except: &str) -> bool {
+        let mut best: Option<(&Arc<ModelEntry>, Instant)> = None;
+        for e in &self.entries {
+            if e.name == except || e.path.is_none() {
+                continue;
+            }
+            let Ok(slot) = e.slot.try_lock() else {
+                continue;
+            };
+            if let Some(l) = slot.as_ref()
+                && l.engine.pending() == 0
+                && best.is_none_or(|(_, t)| l.last_used < t)
+            {
+                best = Some((e, l.last_used));
+            }
+        }
+        match best {
+            Some((e, _)) => self.unload(e, |_| true),
+            None => false,
+        }
+    }
+
+    /// Unloads `entry` if it is loaded, idle and `pred` holds; whether it was.
+    fn unload(&self, entry: &ModelEntry, pred: impl Fn(&Loaded) -> bool) -> bool {
+        let Ok(mut slot) = entry.slot.try_lock() else {
+            return false;
+        };
+        let idle = slot
+            .as_ref()
+            .is_some_and(|l| l.engine.pending() == 0 && pred(l));
+        if idle {
+            // The engine thread ends, and its memory is freed, when the last handle is gone.
+            *slot = None;
+            self.release(entry.footprint.total());
+            tracing::info!(model = %entry.name, "model unloaded");
+        }
+        idle
+    }
+
+    /// Unloads every model whose keep-alive has run out; the server calls this periodically.
+    pub fn unload_expired(&self) {
+        let now = Instant::now();
+        for e in &self.entries {
+            if e.path.is_some() {
+                self.unload(e, |l| match l.keep_alive {
+                    KeepAlive::Forever => false,
+                    KeepAlive::For(d) => l.last_used + d <= now,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code fails loudly")]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keep_alive_reads_like_ollama() {
+        let p = |v| KeepAlive::parse(&v).unwrap();
+        assert_eq!(p(json!("5m")), KeepAlive::For(Duration::from_secs(300)));
+        assert_eq!(p(json!("30s")), KeepAlive::For(Duration::from_secs(30)));
+        assert_eq!(p(json!("1h")), KeepAlive::For(Duration::from_secs(3600)));
+        assert_eq!(
+            p(json!("250ms")),
+            KeepAlive::For(Duration::from_millis(250))
+        );
+        assert_eq!(p(json!(10)), KeepAlive::For(Duration::from_secs(10)));
+        assert_eq!(p(json!(0)), KeepAlive::For(Duration::ZERO));
+        assert_eq!(p(json!(-1)), KeepAlive::Forever);
+        assert_eq!(p(json!("-1m")), KeepAlive::Forever);
+        assert!(KeepAlive::parse(&json!("soon")).is_err());
+        assert!(KeepAlive::parse(&json!(true)).is_err());
+    }
+}
