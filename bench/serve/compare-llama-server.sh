@@ -32,7 +32,7 @@ trap stop EXIT
 
 wait_ready() { # url
   for _ in $(seq 1 600); do
-    curl -fsS "$1/v1/models" >/dev/null 2>&1 && return 0
+    curl -fsS "$1/health" >/dev/null 2>&1 && return 0
     sleep 0.2
   done
   echo "server at $1 did not come up" >&2; exit 1

@@ -145,58 +145,77 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let first = state.models.default_name().to_string();
-        eprintln!("loading {first} …");
-        let engine = state
-            .models
-            .engine(&first, None)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        let p = engine.pool;
-        drop(engine);
-        tracing::info!(
-            num_blocks = p.num_blocks,
-            block_size = p.block_size,
-            bytes = p.bytes,
-            bytes_per_token = p.bytes_per_token,
-            max_model_len = p.max_model_len,
-            "kv cache ready"
-        );
-        eprintln!(
-            "KV cache: {} blocks × {} tokens = {:.2} GiB ({:.0} bytes/token); longest request {} tokens",
-            p.num_blocks,
-            p.block_size,
-            p.bytes as f64 / f64::from(1u32 << 30),
-            p.bytes_per_token,
-            p.max_model_len
-        );
-        for e in state.models.entries.iter().skip(1) {
-            eprintln!(
-                "also serving {} on first use ({:.2} GiB when loaded)",
-                e.name,
-                e.footprint.total() as f64 / f64::from(1u32 << 30)
-            );
-        }
         let addr = SocketAddr::new(a.host, a.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
+        let first = state.models.default_name().to_string();
         eprintln!(
-            "serving {} at http://{local}/v1 (OpenAI API){}",
-            first,
+            "serving at http://{local}/v1 (OpenAI API) and /api (Ollama API){}; loading {first} …",
             if a.api_key.is_some() {
                 "; send Authorization: Bearer <key>"
             } else {
                 ""
             }
         );
-        forja_server::serve(listener, state, async {
-            let _ = tokio::signal::ctrl_c().await;
+        // Load the default model while already answering (503 until it is ready).
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+        let loader = Arc::clone(&state);
+        tokio::spawn(async move {
+            match loader.models.engine(&first, None).await {
+                Ok(engine) => report_pool(&loader, &engine.pool),
+                Err(e) => {
+                    let _ = failed_tx.send(e.message);
+                }
+            }
+        });
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let seen = Arc::clone(&failure);
+        forja_server::serve(listener, state, async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                Ok(message) = failed_rx => {
+                    if let Ok(mut f) = seen.lock() {
+                        *f = Some(message);
+                    }
+                }
+            }
         })
         .await
-        .context("the server failed")
+        .context("the server failed")?;
+        match failure.lock().ok().and_then(|mut f| f.take()) {
+            Some(message) => bail!("{message}"),
+            None => Ok(()),
+        }
     })
+}
+
+/// Prints (and logs) the default model's KV pool and the other models on offer.
+fn report_pool(state: &AppState, p: &forja_engine::serving::PoolInfo) {
+    tracing::info!(
+        num_blocks = p.num_blocks,
+        block_size = p.block_size,
+        bytes = p.bytes,
+        bytes_per_token = p.bytes_per_token,
+        max_model_len = p.max_model_len,
+        "kv cache ready"
+    );
+    eprintln!(
+        "ready: KV cache {} blocks × {} tokens = {:.2} GiB ({:.0} bytes/token); longest request {} tokens",
+        p.num_blocks,
+        p.block_size,
+        p.bytes as f64 / f64::from(1u32 << 30),
+        p.bytes_per_token,
+        p.max_model_len
+    );
+    for e in state.models.entries.iter().skip(1) {
+        eprintln!(
+            "also serving {} on first use ({:.2} GiB when loaded)",
+            e.name,
+            e.footprint.total() as f64 / f64::from(1u32 << 30)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -31,8 +31,8 @@ fn forja() -> Command {
     c
 }
 
-/// Starts the server on port 0 and reads its address from the "serving NAME at http://ADDR/v1"
-/// line on stderr.
+/// Starts the server on port 0, reads its address from the "serving at http://ADDR/v1" line on
+/// stderr and waits for the "ready:" line (the model loaded).
 fn serve() -> Server {
     let model = testdata_file("SmolLM2-135M-Instruct.Q4_1.gguf");
     let mut child = forja()
@@ -42,7 +42,8 @@ fn serve() -> Server {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = String::new();
-    let url = loop {
+    let mut url = None;
+    loop {
         let Some(line) = lines.next() else {
             let _ = child.kill();
             panic!("forja serve ended before serving:\n{seen}");
@@ -50,11 +51,14 @@ fn serve() -> Server {
         let line = line.unwrap();
         seen += &line;
         seen.push('\n');
-        if let Some(rest) = line.strip_prefix("serving ") {
-            let addr = rest.split(" at http://").nth(1).unwrap();
-            break format!("http://{}", addr.split("/v1").next().unwrap());
+        if let Some(rest) = line.strip_prefix("serving at http://") {
+            url = Some(format!("http://{}", rest.split("/v1").next().unwrap()));
         }
-    };
+        if line.starts_with("ready:") {
+            break;
+        }
+    }
+    let url = url.unwrap_or_else(|| panic!("no address in:\n{seen}"));
     // Keep reading stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     Server { child, url }

@@ -84,6 +84,18 @@ impl ApiError {
         }
     }
 
+    /// 503 while a model loads.
+    pub fn loading(model: &str) -> Self {
+        ApiError {
+            code: Some("model_loading"),
+            retry_after: Some(2),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("model {model} is loading; retry in a few seconds"),
+            )
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }

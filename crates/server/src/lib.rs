@@ -189,11 +189,12 @@ async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
 }
 
 #[utoipa::path(get, path = "/health", tag = "Server",
-    responses((status = 200, description = "`{\"status\": \"ok\", \"model\", \"pending\"}`")))]
+    responses(
+        (status = 200, description = "`{\"status\": \"ok\", \"models\", \"loaded\", \"loading\"}`"),
+        (status = 503, description = "The default model is still loading")))]
 async fn health(State(state): State<Arc<AppState>>) -> Response {
-    let loaded: Vec<serde_json::Value> = state
-        .models
-        .entries
+    let models = &state.models.entries;
+    let loaded: Vec<serde_json::Value> = models
         .iter()
         .filter_map(|e| {
             e.loaded().map(
@@ -201,12 +202,30 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             )
         })
         .collect();
-    Json(serde_json::json!({
-        "status": "ok",
-        "models": state.models.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
-        "loaded": loaded,
-    }))
-    .into_response()
+    let loading: Vec<&str> = models
+        .iter()
+        .filter(|e| e.is_loading())
+        .map(|e| e.name.as_str())
+        .collect();
+    // Ready once the default model is up (load balancers wait for that).
+    let ready = models
+        .first()
+        .is_none_or(|e| e.loaded().is_some() || !e.is_loading());
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": if ready { "ok" } else { "loading" },
+            "models": models.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            "loaded": loaded,
+            "loading": loading,
+        })),
+    )
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "Server",

@@ -117,6 +117,8 @@ pub struct ModelEntry {
     /// What loading it costs (zero for a model started outside the pool).
     pub footprint: Footprint,
     slot: tokio::sync::Mutex<Option<Loaded>>,
+    /// A load is in progress: other requests are told to retry.
+    loading: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ModelEntry {
@@ -136,6 +138,11 @@ impl ModelEntry {
         let name = name.strip_suffix(":latest").unwrap_or(name);
         let n = self.name.as_str();
         name == n || n.strip_suffix(".gguf") == Some(name)
+    }
+
+    /// Whether the model is being loaded now.
+    pub fn is_loading(&self) -> bool {
+        self.loading.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The loaded engine, if any, without waiting.
@@ -173,6 +180,7 @@ impl ModelPool {
                 last_used: Instant::now(),
                 keep_alive: KeepAlive::Forever,
             })),
+            loading: false.into(),
         };
         ModelPool {
             entries: vec![Arc::new(entry)],
@@ -220,6 +228,7 @@ impl ModelPool {
                 path: Some(path.clone()),
                 footprint,
                 slot: tokio::sync::Mutex::new(None),
+                loading: false.into(),
             }));
         }
         if entries.is_empty() {
@@ -247,14 +256,18 @@ impl ModelPool {
             })
     }
 
-    /// The engine of model `name`, loading it first if needed (concurrent requests for the same
-    /// model wait for one load). `keep_alive` overrides the pool's for this model.
+    /// The engine of model `name`, loading it first if needed: the request that finds it
+    /// unloaded waits for the load, others arriving meanwhile get a 503 with `Retry-After`.
+    /// `keep_alive` overrides the pool's for this model.
     pub async fn engine(
         &self,
         name: &str,
         keep_alive: Option<KeepAlive>,
     ) -> Result<Engine, ApiError> {
         let entry = self.find(name)?;
+        if entry.is_loading() {
+            return Err(ApiError::loading(&entry.name));
+        }
         let mut slot = entry.slot.lock().await;
         if let Some(l) = slot.as_mut() {
             l.last_used = Instant::now();
@@ -270,6 +283,9 @@ impl ModelPool {
             )));
         };
         self.reserve(entry).await?;
+        entry
+            .loading
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let serving = ServingConfig {
             kv_bytes: entry.footprint.kv_cache,
             ..config.serving.clone()
@@ -286,6 +302,9 @@ impl ModelPool {
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r);
+        entry
+            .loading
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         match started {
             Ok(engine) => {
                 tracing::info!(model = %entry.name, bytes = entry.footprint.total(), "model loaded");

@@ -21,6 +21,10 @@ use serde_json::{Value, json};
 const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 
 fn pool(budget: u64, keep_alive: KeepAlive) -> ModelPool {
+    pool_with_kv(budget, keep_alive, 64 << 20)
+}
+
+fn pool_with_kv(budget: u64, keep_alive: KeepAlive, kv_bytes: u64) -> ModelPool {
     let paths = [
         forja_testkit::testdata_file(MODEL),
         forja_testkit::testdata_file(QWEN),
@@ -29,7 +33,7 @@ fn pool(budget: u64, keep_alive: KeepAlive) -> ModelPool {
         &paths,
         PoolConfig {
             serving: ServingConfig::default(),
-            kv_bytes: Some(64 << 20),
+            kv_bytes: Some(kv_bytes),
             context: None,
             keep_alive,
             memory_budget: budget,
@@ -167,4 +171,69 @@ fn a_model_larger_than_the_budget_is_refused_and_keep_alive_unloads() {
     assert_eq!(loaded(&s), vec![MODEL]);
     let ps = s.get("/api/ps");
     assert_eq!(ps["models"][0]["expires_at"], "9999-12-31T23:59:59Z");
+}
+
+#[test]
+fn requests_during_a_load_get_503_with_retry_after() {
+    // A 1 GiB KV pool takes long enough to allocate that the load can be caught in progress.
+    let s = start_pool(
+        pool_with_kv(u64::MAX, KeepAlive::Forever, 1 << 30),
+        ServerConfig::default(),
+    );
+    let (first, during, health) = s.rt.block_on(async {
+        let client = s.client.clone();
+        let url = format!("{}/v1/chat/completions", s.url);
+        let first = tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&ask(QWEN))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+        // Wait until the load has started.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let h: Value = s
+                .client
+                .get(format!("{}/health", s.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if h["loading"].as_array().is_some_and(|l| !l.is_empty()) || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let r = s
+            .client
+            .post(format!("{}/v1/chat/completions", s.url))
+            .json(&ask(QWEN))
+            .send()
+            .await
+            .unwrap();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let during = (r.status().as_u16(), retry, r.json::<Value>().await.unwrap());
+        let health = s
+            .client
+            .get(format!("{}/health", s.url))
+            .send()
+            .await
+            .unwrap();
+        (first.await.unwrap(), during, health.status().as_u16())
+    });
+    assert_eq!(first, 200);
+    assert_eq!(during.0, 503, "{}", during.2);
+    assert_eq!(during.1.as_deref(), Some("2"));
+    assert_eq!(during.2["error"]["code"], "model_loading");
+    // Qwen is not the default model: the server stays healthy while it loads.
+    assert_eq!(health, 200);
 }
