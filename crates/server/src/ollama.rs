@@ -231,12 +231,7 @@ fn messages(msgs: &[ChatMessage]) -> std::result::Result<Vec<Message>, ApiError>
     request_body = ChatRequest,
     responses(
         (status = 200, description = "The answer; streamed (the default) as newline-delimited JSON lines, the last with `done: true` and the counts", body = ChatResponse),
-        (status = 400, description = "Bad parameters (the message says which and why)", body = Error),
-        (status = 401, description = "Missing or wrong API key", body = Error),
-        (status = 404, description = "Unknown model", body = Error),
-        (status = 413, description = "Body over the size limit", body = Error),
-        (status = 429, description = "Queue full; retry after the Retry-After seconds", body = Error),
-        (status = 503, description = "The engine stopped", body = Error),
+        crate::openapi::OllamaErrors,
     ),
     security((), ("api_key" = []))
 )]
@@ -370,12 +365,7 @@ fn assistant(content: String) -> ChatMessage {
     request_body = GenerateRequest,
     responses(
         (status = 200, description = "The completion; streamed (the default) as newline-delimited JSON lines", body = GenerateResponse),
-        (status = 400, description = "Bad parameters (the message says which and why)", body = Error),
-        (status = 401, description = "Missing or wrong API key", body = Error),
-        (status = 404, description = "Unknown model", body = Error),
-        (status = 413, description = "Body over the size limit", body = Error),
-        (status = 429, description = "Queue full; retry after the Retry-After seconds", body = Error),
-        (status = 503, description = "The engine stopped", body = Error),
+        crate::openapi::OllamaErrors,
     ),
     security((), ("api_key" = []))
 )]

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use forja_api::openai::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
     ChoiceLogprobs, ChunkChoice, Completion, CompletionChoice, CompletionLogprobs,
-    CompletionRequest, Content, Delta, ErrorBody, Model, ModelList, PromptTokensDetails,
-    TokenLogprob, TopLogprob, Usage,
+    CompletionRequest, Content, Delta, Model, ModelList, PromptTokensDetails, TokenLogprob,
+    TopLogprob, Usage,
 };
 use forja_engine::constrain::OutputFormat;
 use forja_engine::serving::{Engine, Event};
@@ -159,12 +159,7 @@ fn chat_logprob(engine: &Engine, s: &Sampled) -> TokenLogprob {
     request_body = ChatCompletionRequest,
     responses(
         (status = 200, description = "The answer; with `stream: true`, server-sent events each carrying a `ChatCompletionChunk`, then `[DONE]`", body = ChatCompletion),
-        (status = 400, description = "Bad parameters (the message says which and why)", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
-        (status = 404, description = "Unknown model", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 429, description = "Queue full; retry after the Retry-After seconds", body = ErrorBody),
-        (status = 503, description = "The engine stopped", body = ErrorBody),
+        crate::openapi::OpenAiErrors,
     ),
     security((), ("api_key" = []))
 )]
@@ -464,12 +459,7 @@ fn chat_stream(
     request_body = CompletionRequest,
     responses(
         (status = 200, description = "The completion; with `stream: true`, server-sent events each carrying a `Completion` chunk, then `[DONE]`", body = Completion),
-        (status = 400, description = "Bad parameters (the message says which and why)", body = ErrorBody),
-        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
-        (status = 404, description = "Unknown model", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 429, description = "Queue full; retry after the Retry-After seconds", body = ErrorBody),
-        (status = 503, description = "The engine stopped", body = ErrorBody),
+        crate::openapi::OpenAiErrors,
     ),
     security((), ("api_key" = []))
 )]

@@ -26,10 +26,68 @@ use utoipa::{Modify, OpenApi};
         crate::health,
         crate::metrics_route,
     ),
-    components(schemas(forja_api::openai::ChatCompletionChunk)),
+    components(schemas(
+        forja_api::openai::ChatCompletionChunk,
+        forja_api::openai::ErrorBody,
+        forja_api::ollama::Error
+    )),
     modifiers(&BearerKey)
 )]
 pub struct ApiDoc;
+
+/// The failures of a generation route, in OpenAI's error shape.
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code, reason = "only the shape is read, by the OpenAPI document")]
+pub enum OpenAiErrors {
+    #[response(
+        status = 400,
+        description = "Bad parameters (the message says which and why)"
+    )]
+    BadRequest(forja_api::openai::ErrorBody),
+    #[response(status = 401, description = "Missing or wrong API key")]
+    Unauthorized(forja_api::openai::ErrorBody),
+    #[response(status = 404, description = "Unknown model")]
+    NotFound(forja_api::openai::ErrorBody),
+    #[response(status = 413, description = "Body over the size limit")]
+    TooLarge(forja_api::openai::ErrorBody),
+    #[response(
+        status = 429,
+        description = "Queue full; retry after the Retry-After seconds"
+    )]
+    Busy(forja_api::openai::ErrorBody),
+    #[response(
+        status = 503,
+        description = "The model is loading, does not fit next to busy ones, or the engine stopped"
+    )]
+    Unavailable(forja_api::openai::ErrorBody),
+}
+
+/// The same failures in Ollama's error shape.
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code, reason = "only the shape is read, by the OpenAPI document")]
+pub enum OllamaErrors {
+    #[response(
+        status = 400,
+        description = "Bad parameters (the message says which and why)"
+    )]
+    BadRequest(forja_api::ollama::Error),
+    #[response(status = 401, description = "Missing or wrong API key")]
+    Unauthorized(forja_api::ollama::Error),
+    #[response(status = 404, description = "Unknown model")]
+    NotFound(forja_api::ollama::Error),
+    #[response(status = 413, description = "Body over the size limit")]
+    TooLarge(forja_api::ollama::Error),
+    #[response(
+        status = 429,
+        description = "Queue full; retry after the Retry-After seconds"
+    )]
+    Busy(forja_api::ollama::Error),
+    #[response(
+        status = 503,
+        description = "The model is loading, does not fit next to busy ones, or the engine stopped"
+    )]
+    Unavailable(forja_api::ollama::Error),
+}
 
 /// The `api_key` security scheme the routes refer to.
 struct BearerKey;

@@ -54,14 +54,18 @@ fn assemble(chunks: &[String]) -> (String, String, Option<Value>) {
 
 #[test]
 fn answers_match_the_engine_and_streams_match_answers() {
-    let s = start(load(), ServingConfig::default(), ServerConfig::default());
+    let model = load();
+    let s = start(
+        std::sync::Arc::clone(&model),
+        ServingConfig::default(),
+        ServerConfig::default(),
+    );
     let question = "What is the capital of France?";
     // The engine alone, greedy, 12 tokens.
-    let prompt = s
-        .model
+    let prompt = model
         .chat_prompt(&[Message::new("user", question)], None)
         .unwrap();
-    let mut cache = s.model.new_cache();
+    let mut cache = model.new_cache();
     let mut cached = Vec::new();
     let params = GenerateParams {
         sampling: SamplingParams::greedy(),
@@ -69,7 +73,7 @@ fn answers_match_the_engine_and_streams_match_answers() {
         ..Default::default()
     };
     let want = generate(
-        &s.model,
+        &model,
         &prompt,
         &mut cache,
         &mut cached,

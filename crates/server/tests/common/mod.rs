@@ -15,7 +15,6 @@ pub const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub struct Server {
     pub url: String,
     pub client: reqwest::Client,
-    pub model: Arc<LoadedModel>,
     pub rt: tokio::runtime::Runtime,
 }
 
@@ -29,23 +28,7 @@ pub fn load() -> Arc<LoadedModel> {
 
 pub fn start(model: Arc<LoadedModel>, serving: ServingConfig, config: ServerConfig) -> Server {
     let (engine, _thread) = Engine::start(Arc::clone(&model), &serving).unwrap();
-    let state = Arc::new(AppState::new(engine, config));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(forja_server::serve(listener, state, std::future::pending()));
-    Server {
-        url,
-        client: reqwest::Client::new(),
-        model,
-        rt,
-    }
+    start_pool(forja_server::models::ModelPool::preloaded(engine), config)
 }
 
 impl Server {
@@ -142,7 +125,6 @@ pub fn start_pool(pool: forja_server::models::ModelPool, config: ServerConfig) -
     Server {
         url,
         client: reqwest::Client::new(),
-        model: load(),
         rt,
     }
 }
