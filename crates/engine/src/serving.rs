@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::thread::JoinHandle;
 
 use candle_core::DType;
@@ -344,10 +346,17 @@ impl Actor {
                 }
             }
             self.drop_cancelled();
-            if !self.reqs.is_empty() {
-                self.step();
-            }
+            let worked = !self.reqs.is_empty() && self.step();
             self.publish();
+            if !worked && !self.reqs.is_empty() {
+                // Requests wait but none can run this instant: sleep on the channel briefly
+                // instead of spinning.
+                match rx.recv_timeout(std::time::Duration::from_millis(5)) {
+                    Ok(cmd) => self.command(cmd),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {}
+                }
+            }
         }
     }
 
@@ -427,10 +436,11 @@ impl Actor {
         }
     }
 
-    fn step(&mut self) {
+    /// Runs one step of the scheduler's plan; whether there was anything to run.
+    fn step(&mut self) -> bool {
         let plan: StepPlan = self.sched.schedule();
         if plan.seqs.is_empty() {
-            return;
+            return false;
         }
         self.gauges.steps.fetch_add(1, Ordering::Relaxed);
         for s in &plan.seqs {
@@ -471,7 +481,7 @@ impl Actor {
                 for s in &plan.seqs {
                     self.end(s.id, Some(Event::Error(msg.clone())));
                 }
-                return;
+                return true;
             }
         };
         let mut sampled = Vec::new();
@@ -503,6 +513,7 @@ impl Actor {
         for (id, p) in sampled {
             self.deliver(id, p, at_length.contains(&id));
         }
+        true
     }
 
     /// Hands a sampled token to its request: text, stop tokens and strings, the length limit.
