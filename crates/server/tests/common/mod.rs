@@ -76,6 +76,18 @@ impl Server {
         })
     }
 
+    /// Metric `name` once it equals `want`, or its last value after 5 s.
+    pub fn wait_for_metric(&self, name: &str, want: f64) -> f64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let v = self.metric(name);
+            if v == want || std::time::Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The sum of metric `name` over its label sets.
     pub fn metric(&self, name: &str) -> f64 {
         self.rt.block_on(async {
