@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use clap::builder::RangedU64ValueParser;
+use forja_engine::sampler::{Rng, mix64};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Client, Url};
 use serde::Serialize;
@@ -125,30 +126,13 @@ fn base_url(s: &str) -> Result<Url> {
     Ok(url)
 }
 
-/// SplitMix64: small, fast and fully determined by its seed.
-struct Rng(u64);
-
-impl Rng {
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        (mix(self.0) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Arrival times in seconds from the start of a Poisson process of `rate` per second.
 fn poisson_arrivals(n: usize, rate: f64, seed: u64) -> Vec<f64> {
-    let mut rng = Rng(mix(seed ^ 0x5EED_A441_7A15));
+    let mut rng = Rng::new(mix64(seed ^ 0x5EED_A441_7A15));
     let mut t = 0.0;
     (0..n)
         .map(|_| {
-            t += -(1.0 - rng.unit()).ln() / rate;
+            t += -(1.0 - rng.next_f64()).ln() / rate;
             t
         })
         .collect()
@@ -161,7 +145,7 @@ fn sample_len(rng: &mut Rng, n: usize, jitter: f64) -> usize {
     }
     let lo = (n as f64 * (1.0 - jitter)).round().max(1.0);
     let hi = (n as f64 * (1.0 + jitter)).round().max(lo);
-    (lo + (rng.unit() * (hi - lo + 1.0)).floor()).min(hi) as usize
+    (lo + (rng.next_f64() * (hi - lo + 1.0)).floor()).min(hi) as usize
 }
 
 /// Common words, most of them one token in the usual tokenizers.
@@ -182,7 +166,7 @@ fn word(k: usize) -> &'static str {
 
 /// A number that differs between requests of one run, and between seeds.
 fn request_number(seed: u64, index: usize) -> String {
-    format!("{}{index:06}", 100 + mix(seed) % 900)
+    format!("{}{index:06}", 100 + mix64(seed) % 900)
 }
 
 /// A prompt of about `words` words: the `shared` words that every request starts with, then a
@@ -190,7 +174,7 @@ fn request_number(seed: u64, index: usize) -> String {
 fn build_prompt(seed: u64, index: usize, words: usize, shared: usize) -> String {
     let mut p: String = (0..shared).map(|k| format!("{} ", word(k))).collect();
     p.push_str(&request_number(seed, index));
-    let start = (mix(seed.wrapping_add(index as u64)) % 4096) as usize;
+    let start = (mix64(seed.wrapping_add(index as u64)) % 4096) as usize;
     for k in 0..words.saturating_sub(shared + 1) {
         p.push(' ');
         p.push_str(word(start + k));
@@ -200,7 +184,7 @@ fn build_prompt(seed: u64, index: usize, words: usize, shared: usize) -> String 
 
 /// Each request's prompt and max_tokens, all drawn before the run starts.
 fn request_specs(a: &ServeBenchArgs) -> Vec<(String, usize)> {
-    let mut rng = Rng(mix(a.seed));
+    let mut rng = Rng::new(mix64(a.seed));
     (0..a.requests)
         .map(|i| {
             let words = sample_len(&mut rng, a.input_tokens, a.input_jitter);
@@ -730,15 +714,15 @@ mod tests {
     #[test]
     fn lengths_jitter_within_bounds_and_repeat_with_the_seed() {
         let draw = |seed| {
-            let mut rng = Rng(mix(seed));
+            let mut rng = Rng::new(mix64(seed));
             let v: Vec<usize> = (0..2000).map(|_| sample_len(&mut rng, 100, 0.2)).collect();
             v
         };
         let v = draw(1);
         assert!(v == draw(1) && v != draw(2));
         assert!(v.iter().all(|n| (80..=120).contains(n)) && v.contains(&80) && v.contains(&120));
-        assert_eq!(sample_len(&mut Rng(1), 64, 0.0), 64);
-        assert!((0..100).all(|s| sample_len(&mut Rng(s), 1, 0.9) >= 1));
+        assert_eq!(sample_len(&mut Rng::new(1), 64, 0.0), 64);
+        assert!((0..100).all(|s| sample_len(&mut Rng::new(s), 1, 0.9) >= 1));
     }
 
     #[test]

@@ -115,11 +115,8 @@ fn fresh_seed() -> u64 {
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    // splitmix64 of the clock, so seeds of close requests differ in every bit.
-    let mut z = t.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    // Mixed, so seeds of close requests differ in every bit.
+    forja_engine::sampler::mix64(t.wrapping_add(0x9E37_79B9_7F4A_7C15))
 }
 
 /// Submits `plan.n` jobs for each prompt (choice index = prompt · n + j; seeds differ by j).
