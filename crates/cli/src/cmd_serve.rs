@@ -152,7 +152,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let local = listener.local_addr()?;
         let first = state.models.default_name().to_string();
         eprintln!(
-            "serving at http://{local}/v1 (OpenAI API) and /api (Ollama API){}; loading {first} …",
+            "serving at http://{local}/v1 (OpenAI API) and /api (Ollama API){}; web chat at \
+             http://{local}/; loading {first} …",
             if a.api_key.is_some() {
                 "; send Authorization: Bearer <key>"
             } else {

@@ -10,6 +10,7 @@ pub mod ollama;
 pub mod openai;
 pub mod openapi;
 pub mod tools;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,7 +91,8 @@ pub(crate) fn jobs_id() -> u64 {
     (t << 16) ^ NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Every path the router serves (the OpenAPI test checks the document lists them all).
+/// Every API path the router serves (the OpenAPI test checks the document lists them all); the
+/// web chat's pages are in [`ui::UI_ROUTES`].
 pub const ROUTES: &[&str] = &[
     "/v1/chat/completions",
     "/v1/completions",
@@ -124,6 +126,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/api/version", get(ollama::version))
         .route("/openapi.json", get(openapi::document))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
