@@ -290,3 +290,42 @@ pub async fn collect(
         })
         .collect())
 }
+
+/// What a streamed response makes of its request's engine events.
+pub trait StreamEvents: Send + 'static {
+    type Item: Send + 'static;
+    /// The items for one event of choice `i`, and whether the response is complete.
+    fn on_event(&mut self, i: usize, event: Event) -> (Vec<Self::Item>, bool);
+    /// The item that reports the engine stopping before the response was complete.
+    fn on_stopped(&mut self) -> Self::Item;
+}
+
+/// A request's engine events as a stream of response items, timed into the metrics on the way.
+/// The stream ends after the item that completes the response, or after `on_stopped`.
+pub fn event_stream<M: StreamEvents>(
+    state: Arc<AppState>,
+    rx: UnboundedReceiver<(usize, Event)>,
+    choices: usize,
+    start: Instant,
+    mapper: M,
+) -> impl futures_util::Stream<Item = M::Item> + Send {
+    use futures_util::StreamExt;
+    let timing = Timing::new(start, choices);
+    futures_util::stream::unfold(Some((state, rx, timing, mapper)), |open| async move {
+        let (state, mut rx, mut timing, mut mapper) = open?;
+        loop {
+            let Some((i, ev)) = rx.recv().await else {
+                return Some((vec![mapper.on_stopped()], None));
+            };
+            timing.record(&state.metrics, i, &ev);
+            let (items, done) = mapper.on_event(i, ev);
+            if done {
+                return Some((items, None));
+            }
+            if !items.is_empty() {
+                return Some((items, Some((state, rx, timing, mapper))));
+            }
+        }
+    })
+    .flat_map(futures_util::stream::iter)
+}

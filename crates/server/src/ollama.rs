@@ -27,7 +27,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::AppState;
 use crate::card::rfc3339;
 use crate::error::ApiError;
-use crate::jobs::{Timing, collect, finish_name, plan, submit};
+use crate::jobs::{StreamEvents, collect, event_stream, finish_name, plan, submit};
 use crate::models::{KeepAlive, ModelEntry};
 use crate::openai::parse_body;
 
@@ -152,52 +152,37 @@ fn pieces(
     rx: UnboundedReceiver<(usize, Event)>,
     start: Instant,
 ) -> impl futures_util::Stream<Item = Piece> + Send {
-    struct S {
-        state: Arc<AppState>,
-        rx: UnboundedReceiver<(usize, Event)>,
-        timing: Timing,
-        start: Instant,
-        first: Option<Instant>,
-        done: bool,
-    }
-    let s = S {
-        timing: Timing::new(start, 1),
-        state,
-        rx,
-        start,
-        first: None,
-        done: false,
-    };
-    futures_util::stream::unfold(s, |mut s| async move {
-        loop {
-            if s.done {
-                return None;
+    let s = Pieces { start, first: None };
+    event_stream(state, rx, 1, start, s)
+}
+
+struct Pieces {
+    start: Instant,
+    first: Option<Instant>,
+}
+
+impl StreamEvents for Pieces {
+    type Item = Piece;
+
+    fn on_event(&mut self, _: usize, event: Event) -> (Vec<Piece>, bool) {
+        match event {
+            Event::Token { text, .. } => {
+                self.first.get_or_insert_with(Instant::now);
+                let piece = (!text.is_empty()).then_some(Piece::Text(text));
+                (piece.into_iter().collect(), false)
             }
-            let Some((i, ev)) = s.rx.recv().await else {
-                s.done = true;
-                return Some((Piece::Failed("the engine stopped".into()), s));
-            };
-            s.timing.record(&s.state.metrics, i, &ev);
-            match ev {
-                Event::Token { text, .. } => {
-                    s.first.get_or_insert_with(Instant::now);
-                    if !text.is_empty() {
-                        return Some((Piece::Text(text), s));
-                    }
-                }
-                Event::Done { finish, usage } => {
-                    s.done = true;
-                    let stats = stats(s.start, s.first, &usage);
-                    let reason = finish_name(finish);
-                    return Some((Piece::Done { reason, stats }, s));
-                }
-                Event::Error(m) => {
-                    s.done = true;
-                    return Some((Piece::Failed(m), s));
-                }
+            Event::Done { finish, usage } => {
+                let stats = stats(self.start, self.first, &usage);
+                let reason = finish_name(finish);
+                (vec![Piece::Done { reason, stats }], true)
             }
+            Event::Error(m) => (vec![Piece::Failed(m)], true),
         }
-    })
+    }
+
+    fn on_stopped(&mut self) -> Piece {
+        Piece::Failed("the engine stopped".into())
+    }
 }
 
 fn messages(msgs: &[ChatMessage]) -> std::result::Result<Vec<Message>, ApiError> {

@@ -20,13 +20,13 @@ use forja_engine::constrain::OutputFormat;
 use forja_engine::serving::{Engine, Event};
 use forja_engine::tool_calls::{self, ToolFormat, ToolStream};
 use forja_engine::{Message, Sampled};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::jobs::{Timing, collect, finish_name, plan, submit};
+use crate::jobs::{StreamEvents, collect, event_stream, finish_name, plan, submit};
 
 /// Most log-probability alternatives per token.
 const MAX_TOP_LOGPROBS: usize = 20;
@@ -282,9 +282,7 @@ fn add_usage(total: &mut Usage, u: &forja_engine::serving::Usage, count_prompt: 
 }
 
 struct ChatStream {
-    state: Arc<AppState>,
     engine: Engine,
-    rx: UnboundedReceiver<(usize, Event)>,
     id: String,
     created: u64,
     model: String,
@@ -292,7 +290,6 @@ struct ChatStream {
     logprobs: bool,
     /// Per choice: holds back tool calls while content streams.
     tools: Vec<Option<ToolStream>>,
-    timing: Timing,
     /// Choices that sent their role chunk / finished.
     started: Vec<bool>,
     left: usize,
@@ -313,7 +310,6 @@ impl ChatStream {
 
     /// The SSE events for one engine event.
     fn events(&mut self, i: usize, ev: Event) -> Vec<SseEvent> {
-        self.timing.record(&self.state.metrics, i, &ev);
         let mut out = Vec::new();
         let role = if self.started.get(i).copied().unwrap_or(true) {
             None
@@ -416,40 +412,32 @@ fn chat_stream(
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let s = ChatStream {
         tools: (0..choices).map(|_| tools.map(ToolStream::new)).collect(),
-        state,
         engine,
-        rx,
         id,
         created,
         model,
         usage: usage.then(Usage::default),
         logprobs,
-        timing: Timing::new(start, choices),
         started: vec![false; choices],
         left: choices,
         done: false,
     };
-    futures_util::stream::unfold(s, |mut s| async move {
-        loop {
-            if s.done {
-                return None;
-            }
-            let Some((i, ev)) = s.rx.recv().await else {
-                s.done = true;
-                let e = ApiError::unavailable("the engine stopped");
-                return Some((
-                    futures_util::stream::iter(vec![Ok(json_event(&e.body()))]),
-                    s,
-                ));
-            };
-            let events = s.events(i, ev);
-            if !events.is_empty() {
-                let items: Vec<Result<SseEvent, Infallible>> = events.into_iter().map(Ok).collect();
-                return Some((futures_util::stream::iter(items), s));
-            }
-        }
-    })
-    .flatten()
+    event_stream(state, rx, choices, start, s)
+}
+
+impl StreamEvents for ChatStream {
+    type Item = Result<SseEvent, Infallible>;
+
+    fn on_event(&mut self, i: usize, event: Event) -> (Vec<Self::Item>, bool) {
+        let events = self.events(i, event);
+        (events.into_iter().map(Ok).collect(), self.done)
+    }
+
+    fn on_stopped(&mut self) -> Self::Item {
+        Ok(json_event(
+            &ApiError::unavailable("the engine stopped").body(),
+        ))
+    }
 }
 
 #[utoipa::path(
@@ -581,102 +569,95 @@ fn completion_stream(
     usage: bool,
     start: Instant,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
-    struct S {
-        n: usize,
-        echo: Vec<Option<String>>,
-        state: Arc<AppState>,
-        rx: UnboundedReceiver<(usize, Event)>,
-        timing: Timing,
-        usage: Option<Usage>,
-        left: usize,
-        done: bool,
-        id: String,
-        created: u64,
-        model: String,
-    }
     let choices = echo.len();
-    let s = S {
+    let s = CompletionStream {
         n,
         echo,
-        state,
-        rx,
-        timing: Timing::new(start, choices),
         usage: usage.then(Usage::default),
         left: choices,
-        done: false,
         id,
         created,
         model,
     };
-    futures_util::stream::unfold(s, |mut s| async move {
-        loop {
-            if s.done {
-                return None;
-            }
-            let Some((i, ev)) = s.rx.recv().await else {
-                s.done = true;
-                let e = ApiError::unavailable("the engine stopped");
-                return Some((
-                    futures_util::stream::iter(vec![Ok(json_event(&e.body()))]),
-                    s,
-                ));
-            };
-            s.timing.record(&s.state.metrics, i, &ev);
-            let mk = |s: &S, text: String, finish: Option<&'static str>| Completion {
-                id: s.id.clone(),
-                object: "text_completion",
-                created: s.created,
-                model: s.model.clone(),
-                choices: vec![CompletionChoice {
-                    index: i,
-                    text,
-                    logprobs: None,
-                    finish_reason: finish,
-                }],
-                usage: None,
-            };
-            let mut out = Vec::new();
-            if let Some(prompt) = s.echo.get_mut(i).and_then(Option::take) {
-                out.push(Ok(json_event(&mk(&s, prompt, None))));
-            }
-            match ev {
-                Event::Token { text, .. } => {
-                    if !text.is_empty() {
-                        out.push(Ok(json_event(&mk(&s, text, None))));
-                    }
-                }
-                Event::Done { finish, usage } => {
-                    out.push(Ok(json_event(&mk(
-                        &s,
-                        String::new(),
-                        Some(finish_name(finish)),
-                    ))));
-                    if let Some(total) = &mut s.usage {
-                        add_usage(total, &usage, i % s.n == 0);
-                    }
-                    s.left -= 1;
-                    if s.left == 0 {
-                        if let Some(total) = s.usage.clone() {
-                            let mut last = mk(&s, String::new(), None);
-                            last.choices.clear();
-                            last.usage = Some(total);
-                            out.push(Ok(json_event(&last)));
-                        }
-                        out.push(Ok(SseEvent::default().data("[DONE]")));
-                        s.done = true;
-                    }
-                }
-                Event::Error(m) => {
-                    out.push(Ok(json_event(&ApiError::internal(m).body())));
-                    s.done = true;
+    event_stream(state, rx, choices, start, s)
+}
+
+struct CompletionStream {
+    n: usize,
+    /// Per choice: the prompt still to echo before its first text.
+    echo: Vec<Option<String>>,
+    usage: Option<Usage>,
+    left: usize,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl CompletionStream {
+    fn chunk(&self, i: usize, text: String, finish: Option<&'static str>) -> Completion {
+        Completion {
+            id: self.id.clone(),
+            object: "text_completion",
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![CompletionChoice {
+                index: i,
+                text,
+                logprobs: None,
+                finish_reason: finish,
+            }],
+            usage: None,
+        }
+    }
+}
+
+impl StreamEvents for CompletionStream {
+    type Item = Result<SseEvent, Infallible>;
+
+    fn on_event(&mut self, i: usize, event: Event) -> (Vec<Self::Item>, bool) {
+        let mut out = Vec::new();
+        if let Some(prompt) = self.echo.get_mut(i).and_then(Option::take) {
+            out.push(Ok(json_event(&self.chunk(i, prompt, None))));
+        }
+        let mut done = false;
+        match event {
+            Event::Token { text, .. } => {
+                if !text.is_empty() {
+                    out.push(Ok(json_event(&self.chunk(i, text, None))));
                 }
             }
-            if !out.is_empty() {
-                return Some((futures_util::stream::iter(out), s));
+            Event::Done { finish, usage } => {
+                let finish = Some(finish_name(finish));
+                out.push(Ok(json_event(&self.chunk(i, String::new(), finish))));
+                let first_of_prompt = i % self.n == 0;
+                if let Some(total) = &mut self.usage {
+                    add_usage(total, &usage, first_of_prompt);
+                }
+                self.left -= 1;
+                if self.left == 0 {
+                    if let Some(total) = self.usage.clone() {
+                        let mut last = self.chunk(i, String::new(), None);
+                        last.choices.clear();
+                        last.usage = Some(total);
+                        out.push(Ok(json_event(&last)));
+                    }
+                    out.push(Ok(SseEvent::default().data("[DONE]")));
+                    done = true;
+                }
+            }
+            Event::Error(m) => {
+                out.push(Ok(json_event(&ApiError::internal(m).body())));
+                done = true;
             }
         }
-    })
-    .flatten()
+        (out, done)
+    }
+
+    fn on_stopped(&mut self) -> Self::Item {
+        Ok(json_event(
+            &ApiError::unavailable("the engine stopped").body(),
+        ))
+    }
 }
 
 #[utoipa::path(
