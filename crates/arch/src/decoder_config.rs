@@ -63,13 +63,16 @@ pub enum NormKind {
     RmsOnePlus,
 }
 
-/// Gated-MLP activation.
+/// MLP activation (of the gated decoder MLP, or of an encoder's intermediate layer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     Silu,
+    /// GELU, tanh approximation.
     GeluTanh,
+    /// GELU, exact (erf).
     Gelu,
+    Relu,
 }
 
 /// How many times `max` positions extend `original` ones.

@@ -3,6 +3,7 @@
 //! the engine sizes its buffers with it, so predictions can be checked against allocations.
 
 pub mod decoder_config;
+pub mod encoder_config;
 pub mod error;
 pub mod ggml_type;
 pub mod gguf;
@@ -12,6 +13,7 @@ pub mod kv_cache;
 pub mod model_source;
 pub mod quant_recipe;
 pub mod safetensors_header;
+pub mod sentence_embedding;
 pub mod tensors;
 pub mod training;
 pub mod weight_format;
@@ -19,9 +21,11 @@ pub mod weights;
 pub mod workspace;
 
 pub use decoder_config::{DecoderConfig, Family, LayerAttention};
+pub use encoder_config::EncoderConfig;
 pub use error::ArchError;
 pub use ggml_type::GgmlType;
 pub use gguf::GgufHeader;
 pub use model_source::{Container, ModelDescription, StoredWeights};
+pub use sentence_embedding::{Pooling, SentenceEmbeddingConfig};
 pub use weight_format::{GgufRecipe, KvDtype, WeightFormat};
 pub use weights::WeightBytes;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use forja_engine::serving::ServingConfig;
-use forja_server::models::{KeepAlive, ModelPool, PoolConfig};
+use forja_server::models::{KeepAlive, ModelPool, PoolConfig, Runner};
 use forja_server::{AppState, ServerConfig};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// .gguf files or HF model folders; the first is loaded at start, the others on first use
+    /// .gguf files or HF model folders (chat models, or sentence-transformers embedding models such
+    /// as all-MiniLM-L6-v2); the first is loaded at start, the others on first use
     #[arg(required = true)]
     models: Vec<PathBuf>,
     /// Address to listen on (loopback by default; any other address needs an API key)
@@ -164,8 +165,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
         let loader = Arc::clone(&state);
         tokio::spawn(async move {
-            match loader.models.engine(&first, None).await {
-                Ok(engine) => report_pool(&loader, &engine.pool),
+            match loader.models.runner(&first, None).await {
+                Ok(runner) => report_ready(&loader, &runner),
                 Err(e) => {
                     let _ = failed_tx.send(e.message);
                 }
@@ -192,8 +193,27 @@ pub fn run(a: ServeArgs) -> Result<()> {
     })
 }
 
-/// Prints (and logs) the default model's KV pool and the other models on offer.
-fn report_pool(state: &AppState, p: &forja_engine::serving::PoolInfo) {
+/// Prints (and logs) what the default model holds and the other models on offer.
+fn report_ready(state: &AppState, runner: &Runner) {
+    match runner {
+        Runner::Chat(engine) => report_pool(&engine.pool),
+        Runner::Embed(e) => eprintln!(
+            "ready: embedding model, {}-dimensional vectors, inputs up to {} tokens",
+            e.embedder.dimension(),
+            e.embedder.max_tokens()
+        ),
+    }
+    for e in state.models.entries.iter().skip(1) {
+        eprintln!(
+            "also serving {} on first use ({:.2} GiB when loaded)",
+            e.name,
+            e.footprint.total() as f64 / f64::from(1u32 << 30)
+        );
+    }
+}
+
+/// Prints (and logs) a chat model's KV pool.
+fn report_pool(p: &forja_engine::serving::PoolInfo) {
     tracing::info!(
         num_blocks = p.num_blocks,
         block_size = p.block_size,
@@ -210,13 +230,6 @@ fn report_pool(state: &AppState, p: &forja_engine::serving::PoolInfo) {
         p.bytes_per_token,
         p.max_model_len
     );
-    for e in state.models.entries.iter().skip(1) {
-        eprintln!(
-            "also serving {} on first use ({:.2} GiB when loaded)",
-            e.name,
-            e.footprint.total() as f64 / f64::from(1u32 << 30)
-        );
-    }
 }
 
 #[cfg(test)]

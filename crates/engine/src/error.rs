@@ -19,6 +19,10 @@ pub enum EngineError {
 
     #[error("{0}")]
     Input(String),
+
+    /// The model failed on work that was valid (reported to every request it fails).
+    #[error("the model failed: {0}")]
+    Failed(String),
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;

@@ -1,8 +1,10 @@
 //! Running a model: tokenizers (HF and GGUF-embedded), chat templates, sampling, incremental
-//! detokenization and the generation loop.
+//! detokenization and the generation loop; sentence embeddings with encoder models.
 
 pub mod chat_template;
 pub mod constrain;
+pub mod embed;
+pub mod embed_serving;
 pub mod error;
 pub mod generate;
 pub mod model;
@@ -15,6 +17,7 @@ pub mod tokenizer;
 pub mod tool_calls;
 
 pub use chat_template::{ChatTemplate, Message};
+pub use embed::{Embedder, Embeddings, is_encoder_dir};
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, generate};
 pub use model::LoadedModel;

@@ -1,9 +1,10 @@
 //! forja's models: one configurable decoder over candle tensors, built from
 //! `forja_arch::DecoderConfig`, with weights from safetensors or GGUF and `Linear` layers that are
-//! dense or quantized.
+//! dense or quantized; and a BERT encoder with sentence-transformers pooling, for embeddings.
 
 pub mod attention;
 pub mod decoder;
+pub mod encoder;
 pub mod error;
 pub mod kv_cache;
 pub mod linear;
@@ -11,10 +12,12 @@ pub mod loader;
 pub mod mlp;
 pub mod norm;
 pub mod paged_kv;
+pub mod pooling;
 pub mod rope;
 pub mod weight_source;
 
 pub use decoder::{Decoder, SeqStep};
+pub use encoder::{BertEncoder, EncoderInput};
 pub use error::{ModelError, Result};
 pub use kv_cache::{ContiguousKvCache, KvCache};
 pub use paged_kv::{PagedKvStore, PagedSeq};

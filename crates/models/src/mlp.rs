@@ -16,11 +16,13 @@ pub struct GatedMlp {
     pub activation: Activation,
 }
 
-fn activate(x: &Tensor, a: Activation) -> Result<Tensor> {
+/// `a(x)`, elementwise.
+pub fn activate(x: &Tensor, a: Activation) -> Result<Tensor> {
     Ok(match a {
         Activation::Silu => x.silu()?,
         Activation::GeluTanh => x.gelu()?,
         Activation::Gelu => x.gelu_erf()?,
+        Activation::Relu => x.relu()?,
     })
 }
 

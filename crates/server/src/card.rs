@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use forja_arch::ModelDescription;
+use forja_arch::safetensors_header::SafetensorsHeader;
 
 /// Facts about the served model.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,7 +30,24 @@ impl ModelCard {
             format: if path.is_dir() { "safetensors" } else { "gguf" },
             ..Default::default()
         };
-        if let Ok(desc) = ModelDescription::from_path(path) {
+        if let Ok(enc) = forja_arch::encoder_config::EncoderConfig::from_dir(path) {
+            // An embedding model: its facts from config.json and the safetensors header.
+            card.family = "bert".into();
+            card.context_length = enc.max_position_embeddings as u64;
+            if let Ok(h) = SafetensorsHeader::read_path(&path.join("model.safetensors")) {
+                card.parameters = h
+                    .tensors
+                    .iter()
+                    .map(|t| t.shape.iter().product::<u64>())
+                    .sum();
+                card.file_bytes = h.file_bytes;
+                card.quantization = h
+                    .tensors
+                    .first()
+                    .map(|t| t.dtype.clone())
+                    .unwrap_or_default();
+            }
+        } else if let Ok(desc) = ModelDescription::from_path(path) {
             card.family = desc.config.family.gguf_arch().to_string();
             card.parameters = desc.weights(None).params;
             card.context_length = desc.config.max_context;

@@ -2,6 +2,7 @@
 //! error → HTTP map, Prometheus metrics and API-key auth, over the engine actor.
 
 pub mod card;
+pub mod embeddings;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
@@ -97,12 +98,15 @@ pub const ROUTES: &[&str] = &[
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/models",
+    "/v1/embeddings",
     "/metrics",
     "/api/chat",
     "/api/generate",
     "/api/tags",
     "/api/show",
     "/api/ps",
+    "/api/embed",
+    "/api/embeddings",
     "/health",
     "/api/version",
     "/openapi.json",
@@ -114,12 +118,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/models", get(openai::models))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/metrics", get(metrics_route))
         .route("/api/chat", post(ollama::chat))
         .route("/api/generate", post(ollama::generate))
         .route("/api/tags", get(ollama::tags))
         .route("/api/show", post(ollama::show))
         .route("/api/ps", get(ollama::ps))
+        .route("/api/embed", post(embeddings::ollama_embed))
+        .route("/api/embeddings", post(embeddings::ollama_embeddings))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
     let mut app = Router::new()
         .merge(api)
@@ -202,7 +209,7 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .filter_map(|e| {
             e.loaded().map(
-                |(engine, _)| serde_json::json!({"model": e.name, "pending": engine.pending()}),
+                |(runner, _)| serde_json::json!({"model": e.name, "pending": runner.pending()}),
             )
         })
         .collect();

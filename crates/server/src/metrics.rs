@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use forja_engine::serving::Engine;
 
-use crate::models::ModelPool;
+use crate::models::{ModelPool, Runner};
 
 /// Bucket bounds in seconds for latency histograms.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -104,10 +104,14 @@ impl Metrics {
             }
         }
         // Engine numbers, one line per loaded model.
-        let loaded: Vec<(String, Engine)> = pool
+        let runners: Vec<(String, Runner)> = pool
             .entries
             .iter()
-            .filter_map(|e| e.loaded().map(|(engine, _)| (e.name.clone(), engine)))
+            .filter_map(|e| e.loaded().map(|(runner, _)| (e.name.clone(), runner)))
+            .collect();
+        let loaded: Vec<(String, Engine)> = runners
+            .iter()
+            .filter_map(|(name, r)| r.chat().map(|e| (name.clone(), e.clone())))
             .collect();
         let per_model =
             |out: &mut String, name: &str, kind: &str, help: &str, v: &dyn Fn(&Engine) -> f64| {
@@ -122,7 +126,7 @@ impl Metrics {
             out,
             "# HELP forja_models_loaded Models loaded now.\n# TYPE forja_models_loaded gauge\n\
              forja_models_loaded {}",
-            loaded.len()
+            runners.len()
         );
         per_model(
             &mut out,
@@ -138,13 +142,19 @@ impl Metrics {
             "Requests with a sequence in the running batch.",
             &|e| load(&e.gauges.running),
         );
-        per_model(
-            &mut out,
-            "forja_engine_pending_requests",
-            "gauge",
-            "Requests admitted and not finished (queue depth).",
-            &|e| e.pending() as f64,
+        // Every model's queue, embedding models included.
+        let _ = writeln!(
+            out,
+            "# HELP forja_engine_pending_requests Requests admitted and not finished (queue \
+             depth).\n# TYPE forja_engine_pending_requests gauge"
         );
+        for (model, runner) in &runners {
+            let _ = writeln!(
+                out,
+                "forja_engine_pending_requests{{model=\"{model}\"}} {}",
+                runner.pending()
+            );
+        }
         per_model(
             &mut out,
             "forja_kv_blocks_used",
@@ -211,7 +221,7 @@ impl Metrics {
         counter(
             &mut out,
             "forja_tokens_prompt_total",
-            "Prompt tokens of finished requests.",
+            "Prompt tokens of finished requests (embedding inputs included).",
             self.prompt_tokens.load(Ordering::Relaxed),
         );
         counter(

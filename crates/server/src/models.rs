@@ -11,6 +11,8 @@ use forja_arch::kv_cache::kv_bytes_per_token;
 use forja_arch::workspace::{StepShape, inference_workspace_bytes};
 use forja_arch::{DecoderConfig, KvDtype, ModelDescription};
 use forja_engine::LoadedModel;
+use forja_engine::embed::{DEFAULT_MAX_BATCH_TOKENS, Embedder, is_encoder_dir};
+use forja_engine::embed_serving::{EmbedEngine, EmbedServingConfig};
 use forja_engine::serving::{Engine, ServingConfig};
 
 use crate::card::ModelCard;
@@ -103,8 +105,40 @@ pub struct PoolConfig {
     pub available_memory: Option<u64>,
 }
 
+/// A loaded model: a text generator or an embedding model.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    Chat(Engine),
+    Embed(EmbedEngine),
+}
+
+impl Runner {
+    /// Requests queued or running.
+    pub fn pending(&self) -> usize {
+        match self {
+            Runner::Chat(e) => e.pending(),
+            Runner::Embed(e) => e.pending(),
+        }
+    }
+
+    /// The chat engine, if this is one.
+    pub fn chat(&self) -> Option<&Engine> {
+        match self {
+            Runner::Chat(e) => Some(e),
+            Runner::Embed(_) => None,
+        }
+    }
+}
+
+/// What a model does, known from its files before it is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Chat,
+    Embedding,
+}
+
 struct Loaded {
-    engine: Engine,
+    runner: Runner,
     last_used: Instant,
     keep_alive: KeepAlive,
 }
@@ -114,6 +148,7 @@ pub struct ModelEntry {
     pub name: String,
     pub path: Option<PathBuf>,
     pub card: ModelCard,
+    pub kind: ModelKind,
     /// What loading it costs (zero for a model started outside the pool).
     pub footprint: Footprint,
     slot: tokio::sync::Mutex<Option<Loaded>>,
@@ -145,15 +180,15 @@ impl ModelEntry {
         self.loading.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The loaded engine, if any, without waiting.
-    pub fn loaded(&self) -> Option<(Engine, Option<Instant>)> {
+    /// The loaded model, if any, without waiting.
+    pub fn loaded(&self) -> Option<(Runner, Option<Instant>)> {
         let slot = self.slot.try_lock().ok()?;
         slot.as_ref().map(|l| {
             let expires = match l.keep_alive {
                 KeepAlive::Forever => None,
                 KeepAlive::For(d) => Some(l.last_used + d),
             };
-            (l.engine.clone(), expires)
+            (l.runner.clone(), expires)
         })
     }
 }
@@ -173,10 +208,11 @@ impl ModelPool {
         let entry = ModelEntry {
             name: engine.model.name.clone(),
             card: ModelCard::read(&engine.model.path),
+            kind: ModelKind::Chat,
             path: None,
             footprint: Footprint::default(),
             slot: tokio::sync::Mutex::new(Some(Loaded {
-                engine,
+                runner: Runner::Chat(engine),
                 last_used: Instant::now(),
                 keep_alive: KeepAlive::Forever,
             })),
@@ -195,6 +231,25 @@ impl ModelPool {
         let available = config.available_memory;
         let mut entries: Vec<Arc<ModelEntry>> = Vec::new();
         for path in paths {
+            let name = forja_engine::model::display_name(path);
+            if entries.iter().any(|e| e.name == name) {
+                return Err(format!(
+                    "two models are named {name}; rename one of the files"
+                ));
+            }
+            if is_encoder_dir(path) {
+                let card = ModelCard::read(path);
+                entries.push(Arc::new(ModelEntry {
+                    name,
+                    footprint: encoder_footprint(path, &card)?,
+                    card,
+                    kind: ModelKind::Embedding,
+                    path: Some(path.clone()),
+                    slot: tokio::sync::Mutex::new(None),
+                    loading: false.into(),
+                }));
+                continue;
+            }
             let desc = ModelDescription::from_path(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let mut cfg = desc.config.clone();
@@ -216,15 +271,10 @@ impl ModelPool {
                     },
                 ),
             };
-            let name = forja_engine::model::display_name(path);
-            if entries.iter().any(|e| e.name == name) {
-                return Err(format!(
-                    "two models are named {name}; rename one of the files"
-                ));
-            }
             entries.push(Arc::new(ModelEntry {
                 name,
                 card: ModelCard::read(path),
+                kind: ModelKind::Chat,
                 path: Some(path.clone()),
                 footprint,
                 slot: tokio::sync::Mutex::new(None),
@@ -256,14 +306,59 @@ impl ModelPool {
             })
     }
 
-    /// The engine of model `name`, loading it first if needed: the request that finds it
-    /// unloaded waits for the load, others arriving meanwhile get a 503 with `Retry-After`.
-    /// `keep_alive` overrides the pool's for this model.
+    /// The chat engine of model `name` (see [`ModelPool::runner`]); an embedding model is a
+    /// 400 that says so.
     pub async fn engine(
         &self,
         name: &str,
         keep_alive: Option<KeepAlive>,
     ) -> Result<Engine, ApiError> {
+        match self.runner(name, keep_alive).await? {
+            Runner::Chat(e) => Ok(e),
+            Runner::Embed(_) => Err(ApiError::param(
+                "model",
+                format!(
+                    "{name} is an embedding model: it makes vectors (/v1/embeddings, \
+                     /api/embed), not text"
+                ),
+            )),
+        }
+    }
+
+    /// The embedding engine of model `name` (see [`ModelPool::runner`]); a chat model is a 400
+    /// that says so.
+    pub async fn embedder(
+        &self,
+        name: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<EmbedEngine, ApiError> {
+        let entry = self.find(name)?;
+        if entry.kind == ModelKind::Chat {
+            return Err(ApiError::param(
+                "model",
+                format!(
+                    "{name} generates text and makes no embeddings; serve an embedding model \
+                     (a sentence-transformers folder such as all-MiniLM-L6-v2) beside it"
+                ),
+            ));
+        }
+        match self.runner(name, keep_alive).await? {
+            Runner::Embed(e) => Ok(e),
+            Runner::Chat(_) => Err(ApiError::param(
+                "model",
+                format!("{name} generates text and makes no embeddings"),
+            )),
+        }
+    }
+
+    /// Model `name`, loading it first if needed: the request that finds it unloaded waits for
+    /// the load, others arriving meanwhile get a 503 with `Retry-After`. `keep_alive`
+    /// overrides the pool's for this model.
+    pub async fn runner(
+        &self,
+        name: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Runner, ApiError> {
         let entry = self.find(name)?;
         if entry.is_loading() {
             return Err(ApiError::loading(&entry.name));
@@ -274,7 +369,7 @@ impl ModelPool {
             if let Some(k) = keep_alive {
                 l.keep_alive = k;
             }
-            return Ok(l.engine.clone());
+            return Ok(l.runner.clone());
         }
         let (Some(config), Some(path)) = (&self.config, &entry.path) else {
             return Err(ApiError::unavailable(format!(
@@ -292,12 +387,27 @@ impl ModelPool {
         };
         let context = config.context;
         let path = path.clone();
+        let kind = entry.kind;
+        let embed_serving = EmbedServingConfig {
+            max_pending: config.serving.max_pending,
+            ..EmbedServingConfig::default()
+        };
         let started = tokio::task::spawn_blocking(move || {
-            let model = LoadedModel::load_cpu(&path, context)
-                .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
-            Engine::start(Arc::new(model), &serving)
-                .map(|(engine, _thread)| engine)
-                .map_err(|e| e.to_string())
+            let cannot = |e: &dyn std::fmt::Display| format!("cannot load {}: {e}", path.display());
+            match kind {
+                ModelKind::Chat => {
+                    let model = LoadedModel::load_cpu(&path, context).map_err(|e| cannot(&e))?;
+                    Engine::start(Arc::new(model), &serving)
+                        .map(|(engine, _thread)| Runner::Chat(engine))
+                        .map_err(|e| e.to_string())
+                }
+                ModelKind::Embedding => {
+                    let embedder = Embedder::load_cpu(&path).map_err(|e| cannot(&e))?;
+                    EmbedEngine::start(Arc::new(embedder), &embed_serving)
+                        .map(|(engine, _thread)| Runner::Embed(engine))
+                        .map_err(|e| e.to_string())
+                }
+            }
         })
         .await
         .map_err(|e| e.to_string())
@@ -306,14 +416,14 @@ impl ModelPool {
             .loading
             .store(false, std::sync::atomic::Ordering::SeqCst);
         match started {
-            Ok(engine) => {
+            Ok(runner) => {
                 tracing::info!(model = %entry.name, bytes = entry.footprint.total(), "model loaded");
                 *slot = Some(Loaded {
-                    engine: engine.clone(),
+                    runner: runner.clone(),
                     last_used: Instant::now(),
                     keep_alive: keep_alive.unwrap_or(config.keep_alive),
                 });
-                Ok(engine)
+                Ok(runner)
             }
             Err(e) => {
                 self.release(entry.footprint.total());
@@ -347,7 +457,7 @@ impl ModelPool {
                     .filter(|e| e.name != entry.name)
                     .filter_map(|e| {
                         e.loaded()
-                            .map(|(engine, _)| format!("{}: {} requests", e.name, engine.pending()))
+                            .map(|(runner, _)| format!("{}: {} requests", e.name, runner.pending()))
                     })
                     .collect();
                 let f = entry.footprint;
@@ -389,7 +499,7 @@ impl ModelPool {
                 continue;
             };
             if let Some(l) = slot.as_ref()
-                && l.engine.pending() == 0
+                && l.runner.pending() == 0
                 && best.is_none_or(|(_, t)| l.last_used < t)
             {
                 best = Some((e, l.last_used));
@@ -408,7 +518,7 @@ impl ModelPool {
         };
         let idle = slot
             .as_ref()
-            .is_some_and(|l| l.engine.pending() == 0 && pred(l));
+            .is_some_and(|l| l.runner.pending() == 0 && pred(l));
         if idle {
             // The engine thread ends, and its memory is freed, when the last handle is gone.
             *slot = None;
@@ -430,6 +540,24 @@ impl ModelPool {
             }
         }
     }
+}
+
+/// What an embedding model holds once loaded: its weights in f32 (they are computed in f32
+/// whatever the file stores) and the activations of its largest batch (arch's byte math).
+fn encoder_footprint(dir: &std::path::Path, card: &ModelCard) -> Result<Footprint, String> {
+    let cfg = forja_arch::encoder_config::EncoderConfig::from_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    if card.parameters == 0 {
+        return Err(format!(
+            "cannot read the weights of {}: model.safetensors is missing or broken",
+            dir.display()
+        ));
+    }
+    Ok(Footprint {
+        weights: card.parameters * 4,
+        kv_cache: 0,
+        workspace: cfg.inference_workspace_bytes(DEFAULT_MAX_BATCH_TOKENS as u64),
+    })
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use crate::AppState;
 use crate::card::rfc3339;
 use crate::error::ApiError;
 use crate::jobs::{StreamEvents, collect, event_stream, finish_name, plan, submit};
-use crate::models::{KeepAlive, ModelEntry};
+use crate::models::{KeepAlive, ModelEntry, Runner};
 use crate::openai::parse_body;
 
 /// An error in Ollama's shape.
@@ -507,7 +507,7 @@ fn listed(e: &ModelEntry, running: Option<(u64, Option<std::time::Instant>)>) ->
 }
 
 /// Ollama's per-request `keep_alive`.
-fn keep_alive(v: Option<&Value>) -> std::result::Result<Option<KeepAlive>, ApiError> {
+pub(crate) fn keep_alive(v: Option<&Value>) -> std::result::Result<Option<KeepAlive>, ApiError> {
     v.filter(|v| !v.is_null())
         .map(KeepAlive::parse)
         .transpose()
@@ -538,8 +538,13 @@ pub async fn ps(State(state): State<Arc<AppState>>) -> Json<ModelList> {
             .entries
             .iter()
             .filter_map(|e| {
-                e.loaded()
-                    .map(|(engine, at)| listed(e, Some((engine.pool.bytes, at))))
+                e.loaded().map(|(runner, at)| {
+                    let bytes = match &runner {
+                        Runner::Chat(engine) => engine.pool.bytes,
+                        Runner::Embed(_) => e.footprint.workspace,
+                    };
+                    listed(e, Some((bytes, at)))
+                })
             })
             .collect(),
     })
@@ -561,28 +566,35 @@ pub async fn show(
 ) -> Result<Json<ShowResponse>> {
     let req: ShowRequest = parse_body(body, state.config.max_body_bytes)?;
     let entry = Arc::clone(state.models.find(&req.model)?);
-    let engine = state.models.engine(&req.model, None).await?;
+    let runner = state.models.runner(&req.model, None).await?;
     let c = &entry.card;
     let mut info = std::collections::BTreeMap::new();
     info.insert("general.architecture".into(), Value::from(c.family.clone()));
     info.insert("general.parameter_count".into(), Value::from(c.parameters));
-    info.insert(
-        format!("{}.context_length", c.family),
-        Value::from(engine.pool.max_model_len),
-    );
-    let template = engine
-        .model
-        .tokenizer
-        .chat_template
-        .clone()
-        .unwrap_or_default();
+    let (context, template, path, capability) = match &runner {
+        Runner::Chat(engine) => (
+            engine.pool.max_model_len,
+            engine.model.tokenizer.chat_template.clone(),
+            engine.model.path.clone(),
+            "completion",
+        ),
+        Runner::Embed(e) => {
+            info.insert(
+                format!("{}.embedding_length", c.family),
+                Value::from(e.embedder.dimension()),
+            );
+            let path = entry.path.clone().unwrap_or_default();
+            (e.embedder.max_tokens(), None, path, "embedding")
+        }
+    };
+    info.insert(format!("{}.context_length", c.family), Value::from(context));
     Ok(Json(ShowResponse {
-        modelfile: format!("FROM {}\n", engine.model.path.display()),
+        modelfile: format!("FROM {}\n", path.display()),
         parameters: String::new(),
-        template,
+        template: template.unwrap_or_default(),
         details: details(&entry),
         model_info: info,
-        capabilities: vec!["completion".into()],
+        capabilities: vec![capability.into()],
         modified_at: rfc3339(c.modified),
     }))
 }

@@ -27,6 +27,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::jobs::{StreamEvents, collect, event_stream, finish_name, plan, submit};
+use crate::models::Runner;
 
 /// Most log-probability alternatives per token.
 const MAX_TOP_LOGPROBS: usize = 20;
@@ -629,7 +630,7 @@ impl StreamEvents for CompletionStream {
             Event::Done { finish, usage } => {
                 let finish = Some(finish_name(finish));
                 out.push(Ok(json_event(&self.chunk(i, String::new(), finish))));
-                let first_of_prompt = i % self.n == 0;
+                let first_of_prompt = i.is_multiple_of(self.n);
                 if let Some(total) = &mut self.usage {
                     add_usage(total, &usage, first_of_prompt);
                 }
@@ -681,7 +682,10 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
                 owned_by: "forja",
                 max_model_len: e
                     .loaded()
-                    .map(|(engine, _)| engine.pool.max_model_len)
+                    .map(|(runner, _)| match runner {
+                        Runner::Chat(engine) => engine.pool.max_model_len,
+                        Runner::Embed(e) => e.embedder.max_tokens(),
+                    })
                     .or_else(|| {
                         usize::try_from(e.card.context_length)
                             .ok()

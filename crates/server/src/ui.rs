@@ -119,10 +119,7 @@ mod tests {
     #[test]
     fn every_route_has_its_asset() {
         for route in UI_ROUTES {
-            let name = match route.strip_prefix("/ui/") {
-                Some(n) => n,
-                None => "index.html",
-            };
+            let name = route.strip_prefix("/ui/").unwrap_or("index.html");
             assert!(ASSETS.iter().any(|a| a.name == name), "{route}");
         }
         assert_eq!(ASSETS.len(), UI_ROUTES.len());
