@@ -261,17 +261,19 @@ async function loadModels() {
     if (!resp.ok) throw new Error(await errorText(resp));
     const body = await resp.json();
     const wanted = storage.get("forja.model", null);
+    // Embedding models make vectors, not answers: the chat lists the others.
+    const chat = body.data.filter((m) => !(m.capabilities || ["completion"]).every((c) => c === "embedding"));
     select.replaceChildren(
-      ...body.data.map((m) => {
+      ...chat.map((m) => {
         const o = document.createElement("option");
         o.value = m.id;
         o.textContent = m.id;
         return o;
       }),
     );
-    if (wanted && body.data.some((m) => m.id === wanted)) select.value = wanted;
+    if (wanted && chat.some((m) => m.id === wanted)) select.value = wanted;
     select.dataset.loaded = "true";
-    showNotice(body.data.length ? "" : "The server lists no model.");
+    showNotice(chat.length ? "" : "The server lists no chat model.");
   } catch (e) {
     showNotice(`Cannot list the models: ${e.message}`);
   }

@@ -382,6 +382,9 @@ pub struct Model {
     /// is not loaded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_model_len: Option<usize>,
+    /// Extension: what the model does, in Ollama's words: `completion` (chat and completions)
+    /// or `embedding`.
+    pub capabilities: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]

@@ -27,7 +27,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::jobs::{StreamEvents, collect, event_stream, finish_name, plan, submit};
-use crate::models::Runner;
+use crate::models::{ModelKind, Runner};
 
 /// Most log-probability alternatives per token.
 const MAX_TOP_LOGPROBS: usize = 20;
@@ -691,6 +691,10 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
                             .ok()
                             .filter(|&c| c > 0)
                     }),
+                capabilities: vec![match e.kind {
+                    ModelKind::Chat => "completion",
+                    ModelKind::Embedding => "embedding",
+                }],
             })
             .collect(),
     })

@@ -258,6 +258,15 @@ fn ollama_embed_routes_agree_with_openai_and_truncate_by_default() {
         .unwrap()
         .clone();
     assert_eq!(minilm["max_model_len"], 256);
+    assert_eq!(minilm["capabilities"], json!(["embedding"]));
+    let smol = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == MODEL)
+        .unwrap()
+        .clone();
+    assert_eq!(smol["capabilities"], json!(["completion"]));
 }
 
 #[test]

@@ -13,9 +13,10 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{MODEL, load, start};
+use common::{MODEL, load, start, start_pool};
 use forja_engine::serving::ServingConfig;
 use forja_server::ServerConfig;
+use forja_server::models::{KeepAlive, ModelPool, PoolConfig};
 use serde_json::{Value, json};
 
 /// Runs the browser script in `mode`; returns what it printed.
@@ -110,7 +111,24 @@ fn assets_are_served_with_their_types_validators_and_policy() {
 
 #[test]
 fn chat_in_a_real_browser() {
-    let s = start(load(), ServingConfig::default(), ServerConfig::default());
+    // A chat model and an embedding model: the page offers only the first.
+    let paths = [
+        forja_testkit::testdata_file(MODEL),
+        forja_testkit::testdata_dir().join("all-minilm-l6-v2"),
+    ];
+    let pool = ModelPool::from_paths(
+        &paths,
+        PoolConfig {
+            serving: ServingConfig::default(),
+            kv_bytes: Some(64 << 20),
+            context: None,
+            keep_alive: KeepAlive::Forever,
+            memory_budget: 8 << 30,
+            available_memory: None,
+        },
+    )
+    .unwrap();
+    let s = start_pool(pool, ServerConfig::default());
     let prompt = "Name three colors.";
     // What the API answers to the request the page will make (greedy, seeded).
     let (status, body) = s.post(
