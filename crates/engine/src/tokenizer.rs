@@ -313,7 +313,11 @@ impl Tokenizer {
         if !path.is_file() {
             return Err(err("tokenizer.json is missing from the model folder".into()));
         }
-        let hf = tokenizers::Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
+        let mut hf = tokenizers::Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
+        // Files may carry the padding and truncation of their training runs; a prompt is never
+        // padded, and its length is checked against the context instead of being cut.
+        hf.with_padding(None);
+        hf.with_truncation(None).map_err(|e| err(e.to_string()))?;
         let config: Value = match std::fs::read_to_string(dir.join("tokenizer_config.json")) {
             Ok(t) => {
                 serde_json::from_str(&t).map_err(|e| err(format!("tokenizer_config.json: {e}")))?

@@ -158,3 +158,23 @@ fn continuations_stream_with_their_leading_space() {
         assert_eq!(text, continuation, "{name}");
     }
 }
+
+/// all-MiniLM-L6-v2's tokenizer.json pads every input to 128 tokens and cuts there (its
+/// training setting): a prompt tokenizer must do neither.
+#[test]
+fn stored_padding_and_truncation_are_not_applied() {
+    let dir = forja_testkit::testdata_dir().join("all-minilm-l6-v2");
+    let raw: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        raw["truncation"]["max_length"], 128,
+        "the file's setting changed"
+    );
+    assert!(!raw["padding"].is_null());
+    let tok = Tokenizer::from_hf_dir(&dir).unwrap();
+    let short = tok.encode("hello world", false).unwrap();
+    assert!(short.len() <= 4, "padded: {short:?}");
+    let long = tok.encode(&"word ".repeat(300), false).unwrap();
+    assert!(long.len() >= 300, "cut to {}", long.len());
+}
