@@ -23,6 +23,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             &[
                 "forja-planner",
                 "forja-server",
+                "forja-rag",
                 "forja-api",
                 "forja-engine",
                 "forja-models",
@@ -40,6 +41,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             &["forja-api", "forja-engine", "forja-arch"][..],
         ),
         ("forja-api", &[][..]),
+        ("forja-rag", &[][..]),
         ("forja-sched", &["forja-kv"][..]),
         ("forja-kv", &[][..]),
         ("forja-models", &["forja-arch"][..]),

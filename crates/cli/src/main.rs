@@ -1,14 +1,18 @@
 //! `forja`: run large language models locally, from choosing the hardware to serving a company.
 
+mod cmd_ask;
 mod cmd_bench;
 mod cmd_bench_serve;
 mod cmd_catalog;
 mod cmd_hw;
+mod cmd_ingest;
 mod cmd_plan;
 mod cmd_run;
+mod cmd_search;
 mod cmd_serve;
 mod model_arg;
 mod output;
+mod rag_setup;
 mod table;
 mod units;
 
@@ -37,6 +41,12 @@ enum Command {
     Serve(cmd_serve::ServeArgs),
     /// Measure speed: a model on this machine, or an OpenAI-compatible server under load
     Bench(cmd_bench::BenchArgs),
+    /// Add documents to a collection for search and answers: parse, chunk, embed, index
+    Ingest(cmd_ingest::IngestArgs),
+    /// Find the chunks of a collection that match a query, with their scores and sources
+    Search(cmd_search::SearchArgs),
+    /// Answer a question from a collection's documents, citing them
+    Ask(cmd_ask::AskArgs),
 }
 
 /// Help and version go to stdout as clap renders them; a usage mistake becomes one line on
@@ -83,6 +93,9 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run::run(a),
         Command::Serve(a) => cmd_serve::run(a),
         Command::Bench(a) => cmd_bench::run(a),
+        Command::Ingest(a) => cmd_ingest::run(a),
+        Command::Search(a) => cmd_search::run(a),
+        Command::Ask(a) => cmd_ask::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -240,6 +240,25 @@ impl Embedder {
         Ok(out)
     }
 
+    /// Tokens of `text` as the model reads it, special tokens included, with no length limit:
+    /// callers size their inputs (chunks of a document) with it before embedding them.
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        let lowered;
+        let text = if self.head.lowercase {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        self.tokenizer
+            .encode_fast(text, true)
+            .map(|e| e.get_ids().len())
+            .map_err(|e| EngineError::Tokenizer {
+                origin: self.origin.clone(),
+                what: e.to_string(),
+            })
+    }
+
     /// Input `i`'s encoding, within the length limit.
     fn encode(&self, i: usize, text: &str, truncate: bool) -> Result<tokenizers::Encoding> {
         let lowered;

@@ -1,0 +1,116 @@
+//! `forja search "query" --collection NAME`: the chunks of a collection ranked for a query.
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use forja_rag::{ElementKind, Filters, SearchMode, SearchQuery, search};
+
+use crate::output::outln;
+use crate::rag_setup::{StoreArgs, hit_lines};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Mode {
+    /// Keywords and meaning, fused by reciprocal rank
+    Hybrid,
+    /// Keywords only (BM25)
+    Bm25,
+    /// Meaning only (embedding similarity)
+    Vector,
+}
+
+impl From<Mode> for SearchMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Hybrid => SearchMode::Hybrid,
+            Mode::Bm25 => SearchMode::Bm25,
+            Mode::Vector => SearchMode::Vector,
+        }
+    }
+}
+
+/// Retrieval flags shared by `search` and `ask`.
+#[derive(Debug, Args)]
+pub struct RetrievalArgs {
+    /// Chunks to retrieve
+    #[arg(short = 'k', long = "top-k", default_value_t = 5)]
+    pub k: usize,
+    /// Only chunks of files whose path contains this text
+    #[arg(long, value_name = "TEXT")]
+    pub source: Option<String>,
+    /// Only chunks under a heading containing this text
+    #[arg(long, value_name = "TEXT")]
+    pub section: Option<String>,
+    /// Only chunks of this kind: text, paragraph, list, table, code
+    #[arg(long = "type", value_name = "KIND")]
+    pub kind: Option<String>,
+}
+
+impl RetrievalArgs {
+    pub fn filters(&self) -> Result<Filters> {
+        let kind = match &self.kind {
+            Some(k) => match ElementKind::parse(k) {
+                Some(k) => Some(k),
+                None => bail!("unknown --type {k:?}: use text, paragraph, list, table or code"),
+            },
+            None => None,
+        };
+        Ok(Filters {
+            source: self.source.clone(),
+            section: self.section.clone(),
+            kind,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// What to look for
+    query: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    retrieval: RetrievalArgs,
+    /// How chunks are ranked
+    #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
+    mode: Mode,
+}
+
+pub fn run(a: SearchArgs) -> Result<()> {
+    let store = a.store.open_store(true)?;
+    let query = SearchQuery {
+        text: a.query.clone(),
+        mode: a.mode.into(),
+        k: a.retrieval.k,
+        filters: a.retrieval.filters()?,
+    };
+    // Keyword search needs no model.
+    let embedder = match a.mode {
+        Mode::Bm25 => None,
+        _ => Some(a.store.load_embedder()?),
+    };
+    let hits = search(
+        &store,
+        &a.store.collection,
+        &query,
+        embedder.as_ref().map(|e| e as &dyn forja_rag::Embedder),
+    )?;
+    if hits.is_empty() {
+        outln!("no chunk matches");
+        return Ok(());
+    }
+    for (i, h) in hits.iter().enumerate() {
+        let (label, first) = hit_lines(h, 100);
+        let similarity = h
+            .similarity
+            .map(|s| format!("  similarity {s:.3}"))
+            .unwrap_or_default();
+        outln!(
+            "{}. score {:.4}{similarity}  [{}]  {label}",
+            i + 1,
+            h.score,
+            h.kind
+        );
+        outln!("   {}", h.source.display());
+        outln!("   {first}");
+    }
+    Ok(())
+}

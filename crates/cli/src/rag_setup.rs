@@ -1,0 +1,205 @@
+//! What `forja ingest`, `search` and `ask` share: where the store and the embedding model are by
+//! default, and the engine behind the RAG crate's `Embedder` and `Generator` traits.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use forja_engine::{GenerateParams, LoadedModel, Message, generate};
+use forja_models::ContiguousKvCache;
+use forja_rag::{RagError, Store};
+
+/// The embedding model used when none is given.
+pub const DEFAULT_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
+
+/// Store and embedding-model flags of the RAG commands.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The collection (a named set of documents in the store)
+    #[arg(long, short = 'c')]
+    pub collection: String,
+    /// The store file [default: $FORJA_HOME/rag.sqlite; FORJA_HOME defaults to
+    /// ~/.local/share/forja]
+    #[arg(long, value_name = "FILE", env = "FORJA_RAG_STORE")]
+    pub store: Option<PathBuf>,
+    /// The embedding model folder (sentence-transformers layout) [default: all-minilm-l6-v2
+    /// under $FORJA_HOME/models or ~/.cache/forja/models, where scripts/quickstart puts it]
+    #[arg(long, value_name = "DIR")]
+    pub embedding_model: Option<PathBuf>,
+}
+
+/// `$FORJA_HOME`, else `~/.local/share/forja`.
+pub fn forja_home() -> PathBuf {
+    match std::env::var_os("FORJA_HOME") {
+        Some(h) if !h.is_empty() => PathBuf::from(h),
+        _ => home().join(".local/share/forja"),
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+impl StoreArgs {
+    pub fn store_path(&self) -> PathBuf {
+        self.store
+            .clone()
+            .unwrap_or_else(|| forja_home().join("rag.sqlite"))
+    }
+
+    /// Opens the store; with `must_exist`, a missing file is an error rather than a new store.
+    pub fn open_store(&self, must_exist: bool) -> Result<Store> {
+        let path = self.store_path();
+        if must_exist && !path.is_file() {
+            bail!(
+                "no store at {} (ingest documents first: `forja ingest PATH --collection {}`)",
+                path.display(),
+                self.collection
+            );
+        }
+        Ok(Store::open(&path)?)
+    }
+
+    /// The embedding model folder: the flag, else the default where it is installed.
+    pub fn embedding_model_dir(&self) -> Result<PathBuf> {
+        if let Some(dir) = &self.embedding_model {
+            if !dir.is_dir() {
+                bail!("no embedding model folder at {}", dir.display());
+            }
+            return Ok(dir.clone());
+        }
+        let candidates = [
+            forja_home().join("models").join(DEFAULT_EMBEDDING_MODEL),
+            home()
+                .join(".cache/forja/models")
+                .join(DEFAULT_EMBEDDING_MODEL),
+        ];
+        if let Some(dir) = candidates.iter().find(|d| d.join("config.json").is_file()) {
+            return Ok(dir.clone());
+        }
+        bail!(
+            "no embedding model found (looked for {} and {}): run scripts/quickstart, which \
+             installs {DEFAULT_EMBEDDING_MODEL}, or pass --embedding-model DIR",
+            candidates[0].display(),
+            candidates[1].display()
+        )
+    }
+
+    /// Loads the embedding model for the CPU.
+    pub fn load_embedder(&self) -> Result<EngineEmbedder> {
+        let dir = self.embedding_model_dir()?;
+        EngineEmbedder::load(&dir)
+    }
+}
+
+/// The engine's sentence embedder behind [`forja_rag::Embedder`]. Its name is the model
+/// folder's name, which a collection records.
+#[derive(Debug)]
+pub struct EngineEmbedder {
+    inner: forja_engine::Embedder,
+    name: String,
+}
+
+impl EngineEmbedder {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let inner = forja_engine::Embedder::load_cpu(dir)
+            .with_context(|| format!("loading the embedding model {}", dir.display()))?;
+        let name = forja_engine::model::display_name(dir);
+        Ok(EngineEmbedder { inner, name })
+    }
+}
+
+fn embedding_err(e: forja_engine::EngineError) -> RagError {
+    RagError::Embedding(e.to_string())
+}
+
+impl forja_rag::Embedder for EngineEmbedder {
+    fn embed(&self, texts: &[&str]) -> forja_rag::Result<Vec<Vec<f32>>> {
+        // Chunks fit the model; a long query is cut to the model's limit.
+        self.inner
+            .embed(texts, true)
+            .map(|e| e.vectors)
+            .map_err(embedding_err)
+    }
+    fn dimension(&self) -> usize {
+        self.inner.dimension()
+    }
+    fn max_tokens(&self) -> usize {
+        self.inner.max_tokens()
+    }
+    fn count_tokens(&self, text: &str) -> forja_rag::Result<usize> {
+        self.inner.count_tokens(text).map_err(embedding_err)
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// A chat model on the engine behind [`forja_rag::Generator`]; answers stream to stdout
+/// through the caller's callback.
+#[derive(Debug)]
+pub struct EngineGenerator {
+    pub model: LoadedModel,
+    pub params: GenerateParams,
+}
+
+impl EngineGenerator {
+    fn prompt(&self, system: &str, user: &str) -> forja_rag::Result<Vec<u32>> {
+        let messages = [Message::new("system", system), Message::new("user", user)];
+        self.model
+            .chat_prompt(&messages, None)
+            .map_err(|e| RagError::Generation(e.to_string()))
+    }
+}
+
+impl forja_rag::Generator for EngineGenerator {
+    fn context_tokens(&self) -> usize {
+        self.model.decoder.config.max_context as usize
+    }
+    fn prompt_tokens(&self, system: &str, user: &str) -> forja_rag::Result<usize> {
+        self.prompt(system, user).map(|p| p.len())
+    }
+    fn generate(
+        &mut self,
+        system: &str,
+        user: &str,
+        max_tokens: usize,
+        on_text: &mut dyn FnMut(&str),
+    ) -> forja_rag::Result<String> {
+        let prompt = self.prompt(system, user)?;
+        let mut cache: ContiguousKvCache = self.model.new_cache();
+        let mut cached = Vec::new();
+        let params = GenerateParams {
+            max_tokens,
+            ..self.params.clone()
+        };
+        generate(
+            &self.model,
+            &prompt,
+            &mut cache,
+            &mut cached,
+            &params,
+            &mut |piece| {
+                on_text(piece);
+                true
+            },
+        )
+        .map(|g| g.text)
+        .map_err(|e| RagError::Generation(e.to_string()))
+    }
+}
+
+/// `file, section, page N` of a hit, and the first line of its text cut to `width` characters.
+pub fn hit_lines(hit: &forja_rag::Hit, width: usize) -> (String, String) {
+    let label = forja_rag::answer::source_label(hit);
+    let first = hit
+        .text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let mut line: String = first.trim().chars().take(width).collect();
+    if first.trim().chars().count() > width {
+        line.push('…');
+    }
+    (label, line)
+}

@@ -1,0 +1,38 @@
+//! The two models RAG needs, as traits: the crate never depends on the engine that runs them.
+//! The `forja` command implements them over its engine; tests implement them with small
+//! deterministic functions.
+
+use crate::error::Result;
+
+/// A sentence-embedding model.
+pub trait Embedder {
+    /// One vector of [`Embedder::dimension`] floats per text, in order. Texts are at most
+    /// [`Embedder::max_tokens`] long as [`Embedder::count_tokens`] measures them.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Length of every vector.
+    fn dimension(&self) -> usize;
+    /// Longest input the model reads, in tokens (special tokens included).
+    fn max_tokens(&self) -> usize;
+    /// Tokens of `text` as the model reads it, special tokens included.
+    fn count_tokens(&self, text: &str) -> Result<usize>;
+    /// A name for the model, stored with a collection so that a collection is always searched
+    /// with the model that embedded it.
+    fn name(&self) -> String;
+}
+
+/// A chat model that answers from a prompt.
+pub trait Generator {
+    /// Tokens the model's context holds: prompt and answer together.
+    fn context_tokens(&self) -> usize;
+    /// Tokens the prompt made of `system` and `user` takes, chat template included.
+    fn prompt_tokens(&self, system: &str, user: &str) -> Result<usize>;
+    /// Answers `user` under the `system` instruction with at most `max_tokens` tokens; each
+    /// piece of text goes to `on_text` as it is generated. Returns the whole answer.
+    fn generate(
+        &mut self,
+        system: &str,
+        user: &str,
+        max_tokens: usize,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<String>;
+}

@@ -1,0 +1,106 @@
+//! Source files → [`Document`]s. The format comes from the file extension; a file named
+//! explicitly with an unknown extension is read as plain text when it is UTF-8 without NUL
+//! bytes. Formats planned but not parsed yet (PDF, DOCX, XLSX, XML) are refused per file.
+
+mod csv;
+mod html;
+mod markdown;
+mod text;
+
+use std::path::Path;
+
+use crate::document::{Document, content_hash};
+use crate::error::{RagError, Result};
+
+/// A file format forja recognizes by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Markdown,
+    Html,
+    /// Comma-separated (`delimiter` `,`) or tab-separated (`\t`) values.
+    Csv {
+        delimiter: u8,
+    },
+    /// Recognized, not parsed yet: the name says which.
+    Planned(&'static str),
+}
+
+impl Format {
+    /// The format of `path` by its extension; `None` for an unknown extension.
+    pub fn of(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "txt" | "text" | "log" | "rst" => Format::Text,
+            "md" | "markdown" | "mdown" | "mkd" => Format::Markdown,
+            "html" | "htm" | "xhtml" => Format::Html,
+            "csv" => Format::Csv { delimiter: b',' },
+            "tsv" | "tab" => Format::Csv { delimiter: b'\t' },
+            "pdf" => Format::Planned("PDF"),
+            "docx" => Format::Planned("DOCX"),
+            "xlsx" | "xls" => Format::Planned("XLSX"),
+            "xml" | "xbrl" => Format::Planned("XML"),
+            _ => return None,
+        })
+    }
+}
+
+/// Reads and parses `path`.
+pub fn parse_file(path: &Path) -> Result<Document> {
+    let bytes = std::fs::read(path).map_err(|source| RagError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_bytes(path, &bytes)
+}
+
+/// Parses `bytes` as the content of `path` (whose extension picks the format).
+pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Document> {
+    let format = Format::of(path).unwrap_or(Format::Text);
+    if let Format::Planned(name) = format {
+        return Err(RagError::Unsupported {
+            path: path.to_path_buf(),
+            format: name.to_string(),
+        });
+    }
+    let text = as_text(path, bytes)?;
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let (title, elements) = match format {
+        Format::Markdown => markdown::parse(text),
+        Format::Html => html::parse(text),
+        Format::Csv { delimiter } => csv::parse(path, text, delimiter)?,
+        Format::Text | Format::Planned(_) => text::parse(text),
+    };
+    Ok(Document {
+        source: path.to_path_buf(),
+        title: title.filter(|t| !t.is_empty()).unwrap_or(stem),
+        content_hash: content_hash(bytes),
+        elements,
+    })
+}
+
+/// The bytes as UTF-8 text (a leading byte-order mark dropped); binary content is an error.
+fn as_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let parse_err = |line: Option<u64>, what: &str| RagError::Parse {
+        path: path.to_path_buf(),
+        line,
+        what: what.to_string(),
+    };
+    let line_at =
+        |offset: usize| 1 + bytes[..offset].iter().filter(|&&b| b == b'\n').count() as u64;
+    if let Some(nul) = bytes.iter().position(|&b| b == 0) {
+        return Err(parse_err(
+            Some(line_at(nul)),
+            "binary content (a NUL byte), not a text document",
+        ));
+    }
+    std::str::from_utf8(bytes).map_err(|e| {
+        parse_err(
+            Some(line_at(e.valid_up_to())),
+            "not UTF-8 text (convert the file to UTF-8)",
+        )
+    })
+}

@@ -1,0 +1,435 @@
+//! The SQLite store end to end with a small deterministic embedder: idempotent re-ingest,
+//! updates, deletions, consistency after a failing file, and BM25 / vector / hybrid search.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::BagOfWords;
+use forja_rag::{
+    ElementKind, Filters, Generator, IngestOptions, IngestReport, RagError, SearchMode,
+    SearchQuery, Store, answer, ingest, rrf_fuse, search,
+};
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn run(store: &Store, dir: &Path, e: &BagOfWords) -> IngestReport {
+    ingest(
+        store,
+        "docs",
+        &[dir.to_path_buf()],
+        e,
+        &IngestOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+fn corpus(dir: &Path) {
+    write(
+        dir,
+        "garden.md",
+        "# Garden\n\nTomatoes need sun and water every day.\n\n## Pests\n\nAphids eat the leaves of roses.\n",
+    );
+    write(
+        dir,
+        "cars.html",
+        "<h1>Cars</h1><p>The engine burns petrol and the gearbox shifts gears.</p>",
+    );
+    write(dir, "sub/prices.csv", "item,price\nhammer,12\nsaw,30\n");
+    write(
+        dir,
+        "notes.txt",
+        "The meeting moved to Thursday afternoon.\n",
+    );
+    write(dir, "scan.pdf", "%PDF-1.4 not parsed yet");
+    write(dir, ".hidden/secret.md", "# hidden\n\nnever ingested\n");
+    write(dir, "image.png", "not a document");
+}
+
+fn query(text: &str, mode: SearchMode, k: usize) -> SearchQuery {
+    SearchQuery {
+        text: text.into(),
+        mode,
+        k,
+        filters: Filters::default(),
+    }
+}
+
+fn consistent(store: &Store) -> usize {
+    let c = store.existing_collection("docs").unwrap();
+    let (chunks, fts, vecs) = store.chunk_counts(&c).unwrap();
+    assert_eq!(
+        (chunks, fts),
+        (vecs, vecs),
+        "indexes out of step with chunks"
+    );
+    chunks
+}
+
+#[test]
+fn re_ingest_is_idempotent_and_changes_propagate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    corpus(&dir);
+    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 1);
+    let e = BagOfWords::default();
+
+    let r = run(&store, &dir, &e);
+    assert_eq!((r.added, r.unchanged, r.updated, r.removed), (4, 0, 0, 0));
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    assert!(
+        r.failed[0]
+            .1
+            .ends_with("scan.pdf: PDF files are not supported yet")
+    );
+    let chunks = consistent(&store);
+    assert_eq!(chunks, r.chunks);
+
+    // Nothing changed: nothing is embedded again.
+    let calls = e.calls.get();
+    let r = run(&store, &dir, &e);
+    assert_eq!(
+        (r.added, r.unchanged, r.updated, r.removed, r.chunks),
+        (0, 4, 0, 0, 0)
+    );
+    assert_eq!(e.calls.get(), calls);
+    assert_eq!(consistent(&store), chunks);
+
+    // A changed file replaces its chunks; a deleted one is removed.
+    write(
+        &dir,
+        "notes.txt",
+        "The meeting moved to Friday.\n\nBring the budget.\n",
+    );
+    fs::remove_file(dir.join("cars.html")).unwrap();
+    let r = run(&store, &dir, &e);
+    assert_eq!((r.added, r.unchanged, r.updated, r.removed), (0, 2, 1, 1));
+    let c = store.existing_collection("docs").unwrap();
+    let paths = store.document_paths(&c).unwrap();
+    assert_eq!(paths.len(), 3);
+    assert!(!paths.iter().any(|p| p.ends_with("cars.html")));
+    consistent(&store);
+    let hits = search(
+        &store,
+        "docs",
+        &query("Thursday", SearchMode::Bm25, 5),
+        None,
+    )
+    .unwrap();
+    assert!(
+        hits.is_empty(),
+        "the old text of notes.txt is still indexed"
+    );
+    let hits = search(&store, "docs", &query("Friday", SearchMode::Bm25, 5), None).unwrap();
+    assert!(hits[0].source.ends_with("notes.txt"));
+
+    // Reopening keeps everything and migrates nothing.
+    drop(store);
+    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.collections().unwrap()[0].documents, 3);
+}
+
+#[test]
+fn a_failing_file_leaves_no_trace_and_a_re_run_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    corpus(&dir);
+    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    // Files go in path order: cars.html, garden.md, notes.txt, sub/prices.csv; one embedding
+    // call each. The model breaks down at the third file.
+    let r = run(&store, &dir, &BagOfWords::failing_after(2));
+    assert_eq!(r.added, 2);
+    let failed: Vec<String> = r.failed.iter().map(|f| f.1.clone()).collect();
+    assert_eq!(failed.len(), 3, "{failed:?}"); // notes.txt, prices.csv, scan.pdf
+    let c = store.existing_collection("docs").unwrap();
+    let paths = store.document_paths(&c).unwrap();
+    assert_eq!(paths.len(), 2);
+    assert!(paths[0].ends_with("cars.html") && paths[1].ends_with("garden.md"));
+    consistent(&store);
+
+    let r = run(&store, &dir, &BagOfWords::default());
+    assert_eq!((r.added, r.unchanged), (2, 2));
+    assert_eq!(store.document_paths(&c).unwrap().len(), 4);
+    consistent(&store);
+}
+
+#[test]
+fn a_collection_keeps_its_embedding_model() {
+    struct Other(BagOfWords);
+    impl forja_rag::Embedder for Other {
+        fn embed(&self, t: &[&str]) -> forja_rag::Result<Vec<Vec<f32>>> {
+            self.0.embed(t)
+        }
+        fn dimension(&self) -> usize {
+            self.0.dimension()
+        }
+        fn max_tokens(&self) -> usize {
+            self.0.max_tokens()
+        }
+        fn count_tokens(&self, t: &str) -> forja_rag::Result<usize> {
+            self.0.count_tokens(t)
+        }
+        fn name(&self) -> String {
+            "another-model".into()
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    corpus(&dir);
+    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    run(&store, &dir, &BagOfWords::default());
+    let other = Other(BagOfWords::default());
+    let err = ingest(
+        &store,
+        "docs",
+        std::slice::from_ref(&dir),
+        &other,
+        &IngestOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, RagError::Collection { .. }), "{err}");
+    let err = search(
+        &store,
+        "docs",
+        &query("x", SearchMode::Vector, 3),
+        Some(&other),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("test-bag-of-words-64"), "{err}");
+    let err = search(&store, "nope", &query("x", SearchMode::Bm25, 3), None).unwrap_err();
+    assert!(err.to_string().contains("no such collection"), "{err}");
+}
+
+#[test]
+fn include_and_exclude_globs_select_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    corpus(&dir);
+    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    let options = IngestOptions {
+        include: vec!["*.md".into(), "*.csv".into()],
+        exclude: vec!["sub/**".into()],
+        chunk: None,
+    };
+    let r = ingest(
+        &store,
+        "docs",
+        &[dir],
+        &BagOfWords::default(),
+        &options,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!((r.added, r.failed.len()), (1, 0));
+    let err = ingest(
+        &store,
+        "docs",
+        &[tmp.path().join("missing")],
+        &BagOfWords::default(),
+        &IngestOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(err.failed.len(), 1);
+}
+
+#[test]
+fn rrf_rewards_agreement_between_rankings() {
+    let fused = rrf_fuse(&[&[1, 2, 3], &[3, 1, 4]]);
+    let ids: Vec<i64> = fused.iter().map(|f| f.0).collect();
+    // 1: 1/61 + 1/62, 3: 1/63 + 1/61, 2: 1/62, 4: 1/63.
+    assert_eq!(ids, [1, 3, 2, 4]);
+    assert!((fused[0].1 - (1.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-12);
+    // Equal scores: the smaller id first.
+    let tie: Vec<i64> = rrf_fuse(&[&[7], &[5]]).iter().map(|f| f.0).collect();
+    assert_eq!(tie, [5, 7]);
+}
+
+#[test]
+fn search_modes_and_filters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    corpus(&dir);
+    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    let e = BagOfWords::default();
+    run(&store, &dir, &e);
+
+    for mode in [SearchMode::Bm25, SearchMode::Vector, SearchMode::Hybrid] {
+        let hits = search(
+            &store,
+            "docs",
+            &query("aphids roses leaves", mode, 3),
+            Some(&e),
+        )
+        .unwrap();
+        assert!(hits[0].source.ends_with("garden.md"), "{mode:?}: {hits:?}");
+        assert_eq!(hits[0].section, ["Garden", "Pests"]);
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+        if mode != SearchMode::Bm25 {
+            assert!(hits[0].similarity.unwrap() > 0.5);
+        }
+    }
+    let hybrid = search(
+        &store,
+        "docs",
+        &query("hammer price", SearchMode::Hybrid, 3),
+        Some(&e),
+    )
+    .unwrap();
+    assert!(hybrid[0].source.ends_with("prices.csv"));
+    assert_eq!(hybrid[0].kind, ElementKind::Table);
+    assert_eq!(
+        (hybrid[0].bm25_rank, hybrid[0].vector_rank),
+        (Some(1), Some(1))
+    );
+
+    let filtered = |filters: Filters| {
+        let q = SearchQuery {
+            filters,
+            ..query("the", SearchMode::Hybrid, 10)
+        };
+        search(&store, "docs", &q, Some(&e)).unwrap()
+    };
+    let tables = filtered(Filters {
+        kind: Some(ElementKind::Table),
+        ..Filters::default()
+    });
+    assert!(!tables.is_empty() && tables.iter().all(|h| h.kind == ElementKind::Table));
+    let garden = filtered(Filters {
+        source: Some("GARDEN".into()),
+        ..Filters::default()
+    });
+    assert!(!garden.is_empty() && garden.iter().all(|h| h.source.ends_with("garden.md")));
+    let pests = filtered(Filters {
+        section: Some("pests".into()),
+        ..Filters::default()
+    });
+    assert_eq!(pests.len(), 1);
+    assert_eq!(pests[0].section, ["Garden", "Pests"]);
+    // FTS5 syntax in a query is taken as words: "AND" is the word "and".
+    let odd = search(
+        &store,
+        "docs",
+        &query("\"AND (NEAR* -", SearchMode::Bm25, 3),
+        None,
+    )
+    .unwrap();
+    assert!(
+        odd.iter().all(|h| h.text.to_lowercase().contains(" and ")),
+        "{odd:?}"
+    );
+    assert!(!odd.is_empty());
+}
+
+/// Answers with the numbers of the sources it was given; counts words as tokens.
+struct Echo {
+    context: usize,
+    calls: usize,
+}
+
+impl Generator for Echo {
+    fn context_tokens(&self) -> usize {
+        self.context
+    }
+    fn prompt_tokens(&self, system: &str, user: &str) -> forja_rag::Result<usize> {
+        Ok(common::words(system).count() + common::words(user).count())
+    }
+    fn generate(
+        &mut self,
+        _system: &str,
+        user: &str,
+        _max_tokens: usize,
+        on_text: &mut dyn FnMut(&str),
+    ) -> forja_rag::Result<String> {
+        self.calls += 1;
+        let cited: Vec<&str> = user.lines().filter(|l| l.starts_with('[')).collect();
+        let text = format!("from {} sources", cited.len());
+        on_text(&text);
+        Ok(text)
+    }
+}
+
+#[test]
+fn answers_cite_what_fits_and_refuse_without_relevant_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    corpus(&dir);
+    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    let e = BagOfWords::default();
+    run(&store, &dir, &e);
+    let hits = search(
+        &store,
+        "docs",
+        &query("what do aphids eat", SearchMode::Hybrid, 4),
+        Some(&e),
+    )
+    .unwrap();
+    let mut g = Echo {
+        context: 10_000,
+        calls: 0,
+    };
+    let options = forja_rag::AnswerOptions {
+        max_answer_tokens: 100,
+        min_similarity: 0.2,
+    };
+    let a = answer(
+        &mut g,
+        "what do aphids eat",
+        hits.clone(),
+        options,
+        &mut |_| {},
+    )
+    .unwrap()
+    .unwrap();
+    assert!(a.sources[0].source.ends_with("garden.md"));
+    assert_eq!(a.text, format!("from {} sources", a.sources.len()));
+    // A context with room for one source only.
+    let mut small = Echo {
+        context: 100 + 60,
+        calls: 0,
+    };
+    let a = answer(
+        &mut small,
+        "what do aphids eat",
+        hits.clone(),
+        options,
+        &mut |_| {},
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(a.sources.len(), 1);
+    // Nothing relevant: the model is not called.
+    let unrelated = search(
+        &store,
+        "docs",
+        &query("quantum chromodynamics", SearchMode::Vector, 4),
+        Some(&e),
+    )
+    .unwrap();
+    let none = answer(
+        &mut g,
+        "quantum chromodynamics",
+        unrelated,
+        options,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(none.is_none());
+    assert_eq!(g.calls, 1);
+}
