@@ -325,18 +325,17 @@ const NEAR_TIE: f32 = 0.25;
 
 /// Greedy completions on the quantized path against llama.cpp's (`llama-simple`, goldens from
 /// scripts/goldens/llama_cpp_greedy.py) on the same files. Both quantize activations to 8 bits
-/// but accumulate in different orders, so near-ties in the small SmolLM2 and one Qwen prompt
-/// part ways after some tokens: there llama.cpp's token must be a near-tie in forja's own step
-/// (activation quantization is discontinuous, so the same prefix computed as one prefill can
-/// rank the two differently). The others must match in full.
+/// but accumulate in different orders, so near-ties (SmolLM2, one Qwen prompt, and two Gemma
+/// prompts where llama.cpp's own top-2 gap is under 0.1) part ways after some tokens: there
+/// llama.cpp's token must be a near-tie in forja's own step (activation quantization is
+/// discontinuous, so the same prefix computed as one prefill can rank the two differently). The
+/// others must match in full.
 #[test]
 fn quantized_greedy_matches_llama_cpp() {
     let golden = common::golden("llama_cpp_greedy.json");
     let tokens = golden["tokens"].as_u64().unwrap() as usize;
     let must_match = [
-        ("gemma-3-270m-q4_k_m.gguf", "The capital of France is"),
         ("gemma-3-270m-q4_k_m.gguf", "def fibonacci(n):"),
-        ("gemma-3-270m-q4_k_m.gguf", "Los tres colores primarios son"),
         (
             "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
             "def fibonacci(n):",

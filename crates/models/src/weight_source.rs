@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{QMatMul, gguf_file};
+use candle_core::quantized::{GgmlDType, QMatMul, gguf_file};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use forja_arch::Family;
@@ -231,9 +231,21 @@ impl GgufSource {
         Ok(self.content.tensor(&mut file, name, &self.device)?)
     }
 
-    /// Expert `e` of a stacked `[experts, rows, cols]` tensor, read alone and kept in the
-    /// file's type: experts are contiguous, so its blocks are one slice of the stack.
-    fn expert_qtensor(&self, name: &str, e: usize) -> Result<candle_core::quantized::QTensor> {
+    fn dtype(&self, name: &str) -> Result<GgmlDType> {
+        self.content
+            .tensor_infos
+            .get(name)
+            .map(|i| i.ggml_dtype)
+            .ok_or_else(|| ModelError::MissingWeight {
+                name: name.into(),
+                source_desc: self.describe(),
+            })
+    }
+
+    /// The stored blocks of a `[rows, cols]` matrix, or of expert `e` of a stacked
+    /// `[experts, rows, cols]` tensor (experts are contiguous, so its blocks are one slice of the
+    /// stack), read alone and kept in the file's type.
+    fn raw_matrix(&self, name: &str, expert: Option<usize>) -> Result<RawMatrix> {
         use std::io::{Read, Seek, SeekFrom};
         let info =
             self.content
@@ -247,35 +259,92 @@ impl GgufSource {
             path: self.describe(),
             what: format!("{name}: {what}"),
         };
-        let &[experts, rows, cols] = info.shape.dims() else {
-            return Err(bad(format!(
-                "expected [experts, rows, cols], found {:?}",
-                info.shape.dims()
-            )));
+        let (e, rows, cols) = match (info.shape.dims(), expert) {
+            (&[rows, cols], None) => (0, rows, cols),
+            (&[experts, rows, cols], Some(e)) => {
+                if e >= experts {
+                    return Err(bad(format!("no expert {e} of {experts}")));
+                }
+                (e, rows, cols)
+            }
+            (dims, None) => return Err(bad(format!("expected [rows, cols], found {dims:?}"))),
+            (dims, Some(_)) => {
+                return Err(bad(format!(
+                    "expected [experts, rows, cols], found {dims:?}"
+                )));
+            }
         };
-        if e >= experts {
-            return Err(bad(format!("no expert {e} of {experts}")));
-        }
-        let block = info.ggml_dtype.block_size();
+        let dtype = info.ggml_dtype;
+        let block = dtype.block_size();
         if (rows * cols) % block != 0 {
             return Err(bad(format!(
                 "{rows}×{cols} is not a whole number of {block}-blocks"
             )));
         }
-        let bytes = rows * cols / block * info.ggml_dtype.type_size();
+        let bytes = rows * cols / block * dtype.type_size();
         let start = self.content.tensor_data_offset + info.offset + (e * bytes) as u64;
         let mut file = std::fs::File::open(&self.path).map_err(|err| bad(err.to_string()))?;
-        let mut raw = vec![0u8; bytes];
+        let mut data = vec![0u8; bytes];
         file.seek(SeekFrom::Start(start))
-            .and_then(|_| file.read_exact(&mut raw))
-            .map_err(|err| bad(format!("reading expert {e}: {err}")))?;
-        Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
-            info.ggml_dtype,
-            &raw,
-            vec![rows, cols],
-            &self.device,
-        )?)
+            .and_then(|_| file.read_exact(&mut data))
+            .map_err(|err| bad(format!("reading {} bytes at {start}: {err}", bytes)))?;
+        Ok(RawMatrix {
+            dtype,
+            rows,
+            cols,
+            data,
+        })
     }
+
+    /// A quantized projection weight: on forja's CPU kernels when they cover the stored type,
+    /// else on candle's. Either way the file's blocks are held once.
+    fn quantized(&self, name: &str, expert: Option<usize>) -> Result<LinearWeight> {
+        let raw = self.raw_matrix(name, expert)?;
+        if self.device.is_cpu()
+            && let Some(ty) = forja_quant_type(raw.dtype)
+        {
+            let m = forja_quant::QMatrix::new(ty, raw.rows, raw.cols, raw.data).map_err(|e| {
+                ModelError::Weights {
+                    path: self.describe(),
+                    what: format!("{name}: {e}"),
+                }
+            })?;
+            return Ok(m.into());
+        }
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+            raw.dtype,
+            &raw.data,
+            vec![raw.rows, raw.cols],
+            &self.device,
+        )?;
+        Ok(QMatMul::from_qtensor(q)?.into())
+    }
+}
+
+/// One matrix's blocks as stored in the file.
+struct RawMatrix {
+    dtype: GgmlDType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+/// The `forja_quant` type of a GGUF block type its kernels multiply; `None` for the rest.
+fn forja_quant_type(dtype: GgmlDType) -> Option<forja_quant::QuantType> {
+    use forja_quant::QuantType as Q;
+    Some(match dtype {
+        GgmlDType::Q4_0 => Q::Q4_0,
+        GgmlDType::Q4_1 => Q::Q4_1,
+        GgmlDType::Q5_0 => Q::Q5_0,
+        GgmlDType::Q5_1 => Q::Q5_1,
+        GgmlDType::Q8_0 => Q::Q8_0,
+        GgmlDType::Q2K => Q::Q2K,
+        GgmlDType::Q3K => Q::Q3K,
+        GgmlDType::Q4K => Q::Q4K,
+        GgmlDType::Q5K => Q::Q5K,
+        GgmlDType::Q6K => Q::Q6K,
+        _ => return None,
+    })
 }
 
 impl WeightSource for GgufSource {
@@ -295,23 +364,30 @@ impl WeightSource for GgufSource {
     }
 
     fn linear(&self, gguf_name: &str) -> Result<LinearWeight> {
-        let q = self.qtensor(gguf_name)?;
-        if self.dequantize || q.dtype().block_size() == 1 {
+        let dtype = self.dtype(gguf_name)?;
+        if self.dequantize || dtype.block_size() == 1 {
+            let q = self.qtensor(gguf_name)?;
             return Ok(LinearWeight::Dense(
                 q.dequantize(&self.device)?.to_dtype(DType::F32)?,
             ));
         }
-        Ok(LinearWeight::Quantized(QMatMul::from_qtensor(q)?))
+        self.quantized(gguf_name, None)
     }
 
     fn expert(&self, gguf_name: &str, e: usize) -> Result<LinearWeight> {
-        let q = self.expert_qtensor(gguf_name, e)?;
-        if self.dequantize || q.dtype().block_size() == 1 {
+        let raw = self.raw_matrix(gguf_name, Some(e))?;
+        if self.dequantize || raw.dtype.block_size() == 1 {
+            let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                raw.dtype,
+                &raw.data,
+                vec![raw.rows, raw.cols],
+                &self.device,
+            )?;
             return Ok(LinearWeight::Dense(
                 q.dequantize(&self.device)?.to_dtype(DType::F32)?,
             ));
         }
-        Ok(LinearWeight::Quantized(QMatMul::from_qtensor(q)?))
+        self.quantized(gguf_name, Some(e))
     }
 
     fn norm_weights_include_one(&self) -> bool {

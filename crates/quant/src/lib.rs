@@ -1,0 +1,28 @@
+//! GGUF block-quantized weights on the CPU: the storage formats (`Q4_0` … `Q8_0`, `Q2_K` …
+//! `Q6_K`, and F32/F16/BF16 rows), their reference dequantization, the 8-bit activation blocks
+//! they multiply with (`Q8_0`, `Q8_1`, `Q8_K`, paired as llama.cpp pairs them), dot products in
+//! portable Rust and in AVX2 (chosen at run time, so one x86-64 binary runs everywhere), and
+//! [`QMatrix`], a quantized matrix whose product with f32 activations is threaded over tiles of
+//! weight rows on the crate's own worker pool.
+//!
+//! Every kernel is checked against the reference (dequantize, then an f32 dot product) by the
+//! property tests in `tests/`.
+
+pub mod activation;
+pub mod dequant;
+pub mod dot;
+pub mod error;
+pub mod format;
+mod kquants;
+mod legacy;
+pub mod matrix;
+mod pool;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use activation::{ActRow, BlockQ8_0, BlockQ8_1, BlockQ8K, QuantizedActivations};
+pub use dequant::{dequantize, dequantize_row};
+pub use dot::{Isa, vec_dot};
+pub use error::{QuantError, Result};
+pub use format::{ActivationType, QK, QK_K, QuantType};
+pub use matrix::QMatrix;

@@ -1,0 +1,334 @@
+//! A block-quantized weight matrix and its product with f32 activations, threaded over tiles of
+//! weight rows on the crate's worker pool.
+//!
+//! `y = x · Wᵀ` for `x` of `[n, cols]` and `W` of `[rows, cols]`: each activation row is
+//! quantized once (into a per-thread buffer that is reused between calls), then the weight rows
+//! are cut into tiles small enough to stay in cache and the tiles spread over the pool. Inside a
+//! tile every activation row meets every weight row, so with `n > 1` (a prompt) each weight
+//! block is read from memory once per tile and from cache for the other rows; the SIMD kernels
+//! also widen each weight block once for four activation rows.
+
+use std::cell::Cell;
+
+use crate::activation::QuantizedActivations;
+use crate::dequant::dequantize_row;
+use crate::dot::Isa;
+use crate::error::{QuantError, Result};
+use crate::format::{ActivationType, QuantType};
+use crate::pool::{MAX_TASKS, Pool};
+use crate::{kquants, legacy};
+
+/// Weight bytes a tile aims to stay under (about half of a core's L2, leaving room for the
+/// activations).
+const TILE_BYTES: usize = 256 << 10;
+/// Tiles per thread, so that uneven progress still balances.
+const TILES_PER_THREAD: usize = 4;
+/// Below this many block dot products, a matmul runs on the calling thread alone.
+const SERIAL_BLOCKS: usize = 1024;
+
+/// A `[rows, cols]` matrix stored as GGUF blocks, row-major: row `r` is bytes
+/// `r · row_bytes .. (r + 1) · row_bytes`.
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    ty: QuantType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+thread_local! {
+    /// The quantized activations of the matmul running on this thread, kept for the next one.
+    static SCRATCH: Cell<QuantizedActivations> = Cell::new(QuantizedActivations::new());
+}
+
+impl QMatrix {
+    /// Takes ownership of `data`, `rows` rows of `cols` values stored as `ty` blocks. Only types
+    /// with a quantized dot product are accepted (not F32/F16/BF16).
+    pub fn new(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
+        if ty.activation().is_none() {
+            return Err(QuantError::Unsupported(format!(
+                "a quantized matmul of {ty} weights"
+            )));
+        }
+        let row_bytes = ty.row_bytes(cols)?;
+        if data.len() != rows * row_bytes {
+            return Err(QuantError::Shape(format!(
+                "{rows}×{cols} {ty} needs {} bytes, got {}",
+                rows * row_bytes,
+                data.len()
+            )));
+        }
+        Ok(QMatrix {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    pub fn ty(&self) -> QuantType {
+        self.ty
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The stored blocks, all rows.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The stored blocks of row `r`.
+    pub fn row(&self, r: usize) -> Option<&[u8]> {
+        self.data.get(r * self.row_bytes..(r + 1) * self.row_bytes)
+    }
+
+    /// The whole matrix in f32, `[rows, cols]` row-major.
+    pub fn dequantize(&self) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        dequantize_row(self.ty, &self.data, &mut out)?;
+        Ok(out)
+    }
+
+    /// `out = x · Wᵀ` for `x` of `[n, cols]` and `out` of `[n, rows]`, both row-major, on the
+    /// fastest kernels this CPU runs.
+    pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        self.matmul_with(Isa::best(), x, n, out)
+    }
+
+    /// [`QMatrix::matmul`] on the kernels of `isa` (an error if this CPU lacks it).
+    pub fn matmul_with(&self, isa: Isa, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        isa.check()?;
+        if x.len() != n * self.cols || out.len() != n * self.rows {
+            return Err(QuantError::Shape(format!(
+                "[{n}, {}] activations and [{n}, {}] output for a {}×{} matrix",
+                x.len().checked_div(n).unwrap_or(0),
+                out.len().checked_div(n).unwrap_or(0),
+                self.rows,
+                self.cols
+            )));
+        }
+        if n == 0 || self.rows == 0 {
+            return Ok(());
+        }
+        let act_ty = self.ty.activation().unwrap_or(ActivationType::Q8_0);
+        // Taken out of the thread-local for the call, so a matmul started on this thread while
+        // this one runs (from inside one of its tasks) gets a buffer of its own.
+        let mut acts = SCRATCH.with(Cell::take);
+        let result = acts.quantize_with(isa, act_ty, x, n, self.cols);
+        if result.is_ok() {
+            self.run(isa, &acts, n, out);
+        }
+        SCRATCH.with(|s| s.set(acts));
+        result
+    }
+
+    /// Weight rows per tile: at most [`TILE_BYTES`] of weights, at least
+    /// [`TILES_PER_THREAD`] tiles per thread when the matrix has the rows for it.
+    fn tile_rows(&self) -> usize {
+        let threads = Pool::global().threads();
+        let by_cache = (TILE_BYTES / self.row_bytes.max(1)).max(1);
+        let by_balance = self.rows.div_ceil(threads * TILES_PER_THREAD).max(1);
+        by_cache.min(by_balance).max(self.rows.div_ceil(MAX_TASKS))
+    }
+
+    fn run(&self, isa: Isa, acts: &QuantizedActivations, n: usize, out: &mut [f32]) {
+        let tile_rows = self.tile_rows();
+        let tiles = self.rows.div_ceil(tile_rows);
+        let len = out.len();
+        let ptr = OutPtr(out.as_mut_ptr());
+        let tile = |t: usize| {
+            let first_row = t * tile_rows;
+            let last_row = (first_row + tile_rows).min(self.rows);
+            let tile = OutTile {
+                ptr,
+                len,
+                stride: self.rows,
+                first_row,
+                rows: last_row - first_row,
+                n,
+            };
+            let w = &self.data[first_row * self.row_bytes..last_row * self.row_bytes];
+            self.run_tile(isa, acts, w, &tile);
+        };
+        let blocks = n * self.rows * (self.cols / self.ty.block_len());
+        if tiles == 1 || blocks < SERIAL_BLOCKS {
+            (0..tiles).for_each(tile);
+        } else {
+            Pool::global().run(tiles, &tile);
+        }
+    }
+
+    fn run_tile(&self, isa: Isa, acts: &QuantizedActivations, w: &[u8], out: &OutTile) {
+        let rb = self.row_bytes;
+        let bpr = self.cols / self.ty.block_len();
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `matmul_with` checked that the CPU has AVX2/FMA/F16C; `w` is whole rows
+            // of `self.ty` and `acts` holds `out.n` rows of `bpr` blocks of the paired type.
+            Isa::Avx2 => unsafe { avx2_tile(self.ty, w, rb, acts, bpr, out) },
+            _ => scalar_tile(self.ty, w, rb, acts, bpr, out),
+        }
+    }
+}
+
+/// The output pointer shared by the tiles of one matmul.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+// SAFETY: the pointer is only written through `OutTile::set`, at indices no other tile of the
+// same matmul writes, while `run` holds the `&mut` output borrow it came from.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// The part of the output one tile writes: columns `first_row .. first_row + rows` of each of
+/// the `n` output rows.
+pub(crate) struct OutTile {
+    ptr: OutPtr,
+    len: usize,
+    stride: usize,
+    first_row: usize,
+    rows: usize,
+    n: usize,
+}
+
+impl OutTile {
+    /// Writes output row `t`, tile row `r`.
+    #[inline(always)]
+    fn set(&self, t: usize, r: usize, v: f32) {
+        let i = t * self.stride + self.first_row + r;
+        assert!(r < self.rows && t < self.n && i < self.len);
+        // SAFETY: `i` is inside the output slice (checked above), which outlives the tiles
+        // (`run` returns only after every tile has finished); tiles own disjoint ranges of
+        // weight rows, so no other thread writes element `i`.
+        unsafe { *self.ptr.0.add(i) = v }
+    }
+}
+
+/// Every activation row against every weight row of a tile, `R` activation rows at a time
+/// (`dot`; the rows left over go through `dot1`). Activation rows are the outer loop: the tile's
+/// weights stay in cache while the activations stream past them, and each weight block loaded
+/// serves `R` rows.
+#[inline(always)]
+fn tile_loop<A, const R: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[A],
+    bpr: usize,
+    out: &OutTile,
+    dot: impl Fn(&[u8], [&[A]; R]) -> [f32; R],
+    dot1: impl Fn(&[u8], &[A]) -> f32,
+) {
+    let full = out.n / R * R;
+    for t0 in (0..full).step_by(R) {
+        let a: [&[A]; R] = std::array::from_fn(|k| &acts[(t0 + k) * bpr..(t0 + k + 1) * bpr]);
+        for (r, w) in w.chunks_exact(row_bytes).enumerate() {
+            for (k, v) in dot(w, a).into_iter().enumerate() {
+                out.set(t0 + k, r, v);
+            }
+        }
+    }
+    for t in full..out.n {
+        let a = &acts[t * bpr..(t + 1) * bpr];
+        for (r, w) in w.chunks_exact(row_bytes).enumerate() {
+            out.set(t, r, dot1(w, a));
+        }
+    }
+}
+
+/// [`tile_loop`] one row at a time.
+#[inline(always)]
+fn tile_loop1<A>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[A],
+    bpr: usize,
+    out: &OutTile,
+    dot: impl Fn(&[u8], &[A]) -> f32,
+) {
+    tile_loop::<A, 1>(w, row_bytes, acts, bpr, out, |w, a| [dot(w, a[0])], &dot);
+}
+
+fn scalar_tile(
+    ty: QuantType,
+    w: &[u8],
+    rb: usize,
+    acts: &QuantizedActivations,
+    bpr: usize,
+    out: &OutTile,
+) {
+    let (q8_0, q8_1, q8k) = (acts.q8_0_rows(), acts.q8_1_rows(), acts.q8k_rows());
+    match ty {
+        QuantType::Q4_0 => tile_loop1(w, rb, q8_0, bpr, out, legacy::dot_q4_0),
+        QuantType::Q5_0 => tile_loop1(w, rb, q8_0, bpr, out, legacy::dot_q5_0),
+        QuantType::Q8_0 => tile_loop1(w, rb, q8_0, bpr, out, legacy::dot_q8_0),
+        QuantType::Q4_1 => tile_loop1(w, rb, q8_1, bpr, out, legacy::dot_q4_1),
+        QuantType::Q5_1 => tile_loop1(w, rb, q8_1, bpr, out, legacy::dot_q5_1),
+        QuantType::Q2K => tile_loop1(w, rb, q8k, bpr, out, kquants::dot_q2k),
+        QuantType::Q3K => tile_loop1(w, rb, q8k, bpr, out, kquants::dot_q3k),
+        QuantType::Q4K => tile_loop1(w, rb, q8k, bpr, out, kquants::dot_q4k),
+        QuantType::Q5K => tile_loop1(w, rb, q8k, bpr, out, kquants::dot_q5k),
+        QuantType::Q6K => tile_loop1(w, rb, q8k, bpr, out, kquants::dot_q6k),
+        // `QMatrix::new` accepts only types with a dot product.
+        QuantType::F32 | QuantType::F16 | QuantType::BF16 => {}
+    }
+}
+
+/// [`scalar_tile`] on AVX2 kernels, compiled with the features so the kernels inline.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `w` is whole rows of `ty` blocks, `bpr` blocks each, and
+/// `acts` holds `out.n` rows of `bpr` blocks of the activation type `ty` pairs with.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_tile(
+    ty: QuantType,
+    w: &[u8],
+    rb: usize,
+    acts: &QuantizedActivations,
+    bpr: usize,
+    out: &OutTile,
+) {
+    use crate::x86::{kquants as k, legacy as l};
+    /// Four activation rows per weight block, then single rows.
+    macro_rules! rows4 {
+        ($acts:expr, $dot:path) => {
+            // SAFETY: the caller's contract; each `w` row holds `bpr` blocks and each
+            // activation row `bpr` blocks.
+            tile_loop::<_, 4>(
+                w,
+                rb,
+                $acts,
+                bpr,
+                out,
+                |w, a| unsafe { $dot(w, a) },
+                |w, a| {
+                    // SAFETY: as above.
+                    unsafe { $dot(w, [a])[0] }
+                },
+            )
+        };
+    }
+    let (q8_0, q8_1, q8k) = (acts.q8_0_rows(), acts.q8_1_rows(), acts.q8k_rows());
+    match ty {
+        QuantType::Q4_0 => rows4!(q8_0, l::dot_q4_0),
+        QuantType::Q5_0 => rows4!(q8_0, l::dot_q5_0),
+        QuantType::Q8_0 => rows4!(q8_0, l::dot_q8_0),
+        QuantType::Q4_1 => rows4!(q8_1, l::dot_q4_1),
+        QuantType::Q5_1 => rows4!(q8_1, l::dot_q5_1),
+        QuantType::Q2K => rows4!(q8k, k::dot_q2k),
+        QuantType::Q3K => rows4!(q8k, k::dot_q3k),
+        QuantType::Q4K => rows4!(q8k, k::dot_q4k),
+        QuantType::Q5K => rows4!(q8k, k::dot_q5k),
+        QuantType::Q6K => rows4!(q8k, k::dot_q6k),
+        QuantType::F32 | QuantType::F16 | QuantType::BF16 => {}
+    }
+}
