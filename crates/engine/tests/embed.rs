@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use forja_engine::{Embedder, is_encoder_dir};
+use forja_testkit::vectors::{cosine, floats, max_abs_diff, minilm_goldens};
 use serde_json::Value;
 
 fn tiny_dir() -> PathBuf {
@@ -41,20 +42,6 @@ fn tiny_goldens(mode: &str) -> Vec<(String, usize, Vec<f32>)> {
             )
         })
         .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (norm(a) * norm(b))
 }
 
 #[test]
@@ -229,19 +216,6 @@ fn minilm() -> Embedder {
         dir.display()
     );
     Embedder::load(&dir, &Device::Cpu).unwrap()
-}
-
-fn minilm_goldens() -> Value {
-    let path = forja_testkit::fixtures_dir().join("goldens/minilm.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::sync::{Arc, Barrier};
 use forja_engine::embed_serving::{EmbedEngine, EmbedServingConfig, EmbedSink};
 use forja_engine::serving::SubmitError;
 use forja_engine::{Embedder, Embeddings, EngineError};
+use forja_testkit::vectors::max_abs_diff;
 
 struct ToChannel(Sender<forja_engine::Result<Embeddings>>);
 
@@ -53,13 +54,6 @@ fn submit(
         .submit(inputs, truncate, Box::new(ToChannel(tx)))
         .unwrap();
     rx
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

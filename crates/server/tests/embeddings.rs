@@ -10,10 +10,8 @@
 
 mod common;
 
-use common::{MODEL, start_pool};
-use forja_engine::serving::ServingConfig;
-use forja_server::ServerConfig;
-use forja_server::models::{KeepAlive, ModelPool, PoolConfig};
+use common::MODEL;
+use forja_testkit::vectors::{cosine, floats, max_abs_diff, minilm_goldens};
 use serde_json::{Value, json};
 
 const MINILM: &str = "all-minilm-l6-v2";
@@ -23,46 +21,7 @@ fn server() -> common::Server {
         forja_testkit::testdata_dir().join(MINILM),
         forja_testkit::testdata_file(MODEL),
     ];
-    let pool = ModelPool::from_paths(
-        &paths,
-        PoolConfig {
-            serving: ServingConfig::default(),
-            kv_bytes: Some(64 << 20),
-            context: None,
-            keep_alive: KeepAlive::Forever,
-            memory_budget: 8 << 30,
-            available_memory: None,
-        },
-    )
-    .unwrap();
-    start_pool(pool, ServerConfig::default())
-}
-
-fn goldens() -> Value {
-    let path = forja_testkit::fixtures_dir().join("goldens/minilm.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (norm(a) * norm(b))
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    common::start_paths(&paths)
 }
 
 /// Standard base64 decoding, for checking `encoding_format: "base64"`.
@@ -92,7 +51,7 @@ fn unbase64(s: &str) -> Vec<u8> {
 #[test]
 fn openai_embeddings_match_the_reference() {
     let s = server();
-    let g = goldens();
+    let g = minilm_goldens();
     let sentences = g["sentences"].as_array().unwrap();
     let texts: Vec<&str> = sentences
         .iter()
@@ -144,7 +103,10 @@ fn openai_embeddings_match_the_reference() {
 #[test]
 fn bad_embedding_requests_say_what_is_wrong() {
     let s = server();
-    let long = goldens()["long"]["text"].as_str().unwrap().to_string();
+    let long = minilm_goldens()["long"]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let cases = [
         (
             json!({"model": MINILM, "input": [101, 2023]}),
@@ -197,7 +159,7 @@ fn bad_embedding_requests_say_what_is_wrong() {
 #[test]
 fn ollama_embed_routes_agree_with_openai_and_truncate_by_default() {
     let s = server();
-    let g = goldens();
+    let g = minilm_goldens();
     let texts = ["A man is eating food.", "Embeddings"];
     let (status, openai) = s.post("/v1/embeddings", &json!({"model": MINILM, "input": texts}));
     assert_eq!(status, 200);

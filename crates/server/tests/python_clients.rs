@@ -81,42 +81,15 @@ fn tool_calls_round_trip_through_the_openai_client() {
 #[test]
 fn embeddings_through_the_openai_and_ollama_clients() {
     let minilm = "all-minilm-l6-v2";
-    let pool = forja_server::models::ModelPool::from_paths(
-        &[forja_testkit::testdata_dir().join(minilm)],
-        forja_server::models::PoolConfig {
-            serving: ServingConfig::default(),
-            kv_bytes: None,
-            context: None,
-            keep_alive: forja_server::models::KeepAlive::Forever,
-            memory_budget: 4 << 30,
-            available_memory: None,
-        },
-    )
-    .unwrap();
-    let s = common::start_pool(pool, ServerConfig::default());
+    let s = common::start_paths(&[forja_testkit::testdata_dir().join(minilm)]);
     let seen = run_client_for("embeddings_client.py", &s.url, minilm);
     assert_eq!(seen["errors"], "ok");
-    let golden: Value = serde_json::from_str(
-        &std::fs::read_to_string(forja_testkit::fixtures_dir().join("goldens/minilm.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    let floats = |v: &Value| -> Vec<f64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
-    let close = |a: &[f64], b: &[f64]| {
-        assert_eq!(a.len(), b.len());
-        let d = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max);
+    let golden = forja_testkit::vectors::minilm_goldens();
+    let close = |a: &[f32], b: &[f32]| {
+        let d = forja_testkit::vectors::max_abs_diff(a, b);
         assert!(d <= 1e-5, "max |Δ| {d}");
     };
+    let floats = forja_testkit::vectors::floats;
     // Sentences 0 and 3 of the goldens are the script's two texts.
     for (i, g) in [(0, 0), (1, 3)] {
         let reference = floats(&golden["sentences"][g]["embedding"]);

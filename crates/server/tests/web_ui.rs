@@ -13,10 +13,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{MODEL, load, start, start_pool};
+use common::{MODEL, load, start};
 use forja_engine::serving::ServingConfig;
 use forja_server::ServerConfig;
-use forja_server::models::{KeepAlive, ModelPool, PoolConfig};
 use serde_json::{Value, json};
 
 /// Runs the browser script in `mode`; returns what it printed.
@@ -116,19 +115,7 @@ fn chat_in_a_real_browser() {
         forja_testkit::testdata_file(MODEL),
         forja_testkit::testdata_dir().join("all-minilm-l6-v2"),
     ];
-    let pool = ModelPool::from_paths(
-        &paths,
-        PoolConfig {
-            serving: ServingConfig::default(),
-            kv_bytes: Some(64 << 20),
-            context: None,
-            keep_alive: KeepAlive::Forever,
-            memory_budget: 8 << 30,
-            available_memory: None,
-        },
-    )
-    .unwrap();
-    let s = start_pool(pool, ServerConfig::default());
+    let s = common::start_paths(&paths);
     let prompt = "Name three colors.";
     // What the API answers to the request the page will make (greedy, seeded).
     let (status, body) = s.post(

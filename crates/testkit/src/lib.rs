@@ -2,6 +2,7 @@
 //! fixtures, and a GGUF writer for building valid and deliberately broken headers.
 
 pub mod gguf_builder;
+pub mod vectors;
 
 use std::path::PathBuf;
 

@@ -155,3 +155,21 @@ impl Server {
         })
     }
 }
+
+/// A server over a pool of the models at `paths` (loaded on first use, never unloaded), with no
+/// API key.
+pub fn start_paths(paths: &[std::path::PathBuf]) -> Server {
+    let pool = forja_server::models::ModelPool::from_paths(
+        paths,
+        forja_server::models::PoolConfig {
+            serving: forja_engine::serving::ServingConfig::default(),
+            kv_bytes: Some(64 << 20),
+            context: None,
+            keep_alive: forja_server::models::KeepAlive::Forever,
+            memory_budget: 8 << 30,
+            available_memory: None,
+        },
+    )
+    .unwrap();
+    start_pool(pool, ServerConfig::default())
+}
