@@ -11,24 +11,11 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::max_abs_diff;
+use common::{max_abs_diff, noise};
 use forja_arch::GgmlType;
 use forja_models::linear::{Linear, LinearWeight, QuantizedWeight};
 use forja_models::weight_source::{GgufSource, WeightSource};
 use forja_testkit::gguf_builder::{GgufBuilder, Meta};
-
-/// Deterministic pseudo-random bytes.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// Random blocks whose f16 scales (at the given byte offsets) are small and finite.
 fn blocks(t: GgmlType, count: usize, scales: &[usize], seed: u64) -> Vec<u8> {
