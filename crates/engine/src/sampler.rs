@@ -183,12 +183,24 @@ impl Sampler {
         if idx.is_empty() {
             return Err(EngineError::Input("every token is masked out".into()));
         }
-        idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
+        // Only the candidates that can be chosen or reported need their order: the best few for
+        // greedy decoding and top-k, everything for a nucleus over the whole vocabulary.
+        let ordered = if greedy {
+            top_logprobs.max(1)
+        } else if p.top_k > 0 {
+            p.top_k.max(top_logprobs)
+        } else {
+            idx.len()
+        };
+        best_first(&mut idx, ordered, |&a, &b| {
+            l[b].total_cmp(&l[a]).then(a.cmp(&b))
+        });
         let max = l[idx[0]];
+        // Summed in token order: the same total whatever was sorted.
         let log_z = max
-            + idx
-                .iter()
-                .map(|&i| ((l[i] - max) / t).exp())
+            + l.iter()
+                .filter(|x| x.is_finite())
+                .map(|&x| ((x - max) / t).exp())
                 .sum::<f32>()
                 .ln()
                 * t;
@@ -205,7 +217,7 @@ impl Sampler {
                 top,
             });
         }
-        let mut keep = idx.len();
+        let mut keep = idx.len().min(ordered);
         if p.top_k > 0 {
             keep = keep.min(p.top_k);
         }
@@ -246,6 +258,17 @@ impl Sampler {
             logprob: logprob(token),
             top,
         })
+    }
+}
+
+/// Puts the `n` smallest elements of `v` by `cmp` (a total order) first, sorted; the rest
+/// follow in no particular order. The same prefix a full sort gives, in O(len + n log n).
+fn best_first<T>(v: &mut [T], n: usize, mut cmp: impl FnMut(&T, &T) -> std::cmp::Ordering) {
+    if n < v.len() && n > 0 {
+        v.select_nth_unstable_by(n - 1, &mut cmp);
+        v[..n].sort_unstable_by(cmp);
+    } else {
+        v.sort_unstable_by(cmp);
     }
 }
 

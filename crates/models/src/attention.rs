@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::cpu_attention::{self, Heads, SeqRows};
 use crate::decoder::SeqStep;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
@@ -34,6 +35,8 @@ pub struct Attention {
     pub softcap: Option<f64>,
     /// Bytes of f32 scores computed at once; longer prompts go in chunks of query rows.
     pub score_block_bytes: usize,
+    /// f32 activations on the CPU use the kernel that reads the cache in place.
+    pub fused_cpu: bool,
 }
 
 impl Attention {
@@ -59,6 +62,9 @@ impl Attention {
                 )
             }
         };
+        if self.fused_cpu && cpu_attention::applies(x) {
+            return self.forward_batch_cpu(q, k, v, layer, steps);
+        }
         let mut outs = Vec::with_capacity(steps.len());
         let mut row = 0;
         for step in steps.iter_mut() {
@@ -86,6 +92,68 @@ impl Attention {
             Tensor::cat(&outs, 0)?
         };
         self.o.forward(&out.to_dtype(x.dtype())?)
+    }
+
+    /// The CPU path of [`Attention::forward_batch`] for f32 activations: QK-norm and RoPE over
+    /// the whole step at once, keys and values written to each cache, then one attention job
+    /// that reads every sequence's cache in place.
+    fn forward_batch_cpu(
+        &self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        layer: usize,
+        steps: &mut [SeqStep<'_>],
+    ) -> Result<Tensor> {
+        let (rows, _) = q.dims2()?;
+        let d = self.head_dim;
+        let (h, kvh) = (self.num_heads, self.num_kv_heads);
+        let normed = |x: Tensor, n: usize, norm: &Option<RmsNorm>| -> Result<Vec<f32>> {
+            let x = match norm {
+                Some(norm) => norm.forward(&x.reshape((rows, n, d))?)?,
+                None => x,
+            };
+            Ok(x.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let mut q = normed(q, h, &self.q_norm)?;
+        let mut k = normed(k, kvh, &self.k_norm)?;
+        let positions: Vec<usize> = steps
+            .iter()
+            .flat_map(|s| s.cache.len()..s.cache.len() + s.tokens.len())
+            .collect();
+        self.rope.apply_rows(&mut q, h, d, &positions);
+        self.rope.apply_rows(&mut k, kvh, d, &positions);
+        let device = v.device().clone();
+        let k = Tensor::from_vec(k, (rows, kvh, d), &device)?;
+        let v = v.contiguous()?.reshape((rows, kvh, d))?;
+        let mut row = 0;
+        for step in steps.iter_mut() {
+            let n = step.tokens.len();
+            step.cache
+                .write(layer, &k.narrow(0, row, n)?, &v.narrow(0, row, n)?)?;
+            row += n;
+        }
+        let seqs = steps
+            .iter()
+            .map(|s| {
+                Ok(SeqRows {
+                    start: s.cache.len(),
+                    rows: s.tokens.len(),
+                    view: s.cache.view(layer)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let heads = Heads {
+            heads: h,
+            kv_heads: kvh,
+            head_dim: d,
+            scale: self.scale as f32,
+            window: self.window,
+            softcap: self.softcap.map(|c| c as f32),
+        };
+        let out = cpu_attention::attend(&heads, &seqs, &q)?;
+        self.o
+            .forward(&Tensor::from_vec(out, (rows, h * d), &device)?)
     }
 
     /// One sequence's projected `q`, `k`, `v` (`[tokens, heads·dim]`) at positions

@@ -195,6 +195,7 @@ impl Decoder {
                 window,
                 softcap: cfg.attn_logit_softcap,
                 score_block_bytes: SCORE_BLOCK_BYTES,
+                fused_cpu: true,
             };
             let gated =
                 |gate: Option<LinearWeight>, up: LinearWeight, down: LinearWeight| GatedMlp {
@@ -397,8 +398,16 @@ impl Decoder {
         Ok(out)
     }
 
-    /// Bounds the f32 attention scores computed at once (default 64 MiB): prompts whose score
-    /// matrix is larger are processed in chunks of query rows. Less memory, slightly more time.
+    /// Whether f32 activations on the CPU attend with the kernel that reads the KV cache in
+    /// place (the default) or with the tensor path other devices use.
+    pub fn set_fused_cpu_attention(&mut self, on: bool) {
+        for l in &mut self.layers {
+            l.attn.fused_cpu = on;
+        }
+    }
+
+    /// Bounds the f32 attention scores the tensor path computes at once (default 64 MiB):
+    /// prompts whose score matrix is larger are processed in chunks of query rows.
     pub fn set_score_block_bytes(&mut self, bytes: usize) {
         for l in &mut self.layers {
             l.attn.score_block_bytes = bytes.max(1);

@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 
 /// Keys and values of one sequence, per layer.
 pub trait KvCache {
@@ -20,6 +20,14 @@ pub trait KvCache {
     /// value the layer holds for this sequence (`[kv_heads, cached + new, head_dim]`).
     fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)>;
 
+    /// Writes `k`, `v` (`[new_tokens, kv_heads, head_dim]`, token-major as the cache stores
+    /// them) to `layer` at positions `len()..`, for kernels that then read the cache in place
+    /// through [`KvCache::view`].
+    fn write(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<()>;
+
+    /// Where `layer`'s keys and values are, after [`KvCache::write`] or [`KvCache::append`].
+    fn view(&self, layer: usize) -> Result<KvView<'_>>;
+
     /// Records that a step of `new_tokens` finished (all layers appended).
     fn advance(&mut self, new_tokens: usize);
 
@@ -28,7 +36,19 @@ pub trait KvCache {
     fn truncate(&mut self, len: usize) -> Result<()>;
 }
 
-/// One growing tensor per layer.
+/// Where one layer's keys and values live, for kernels that read them in place: `keys` and
+/// `values` are `[slots, kv_heads, head_dim]`, position `p` of the sequence is in slot `p` or,
+/// with a block table, in slot `table[p / block_size] · block_size + p % block_size`.
+#[derive(Debug, Clone, Copy)]
+pub struct KvView<'a> {
+    pub keys: &'a Tensor,
+    pub values: &'a Tensor,
+    /// `(block table, block size)`; `None` when positions are slots.
+    pub blocks: Option<(&'a [u32], usize)>,
+}
+
+/// One buffer per layer for keys and one for values, `[capacity, kv_heads, head_dim]`, grown
+/// by doubling: a token's keys are written once, never copied by later steps.
 #[derive(Debug, Default)]
 pub struct ContiguousKvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
@@ -42,6 +62,13 @@ impl ContiguousKvCache {
             len: 0,
         }
     }
+
+    fn layer(&self, layer: usize) -> Result<&(Tensor, Tensor)> {
+        self.layers
+            .get(layer)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| ModelError::Input(format!("KV cache has nothing for layer {layer}")))
+    }
 }
 
 impl KvCache for ContiguousKvCache {
@@ -50,15 +77,63 @@ impl KvCache for ContiguousKvCache {
     }
 
     fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let slot = self.layers.get_mut(layer).ok_or_else(|| {
-            crate::error::ModelError::Input(format!("KV cache has no layer {layer}"))
-        })?;
-        let (k, v) = match slot.take() {
-            None => (k.clone(), v.clone()),
-            Some((pk, pv)) => (Tensor::cat(&[&pk, k], 1)?, Tensor::cat(&[&pv, v], 1)?),
+        let k = k.transpose(0, 1)?.contiguous()?;
+        let v = v.transpose(0, 1)?.contiguous()?;
+        self.write(layer, &k, &v)?;
+        let total = self.len + k.dim(0)?;
+        let (kc, vc) = self.layer(layer)?;
+        Ok((
+            kc.narrow(0, 0, total)?.transpose(0, 1)?,
+            vc.narrow(0, 0, total)?.transpose(0, 1)?,
+        ))
+    }
+
+    fn write(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<()> {
+        let len = self.len;
+        let slot = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| ModelError::Input(format!("KV cache has no layer {layer}")))?;
+        let (new, heads, dim) = k.dims3()?;
+        let needed = len + new;
+        let grown = match slot.take() {
+            None => {
+                let cap = needed.next_power_of_two().max(64);
+                let zeros = || Tensor::zeros((cap, heads, dim), k.dtype(), k.device());
+                (zeros()?, zeros()?)
+            }
+            Some((kc, vc)) if kc.dim(0)? < needed => {
+                let cap = kc.dim(0)?;
+                let extra = needed.next_power_of_two().max(2 * cap) - cap;
+                let more = Tensor::zeros((extra, heads, dim), kc.dtype(), kc.device())?;
+                (
+                    Tensor::cat(&[&kc, &more], 0)?,
+                    Tensor::cat(&[&vc, &more], 0)?,
+                )
+            }
+            Some(kv) => kv,
         };
-        *slot = Some((k.clone(), v.clone()));
-        Ok((k, v))
+        let (kc, vc) = slot.insert(grown);
+        let (_, h, d) = kc.dims3()?;
+        if (heads, dim) != (h, d) || v.dims3()? != (new, h, d) {
+            return Err(ModelError::Input(format!(
+                "keys {:?} and values {:?} for a cache of {h} heads × {d}",
+                k.dims(),
+                v.dims()
+            )));
+        }
+        kc.slice_set(&k.to_dtype(kc.dtype())?, 0, len)?;
+        vc.slice_set(&v.to_dtype(vc.dtype())?, 0, len)?;
+        Ok(())
+    }
+
+    fn view(&self, layer: usize) -> Result<KvView<'_>> {
+        let (keys, values) = self.layer(layer)?;
+        Ok(KvView {
+            keys,
+            values,
+            blocks: None,
+        })
     }
 
     fn advance(&mut self, new_tokens: usize) {
@@ -67,18 +142,12 @@ impl KvCache for ContiguousKvCache {
 
     fn truncate(&mut self, len: usize) -> Result<()> {
         if len > self.len {
-            return Err(crate::error::ModelError::Input(format!(
+            return Err(ModelError::Input(format!(
                 "cannot keep {len} tokens of a cache holding {}",
                 self.len
             )));
         }
-        for slot in &mut self.layers {
-            *slot = match slot.take() {
-                Some(_) if len == 0 => None,
-                Some((k, v)) => Some((k.narrow(1, 0, len)?, v.narrow(1, 0, len)?)),
-                None => None,
-            };
-        }
+        // Positions past `len` are overwritten by the next write.
         self.len = len;
         Ok(())
     }

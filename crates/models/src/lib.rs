@@ -3,6 +3,7 @@
 //! dense or quantized; and a BERT encoder with sentence-transformers pooling, for embeddings.
 
 pub mod attention;
+mod cpu_attention;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
@@ -19,5 +20,5 @@ pub mod weight_source;
 pub use decoder::{Decoder, SeqStep};
 pub use encoder::{BertEncoder, EncoderInput};
 pub use error::{ModelError, Result};
-pub use kv_cache::{ContiguousKvCache, KvCache};
+pub use kv_cache::{ContiguousKvCache, KvCache, KvView};
 pub use paged_kv::{PagedKvStore, PagedSeq};

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, KvView};
 
 /// Preallocated keys and values of every layer, addressed by slot
 /// (`block · block_size + offset`).
@@ -71,6 +71,12 @@ impl PagedKvStore {
         }
     }
 
+    fn layer(&self, layer: usize) -> Result<&(Tensor, Tensor)> {
+        self.layers
+            .get(layer)
+            .ok_or_else(|| ModelError::Input(format!("KV store has no layer {layer}")))
+    }
+
     fn slot(&self, blocks: &[u32], pos: usize) -> Result<usize> {
         let block = blocks.get(pos / self.block_size).ok_or_else(|| {
             ModelError::Input(format!(
@@ -103,21 +109,37 @@ impl KvCache for PagedSeq<'_> {
     }
 
     fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        // [heads, new, dim] → [new, heads, dim], the slot-major layout of the store.
+        let k = k.transpose(0, 1)?.contiguous()?;
+        let v = v.transpose(0, 1)?.contiguous()?;
+        self.write(layer, &k, &v)?;
         let store = self.store;
-        let (kc, vc) = store
-            .layers
-            .get(layer)
-            .ok_or_else(|| ModelError::Input(format!("KV store has no layer {layer}")))?;
-        let (heads, new, dim) = k.dims3()?;
-        if heads != store.kv_heads || dim != store.head_dim {
+        let (kc, vc) = store.layer(layer)?;
+        let total = self.len + k.dim(0)?;
+        let slots = (0..total)
+            .map(|p| store.slot(self.blocks, p).map(|s| s as u32))
+            .collect::<Result<Vec<u32>>>()?;
+        let slots = Tensor::new(slots.as_slice(), kc.device())?;
+        let k_all = kc.index_select(&slots, 0)?.transpose(0, 1)?;
+        let v_all = vc.index_select(&slots, 0)?.transpose(0, 1)?;
+        Ok((k_all, v_all))
+    }
+
+    fn write(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<()> {
+        let store = self.store;
+        let (kc, vc) = store.layer(layer)?;
+        let (new, heads, dim) = k.dims3()?;
+        if heads != store.kv_heads || dim != store.head_dim || v.dims3()? != (new, heads, dim) {
             return Err(ModelError::Input(format!(
-                "keys of {heads} heads × {dim} for a store of {} × {}",
-                store.kv_heads, store.head_dim
+                "keys {:?} and values {:?} for a store of {} heads × {}",
+                k.dims(),
+                v.dims(),
+                store.kv_heads,
+                store.head_dim
             )));
         }
-        // [heads, new, dim] → [new, heads, dim], the slot-major layout of the store.
-        let k = k.transpose(0, 1)?.to_dtype(kc.dtype())?.contiguous()?;
-        let v = v.transpose(0, 1)?.to_dtype(vc.dtype())?.contiguous()?;
+        let k = k.to_dtype(kc.dtype())?;
+        let v = v.to_dtype(vc.dtype())?;
         // Write each run of tokens that falls in one block at once.
         let mut i = 0;
         while i < new {
@@ -128,14 +150,16 @@ impl KvCache for PagedSeq<'_> {
             vc.slice_set(&v.narrow(0, i, run)?, 0, slot)?;
             i += run;
         }
-        let total = self.len + new;
-        let slots = (0..total)
-            .map(|p| store.slot(self.blocks, p).map(|s| s as u32))
-            .collect::<Result<Vec<u32>>>()?;
-        let slots = Tensor::new(slots.as_slice(), kc.device())?;
-        let k_all = kc.index_select(&slots, 0)?.transpose(0, 1)?;
-        let v_all = vc.index_select(&slots, 0)?.transpose(0, 1)?;
-        Ok((k_all, v_all))
+        Ok(())
+    }
+
+    fn view(&self, layer: usize) -> Result<KvView<'_>> {
+        let (keys, values) = self.store.layer(layer)?;
+        Ok(KvView {
+            keys,
+            values,
+            blocks: Some((self.blocks, self.store.block_size)),
+        })
     }
 
     fn advance(&mut self, new_tokens: usize) {

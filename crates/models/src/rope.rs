@@ -196,6 +196,32 @@ impl Rope {
         Ok(out.to_dtype(dtype)?)
     }
 
+    /// Rotates rows in place: `x` is `[rows, heads · head_dim]` (f32), row `r` at absolute
+    /// position `positions[r]`. Same values as [`Rope::apply`], without tensors.
+    pub fn apply_rows(&self, x: &mut [f32], heads: usize, head_dim: usize, positions: &[usize]) {
+        let half = self.inv_freq.len();
+        let mut cos = vec![0f32; half];
+        let mut sin = vec![0f32; half];
+        for (row, &p) in x.chunks_exact_mut(heads * head_dim).zip(positions) {
+            for ((c, s), &f) in cos.iter_mut().zip(&mut sin).zip(&self.inv_freq) {
+                let angle = p as f64 * f64::from(f);
+                *c = angle.cos() as f32 * self.mscale;
+                *s = angle.sin() as f32 * self.mscale;
+            }
+            for head in row.chunks_exact_mut(head_dim) {
+                for i in 0..half {
+                    let (a, b) = match self.style {
+                        RopeStyle::Neox => (i, i + half),
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    };
+                    let (x1, x2) = (head[a], head[b]);
+                    head[a] = x1 * cos[i] - x2 * sin[i];
+                    head[b] = x2 * cos[i] + x1 * sin[i];
+                }
+            }
+        }
+    }
+
     /// `(cos, sin)`, each `[tokens, rot_dims / 2]`, f32.
     fn tables(&self, start: usize, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();

@@ -206,13 +206,16 @@ fn bad_token_ids_are_errors() {
     );
 }
 
-/// Long prompts are attended in chunks of query rows; one row per chunk (the smallest budget)
-/// gives the logits of the whole score matrix, sliding windows included.
+/// The CPU attention kernel (reading the cache in place) and the tensor path other devices run,
+/// with long prompts attended in chunks of one query row (the smallest budget), give the same
+/// logits: sliding windows, soft-capping and QK-norm included.
 #[test]
-fn score_chunking_changes_nothing() {
+fn fused_cpu_attention_equals_the_chunked_tensor_path() {
     for name in ["llama", "mistral", "gemma2", "gemma3", "phi3"] {
         let (mut model, g) = golden(name);
         let whole: Vec<Tensor> = g.prompts.iter().map(|p| prefill(&model, p)).collect();
+        // The tensor path (other devices), in chunks of one query row.
+        model.set_fused_cpu_attention(false);
         model.set_score_block_bytes(1);
         for (p, w) in g.prompts.iter().zip(&whole) {
             let d = max_abs_diff(&prefill(&model, p), w);
@@ -241,6 +244,15 @@ impl forja_models::KvCache for FailingCache {
             return Err(forja_models::error::ModelError::Input("injected".into()));
         }
         self.inner.append(layer, k, v)
+    }
+    fn write(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> forja_models::error::Result<()> {
+        if self.fail_at_layer == Some(layer) {
+            return Err(forja_models::error::ModelError::Input("injected".into()));
+        }
+        self.inner.write(layer, k, v)
+    }
+    fn view(&self, layer: usize) -> forja_models::error::Result<forja_models::KvView<'_>> {
+        self.inner.view(layer)
     }
     fn advance(&mut self, n: usize) {
         self.inner.advance(n)

@@ -26,3 +26,15 @@ pub use dot::{Isa, vec_dot};
 pub use error::{QuantError, Result};
 pub use format::{ActivationType, QK, QK_K, QuantType};
 pub use matrix::QMatrix;
+
+/// Calls `f(0) … f(tasks - 1)` on the worker pool the matmuls use (the caller works too) and
+/// returns when every call has returned, so other CPU kernels (attention over the KV cache) share
+/// its threads instead of competing with a second pool. A panic in a task is raised here.
+pub fn parallel_for(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    pool::Pool::global().run(tasks, f);
+}
+
+/// Threads [`parallel_for`] spreads work over, the caller included.
+pub fn parallel_threads() -> usize {
+    pool::Pool::global().threads()
+}
