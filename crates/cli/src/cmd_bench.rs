@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use forja_arch::ModelDescription;
-use forja_models::{ContiguousKvCache, Decoder, SeqStep};
+use forja_models::{Decoder, SeqStep};
 use serde::Serialize;
 
 use crate::output::{out, outln};
@@ -74,7 +74,7 @@ fn tokens(n: usize, vocab: u64) -> Vec<u32> {
 }
 
 fn time_prompt(d: &Decoder, ids: &[u32]) -> Result<u128> {
-    let mut cache = ContiguousKvCache::new(d.num_layers());
+    let mut cache = d.new_cache();
     let start = Instant::now();
     let mut step = [SeqStep {
         tokens: ids,
@@ -86,7 +86,7 @@ fn time_prompt(d: &Decoder, ids: &[u32]) -> Result<u128> {
 }
 
 fn time_generation(d: &Decoder, n: usize, vocab: u64) -> Result<u128> {
-    let mut cache = ContiguousKvCache::new(d.num_layers());
+    let mut cache = d.new_cache();
     let ids = tokens(n, vocab);
     let start = Instant::now();
     for id in &ids {

@@ -120,6 +120,6 @@ impl LoadedModel {
     }
 
     pub fn new_cache(&self) -> ContiguousKvCache {
-        ContiguousKvCache::new(self.decoder.num_layers())
+        self.decoder.new_cache()
     }
 }

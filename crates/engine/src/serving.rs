@@ -172,7 +172,7 @@ impl Engine {
     /// every handle is dropped.
     pub fn start(model: Arc<LoadedModel>, cfg: &ServingConfig) -> Result<(Engine, JoinHandle<()>)> {
         let dc = &model.decoder.config;
-        let dtype = model.decoder.activation_dtype();
+        let dtype = model.decoder.kv_dtype();
         let kv_dtype = match dtype {
             DType::F16 => KvDtype::F16,
             DType::BF16 => KvDtype::Bf16,

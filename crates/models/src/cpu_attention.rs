@@ -6,6 +6,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Storage, Tensor};
+use half::f16;
 
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvView;
@@ -38,6 +39,10 @@ const ROWS_PER_TASK: usize = 16;
 /// `q`: `[Σ rows, heads · head_dim]` for the sequences one after another. Returns the attention
 /// output in the same layout.
 pub(crate) fn attend(h: &Heads, seqs: &[SeqRows<'_>], q: &[f32]) -> Result<Vec<f32>> {
+    attend_with(&Kernels::pick(), h, seqs, q)
+}
+
+fn attend_with(kernels: &Kernels, h: &Heads, seqs: &[SeqRows<'_>], q: &[f32]) -> Result<Vec<f32>> {
     let width = h.heads * h.head_dim;
     let total: usize = seqs.iter().map(|s| s.rows).sum();
     if q.len() != total * width || h.kv_heads == 0 || !h.heads.is_multiple_of(h.kv_heads) {
@@ -61,10 +66,19 @@ pub(crate) fn attend(h: &Heads, seqs: &[SeqRows<'_>], q: &[f32]) -> Result<Vec<f
         .collect::<Result<Vec<_>>>()?;
     let mut kv = Vec::with_capacity(seqs.len());
     for ((keys, kl), (values, vl)) in &guards {
-        kv.push((f32_slice(keys, kl)?, f32_slice(values, vl)?));
+        kv.push(match (kv_data(keys, kl)?, kv_data(values, vl)?) {
+            (KvData::F32(k), KvData::F32(v)) => KvPair::F32(k, v),
+            (KvData::F16(k), KvData::F16(v)) => KvPair::F16(k, v),
+            _ => {
+                return Err(ModelError::Input(
+                    "keys and values of one cache in different types".into(),
+                ));
+            }
+        });
     }
     let slot_width = h.kv_heads * h.head_dim;
-    for (s, (k, v)) in seqs.iter().zip(&kv) {
+    for (s, pair) in seqs.iter().zip(&kv) {
+        let (k_len, v_len) = pair.lens();
         let needed = match s.view.blocks {
             None => s.start + s.rows,
             Some((table, bs)) => {
@@ -83,10 +97,10 @@ pub(crate) fn attend(h: &Heads, seqs: &[SeqRows<'_>], q: &[f32]) -> Result<Vec<f
                     .unwrap_or(0)
             }
         };
-        if k.len() < needed * slot_width || v.len() < needed * slot_width {
+        if k_len < needed * slot_width || v_len < needed * slot_width {
             return Err(ModelError::Input(format!(
                 "a KV cache of {} slots read up to slot {needed}",
-                k.len() / slot_width.max(1)
+                k_len / slot_width.max(1)
             )));
         }
     }
@@ -104,11 +118,9 @@ pub(crate) fn attend(h: &Heads, seqs: &[SeqRows<'_>], q: &[f32]) -> Result<Vec<f
     }
     let mut out = vec![0f32; total * width];
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    let kernel = pick_kernel();
     forja_quant::parallel_for(tasks.len(), &|t| {
         let (i, head, r0, n, o0) = tasks[t];
         let s = &seqs[i];
-        let (keys, values) = kv[i];
         for r in 0..n {
             let row = o0 + r;
             let q_row = &q[row * width + head * h.head_dim..][..h.head_dim];
@@ -120,7 +132,11 @@ pub(crate) fn attend(h: &Heads, seqs: &[SeqRows<'_>], q: &[f32]) -> Result<Vec<f
                     h.head_dim,
                 )
             };
-            kernel(h, s, head, s.start + r0 + r, q_row, keys, values, dst);
+            let pos = s.start + r0 + r;
+            match kv[i] {
+                KvPair::F32(k, v) => (kernels.f32)(h, s, head, pos, q_row, k, v, dst),
+                KvPair::F16(k, v) => (kernels.f16)(h, s, head, pos, q_row, k, v, dst),
+            }
         }
     });
     Ok(out)
@@ -138,18 +154,43 @@ impl SyncPtr {
     }
 }
 
-fn f32_slice<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&'a [f32]> {
+/// A cache tensor's values, in the types the kernel reads.
+enum KvData<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+#[derive(Clone, Copy)]
+enum KvPair<'a> {
+    F32(&'a [f32], &'a [f32]),
+    F16(&'a [f16], &'a [f16]),
+}
+
+impl KvPair<'_> {
+    fn lens(&self) -> (usize, usize) {
+        match self {
+            KvPair::F32(k, v) => (k.len(), v.len()),
+            KvPair::F16(k, v) => (k.len(), v.len()),
+        }
+    }
+}
+
+fn kv_data<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<KvData<'a>> {
     let Some((start, end)) = layout.contiguous_offsets() else {
         return Err(ModelError::Input(
             "CPU attention needs a contiguous KV cache".into(),
         ));
     };
+    let outside = || ModelError::Input("KV cache layout outside its storage".into());
     match storage {
-        Storage::Cpu(CpuStorage::F32(data)) => data
-            .get(start..end)
-            .ok_or_else(|| ModelError::Input("KV cache layout outside its storage".into())),
+        Storage::Cpu(CpuStorage::F32(data)) => {
+            data.get(start..end).map(KvData::F32).ok_or_else(outside)
+        }
+        Storage::Cpu(CpuStorage::F16(data)) => {
+            data.get(start..end).map(KvData::F16).ok_or_else(outside)
+        }
         Storage::Cpu(other) => Err(ModelError::Input(format!(
-            "CPU attention reads an f32 KV cache, this one holds {:?}",
+            "CPU attention reads an f32 or f16 KV cache, this one holds {:?}",
             other.dtype()
         ))),
         _ => Err(ModelError::Input(
@@ -158,57 +199,90 @@ fn f32_slice<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&
     }
 }
 
-type RowKernel = fn(&Heads, &SeqRows<'_>, usize, usize, &[f32], &[f32], &[f32], &mut [f32]);
+type RowKernel<E> = fn(&Heads, &SeqRows<'_>, usize, usize, &[f32], &[E], &[E], &mut [f32]);
 
-/// The row kernel for this CPU: the same code compiled for AVX2 + FMA where present.
-fn pick_kernel() -> RowKernel {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+/// The row kernels for this CPU, per stored type.
+struct Kernels {
+    f32: RowKernel<f32>,
+    f16: RowKernel<f16>,
+}
+
+impl Kernels {
+    fn pick() -> Kernels {
+        #[cfg(target_arch = "x86_64")]
         {
-            return |h, s, head, pos, q, k, v, out| {
-                // SAFETY: the CPU has AVX2 and FMA (checked above).
-                unsafe { row_avx2(h, s, head, pos, q, k, v, out) }
-            };
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                return Kernels {
+                    // SAFETY (both): the CPU has AVX2, FMA and F16C (checked above).
+                    f32: |h, s, head, pos, q, k, v, out| unsafe {
+                        x86::row_f32(h, s, head, pos, q, k, v, out)
+                    },
+                    f16: |h, s, head, pos, q, k, v, out| unsafe {
+                        x86::row_f16(h, s, head, pos, q, k, v, out)
+                    },
+                };
+            }
+        }
+        Kernels::portable()
+    }
+
+    fn portable() -> Kernels {
+        Kernels {
+            f32: row::<Plain, f32>,
+            f16: row::<Plain, f16>,
         }
     }
-    row_portable
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one row's inputs, as the kernel type spells them"
-)]
-fn row_avx2(
-    h: &Heads,
-    s: &SeqRows<'_>,
-    head: usize,
-    pos: usize,
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    out: &mut [f32],
-) {
-    row(h, s, head, pos, q, keys, values, out);
+/// How a row kernel reads one stored type: a dot product with the query and `out += w · v`.
+trait Loads<E> {
+    fn dot(q: &[f32], k: &[E]) -> f32;
+    fn axpy(out: &mut [f32], w: f32, v: &[E]);
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one row's inputs, as the kernel type spells them"
-)]
-fn row_portable(
-    h: &Heads,
-    s: &SeqRows<'_>,
-    head: usize,
-    pos: usize,
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    out: &mut [f32],
-) {
-    row(h, s, head, pos, q, keys, values, out);
+/// Plain loops: eight f32 lanes the compiler vectorizes; f16 converted one value at a time.
+struct Plain;
+
+impl Loads<f32> for Plain {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0f32; 8];
+        let chunks = a.len() / 8 * 8;
+        for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
+            for l in 0..8 {
+                acc[l] += ca[l] * cb[l];
+            }
+        }
+        let mut total = acc.iter().sum::<f32>();
+        for (x, y) in a[chunks..].iter().zip(&b[chunks..]) {
+            total += x * y;
+        }
+        total
+    }
+
+    #[inline(always)]
+    fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
+        for (o, &x) in out.iter_mut().zip(v) {
+            *o += w * x;
+        }
+    }
+}
+
+impl Loads<f16> for Plain {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f16]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
+    }
+
+    #[inline(always)]
+    fn axpy(out: &mut [f32], w: f32, v: &[f16]) {
+        for (o, x) in out.iter_mut().zip(v) {
+            *o += w * x.to_f32();
+        }
+    }
 }
 
 /// One query row at position `pos`: softmax(q·Kᵀ · scale) · V over the visible keys, with the
@@ -218,14 +292,14 @@ fn row_portable(
     clippy::too_many_arguments,
     reason = "one row's inputs, as the kernel type spells them"
 )]
-fn row(
+fn row<L: Loads<E>, E>(
     h: &Heads,
     s: &SeqRows<'_>,
     head: usize,
     pos: usize,
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[E],
+    values: &[E],
     out: &mut [f32],
 ) {
     let d = h.head_dim;
@@ -249,7 +323,7 @@ fn row(
         };
         for slot in slot0..slot0 + run {
             let base = (slot * h.kv_heads + g) * d;
-            let mut score = dot(q, &keys[base..base + d]) * h.scale;
+            let mut score = L::dot(q, &keys[base..base + d]) * h.scale;
             if let Some(cap) = h.softcap {
                 score = (score / cap).tanh() * cap;
             }
@@ -263,9 +337,7 @@ fn row(
             }
             let w = (score - max).exp();
             sum += w;
-            for (o, &x) in out.iter_mut().zip(&values[base..base + d]) {
-                *o += w * x;
-            }
+            L::axpy(out, w, &values[base..base + d]);
         }
         p += run;
     }
@@ -275,21 +347,109 @@ fn row(
     }
 }
 
-/// A dot product in eight lanes, so the compiler vectorizes it.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8 * 8;
-    for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
-        for l in 0..8 {
-            acc[l] += ca[l] * cb[l];
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    use super::{Heads, Loads, Plain, SeqRows, row};
+
+    /// f16 keys and values widened eight at a time (`vcvtph2ps`), multiplied with FMA.
+    struct F16c;
+
+    impl Loads<f16> for F16c {
+        #[inline(always)]
+        fn dot(q: &[f32], k: &[f16]) -> f32 {
+            // SAFETY: only reached from the `row_f16` below, compiled for AVX2/FMA/F16C.
+            unsafe { dot_f16(q, k) }
+        }
+
+        #[inline(always)]
+        fn axpy(out: &mut [f32], w: f32, v: &[f16]) {
+            // SAFETY: as above.
+            unsafe { axpy_f16(out, w, v) }
         }
     }
-    let mut total = acc.iter().sum::<f32>();
-    for (x, y) in a[chunks..].iter().zip(&b[chunks..]) {
-        total += x * y;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn dot_f16(q: &[f32], k: &[f16]) -> f32 {
+        let n = q.len().min(k.len());
+        let chunks = n / 8 * 8;
+        let mut acc = _mm256_setzero_ps();
+        for i in (0..chunks).step_by(8) {
+            // SAFETY: i + 8 ≤ n, within both slices; unaligned loads.
+            let (kv, qv) = unsafe {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i).cast())),
+                    _mm256_loadu_ps(q.as_ptr().add(i)),
+                )
+            };
+            acc = _mm256_fmadd_ps(qv, kv, acc);
+        }
+        let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        let mut total = _mm_cvtss_f32(s);
+        for i in chunks..n {
+            total += q[i] * k[i].to_f32();
+        }
+        total
     }
-    total
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn axpy_f16(out: &mut [f32], w: f32, v: &[f16]) {
+        let n = out.len().min(v.len());
+        let chunks = n / 8 * 8;
+        let wv = _mm256_set1_ps(w);
+        for i in (0..chunks).step_by(8) {
+            // SAFETY: i + 8 ≤ n, within both slices; unaligned loads and stores.
+            unsafe {
+                let x = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
+                let o = out.as_mut_ptr().add(i);
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(wv, x, _mm256_loadu_ps(o)));
+            }
+        }
+        for i in chunks..n {
+            out[i] += w * v[i].to_f32();
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments, reason = "the row kernel's inputs")]
+    pub(super) unsafe fn row_f32(
+        h: &Heads,
+        s: &SeqRows<'_>,
+        head: usize,
+        pos: usize,
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        out: &mut [f32],
+    ) {
+        row::<Plain, f32>(h, s, head, pos, q, keys, values, out);
+    }
+
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments, reason = "the row kernel's inputs")]
+    pub(super) unsafe fn row_f16(
+        h: &Heads,
+        s: &SeqRows<'_>,
+        head: usize,
+        pos: usize,
+        q: &[f32],
+        keys: &[f16],
+        values: &[f16],
+        out: &mut [f32],
+    ) {
+        row::<F16c, f16>(h, s, head, pos, q, keys, values, out);
+    }
 }
 
 /// Whether the fast path applies: f32 activations on the CPU.
@@ -353,7 +513,14 @@ mod tests {
 
     #[test]
     fn matches_softmax_attention_over_paged_and_contiguous_caches() {
-        for (window, softcap) in [(None, None), (Some(5), None), (None, Some(3.0f32))] {
+        let cases = [
+            (None, None, DType::F32),
+            (Some(5), None, DType::F32),
+            (None, Some(3.0f32), DType::F32),
+            (None, None, DType::F16),
+            (Some(5), Some(3.0f32), DType::F16),
+        ];
+        for (window, softcap, dtype) in cases {
             let h = Heads {
                 heads: 4,
                 kv_heads: 2,
@@ -365,10 +532,24 @@ mod tests {
             let slot = h.kv_heads * h.head_dim;
             let bs = 4;
             // A store of 8 blocks; sequence A owns blocks 5, 0, 6 (out of order), B slots 0...
-            let store_k = values(8 * bs * slot, 1);
-            let store_v = values(8 * bs * slot, 2);
-            let keys = Tensor::from_vec(store_k.clone(), (8 * bs, 2, 12), &Device::Cpu).unwrap();
-            let vals = Tensor::from_vec(store_v.clone(), (8 * bs, 2, 12), &Device::Cpu).unwrap();
+            // Stored as `dtype`; the reference reads the stored values back as f32.
+            let store = |seed| {
+                let t =
+                    Tensor::from_vec(values(8 * bs * slot, seed), (8 * bs, 2, 12), &Device::Cpu)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                let back: Vec<f32> = t
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                (t, back)
+            };
+            let (keys, store_k) = store(1);
+            let (vals, store_v) = store(2);
             let table = [5u32, 0, 6];
             // A: 3 cached + 8 new rows; B: a 19-row prompt (two tasks per head), contiguous.
             let seqs = [
@@ -393,37 +574,39 @@ mod tests {
             ];
             let width = h.heads * h.head_dim;
             let q = values(27 * width, 3);
-            let out = attend(&h, &seqs, &q).unwrap();
-            // The positions of A, laid out contiguously for the reference.
-            let gather = |store: &[f32]| -> Vec<f32> {
-                (0..11)
-                    .flat_map(|p| {
-                        let s = table[p / bs] as usize * bs + p % bs;
-                        store[s * slot..(s + 1) * slot].to_vec()
-                    })
-                    .collect()
-            };
-            let (ak, av) = (gather(&store_k), gather(&store_v));
-            let mut worst = 0f32;
-            for row in 0..27 {
-                let (pos, k, v) = if row < 8 {
-                    (3 + row, &ak[..], &av[..])
-                } else {
-                    (row - 8, &store_k[..], &store_v[..])
+            for kernels in [Kernels::pick(), Kernels::portable()] {
+                let out = attend_with(&kernels, &h, &seqs, &q).unwrap();
+                // The positions of A, laid out contiguously for the reference.
+                let gather = |store: &[f32]| -> Vec<f32> {
+                    (0..11)
+                        .flat_map(|p| {
+                            let s = table[p / bs] as usize * bs + p % bs;
+                            store[s * slot..(s + 1) * slot].to_vec()
+                        })
+                        .collect()
                 };
-                for head in 0..h.heads {
-                    let qr = &q[row * width + head * 12..][..12];
-                    let want = reference(&h, pos, head, qr, k, v);
-                    let got = &out[row * width + head * 12..][..12];
-                    for (a, b) in got.iter().zip(&want) {
-                        worst = worst.max((a - b).abs());
+                let (ak, av) = (gather(&store_k), gather(&store_v));
+                let mut worst = 0f32;
+                for row in 0..27 {
+                    let (pos, k, v) = if row < 8 {
+                        (3 + row, &ak[..], &av[..])
+                    } else {
+                        (row - 8, &store_k[..], &store_v[..])
+                    };
+                    for head in 0..h.heads {
+                        let qr = &q[row * width + head * 12..][..12];
+                        let want = reference(&h, pos, head, qr, k, v);
+                        let got = &out[row * width + head * 12..][..12];
+                        for (a, b) in got.iter().zip(&want) {
+                            worst = worst.max((a - b).abs());
+                        }
                     }
                 }
+                assert!(
+                    worst < 1e-5,
+                    "{dtype:?} window {window:?} softcap {softcap:?}: {worst}"
+                );
             }
-            assert!(
-                worst < 1e-5,
-                "window {window:?} softcap {softcap:?}: {worst}"
-            );
         }
     }
 
@@ -453,7 +636,7 @@ mod tests {
         assert!(e.to_string().contains("need 2 blocks"), "{e}");
         let e = attend(&h, &[seq(Some((&[9u32, 9], 4)))], &q).unwrap_err();
         assert!(e.to_string().contains("read up to slot"), "{e}");
-        let half = keys.to_dtype(DType::F16).unwrap();
+        let half = keys.to_dtype(DType::BF16).unwrap();
         let s = SeqRows {
             start: 0,
             rows: 1,
@@ -464,6 +647,6 @@ mod tests {
             },
         };
         let e = attend(&h, &[s], &q).unwrap_err();
-        assert!(e.to_string().contains("f32 KV cache"), "{e}");
+        assert!(e.to_string().contains("f32 or f16 KV cache"), "{e}");
     }
 }

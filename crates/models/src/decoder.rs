@@ -8,7 +8,7 @@ use forja_arch::{DecoderConfig, Family};
 
 use crate::attention::{Attention, Masks, QkvProj, SCORE_BLOCK_BYTES};
 use crate::error::{ModelError, Result};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{ContiguousKvCache, KvCache};
 use crate::linear::{Linear, LinearWeight};
 use crate::mlp::{GatedMlp, Mlp, MoeMlp};
 use crate::norm::RmsNorm;
@@ -426,5 +426,19 @@ impl Decoder {
     /// The dtype of activations, keys and values.
     pub fn activation_dtype(&self) -> DType {
         self.embed.dtype()
+    }
+
+    /// What the KV cache stores: f16 for f32 activations on the CPU (half the memory and
+    /// bandwidth of f32, the default of `forja plan` and of llama.cpp), else the activation type.
+    pub fn kv_dtype(&self) -> DType {
+        match self.activation_dtype() {
+            DType::F32 if self.device.is_cpu() => DType::F16,
+            dtype => dtype,
+        }
+    }
+
+    /// An empty cache for one sequence, in [`Decoder::kv_dtype`].
+    pub fn new_cache(&self) -> ContiguousKvCache {
+        ContiguousKvCache::with_dtype(self.num_layers(), self.kv_dtype())
     }
 }

@@ -2,7 +2,7 @@
 //! layer attends to; storage is the cache's business (a contiguous cache here, a paged block
 //! pool in the server).
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::error::{ModelError, Result};
 
@@ -53,13 +53,25 @@ pub struct KvView<'a> {
 pub struct ContiguousKvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
+    /// Storage type; `None`: the type of the first keys written.
+    dtype: Option<DType>,
 }
 
 impl ContiguousKvCache {
+    /// A cache that stores keys and values in the type they come in.
     pub fn new(num_layers: usize) -> Self {
         ContiguousKvCache {
             layers: (0..num_layers).map(|_| None).collect(),
             len: 0,
+            dtype: None,
+        }
+    }
+
+    /// A cache that stores keys and values as `dtype` (see `Decoder::kv_dtype`).
+    pub fn with_dtype(num_layers: usize, dtype: DType) -> Self {
+        ContiguousKvCache {
+            dtype: Some(dtype),
+            ..Self::new(num_layers)
         }
     }
 
@@ -99,7 +111,8 @@ impl KvCache for ContiguousKvCache {
         let grown = match slot.take() {
             None => {
                 let cap = needed.next_power_of_two().max(64);
-                let zeros = || Tensor::zeros((cap, heads, dim), k.dtype(), k.device());
+                let dtype = self.dtype.unwrap_or(k.dtype());
+                let zeros = || Tensor::zeros((cap, heads, dim), dtype, k.device());
                 (zeros()?, zeros()?)
             }
             Some((kc, vc)) if kc.dim(0)? < needed => {

@@ -82,7 +82,8 @@ impl Footprint {
 /// The KV pool a model gets unless told otherwise: room for two full contexts, between 16k
 /// and 64k tokens, at most a quarter of `available` and never less than one context.
 pub fn default_kv_bytes(cfg: &DecoderConfig, available: Option<u64>) -> u64 {
-    let per_token = kv_bytes_per_token(cfg, KvDtype::F32);
+    // The cache holds f16 on the CPU (`Decoder::kv_dtype`), as the planner assumes.
+    let per_token = kv_bytes_per_token(cfg, KvDtype::F16);
     let ctx = cfg.max_context as f64;
     let want = per_token * (2.0 * ctx).clamp(16_384.0, 65_536.0);
     let cap = available.map_or(f64::INFINITY, |b| b as f64 / 4.0);

@@ -456,7 +456,7 @@ fn preemption_recomputes_without_changing_answers() {
     // About 12 blocks of 16 tokens: five concurrent requests of ~60 tokens cannot all fit.
     let model = load();
     let per_token =
-        forja_arch::kv_cache::kv_bytes_per_token(&model.decoder.config, forja_arch::KvDtype::F32);
+        forja_arch::kv_cache::kv_bytes_per_token(&model.decoder.config, forja_arch::KvDtype::F16);
     let s = start(
         model,
         ServingConfig {
