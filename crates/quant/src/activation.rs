@@ -181,7 +181,7 @@ fn quantize_blocks<B>(
     one: impl Fn(&[f32], &mut B),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) {
         // SAFETY: the callers pass only instruction sets `Isa::is_available` confirmed.
         unsafe { blocks_avx2(x, out, block_len, one) };
         return;

@@ -45,6 +45,7 @@ fn scaled_bsums(scales: impl Fn(usize) -> i32, a: &BlockQ8K) -> i32 {
 }
 
 /// `Q2_K` · `Q8_K`.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q2k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R] {
     let mut acc = [_mm256_setzero_ps(); R];
@@ -86,6 +87,7 @@ pub(crate) unsafe fn dot_q2k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
 }
 
 /// `Q3_K` · `Q8_K`: values as `u - 4` with `u = q2 | high bit << 2` in 0..8.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q3k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R] {
     let mut acc = [_mm256_setzero_ps(); R];
@@ -190,6 +192,7 @@ unsafe fn dot_k4<const R: usize>(
 }
 
 /// `Q4_K` · `Q8_K`.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R] {
     // SAFETY: forwarded contract.
@@ -197,6 +200,7 @@ pub(crate) unsafe fn dot_q4k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
 }
 
 /// `Q5_K` · `Q8_K`.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R] {
     // SAFETY: forwarded contract.
@@ -204,6 +208,7 @@ pub(crate) unsafe fn dot_q5k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
 }
 
 /// `Q6_K` · `Q8_K`: unsigned 6-bit values, minus 32 · Σ scale · bsum afterwards.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q6k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R] {
     let mut acc = [_mm256_setzero_ps(); R];

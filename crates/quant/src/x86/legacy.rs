@@ -72,6 +72,7 @@ unsafe fn rows_q8_1<const R: usize>(
 }
 
 /// `Q4_0` · `Q8_0`: nibbles minus 8, signed × signed.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_0<const R: usize>(w: &[u8], a: [&[BlockQ8_0]; R]) -> [f32; R] {
     // SAFETY: forwarded contract; a block is d at 0 and 16 quant bytes at 2..18.
@@ -84,6 +85,7 @@ pub(crate) unsafe fn dot_q4_0<const R: usize>(w: &[u8], a: [&[BlockQ8_0]; R]) ->
 }
 
 /// `Q4_1` · `Q8_1`: unsigned nibbles × signed bytes, plus `m · s` per block.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q4_1<const R: usize>(w: &[u8], a: [&[BlockQ8_1]; R]) -> [f32; R] {
     // SAFETY: forwarded contract; a block is d at 0, m at 2, 16 quant bytes at 4..20.
@@ -95,6 +97,7 @@ pub(crate) unsafe fn dot_q4_1<const R: usize>(w: &[u8], a: [&[BlockQ8_1]; R]) ->
 }
 
 /// `Q5_0` · `Q8_0`: the fifth bit selects between `n` and `n - 16` (0xF0 | n as i8).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_0<const R: usize>(w: &[u8], a: [&[BlockQ8_0]; R]) -> [f32; R] {
     // SAFETY: forwarded contract; a block is d at 0, qh at 2..6, 16 quant bytes at 6..22.
@@ -109,6 +112,7 @@ pub(crate) unsafe fn dot_q5_0<const R: usize>(w: &[u8], a: [&[BlockQ8_0]; R]) ->
 }
 
 /// `Q5_1` · `Q8_1`: unsigned 5-bit values × signed bytes, plus `m · s` per block.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q5_1<const R: usize>(w: &[u8], a: [&[BlockQ8_1]; R]) -> [f32; R] {
     // SAFETY: forwarded contract; a block is d at 0, m at 2, qh at 4..8, quants at 8..24.
@@ -123,6 +127,7 @@ pub(crate) unsafe fn dot_q5_1<const R: usize>(w: &[u8], a: [&[BlockQ8_1]; R]) ->
 }
 
 /// `Q8_0` · `Q8_0`: signed × signed bytes.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0<const R: usize>(w: &[u8], a: [&[BlockQ8_0]; R]) -> [f32; R] {
     // SAFETY: forwarded contract; a block is d at 0 and 32 quant bytes at 2..34.

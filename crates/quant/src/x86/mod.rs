@@ -19,6 +19,14 @@ pub(crate) fn available() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
+/// Whether this CPU also has the AVX-512 subsets the wide tiles are compiled for.
+pub(crate) fn available_avx512() -> bool {
+    available()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512bw")
+}
+
 /// The f16 at `p` (two bytes, little-endian, any alignment) as f32.
 ///
 /// # Safety
