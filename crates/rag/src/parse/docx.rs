@@ -52,7 +52,8 @@ fn w(e: &XmlElement, local: &str) -> bool {
 
 /// A WordprocessingML attribute (`w:val`, …) of `e`.
 fn w_attr<'a>(e: &'a XmlElement, local: &str) -> Option<&'a str> {
-    e.attr(Some(W), local).or_else(|| e.attr(Some(W_STRICT), local))
+    e.attr(Some(W), local)
+        .or_else(|| e.attr(Some(W_STRICT), local))
 }
 
 fn w_child<'a>(e: &'a XmlElement, local: &str) -> Option<&'a XmlElement> {
@@ -69,6 +70,16 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<El
         ));
     };
     let root = xml_tree::parse(path, &main, &xml)?;
+    if !w(&root, "document") {
+        return Err(error(
+            path,
+            format!(
+                "not a Word document: its main part {main} is a <{}> (another Office file \
+                 under a .docx name?)",
+                root.name
+            ),
+        ));
+    }
     let Some(body) = w_child(&root, "body") else {
         return Err(error(path, format!("{main}: no w:body element")));
     };
@@ -154,13 +165,15 @@ fn styles(root: &XmlElement) -> HashMap<String, Style> {
             .or(outline);
         let numbered = ppr
             .and_then(|p| w_child(p, "numPr"))
-            .is_some_and(|n| numbering_on(n));
+            .is_some_and(numbering_on);
         out.insert(
             id.to_string(),
             Style {
                 heading,
                 title: name == "title",
-                list: numbered || name.starts_with("list bullet") || name.starts_with("list number"),
+                list: numbered
+                    || name.starts_with("list bullet")
+                    || name.starts_with("list number"),
                 based_on: w_child(s, "basedOn")
                     .and_then(|b| w_attr(b, "val"))
                     .map(str::to_string),
@@ -325,9 +338,7 @@ impl Builder {
             return;
         }
         let heading = ppr.and_then(outline_level).or(style.heading);
-        let numbered = ppr
-            .and_then(|pr| w_child(pr, "numPr"))
-            .map(numbering_on);
+        let numbered = ppr.and_then(|pr| w_child(pr, "numPr")).map(numbering_on);
         if style.title && heading.is_none() {
             if self.title.is_none() {
                 self.title = Some(text);

@@ -75,12 +75,11 @@ pub(super) fn parse(root: &XmlElement) -> (Option<String>, Vec<Element>) {
     for f in &facts {
         let ctx = contexts.get(&f.context);
         if let Some(slot) = match f.dei.as_deref().unwrap_or_default() {
-                "EntityRegistrantName" => Some(0),
-                "DocumentType" => Some(1),
-                "DocumentPeriodEndDate" => Some(2),
-                _ => None,
-            }
-            && title_parts[slot].is_none()
+            "EntityRegistrantName" => Some(0),
+            "DocumentType" => Some(1),
+            "DocumentPeriodEndDate" => Some(2),
+            _ => None,
+        } && title_parts[slot].is_none()
         {
             title_parts[slot] = Some(f.value.clone());
         }
@@ -151,7 +150,9 @@ fn collect_facts(parent: &XmlElement, prefix: &str, out: &mut Vec<Fact>) {
             }
             continue;
         };
-        let nil = e.attr(Some(XSI), "nil").is_some_and(|v| v == "true" || v == "1");
+        let nil = e
+            .attr(Some(XSI), "nil")
+            .is_some_and(|v| v == "true" || v == "1");
         let value = if nil {
             "(nil)".to_string()
         } else {

@@ -22,6 +22,8 @@ const CFB_MAGIC: &[u8] = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1";
 
 /// A sheet's filled cells: (row, column, text).
 type Cells = Vec<(u32, u32, String)>;
+/// A workbook's title (from its properties) and its worksheets' names and cells.
+type Workbook = (Option<String>, Vec<(String, Cells)>);
 
 pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<Element>)> {
     let (title, sheets) = if bytes.starts_with(b"PK") {
@@ -44,7 +46,7 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<El
     Ok((title, elements))
 }
 
-fn read_xlsx(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<(String, Cells)>)> {
+fn read_xlsx(path: &Path, bytes: &[u8]) -> Result<Workbook> {
     Package::open(path, bytes, "XLSX")?.check_all()?;
     let fail = |e: calamine::XlsxError| error(path, format!("not a readable Excel workbook: {e}"));
     let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).map_err(fail)?;
@@ -71,7 +73,7 @@ fn read_xlsx(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<(String, 
     Ok((title, sheets))
 }
 
-fn read_xls(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<(String, Cells)>)> {
+fn read_xls(path: &Path, bytes: &[u8]) -> Result<Workbook> {
     let fail = |e: calamine::XlsError| {
         error(
             path,
@@ -233,7 +235,11 @@ pub(super) fn number(f: f64) -> String {
 fn datetime(d: &ExcelDateTime) -> String {
     if d.is_duration() {
         let total = (d.as_f64() * 86_400.0).round() as i64;
-        let (sign, total) = if total < 0 { ("-", -total) } else { ("", total) };
+        let (sign, total) = if total < 0 {
+            ("-", -total)
+        } else {
+            ("", total)
+        };
         return format!(
             "{sign}{}:{:02}:{:02}",
             total / 3600,

@@ -122,7 +122,10 @@ fn decode<'a>(path: &Path, what: &str, bytes: &'a [u8]) -> Result<Cow<'a, str>> 
     let body = &bytes[skip..];
     if encoding == encoding_rs::UTF_8 {
         return std::str::from_utf8(body).map(Cow::Borrowed).map_err(|e| {
-            let line = 1 + body[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
+            let line = 1 + body[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
             err(
                 path,
                 what,
@@ -190,8 +193,13 @@ fn resolved(r: ResolveResult<'_>) -> Option<String> {
 
 fn build(path: &Path, what: &str, text: &str) -> Result<XmlElement> {
     let line_at = |offset: u64| {
-        let end = usize::try_from(offset).unwrap_or(usize::MAX).min(text.len());
-        1 + text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() as u64
+        let end = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(text.len());
+        1 + text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64
     };
     let mut reader = NsReader::from_str(text);
     let mut stack: Vec<XmlElement> = Vec::new();
