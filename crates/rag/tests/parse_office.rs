@@ -370,3 +370,52 @@ fn xls_from_excel_97_is_read_too() {
         ]
     );
 }
+
+#[test]
+fn office_files_are_ingested_and_found_by_section_page_and_kind() {
+    use forja_rag::{Filters, IngestOptions, SearchMode, SearchQuery, Store, ingest, search};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    let e = common::BagOfWords::default();
+    let dir = fixture("");
+    let report = ingest(
+        &store,
+        "office",
+        &[dir],
+        &e,
+        &IngestOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.added, 5);
+    let find = |text: &str, kind: Option<ElementKind>| {
+        let q = SearchQuery {
+            text: text.into(),
+            mode: SearchMode::Bm25,
+            k: 1,
+            filters: Filters {
+                kind,
+                ..Filters::default()
+            },
+        };
+        search(&store, "office", &q, None).unwrap().remove(0)
+    };
+    let hit = find("currency risk", None);
+    assert!(hit.source.ends_with("report.docx"));
+    assert_eq!(
+        (hit.section.clone(), hit.page),
+        (vec!["Risks".into()], Some(2))
+    );
+    let hit = find("licenses", Some(ElementKind::Table));
+    assert!(hit.source.ends_with("legacy.xls"));
+    assert_eq!(hit.section, ["Budget"]);
+    assert!(
+        hit.text.contains("Licenses | 3499.99 | 2024-02-01"),
+        "{}",
+        hit.text
+    );
+    let hit = find("EarningsPerShareBasic", Some(ElementKind::Table));
+    assert!(hit.source.ends_with("acme-2023.xml"));
+    assert_eq!(hit.title, "Acme Widgets, Inc. 10-K 2023-12-31");
+}
