@@ -419,3 +419,74 @@ fn office_files_are_ingested_and_found_by_section_page_and_kind() {
     assert!(hit.source.ends_with("acme-2023.xml"));
     assert_eq!(hit.title, "Acme Widgets, Inc. 10-K 2023-12-31");
 }
+
+/// A document saved by Microsoft Word, installed by scripts/fetch-testdata.
+fn word_made(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("FORJA_TESTDATA") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/forja-testdata"),
+    };
+    let p = dir.join("word-docs").join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-testdata",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn word_made_documents_carry_words_pages_and_merged_cells() {
+    // Word's last layout broke pages inside paragraphs: an element is on the page it starts on.
+    let doc = parse_file(&word_made("par-rendered-page-breaks.docx")).unwrap();
+    let pages: Vec<(String, Option<u32>)> = doc
+        .elements
+        .iter()
+        .map(|e| match &e.block {
+            Block::Paragraph(p) => (p.clone(), e.page),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            ("No page breaks".to_string(), Some(1)),
+            (
+                "Page break here>><<followed by more text.".to_string(),
+                Some(1)
+            ),
+            (
+                "Page break in>><<this hyperlink and another one here>><<with text following"
+                    .to_string(),
+                Some(2)
+            ),
+            ("Two page>><<breaks>><<in one run.".to_string(), Some(4)),
+        ]
+    );
+
+    // Horizontally merged cells fill their first column, vertically merged ones repeat.
+    let doc = parse_file(&word_made("tbl-cell-access.docx")).unwrap();
+    let tables: Vec<&Table> = doc.elements.iter().map(table).collect();
+    assert_eq!(tables.len(), 4);
+    for t in &tables {
+        assert_eq!(t.header, ["1", "2", "3"]);
+    }
+    assert_eq!(tables[0].rows, [["4", "5", "6"], ["7", "8", "9"]]);
+    assert_eq!(tables[1].rows, [["4", "", "6"], ["7", "8", "9"]]);
+    assert_eq!(tables[2].rows, [["4", "5", "6"], ["7", "5", "9"]]);
+    assert_eq!(tables[3].rows, [["4", "", "6"], ["4", "", "9"]]);
+
+    // Paragraphs and tables interleaved across sections and pages, in reading order.
+    let doc = parse_file(&word_made("sct-inner-content.docx")).unwrap();
+    let kinds: String = doc
+        .elements
+        .iter()
+        .map(|e| match &e.block {
+            Block::Paragraph(p) => p.clone(),
+            Block::Table(t) => format!("[{}]", t.header_line()),
+            other => panic!("{other:?}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(kinds.starts_with("P1 [T2 | ] P3 T4 P5"), "{kinds}");
+}

@@ -230,6 +230,14 @@ fn xml_in_other_encodings_is_decoded() {
     }
     let doc = parse_bytes(Path::new("utf16.xml"), &utf16).unwrap();
     assert_eq!(doc.elements[0].block, Block::Paragraph("city: Köln".into()));
+
+    // A UTF-8 file whose declaration claims UTF-16 (a common mislabel) is read as UTF-8.
+    let mislabelled = "<?xml version=\"1.0\" encoding=\"UTF-16\"?><doc><city>Zürich</city></doc>";
+    let doc = parse_bytes(Path::new("mislabelled.xml"), mislabelled.as_bytes()).unwrap();
+    assert_eq!(
+        doc.elements[0].block,
+        Block::Paragraph("city: Zürich".into())
+    );
 }
 
 #[test]

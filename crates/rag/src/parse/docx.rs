@@ -408,15 +408,19 @@ impl Builder {
     }
 
     fn table(&mut self, tbl: &XmlElement) {
+        let trs = descendants_named(tbl, "tr");
+        if let [tr] = trs.as_slice()
+            && let [cell] = descendants_named(tr, "tc").as_slice()
+        {
+            // A one-cell table is a frame around content: read the content as blocks.
+            self.blocks(cell);
+            return;
+        }
         let mut rows: Vec<Vec<String>> = Vec::new();
-        let mut cells_seen = 0;
-        let mut first_cell: Option<&XmlElement> = None;
         let mut page = None;
-        for tr in descendants_named(tbl, "tr") {
+        for tr in trs {
             let mut row: Vec<String> = Vec::new();
             for tc in descendants_named(tr, "tc") {
-                cells_seen += 1;
-                first_cell.get_or_insert(tc);
                 let mut run = Run::default();
                 self.inline_cell(tc, &mut run);
                 page = page.or(run.first_page);
@@ -446,13 +450,6 @@ impl Builder {
             if row.iter().any(|c| !c.is_empty()) {
                 rows.push(row);
             }
-        }
-        if cells_seen == 1
-            && let Some(cell) = first_cell
-        {
-            // A one-cell table is a frame around content: read the content as blocks.
-            self.blocks(cell);
-            return;
         }
         let mut rows = rows.into_iter();
         let Some(mut header) = rows.next() else {

@@ -174,14 +174,20 @@ fn declared_encoding(
         .split(quote)
         .next()
         .unwrap_or("");
-    encoding_rs::Encoding::for_label(label.as_bytes()).ok_or_else(|| {
+    let encoding = encoding_rs::Encoding::for_label(label.as_bytes()).ok_or_else(|| {
         err(
             path,
             what,
             Some(1),
             format!("the XML declaration names an unknown encoding {label:?}"),
         )
-    })
+    })?;
+    // A declaration readable as ASCII is not UTF-16, whatever it says (UTF-16 files start
+    // with a byte-order mark, handled before).
+    if encoding == encoding_rs::UTF_16LE || encoding == encoding_rs::UTF_16BE {
+        return Ok(encoding_rs::UTF_8);
+    }
+    Ok(encoding)
 }
 
 fn resolved(r: ResolveResult<'_>) -> Option<String> {
