@@ -250,6 +250,8 @@ fn broken_or_mislabelled_office_files_fail_with_the_reason() {
     assert!(msg.contains("damaged or truncated"), "{msg}");
 
     let xls = std::fs::read(fixture("legacy.xls")).unwrap();
+    let msg = parse_error("old.docx", &xls);
+    assert!(msg.contains("compound file"), "{msg}");
     let msg = parse_error("cut.xls", &xls[..1024]);
     assert!(msg.contains("Excel 97–2003"), "{msg}");
 

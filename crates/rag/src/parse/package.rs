@@ -46,6 +46,9 @@ impl<'a> Package<'a> {
         let zip = ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
             let hint = if bytes.starts_with(b"PK") {
                 "the zip archive is damaged or truncated"
+            } else if bytes.starts_with(b"\xD0\xCF\x11\xE0") {
+                "the content is a compound file: a password-protected Office file, or an Office \
+                 97–2003 one under a new name"
             } else {
                 "the content is not a zip archive"
             };
