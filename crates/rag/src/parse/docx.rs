@@ -309,6 +309,7 @@ impl Builder {
     fn paragraph(&mut self, p: &XmlElement) {
         let ppr = w_child(p, "pPr");
         if self.pages == Pages::Hard
+            && !self.elements.is_empty()
             && ppr
                 .and_then(|pr| w_child(pr, "pageBreakBefore"))
                 .is_some_and(|b| w_attr(b, "val").is_none_or(is_on))
