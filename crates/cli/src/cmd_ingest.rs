@@ -13,8 +13,9 @@ use crate::rag_setup::StoreArgs;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Formats: Markdown, HTML, plain text, CSV/TSV (PDF, DOCX, XLSX and XML \
-are recognized and reported as not supported yet). Folders are read recursively, hidden files \
+    after_help = "Formats: Markdown, HTML, plain text, CSV/TSV, Word (.docx), Excel (.xlsx, \
+.xlsm, .xls), XML (.xml, .xbrl; XBRL instances as a table of facts). PDF is recognized and \
+reported as not supported yet. Folders are read recursively, hidden files \
 skipped. Unchanged files (same content hash) are skipped, changed ones re-indexed, and files \
 gone from an ingested folder removed. A file that fails is reported and the rest go on; the \
 command fails only when no file could be ingested."

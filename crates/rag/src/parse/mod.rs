@@ -1,11 +1,20 @@
 //! Source files → [`Document`]s. The format comes from the file extension; a file named
 //! explicitly with an unknown extension is read as plain text when it is UTF-8 without NUL
-//! bytes. Formats planned but not parsed yet (PDF, DOCX, XLSX, XML) are refused per file.
+//! bytes. Text formats: Markdown, HTML, CSV/TSV, plain text. Binary and XML formats: Word
+//! (`.docx`), Excel (`.xlsx`, `.xlsm`, `.xls`) and XML (`.xml`, `.xbrl`; XBRL instances as a
+//! table of facts). Zip packages are unpacked under a size cap (zip bombs are refused) and XML
+//! entities are never expanded. Formats planned but not parsed yet (PDF) are refused per file.
 
 mod csv;
+mod docx;
 mod html;
 mod markdown;
+mod package;
 mod text;
+mod xbrl;
+mod xlsx;
+mod xml;
+mod xml_tree;
 
 use std::path::Path;
 
@@ -22,6 +31,12 @@ pub enum Format {
     Csv {
         delimiter: u8,
     },
+    /// Word, Office Open XML (`.docx`).
+    Docx,
+    /// Excel: `.xlsx` / `.xlsm` (Office Open XML) or `.xls` (Excel 97–2003), told by content.
+    Spreadsheet,
+    /// XML; XBRL instances are recognized by their root element.
+    Xml,
     /// Recognized, not parsed yet: the name says which.
     Planned(&'static str),
 }
@@ -37,9 +52,9 @@ impl Format {
             "csv" => Format::Csv { delimiter: b',' },
             "tsv" | "tab" => Format::Csv { delimiter: b'\t' },
             "pdf" => Format::Planned("PDF"),
-            "docx" => Format::Planned("DOCX"),
-            "xlsx" | "xls" => Format::Planned("XLSX"),
-            "xml" | "xbrl" => Format::Planned("XML"),
+            "docx" => Format::Docx,
+            "xlsx" | "xlsm" | "xls" => Format::Spreadsheet,
+            "xml" | "xbrl" => Format::Xml,
             _ => return None,
         })
     }
@@ -63,15 +78,17 @@ pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Document> {
             format: name.to_string(),
         });
     }
-    let text = as_text(path, bytes)?;
     let stem = path
         .file_stem()
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     let (title, elements) = match format {
-        Format::Markdown => markdown::parse(text),
-        Format::Html => html::parse(text),
-        Format::Csv { delimiter } => csv::parse(path, text, delimiter)?,
-        Format::Text | Format::Planned(_) => text::parse(text),
+        Format::Markdown => markdown::parse(as_text(path, bytes)?),
+        Format::Html => html::parse(as_text(path, bytes)?),
+        Format::Csv { delimiter } => csv::parse(path, as_text(path, bytes)?, delimiter)?,
+        Format::Docx => docx::parse(path, bytes)?,
+        Format::Spreadsheet => xlsx::parse(path, bytes)?,
+        Format::Xml => xml::parse(path, bytes)?,
+        Format::Text | Format::Planned(_) => text::parse(as_text(path, bytes)?),
     };
     Ok(Document {
         source: path.to_path_buf(),
