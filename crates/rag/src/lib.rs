@@ -24,4 +24,4 @@ pub use ingest::{IngestEvent, IngestOptions, IngestReport, ingest};
 pub use model::{Embedder, Generator};
 pub use parse::{Format, parse_bytes, parse_file};
 pub use retrieve::{Filters, Hit, SearchMode, SearchQuery, rrf_fuse, search};
-pub use store::{Collection, CollectionStats, Store, StoredDocument};
+pub use store::{Collection, CollectionStats, Store, StoredDocument, is_postgres_url};
