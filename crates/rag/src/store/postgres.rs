@@ -205,7 +205,9 @@ impl PgStore {
             schema = self.run("looking for pgvector", async |c| vector_schema(c).await)?;
         }
         let Some(schema) = schema else {
-            return Err(self.server_error("the vector extension vanished after its creation".into()));
+            return Err(
+                self.server_error("the vector extension vanished after its creation".into())
+            );
         };
         self.run("setting the search path", async |conn| {
             sqlx::query("SELECT set_config('search_path', 'forja_rag, ' || quote_ident($1), false)")
@@ -259,10 +261,11 @@ impl PgStore {
             )
             .execute(&mut *tx)
             .await?;
-            let version: i32 =
-                sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM forja_rag.schema_version")
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let version: i32 = sqlx::query_scalar(
+                "SELECT coalesce(max(version), 0) FROM forja_rag.schema_version",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
             let version = version.max(0) as usize;
             if version > MIGRATIONS.len() {
                 return Ok(Err(version));

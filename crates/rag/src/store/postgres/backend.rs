@@ -98,7 +98,8 @@ impl Backend for PgStore {
                  embedding vector({dimension}) NOT NULL);"
             );
             if dimension <= HNSW_MAX_DIMENSIONS {
-                ddl += &format!("CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops);");
+                ddl +=
+                    &format!("CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops);");
             }
             sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut *tx).await?;
             tx.commit().await?;

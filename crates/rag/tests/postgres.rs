@@ -1,0 +1,236 @@
+//! What only the PostgreSQL store has: its keyword ranking is the same BM25 as SQLite's FTS5,
+//! its schema and indexes (tsvector + GIN, HNSW per collection), collections too wide for an
+//! HNSW index, and errors that say what to do when the server cannot be used. Needs a server:
+//! `scripts/pg run cargo test -p forja-rag` (in CI, scripts/test).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{BagOfWords, PgDatabase, TestStore, pg_exec, pg_url, with_database};
+use forja_rag::{Filters, IngestOptions, RagError, SearchMode, SearchQuery, Store, ingest, search};
+
+fn corpus(dir: &Path) {
+    let files = [
+        (
+            "garden.md",
+            "# Garden\n\nTomatoes need sun and water every day.\n\n## Pests\n\nAphids eat the \
+             leaves of roses. Aphids hide under leaves.\n\n## Soil\n\nRoses like rich soil and \
+             water in the morning.\n",
+        ),
+        (
+            "cars.md",
+            "# Cars\n\nThe engine burns petrol and the gearbox shifts gears.\n\n## Service\n\n\
+             Change the engine oil every year; check the water of the radiator.\n",
+        ),
+        (
+            "notes.txt",
+            "The meeting moved to Thursday afternoon. Bring the garden budget and the roses.\n",
+        ),
+        (
+            "prices.csv",
+            "item,price\nhammer,12\nsaw,30\nwater hose,25\n",
+        ),
+    ];
+    fs::create_dir_all(dir).unwrap();
+    for (name, text) in files {
+        fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+fn bm25(store: &Store, text: &str) -> Vec<(String, String, f64)> {
+    let q = SearchQuery {
+        text: text.into(),
+        mode: SearchMode::Bm25,
+        k: 20,
+        filters: Filters::default(),
+    };
+    search(store, "docs", &q, None)
+        .unwrap()
+        .into_iter()
+        .map(|h| {
+            let name = h.source.file_name().unwrap().to_string_lossy().into_owned();
+            (name, h.text, h.score)
+        })
+        .collect()
+}
+
+#[test]
+fn keyword_ranking_is_the_same_bm25_as_sqlite() {
+    let Some(pg) = TestStore::postgres() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    corpus(&dir);
+    let sqlite = TestStore::sqlite(tmp.path());
+    let (pg, sqlite) = (pg.open(), sqlite.open());
+    let e = BagOfWords::default();
+    for store in [&pg, &sqlite] {
+        let r = ingest(
+            store,
+            "docs",
+            std::slice::from_ref(&dir),
+            &e,
+            &IngestOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(r.added, 4);
+    }
+    for text in [
+        "water",
+        "aphids roses leaves",
+        "engine oil",
+        "the garden budget",
+        "hammer price",
+    ] {
+        let (p, s) = (bm25(&pg, text), bm25(&sqlite, text));
+        assert!(!p.is_empty(), "{text}");
+        assert_eq!(p.len(), s.len(), "{text}: {p:#?} {s:#?}");
+        for (a, b) in p.iter().zip(&s) {
+            assert_eq!((&a.0, &a.1), (&b.0, &b.1), "{text}: {p:#?} {s:#?}");
+            assert!(
+                (a.2 - b.2).abs() <= 1e-9 * a.2.abs().max(b.2.abs()),
+                "{text}: BM25 {} on PostgreSQL, {} on SQLite",
+                a.2,
+                b.2
+            );
+        }
+    }
+}
+
+#[test]
+fn schema_indexes_and_wide_collections() {
+    let Some(ts) = TestStore::postgres() else {
+        return;
+    };
+    let store = ts.open();
+    assert_eq!(store.schema_version().unwrap(), 1);
+    // Opening again migrates nothing.
+    drop(store);
+    let store = ts.open();
+    assert_eq!(store.schema_version().unwrap(), 1);
+    let narrow = store.ensure_collection("narrow", "m", 8).unwrap();
+    // pgvector indexes at most 2000 dimensions with HNSW: wider collections scan exactly.
+    let wide = store.ensure_collection("wide", "m", 2100).unwrap();
+    pg_exec(
+        &ts.location,
+        &format!(
+            "DO $$ BEGIN \
+             IF NOT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = 'forja_rag' \
+                 AND tablename = 'chunk_vec_{}' AND indexdef LIKE '%USING hnsw (embedding \
+                 vector_cosine_ops)%') THEN RAISE EXCEPTION 'no HNSW index'; END IF; \
+             IF EXISTS (SELECT 1 FROM pg_indexes WHERE tablename = 'chunk_vec_{}' \
+                 AND indexdef LIKE '%hnsw%') THEN RAISE EXCEPTION 'an HNSW index on 2100'; END IF; \
+             IF NOT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = 'forja_rag' \
+                 AND tablename = 'chunks' AND indexdef LIKE '%USING gin (search_text)%') \
+                 THEN RAISE EXCEPTION 'no GIN index'; END IF; \
+             END $$",
+            narrow.id, wide.id
+        ),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("wide.md");
+    fs::write(&path, "# Wide\n\nA collection of very long vectors.\n").unwrap();
+    let doc = forja_rag::parse_file(&path).unwrap();
+    let chunks = forja_rag::chunk_document(&doc, forja_rag::ChunkOptions::for_model(64), &|t| {
+        Ok(t.split_whitespace().count() + 2)
+    })
+    .unwrap();
+    let vectors: Vec<Vec<f32>> = (0..chunks.len())
+        .map(|i| (0..2100).map(|j| ((i + j) % 7) as f32).collect())
+        .collect();
+    store
+        .replace_document(&wide, "wide.md", &doc, None, &chunks, &vectors)
+        .unwrap();
+    assert_eq!(
+        store.chunk_counts(&wide).unwrap(),
+        (chunks.len(), chunks.len(), chunks.len())
+    );
+    // The stored document's modification date is a timestamp too.
+    store
+        .replace_document(
+            &narrow,
+            "n.md",
+            &doc,
+            Some(86_400),
+            &chunks,
+            &vec![vec![1.0; 8]; chunks.len()],
+        )
+        .unwrap();
+    pg_exec(
+        &ts.location,
+        "DO $$ BEGIN IF (SELECT modified FROM forja_rag.documents WHERE path = 'n.md') \
+         <> '1970-01-02 00:00:00+00' THEN RAISE EXCEPTION 'wrong date'; END IF; END $$",
+    );
+}
+
+fn connect_error(url: &str) -> String {
+    match Store::connect(url) {
+        Ok(_) => panic!("{url} connected"),
+        Err(e @ RagError::Server { .. }) => e.to_string(),
+        Err(e) => panic!("{url}: not a server error: {e:?}"),
+    }
+}
+
+#[test]
+fn unusable_servers_are_clear_errors() {
+    let Some(base) = pg_url() else {
+        return;
+    };
+    // Nothing listens on port 1.
+    let e = connect_error("postgres://forja@127.0.0.1:1/postgres");
+    assert!(
+        e.contains("cannot reach a PostgreSQL server at 127.0.0.1:1"),
+        "{e}"
+    );
+    // The password never shows in messages.
+    let e = connect_error("postgres://someone:s3cret@127.0.0.1:1/db");
+    assert!(
+        e.contains("postgres://someone:***@127.0.0.1:1/db") && !e.contains("s3cret"),
+        "{e}"
+    );
+    let unknown_user = base.replacen("://forja@", "://nobody_here@", 1);
+    let e = connect_error(&unknown_user);
+    assert!(e.contains("refused user \"nobody_here\""), "{e}");
+    let e = connect_error(&with_database(&base, "no_such_database"));
+    assert!(
+        e.contains("no_such_database") && e.contains("createdb"),
+        "{e}"
+    );
+    let e = Store::open_location("postgres://forja@127.0.0.1:notaport/x").unwrap_err();
+    assert!(e.to_string().contains("not a PostgreSQL URL"), "{e}");
+
+    // A database without pgvector, and a user who may not enable it.
+    let db = PgDatabase::create(&base);
+    pg_exec(
+        &db.url,
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'forja_plain') \
+         THEN CREATE ROLE forja_plain LOGIN; END IF; END $$; GRANT ALL ON SCHEMA public TO forja_plain",
+    );
+    let plain = db.url.replacen("://forja@", "://forja_plain@", 1);
+    let e = connect_error(&plain);
+    assert!(
+        e.contains("pgvector is not enabled in database") && e.contains("CREATE EXTENSION vector"),
+        "{e}"
+    );
+    // Once a superuser has enabled it, that user can use the store.
+    pg_exec(
+        &db.url,
+        &format!(
+            "CREATE EXTENSION vector; GRANT CREATE ON DATABASE {} TO forja_plain",
+            db.name
+        ),
+    );
+    let store = Store::connect(&plain).unwrap();
+    let c = store.ensure_collection("docs", "m", 4).unwrap();
+    assert_eq!(store.collections().unwrap()[0].collection, c);
+}
