@@ -67,8 +67,8 @@ pub struct Hit {
     pub text: String,
     /// Byte range in the source, when known.
     pub span: Option<std::ops::Range<usize>>,
-    /// The ranking score, higher is better: fused reciprocal rank (hybrid), negated BM25
-    /// (keywords) or cosine similarity (vector).
+    /// The ranking score, higher is better: fused reciprocal rank (hybrid), BM25 (keywords) or
+    /// cosine similarity (vector).
     pub score: f64,
     /// Rank (from 1) in the keyword and vector rankings that produced this hit.
     pub bm25_rank: Option<usize>,

@@ -118,26 +118,7 @@ impl TestStore {
     }
 }
 
-/// The test server's URL (`FORJA_TEST_PG_URL`, set by `scripts/pg run`). In CI (`CI=true`) a
-/// missing server fails the test; elsewhere the test says what it needs and passes.
-pub fn pg_url() -> Option<String> {
-    match std::env::var("FORJA_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-            assert!(
-                !ci,
-                "FORJA_TEST_PG_URL is not set: in CI the tests run under `scripts/pg run` \
-                 (scripts/test does it), which starts a PostgreSQL server for them"
-            );
-            eprintln!(
-                "NOT RUN against PostgreSQL: FORJA_TEST_PG_URL is not set; run the tests as \
-                 `scripts/pg run cargo test -p forja-rag` to include them"
-            );
-            None
-        }
-    }
-}
+pub use forja_testkit::pg_test_url as pg_url;
 
 /// `url` with its database replaced by `name`.
 pub fn with_database(url: &str, name: &str) -> String {
