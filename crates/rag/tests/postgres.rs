@@ -15,7 +15,9 @@ use std::fs;
 use std::path::Path;
 
 use common::{BagOfWords, PgDatabase, TestStore, pg_exec, pg_url, with_database};
-use forja_rag::{Filters, IngestOptions, RagError, SearchMode, SearchQuery, Store, ingest, search};
+use forja_rag::{
+    Embedder, Filters, IngestOptions, RagError, SearchMode, SearchQuery, Store, ingest, search,
+};
 
 fn corpus(dir: &Path) {
     let files = [
@@ -233,4 +235,63 @@ fn unusable_servers_are_clear_errors() {
     let store = Store::connect(&plain).unwrap();
     let c = store.ensure_collection("docs", "m", 4).unwrap();
     assert_eq!(store.collections().unwrap()[0].collection, c);
+}
+
+/// HNSW keeps `ef_search` candidates (40 by default): searches for more results, and filtered
+/// searches, must still get every result there is.
+#[test]
+fn vector_search_returns_all_it_is_asked_for() {
+    let Some(ts) = TestStore::postgres() else {
+        return;
+    };
+    let store = ts.open();
+    let e = BagOfWords::default();
+    let c = store
+        .ensure_collection("docs", &e.name(), e.dimension())
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("many.md");
+    fs::write(&path, "# Many\n\nplaceholder\n").unwrap();
+    let doc = forja_rag::parse_file(&path).unwrap();
+    // 2000 chunks, a third of them code.
+    let chunks: Vec<forja_rag::Chunk> = (0..2000)
+        .map(|i| forja_rag::Chunk {
+            ordinal: i,
+            text: format!("item {i} word{} word{}", i % 97, i % 13),
+            context: "Many".into(),
+            section: vec!["Many".into()],
+            page: None,
+            kind: if i % 3 == 0 {
+                forja_rag::ElementKind::Code
+            } else {
+                forja_rag::ElementKind::Paragraph
+            },
+            span: None,
+            tokens: 6,
+        })
+        .collect();
+    let vectors: Vec<Vec<f32>> = chunks.iter().map(|c| common::bow(&c.text)).collect();
+    store
+        .replace_document(&c, "many.md", &doc, None, &chunks, &vectors)
+        .unwrap();
+    drop(store);
+    // A new session, as a new `forja search` would have.
+    let store = ts.open();
+    let q = |k: usize, filters: Filters| SearchQuery {
+        text: "word5 word7".into(),
+        mode: SearchMode::Vector,
+        k,
+        filters,
+    };
+    let hits = search(&store, "docs", &q(300, Filters::default()), Some(&e)).unwrap();
+    assert_eq!(hits.len(), 300);
+    // Best first, up to float rounding (the index orders by single-precision distances).
+    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score - 1e-6));
+    let code = Filters {
+        kind: Some(forja_rag::ElementKind::Code),
+        ..Filters::default()
+    };
+    let hits = search(&store, "docs", &q(1000, code), Some(&e)).unwrap();
+    assert_eq!(hits.len(), 667);
+    assert!(hits.iter().all(|h| h.kind == forja_rag::ElementKind::Code));
 }

@@ -14,7 +14,8 @@
 //!   iterative index scans (0.8+) so that filtered results are not cut short.
 //!
 //! The crate's API is synchronous: the client (sqlx) runs on a private current-thread tokio
-//! runtime over one connection. TLS is not built in: connect over a Unix socket, localhost or a
+//! runtime over one connection (from async code, call the store through `spawn_blocking`: a
+//! runtime cannot block inside another). TLS is not built in: connect over a Unix socket, localhost or a
 //! trusted network (`sslmode=disable` or `prefer`).
 
 use std::str::FromStr;
