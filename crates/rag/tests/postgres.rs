@@ -14,7 +14,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{BagOfWords, PgDatabase, TestStore, pg_exec, pg_url, with_database};
+use common::{BagOfWords, PgDatabase, TestStore, pg_exec, pg_text, pg_url, with_database};
 use forja_rag::{
     Embedder, Filters, IngestOptions, RagError, SearchMode, SearchQuery, Store, ingest, search,
 };
@@ -200,6 +200,25 @@ fn unusable_servers_are_clear_errors() {
         e.contains("postgres://someone:***@127.0.0.1:1/db") && !e.contains("s3cret"),
         "{e}"
     );
+    let e = connect_error("postgres://someone@127.0.0.1:1/db?password=s3cret&sslmode=disable");
+    assert!(
+        e.contains("db?password=***&sslmode=disable") && !e.contains("s3cret"),
+        "{e}"
+    );
+    // No server socket in a folder.
+    let e = connect_error("postgres:///db?host=/nonexistent&user=forja");
+    assert!(e.contains("the Unix socket in /nonexistent"), "{e}");
+
+    // The server's Unix socket, as a URL with `host=` a folder.
+    let dir = pg_text(&base, "SHOW unix_socket_directories");
+    let port = pg_text(&base, "SHOW port");
+    let db = PgDatabase::create(&base);
+    let socket = format!("postgres:///{}?host={dir}&port={port}&user=forja", db.name);
+    let store = Store::connect(&socket).unwrap();
+    assert_eq!(store.location(), socket);
+    store.ensure_collection("docs", "m", 4).unwrap();
+    drop(store);
+    drop(db);
     let unknown_user = base.replacen("://forja@", "://nobody_here@", 1);
     let e = connect_error(&unknown_user);
     assert!(e.contains("refused user \"nobody_here\""), "{e}");

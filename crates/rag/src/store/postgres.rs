@@ -111,7 +111,7 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// `url` with the password (if any) replaced by `***`.
+/// `url` with the password (in the user part or a `password=` parameter) replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
@@ -119,7 +119,7 @@ pub fn redact_url(url: &str) -> String {
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    match (authority.rfind('@'), authority.find(':')) {
+    let mut out = match (authority.rfind('@'), authority.find(':')) {
         (Some(at), Some(colon)) if colon < at => format!(
             "{}{}:***{}",
             &url[..scheme_end],
@@ -127,7 +127,18 @@ pub fn redact_url(url: &str) -> String {
             &rest[at..]
         ),
         _ => url.to_string(),
+    };
+    if let Some(q) = out.find('?') {
+        let params: Vec<String> = out[q + 1..]
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out = format!("{}?{}", &out[..q], params.join("&"));
     }
+    out
 }
 
 impl PgStore {

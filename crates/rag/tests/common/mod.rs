@@ -153,6 +153,24 @@ pub fn pg_exec(url: &str, sql: &str) {
     });
 }
 
+/// The first column of the first row `sql` returns, as text.
+pub fn pg_text(url: &str, sql: &str) -> String {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        text
+    })
+}
+
 /// A database of its own for one test.
 #[derive(Debug)]
 pub struct PgDatabase {
