@@ -64,29 +64,48 @@ fn bm25(store: &Store, text: &str) -> Vec<(String, String, f64)> {
         .collect()
 }
 
+/// Also with the PostgreSQL collection written by three writers at once (each a connection
+/// ingesting the same folder): they take turns per file, and the BM25 statistics they keep
+/// together come out as one writer's.
 #[test]
 fn keyword_ranking_is_the_same_bm25_as_sqlite() {
-    let Some(pg) = TestStore::postgres() else {
+    let Some(ts) = TestStore::postgres() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("docs");
     corpus(&dir);
-    let sqlite = TestStore::sqlite(tmp.path());
-    let (pg, sqlite) = (pg.open(), sqlite.open());
-    let e = BagOfWords::default();
-    for store in [&pg, &sqlite] {
+    let ingest_into = |store: &Store| {
         let r = ingest(
             store,
             "docs",
             std::slice::from_ref(&dir),
-            &e,
+            &BagOfWords::default(),
             &IngestOptions::default(),
             &mut |_| {},
         )
         .unwrap();
-        assert_eq!(r.added, 4);
-    }
+        assert_eq!(r.added + r.updated + r.unchanged, 4, "{r:?}");
+        assert!(r.failed.is_empty(), "{r:?}");
+    };
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| ingest_into(&ts.open()));
+        }
+    });
+    let sqlite = TestStore::sqlite(tmp.path()).open();
+    ingest_into(&sqlite);
+    let pg = ts.open();
+    let c = pg.existing_collection("docs").unwrap();
+    let (chunks, counted, vectors) = pg.chunk_counts(&c).unwrap();
+    assert_eq!((chunks, counted, vectors), (chunks, chunks, chunks));
+    assert_eq!(
+        chunks,
+        sqlite
+            .chunk_counts(&sqlite.existing_collection("docs").unwrap())
+            .unwrap()
+            .0
+    );
     for text in [
         "water",
         "aphids roses leaves",

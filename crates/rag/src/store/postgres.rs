@@ -172,8 +172,7 @@ impl PgStore {
             conn: Mutex::new(conn),
             location,
         };
-        store.enable_pgvector(&options)?;
-        store.migrate()?;
+        store.prepare(&options)?;
         Ok(store)
     }
 
@@ -198,36 +197,6 @@ impl PgStore {
             store: self.location.clone(),
             what,
         }
-    }
-
-    /// Makes sure the `vector` extension is there, and puts its schema on the search path
-    /// after `forja_rag`.
-    fn enable_pgvector(&self, options: &PgConnectOptions) -> Result<()> {
-        let mut schema = self.run("looking for pgvector", async |c| vector_schema(c).await)?;
-        if schema.is_none() {
-            let created = {
-                let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-                self.rt.block_on(
-                    sqlx::query("CREATE EXTENSION IF NOT EXISTS vector").execute(&mut *conn),
-                )
-            };
-            if let Err(e) = created {
-                return Err(self.extension_error(e, options));
-            }
-            schema = self.run("looking for pgvector", async |c| vector_schema(c).await)?;
-        }
-        let Some(schema) = schema else {
-            return Err(
-                self.server_error("the vector extension vanished after its creation".into())
-            );
-        };
-        self.run("setting the search path", async |conn| {
-            sqlx::query("SELECT set_config('search_path', 'forja_rag, ' || quote_ident($1), false)")
-                .bind(&schema)
-                .execute(conn)
-                .await
-                .map(drop)
-        })
     }
 
     /// What to do when `CREATE EXTENSION vector` fails.
@@ -260,13 +229,36 @@ impl PgStore {
         }
     }
 
-    fn migrate(&self) -> Result<()> {
-        let applied = self.run("migrating the schema", async |conn| {
+    /// In one transaction under a lock, so that forja processes starting at once take turns:
+    /// enables pgvector where it is missing, puts its schema on the search path after
+    /// `forja_rag`, and brings the schema up to date.
+    fn prepare(&self, options: &PgConnectOptions) -> Result<()> {
+        let outcome = self.run("preparing the database", async |conn| {
             let mut tx = conn.begin().await?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(MIGRATION_LOCK)
                 .execute(&mut *tx)
                 .await?;
+            let schema = match vector_schema(&mut tx).await? {
+                Some(s) => s,
+                None => {
+                    if let Err(e) = sqlx::query("CREATE EXTENSION IF NOT EXISTS vector")
+                        .execute(&mut *tx)
+                        .await
+                    {
+                        return Ok(Prepared::NoExtension(e));
+                    }
+                    vector_schema(&mut tx)
+                        .await?
+                        .unwrap_or_else(|| "public".into())
+                }
+            };
+            sqlx::query(
+                "SELECT set_config('search_path', 'forja_rag, ' || quote_ident($1), false)",
+            )
+            .bind(&schema)
+            .execute(&mut *tx)
+            .await?;
             sqlx::raw_sql(
                 "CREATE SCHEMA IF NOT EXISTS forja_rag; \
                  CREATE TABLE IF NOT EXISTS forja_rag.schema_version (version INTEGER NOT NULL);",
@@ -280,7 +272,7 @@ impl PgStore {
             .await?;
             let version = version.max(0) as usize;
             if version > MIGRATIONS.len() {
-                return Ok(Err(version));
+                return Ok(Prepared::Newer(version));
             }
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
                 sqlx::raw_sql(*sql).execute(&mut *tx).await?;
@@ -290,16 +282,29 @@ impl PgStore {
                     .await?;
             }
             tx.commit().await?;
-            Ok(Ok(()))
+            Ok(Prepared::Ready)
         })?;
-        applied.map_err(|version| RagError::Schema {
-            path: self.location.clone().into(),
-            what: format!(
-                "schema version {version} is newer than this forja knows ({}): upgrade forja",
-                MIGRATIONS.len()
-            ),
-        })
+        match outcome {
+            Prepared::Ready => Ok(()),
+            Prepared::NoExtension(e) => Err(self.extension_error(e, options)),
+            Prepared::Newer(version) => Err(RagError::Schema {
+                path: self.location.clone().into(),
+                what: format!(
+                    "schema version {version} is newer than this forja knows ({}): upgrade forja",
+                    MIGRATIONS.len()
+                ),
+            }),
+        }
     }
+}
+
+/// How preparing the database ended, short of a failing query.
+enum Prepared {
+    Ready,
+    /// `CREATE EXTENSION vector` failed with this.
+    NoExtension(sqlx::Error),
+    /// The schema is at this version, newer than this forja's.
+    Newer(usize),
 }
 
 /// The schema the `vector` extension lives in, when it is enabled.
@@ -393,13 +398,27 @@ fn filter_sql(filters: &Filters, first: usize) -> (String, Vec<String>) {
     (sql, values)
 }
 
-/// Deletes a document's chunks (their vectors follow) and row, and takes them out of the
-/// collection's BM25 statistics; whether it existed.
+/// What deleting a document took away: whether it existed, its chunks and their indexed words
+/// (for the BM25 statistics, which the caller updates once at the end of its transaction, so
+/// that the collection's row stays locked only briefly).
+struct Removed {
+    existed: bool,
+    chunks: i64,
+    terms: i64,
+}
+
+/// Deletes a document's chunks (their vectors follow) and row. Holds a lock on the path until
+/// the transaction ends, so that two writers of one file take turns.
 async fn delete_document_rows(
     tx: &mut PgConnection,
     c: &Collection,
     path: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Removed, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($2, $1))")
+        .bind(c.id)
+        .bind(path)
+        .execute(&mut *tx)
+        .await?;
     let (chunks, terms): (i64, i64) = sqlx::query_as(
         "WITH gone AS (DELETE FROM chunks WHERE document_id IN \
          (SELECT id FROM documents WHERE collection_id = $1 AND path = $2) RETURNING terms) \
@@ -409,15 +428,18 @@ async fn delete_document_rows(
     .bind(path)
     .fetch_one(&mut *tx)
     .await?;
-    let removed = sqlx::query("DELETE FROM documents WHERE collection_id = $1 AND path = $2")
+    let existed = sqlx::query("DELETE FROM documents WHERE collection_id = $1 AND path = $2")
         .bind(c.id)
         .bind(path)
         .execute(&mut *tx)
         .await?
         .rows_affected()
         > 0;
-    add_statistics(tx, c, -chunks, -terms).await?;
-    Ok(removed)
+    Ok(Removed {
+        existed,
+        chunks,
+        terms,
+    })
 }
 
 async fn add_statistics(

@@ -222,7 +222,7 @@ impl Backend for PgStore {
         );
         self.run(&format!("storing {path}"), async |conn| {
             let mut tx = conn.begin().await?;
-            delete_document_rows(&mut tx, c, path).await?;
+            let old = delete_document_rows(&mut tx, c, path).await?;
             let doc_id: i64 = sqlx::query_scalar(
                 "INSERT INTO documents (collection_id, path, title, content_hash, mtime) \
                  VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -254,7 +254,8 @@ impl Backend for PgStore {
                     .await?;
                 terms += i64::from(t);
             }
-            add_statistics(&mut tx, c, to_i64(chunks.len()), terms).await?;
+            let added = to_i64(chunks.len());
+            add_statistics(&mut tx, c, added - old.chunks, terms - old.terms).await?;
             tx.commit().await
         })
     }
@@ -262,9 +263,10 @@ impl Backend for PgStore {
     fn remove_document(&self, c: &Collection, path: &str) -> Result<bool> {
         self.run(&format!("removing {path}"), async |conn| {
             let mut tx = conn.begin().await?;
-            let removed = delete_document_rows(&mut tx, c, path).await?;
+            let old = delete_document_rows(&mut tx, c, path).await?;
+            add_statistics(&mut tx, c, -old.chunks, -old.terms).await?;
             tx.commit().await?;
-            Ok(removed)
+            Ok(old.existed)
         })
     }
 
