@@ -15,8 +15,8 @@
 //!
 //! The crate's API is synchronous: the client (sqlx) runs on a private current-thread tokio
 //! runtime over one connection (from async code, call the store through `spawn_blocking`: a
-//! runtime cannot block inside another). TLS is not built in: connect over a Unix socket, localhost or a
-//! trusted network (`sslmode=disable` or `prefer`).
+//! runtime cannot block inside another). TLS is not built in: connect over a Unix socket,
+//! localhost or a trusted network (`sslmode=disable` or `prefer`).
 
 use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
