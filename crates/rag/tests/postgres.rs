@@ -254,7 +254,8 @@ fn unusable_servers_are_clear_errors() {
     pg_exec(
         &db.url,
         "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'forja_plain') \
-         THEN CREATE ROLE forja_plain LOGIN; END IF; END $$; GRANT ALL ON SCHEMA public TO forja_plain",
+         THEN CREATE ROLE forja_plain LOGIN; END IF; END $$; \
+         GRANT ALL ON SCHEMA public TO forja_plain",
     );
     let plain = db.url.replacen("://forja@", "://forja_plain@", 1);
     let e = connect_error(&plain);

@@ -386,7 +386,8 @@ fn filter_sql(filters: &Filters, first: usize) -> (String, Vec<String>) {
     }
     if let Some(s) = &filters.section {
         sql += &format!(
-            " AND EXISTS (SELECT 1 FROM unnest(c.section) h WHERE strpos(lower(h), lower(${n})) > 0)"
+            " AND EXISTS (SELECT 1 FROM unnest(c.section) h \
+             WHERE strpos(lower(h), lower(${n})) > 0)"
         );
         values.push(s.clone());
         n += 1;
