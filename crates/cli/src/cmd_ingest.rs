@@ -75,7 +75,7 @@ pub fn run(a: IngestArgs) -> Result<()> {
     outln!(
         "collection {:?} in {}",
         a.store.collection,
-        store.path().display()
+        store.location()
     );
     outln!(
         "files: {} added, {} unchanged, {} updated, {} removed, {} failed",

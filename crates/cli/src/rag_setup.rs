@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use forja_engine::{GenerateParams, LoadedModel, Message, generate};
 use forja_models::ContiguousKvCache;
-use forja_rag::{RagError, Store};
+use forja_rag::{RagError, Store, is_postgres_url};
 
 /// The embedding model used when none is given.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
@@ -18,10 +18,11 @@ pub struct StoreArgs {
     /// The collection (a named set of documents in the store)
     #[arg(long, short = 'c')]
     pub collection: String,
-    /// The store file [default: $FORJA_HOME/rag.sqlite; FORJA_HOME defaults to
-    /// ~/.local/share/forja]
-    #[arg(long, value_name = "FILE", env = "FORJA_RAG_STORE")]
-    pub store: Option<PathBuf>,
+    /// The store: a SQLite file, or a PostgreSQL server with pgvector as
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE [default: $FORJA_HOME/rag.sqlite;
+    /// FORJA_HOME defaults to ~/.local/share/forja]
+    #[arg(long, value_name = "FILE|URL", env = "FORJA_RAG_STORE")]
+    pub store: Option<String>,
     /// The embedding model folder (sentence-transformers layout) [default: all-minilm-l6-v2
     /// under $FORJA_HOME/models or ~/.cache/forja/models, where scripts/quickstart puts it]
     #[arg(long, value_name = "DIR")]
@@ -41,15 +42,22 @@ fn home() -> PathBuf {
 }
 
 impl StoreArgs {
-    pub fn store_path(&self) -> PathBuf {
-        self.store
-            .clone()
-            .unwrap_or_else(|| forja_home().join("rag.sqlite"))
+    /// The store's file or URL.
+    pub fn store_location(&self) -> String {
+        match &self.store {
+            Some(s) if !s.trim().is_empty() => s.clone(),
+            _ => forja_home().join("rag.sqlite").display().to_string(),
+        }
     }
 
-    /// Opens the store; with `must_exist`, a missing file is an error rather than a new store.
+    /// Opens the store; with `must_exist`, a missing SQLite file is an error rather than a new
+    /// store (a PostgreSQL store is created in its database as needed).
     pub fn open_store(&self, must_exist: bool) -> Result<Store> {
-        let path = self.store_path();
+        let location = self.store_location();
+        if is_postgres_url(&location) {
+            return Ok(Store::connect(&location)?);
+        }
+        let path = PathBuf::from(location);
         if must_exist && !path.is_file() {
             bail!(
                 "no store at {} (ingest documents first: `forja ingest PATH --collection {}`)",

@@ -1,5 +1,6 @@
 //! `forja ingest`, `search` and `ask` end to end with the real MiniLM embedding model and the
-//! real SmolLM2 chat model, on documents written by the test into a temporary store.
+//! real SmolLM2 chat model, on documents written by the test into a temporary store: a SQLite
+//! file, and a PostgreSQL server (`scripts/pg run`; required in CI).
 
 #![allow(
     clippy::unwrap_used,
@@ -10,7 +11,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use forja_testkit::{testdata_dir, testdata_file};
+use forja_testkit::{pg_test_url, testdata_dir, testdata_file};
 
 struct Run {
     code: i32,
@@ -19,13 +20,20 @@ struct Run {
 }
 
 fn forja(home: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_forja"))
-        .args(args)
+    forja_with_store(home, args, None)
+}
+
+/// `forja` with `FORJA_RAG_STORE` set to `store`, or unset.
+fn forja_with_store(home: &Path, args: &[&str], store: Option<&str>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_forja"));
+    cmd.args(args)
         .env("FORJA_LOG", "off")
-        .env("FORJA_HOME", home)
-        .env_remove("FORJA_RAG_STORE")
-        .output()
-        .unwrap();
+        .env("FORJA_HOME", home);
+    match store {
+        Some(s) => cmd.env("FORJA_RAG_STORE", s),
+        None => cmd.env_remove("FORJA_RAG_STORE"),
+    };
+    let out = cmd.output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -201,4 +209,161 @@ fn ingest_search_and_ask_with_real_models() {
     assert_eq!(r.code, 1);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     assert!(r.stderr.contains("no such collection"), "{}", r.stderr);
+}
+
+#[test]
+fn ingest_and_search_on_postgres() {
+    let Some(url) = pg_test_url() else {
+        return;
+    };
+    let minilm = testdata_dir().join("all-minilm-l6-v2");
+    assert!(
+        minilm.join("config.json").is_file(),
+        "{} is missing: run scripts/fetch-testdata",
+        minilm.display()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let docs = tmp.path().join("docs");
+    write_docs(&docs);
+    // A collection of its own in the server's database, so that runs never meet.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let collection = format!("cli-{}-{nanos}", std::process::id());
+    let (minilm, docs_arg) = (minilm.to_str().unwrap(), docs.to_str().unwrap());
+    let common = [
+        "--collection",
+        collection.as_str(),
+        "--store",
+        url.as_str(),
+        "--embedding-model",
+        minilm,
+    ];
+    let ingest = || {
+        let mut args = vec!["ingest", docs_arg];
+        args.extend(common);
+        forja(&home, &args)
+    };
+    let r = ingest();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains(&format!("collection {collection:?} in {url}")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("files: 3 added, 0 unchanged, 0 updated, 0 removed, 1 failed"),
+        "{}",
+        r.stdout
+    );
+    let again = ingest();
+    assert!(
+        again
+            .stdout
+            .contains("0 added, 3 unchanged, 0 updated, 0 removed"),
+        "{}",
+        again.stdout
+    );
+    std::fs::remove_file(docs.join("offices.csv")).unwrap();
+    let again = ingest();
+    assert!(
+        again
+            .stdout
+            .contains("0 added, 2 unchanged, 0 updated, 1 removed"),
+        "{}",
+        again.stdout
+    );
+
+    let mut args = vec!["search", "how much time off do staff get each year"];
+    args.extend(common);
+    let out = ok(&home, &args);
+    assert!(
+        out.lines().next().unwrap().contains("vacation.html"),
+        "{out}"
+    );
+    args.extend(["--mode", "bm25", "-k", "1"]);
+    let out = ok(&home, &args);
+    assert!(out.contains("vacation.html"), "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let mut args = vec![
+        "search",
+        "what happens when a fan breaks",
+        "--type",
+        "paragraph",
+    ];
+    args.extend(common);
+    let out = ok(&home, &args);
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .contains("cooling.md, Server cooling > Fans"),
+        "{out}"
+    );
+    let mut args = vec!["search", "Lisbon Portugal", "--mode", "bm25"];
+    args.extend(common);
+    assert_eq!(ok(&home, &args).trim(), "no chunk matches");
+
+    // FORJA_RAG_STORE picks the server as --store does.
+    let by_env = forja_with_store(
+        &home,
+        &[
+            "search",
+            "inlet air temperature",
+            "--collection",
+            &collection,
+            "--mode",
+            "bm25",
+        ],
+        Some(&url),
+    );
+    assert_eq!(by_env.code, 0, "{}", by_env.stderr);
+    assert!(by_env.stdout.contains("cooling.md"), "{}", by_env.stdout);
+
+    // Unknown collections and unreachable servers are one-line errors.
+    let r = forja(
+        &home,
+        &[
+            "search",
+            "x",
+            "--collection",
+            "nope",
+            "--store",
+            &url,
+            "--mode",
+            "bm25",
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no such collection in postgres://"),
+        "{}",
+        r.stderr
+    );
+    let r = forja(
+        &home,
+        &[
+            "search",
+            "x",
+            "--collection",
+            "nope",
+            "--store",
+            "postgres://forja@127.0.0.1:1/postgres",
+            "--mode",
+            "bm25",
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("cannot reach a PostgreSQL server at 127.0.0.1:1"),
+        "{}",
+        r.stderr
+    );
 }

@@ -24,7 +24,7 @@ pub enum RagError {
         line: Option<u64>,
         what: String,
     },
-    /// The embedded store (SQLite) failed.
+    /// The SQLite store failed.
     #[error("store {}: {what}: {source}", path.display())]
     Store {
         path: PathBuf,
@@ -32,6 +32,19 @@ pub enum RagError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL store failed.
+    #[error("store {store}: {what}: {source}")]
+    Postgres {
+        /// The server's URL without its password.
+        store: String,
+        what: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The PostgreSQL server cannot be used: unreachable, authentication refused, a database
+    /// that does not exist, pgvector missing. `what` says what to do about it.
+    #[error("store {store}: {what}")]
+    Server { store: String, what: String },
     /// The store was written by a newer forja, or holds something this one cannot read.
     #[error("store {}: {what}", path.display())]
     Schema { path: PathBuf, what: String },

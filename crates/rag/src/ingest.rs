@@ -136,7 +136,12 @@ pub fn ingest(
                     chunks,
                 });
             }
-            Err(e @ (RagError::Store { .. } | RagError::Schema { .. })) => return Err(e),
+            Err(
+                e @ (RagError::Store { .. }
+                | RagError::Postgres { .. }
+                | RagError::Server { .. }
+                | RagError::Schema { .. }),
+            ) => return Err(e),
             Err(e) => fail(&mut report, progress, file, e),
         }
     }

@@ -1,7 +1,8 @@
 //! Retrieval-augmented generation: files are parsed into structured documents, cut into chunks
-//! by their structure, embedded, and stored in one SQLite file with a keyword (FTS5 BM25) and a
-//! vector (sqlite-vec) index; questions retrieve chunks by either or both (reciprocal-rank
-//! fusion) and are answered from them with numbered citations.
+//! by their structure, embedded, and stored with a keyword (BM25) and a vector index, either in
+//! one SQLite file (FTS5, sqlite-vec) or in PostgreSQL with pgvector (tsvector + GIN, HNSW):
+//! see [`store`]. Questions retrieve chunks by either index or both (reciprocal-rank fusion) and
+//! are answered from them with numbered citations.
 //!
 //! The models are behind the [`Embedder`] and [`Generator`] traits, so this crate never depends
 //! on the engine that runs them.
@@ -24,4 +25,4 @@ pub use ingest::{IngestEvent, IngestOptions, IngestReport, ingest};
 pub use model::{Embedder, Generator};
 pub use parse::{Format, parse_bytes, parse_file};
 pub use retrieve::{Filters, Hit, SearchMode, SearchQuery, rrf_fuse, search};
-pub use store::{Collection, CollectionStats, Store, StoredDocument};
+pub use store::{Collection, CollectionStats, Store, StoredDocument, is_postgres_url};

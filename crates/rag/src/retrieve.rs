@@ -1,16 +1,14 @@
-//! Retrieval: keyword search (FTS5 BM25), vector search (sqlite-vec, cosine distance) and their
-//! hybrid by reciprocal-rank fusion, with filters on source, section and chunk kind.
+//! Retrieval: keyword search (BM25), vector search (cosine similarity) and their hybrid by
+//! reciprocal-rank fusion, with filters on source, section and chunk kind. The store's backend
+//! produces each ranking; the fusion and everything around it is here, once for both.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use rusqlite::params_from_iter;
-use rusqlite::types::Value;
-
 use crate::document::ElementKind;
 use crate::error::{RagError, Result};
 use crate::model::Embedder;
-use crate::store::{Collection, SECTION_SEP, Store, vec_table, vector_blob};
+use crate::store::Store;
 
 /// The constant of reciprocal-rank fusion: a result at rank r (from 1) adds 1 / (k + r).
 /// Cormack, Clarke and Büttcher, "Reciprocal Rank Fusion outperforms Condorcet and individual
@@ -41,27 +39,8 @@ pub struct Filters {
 }
 
 impl Filters {
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.source.is_none() && self.section.is_none() && self.kind.is_none()
-    }
-
-    /// SQL conditions on `c` (chunks) and `d` (documents), with their values.
-    fn sql(&self) -> (String, Vec<Value>) {
-        let mut sql = String::new();
-        let mut values = Vec::new();
-        if let Some(s) = &self.source {
-            sql += " AND instr(lower(d.path), lower(?)) > 0";
-            values.push(Value::Text(s.clone()));
-        }
-        if let Some(s) = &self.section {
-            sql += " AND instr(lower(c.section), lower(?)) > 0";
-            values.push(Value::Text(s.clone()));
-        }
-        if let Some(k) = self.kind {
-            sql += " AND c.kind = ?";
-            values.push(Value::Text(k.as_str().to_string()));
-        }
-        (sql, values)
     }
 }
 
@@ -88,8 +67,8 @@ pub struct Hit {
     pub text: String,
     /// Byte range in the source, when known.
     pub span: Option<std::ops::Range<usize>>,
-    /// The ranking score, higher is better: fused reciprocal rank (hybrid), negated BM25
-    /// (keywords) or cosine similarity (vector).
+    /// The ranking score, higher is better: fused reciprocal rank (hybrid), BM25 (keywords) or
+    /// cosine similarity (vector).
     pub score: f64,
     /// Rank (from 1) in the keyword and vector rankings that produced this hit.
     pub bm25_rank: Option<usize>,
@@ -150,29 +129,26 @@ pub fn search(
     };
     // Candidates of each ranking considered by the fusion.
     let depth = (query.k * 4).max(50);
+    let words = query_words(&query.text);
     let (ranked, bm25, vector): (Vec<(i64, f64)>, Vec<i64>, Vec<i64>) = match query.mode {
         SearchMode::Bm25 => {
-            let b = bm25(store, &c, &query.text, &query.filters, query.k)?;
+            let b = store.keyword_ranking(&c, &words, &query.filters, query.k)?;
             let ids = b.iter().map(|x| x.0).collect();
             (b, ids, Vec::new())
         }
         SearchMode::Vector => {
-            let v = nearest(
-                store,
-                &c,
-                vector_of(&query_vector)?,
-                &query.filters,
-                query.k,
-            )?;
+            let v = store.vector_ranking(&c, vector_of(&query_vector)?, &query.filters, query.k)?;
             let ids = v.iter().map(|x| x.0).collect();
             (v, Vec::new(), ids)
         }
         SearchMode::Hybrid => {
-            let b: Vec<i64> = bm25(store, &c, &query.text, &query.filters, depth)?
+            let b: Vec<i64> = store
+                .keyword_ranking(&c, &words, &query.filters, depth)?
                 .into_iter()
                 .map(|x| x.0)
                 .collect();
-            let v: Vec<i64> = nearest(store, &c, vector_of(&query_vector)?, &query.filters, depth)?
+            let v: Vec<i64> = store
+                .vector_ranking(&c, vector_of(&query_vector)?, &query.filters, depth)?
                 .into_iter()
                 .map(|x| x.0)
                 .collect();
@@ -180,13 +156,13 @@ pub fn search(
         }
     };
     let rank_of = |ids: &[i64], id| ids.iter().position(|&x| x == id).map(|p| p + 1);
-    let mut hits = Vec::new();
-    for (id, score) in ranked.into_iter().take(query.k) {
-        let mut hit = chunk_hit(store, &c, id, query_vector.as_deref())?;
+    let ranked: Vec<(i64, f64)> = ranked.into_iter().take(query.k).collect();
+    let ids: Vec<i64> = ranked.iter().map(|r| r.0).collect();
+    let mut hits = store.hits(&c, &ids, query_vector.as_deref())?;
+    for (hit, (id, score)) in hits.iter_mut().zip(ranked) {
         hit.score = score;
         hit.bm25_rank = rank_of(&bm25, id);
         hit.vector_rank = rank_of(&vector, id);
-        hits.push(hit);
     }
     Ok(hits)
 }
@@ -196,146 +172,11 @@ fn vector_of(v: &Option<Vec<f32>>) -> Result<&[f32]> {
         .ok_or_else(|| RagError::Input("this search needs a query vector".into()))
 }
 
-/// The words of `text` as an FTS5 query: each word quoted (so no word is read as an operator),
-/// any of them matching.
-fn fts_query(text: &str) -> Option<String> {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
+/// The words of a query (runs of letters and digits): what the keyword side looks for, any of
+/// them matching. Query syntax of either backend (quotes, operators) is never read as such.
+pub(crate) fn query_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(|w| format!("\"{w}\""))
-        .collect();
-    (!words.is_empty()).then(|| words.join(" OR "))
-}
-
-/// The `limit` best chunks by BM25, with their negated BM25 score (higher is better).
-fn bm25(
-    store: &Store,
-    c: &Collection,
-    text: &str,
-    filters: &Filters,
-    limit: usize,
-) -> Result<Vec<(i64, f64)>> {
-    let Some(fts) = fts_query(text) else {
-        return Ok(Vec::new());
-    };
-    let (cond, values) = filters.sql();
-    let sql = format!(
-        "SELECT c.id, bm25(chunk_fts) AS s FROM chunk_fts \
-         JOIN chunks c ON c.id = chunk_fts.rowid JOIN documents d ON d.id = c.document_id \
-         WHERE chunk_fts MATCH ? AND c.collection_id = ?{cond} ORDER BY s, c.id LIMIT ?"
-    );
-    let mut all = vec![Value::Text(fts), Value::Integer(c.id)];
-    all.extend(values);
-    all.push(Value::Integer(limit as i64));
-    query_pairs(store, &sql, all, "keyword search")
-        .map(|v| v.into_iter().map(|(id, s)| (id, -s)).collect())
-}
-
-/// The `limit` chunks nearest to `vector`, with their cosine similarity. Without filters this is
-/// sqlite-vec's KNN query; with filters, an exact scan of the chunks that pass them.
-fn nearest(
-    store: &Store,
-    c: &Collection,
-    vector: &[f32],
-    filters: &Filters,
-    limit: usize,
-) -> Result<Vec<(i64, f64)>> {
-    if vector.len() != c.dimension {
-        return Err(RagError::Embedding(format!(
-            "a query vector of {} floats for a collection of {}",
-            vector.len(),
-            c.dimension
-        )));
-    }
-    let table = vec_table(c.id);
-    let blob = Value::Blob(vector_blob(vector));
-    let pairs = if filters.is_empty() {
-        let sql = format!(
-            "SELECT rowid, distance FROM {table} WHERE embedding MATCH ? AND k = ? \
-             ORDER BY distance"
-        );
-        query_pairs(
-            store,
-            &sql,
-            vec![blob, Value::Integer(limit as i64)],
-            "vector search",
-        )?
-    } else {
-        let (cond, values) = filters.sql();
-        let sql = format!(
-            "SELECT c.id, vec_distance_cosine(v.embedding, ?) AS dist FROM chunks c \
-             JOIN {table} v ON v.rowid = c.id JOIN documents d ON d.id = c.document_id \
-             WHERE c.collection_id = ?{cond} ORDER BY dist, c.id LIMIT ?"
-        );
-        let mut all = vec![blob, Value::Integer(c.id)];
-        all.extend(values);
-        all.push(Value::Integer(limit as i64));
-        query_pairs(store, &sql, all, "vector search")?
-    };
-    Ok(pairs.into_iter().map(|(id, d)| (id, 1.0 - d)).collect())
-}
-
-fn query_pairs(
-    store: &Store,
-    sql: &str,
-    values: Vec<Value>,
-    what: &str,
-) -> Result<Vec<(i64, f64)>> {
-    let mut stmt = store.conn.prepare(sql).map_err(store.err(what))?;
-    stmt.query_map(params_from_iter(values), |r| Ok((r.get(0)?, r.get(1)?)))
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(store.err(what))
-}
-
-/// A chunk's stored fields, with its similarity to `query` when given.
-fn chunk_hit(store: &Store, c: &Collection, id: i64, query: Option<&[f32]>) -> Result<Hit> {
-    let similarity = match query {
-        Some(q) => {
-            let d: f64 = store
-                .conn
-                .query_row(
-                    &format!(
-                        "SELECT vec_distance_cosine(embedding, ?1) FROM {} WHERE rowid = ?2",
-                        vec_table(c.id)
-                    ),
-                    rusqlite::params![vector_blob(q), id],
-                    |r| r.get(0),
-                )
-                .map_err(store.err("reading a chunk's vector"))?;
-            Some((1.0 - d) as f32)
-        }
-        None => None,
-    };
-    store
-        .conn
-        .query_row(
-            "SELECT d.path, d.title, c.section, c.page, c.kind, c.text, c.span_start, c.span_end \
-             FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
-            [id],
-            |r| {
-                let section: String = r.get(2)?;
-                let kind: String = r.get(4)?;
-                let start: Option<i64> = r.get(6)?;
-                let end: Option<i64> = r.get(7)?;
-                Ok(Hit {
-                    chunk_id: id,
-                    source: PathBuf::from(r.get::<_, String>(0)?),
-                    title: r.get(1)?,
-                    section: section
-                        .split(SECTION_SEP)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect(),
-                    page: r.get(3)?,
-                    kind: ElementKind::parse(&kind).unwrap_or(ElementKind::Text),
-                    text: r.get(5)?,
-                    span: start.zip(end).map(|(s, e)| s as usize..e as usize),
-                    score: 0.0,
-                    bm25_rank: None,
-                    vector_rank: None,
-                    similarity,
-                })
-            },
-        )
-        .map_err(store.err("reading a chunk"))
+        .map(str::to_string)
+        .collect()
 }

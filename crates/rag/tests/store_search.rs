@@ -1,5 +1,7 @@
-//! The SQLite store end to end with a small deterministic embedder: idempotent re-ingest,
-//! updates, deletions, consistency after a failing file, and BM25 / vector / hybrid search.
+//! Both stores (SQLite, and PostgreSQL when `FORJA_TEST_PG_URL` names a server: `scripts/pg
+//! run`) end to end with a small deterministic embedder: idempotent re-ingest, updates,
+//! deletions, consistency after a failing file, collections bound to their model, and BM25 /
+//! vector / hybrid search with filters. Each behaviour is one function run on both backends.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,11 +14,48 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::BagOfWords;
+use common::{BagOfWords, TestStore};
 use forja_rag::{
     ElementKind, Filters, Generator, IngestOptions, IngestReport, RagError, SearchMode,
     SearchQuery, Store, answer, ingest, rrf_fuse, search,
 };
+
+/// Runs each behaviour once per backend, as `sqlite::NAME` and `postgres::NAME`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    let tmp = tempfile::tempdir().unwrap();
+                    super::$name(&super::TestStore::sqlite(tmp.path()), tmp.path());
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    let Some(store) = super::TestStore::postgres() else {
+                        return;
+                    };
+                    let tmp = tempfile::tempdir().unwrap();
+                    super::$name(&store, tmp.path());
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    re_ingest_is_idempotent_and_changes_propagate,
+    a_failing_file_leaves_no_trace_and_a_re_run_completes,
+    a_collection_keeps_its_embedding_model,
+    include_and_exclude_globs_select_files,
+    search_modes_and_filters,
+    a_failing_write_rolls_the_whole_file_back,
+    answers_cite_what_fits_and_refuse_without_relevant_sources,
+);
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -79,12 +118,10 @@ fn consistent(store: &Store) -> usize {
     chunks
 }
 
-#[test]
-fn re_ingest_is_idempotent_and_changes_propagate() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("docs");
+fn re_ingest_is_idempotent_and_changes_propagate(ts: &TestStore, tmp: &Path) {
+    let dir = tmp.join("docs");
     corpus(&dir);
-    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    let store = ts.open();
     assert_eq!(store.schema_version().unwrap(), 1);
     let e = BagOfWords::default();
 
@@ -139,17 +176,15 @@ fn re_ingest_is_idempotent_and_changes_propagate() {
 
     // Reopening keeps everything and migrates nothing.
     drop(store);
-    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    let store = ts.open();
     assert_eq!(store.schema_version().unwrap(), 1);
     assert_eq!(store.collections().unwrap()[0].documents, 3);
 }
 
-#[test]
-fn a_failing_file_leaves_no_trace_and_a_re_run_completes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("docs");
+fn a_failing_file_leaves_no_trace_and_a_re_run_completes(ts: &TestStore, tmp: &Path) {
+    let dir = tmp.join("docs");
     corpus(&dir);
-    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    let store = ts.open();
     // Files go in path order: cars.html, garden.md, notes.txt, sub/prices.csv; one embedding
     // call each. The model breaks down at the third file.
     let r = run(&store, &dir, &BagOfWords::failing_after(2));
@@ -168,8 +203,7 @@ fn a_failing_file_leaves_no_trace_and_a_re_run_completes() {
     consistent(&store);
 }
 
-#[test]
-fn a_collection_keeps_its_embedding_model() {
+fn a_collection_keeps_its_embedding_model(ts: &TestStore, tmp: &Path) {
     struct Other(BagOfWords);
     impl forja_rag::Embedder for Other {
         fn embed(&self, t: &[&str]) -> forja_rag::Result<Vec<Vec<f32>>> {
@@ -188,10 +222,9 @@ fn a_collection_keeps_its_embedding_model() {
             "another-model".into()
         }
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("docs");
+    let dir = tmp.join("docs");
     corpus(&dir);
-    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    let store = ts.open();
     run(&store, &dir, &BagOfWords::default());
     let other = Other(BagOfWords::default());
     let err = ingest(
@@ -214,14 +247,76 @@ fn a_collection_keeps_its_embedding_model() {
     assert!(err.to_string().contains("test-bag-of-words-64"), "{err}");
     let err = search(&store, "nope", &query("x", SearchMode::Bm25, 3), None).unwrap_err();
     assert!(err.to_string().contains("no such collection"), "{err}");
+    assert!(err.to_string().contains(store.location()), "{err}");
+    // The same model name with vectors of another length.
+    let err = store
+        .ensure_collection("docs", "test-bag-of-words-64", 32)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("(64 dimensions), not test-bag-of-words-64 (32)"),
+        "{err}"
+    );
+    // A new collection of another dimension lives beside the first.
+    let small = store.ensure_collection("small", "tiny", 3).unwrap();
+    assert_eq!(small.dimension, 3);
+    let names: Vec<String> = store
+        .collections()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.collection.name)
+        .collect();
+    assert_eq!(names, ["docs", "small"]);
+    assert!(store.delete_collection("small").unwrap());
+    assert!(!store.delete_collection("small").unwrap());
+    assert_eq!(store.collections().unwrap().len(), 1);
 }
 
-#[test]
-fn include_and_exclude_globs_select_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("docs");
+/// A write that fails half-way through a file (a NaN in its last vector, which pgvector
+/// refuses; sqlite-vec stores it, then the file is simply stored) leaves the store as it was.
+fn a_failing_write_rolls_the_whole_file_back(ts: &TestStore, tmp: &Path) {
+    let dir = tmp.join("docs");
     corpus(&dir);
-    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    let store = ts.open();
+    let e = BagOfWords::default();
+    run(&store, &dir, &e);
+    let c = store.existing_collection("docs").unwrap();
+    let before = consistent(&store);
+    let path = dir.join("garden.md");
+    let doc = forja_rag::parse_file(&path).unwrap();
+    let count = |t: &str| forja_rag::Embedder::count_tokens(&e, t);
+    let chunks =
+        forja_rag::chunk_document(&doc, forja_rag::ChunkOptions::for_model(128), &count).unwrap();
+    assert!(chunks.len() > 1);
+    let mut vectors: Vec<Vec<f32>> = chunks.iter().map(|c| common::bow(&c.text)).collect();
+    vectors.last_mut().unwrap()[0] = f32::NAN;
+    let key = std::fs::canonicalize(&path).unwrap().display().to_string();
+    let stored = store.document(&c, &key).unwrap().unwrap();
+    let mut changed = doc.clone();
+    changed.content_hash = "changed".into();
+    let result = store.replace_document(&c, &key, &changed, None, &chunks, &vectors);
+    if ts.is_postgres() {
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("NaN"), "{err}");
+        assert_eq!(store.document(&c, &key).unwrap().unwrap(), stored);
+        assert_eq!(consistent(&store), before);
+        let hits = search(&store, "docs", &query("aphids", SearchMode::Bm25, 5), None).unwrap();
+        assert!(hits[0].source.ends_with("garden.md"));
+    } else {
+        result.unwrap();
+        consistent(&store);
+    }
+    // Removing is one transaction too: the document, its chunks and vectors go together.
+    assert!(store.remove_document(&c, &key).unwrap());
+    assert!(!store.remove_document(&c, &key).unwrap());
+    assert!(store.document(&c, &key).unwrap().is_none());
+    assert!(consistent(&store) < before);
+}
+
+fn include_and_exclude_globs_select_files(ts: &TestStore, tmp: &Path) {
+    let dir = tmp.join("docs");
+    corpus(&dir);
+    let store = ts.open();
     let options = IngestOptions {
         include: vec!["*.md".into(), "*.csv".into()],
         exclude: vec!["sub/**".into()],
@@ -240,7 +335,7 @@ fn include_and_exclude_globs_select_files() {
     let err = ingest(
         &store,
         "docs",
-        &[tmp.path().join("missing")],
+        &[tmp.join("missing")],
         &BagOfWords::default(),
         &IngestOptions::default(),
         &mut |_| {},
@@ -261,12 +356,10 @@ fn rrf_rewards_agreement_between_rankings() {
     assert_eq!(tie, [5, 7]);
 }
 
-#[test]
-fn search_modes_and_filters() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("docs");
+fn search_modes_and_filters(ts: &TestStore, tmp: &Path) {
+    let dir = tmp.join("docs");
     corpus(&dir);
-    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    let store = ts.open();
     let e = BagOfWords::default();
     run(&store, &dir, &e);
 
@@ -365,12 +458,10 @@ impl Generator for Echo {
     }
 }
 
-#[test]
-fn answers_cite_what_fits_and_refuse_without_relevant_sources() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("docs");
+fn answers_cite_what_fits_and_refuse_without_relevant_sources(ts: &TestStore, tmp: &Path) {
+    let dir = tmp.join("docs");
     corpus(&dir);
-    let store = Store::open(&tmp.path().join("rag.sqlite")).unwrap();
+    let store = ts.open();
     let e = BagOfWords::default();
     run(&store, &dir, &e);
     let hits = search(

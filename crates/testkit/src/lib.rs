@@ -47,3 +47,25 @@ pub const REAL_GGUFS: [&str; 3] = [
     "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
     "gemma-3-270m-q4_k_m.gguf",
 ];
+
+/// The PostgreSQL server for the tests of the PostgreSQL RAG store: `$FORJA_TEST_PG_URL`, which
+/// `scripts/pg run` sets (scripts/test runs the suite under it). In CI (`CI` set and not
+/// `false`/`0`) a missing server fails the test; elsewhere the test is told to say so and pass.
+pub fn pg_test_url() -> Option<String> {
+    match std::env::var("FORJA_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+            assert!(
+                !ci,
+                "FORJA_TEST_PG_URL is not set: in CI the tests run under `scripts/pg run` \
+                 (scripts/test does it), which starts a PostgreSQL server for them"
+            );
+            eprintln!(
+                "NOT RUN against PostgreSQL: FORJA_TEST_PG_URL is not set; run the tests under \
+                 `scripts/pg run` (e.g. `scripts/pg run cargo test -p forja-rag`) to include them"
+            );
+            None
+        }
+    }
+}

@@ -80,3 +80,134 @@ impl Embedder for BagOfWords {
         "test-bag-of-words-64".into()
     }
 }
+
+/// A store for one test, of either backend, and what it needs to live.
+#[derive(Debug)]
+pub struct TestStore {
+    /// The SQLite file or the PostgreSQL URL.
+    pub location: String,
+    database: Option<PgDatabase>,
+}
+
+impl TestStore {
+    /// A SQLite store in `dir`.
+    pub fn sqlite(dir: &std::path::Path) -> TestStore {
+        TestStore {
+            location: dir.join("rag.sqlite").display().to_string(),
+            database: None,
+        }
+    }
+
+    /// A PostgreSQL store in a new, empty database of the test server (dropped at the end), or
+    /// `None` where no server is given outside CI.
+    pub fn postgres() -> Option<TestStore> {
+        let base = pg_url()?;
+        let database = PgDatabase::create(&base);
+        Some(TestStore {
+            location: database.url.clone(),
+            database: Some(database),
+        })
+    }
+
+    pub fn open(&self) -> forja_rag::Store {
+        forja_rag::Store::open_location(&self.location).unwrap()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database.is_some()
+    }
+}
+
+pub use forja_testkit::pg_test_url as pg_url;
+
+/// `url` with its database replaced by `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (main, query) = url.split_once('?').map_or((url, ""), |(m, q)| (m, q));
+    let scheme_end = main.find("://").unwrap() + 3;
+    let base = match main[scheme_end..].find('/') {
+        Some(i) => &main[..scheme_end + i],
+        None => main,
+    };
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{base}/{name}{query}")
+}
+
+/// Runs `sql` on the test server's database of `url`.
+pub fn pg_exec(url: &str, sql: &str) {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    });
+}
+
+/// The first column of the first row `sql` returns, as text.
+pub fn pg_text(url: &str, sql: &str) -> String {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        text
+    })
+}
+
+/// A database of its own for one test.
+#[derive(Debug)]
+pub struct PgDatabase {
+    admin: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub fn create(admin: &str) -> PgDatabase {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "forja_test_{}_{}_{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        pg_exec(admin, &format!("CREATE DATABASE {name}"));
+        PgDatabase {
+            admin: admin.to_string(),
+            url: with_database(admin, &name),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            pg_exec(
+                &self.admin,
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            );
+        }
+    }
+}

@@ -6,11 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
+use super::{Backend, Collection, CollectionStats, StoredDocument, now_secs};
 use crate::chunk::Chunk;
-use crate::document::Document;
+use crate::document::{Document, ElementKind};
 use crate::error::{RagError, Result};
+use crate::retrieve::{Filters, Hit};
 
 /// Schema changes in order; entry `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[r"
@@ -53,39 +56,12 @@ CREATE VIRTUAL TABLE chunk_fts USING fts5(text, tokenize = 'porter unicode61 rem
 /// Separates the headings of a section path in the `section` column.
 pub(crate) const SECTION_SEP: char = '\u{1f}';
 
-/// A collection: documents embedded with one model.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Collection {
-    pub id: i64,
-    pub name: String,
-    /// [`crate::Embedder::name`] of the model that embedded it.
-    pub embedding_model: String,
-    pub dimension: usize,
-}
-
-/// A collection with its size.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CollectionStats {
-    pub collection: Collection,
-    pub documents: usize,
-    pub chunks: usize,
-}
-
-/// What the store knows of an ingested file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredDocument {
-    pub id: i64,
-    pub path: String,
-    pub content_hash: String,
-    /// Modification time in seconds since the Unix epoch, when the file system gave one.
-    pub mtime: Option<i64>,
-}
-
-/// An open store.
+/// An open SQLite store.
 #[derive(Debug)]
-pub struct Store {
-    pub(crate) conn: Connection,
+pub struct SqliteStore {
+    conn: Connection,
     path: PathBuf,
+    location: String,
 }
 
 static VEC_EXTENSION: Once = Once::new();
@@ -108,16 +84,10 @@ fn register_vec_extension() {
     });
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-impl Store {
+impl SqliteStore {
     /// Opens (creating it and its folder if needed) the store at `path` and brings its schema
     /// up to date.
-    pub fn open(path: &Path) -> Result<Store> {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
         register_vec_extension();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| RagError::Io {
@@ -130,9 +100,10 @@ impl Store {
             what: "opening".into(),
             source,
         })?;
-        let mut store = Store {
+        let mut store = SqliteStore {
             conn,
             path: path.to_path_buf(),
+            location: path.display().to_string(),
         };
         store.exec_batch(
             "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
@@ -199,9 +170,19 @@ impl Store {
         }
         Ok(())
     }
+}
+
+impl Backend for SqliteStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn schema_version(&self) -> Result<usize> {
+        SqliteStore::schema_version(self)
+    }
 
     /// The collection called `name`, if any.
-    pub fn collection(&self, name: &str) -> Result<Option<Collection>> {
+    fn collection(&self, name: &str) -> Result<Option<Collection>> {
         self.conn
             .query_row(
                 "SELECT id, name, embedding_model, dimension FROM collections WHERE name = ?1",
@@ -219,45 +200,12 @@ impl Store {
             .map_err(self.err("reading collections"))
     }
 
-    /// The collection called `name`, or an error saying it does not exist.
-    pub fn existing_collection(&self, name: &str) -> Result<Collection> {
-        self.collection(name)?.ok_or_else(|| RagError::Collection {
-            name: name.to_string(),
-            what: format!(
-                "no such collection in {} (create it with `forja ingest PATH --collection {name}`)",
-                self.path.display()
-            ),
-        })
-    }
-
-    /// The collection `name`, created for `embedding_model` vectors of `dimension` floats if new.
-    /// An existing collection made with another model is an error: its vectors could not be
-    /// compared with the new ones.
-    pub fn ensure_collection(
+    fn create_collection(
         &self,
         name: &str,
         embedding_model: &str,
         dimension: usize,
     ) -> Result<Collection> {
-        if name.trim().is_empty() {
-            return Err(RagError::Input("a collection needs a name".into()));
-        }
-        if let Some(c) = self.collection(name)? {
-            if c.embedding_model != embedding_model || c.dimension != dimension {
-                return Err(RagError::Collection {
-                    name: name.to_string(),
-                    what: format!(
-                        "it was embedded with {} ({} dimensions), not {embedding_model} \
-                         ({dimension}): use that model or another collection",
-                        c.embedding_model, c.dimension
-                    ),
-                });
-            }
-            return Ok(c);
-        }
-        if dimension == 0 {
-            return Err(RagError::Input("embeddings of 0 dimensions".into()));
-        }
         let tx = self
             .conn
             .unchecked_transaction()
@@ -284,7 +232,7 @@ impl Store {
     }
 
     /// Every collection with its document and chunk counts, by name.
-    pub fn collections(&self) -> Result<Vec<CollectionStats>> {
+    fn collections(&self) -> Result<Vec<CollectionStats>> {
         let err = self.err("listing collections");
         let mut stmt = self
             .conn
@@ -312,11 +260,7 @@ impl Store {
         rows.map_err(err)
     }
 
-    /// Deletes a collection with its documents, chunks and vectors; whether it existed.
-    pub fn delete_collection(&self, name: &str) -> Result<bool> {
-        let Some(c) = self.collection(name)? else {
-            return Ok(false);
-        };
+    fn delete_collection(&self, c: &Collection) -> Result<()> {
         let tx = self
             .conn
             .unchecked_transaction()
@@ -329,12 +273,11 @@ impl Store {
         .and_then(|()| tx.execute("DELETE FROM chunks WHERE collection_id = ?1", [c.id]))
         .and_then(|_| tx.execute("DELETE FROM collections WHERE id = ?1", [c.id]))
         .and_then(|_| tx.commit())
-        .map_err(self.err("deleting a collection"))?;
-        Ok(true)
+        .map_err(self.err("deleting a collection"))
     }
 
     /// The stored document at `path` in `collection`.
-    pub fn document(&self, collection: &Collection, path: &str) -> Result<Option<StoredDocument>> {
+    fn document(&self, collection: &Collection, path: &str) -> Result<Option<StoredDocument>> {
         self.conn
             .query_row(
                 "SELECT id, path, content_hash, mtime FROM documents \
@@ -354,7 +297,7 @@ impl Store {
     }
 
     /// Paths of the documents of `collection`, sorted.
-    pub fn document_paths(&self, collection: &Collection) -> Result<Vec<String>> {
+    fn document_paths(&self, collection: &Collection) -> Result<Vec<String>> {
         let err = self.err("listing documents");
         let mut stmt = self
             .conn
@@ -366,7 +309,7 @@ impl Store {
     }
 
     /// Records a new modification time for an unchanged document.
-    pub fn touch_document(&self, doc: &StoredDocument, mtime: Option<i64>) -> Result<()> {
+    fn touch_document(&self, doc: &StoredDocument, mtime: Option<i64>) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE documents SET mtime = ?1 WHERE id = ?2",
@@ -378,7 +321,7 @@ impl Store {
 
     /// Stores `doc` under `path` with its chunks and their vectors (one per chunk), replacing
     /// what was stored for that path, in one transaction.
-    pub fn replace_document(
+    fn replace_document(
         &self,
         collection: &Collection,
         path: &str,
@@ -387,20 +330,6 @@ impl Store {
         chunks: &[Chunk],
         vectors: &[Vec<f32>],
     ) -> Result<()> {
-        if chunks.len() != vectors.len() {
-            return Err(RagError::Embedding(format!(
-                "{path}: {} vectors for {} chunks",
-                vectors.len(),
-                chunks.len()
-            )));
-        }
-        if let Some(v) = vectors.iter().find(|v| v.len() != collection.dimension) {
-            return Err(RagError::Embedding(format!(
-                "{path}: a vector of {} floats for a collection of {}",
-                v.len(),
-                collection.dimension
-            )));
-        }
         let what = format!("storing {path}");
         let tx = self.conn.unchecked_transaction().map_err(self.err(&what))?;
         let write = || -> rusqlite::Result<()> {
@@ -455,7 +384,7 @@ impl Store {
     }
 
     /// Removes the document at `path` with its chunks; whether it was there.
-    pub fn remove_document(&self, collection: &Collection, path: &str) -> Result<bool> {
+    fn remove_document(&self, collection: &Collection, path: &str) -> Result<bool> {
         let what = format!("removing {path}");
         let tx = self.conn.unchecked_transaction().map_err(self.err(&what))?;
         let removed = delete_document_rows(&tx, collection, path).map_err(self.err(&what))?;
@@ -465,7 +394,7 @@ impl Store {
 
     /// Number of chunks in `collection`, and of rows in its keyword and vector indexes (equal in
     /// a consistent store).
-    pub fn chunk_counts(&self, collection: &Collection) -> Result<(usize, usize, usize)> {
+    fn chunk_counts(&self, collection: &Collection) -> Result<(usize, usize, usize)> {
         let count = |sql: &str| -> Result<usize> {
             self.conn
                 .query_row(sql, [collection.id], |r| r.get::<_, i64>(0))
@@ -488,6 +417,154 @@ impl Store {
                 .map_err(self.err("counting vectors"))?,
         ))
     }
+
+    fn keyword_ranking(
+        &self,
+        c: &Collection,
+        words: &[String],
+        filters: &Filters,
+        limit: usize,
+    ) -> Result<Vec<(i64, f64)>> {
+        // Each word quoted (so no word is read as an FTS5 operator), any of them matching.
+        let fts = words
+            .iter()
+            .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let (cond, values) = filter_sql(filters);
+        let sql = format!(
+            "SELECT c.id, bm25(chunk_fts) AS s FROM chunk_fts \
+             JOIN chunks c ON c.id = chunk_fts.rowid JOIN documents d ON d.id = c.document_id \
+             WHERE chunk_fts MATCH ? AND c.collection_id = ?{cond} ORDER BY s, c.id LIMIT ?"
+        );
+        let mut all = vec![Value::Text(fts), Value::Integer(c.id)];
+        all.extend(values);
+        all.push(Value::Integer(limit as i64));
+        // FTS5's bm25() is negated: lower is better.
+        self.query_pairs(&sql, all, "keyword search")
+            .map(|v| v.into_iter().map(|(id, s)| (id, -s)).collect())
+    }
+
+    /// Without filters this is sqlite-vec's KNN query; with filters, an exact scan of the chunks
+    /// that pass them.
+    fn vector_ranking(
+        &self,
+        c: &Collection,
+        vector: &[f32],
+        filters: &Filters,
+        limit: usize,
+    ) -> Result<Vec<(i64, f64)>> {
+        let table = vec_table(c.id);
+        let blob = Value::Blob(vector_blob(vector));
+        let pairs = if filters.is_empty() {
+            let sql = format!(
+                "SELECT rowid, distance FROM {table} WHERE embedding MATCH ? AND k = ? \
+                 ORDER BY distance"
+            );
+            self.query_pairs(
+                &sql,
+                vec![blob, Value::Integer(limit as i64)],
+                "vector search",
+            )?
+        } else {
+            let (cond, values) = filter_sql(filters);
+            let sql = format!(
+                "SELECT c.id, vec_distance_cosine(v.embedding, ?) AS dist FROM chunks c \
+                 JOIN {table} v ON v.rowid = c.id JOIN documents d ON d.id = c.document_id \
+                 WHERE c.collection_id = ?{cond} ORDER BY dist, c.id LIMIT ?"
+            );
+            let mut all = vec![blob, Value::Integer(c.id)];
+            all.extend(values);
+            all.push(Value::Integer(limit as i64));
+            self.query_pairs(&sql, all, "vector search")?
+        };
+        Ok(pairs.into_iter().map(|(id, d)| (id, 1.0 - d)).collect())
+    }
+
+    fn hits(&self, c: &Collection, ids: &[i64], query: Option<&[f32]>) -> Result<Vec<Hit>> {
+        ids.iter().map(|&id| self.hit(c, id, query)).collect()
+    }
+}
+
+impl SqliteStore {
+    fn query_pairs(&self, sql: &str, values: Vec<Value>, what: &str) -> Result<Vec<(i64, f64)>> {
+        let mut stmt = self.conn.prepare(sql).map_err(self.err(what))?;
+        stmt.query_map(params_from_iter(values), |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(self.err(what))
+    }
+
+    /// A chunk's stored fields, with its similarity to `query` when given.
+    fn hit(&self, c: &Collection, id: i64, query: Option<&[f32]>) -> Result<Hit> {
+        let similarity = match query {
+            Some(q) => {
+                let d: f64 = self
+                    .conn
+                    .query_row(
+                        &format!(
+                            "SELECT vec_distance_cosine(embedding, ?1) FROM {} WHERE rowid = ?2",
+                            vec_table(c.id)
+                        ),
+                        params![vector_blob(q), id],
+                        |r| r.get(0),
+                    )
+                    .map_err(self.err("reading a chunk's vector"))?;
+                Some((1.0 - d) as f32)
+            }
+            None => None,
+        };
+        self.conn
+            .query_row(
+                "SELECT d.path, d.title, c.section, c.page, c.kind, c.text, c.span_start, \
+                 c.span_end FROM chunks c JOIN documents d ON d.id = c.document_id \
+                 WHERE c.id = ?1",
+                [id],
+                |r| {
+                    let section: String = r.get(2)?;
+                    let kind: String = r.get(4)?;
+                    let start: Option<i64> = r.get(6)?;
+                    let end: Option<i64> = r.get(7)?;
+                    Ok(Hit {
+                        chunk_id: id,
+                        source: PathBuf::from(r.get::<_, String>(0)?),
+                        title: r.get(1)?,
+                        section: section
+                            .split(SECTION_SEP)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                        page: r.get(3)?,
+                        kind: ElementKind::parse(&kind).unwrap_or(ElementKind::Text),
+                        text: r.get(5)?,
+                        span: start.zip(end).map(|(s, e)| s as usize..e as usize),
+                        score: 0.0,
+                        bm25_rank: None,
+                        vector_rank: None,
+                        similarity,
+                    })
+                },
+            )
+            .map_err(self.err("reading a chunk"))
+    }
+}
+
+/// SQL conditions of `filters` on `c` (chunks) and `d` (documents), with their values.
+fn filter_sql(filters: &Filters) -> (String, Vec<Value>) {
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    if let Some(s) = &filters.source {
+        sql += " AND instr(lower(d.path), lower(?)) > 0";
+        values.push(Value::Text(s.clone()));
+    }
+    if let Some(s) = &filters.section {
+        sql += " AND instr(lower(c.section), lower(?)) > 0";
+        values.push(Value::Text(s.clone()));
+    }
+    if let Some(k) = filters.kind {
+        sql += " AND c.kind = ?";
+        values.push(Value::Text(k.as_str().to_string()));
+    }
+    (sql, values)
 }
 
 /// Deletes a document's index rows, chunks and row; whether it existed.
@@ -523,11 +600,11 @@ fn delete_document_rows(
 }
 
 /// The name of a collection's vector table (ids are integers: safe to put in SQL).
-pub(crate) fn vec_table(collection_id: i64) -> String {
+fn vec_table(collection_id: i64) -> String {
     format!("chunk_vec_{collection_id}")
 }
 
 /// A vector as sqlite-vec reads it: little-endian f32s.
-pub(crate) fn vector_blob(v: &[f32]) -> Vec<u8> {
+fn vector_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
