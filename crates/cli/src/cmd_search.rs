@@ -3,6 +3,7 @@
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use forja_rag::{ElementKind, Filters, SearchMode, SearchQuery, search};
+use serde_json::json;
 
 use crate::output::outln;
 use crate::rag_setup::{StoreArgs, hit_lines};
@@ -72,6 +73,9 @@ pub struct SearchArgs {
     /// How chunks are ranked
     #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
     mode: Mode,
+    /// Print the hits as JSON (every field, the whole chunk text)
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: SearchArgs) -> Result<()> {
@@ -93,6 +97,30 @@ pub fn run(a: SearchArgs) -> Result<()> {
         &query,
         embedder.as_ref().map(|e| e as &dyn forja_rag::Embedder),
     )?;
+    if a.json {
+        let list: Vec<_> = hits
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                json!({
+                    "rank": i + 1,
+                    "score": h.score,
+                    "similarity": h.similarity,
+                    "bm25_rank": h.bm25_rank,
+                    "vector_rank": h.vector_rank,
+                    "source": h.source.display().to_string(),
+                    "title": h.title,
+                    "section": h.section,
+                    "page": h.page,
+                    "kind": h.kind.as_str(),
+                    "span": h.span.as_ref().map(|r| [r.start, r.end]),
+                    "text": h.text,
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
     if hits.is_empty() {
         outln!("no chunk matches");
         return Ok(());

@@ -4,6 +4,7 @@ mod cmd_ask;
 mod cmd_bench;
 mod cmd_bench_serve;
 mod cmd_catalog;
+mod cmd_collections;
 mod cmd_hw;
 mod cmd_ingest;
 mod cmd_plan;
@@ -47,6 +48,8 @@ enum Command {
     Search(cmd_search::SearchArgs),
     /// Answer a question from a collection's documents, citing them
     Ask(cmd_ask::AskArgs),
+    /// List the collections of a document store, or delete one (`collections rm NAME`)
+    Collections(cmd_collections::CollectionsArgs),
 }
 
 /// Help and version go to stdout as clap renders them; a usage mistake becomes one line on
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Ingest(a) => cmd_ingest::run(a),
         Command::Search(a) => cmd_search::run(a),
         Command::Ask(a) => cmd_ask::run(a),
+        Command::Collections(a) => cmd_collections::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,31 +41,42 @@ fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
 }
 
+/// The store's file or URL: `store` when given, else `$FORJA_HOME/rag.sqlite`.
+pub fn store_location(store: Option<&str>) -> String {
+    match store {
+        Some(s) if !s.trim().is_empty() => s.to_string(),
+        _ => forja_home().join("rag.sqlite").display().to_string(),
+    }
+}
+
+/// Opens the store at `location`; with `must_exist`, a missing SQLite file is an error rather
+/// than a new store (a PostgreSQL store is created in its database as needed). `hint` says what
+/// to run first.
+pub fn open_store_at(location: &str, must_exist: bool, hint: &str) -> Result<Store> {
+    if is_postgres_url(location) {
+        return Ok(Store::connect(location)?);
+    }
+    let path = PathBuf::from(location);
+    if must_exist && !path.is_file() {
+        bail!("no store at {} ({hint})", path.display());
+    }
+    Ok(Store::open(&path)?)
+}
+
 impl StoreArgs {
     /// The store's file or URL.
     pub fn store_location(&self) -> String {
-        match &self.store {
-            Some(s) if !s.trim().is_empty() => s.clone(),
-            _ => forja_home().join("rag.sqlite").display().to_string(),
-        }
+        store_location(self.store.as_deref())
     }
 
     /// Opens the store; with `must_exist`, a missing SQLite file is an error rather than a new
     /// store (a PostgreSQL store is created in its database as needed).
     pub fn open_store(&self, must_exist: bool) -> Result<Store> {
-        let location = self.store_location();
-        if is_postgres_url(&location) {
-            return Ok(Store::connect(&location)?);
-        }
-        let path = PathBuf::from(location);
-        if must_exist && !path.is_file() {
-            bail!(
-                "no store at {} (ingest documents first: `forja ingest PATH --collection {}`)",
-                path.display(),
-                self.collection
-            );
-        }
-        Ok(Store::open(&path)?)
+        let hint = format!(
+            "ingest documents first: `forja ingest PATH --collection {}`",
+            self.collection
+        );
+        open_store_at(&self.store_location(), must_exist, &hint)
     }
 
     /// The embedding model folder: the flag, else the default where it is installed.

@@ -209,6 +209,65 @@ fn ingest_search_and_ask_with_real_models() {
     assert_eq!(r.code, 1);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     assert!(r.stderr.contains("no such collection"), "{}", r.stderr);
+
+    // Hits as JSON: every field, the whole chunk.
+    let mut args = vec![
+        "search",
+        "how much time off do staff get each year",
+        "--json",
+    ];
+    args.extend(common);
+    let hits: serde_json::Value = serde_json::from_str(&ok(&home, &args)).unwrap();
+    let first = &hits[0];
+    assert_eq!(first["rank"], 1);
+    assert!(
+        first["source"].as_str().unwrap().ends_with("vacation.html"),
+        "{hits}"
+    );
+    assert_eq!(first["title"], "Vacation policy");
+    assert!(
+        first["text"].as_str().unwrap().contains("25 paid days"),
+        "{hits}"
+    );
+    assert!(first["score"].as_f64().unwrap() > 0.0, "{hits}");
+    assert!(first["similarity"].as_f64().is_some(), "{hits}");
+
+    // The store's collections, as a table and as JSON; deleting one.
+    let listed = ok(&home, &["collections", "--store", store]);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("company"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "3", "{listed}");
+    assert_eq!(cells[3], "all-minilm-l6-v2", "{listed}");
+    assert_eq!(cells[4], "384", "{listed}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&home, &["collections", "--store", store, "--json"])).unwrap();
+    assert_eq!(json[0]["name"], "company");
+    assert_eq!(json[0]["documents"], 3);
+    assert_eq!(json[0]["chunks"].to_string(), cells[2], "{json}");
+    let out = ok(&home, &["collections", "rm", "company", "--store", store]);
+    assert!(out.contains("deleted collection company"), "{out}");
+    let listed = ok(&home, &["collections", "--store", store]);
+    assert!(listed.starts_with("no collections in"), "{listed}");
+    let r = forja(&home, &["collections", "rm", "company", "--store", store]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("no collection named \"company\""),
+        "{}",
+        r.stderr
+    );
+    let r = forja(
+        &home,
+        &["collections", "--store", "/nonexistent/rag.sqlite"],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("no store at /nonexistent/rag.sqlite"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
