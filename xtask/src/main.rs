@@ -46,6 +46,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("forja-kv", &[][..]),
         ("forja-models", &["forja-arch", "forja-quant"][..]),
         ("forja-quant", &[][..]),
+        ("forja-kernels", &[][..]),
         ("forja-arch", &[][..]),
         ("forja-hw", &[][..]),
         ("forja-testkit", &[][..]),

@@ -1,0 +1,296 @@
+//! The kernels on an NVIDIA GPU through the CUDA driver API (cudarc, libraries loaded at run
+//! time). [`Gpu::open`] compiles `kernels.cu` with NVRTC for the device's compute capability.
+//! The methods here take and return host slices: one call uploads, launches, waits and
+//! downloads, which is what the conformance tests need; the decoder's GPU runner keeps its
+//! buffers on the device.
+
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+use half::f16;
+
+use crate::{KernelError, PagedAttention, Result};
+
+const SOURCE: &str = include_str!("kernels.cu");
+/// Threads per block of the row kernels (a multiple of 32, see `block_reduce`).
+const THREADS: u32 = 256;
+/// Shared memory a block may use without opting in to more.
+const SHARED_BYTES: usize = 48 << 10;
+
+fn cuda<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> KernelError + '_ {
+    move |e| KernelError::Cuda(format!("{what}: {e:?}"))
+}
+
+/// One GPU with forja's kernels loaded.
+#[derive(Debug)]
+pub struct Gpu {
+    stream: Arc<CudaStream>,
+    module: Arc<CudaModule>,
+    name: String,
+    capability: (i32, i32),
+}
+
+impl Gpu {
+    /// Opens GPU `ordinal` and compiles the kernels for it. Fails with
+    /// [`KernelError::NoDevice`] (not a crash) where the driver or NVRTC is missing.
+    pub fn open(ordinal: usize) -> Result<Gpu> {
+        // SAFETY: these only try to load the shared libraries.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(KernelError::NoDevice(
+                "the NVIDIA driver library (libcuda.so.1) is not installed".into(),
+            ));
+        }
+        // SAFETY: as above.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(KernelError::NoDevice(
+                "NVRTC (libnvrtc, part of the CUDA toolkit or the nvidia-cuda-nvrtc package) \
+                 is not installed"
+                    .into(),
+            ));
+        }
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| KernelError::NoDevice(format!("GPU {ordinal}: {e:?}")))?;
+        let capability = ctx
+            .compute_capability()
+            .map_err(cuda("compute capability"))?;
+        let name = ctx.name().map_err(cuda("device name"))?;
+        let ptx = compile_ptx_with_opts(
+            SOURCE,
+            CompileOptions {
+                options: vec![format!(
+                    "--gpu-architecture=compute_{}{}",
+                    capability.0, capability.1
+                )],
+                ..Default::default()
+            },
+        )
+        .map_err(|e| KernelError::Cuda(format!("compiling the kernels: {e}")))?;
+        let module = ctx.load_module(ptx).map_err(cuda("loading the kernels"))?;
+        Ok(Gpu {
+            stream: ctx.default_stream(),
+            module,
+            name,
+            capability,
+        })
+    }
+
+    /// The device's name, as the driver reports it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `(major, minor)` compute capability.
+    pub fn capability(&self) -> (i32, i32) {
+        self.capability
+    }
+
+    fn function(&self, name: &str) -> Result<CudaFunction> {
+        self.module.load_function(name).map_err(cuda(name))
+    }
+
+    fn upload<T: cudarc::driver::DeviceRepr>(
+        &self,
+        host: &[T],
+    ) -> Result<cudarc::driver::CudaSlice<T>> {
+        self.stream.clone_htod(host).map_err(cuda("upload"))
+    }
+
+    fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
+        &self,
+        dev: &cudarc::driver::CudaSlice<T>,
+    ) -> Result<Vec<T>> {
+        self.stream.clone_dtoh(dev).map_err(cuda("download"))
+    }
+
+    /// As [`crate::reference::rms_norm`].
+    pub fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32, offset: f32) -> Result<Vec<f32>> {
+        let cols = w.len();
+        if cols == 0 || !x.len().is_multiple_of(cols) {
+            return Err(KernelError::Shape(format!(
+                "{} values in rows of {cols}",
+                x.len()
+            )));
+        }
+        let (xd, wd) = (self.upload(x)?, self.upload(w)?);
+        let mut out = self
+            .stream
+            .alloc_zeros::<f32>(x.len())
+            .map_err(cuda("alloc"))?;
+        let f = self.function("rms_norm_f32")?;
+        let cols_i = cols as i32;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&mut out)
+            .arg(&xd)
+            .arg(&wd)
+            .arg(&cols_i)
+            .arg(&eps)
+            .arg(&offset);
+        let cfg = LaunchConfig {
+            grid_dim: ((x.len() / cols) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match the kernel's signature; `out`, `x` hold rows × cols.
+        unsafe { l.launch(cfg) }.map_err(cuda("rms_norm_f32"))?;
+        self.download(&out)
+    }
+
+    /// As [`crate::reference::silu_mul`].
+    pub fn silu_mul(&self, gate: &[f32], up: &[f32]) -> Result<Vec<f32>> {
+        if gate.len() != up.len() {
+            return Err(KernelError::Shape(format!(
+                "gate of {} and up of {} values",
+                gate.len(),
+                up.len()
+            )));
+        }
+        let (gd, ud) = (self.upload(gate)?, self.upload(up)?);
+        let mut out = self
+            .stream
+            .alloc_zeros::<f32>(gate.len())
+            .map_err(cuda("alloc"))?;
+        let f = self.function("silu_mul_f32")?;
+        let n = gate.len() as i32;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&mut out).arg(&gd).arg(&ud).arg(&n);
+        // SAFETY: as above; the kernel strides over all `n` values.
+        unsafe { l.launch(LaunchConfig::for_num_elems(gate.len() as u32)) }
+            .map_err(cuda("silu_mul_f32"))?;
+        self.download(&out)
+    }
+
+    /// As [`crate::reference::rope_neox`].
+    pub fn rope_neox(
+        &self,
+        x: &mut [f32],
+        positions: &[u32],
+        heads: usize,
+        head_dim: usize,
+        inv_freq: &[f32],
+    ) -> Result<()> {
+        let half = inv_freq.len();
+        if 2 * half > head_dim || x.len() != positions.len() * heads * head_dim {
+            return Err(KernelError::Shape(format!(
+                "{} values for {} rows of {heads} heads × {head_dim}",
+                x.len(),
+                positions.len()
+            )));
+        }
+        let mut xd = self.upload(x)?;
+        let (pd, fd) = (self.upload(positions)?, self.upload(inv_freq)?);
+        let f = self.function("rope_neox_f32")?;
+        let (heads_i, dim_i, half_i) = (heads as i32, head_dim as i32, half as i32);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&mut xd)
+            .arg(&pd)
+            .arg(&heads_i)
+            .arg(&dim_i)
+            .arg(&half_i)
+            .arg(&fd);
+        let cfg = LaunchConfig {
+            grid_dim: ((positions.len() * heads) as u32, 1, 1),
+            block_dim: (THREADS.min((half as u32).div_ceil(32) * 32).max(32), 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: as above; one block per (row, head) of `x`.
+        unsafe { l.launch(cfg) }.map_err(cuda("rope_neox_f32"))?;
+        x.copy_from_slice(&self.download(&xd)?);
+        Ok(())
+    }
+
+    /// As [`crate::reference::reshape_and_cache`].
+    pub fn reshape_and_cache(
+        &self,
+        k: &[f32],
+        v: &[f32],
+        k_cache: &mut [f16],
+        v_cache: &mut [f16],
+        slots: &[u32],
+        width: usize,
+    ) -> Result<()> {
+        if k.len() != slots.len() * width || v.len() != k.len() {
+            return Err(KernelError::Shape(format!(
+                "{} keys and {} values for {} tokens of {width}",
+                k.len(),
+                v.len(),
+                slots.len()
+            )));
+        }
+        let cache_slots = k_cache.len().min(v_cache.len()) / width.max(1);
+        if let Some(s) = slots.iter().find(|&&s| s as usize >= cache_slots) {
+            return Err(KernelError::Shape(format!("slot {s} outside the cache")));
+        }
+        let bits = |c: &[f16]| c.iter().map(|h| h.to_bits()).collect::<Vec<u16>>();
+        let (mut kc, mut vc) = (self.upload(&bits(k_cache))?, self.upload(&bits(v_cache))?);
+        let (kd, vd, sd) = (self.upload(k)?, self.upload(v)?, self.upload(slots)?);
+        let f = self.function("reshape_and_cache_f16")?;
+        let width_i = width as i32;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&kd)
+            .arg(&vd)
+            .arg(&mut kc)
+            .arg(&mut vc)
+            .arg(&sd)
+            .arg(&width_i);
+        let cfg = LaunchConfig {
+            grid_dim: (slots.len() as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: as above; every slot is inside the caches (checked).
+        unsafe { l.launch(cfg) }.map_err(cuda("reshape_and_cache_f16"))?;
+        for (dst, src) in [(k_cache, &kc), (v_cache, &vc)] {
+            for (d, b) in dst.iter_mut().zip(self.download(src)?) {
+                *d = f16::from_bits(b);
+            }
+        }
+        Ok(())
+    }
+
+    /// As [`crate::reference::paged_attention`]. The scores of a sequence live in shared memory:
+    /// contexts up to about 12k positions (longer ones need the split-K kernel).
+    pub fn paged_attention(
+        &self,
+        p: &PagedAttention,
+        q: &[f32],
+        k: &[f16],
+        v: &[f16],
+    ) -> Result<Vec<f32>> {
+        p.check(q.len(), k.len(), v.len())?;
+        let longest = p.context_lens.iter().copied().max().unwrap_or(0) as usize;
+        let shared = (p.head_dim + longest) * 4;
+        if shared > SHARED_BYTES {
+            return Err(KernelError::Shape(format!(
+                "a context of {longest} positions needs {shared} bytes of shared memory; this \
+                 kernel has {SHARED_BYTES}"
+            )));
+        }
+        let bits = |c: &[f16]| c.iter().map(|h| h.to_bits()).collect::<Vec<u16>>();
+        let (kd, vd) = (self.upload(&bits(k))?, self.upload(&bits(v))?);
+        let qd = self.upload(q)?;
+        let (td, ld) = (self.upload(&p.block_tables)?, self.upload(&p.context_lens)?);
+        let mut out = self
+            .stream
+            .alloc_zeros::<f32>(q.len())
+            .map_err(cuda("alloc"))?;
+        let f = self.function("paged_attention_decode_f16")?;
+        let ints = [p.max_blocks, p.block_size, p.heads, p.kv_heads, p.head_dim].map(|x| x as i32);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&mut out).arg(&qd).arg(&kd).arg(&vd).arg(&td).arg(&ld);
+        for i in &ints {
+            l.arg(i);
+        }
+        l.arg(&p.scale);
+        let cfg = LaunchConfig {
+            grid_dim: (p.heads as u32, p.context_lens.len() as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: shared as u32,
+        };
+        // SAFETY: as above; `check` confirmed every block of every table is inside the caches.
+        unsafe { l.launch(cfg) }.map_err(cuda("paged_attention_decode_f16"))?;
+        self.download(&out)
+    }
+}

@@ -1,0 +1,82 @@
+//! forja's GPU kernels and their CPU references. The CUDA kernels (`kernels.cu`) are compiled
+//! at run time by NVRTC for the GPU that is present, so the build needs no CUDA toolkit and the
+//! code always matches the driver; the driver and NVRTC libraries are loaded at run time, so a
+//! binary built with the `cuda` feature still starts on machines without them. [`reference`]
+//! holds a plain CPU version of every kernel, which the GPU results are checked against.
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod reference;
+
+/// Errors of the kernels and their setup.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+    /// No usable GPU: the libraries are missing or the driver reports no device.
+    #[error("no CUDA device: {0}")]
+    NoDevice(String),
+    #[error("CUDA: {0}")]
+    Cuda(String),
+}
+
+pub type Result<T> = std::result::Result<T, KernelError>;
+
+/// The shape of one paged decode-attention call: `seqs = context_lens.len()` sequences, each
+/// with one query row of `heads` heads, attending over its first `context_lens[s]` cached
+/// positions; position `j` of sequence `s` is in slot
+/// `block_tables[s · max_blocks + j / block_size] · block_size + j % block_size`.
+#[derive(Debug, Clone)]
+pub struct PagedAttention {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub block_size: usize,
+    pub max_blocks: usize,
+    pub block_tables: Vec<u32>,
+    pub context_lens: Vec<u32>,
+    /// Multiplier on q·k.
+    pub scale: f32,
+}
+
+impl PagedAttention {
+    /// Checks the sizes of `q` and of the caches (in values) against the shape and the tables.
+    pub fn check(&self, q: usize, k: usize, v: usize) -> Result<()> {
+        let seqs = self.context_lens.len();
+        let bad = |m: String| Err(KernelError::Shape(m));
+        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) || self.head_dim == 0 {
+            return bad(format!(
+                "{} heads over {} KV heads of {}",
+                self.heads, self.kv_heads, self.head_dim
+            ));
+        }
+        if q != seqs * self.heads * self.head_dim {
+            return bad(format!("{q} query values for {seqs} sequences"));
+        }
+        if self.block_tables.len() != seqs * self.max_blocks || self.block_size == 0 {
+            return bad(format!(
+                "block tables of {} entries for {seqs} × {} blocks",
+                self.block_tables.len(),
+                self.max_blocks
+            ));
+        }
+        let width = self.kv_heads * self.head_dim;
+        let slots = k.min(v) / width;
+        for (s, &len) in self.context_lens.iter().enumerate() {
+            let blocks = (len as usize).div_ceil(self.block_size);
+            if len == 0 || blocks > self.max_blocks {
+                return bad(format!("sequence {s}: {len} positions"));
+            }
+            let table = &self.block_tables[s * self.max_blocks..][..blocks];
+            if let Some(b) = table
+                .iter()
+                .find(|&&b| (b as usize + 1) * self.block_size > slots)
+            {
+                return bad(format!(
+                    "sequence {s}: block {b} outside a cache of {slots} slots"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
