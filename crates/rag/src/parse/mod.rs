@@ -1,10 +1,13 @@
 //! Source files → [`Document`]s. The format comes from the file extension; a file named
 //! explicitly with an unknown extension is read as plain text when it is UTF-8 without NUL
-//! bytes. Formats planned but not parsed yet (PDF, DOCX, XLSX, XML) are refused per file.
+//! bytes. PDFs are read through pdfium when libpdfium is installed, else by a built-in
+//! extractor (see [`pdf`]). Formats planned but not parsed yet (DOCX, XLSX, XML) are refused per
+//! file.
 
 mod csv;
 mod html;
 mod markdown;
+pub mod pdf;
 mod text;
 
 use std::path::Path;
@@ -22,6 +25,8 @@ pub enum Format {
     Csv {
         delimiter: u8,
     },
+    /// PDF: the text layer of each page (see [`pdf`]).
+    Pdf,
     /// Recognized, not parsed yet: the name says which.
     Planned(&'static str),
 }
@@ -36,7 +41,7 @@ impl Format {
             "html" | "htm" | "xhtml" => Format::Html,
             "csv" => Format::Csv { delimiter: b',' },
             "tsv" | "tab" => Format::Csv { delimiter: b'\t' },
-            "pdf" => Format::Planned("PDF"),
+            "pdf" => Format::Pdf,
             "docx" => Format::Planned("DOCX"),
             "xlsx" | "xls" => Format::Planned("XLSX"),
             "xml" | "xbrl" => Format::Planned("XML"),
@@ -63,15 +68,15 @@ pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Document> {
             format: name.to_string(),
         });
     }
-    let text = as_text(path, bytes)?;
     let stem = path
         .file_stem()
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     let (title, elements) = match format {
-        Format::Markdown => markdown::parse(text),
-        Format::Html => html::parse(text),
-        Format::Csv { delimiter } => csv::parse(path, text, delimiter)?,
-        Format::Text | Format::Planned(_) => text::parse(text),
+        Format::Markdown => markdown::parse(as_text(path, bytes)?),
+        Format::Html => html::parse(as_text(path, bytes)?),
+        Format::Csv { delimiter } => csv::parse(path, as_text(path, bytes)?, delimiter)?,
+        Format::Pdf => pdf::parse(path, bytes)?,
+        Format::Text | Format::Planned(_) => text::parse(as_text(path, bytes)?),
     };
     Ok(Document {
         source: path.to_path_buf(),
