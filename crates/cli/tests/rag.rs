@@ -24,6 +24,8 @@ fn forja(home: &Path, args: &[&str]) -> Run {
         .env("FORJA_LOG", "off")
         .env("FORJA_HOME", home)
         .env_remove("FORJA_RAG_STORE")
+        // No pdfium: PDFs go to the built-in extractor, and ingest says so once.
+        .env("FORJA_PDFIUM", home.join("no-libpdfium.so"))
         .output()
         .unwrap();
     Run {
@@ -108,7 +110,13 @@ fn ingest_search_and_ask_with_real_models() {
     );
     assert!(
         r.stderr
-            .contains("scan.pdf: PDF files are not supported yet"),
+            .contains("scan.pdf: not a readable PDF (corrupt or truncated)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr.matches("note: pdfium could not be loaded").count(),
+        1,
         "{}",
         r.stderr
     );
