@@ -1,7 +1,7 @@
 """Writes the PDF fixtures of the RAG parser tests with reportlab (a real PDF producer):
 
 - handbook.pdf: three pages with a title in the metadata, headings at three sizes, wrapped
-  paragraphs, bullet items and page-number footers;
+  paragraphs, bullet items, a table and page-number footers;
 - handbook-encrypted.pdf: the same document, encrypted with the user password "forja";
 - scanned.pdf: one page holding only an image, as a scanner makes (no text layer).
 
@@ -14,12 +14,13 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 from reportlab import rl_config
+from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import cm
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas
-from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate
+from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate, Table, TableStyle
 
 rl_config.invariant = 1
 
@@ -73,8 +74,33 @@ def story():
             "samples you collected in the station inventory.",
             BODY,
         ),
+        checkout_table(),
+        Paragraph("Late departures are charged one extra night.", BODY),
     ]
     return s
+
+
+def checkout_table():
+    t = Table(
+        [
+            ["Room", "Checkout", "Deposit"],
+            ["Cabin A", "10:00", "120 EUR"],
+            ["Cabin B", "11:30", "95 EUR"],
+            ["Dormitory", "09:00", "40 EUR"],
+        ],
+        hAlign="LEFT",
+        spaceAfter=8,
+    )
+    t.setStyle(
+        TableStyle(
+            [
+                ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 10),
+                ("FONT", (0, 1), (-1, -1), "Helvetica", 10),
+                ("GRID", (0, 0), (-1, -1), 0.5, colors.grey),
+            ]
+        )
+    )
+    return t
 
 
 def footer(c, doc):

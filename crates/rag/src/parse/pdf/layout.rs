@@ -4,7 +4,7 @@
 //! a heading: the largest heading size is level 1, the next level 2, and so on. Lines that start
 //! with a bullet are list items; lone page numbers at the top or bottom of a page are dropped.
 
-use crate::document::{Block, Element, SectionPath, normalize_space};
+use crate::document::{Block, Element, SectionPath, Table, normalize_space};
 
 /// One line of text on a page, as the extractor saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +17,17 @@ pub(super) struct Line {
     pub y: f32,
     /// The line ended in a soft (discretionary) hyphen: the next line continues the word.
     pub soft_hyphen: bool,
+    /// The line's runs of text separated by wide gaps, left to right, when there are two or
+    /// more (table cells, if the lines around it agree).
+    pub cells: Vec<Cell>,
+}
+
+/// A run of a line's text and its horizontal extent, in points.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Cell {
+    pub text: String,
+    pub left: f32,
+    pub right: f32,
 }
 
 /// Characters that open a list item.
@@ -32,6 +43,8 @@ struct Raw<'a> {
     size: f32,
     bold: bool,
     bullet: bool,
+    /// The lines are the rows of a table.
+    table: bool,
 }
 
 /// Elements of a document whose pages hold `pages` (page 1 first), and its first heading.
@@ -42,14 +55,32 @@ pub(super) fn elements(pages: &[Vec<Line>]) -> (Option<String>, Vec<Element>) {
         let page = u32::try_from(i + 1).unwrap_or(u32::MAX);
         let n = lines.len();
         let mut prev: Option<&Line> = None;
-        for (j, line) in lines.iter().enumerate() {
-            if (j < 2 || j + 2 >= n) && is_page_number(&line.text) {
+        let mut j = 0;
+        while j < n {
+            let line = &lines[j];
+            let rows = table_rows(&lines[j..]);
+            if rows > 0 {
+                raws.push(Raw {
+                    page,
+                    lines: lines[j..j + rows].iter().collect(),
+                    size: line.size,
+                    bold: false,
+                    bullet: false,
+                    table: true,
+                });
+                j += rows;
+                prev = None;
+                continue;
+            }
+            j += 1;
+            if (j <= 2 || j + 2 > n) && is_page_number(&line.text) {
                 continue;
             }
             let bullet = starts_with_bullet(&line.text);
             let continues = prev.is_some_and(|p| {
                 raws.last().is_some_and(|r| {
                     r.page == page
+                        && !r.table
                         && !bullet
                         && same_size(r.size, line.size)
                         && r.bold == line.bold
@@ -64,6 +95,7 @@ pub(super) fn elements(pages: &[Vec<Line>]) -> (Option<String>, Vec<Element>) {
                     size: line.size,
                     bold: line.bold,
                     bullet,
+                    table: false,
                 }),
             }
             prev = Some(line);
@@ -90,7 +122,17 @@ pub(super) fn elements(pages: &[Vec<Line>]) -> (Option<String>, Vec<Element>) {
     let mut sections = SectionPath::default();
     let mut title = None;
     for ((r, text), is_heading) in raws.iter().zip(texts).zip(heading) {
-        let block = if is_heading {
+        let block = if r.table {
+            let mut rows = r
+                .lines
+                .iter()
+                .map(|l| l.cells.iter().map(|c| normalize_space(&c.text)).collect());
+            let header = rows.next().unwrap_or_default();
+            Block::Table(Table {
+                header,
+                rows: rows.collect(),
+            })
+        } else if is_heading {
             let rank = styles
                 .iter()
                 .position(|s| *s == (round_half(r.size), r.bold))
@@ -195,7 +237,7 @@ impl Stats {
     }
 
     fn is_heading(&self, r: &Raw<'_>, text: &str) -> bool {
-        if r.bullet || r.lines.len() > 3 || text.len() > 200 {
+        if r.table || r.bullet || r.lines.len() > 3 || text.len() > 200 {
             return false;
         }
         let words = text.split_whitespace().count();
@@ -209,6 +251,78 @@ impl Stats {
         let bold = r.bold && !self.body_bold && r.size >= self.body - 0.5;
         larger || bold
     }
+}
+
+/// How many lines from the first of `lines` make a table: three or more in a row, each cut into
+/// the same number (two or more) of cells whose columns line up with the row above, holding short
+/// cells (two text columns of prose are no table) that are not list markers and text; 0 when they
+/// do not.
+fn table_rows(lines: &[Line]) -> usize {
+    let Some(first) = lines.first() else {
+        return 0;
+    };
+    let columns = first.cells.len();
+    if columns < 2 {
+        return 0;
+    }
+    let mut rows = 1;
+    while rows < lines.len()
+        && lines[rows].cells.len() == columns
+        && columns_line_up(&lines[rows - 1], &lines[rows])
+    {
+        rows += 1;
+    }
+    if rows < MIN_TABLE_ROWS {
+        return 0;
+    }
+    // A first column of bullets or item numbers is a list with hanging indents.
+    if lines[..rows]
+        .iter()
+        .all(|l| is_item_marker(&l.cells[0].text))
+    {
+        return 0;
+    }
+    let words: usize = lines[..rows]
+        .iter()
+        .flat_map(|l| &l.cells)
+        .map(|c| c.text.split_whitespace().count())
+        .sum();
+    if words > MAX_CELL_WORDS * rows * columns {
+        return 0;
+    }
+    rows
+}
+
+/// A table has a header and at least two rows (two lines that happen to line up are too often
+/// a numbered heading or a signature block).
+const MIN_TABLE_ROWS: usize = 3;
+
+/// A list item's marker: a bullet, or a short number or letter closed by `.` or `)`
+/// (`1.`, `2.3.`, `(a)`, `iv)`).
+fn is_item_marker(text: &str) -> bool {
+    let t = text.trim();
+    if t.chars().count() == 1 {
+        return t.starts_with(BULLETS) || matches!(t, "-" | "*" | "o" | "·");
+    }
+    let body = t.trim_start_matches('(');
+    body.len() <= 6
+        && body.ends_with(['.', ')'])
+        && body
+            .trim_end_matches(['.', ')'])
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.')
+}
+
+/// Cells of a table hold this many words on average at most.
+const MAX_CELL_WORDS: usize = 4;
+
+/// Each cell of `b` overlaps the cell above it in `a`, or starts within a font size of it.
+fn columns_line_up(a: &Line, b: &Line) -> bool {
+    let slack = a.size.max(b.size);
+    a.cells
+        .iter()
+        .zip(&b.cells)
+        .all(|(x, y)| (x.left <= y.right && y.left <= x.right) || (x.left - y.left).abs() <= slack)
 }
 
 fn same_size(a: f32, b: f32) -> bool {
@@ -270,6 +384,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "test code fails loudly")]
 
     use super::*;
+    use crate::document::ElementKind;
 
     fn line(text: &str, size: f32, bold: bool, y: f32) -> Line {
         Line {
@@ -278,6 +393,7 @@ mod tests {
             bold,
             y,
             soft_hyphen: false,
+            cells: Vec::new(),
         }
     }
 
@@ -367,5 +483,61 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    fn row(cells: &[(&str, f32)], y: f32) -> Line {
+        let cells: Vec<Cell> = cells
+            .iter()
+            .map(|(t, left)| Cell {
+                text: t.to_string(),
+                left: *left,
+                right: left + 5.0 * t.len() as f32,
+            })
+            .collect();
+        let text = cells
+            .iter()
+            .map(|c| c.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Line {
+            cells,
+            ..line(&text, 10.0, false, y)
+        }
+    }
+
+    #[test]
+    fn a_grid_of_short_cells_is_a_table_and_two_columns_of_prose_are_not() {
+        let pages = vec![vec![
+            line("Prices", 14.0, true, 800.0),
+            row(&[("Item", 72.0), ("Price", 200.0)], 780.0),
+            row(&[("Hammer", 72.0), ("12", 210.0)], 768.0),
+            row(&[("Saw", 72.0), ("30", 205.0)], 756.0),
+            line("Prices include tax.", 10.0, false, 730.0),
+            row(
+                &[
+                    ("the left column of a page set in two columns", 72.0),
+                    ("while the right column tells another story", 320.0),
+                ],
+                700.0,
+            ),
+            row(
+                &[
+                    ("goes on here with many more words than any", 72.0),
+                    ("table cell would hold in a real document", 320.0),
+                ],
+                688.0,
+            ),
+        ]];
+        let (_, els) = elements(&pages);
+        let kinds: Vec<ElementKind> = els.iter().map(|e| e.block.kind()).collect();
+        use ElementKind::*;
+        assert_eq!(kinds, [Heading, Table, Paragraph, Paragraph]);
+        let Block::Table(t) = &els[1].block else {
+            panic!()
+        };
+        assert_eq!(t.header, ["Item", "Price"]);
+        assert_eq!(t.rows, [["Hammer", "12"], ["Saw", "30"]]);
+        assert_eq!(els[1].section, ["Prices"]);
+        assert!(matches!(&els[3].block, Block::Paragraph(p) if p.starts_with("the left column")));
     }
 }

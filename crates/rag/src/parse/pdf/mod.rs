@@ -24,7 +24,7 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<El
     match library::pdfium() {
         Ok(pdfium) => {
             let (meta_title, pages) = pdfium::extract(pdfium, path, bytes)?;
-            require_text(path, pages.len(), pages.iter().all(Vec::is_empty))?;
+            require_text(path, pages.len(), pages.iter().all(Vec::is_empty), "")?;
             let (first_heading, elements) = layout::elements(&pages);
             Ok((meta_title.or(first_heading), elements))
         }
@@ -36,7 +36,12 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<El
 /// pdfium is not installed: the metadata title and one or more paragraphs per page.
 pub fn parse_fallback(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<Element>)> {
     let (title, pages) = fallback::extract(path, bytes)?;
-    require_text(path, pages.len(), pages.iter().all(|p| p.trim().is_empty()))?;
+    require_text(
+        path,
+        pages.len(),
+        pages.iter().all(|p| p.trim().is_empty()),
+        ", or text the built-in extractor cannot decode (install pdfium: scripts/install-pdfium)",
+    )?;
     let mut elements = Vec::new();
     for (i, text) in pages.iter().enumerate() {
         let page = u32::try_from(i + 1).unwrap_or(u32::MAX);
@@ -52,7 +57,8 @@ pub fn parse_fallback(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<
     Ok((title, elements))
 }
 
-fn require_text(path: &Path, pages: usize, empty: bool) -> Result<()> {
+/// An error when the document has no page, or no text on any (`hint` ends the message).
+fn require_text(path: &Path, pages: usize, empty: bool, hint: &str) -> Result<()> {
     if pages == 0 {
         return Err(RagError::Parse {
             path: path.to_path_buf(),
@@ -66,7 +72,7 @@ fn require_text(path: &Path, pages: usize, empty: bool) -> Result<()> {
             line: None,
             what: format!(
                 "no text layer on any of its {pages} page(s): a scanned or image-only PDF \
-                 (forja does no OCR; run it through an OCR tool first)"
+                 (forja does no OCR; run it through an OCR tool first){hint}"
             ),
         });
     }

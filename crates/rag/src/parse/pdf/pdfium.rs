@@ -1,5 +1,6 @@
 //! The text layer of each page through pdfium: characters in pdfium's reading order, grouped
-//! into lines (pdfium marks line ends), each with its baseline, font size and boldness.
+//! into lines (pdfium marks line ends), each with its baseline, font size and boldness, and cut
+//! into cells where a gap wider than [`CELL_GAP`] font sizes separates two characters.
 
 use std::path::Path;
 
@@ -8,7 +9,7 @@ use pdfium_render::prelude::{
     PdfiumInternalError,
 };
 
-use super::layout::Line;
+use super::layout::{Cell, Line};
 use crate::error::{RagError, Result};
 
 /// The document's metadata title (when set) and the lines of each page, page 1 first.
@@ -73,9 +74,16 @@ fn open_error(path: &Path, e: &PdfiumError) -> RagError {
     }
 }
 
+/// A horizontal gap of more than this many font sizes between two characters of a line separates
+/// two cells (table columns); gaps between words are a fraction of it.
+const CELL_GAP: f32 = 0.8;
+
 /// The line being read.
 #[derive(Default)]
 struct LineBuilder {
+    cells: Vec<Cell>,
+    /// Right edge of the last visible character.
+    right: Option<f32>,
     text: String,
     /// (size in half points, characters) of the sizes seen.
     sizes: Vec<(i32, usize)>,
@@ -93,9 +101,31 @@ impl LineBuilder {
         }
         self.text.push(c);
         if c.is_whitespace() {
+            if let Some(cell) = self.cells.last_mut() {
+                cell.text.push(c);
+            }
             return;
         }
-        let size = (ch.scaled_font_size().value * 2.0).round() as i32;
+        let points = ch.scaled_font_size().value;
+        if let Ok(bounds) = ch.loose_bounds() {
+            let (left, right) = (bounds.left().value, bounds.right().value);
+            let gap = self.right.map(|r| left - r);
+            match self.cells.last_mut() {
+                Some(cell) if gap.is_none_or(|g| g <= CELL_GAP * points) => {
+                    cell.right = cell.right.max(right);
+                }
+                _ => self.cells.push(Cell {
+                    text: String::new(),
+                    left,
+                    right,
+                }),
+            }
+            self.right = Some(right);
+        }
+        if let Some(cell) = self.cells.last_mut() {
+            cell.text.push(c);
+        }
+        let size = (points * 2.0).round() as i32;
         match self.sizes.iter_mut().find(|(s, _)| *s == size) {
             Some(entry) => entry.1 += 1,
             None => self.sizes.push((size, 1)),
@@ -117,8 +147,16 @@ impl LineBuilder {
             .iter()
             .max_by_key(|(_, n)| *n)
             .map_or(0.0, |(s, _)| *s as f32 / 2.0);
+        let mut cells = done.cells;
+        for cell in &mut cells {
+            cell.text = cell.text.trim().to_string();
+        }
+        if cells.len() < 2 {
+            cells.clear();
+        }
         Some(Line {
             text: done.text.trim().to_string(),
+            cells,
             size,
             bold: done.first_bold.unwrap_or(false) && done.last_bold,
             y: done.y.unwrap_or(0.0),
