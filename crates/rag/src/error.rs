@@ -14,7 +14,7 @@ pub enum RagError {
         #[source]
         source: std::io::Error,
     },
-    /// A format forja cannot parse yet (PDF, DOCX, XLSX, XML) or at all.
+    /// A format forja cannot parse yet (DOCX, XLSX, XML) or at all.
     #[error("{}: {format} files are not supported yet", path.display())]
     Unsupported { path: PathBuf, format: String },
     /// A file whose content does not parse as its format says.

@@ -56,7 +56,10 @@ fn pdfs_are_read_by_the_built_in_extractor() {
     let moose = doc
         .elements
         .iter()
-        .find(|e| matches!(&e.block, Block::Paragraph(t) if t.contains("Moose cross the northern trail")))
+        .find(|e| match &e.block {
+            Block::Paragraph(t) => t.contains("Moose cross the northern trail"),
+            _ => false,
+        })
         .unwrap();
     assert_eq!(moose.page, Some(2));
 }

@@ -1,10 +1,11 @@
 //! PDF: the text layer of each page, with page numbers. With pdfium (libpdfium loaded at run
-//! time, see [`library`]) lines keep their positions and fonts, so paragraphs, bullet items and
-//! headings (by font size and weight) are recovered and give the section path; the title is the
-//! metadata title or the first heading. Without pdfium the built-in extractor (lopdf, behind a
-//! panic guard) gives each page's text as paragraphs, with no headings. A file that is
-//! encrypted, corrupt, or has no text layer at all (a scan: forja does no OCR) is an error that
-//! names it. Tables come out as paragraphs of their cell text.
+//! time, found as `library.rs` says) lines keep their positions and fonts, so paragraphs, bullet
+//! items and headings (by font size and weight) are recovered and give the section path; the
+//! title is the metadata title or the first heading. Without pdfium the built-in extractor
+//! (lopdf, behind a panic guard) gives each page's text as paragraphs, with no headings. A file
+//! that is encrypted, corrupt, or has no text layer at all (a scan: forja does no OCR) is an
+//! error that names it. Tables are recognized with pdfium where rows of short cells line up in
+//! columns (cells wrapped onto several lines are not); the built-in extractor reads them as text.
 
 mod fallback;
 mod layout;
