@@ -1,15 +1,14 @@
 //! The built-in extractor, for when pdfium is not installed: lopdf parses the file and decodes
 //! the text each page shows — its content streams and the form XObjects they paint — into lines
-//! (no positions or fonts, so no headings). Pure-Rust PDF parsers panic
-//! on some real files, so the whole extraction runs behind `catch_unwind`, with the panic's
-//! message kept out of the terminal and turned into the file's error.
+//! (no positions or fonts, so no headings). Pure-Rust PDF parsers panic on some real files, so
+//! the whole extraction runs behind `catch_unwind`, with the panic's message kept out of the
+//! terminal and turned into the file's error.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Once;
-
-use std::collections::BTreeMap;
 
 use lopdf::content::Content;
 use lopdf::{Dictionary, Document, Object, ObjectId};
@@ -84,21 +83,13 @@ fn extract_unguarded(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<S
     let doc = Document::load_mem(bytes).map_err(|e| match e {
         lopdf::Error::Decryption(_)
         | lopdf::Error::InvalidPassword
-        | lopdf::Error::UnsupportedSecurityHandler(_) => err(
-            "encrypted PDF: it needs a password, which forja does not ask for (save an \
-             unprotected copy)"
-                .to_string(),
-        ),
+        | lopdf::Error::UnsupportedSecurityHandler(_) => err(super::ENCRYPTED.to_string()),
         other => err(format!(
             "not a readable PDF (corrupt or truncated): {other}"
         )),
     })?;
     if doc.is_encrypted() && doc.encryption_state.is_none() {
-        return Err(err(
-            "encrypted PDF: it needs a password, which forja does not ask for (save an \
-             unprotected copy)"
-                .to_string(),
-        ));
+        return Err(err(super::ENCRYPTED.to_string()));
     }
     let title = info_title(&doc);
     let mut pages = Vec::new();

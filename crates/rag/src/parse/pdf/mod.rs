@@ -19,6 +19,10 @@ pub use library::pdfium_missing;
 use crate::document::{Block, Element};
 use crate::error::{RagError, Result};
 
+/// What is wrong with a PDF that needs a password to be read.
+const ENCRYPTED: &str = "encrypted PDF: it needs a password, which forja does not \
+ask for (save an unprotected copy)";
+
 /// The title (metadata title, else first heading) and elements of the PDF in `bytes`, with
 /// pdfium when it is installed, else with the built-in extractor.
 pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<Element>)> {

@@ -55,9 +55,7 @@ pub(super) fn extract(
 fn open_error(path: &Path, e: &PdfiumError) -> RagError {
     let what = match e {
         PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::PasswordError) => {
-            "encrypted PDF: it needs a password, which forja does not ask for (save an \
-             unprotected copy)"
-                .to_string()
+            super::ENCRYPTED.to_string()
         }
         PdfiumError::PdfiumLibraryInternalError(PdfiumInternalError::SecurityError) => {
             "encrypted PDF with a security handler pdfium does not support".to_string()
