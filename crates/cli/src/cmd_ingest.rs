@@ -14,9 +14,11 @@ use crate::rag_setup::StoreArgs;
 #[derive(Debug, Args)]
 #[command(
     after_help = "Formats: Markdown, HTML, plain text, CSV/TSV, Word (.docx), Excel (.xlsx, \
-.xlsm, .xls), XML (.xml, .xbrl; XBRL instances as a table of facts). PDF is recognized and \
-reported as not supported yet. Folders are read recursively, hidden files \
-skipped. Unchanged files (same content hash) are skipped, changed ones re-indexed, and files \
+.xlsm, .xls), XML (.xml, .xbrl; XBRL instances as a table of facts), PDF. PDFs are read with \
+pdfium when it is installed (scripts/install-pdfium, or FORJA_PDFIUM=/path/to/libpdfium.so): \
+headings, sections, tables and pages; otherwise with a built-in extractor (text and pages). \
+Folders are read recursively, hidden files skipped. Unchanged files (same content hash) are \
+skipped, changed ones re-indexed, and files \
 gone from an ingested folder removed. A file that fails is reported and the rest go on; the \
 command fails only when no file could be ingested."
 )]
@@ -62,6 +64,7 @@ pub fn run(a: IngestArgs) -> Result<()> {
             eprintln!("{}: {what}", path.display());
         }
         IngestEvent::Failed { error, .. } => eprintln!("failed: {error}"),
+        IngestEvent::Notice { message } => eprintln!("note: {message}"),
         _ => {}
     };
     let r = ingest(

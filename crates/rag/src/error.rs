@@ -14,9 +14,6 @@ pub enum RagError {
         #[source]
         source: std::io::Error,
     },
-    /// A format forja cannot parse yet (PDF) or at all.
-    #[error("{}: {format} files are not supported yet", path.display())]
-    Unsupported { path: PathBuf, format: String },
     /// A file whose content does not parse as its format says.
     #[error("{}{}: {what}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
     Parse {

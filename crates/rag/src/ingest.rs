@@ -53,6 +53,9 @@ pub enum IngestEvent<'a> {
     },
     /// A file failed; the run goes on.
     Failed { path: &'a Path, error: &'a RagError },
+    /// Something the user should know once per run (PDFs read without pdfium, and how to
+    /// install it).
+    Notice { message: &'a str },
 }
 
 /// The totals of a run.
@@ -64,6 +67,8 @@ pub struct IngestReport {
     pub removed: usize,
     /// Files that failed, with the error.
     pub failed: Vec<(PathBuf, String)>,
+    /// Notices given during the run (see [`IngestEvent::Notice`]).
+    pub notices: Vec<String>,
     /// Chunks stored by this run.
     pub chunks: usize,
     pub elapsed: Duration,
@@ -120,7 +125,15 @@ pub fn ingest(
     }
     progress(IngestEvent::Found { files: files.len() });
 
+    let mut pdf_seen = false;
     for file in &files {
+        if !pdf_seen && Format::of(file) == Some(Format::Pdf) {
+            pdf_seen = true;
+            if let Some(why) = crate::parse::pdf::pdfium_missing() {
+                progress(IngestEvent::Notice { message: why });
+                report.notices.push(why.to_string());
+            }
+        }
         match ingest_file(store, &c, file, embedder, chunk_options) {
             Ok((outcome, chunks)) => {
                 match outcome {

@@ -93,7 +93,7 @@ fn corpus(dir: &Path) {
         "notes.txt",
         "The meeting moved to Thursday afternoon.\n",
     );
-    write(dir, "scan.pdf", "%PDF-1.4 not parsed yet");
+    write(dir, "scan.pdf", "%PDF-1.4 a broken PDF");
     write(dir, ".hidden/secret.md", "# hidden\n\nnever ingested\n");
     write(dir, "image.png", "not a document");
 }
@@ -131,7 +131,9 @@ fn re_ingest_is_idempotent_and_changes_propagate(ts: &TestStore, tmp: &Path) {
     assert!(
         r.failed[0]
             .1
-            .ends_with("scan.pdf: PDF files are not supported yet")
+            .contains("scan.pdf: not a readable PDF (corrupt or truncated)"),
+        "{:?}",
+        r.failed
     );
     let chunks = consistent(&store);
     assert_eq!(chunks, r.chunks);

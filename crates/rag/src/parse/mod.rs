@@ -3,13 +3,15 @@
 //! bytes. Text formats: Markdown, HTML, CSV/TSV, plain text. Binary and XML formats: Word
 //! (`.docx`), Excel (`.xlsx`, `.xlsm`, `.xls`) and XML (`.xml`, `.xbrl`; XBRL instances as a
 //! table of facts). Zip packages are unpacked under a size cap (zip bombs are refused) and XML
-//! entities are never expanded. Formats planned but not parsed yet (PDF) are refused per file.
+//! entities are never expanded. PDFs are read through pdfium
+//! when libpdfium is installed, else by a built-in extractor (see [`pdf`]).
 
 mod csv;
 mod docx;
 mod html;
 mod markdown;
 mod package;
+pub mod pdf;
 mod text;
 mod xbrl;
 mod xlsx;
@@ -37,8 +39,8 @@ pub enum Format {
     Spreadsheet,
     /// XML; XBRL instances are recognized by their root element.
     Xml,
-    /// Recognized, not parsed yet: the name says which.
-    Planned(&'static str),
+    /// PDF: the text layer of each page (see [`pdf`]).
+    Pdf,
 }
 
 impl Format {
@@ -51,7 +53,7 @@ impl Format {
             "html" | "htm" | "xhtml" => Format::Html,
             "csv" => Format::Csv { delimiter: b',' },
             "tsv" | "tab" => Format::Csv { delimiter: b'\t' },
-            "pdf" => Format::Planned("PDF"),
+            "pdf" => Format::Pdf,
             "docx" => Format::Docx,
             "xlsx" | "xlsm" | "xls" => Format::Spreadsheet,
             "xml" | "xbrl" => Format::Xml,
@@ -72,12 +74,6 @@ pub fn parse_file(path: &Path) -> Result<Document> {
 /// Parses `bytes` as the content of `path` (whose extension picks the format).
 pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Document> {
     let format = Format::of(path).unwrap_or(Format::Text);
-    if let Format::Planned(name) = format {
-        return Err(RagError::Unsupported {
-            path: path.to_path_buf(),
-            format: name.to_string(),
-        });
-    }
     let stem = path
         .file_stem()
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
@@ -88,7 +84,8 @@ pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Document> {
         Format::Docx => docx::parse(path, bytes)?,
         Format::Spreadsheet => xlsx::parse(path, bytes)?,
         Format::Xml => xml::parse(path, bytes)?,
-        Format::Text | Format::Planned(_) => text::parse(as_text(path, bytes)?),
+        Format::Pdf => pdf::parse(path, bytes)?,
+        Format::Text => text::parse(as_text(path, bytes)?),
     };
     Ok(Document {
         source: path.to_path_buf(),
