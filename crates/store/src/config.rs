@@ -1,7 +1,7 @@
 //! Where the store lives and which hub it talks to, from the environment.
 //!
-//! - `FORJA_HOME` (default `$XDG_DATA_HOME/forja`, else `~/.local/share/forja`): forja's manifest
-//!   (`manifest.sqlite`) and imported models (`models/`).
+//! - `FORJA_HOME` (default `~/.local/share/forja`): forja's manifest (`manifest.sqlite`) and
+//!   imported models (`models/`); the RAG store lives there too.
 //! - The Hugging Face cache, shared with `transformers` / `huggingface_hub`: `HF_HUB_CACHE`, else
 //!   `HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
 //!   `~/.cache/huggingface/hub`. Pulled files land there in the hub's layout.
@@ -69,11 +69,8 @@ fn read_token_file(path: &Path) -> Option<String> {
 impl StoreConfig {
     /// The configuration the environment describes (see the module documentation).
     pub fn from_env() -> Self {
-        let home = env_path("FORJA_HOME").unwrap_or_else(|| {
-            env_path("XDG_DATA_HOME")
-                .unwrap_or_else(|| home_dir().join(".local").join("share"))
-                .join("forja")
-        });
+        let home = env_path("FORJA_HOME")
+            .unwrap_or_else(|| home_dir().join(".local").join("share").join("forja"));
         let hf_cache = env_path("HF_HUB_CACHE")
             .or_else(|| env_path("HUGGINGFACE_HUB_CACHE"))
             .unwrap_or_else(|| hf_home().join("hub"));

@@ -70,10 +70,11 @@ impl HubClient {
     }
 
     fn offline(&self, e: &reqwest::Error) -> StoreError {
+        // The innermost cause says it best ("Connection refused", "failed to lookup address").
         let mut why = e.to_string();
         let mut src = std::error::Error::source(e);
         while let Some(s) = src {
-            why = format!("{why}: {s}");
+            why = s.to_string();
             src = s.source();
         }
         StoreError::Offline {

@@ -76,15 +76,21 @@ const COLUMNS: &str = "name, source, path, repo, commit_id, files, size_bytes, a
                        params, context, license, added_unix, owned";
 
 impl Manifest {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// The manifest at `path`, or (with `create` false and no file there) an empty one in
+    /// memory, so that lookups create nothing.
+    pub fn open(path: &Path, create: bool) -> Result<Self, StoreError> {
         let err = |why: String| StoreError::Manifest {
             path: path.to_path_buf(),
             why,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        }
-        let conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        let conn = if !create && !path.exists() {
+            Connection::open_in_memory().map_err(|e| err(e.to_string()))?
+        } else {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            }
+            Connection::open(path).map_err(|e| err(e.to_string()))?
+        };
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| err(e.to_string()))?;
         conn.execute_batch(SCHEMA).map_err(|e| err(e.to_string()))?;

@@ -96,8 +96,15 @@ fn part_len(p: &Path) -> u64 {
 }
 
 impl Store {
+    /// Opens the store, creating its folder and manifest if needed.
     pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
-        let manifest = Manifest::open(&config.manifest_path())?;
+        let manifest = Manifest::open(&config.manifest_path(), true)?;
+        Ok(Store { config, manifest })
+    }
+
+    /// Opens the store for lookups: when it was never created, an empty one (nothing written).
+    pub fn open_or_empty(config: StoreConfig) -> Result<Self, StoreError> {
+        let manifest = Manifest::open(&config.manifest_path(), false)?;
         Ok(Store { config, manifest })
     }
 

@@ -1,0 +1,243 @@
+//! The model store through the binary: `pull` from a local server that answers like the Hugging
+//! Face hub, then `run` by hub name; `import`, `ls`, `cp`, `show`, `rm`; and the errors users
+//! meet (gated repository, no network).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+#[path = "../../store/tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use forja_testkit::testdata_file;
+use support::{HubFile, HubRepo, HubServer};
+
+const SMOL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const COMMIT: &str = "00112233445566778899aabbccddeeff00112233";
+
+/// Runs forja with the store and the hub cache in `home` and the hub at `endpoint`.
+fn forja(home: &Path, endpoint: &str, token: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_forja"));
+    c.args(args)
+        .env("FORJA_LOG", "off")
+        .env("FORJA_NVML_LIB", "/nonexistent/libnvidia-ml.so.1")
+        .env("FORJA_HOME", home.join("forja"))
+        .env("HF_HOME", home.join("hf"))
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HUGGINGFACE_HUB_CACHE")
+        .env_remove("HUGGING_FACE_HUB_TOKEN")
+        .env("HF_ENDPOINT", endpoint);
+    match token {
+        Some(t) => c.env("HF_TOKEN", t),
+        None => c.env_remove("HF_TOKEN"),
+    };
+    c.output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn err(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "should fail");
+    let e = String::from_utf8_lossy(&o.stderr).trim_end().to_string();
+    assert!(!e.contains("panicked"), "{e}");
+    e.lines().last().unwrap_or_default().to_string()
+}
+
+fn smol_repo(token: Option<&str>) -> HubRepo {
+    HubRepo {
+        commit: COMMIT.into(),
+        files: vec![
+            HubFile::lfs(SMOL, std::fs::read(testdata_file(SMOL)).unwrap()),
+            HubFile::git("README.md", b"---\nlicense: apache-2.0\n---\n".to_vec()),
+        ],
+        token: token.map(str::to_string),
+    }
+}
+
+#[test]
+fn pull_from_the_hub_then_run_ls_show_cp_rm_by_name() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(HubServer::start(vec![("acme/smol-GGUF", smol_repo(None))]));
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let url = server.url.as_str();
+
+    let out = ok(&forja(h, url, None, &["pull", "hf:acme/smol-GGUF:q4_1"]));
+    assert!(
+        out.starts_with("hf:acme/smol-GGUF:q4_1 (93.8 MiB, q4_1, llama, 134.5 M parameters)"),
+        "{out}"
+    );
+    // The hub cache layout, where transformers and huggingface_hub look.
+    let snapshot = h
+        .join("hf/hub/models--acme--smol-GGUF/snapshots")
+        .join(COMMIT);
+    assert!(
+        std::fs::symlink_metadata(snapshot.join(SMOL))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.join("hf/hub/models--acme--smol-GGUF/refs/main")).unwrap(),
+        COMMIT
+    );
+
+    let answer = ok(&forja(
+        h,
+        url,
+        None,
+        &[
+            "run",
+            "hf:acme/smol-GGUF:q4_1",
+            "What is 2+2?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "8",
+        ],
+    ));
+    assert!(!answer.trim().is_empty());
+    // Served once: the run found the pulled file.
+    assert_eq!(server.served_of(SMOL).len(), 1);
+
+    let ls = ok(&forja(h, url, None, &["ls"]));
+    let row = ls.lines().nth(1).unwrap();
+    for cell in [
+        "hf:acme/smol-GGUF:q4_1",
+        "93.8 MiB",
+        "q4_1",
+        "llama",
+        "134.5 M",
+        "8k",
+    ] {
+        assert!(row.contains(cell), "{ls}");
+    }
+    ok(&forja(
+        h,
+        url,
+        None,
+        &["cp", "hf:acme/smol-GGUF:q4_1", "smol"],
+    ));
+    let show = ok(&forja(h, url, None, &["show", "smol"]));
+    for part in [
+        "source        hf:acme/smol-GGUF:q4_1",
+        "license       apache-2.0",
+        "layers        30 (hidden 576, 9 heads, 3 KV heads, head dim 64)",
+        "<|im_start|>",
+        "Plan for this machine",
+        "Model      smol\n",
+        "weights",
+    ] {
+        assert!(show.contains(part), "missing {part:?}:\n{show}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&forja(h, url, None, &["ls", "--json"]))).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    assert_eq!(
+        json[0]["files"][0]["sha256"],
+        HubFile::lfs(SMOL, std::fs::read(testdata_file(SMOL)).unwrap()).sha256()
+    );
+
+    let rm = ok(&forja(h, url, None, &["rm", "hf:acme/smol-GGUF:q4_1"]));
+    assert!(rm.contains("other names use them"), "{rm}");
+    let rm = ok(&forja(h, url, None, &["rm", "smol"]));
+    assert!(rm.contains("freed 93.8 MiB"), "{rm}");
+    assert!(!snapshot.join(SMOL).exists());
+    let e = err(&forja(h, url, None, &["show", "smol"]));
+    assert!(e.contains("no model `smol` in the store"), "{e}");
+}
+
+#[test]
+fn import_is_found_by_run_and_plan() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let smol = testdata_file(SMOL);
+    let out = ok(&forja(
+        h,
+        "http://127.0.0.1:9",
+        None,
+        &["import", smol.to_str().unwrap(), "--name", "tiny-chat"],
+    ));
+    assert!(out.starts_with("tiny-chat (93.8 MiB, q4_1, llama"), "{out}");
+    let plan = ok(&forja(
+        h,
+        "http://127.0.0.1:9",
+        None,
+        &["plan", "tiny-chat", "--gpu", "4090"],
+    ));
+    assert!(plan.contains("tiny-chat"), "{plan}");
+    let answer = ok(&forja(
+        h,
+        "http://127.0.0.1:9",
+        None,
+        &[
+            "run",
+            "tiny-chat",
+            "Hi",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "4",
+        ],
+    ));
+    assert!(!answer.trim().is_empty());
+}
+
+#[test]
+fn gated_repositories_and_no_network_say_what_to_do() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(HubServer::start(vec![(
+        "acme/smol-GGUF",
+        smol_repo(Some("hf_ok")),
+    )]));
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+
+    let e = err(&forja(
+        h,
+        &server.url,
+        None,
+        &["pull", "hf:acme/smol-GGUF:q4_1"],
+    ));
+    assert!(
+        e.contains("acme/smol-GGUF is gated: request access at")
+            && e.contains("settings/tokens and set HF_TOKEN (no token was set)"),
+        "{e}"
+    );
+    let e = err(&forja(
+        h,
+        &server.url,
+        Some("hf_bad"),
+        &["pull", "hf:acme/smol-GGUF:q4_1"],
+    ));
+    assert!(e.contains("has no access"), "{e}");
+    let ls = ok(&forja(h, &server.url, None, &["ls"]));
+    assert!(ls.starts_with("no models yet"), "{ls}");
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let e = err(&forja(
+        h,
+        &closed,
+        None,
+        &["run", "qwen2.5:0.5b-instruct-q4_k_m", "hi"],
+    ));
+    assert!(
+        e.contains("pulling hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:q4_k_m: cannot reach")
+            && e.contains("Connection refused"),
+        "{e}"
+    );
+}
