@@ -37,18 +37,6 @@ enum Command {
     Hw(cmd_hw::HwArgs),
     /// Models and GPUs forja knows, filtered by task and by what fits
     Catalog(cmd_catalog::CatalogArgs),
-    /// Chat with a model in the terminal, or answer one prompt
-    Run(cmd_run::RunArgs),
-    /// Serve a model over HTTP: OpenAI-compatible API, continuous batching, metrics
-    Serve(cmd_serve::ServeArgs),
-    /// Measure speed: a model on this machine, or an OpenAI-compatible server under load
-    Bench(cmd_bench::BenchArgs),
-    /// Add documents to a collection for search and answers: parse, chunk, embed, index
-    Ingest(cmd_ingest::IngestArgs),
-    /// Find the chunks of a collection that match a query, with their scores and sources
-    Search(cmd_search::SearchArgs),
-    /// Answer a question from a collection's documents, citing them
-    Ask(cmd_ask::AskArgs),
     /// Download a model from the Hugging Face hub into the store (resumable, verified)
     Pull(cmd_pull::PullArgs),
     /// Copy a local .gguf file or HF model folder into the store
@@ -61,6 +49,18 @@ enum Command {
     Rm(cmd_store::RmArgs),
     /// Give a stored model another name
     Cp(cmd_store::CpArgs),
+    /// Chat with a model in the terminal, or answer one prompt
+    Run(cmd_run::RunArgs),
+    /// Serve a model over HTTP: OpenAI-compatible API, continuous batching, metrics
+    Serve(cmd_serve::ServeArgs),
+    /// Measure speed: a model on this machine, or an OpenAI-compatible server under load
+    Bench(cmd_bench::BenchArgs),
+    /// Add documents to a collection for search and answers: parse, chunk, embed, index
+    Ingest(cmd_ingest::IngestArgs),
+    /// Find the chunks of a collection that match a query, with their scores and sources
+    Search(cmd_search::SearchArgs),
+    /// Answer a question from a collection's documents, citing them
+    Ask(cmd_ask::AskArgs),
 }
 
 /// Help and version go to stdout as clap renders them; a usage mistake becomes one line on

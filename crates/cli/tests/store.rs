@@ -241,3 +241,97 @@ fn gated_repositories_and_no_network_say_what_to_do() {
         "{e}"
     );
 }
+
+/// Runs Python (with huggingface_hub, from the test clients' environment) with the same hub
+/// settings as [`forja`]; returns stdout.
+fn hf_python(home: &Path, endpoint: &str, code: &str) -> String {
+    let python = forja_testkit::testdata_dir().join("pyclients/bin/python");
+    let out = Command::new(&python)
+        .args(["-c", code])
+        .env("HF_HOME", home.join("hf"))
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_TOKEN")
+        .env("HF_ENDPOINT", endpoint)
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-testdata)", python.display()));
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_hub_cache_is_shared_with_huggingface_hub_both_ways() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(HubServer::start(vec![("acme/smol-GGUF", smol_repo(None))]));
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+
+    // Downloaded by huggingface_hub: forja runs it offline, without fetching it again.
+    let theirs = tempfile::tempdir().unwrap();
+    let path = hf_python(
+        theirs.path(),
+        &server.url,
+        &format!(
+            "from huggingface_hub import hf_hub_download\nprint(hf_hub_download('acme/smol-GGUF', '{SMOL}'))"
+        ),
+    );
+    assert!(path.trim().ends_with(SMOL), "{path}");
+    let fetched = server.served_of(SMOL).len();
+    let answer = ok(&forja(
+        theirs.path(),
+        &closed,
+        None,
+        &[
+            "run",
+            "hf:acme/smol-GGUF:q4_1",
+            "Hi",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "4",
+        ],
+    ));
+    assert!(!answer.trim().is_empty());
+    assert_eq!(server.served_of(SMOL).len(), fetched);
+
+    // Pulled by forja: huggingface_hub finds every file in its cache.
+    let ours = tempfile::tempdir().unwrap();
+    ok(&forja(
+        ours.path(),
+        &server.url,
+        None,
+        &["pull", "hf:acme/smol-GGUF"],
+    ));
+    let report = hf_python(
+        ours.path(),
+        &closed,
+        &format!(
+            "from huggingface_hub import try_to_load_from_cache, scan_cache_dir\n\
+             print(try_to_load_from_cache('acme/smol-GGUF', '{SMOL}'))\n\
+             r = scan_cache_dir()\n\
+             print(len(r.warnings), [(x.repo_id, x.size_on_disk) for x in r.repos])"
+        ),
+    );
+    let mut lines = report.lines();
+    let found = lines.next().unwrap();
+    assert!(
+        found.ends_with(&format!("snapshots/{COMMIT}/{SMOL}")),
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read(found).unwrap(),
+        std::fs::read(testdata_file(SMOL)).unwrap()
+    );
+    let size = std::fs::metadata(testdata_file(SMOL)).unwrap().len();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("0 [('acme/smol-GGUF', {size})]"),
+        "{report}"
+    );
+}
