@@ -335,3 +335,60 @@ fn the_hub_cache_is_shared_with_huggingface_hub_both_ways() {
         "{report}"
     );
 }
+
+#[test]
+fn a_killed_pull_resumes_where_it_stopped() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(HubServer::start(vec![("acme/smol-GGUF", smol_repo(None))]));
+    const SENT: u64 = 30_000_000;
+    *server.hub.switches.stall.lock().unwrap() = Some((SMOL.into(), SENT));
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let bytes = std::fs::read(testdata_file(SMOL)).unwrap();
+    let sha = HubFile::lfs(SMOL, bytes.clone()).sha256();
+    let part = h
+        .join("hf/hub/models--acme--smol-GGUF/blobs")
+        .join(format!("{sha}.incomplete"));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forja"))
+        .args(["pull", "hf:acme/smol-GGUF:q4_1"])
+        .env("FORJA_LOG", "off")
+        .env("FORJA_HOME", h.join("forja"))
+        .env("HF_HOME", h.join("hf"))
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_TOKEN")
+        .env("HF_ENDPOINT", &server.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) < SENT {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transfer never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let ls = ok(&forja(h, &server.url, None, &["ls"]));
+    assert!(
+        ls.starts_with("no models yet"),
+        "a killed pull installs nothing: {ls}"
+    );
+
+    ok(&forja(
+        h,
+        &server.url,
+        None,
+        &["pull", "hf:acme/smol-GGUF:q4_1"],
+    ));
+    let served = server.served_of(SMOL);
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert_eq!(served[1].range, Some(format!("bytes={SENT}-")));
+    assert_eq!(served[1].bytes, bytes.len() as u64 - SENT);
+    assert!(!part.exists());
+    let blob = h.join("hf/hub/models--acme--smol-GGUF/blobs").join(&sha);
+    assert_eq!(std::fs::read(blob).unwrap(), bytes);
+}

@@ -74,6 +74,8 @@ type Hook = Box<dyn FnOnce() + Send>;
 pub struct Switches {
     /// The next transfer of this file stops after this many body bytes (connection dropped).
     pub cut: Mutex<Option<(String, u64)>>,
+    /// The next transfer of this file sends this many body bytes, then nothing ever again.
+    pub stall: Mutex<Option<(String, u64)>>,
     /// The next N transfers of LFS files have one byte flipped.
     pub corrupt: AtomicUsize,
     /// Runs when a file's bytes are first asked for.
@@ -277,6 +279,18 @@ fn serve_bytes(hub: &Hub, f: &HubFile, commit: &str, headers: &HeaderMap, lfs: b
             _ => None,
         }
     };
+    let stall = {
+        let mut c = hub.switches.stall.lock().unwrap();
+        match c.as_ref() {
+            Some((p, n)) if *p == f.path => {
+                let n = *n;
+                *c = None;
+                Some(n)
+            }
+            _ => None,
+        }
+    };
+    let cut = cut.or(stall);
     let sent = cut.map_or(body.len() as u64, |n| n.min(body.len() as u64));
     hub.switches.served.lock().unwrap().push(Served {
         path: f.path.clone(),
@@ -305,6 +319,10 @@ fn serve_bytes(hub: &Hub, f: &HubFile, commit: &str, headers: &HeaderMap, lfs: b
     let stream = futures_util::stream::iter(chunks);
     if cut.is_none() {
         return b.body(Body::from_stream(stream)).unwrap();
+    }
+    if stall.is_some() {
+        let forever = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+        return b.body(Body::from_stream(stream.chain(forever))).unwrap();
     }
     // Give the sent bytes time to reach the client, then drop the connection.
     let broken = futures_util::stream::once(async {
