@@ -134,6 +134,7 @@ impl Fetch<'_> {
             what: format!("the hub's file list for {}", self.repo),
             why: format!("{} has neither an LFS sha256 nor a blob id", file.path),
         })?;
+        let _lock = self.lock(id, &file.path).await?;
         let blob = self.cache.blob(id);
         if blob.is_file() {
             let (len, digest) = if file.sha256.is_some() {
@@ -211,6 +212,38 @@ impl Fetch<'_> {
                         file: file.path.clone(),
                         what,
                     });
+                }
+            }
+        }
+    }
+
+    /// Waits for the lock on blob `id` (another forja or `huggingface_hub` may be fetching it);
+    /// held until the returned file is dropped.
+    async fn lock(&self, id: &str, path: &str) -> Result<std::fs::File, StoreError> {
+        let lock_path = self.cache.lock(id);
+        if let Some(dir) = lock_path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(&lock_path, e))?;
+        let mut told = false;
+        loop {
+            match f.try_lock() {
+                Ok(()) => return Ok(f),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if !told {
+                        self.progress
+                            .note(&format!("{path}: waiting for another download of it"));
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(StoreError::io(&lock_path, e));
                 }
             }
         }

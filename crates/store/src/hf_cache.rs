@@ -37,6 +37,18 @@ impl RepoCache {
         self.dir.join("blobs").join(format!("{id}.incomplete"))
     }
 
+    /// The lock a download of blob `id` holds, where `huggingface_hub` keeps its own
+    /// (`<cache>/.locks/models--org--repo/<id>.lock`, flock), so the two never write one blob at
+    /// the same time.
+    pub fn lock(&self, id: &str) -> PathBuf {
+        let parent = self.dir.parent().unwrap_or(&self.dir);
+        let folder = self.dir.file_name().unwrap_or_default();
+        parent
+            .join(".locks")
+            .join(folder)
+            .join(format!("{id}.lock"))
+    }
+
     pub fn snapshot(&self, commit: &str) -> PathBuf {
         self.dir.join("snapshots").join(commit)
     }

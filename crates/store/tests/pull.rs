@@ -316,3 +316,35 @@ async fn no_network_is_a_clear_error_and_the_cache_still_serves() {
     assert!(pulled.offline);
     assert_eq!(std::fs::read(&pulled.entry.path).unwrap(), gguf());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_another_process_is_fetching_is_waited_for_not_fetched_twice() {
+    let server = HubServer::start(vec![(REPO, gguf_repo(None))]).await;
+    let home = tempfile::tempdir().unwrap();
+    let sha = HubFile::lfs(Q4, gguf()).sha256();
+    // Another downloader (huggingface_hub keeps its locks here too) holds the blob's lock.
+    let locks = home.path().join("hub/.locks/models--acme--tiny-GGUF");
+    std::fs::create_dir_all(&locks).unwrap();
+    let lock = std::fs::File::create(locks.join(format!("{sha}.lock"))).unwrap();
+    lock.lock().unwrap();
+
+    let store = store_at(home.path(), &server.url);
+    let name = format!("hf:{REPO}:q4_k_m");
+    let hub = hub(&name);
+    let other = async {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        // Had the pull not waited, it would have fetched the missing blob by now.
+        assert!(server.served_of(Q4).is_empty());
+        // The other downloader finishes the blob and lets go.
+        let blobs = repo_dir(home.path()).join("blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::write(blobs.join(&sha), gguf()).unwrap();
+        lock.unlock().unwrap();
+    };
+    let (pulled, ()) = tokio::join!(store.pull(&name, &hub, &NoProgress), other);
+    assert_eq!(pulled.unwrap().downloaded_files, 0);
+    assert!(
+        server.served_of(Q4).is_empty(),
+        "checked, not fetched again"
+    );
+}
