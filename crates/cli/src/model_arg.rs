@@ -2,8 +2,9 @@
 //! store (`forja ls`); a hub name (`hf:org/repo`, `hf:org/repo:q4_k_m`, `hf:org/repo:FILE.gguf`);
 //! a catalog name, optionally with a quantization (`qwen2.5:0.5b-instruct-q4_k_m`).
 //!
-//! `plan` reads the model's description (a catalog entry needs no download); `run`, `serve` and
-//! `bench` need files, and pull what is not in the store yet.
+//! `plan` reads the model's description (a catalog entry's config, or a hub model's GGUF header or
+//! `config.json`, with no download); `run`, `serve` and `bench` need files, and pull what is not
+//! in the store yet.
 
 use std::path::{Path, PathBuf};
 
@@ -179,11 +180,20 @@ pub fn resolve(arg: &str) -> Result<ResolvedModel> {
             })
         }
         Named::Hub {
-            name, entry: None, ..
-        } => bail!(
-            "{name} is not in the store yet: `forja pull {name}` downloads it (planning reads \
-             its files)"
-        ),
+            hub, entry: None, ..
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the HTTP runtime")?;
+            let description = runtime
+                .block_on(store.describe_remote(&hub))
+                .with_context(|| format!("describing {} from the hub", hub.canonical()))?;
+            Ok(ResolvedModel {
+                description,
+                entry: None,
+            })
+        }
     }
 }
 

@@ -74,6 +74,23 @@ fn pull_from_the_hub_then_run_ls_show_cp_rm_by_name() {
     let h = home.path();
     let url = server.url.as_str();
 
+    // Planning reads the GGUF header from the hub and downloads nothing.
+    let plan = ok(&forja(
+        h,
+        url,
+        None,
+        &["plan", "hf:acme/smol-GGUF:q4_1", "--gpu", "4090"],
+    ));
+    assert!(
+        plan.starts_with("Model      hf:acme/smol-GGUF:q4_1\n") && plan.contains("q4_1 GGUF"),
+        "{plan}"
+    );
+    let size = std::fs::metadata(testdata_file(SMOL)).unwrap().len();
+    assert!(server.served_of(SMOL).iter().all(|s| s.bytes < size / 4));
+    let ls = ok(&forja(h, url, None, &["ls"]));
+    assert!(ls.starts_with("no models yet"), "{ls}");
+    let before = server.served_of(SMOL).len();
+
     let out = ok(&forja(h, url, None, &["pull", "hf:acme/smol-GGUF:q4_1"]));
     assert!(
         out.starts_with("hf:acme/smol-GGUF:q4_1 (93.8 MiB, q4_1, llama, 134.5 M parameters)"),
@@ -109,7 +126,7 @@ fn pull_from_the_hub_then_run_ls_show_cp_rm_by_name() {
     ));
     assert!(!answer.trim().is_empty());
     // Served once: the run found the pulled file.
-    assert_eq!(server.served_of(SMOL).len(), 1);
+    assert_eq!(server.served_of(SMOL).len(), before + 1);
 
     let ls = ok(&forja(h, url, None, &["ls"]));
     let row = ls.lines().nth(1).unwrap();

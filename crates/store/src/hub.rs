@@ -138,6 +138,40 @@ impl HubClient {
         Ok((resp, start))
     }
 
+    /// The first `len` bytes of `path` (fewer when the file is shorter).
+    pub async fn fetch_prefix(
+        &self,
+        repo: &str,
+        commit: &str,
+        path: &str,
+        len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let url = self.file_url(repo, commit, path);
+        let resp = self
+            .get(&url)
+            .header(RANGE, format!("bytes=0-{}", len.saturating_sub(1)))
+            .send()
+            .await
+            .map_err(|e| self.offline(&e))?;
+        let mut resp = self.check(resp, repo, commit, Asked::File(path)).await?;
+        let mut out = Vec::new();
+        while (out.len() as u64) < len {
+            match resp.chunk().await {
+                Ok(Some(c)) => out.extend_from_slice(&c),
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(StoreError::Transfer {
+                        file: path.to_string(),
+                        bytes: out.len() as u64,
+                        why: e.to_string(),
+                    });
+                }
+            }
+        }
+        out.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(out)
+    }
+
     /// Turns an error status into the error that says what to do.
     pub(crate) async fn check(
         &self,

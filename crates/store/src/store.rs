@@ -258,6 +258,65 @@ impl Store {
         })
     }
 
+    /// The model `hub` names, described from the hub without downloading it: a GGUF's header
+    /// (its first megabytes), or a safetensors model's `config.json`.
+    pub async fn describe_remote(&self, hub: &HubRef) -> Result<ModelDescription, StoreError> {
+        let client = HubClient::new(&self.config)?;
+        let listing = client.listing(&hub.repo, &hub.revision).await?;
+        let files = listing.select(&hub.selector)?;
+        let origin = hub.canonical();
+        let describe_err = |source| StoreError::Describe {
+            path: PathBuf::from(&origin),
+            source,
+        };
+        let gguf = files
+            .iter()
+            .find(|f| f.path.to_ascii_lowercase().ends_with(".gguf"));
+        if let Some(g) = gguf {
+            // Headers carry the vocabulary: a few MB, more for large ones.
+            let mut last = None;
+            for mib in [8u64, 64] {
+                let len = (mib << 20).min(g.size);
+                let bytes = client
+                    .fetch_prefix(&hub.repo, &listing.commit, &g.path, len)
+                    .await?;
+                match forja_arch::GgufHeader::read(bytes.as_slice(), g.size) {
+                    Ok(h) => {
+                        return ModelDescription::from_gguf_header(&h, &origin, Vec::new())
+                            .map_err(describe_err);
+                    }
+                    Err(e) => last = Some(e),
+                }
+                if len == g.size {
+                    break;
+                }
+            }
+            return Err(match last {
+                Some(e) => describe_err(e),
+                None => StoreError::Selection {
+                    repo: hub.repo.clone(),
+                    why: format!("{} is empty", g.path),
+                },
+            });
+        }
+        let config = files
+            .iter()
+            .find(|f| f.path == "config.json")
+            .ok_or_else(|| StoreError::Selection {
+                repo: hub.repo.clone(),
+                why: "no config.json to describe the model by".into(),
+            })?;
+        let bytes = client
+            .fetch_prefix(&hub.repo, &listing.commit, &config.path, 16 << 20)
+            .await?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Response {
+                what: format!("config.json of {}", hub.repo),
+                why: e.to_string(),
+            })?;
+        ModelDescription::from_config_value(&value, &origin).map_err(describe_err)
+    }
+
     /// Records another name for an entry (the files are shared).
     pub fn copy(&self, from: &str, to: &str) -> Result<ManifestEntry, StoreError> {
         let to = to.trim();

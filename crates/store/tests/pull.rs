@@ -348,3 +348,41 @@ async fn a_blob_another_process_is_fetching_is_waited_for_not_fetched_twice() {
         "checked, not fetched again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_model_is_described_without_downloading_it() {
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+        "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "torch_dtype": "bfloat16"
+    });
+    let st = HubRepo {
+        commit: COMMIT.into(),
+        files: vec![
+            HubFile::git("config.json", serde_json::to_vec(&config).unwrap()),
+            HubFile::lfs("model.safetensors", vec![0u8; 4096]),
+        ],
+        token: None,
+    };
+    let server = HubServer::start(vec![(REPO, gguf_repo(None)), ("acme/st", st)]).await;
+    let home = tempfile::tempdir().unwrap();
+    let store = store_at(home.path(), &server.url);
+
+    let d = store
+        .describe_remote(&hub(&format!("hf:{REPO}:q4_k_m")))
+        .await
+        .unwrap();
+    assert_eq!(d.config.max_context, 2048);
+    assert_eq!(d.config.num_layers, 2);
+    assert_eq!(d.stored.as_ref().unwrap().file_bytes, gguf().len() as u64);
+    assert_eq!(d.origin, format!("hf:{REPO}:q4_k_m"));
+
+    let d = store.describe_remote(&hub("hf:acme/st")).await.unwrap();
+    assert_eq!(d.config.max_context, 4096);
+    assert_eq!(d.config.hidden_size, 64);
+    assert!(server.served_of("model.safetensors").is_empty());
+    // Nothing was stored.
+    assert!(!home.path().join("hub").exists());
+    assert!(store.list().unwrap().is_empty());
+}

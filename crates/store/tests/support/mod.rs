@@ -237,15 +237,23 @@ fn serve_bytes(hub: &Hub, f: &HubFile, commit: &str, headers: &HeaderMap, lfs: b
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let len = f.bytes.len() as u64;
-    let start = match range.as_deref() {
-        None => 0,
+    // `bytes=START-` or `bytes=START-END` (END inclusive, clamped to the file).
+    let (start, end) = match range.as_deref() {
+        None => (0, len.saturating_sub(1)),
         Some(r) => {
-            let Some(s) = r
-                .strip_prefix("bytes=")
-                .and_then(|r| r.strip_suffix('-'))
-                .and_then(|s| s.parse::<u64>().ok())
-            else {
+            let Some((s, e)) = r.strip_prefix("bytes=").and_then(|r| r.split_once('-')) else {
                 return StatusCode::BAD_REQUEST.into_response();
+            };
+            let Ok(s) = s.parse::<u64>() else {
+                return StatusCode::BAD_REQUEST.into_response();
+            };
+            let e = if e.is_empty() {
+                len.saturating_sub(1)
+            } else {
+                match e.parse::<u64>() {
+                    Ok(e) if e >= s => e.min(len.saturating_sub(1)),
+                    _ => return StatusCode::BAD_REQUEST.into_response(),
+                }
             };
             if s >= len {
                 return Response::builder()
@@ -254,10 +262,10 @@ fn serve_bytes(hub: &Hub, f: &HubFile, commit: &str, headers: &HeaderMap, lfs: b
                     .body(Body::empty())
                     .unwrap();
             }
-            s
+            (s, e)
         }
     };
-    let mut body = f.bytes[start as usize..].to_vec();
+    let mut body = f.bytes[start as usize..=end as usize].to_vec();
     if lfs
         && hub
             .switches
@@ -303,10 +311,8 @@ fn serve_bytes(hub: &Hub, f: &HubFile, commit: &str, headers: &HeaderMap, lfs: b
         .header("x-repo-commit", commit)
         .header(header::ETAG, format!("\"{}\"", f.blob_id()));
     b = if range.is_some() {
-        b.status(StatusCode::PARTIAL_CONTENT).header(
-            header::CONTENT_RANGE,
-            format!("bytes {start}-{}/{len}", len - 1),
-        )
+        b.status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"))
     } else {
         b.status(StatusCode::OK)
     };
