@@ -138,6 +138,10 @@ impl Fetch<'_> {
         let blob = self.cache.blob(id);
         if blob.is_file() {
             let (len, digest) = if file.sha256.is_some() {
+                if file.size >= 64 << 20 {
+                    self.progress
+                        .note(&format!("{}: already here, checking its sha256", file.path));
+                }
                 let (len, d) = sha256_file(&blob).await?;
                 (len, Some(d))
             } else {

@@ -146,6 +146,23 @@ impl Store {
         let cache = RepoCache::new(&self.config.hf_cache, &hub.repo);
         let listing = cache.local_listing(&hub.repo, &hub.revision)?;
         let files = listing.select(&hub.selector).ok()?;
+        let snapshot = cache.snapshot(&listing.commit);
+        // Another tool may have fetched only part of a sharded model.
+        if let Some(index) = files
+            .iter()
+            .find(|f| f.path == "model.safetensors.index.json")
+        {
+            let text = std::fs::read_to_string(snapshot.join(&index.path)).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let shards = v.get("weight_map")?.as_object()?;
+            let complete = shards
+                .values()
+                .filter_map(|s| s.as_str())
+                .all(|s| files.iter().any(|f| f.path == s));
+            if !complete {
+                return None;
+            }
+        }
         Some(model_path(&cache, &listing.commit, &files, &hub.selector))
     }
 
@@ -212,6 +229,17 @@ impl Store {
             }
             cache.write_ref(&hub.revision, &listing.commit)?;
         }
+        // The same model pulled under another spelling keeps its one entry.
+        let name = match self.manifest.get(name)? {
+            Some(_) => name.to_string(),
+            None => self
+                .manifest
+                .by_source(&hub.canonical())?
+                .into_iter()
+                .next()
+                .map_or_else(|| name.to_string(), |e| e.name),
+        };
+        let name = name.as_str();
         let path = model_path(&cache, &listing.commit, &files, &hub.selector);
         // The files are what the hub has; a model forja cannot describe is still installed
         // (`ls` shows what is unknown), so the download is not lost.

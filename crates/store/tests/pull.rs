@@ -386,3 +386,46 @@ async fn a_hub_model_is_described_without_downloading_it() {
     assert!(!home.path().join("hub").exists());
     assert!(store.list().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_model_pulled_under_two_spellings_keeps_one_entry() {
+    let server = HubServer::start(vec![(REPO, gguf_repo(None))]).await;
+    let home = tempfile::tempdir().unwrap();
+    let store = store_at(home.path(), &server.url);
+    let h = hub(&format!("hf:{REPO}:q4_k_m"));
+    store.pull("tiny:q4", &h, &NoProgress).await.unwrap();
+    let again = store.pull(&h.canonical(), &h, &NoProgress).await.unwrap();
+    assert_eq!(again.entry.name, "tiny:q4");
+    assert_eq!(store.list().unwrap().len(), 1);
+    assert_eq!(store.get(&h.canonical()).unwrap().unwrap().name, "tiny:q4");
+}
+
+#[test]
+fn a_sharded_model_another_tool_fetched_in_part_is_not_taken_for_complete() {
+    use forja_store::RemoteFile;
+    use forja_store::hf_cache::RepoCache;
+    let home = tempfile::tempdir().unwrap();
+    let cache = RepoCache::new(&home.path().join("hub"), "acme/big");
+    let index = br#"{"weight_map": {"a": "model-00001-of-00002.safetensors",
+                                    "b": "model-00002-of-00002.safetensors"}}"#;
+    let put = |path: &str, bytes: &[u8], id: &str| {
+        std::fs::create_dir_all(cache.dir.join("blobs")).unwrap();
+        std::fs::write(cache.blob(id), bytes).unwrap();
+        let f = RemoteFile {
+            path: path.into(),
+            size: bytes.len() as u64,
+            sha256: None,
+            blob_id: Some(id.into()),
+        };
+        cache.link(COMMIT, &f, id).unwrap();
+    };
+    put("config.json", b"{}", &"1".repeat(40));
+    put("model.safetensors.index.json", index, &"2".repeat(40));
+    put("model-00001-of-00002.safetensors", b"x", &"3".repeat(40));
+    cache.write_ref("main", COMMIT).unwrap();
+    let store = Store::open(StoreConfig::at(home.path(), "http://127.0.0.1:9")).unwrap();
+    let name = hub("hf:acme/big");
+    assert_eq!(store.cached(&name), None);
+    put("model-00002-of-00002.safetensors", b"y", &"4".repeat(40));
+    assert_eq!(store.cached(&name), Some(cache.snapshot(COMMIT)));
+}
