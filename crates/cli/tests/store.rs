@@ -209,6 +209,36 @@ fn import_is_found_by_run_and_plan() {
         ],
     ));
     assert!(!answer.trim().is_empty());
+
+    // `serve` takes store names too, and serves the model under its name.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_forja"))
+        .args(["serve", "tiny-chat", "--port", &port.to_string()])
+        .env("FORJA_LOG", "off")
+        .env("FORJA_HOME", h.join("forja"))
+        .env("HF_HOME", h.join("hf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let models = rt.block_on(async {
+        let url = format!("http://127.0.0.1:{port}/v1/models");
+        for _ in 0..300 {
+            if let Ok(r) = reqwest::get(&url).await {
+                return r.json::<serde_json::Value>().await.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the server did not start");
+    });
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(models["data"][0]["id"], "tiny-chat", "{models}");
 }
 
 #[test]
