@@ -29,8 +29,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "forja-models",
                 "forja-arch",
                 "forja-hw",
+                "forja-store",
             ][..],
         ),
+        ("forja-store", &["forja-arch", "forja-hw"][..]),
         ("forja-planner", &["forja-arch", "forja-hw"][..]),
         (
             "forja-engine",

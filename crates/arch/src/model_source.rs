@@ -116,10 +116,25 @@ impl ModelDescription {
 
     fn from_gguf_path(path: &Path) -> Result<Self, ArchError> {
         let header = GgufHeader::read_path(path)?;
-        let config = from_gguf(&header).map_err(|e| e.at_path(path))?;
-        let tensors = gguf_tensors(&header);
+        Self::from_gguf_header(
+            &header,
+            &path.display().to_string(),
+            vec![path.to_path_buf()],
+        )
+        .map_err(|e| e.at_path(path))
+    }
+
+    /// From a GGUF header read elsewhere (e.g. the first bytes of a file on a hub); `files` are
+    /// where its weights are, if anywhere yet.
+    pub fn from_gguf_header(
+        header: &GgufHeader,
+        origin: &str,
+        files: Vec<PathBuf>,
+    ) -> Result<Self, ArchError> {
+        let config = from_gguf(header)?;
+        let tensors = gguf_tensors(header);
         let types: Vec<GgmlType> = header.tensors.iter().map(|t| t.ggml_type).collect();
-        let (format_label, format) = gguf_file_type(&header);
+        let (format_label, format) = gguf_file_type(header);
         let stored = StoredWeights {
             container: Container::Gguf,
             format_label,
@@ -127,10 +142,10 @@ impl ModelDescription {
             params: header.n_params(),
             tensor_bytes: header.tensor_bytes(),
             file_bytes: header.file_bytes,
-            files: vec![path.to_path_buf()],
+            files,
         };
         Ok(ModelDescription {
-            origin: path.display().to_string(),
+            origin: origin.to_string(),
             config,
             tensors,
             stored: Some(stored),

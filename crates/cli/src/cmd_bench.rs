@@ -30,8 +30,8 @@ enum BenchWhat {
 
 #[derive(Debug, Args)]
 pub struct ModelBenchArgs {
-    /// A .gguf file or an HF model folder
-    model: std::path::PathBuf,
+    /// A .gguf file, an HF model folder, or a store, hub or catalog name (pulled if needed)
+    model: String,
     /// Prompt lengths to time (comma-separated)
     #[arg(short = 'p', long, default_value = "512", value_delimiter = ',')]
     n_prompt: Vec<usize>,
@@ -104,18 +104,18 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
     if a.repetitions == 0 || a.repetitions > 1000 {
         bail!("invalid --repetitions {}: use 1..=1000", a.repetitions);
     }
-    let desc = ModelDescription::from_path(&a.model)
-        .with_context(|| format!("reading {}", a.model.display()))?;
+    let (name, path) = crate::model_arg::local_model(&a.model)?;
+    let desc = ModelDescription::from_path(&path)
+        .with_context(|| format!("reading {}", path.display()))?;
     let max_ctx = desc.config.max_context as usize;
     for &n in a.n_prompt.iter().chain(&a.n_gen) {
         if n == 0 || n > max_ctx {
             bail!("test length {n} must be between 1 and the model's context of {max_ctx} tokens");
         }
     }
-    let decoder = forja_models::loader::load(&a.model, &candle_core::Device::Cpu)
-        .with_context(|| format!("loading {}", a.model.display()))?;
+    let decoder = forja_models::loader::load(&path, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading {}", path.display()))?;
     let vocab = decoder.config.vocab_size;
-    let name = forja_engine::model::display_name(&a.model);
     let model_bytes = desc.stored.as_ref().map_or(0, |s| s.file_bytes);
     let n_params = desc.weights(None).params;
     // One untimed pass warms caches and page-ins the mapped weights.

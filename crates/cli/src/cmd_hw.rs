@@ -17,15 +17,10 @@ pub struct HwArgs {
     bandwidth: bool,
 }
 
-/// Where models are stored: `$FORJA_HOME`, else `~/.forja`.
+/// Where pulled models are stored: the Hugging Face hub cache (`HF_HUB_CACHE`, else
+/// `$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
 pub fn models_dir() -> std::path::PathBuf {
-    match std::env::var_os("FORJA_HOME") {
-        Some(h) if !h.is_empty() => h.into(),
-        _ => std::env::var_os("HOME").map_or_else(
-            || ".forja".into(),
-            |h| std::path::Path::new(&h).join(".forja"),
-        ),
-    }
+    forja_store::StoreConfig::from_env().hf_cache
 }
 
 pub fn run(args: HwArgs) -> Result<()> {

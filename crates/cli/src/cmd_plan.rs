@@ -34,7 +34,8 @@ pub enum OptimizerArg {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Catalog name (llama-3.1-8b-instruct), config.json, HF model folder or .gguf file
+    /// Catalog name (llama-3.1-8b-instruct), config.json, HF model folder, .gguf file, store name
+    /// (`forja ls`) or hub name (hf:org/repo, hf:org/repo:q4_k_m; read from the hub, not downloaded)
     pub model: Option<String>,
     /// Weight format: f32 f16 bf16 fp8 int8 awq gptq q8_0 q6_k q5_k_m q5_0 q4_k_m q4_k_s q4_0 q4_1 iq4_xs q3_k_m q2_k
     /// [default: what the files store; q4_k_m for catalog models]

@@ -1,7 +1,6 @@
 //! `forja run MODEL [PROMPT]`: chat with a model in the terminal, or answer one prompt.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,9 +15,11 @@ use crate::output::{emit, outln};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A .gguf file or an HF model folder (config.json, safetensors, tokenizer.json, and
-    /// tokenizer_config.json for the chat template)
-    model: PathBuf,
+    /// A .gguf file, an HF model folder (config.json, safetensors, tokenizer.json, and
+    /// tokenizer_config.json for the chat template), a store name (`forja ls`), a hub name
+    /// (hf:org/repo, hf:org/repo:q4_k_m) or a catalog name (qwen2.5:0.5b-instruct-q4_k_m);
+    /// hub and catalog models not in the store yet are pulled first
+    model: String,
     /// Answer this prompt and exit (also read from stdin when it is not a terminal)
     prompt: Option<String>,
     /// System prompt
@@ -182,12 +183,6 @@ fn stats(g: &Generation) -> String {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    if !a.model.exists() {
-        bail!(
-            "no such model file or folder: {} (pass a .gguf file or an HF model folder)",
-            a.model.display()
-        );
-    }
     let sampling = SamplingParams {
         temperature: a.temperature,
         top_k: a.top_k,
@@ -202,8 +197,9 @@ pub fn run(a: RunArgs) -> Result<()> {
         context: a.ctx,
         ..Default::default()
     };
-    let model = LoadedModel::load_with(&a.model, &candle_core::Device::Cpu, options)
-        .with_context(|| format!("loading {}", a.model.display()))?;
+    let (_, path) = crate::model_arg::local_model(&a.model)?;
+    let model = LoadedModel::load_with(&path, &candle_core::Device::Cpu, options)
+        .with_context(|| format!("loading {}", path.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut chat = Chat {
         cache: model.new_cache(),

@@ -1,7 +1,6 @@
 //! `forja serve MODEL`: the OpenAI-compatible HTTP API over the engine actor.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -13,9 +12,10 @@ use forja_server::{AppState, ServerConfig};
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// .gguf files or HF model folders (chat models, or sentence-transformers embedding models such
-    /// as all-MiniLM-L6-v2); the first is loaded at start, the others on first use
+    /// as all-MiniLM-L6-v2), store names, hub names (hf:org/repo:q4_k_m) or catalog names; the
+    /// first is loaded at start, the others on first use; models not in the store are pulled
     #[arg(required = true)]
-    models: Vec<PathBuf>,
+    models: Vec<String>,
     /// Address to listen on (loopback by default; any other address needs an API key)
     #[arg(long, default_value = "127.0.0.1", env = "FORJA_HOST")]
     host: IpAddr,
@@ -112,8 +112,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
     } else {
         KeepAlive::For(std::time::Duration::from_secs(300))
     });
-    let pool = ModelPool::from_paths(
-        &a.models,
+    let models = a
+        .models
+        .iter()
+        .map(|m| crate::model_arg::local_model(m))
+        .collect::<Result<Vec<_>>>()?;
+    let pool = ModelPool::from_named_paths(
+        &models,
         PoolConfig {
             serving: ServingConfig {
                 block_size: a.block_size,

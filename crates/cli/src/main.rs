@@ -8,9 +8,11 @@ mod cmd_collections;
 mod cmd_hw;
 mod cmd_ingest;
 mod cmd_plan;
+mod cmd_pull;
 mod cmd_run;
 mod cmd_search;
 mod cmd_serve;
+mod cmd_store;
 mod model_arg;
 mod output;
 mod rag_setup;
@@ -36,6 +38,18 @@ enum Command {
     Hw(cmd_hw::HwArgs),
     /// Models and GPUs forja knows, filtered by task and by what fits
     Catalog(cmd_catalog::CatalogArgs),
+    /// Download a model from the Hugging Face hub into the store (resumable, verified)
+    Pull(cmd_pull::PullArgs),
+    /// Copy a local .gguf file or HF model folder into the store
+    Import(cmd_store::ImportArgs),
+    /// List the models in the store
+    Ls(cmd_store::LsArgs),
+    /// A stored model's architecture, chat template, license and plan for this machine
+    Show(cmd_store::ShowArgs),
+    /// Remove models from the store (their files too, unless another name uses them)
+    Rm(cmd_store::RmArgs),
+    /// Give a stored model another name
+    Cp(cmd_store::CpArgs),
     /// Chat with a model in the terminal, or answer one prompt
     Run(cmd_run::RunArgs),
     /// Serve a model over HTTP: OpenAI-compatible API, continuous batching, metrics
@@ -99,6 +113,12 @@ fn main() -> ExitCode {
         Command::Ingest(a) => cmd_ingest::run(a),
         Command::Search(a) => cmd_search::run(a),
         Command::Ask(a) => cmd_ask::run(a),
+        Command::Pull(a) => cmd_pull::run(a),
+        Command::Import(a) => cmd_store::import(a),
+        Command::Ls(a) => cmd_store::ls(a),
+        Command::Show(a) => cmd_store::show(a),
+        Command::Rm(a) => cmd_store::rm(a),
+        Command::Cp(a) => cmd_store::cp(a),
         Command::Collections(a) => cmd_collections::run(a),
     };
     match result {

@@ -489,7 +489,7 @@ fn run_reports_unusable_models_clearly() {
     let e = fails(&["run", tiny.to_str().unwrap(), "hi"]);
     assert!(e.contains("tokenizer.json is missing"), "{e}");
     let e = fails(&["run", "/nonexistent/model.gguf", "hi"]);
-    assert!(e.contains("no such model file or folder"), "{e}");
+    assert!(e.contains("no such file or folder"), "{e}");
     let bad = tempfile::NamedTempFile::with_suffix(".gguf").unwrap();
     std::fs::write(bad.path(), b"GGUF\x03\0\0\0").unwrap();
     let e = fails(&["run", bad.path().to_str().unwrap(), "hi"]);

@@ -57,6 +57,10 @@ pub struct CatalogEntry {
     pub family: String,
     pub display: String,
     pub hf_repo: String,
+    /// A hub repository with GGUF files of this model (`forja pull NAME-q4_k_m` takes its file
+    /// of that quantization).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gguf_repo: Option<String>,
     pub license: String,
     pub tasks: Vec<Task>,
     /// The parameter count the model's publisher states.

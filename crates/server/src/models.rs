@@ -229,10 +229,23 @@ impl ModelPool {
     /// A pool of models at `paths`, none loaded yet. Each file's header is read now, so a
     /// missing or broken file is an error at start, not at the first request.
     pub fn from_paths(paths: &[PathBuf], config: PoolConfig) -> Result<Self, String> {
+        let named: Vec<(String, PathBuf)> = paths
+            .iter()
+            .map(|p| (forja_engine::model::display_name(p), p.clone()))
+            .collect();
+        Self::from_named_paths(&named, config)
+    }
+
+    /// A pool of models at the given paths, each served under its given name (a store name, or
+    /// the file name).
+    pub fn from_named_paths(
+        models: &[(String, PathBuf)],
+        config: PoolConfig,
+    ) -> Result<Self, String> {
         let available = config.available_memory;
         let mut entries: Vec<Arc<ModelEntry>> = Vec::new();
-        for path in paths {
-            let name = forja_engine::model::display_name(path);
+        for (name, path) in models {
+            let name = name.clone();
             if entries.iter().any(|e| e.name == name) {
                 return Err(format!(
                     "two models are named {name}; rename one of the files"
