@@ -12,7 +12,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 use half::f16;
 
-use crate::{KernelError, PagedAttention, Result};
+use crate::{KernelError, PagedAttention, Result, shapes};
 
 const SOURCE: &str = include_str!("kernels.cu");
 /// Threads per block of the row kernels (a multiple of 32, see `block_reduce`).
@@ -108,12 +108,7 @@ impl Gpu {
     /// As [`crate::reference::rms_norm`].
     pub fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32, offset: f32) -> Result<Vec<f32>> {
         let cols = w.len();
-        if cols == 0 || !x.len().is_multiple_of(cols) {
-            return Err(KernelError::Shape(format!(
-                "{} values in rows of {cols}",
-                x.len()
-            )));
-        }
+        shapes::rows(x.len(), cols)?;
         let (xd, wd) = (self.upload(x)?, self.upload(w)?);
         let mut out = self
             .stream
@@ -140,13 +135,7 @@ impl Gpu {
 
     /// As [`crate::reference::silu_mul`].
     pub fn silu_mul(&self, gate: &[f32], up: &[f32]) -> Result<Vec<f32>> {
-        if gate.len() != up.len() {
-            return Err(KernelError::Shape(format!(
-                "gate of {} and up of {} values",
-                gate.len(),
-                up.len()
-            )));
-        }
+        shapes::gate_up(gate.len(), up.len())?;
         let (gd, ud) = (self.upload(gate)?, self.upload(up)?);
         let mut out = self
             .stream
@@ -172,13 +161,7 @@ impl Gpu {
         inv_freq: &[f32],
     ) -> Result<()> {
         let half = inv_freq.len();
-        if 2 * half > head_dim || x.len() != positions.len() * heads * head_dim {
-            return Err(KernelError::Shape(format!(
-                "{} values for {} rows of {heads} heads × {head_dim}",
-                x.len(),
-                positions.len()
-            )));
-        }
+        shapes::rope(x.len(), positions.len(), heads, head_dim, half)?;
         let mut xd = self.upload(x)?;
         let (pd, fd) = (self.upload(positions)?, self.upload(inv_freq)?);
         let f = self.function("rope_neox_f32")?;
@@ -211,18 +194,13 @@ impl Gpu {
         slots: &[u32],
         width: usize,
     ) -> Result<()> {
-        if k.len() != slots.len() * width || v.len() != k.len() {
-            return Err(KernelError::Shape(format!(
-                "{} keys and {} values for {} tokens of {width}",
-                k.len(),
-                v.len(),
-                slots.len()
-            )));
-        }
-        let cache_slots = k_cache.len().min(v_cache.len()) / width.max(1);
-        if let Some(s) = slots.iter().find(|&&s| s as usize >= cache_slots) {
-            return Err(KernelError::Shape(format!("slot {s} outside the cache")));
-        }
+        shapes::cache_writes(
+            k.len(),
+            v.len(),
+            slots,
+            width,
+            k_cache.len().min(v_cache.len()),
+        )?;
         let bits = |c: &[f16]| c.iter().map(|h| h.to_bits()).collect::<Vec<u16>>();
         let (mut kc, mut vc) = (self.upload(&bits(k_cache))?, self.upload(&bits(v_cache))?);
         let (kd, vd, sd) = (self.upload(k)?, self.upload(v)?, self.upload(slots)?);

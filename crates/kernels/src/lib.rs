@@ -22,6 +22,67 @@ pub enum KernelError {
 
 pub type Result<T> = std::result::Result<T, KernelError>;
 
+/// Shape checks shared by the CPU references and the GPU launches, so both refuse the same
+/// inputs with the same words.
+pub mod shapes {
+    use crate::{KernelError, Result};
+
+    /// `x` holds whole rows of `cols` values.
+    pub fn rows(x: usize, cols: usize) -> Result<()> {
+        if cols == 0 || !x.is_multiple_of(cols) {
+            return Err(KernelError::Shape(format!("{x} values in rows of {cols}")));
+        }
+        Ok(())
+    }
+
+    /// The gate and up halves of a gated MLP have the same length.
+    pub fn gate_up(gate: usize, up: usize) -> Result<()> {
+        if gate != up {
+            return Err(KernelError::Shape(format!(
+                "gate of {gate} and up of {up} values"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `x` is `[positions, heads · head_dim]` and `half` frequencies fit a head.
+    pub fn rope(
+        x: usize,
+        positions: usize,
+        heads: usize,
+        head_dim: usize,
+        half: usize,
+    ) -> Result<()> {
+        if 2 * half > head_dim || x != positions * heads * head_dim {
+            return Err(KernelError::Shape(format!(
+                "{x} values for {positions} rows of {heads} heads × {head_dim} ({half} frequencies)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `k`, `v` are `[tokens, width]` and every slot lies inside caches of `cache` values.
+    pub fn cache_writes(
+        k: usize,
+        v: usize,
+        slots: &[u32],
+        width: usize,
+        cache: usize,
+    ) -> Result<()> {
+        if k != slots.len() * width || v != k {
+            return Err(KernelError::Shape(format!(
+                "{k} keys and {v} values for {} tokens of {width}",
+                slots.len()
+            )));
+        }
+        let cache_slots = cache / width.max(1);
+        if let Some(s) = slots.iter().find(|&&s| s as usize >= cache_slots) {
+            return Err(KernelError::Shape(format!("slot {s} outside the cache")));
+        }
+        Ok(())
+    }
+}
+
 /// The shape of one paged decode-attention call: `seqs = context_lens.len()` sequences, each
 /// with one query row of `heads` heads, attending over its first `context_lens[s]` cached
 /// positions; position `j` of sequence `s` is in slot

@@ -3,18 +3,13 @@
 
 use half::f16;
 
-use crate::{KernelError, PagedAttention, Result};
+use crate::{PagedAttention, Result, shapes};
 
 /// RMSNorm of each row of `x` (`[rows, cols]`): `x / sqrt(mean(x²) + eps) · (offset + w)`;
 /// `offset` is 1 for Gemma's `(1 + w)` weights, else 0.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, offset: f32) -> Result<Vec<f32>> {
     let cols = w.len();
-    if cols == 0 || !x.len().is_multiple_of(cols) {
-        return Err(KernelError::Shape(format!(
-            "{} values in rows of {cols}",
-            x.len()
-        )));
-    }
+    shapes::rows(x.len(), cols)?;
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks_exact(cols) {
         let ms = row
@@ -34,13 +29,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, offset: f32) -> Result<Vec<f32>>
 
 /// `silu(gate) · up`, elementwise.
 pub fn silu_mul(gate: &[f32], up: &[f32]) -> Result<Vec<f32>> {
-    if gate.len() != up.len() {
-        return Err(KernelError::Shape(format!(
-            "gate of {} and up of {} values",
-            gate.len(),
-            up.len()
-        )));
-    }
+    shapes::gate_up(gate.len(), up.len())?;
     Ok(gate
         .iter()
         .zip(up)
@@ -59,13 +48,7 @@ pub fn rope_neox(
     inv_freq: &[f32],
 ) -> Result<()> {
     let half = inv_freq.len();
-    if 2 * half > head_dim || x.len() != positions.len() * heads * head_dim {
-        return Err(KernelError::Shape(format!(
-            "{} values for {} rows of {heads} heads × {head_dim} ({half} frequencies)",
-            x.len(),
-            positions.len()
-        )));
-    }
+    shapes::rope(x.len(), positions.len(), heads, head_dim, half)?;
     for (row, &p) in x.chunks_exact_mut(heads * head_dim).zip(positions) {
         for head in row.chunks_exact_mut(head_dim) {
             for (i, &f) in inv_freq.iter().enumerate() {
@@ -90,19 +73,15 @@ pub fn reshape_and_cache(
     slots: &[u32],
     width: usize,
 ) -> Result<()> {
-    if k.len() != slots.len() * width || v.len() != k.len() {
-        return Err(KernelError::Shape(format!(
-            "{} keys and {} values for {} tokens of {width}",
-            k.len(),
-            v.len(),
-            slots.len()
-        )));
-    }
+    shapes::cache_writes(
+        k.len(),
+        v.len(),
+        slots,
+        width,
+        k_cache.len().min(v_cache.len()),
+    )?;
     for (t, &slot) in slots.iter().enumerate() {
         let dst = slot as usize * width..(slot as usize + 1) * width;
-        if dst.end > k_cache.len() || dst.end > v_cache.len() {
-            return Err(KernelError::Shape(format!("slot {slot} outside the cache")));
-        }
         for (d, s) in k_cache[dst.clone()].iter_mut().zip(&k[t * width..]) {
             *d = f16::from_f32(*s);
         }
