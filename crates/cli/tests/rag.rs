@@ -50,6 +50,37 @@ fn ok(home: &Path, args: &[&str]) -> String {
     r.stdout
 }
 
+/// On the documents of `write_docs`: a paraphrase finds the vacation policy by meaning and by
+/// keywords, and `--type paragraph` finds the fan section with its section path.
+fn search_ranks_by_meaning_keywords_and_kind(home: &Path, common: &[&str]) {
+    let mut args = vec!["search", "how much time off do staff get each year"];
+    args.extend(common);
+    let out = ok(home, &args);
+    assert!(
+        out.lines().next().unwrap().contains("vacation.html"),
+        "{out}"
+    );
+    args.extend(["--mode", "bm25", "-k", "1"]);
+    let out = ok(home, &args);
+    assert!(out.contains("vacation.html"), "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let mut args = vec![
+        "search",
+        "what happens when a fan breaks",
+        "--type",
+        "paragraph",
+    ];
+    args.extend(common);
+    let out = ok(home, &args);
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .contains("cooling.md, Server cooling > Fans"),
+        "{out}"
+    );
+}
+
 fn write_docs(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
@@ -136,29 +167,7 @@ fn ingest_search_and_ask_with_real_models() {
     );
 
     // A paraphrase that shares few words with the document.
-    let mut args = vec!["search", "how much time off do staff get each year"];
-    args.extend(common);
-    let out = ok(&home, &args);
-    let first = out.lines().next().unwrap();
-    assert!(first.contains("vacation.html"), "{out}");
-    args.extend(["--mode", "bm25", "-k", "1"]);
-    let out = ok(&home, &args);
-    assert!(out.contains("vacation.html"), "{out}");
-    let mut args = vec![
-        "search",
-        "what happens when a fan breaks",
-        "--type",
-        "paragraph",
-    ];
-    args.extend(common);
-    let out = ok(&home, &args);
-    assert!(
-        out.lines()
-            .next()
-            .unwrap()
-            .contains("cooling.md, Server cooling > Fans"),
-        "{out}"
-    );
+    search_ranks_by_meaning_keywords_and_kind(&home, &common);
 
     let model = smollm.to_str().unwrap();
     let mut args = vec![
@@ -345,32 +354,7 @@ fn ingest_and_search_on_postgres() {
         again.stdout
     );
 
-    let mut args = vec!["search", "how much time off do staff get each year"];
-    args.extend(common);
-    let out = ok(&home, &args);
-    assert!(
-        out.lines().next().unwrap().contains("vacation.html"),
-        "{out}"
-    );
-    args.extend(["--mode", "bm25", "-k", "1"]);
-    let out = ok(&home, &args);
-    assert!(out.contains("vacation.html"), "{out}");
-    assert_eq!(out.lines().count(), 3, "{out}");
-    let mut args = vec![
-        "search",
-        "what happens when a fan breaks",
-        "--type",
-        "paragraph",
-    ];
-    args.extend(common);
-    let out = ok(&home, &args);
-    assert!(
-        out.lines()
-            .next()
-            .unwrap()
-            .contains("cooling.md, Server cooling > Fans"),
-        "{out}"
-    );
+    search_ranks_by_meaning_keywords_and_kind(&home, &common);
     let mut args = vec!["search", "Lisbon Portugal", "--mode", "bm25"];
     args.extend(common);
     assert_eq!(ok(&home, &args).trim(), "no chunk matches");
