@@ -24,6 +24,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "forja-planner",
                 "forja-server",
                 "forja-rag",
+                "forja-train",
                 "forja-api",
                 "forja-engine",
                 "forja-models",
@@ -42,6 +43,9 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ),
         ("forja-api", &[][..]),
         ("forja-rag", &[][..]),
+        // The engine owns tokenizers and chat templates: training data goes through the same
+        // prompt rendering as inference, so a tuned model sees at serving time what it learned.
+        ("forja-train", &["forja-engine", "forja-models"][..]),
         ("forja-sched", &["forja-kv"][..]),
         ("forja-kv", &[][..]),
         ("forja-models", &["forja-arch", "forja-quant"][..]),
