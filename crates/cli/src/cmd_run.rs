@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// Chat even when stdin is not a terminal (reads one message per line)
     #[arg(long)]
     interactive: bool,
+    /// Apply a LoRA adapter: a PEFT folder (adapter_config.json, adapter_model.safetensors) such
+    /// as `forja tune` writes
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
     /// Print prompt and generation speed after each answer
     #[arg(long, short)]
     verbose: bool,
@@ -202,8 +206,12 @@ pub fn run(a: RunArgs) -> Result<()> {
         context: a.ctx,
         ..Default::default()
     };
-    let model = LoadedModel::load_with(&a.model, &candle_core::Device::Cpu, options)
+    let mut model = LoadedModel::load_with(&a.model, &candle_core::Device::Cpu, options)
         .with_context(|| format!("loading {}", a.model.display()))?;
+    if let Some(dir) = &a.adapter {
+        let adapter = forja_train::peft::load(dir)?;
+        forja_train::peft::apply(&mut model.decoder, &adapter)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut chat = Chat {
         cache: model.new_cache(),

@@ -10,6 +10,7 @@ mod cmd_plan;
 mod cmd_run;
 mod cmd_search;
 mod cmd_serve;
+mod cmd_tune;
 mod model_arg;
 mod output;
 mod rag_setup;
@@ -47,6 +48,8 @@ enum Command {
     Search(cmd_search::SearchArgs),
     /// Answer a question from a collection's documents, citing them
     Ask(cmd_ask::AskArgs),
+    /// Fine-tune a model with LoRA on a dataset; writes a PEFT-compatible adapter
+    Tune(cmd_tune::TuneArgs),
 }
 
 /// Help and version go to stdout as clap renders them; a usage mistake becomes one line on
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Ingest(a) => cmd_ingest::run(a),
         Command::Search(a) => cmd_search::run(a),
         Command::Ask(a) => cmd_ask::run(a),
+        Command::Tune(a) => cmd_tune::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

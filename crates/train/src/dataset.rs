@@ -59,7 +59,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Record>> {
         }
     }
     if records.is_empty() {
-        return Err(err("".into(), "no records".into()));
+        return Err(err("the whole file".into(), "no records".into()));
     }
     Ok(records)
 }

@@ -71,7 +71,7 @@ pub fn tokenize(
     if out.is_empty() {
         return Err(TrainError::Dataset {
             path: path.to_path_buf(),
-            at: String::new(),
+            at: "all records".into(),
             what: format!("no record has an assistant token within the first {max_len} tokens"),
         });
     }

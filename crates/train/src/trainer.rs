@@ -98,6 +98,7 @@ pub struct StepReport {
     pub grad_norm: f64,
     /// Tokens through the model in this step.
     pub tokens: usize,
+    /// Training throughput of this step (forward, backward, update; evaluation excluded).
     pub tokens_per_s: f64,
     pub elapsed_s: f64,
     pub eval: Option<EvalReport>,
@@ -181,6 +182,8 @@ pub fn train(
                 step + 1
             )));
         }
+        // Training speed, without the evaluation below.
+        let secs = t0.elapsed().as_secs_f64();
         let done = step + 1;
         let due = done == cfg.steps || cfg.eval_every.is_some_and(|n| n > 0 && done % n == 0);
         let eval_report = if due && !eval.is_empty() {
@@ -188,7 +191,6 @@ pub fn train(
         } else {
             None
         };
-        let secs = t0.elapsed().as_secs_f64();
         let report = StepReport {
             step: done,
             total_steps: cfg.steps,
