@@ -19,6 +19,11 @@ clipped to a global L2 norm; the learning rate of step k (from 0) is lr · sched
 schedule being transformers' get_cosine_schedule_with_warmup.
 
 Usage: python lora.py TINY_LLAMA_DIR OUT_DIR   (pinned versions: reference.requirements.txt)
+
+       python lora.py check TINY_LLAMA_DIR GOLDEN_DIR ADAPTER_DIR
+         loads an adapter forja wrote after the same 20 steps with PEFT
+         (`FORJA_LORA_GOLDEN_OUT=ADAPTER_DIR cargo test -p forja-train --test peft_goldens`)
+         and checks PEFT computes the golden probe logits with it (max difference < 1e-4).
 """
 import json
 import os
@@ -128,5 +133,25 @@ def main(tiny_dir, out_dir):
     print("losses:", " ".join(f"{l:.5f}" for l in losses))
 
 
+def check(tiny_dir, golden_dir, adapter_dir):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32,
+                                                attn_implementation="eager")
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([PROBE])).logits[0]
+    want = load_file(os.path.join(golden_dir, "probe.safetensors"))["logits"]
+    diff = (logits - want).abs().max().item()
+    print(f"PEFT with {adapter_dir}: max logit difference {diff:.2e}")
+    if diff >= 1e-4:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "check":
+        check(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        main(sys.argv[1], sys.argv[2])

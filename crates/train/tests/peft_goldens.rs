@@ -122,6 +122,67 @@ fn twenty_lora_steps_give_peft_losses() {
     }
     // The run learned something: the golden's loss falls by more than half.
     assert!(got[got.len() - 1] < got[0] * 0.5);
+
+    // What forja writes is what PEFT wrote after the same training: the same tensor names,
+    // shapes and dtype, values equal to training precision, and the same meaning in the config.
+    // FORJA_LORA_GOLDEN_OUT keeps the adapter for `scripts/goldens/lora.py check`, which loads
+    // it with PEFT.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("FORJA_LORA_GOLDEN_OUT")
+        .map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
+    peft::save(&mut decoder, &adapters.spec, "fixtures/tiny/llama", &dir).unwrap();
+    let ours = candle_core::safetensors::load(dir.join(peft::WEIGHTS_FILE), &Device::Cpu).unwrap();
+    let theirs = candle_core::safetensors::load(
+        golden_dir().join("trained").join(peft::WEIGHTS_FILE),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut names: Vec<&String> = ours.keys().collect();
+    names.sort();
+    let mut want_names: Vec<&String> = theirs.keys().collect();
+    want_names.sort();
+    assert_eq!(names, want_names);
+    for name in names {
+        let (a, b) = (&ours[name], &theirs[name]);
+        assert_eq!((a.dims(), a.dtype()), (b.dims(), b.dtype()), "{name}");
+        let diff = max_abs_diff(
+            &a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            &b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        assert!(diff < 1e-4, "{name} differs from PEFT's by {diff}");
+    }
+    let read = |p: PathBuf| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let ours = read(dir.join(peft::CONFIG_FILE));
+    let theirs = read(golden_dir().join("trained").join(peft::CONFIG_FILE));
+    for key in [
+        "peft_type",
+        "task_type",
+        "r",
+        "lora_alpha",
+        "bias",
+        "fan_in_fan_out",
+        "use_rslora",
+        "use_dora",
+        "modules_to_save",
+        "rank_pattern",
+        "alpha_pattern",
+        "layers_to_transform",
+    ] {
+        assert_eq!(ours[key], theirs[key], "{key}");
+    }
+    let set = |v: &Value| {
+        let mut s: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        s.sort();
+        s
+    };
+    assert_eq!(set(&ours["target_modules"]), set(&theirs["target_modules"]));
 }
 
 #[test]
