@@ -45,7 +45,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("forja-rag", &[][..]),
         // The engine owns tokenizers and chat templates: training data goes through the same
         // prompt rendering as inference, so a tuned model sees at serving time what it learned.
-        ("forja-train", &["forja-engine", "forja-models"][..]),
+        (
+            "forja-train",
+            &["forja-engine", "forja-models", "forja-arch"][..],
+        ),
         ("forja-sched", &["forja-kv"][..]),
         ("forja-kv", &[][..]),
         ("forja-models", &["forja-arch", "forja-quant"][..]),

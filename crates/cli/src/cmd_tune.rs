@@ -1,10 +1,11 @@
-//! `forja tune --model M --data FILE --out DIR`: LoRA fine-tuning into a PEFT adapter folder.
+//! `forja tune --model M --data FILE --out DIR`: LoRA fine-tuning into a PEFT adapter folder;
+//! `forja tune merge --model M --adapter A --out DIR`: the adapter merged into the model.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use forja_engine::LoadedModel;
 use forja_models::loader::LoadOptions;
 use forja_train::examples::{split, tokenize};
@@ -12,17 +13,45 @@ use forja_train::trainer::evaluate;
 use forja_train::{Init, LoraSpec, StepReport, TrainConfig, attach, curve, dataset, peft, train};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct TuneArgs {
-    /// The base model: a .gguf file (its weights stay quantized: QLoRA) or an HF model folder
+    #[command(subcommand)]
+    action: Option<TuneAction>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum TuneAction {
+    /// Merge an adapter into its base model: a new HF folder that runs without the adapter
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// The base model: an HF model folder (config.json, safetensors)
     #[arg(long)]
     model: PathBuf,
-    /// Training data, JSONL or a JSON array: chat records (`messages`) or alpaca records
-    /// (`instruction`, `input`, `output`)
+    /// The adapter: a PEFT folder, as `forja tune` writes
     #[arg(long)]
-    data: PathBuf,
-    /// Folder for the adapter (adapter_config.json, adapter_model.safetensors) and loss.csv
+    adapter: PathBuf,
+    /// The new model folder (must not exist)
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct TrainArgs {
+    /// The base model: a .gguf file (its weights stay quantized: QLoRA) or an HF model folder
+    #[arg(long, required = true)]
+    model: Option<PathBuf>,
+    /// Training data, JSONL or a JSON array: chat records (`messages`) or alpaca records
+    /// (`instruction`, `input`, `output`)
+    #[arg(long, required = true)]
+    data: Option<PathBuf>,
+    /// Folder for the adapter (adapter_config.json, adapter_model.safetensors) and loss.csv
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
     /// LoRA rank
     #[arg(long, default_value_t = 16)]
     rank: usize,
@@ -78,16 +107,39 @@ pub struct TuneArgs {
 }
 
 pub fn run(a: TuneArgs) -> Result<()> {
-    if !a.model.exists() {
+    match a.action {
+        Some(TuneAction::Merge(m)) => merge(m),
+        None => tune(a.train),
+    }
+}
+
+fn merge(a: MergeArgs) -> Result<()> {
+    let adapter = peft::load(&a.adapter)?;
+    let report = forja_train::merge::merge_into_folder(&a.model, &adapter, &a.out)?;
+    println!(
+        "merged {} projections; model written to {}",
+        report.merged,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn tune(a: TrainArgs) -> Result<()> {
+    let (Some(model_path), Some(data), Some(out)) =
+        (a.model.clone(), a.data.clone(), a.out.clone())
+    else {
+        bail!("--model, --data and --out are required");
+    };
+    if !model_path.exists() {
         bail!(
             "no such model file or folder: {} (pass a .gguf file or an HF model folder)",
-            a.model.display()
+            model_path.display()
         );
     }
-    if a.out.is_file() {
+    if out.is_file() {
         bail!(
             "--out {} is a file; give a folder for the adapter",
-            a.out.display()
+            out.display()
         );
     }
     let spec = LoraSpec {
@@ -98,15 +150,15 @@ pub fn run(a: TuneArgs) -> Result<()> {
         use_rslora: false,
     };
     spec.validate()?;
-    let records = dataset::read(&a.data)?;
+    let records = dataset::read(&data)?;
     let options = LoadOptions {
         context: Some(a.max_len as u64),
         ..Default::default()
     };
-    let mut model = LoadedModel::load_with(&a.model, &candle_core::Device::Cpu, options)
-        .with_context(|| format!("loading {}", a.model.display()))?;
+    let mut model = LoadedModel::load_with(&model_path, &candle_core::Device::Cpu, options)
+        .with_context(|| format!("loading {}", model_path.display()))?;
     let max_len = a.max_len.min(model.decoder.config.max_context as usize);
-    let (examples, stats) = tokenize(&model, &records, max_len, &a.data)?;
+    let (examples, stats) = tokenize(&model, &records, max_len, &data)?;
     if stats.truncated > 0 {
         eprintln!("{} examples cut to {max_len} tokens", stats.truncated);
     }
@@ -171,21 +223,21 @@ pub fn run(a: TuneArgs) -> Result<()> {
         },
     )?;
     progress.finish();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     peft::save(
         &mut model.decoder,
         &spec,
-        &a.model.display().to_string(),
-        &a.out,
+        &model_path.display().to_string(),
+        &out,
     )?;
-    curve::write_csv(&a.out.join("loss.csv"), &reports)?;
+    curve::write_csv(&out.join("loss.csv"), &reports)?;
     if let (Some(b), Some(after)) = (before, reports.last().and_then(|r| r.eval)) {
         eprintln!(
             "eval after training: loss {:.4} (was {:.4}), perplexity {:.2} (was {:.2})",
             after.loss, b.loss, after.perplexity, b.perplexity
         );
     }
-    println!("adapter written to {}", a.out.display());
+    println!("adapter written to {}", out.display());
     Ok(())
 }
 

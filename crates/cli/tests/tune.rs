@@ -180,3 +180,55 @@ fn bad_data_and_settings_fail_in_one_line_naming_the_problem() {
         text(&r.stderr)
     );
 }
+
+#[test]
+fn merge_writes_a_model_folder_and_refuses_a_gguf_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("merged");
+    let tiny = forja_testkit::fixtures_dir().join("tiny/llama");
+    let adapter = forja_testkit::fixtures_dir().join("goldens/lora/trained");
+    let args = [
+        "tune",
+        "merge",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let r = forja(&args);
+    assert!(r.status.success(), "merge failed: {}", text(&r.stderr));
+    assert_eq!(
+        text(&r.stdout),
+        format!(
+            "merged 21 projections; model written to {}\n",
+            out.display()
+        )
+    );
+    assert!(out.join("model.safetensors").is_file() && out.join("config.json").is_file());
+
+    let model = model();
+    let gguf_out = dir.path().join("merged-gguf");
+    let r = forja(&[
+        "tune",
+        "merge",
+        "--model",
+        &model,
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        gguf_out.to_str().unwrap(),
+    ]);
+    let stderr = text(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("merging needs an HF model folder"),
+        "{stderr}"
+    );
+    assert!(!gguf_out.exists());
+
+    // Training without its required flags is a usage error.
+    let r = forja(&["tune", "--data", "x.jsonl"]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r.stderr));
+}

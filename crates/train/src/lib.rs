@@ -1,13 +1,14 @@
 //! LoRA fine-tuning: training data (chat and alpaca formats) through the model's own chat
 //! template with the loss on the assistant's tokens, adapters attached to the decoder's
 //! projections, the training loop (AdamW, warmup + cosine, accumulation, clipping, evaluation),
-//! and adapters read and written in Hugging Face PEFT's layout.
+//! adapters read and written in Hugging Face PEFT's layout, and adapters merged into their base.
 
 pub mod adapter;
 pub mod curve;
 pub mod dataset;
 pub mod error;
 pub mod examples;
+pub mod merge;
 pub mod peft;
 pub mod rng;
 pub mod schedule;

@@ -257,3 +257,43 @@ fn adapter_for_another_model_is_refused_whole() {
     // Nothing was attached.
     assert!(decoder.linears_mut().iter().all(|(_, l)| l.lora.is_none()));
 }
+
+#[test]
+fn merged_model_gives_the_adapted_logits_without_the_adapter() {
+    let g = golden();
+    let probe: Vec<u32> = g["probe"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let want = candle_core::safetensors::load(golden_dir().join("probe.safetensors"), &Device::Cpu)
+        .unwrap();
+    let want: Vec<f32> = want["logits"].flatten_all().unwrap().to_vec1().unwrap();
+    let adapter = peft::load(&golden_dir().join("trained")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("merged");
+    let report =
+        forja_train::merge::merge_into_folder(&fixtures_dir().join("tiny/llama"), &adapter, &out)
+            .unwrap();
+    assert_eq!(report.merged, 3 * 7);
+    let listing = |d: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listing(&out), listing(&fixtures_dir().join("tiny/llama")));
+    let merged = forja_models::loader::load(&out, &Device::Cpu).unwrap();
+    let diff = max_abs_diff(&logits_of(&merged, &probe), &want);
+    assert!(diff < 1e-4, "merged logits differ from PEFT's by {diff}");
+    // Merging again into the same folder is refused; nothing half-written is left beside it.
+    let err =
+        forja_train::merge::merge_into_folder(&fixtures_dir().join("tiny/llama"), &adapter, &out)
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("already exists"), "{err}");
+    assert!(!dir.path().join("merged.partial").exists());
+}
