@@ -86,7 +86,7 @@ struct TrainArgs {
     /// Forward passes per optimizer step
     #[arg(long, default_value_t = 4)]
     grad_accum: usize,
-    /// Warmup steps (default: 3 % of the steps)
+    /// Warmup steps (default: 3 % of the steps, rounded down)
     #[arg(long)]
     warmup: Option<usize>,
     /// Clip the gradients' global norm to this (0: no clipping)
@@ -163,9 +163,16 @@ fn tune(a: TrainArgs) -> Result<()> {
         eprintln!("{} examples cut to {max_len} tokens", stats.truncated);
     }
     if !stats.dropped.is_empty() {
+        let shown = stats.dropped.len().min(5);
+        let more = match stats.dropped.len() - shown {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         eprintln!(
-            "left out (nothing to learn within {max_len} tokens): {}",
-            stats.dropped.join(", ")
+            "{} records left out, nothing to learn within {max_len} tokens (raise --max-len): \
+             {}{more}",
+            stats.dropped.len(),
+            stats.dropped[..shown].join(", ")
         );
     }
     let (train_set, eval_set) = split(examples, a.eval_split, a.seed)?;
@@ -178,7 +185,8 @@ fn tune(a: TrainArgs) -> Result<()> {
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
-        warmup_steps: a.warmup.unwrap_or((steps as f64 * 0.03).ceil() as usize),
+        // Rounded down: with a few steps, a warmup step at rate 0 would be a step lost.
+        warmup_steps: a.warmup.unwrap_or((steps as f64 * 0.03) as usize),
         steps,
         batch: a.batch,
         grad_accum: a.grad_accum,

@@ -103,14 +103,18 @@ impl LoadedModel {
 
     /// A conversation's ids with the assistant turns marked, for training (see
     /// [`crate::prompt::chat_training_ids`]). Needs the model's chat template.
-    pub fn chat_training_ids(&self, messages: &[Message]) -> Result<LabeledIds> {
+    pub fn chat_training_ids(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<LabeledIds> {
         let template = self.template.as_ref().ok_or_else(|| {
             EngineError::Input(format!(
                 "{} has no chat template, so conversations cannot be formatted for it",
                 self.name
             ))
         })?;
-        chat_training_ids(&self.tokenizer, template, &self.controls, messages)
+        chat_training_ids(&self.tokenizer, template, &self.controls, messages, tools)
     }
 
     /// Prompt ids for plain text to complete (no chat template): the text is text, control-token

@@ -80,19 +80,21 @@ pub struct LabeledIds {
 /// assistant turn is located by rendering the conversation up to it with the generation prompt
 /// (exactly what the model is given at inference) and through it; the prompt part and the turn
 /// are encoded separately, so the turn starts on the same token boundary as a generation does.
-/// Control-token text inside messages stays text, as in [`chat_prompt`].
+/// Control-token text inside messages and tools stays text, as in [`chat_prompt`].
 pub fn chat_training_ids(
     tokenizer: &Tokenizer,
     template: &ChatTemplate,
     controls: &ControlText,
     messages: &[Message],
+    tools: Option<&serde_json::Value>,
 ) -> Result<LabeledIds> {
     let mut guard = ContentGuard::new(controls);
     let guarded = guard.protect_messages(messages);
+    let tools = tools.map(|t| guard.protect_json(t));
     let bos = &tokenizer.special.bos_text;
     let eos = &tokenizer.special.eos_text;
     let render = |m: &[Message], generation_prompt: bool| {
-        template.render(m, None, generation_prompt, bos, eos)
+        template.render(m, tools.as_ref(), generation_prompt, bos, eos)
     };
     let full = render(&guarded, false)?;
     let mut spans = Vec::new();

@@ -1,6 +1,8 @@
-//! Training data files: conversations in chat format (`{"messages": [{"role", "content"}, …]}`)
-//! or instructions in alpaca format (`{"instruction", "input", "output"}`, optional `system`),
-//! as JSON Lines (one record a line) or one JSON array. Every record is checked before any
+//! Training data files: conversations in chat format (`{"messages": [{"role", "content"}, …]}`),
+//! instructions in alpaca format (`{"instruction", "input", "output"}`, optional `system`), or
+//! ShareGPT conversations (`{"conversations": [{"from", "value"}, …]}`, with `function_call` and
+//! `observation` turns), each optionally with the `tools` offered; as JSON Lines (one record a
+//! line) or one JSON array. Every record is checked before any
 //! training starts; a bad one is reported by its line (JSONL) or position (JSON array).
 
 use std::path::Path;
@@ -16,6 +18,8 @@ pub struct Record {
     /// "line 12" or "record 3", for messages about it.
     pub at: String,
     pub messages: Vec<Message>,
+    /// Tool definitions the conversation was held with (given to the chat template).
+    pub tools: Option<Value>,
 }
 
 const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
@@ -43,8 +47,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Record>> {
         })?;
         for (i, v) in values.iter().enumerate() {
             let at = format!("record {}", i + 1);
-            let messages = record_messages(v).map_err(|what| err(at.clone(), what))?;
-            records.push(Record { at, messages });
+            let (messages, tools) = record_messages(v).map_err(|what| err(at.clone(), what))?;
+            records.push(Record {
+                at,
+                messages,
+                tools,
+            });
         }
     } else {
         for (i, line) in text.lines().enumerate() {
@@ -54,8 +62,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Record>> {
             let at = format!("line {}", i + 1);
             let v: Value = serde_json::from_str(line)
                 .map_err(|e| err(at.clone(), format!("not valid JSON: {e}")))?;
-            let messages = record_messages(&v).map_err(|what| err(at.clone(), what))?;
-            records.push(Record { at, messages });
+            let (messages, tools) = record_messages(&v).map_err(|what| err(at.clone(), what))?;
+            records.push(Record {
+                at,
+                messages,
+                tools,
+            });
         }
     }
     if records.is_empty() {
@@ -64,26 +76,98 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Record>> {
     Ok(records)
 }
 
-/// The conversation of one record, or what is wrong with it.
-fn record_messages(v: &Value) -> std::result::Result<Vec<Message>, String> {
+/// The conversation of one record and its tools, or what is wrong with it.
+fn record_messages(v: &Value) -> std::result::Result<(Vec<Message>, Option<Value>), String> {
     let Value::Object(o) = v else {
         return Err(format!("expected a JSON object, found {}", kind(v)));
     };
+    let formats = ["messages", "conversations", "instruction"]
+        .into_iter()
+        .filter(|k| o.contains_key(*k))
+        .collect::<Vec<_>>();
+    if formats.len() > 1 {
+        return Err(format!(
+            "mixes formats: has both `{}` and `{}`",
+            formats[0], formats[1]
+        ));
+    }
     let messages = if let Some(m) = o.get("messages") {
-        if o.contains_key("instruction") {
-            return Err(
-                "has both `messages` (chat format) and `instruction` (alpaca format)".into(),
-            );
-        }
         chat_messages(m)?
+    } else if let Some(c) = o.get("conversations") {
+        sharegpt_messages(c, o)?
     } else if o.contains_key("instruction") || o.contains_key("output") {
         alpaca_messages(o)?
     } else {
         return Err(
-            "neither `messages` (chat format) nor `instruction` + `output` (alpaca format)".into(),
+            "neither `messages` (chat format), `conversations` (ShareGPT) nor \
+             `instruction` + `output` (alpaca format)"
+                .into(),
         );
     };
     check_turns(&messages)?;
+    Ok((messages, tools(o)?))
+}
+
+/// `tools`: a JSON array, or a string holding one (as ShareGPT files store it).
+fn tools(o: &Map<String, Value>) -> std::result::Result<Option<Value>, String> {
+    let parsed = match o.get("tools") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+            .map_err(|e| format!("`tools` is a string but not JSON: {e}"))?,
+        Some(v) => v.clone(),
+    };
+    match parsed {
+        Value::Array(a) if a.is_empty() => Ok(None),
+        Value::Array(a) => Ok(Some(Value::Array(a))),
+        other => Err(format!("`tools` must be an array, found {}", kind(&other))),
+    }
+}
+
+/// ShareGPT turns: `human`, `gpt`, `system`, `function_call` (an assistant tool call, its
+/// value the JSON `{"name", "arguments"}`) and `observation` (the tool's result).
+fn sharegpt_messages(
+    v: &Value,
+    o: &Map<String, Value>,
+) -> std::result::Result<Vec<Message>, String> {
+    let Value::Array(list) = v else {
+        return Err(format!(
+            "`conversations` must be an array, found {}",
+            kind(v)
+        ));
+    };
+    let mut messages = Vec::with_capacity(list.len() + 1);
+    if let Some(Value::String(system)) = o.get("system")
+        && !system.is_empty()
+    {
+        messages.push(Message::new("system", system));
+    }
+    for (i, turn) in list.iter().enumerate() {
+        let at = |e: String| format!("turn {}: {e}", i + 1);
+        let (Some(Value::String(from)), Some(Value::String(value))) =
+            (turn.get("from"), turn.get("value"))
+        else {
+            return Err(at("needs string `from` and `value`".into()));
+        };
+        let message = match from.as_str() {
+            "human" | "user" => Message::new("user", value),
+            "gpt" | "assistant" => Message::new("assistant", value),
+            "system" => Message::new("system", value),
+            "observation" | "tool" => Message::new("tool", value),
+            "function_call" => {
+                let call: Value = serde_json::from_str(value)
+                    .map_err(|e| at(format!("the function call is not JSON: {e}")))?;
+                if call.get("name").and_then(Value::as_str).is_none() {
+                    return Err(at("the function call has no `name`".into()));
+                }
+                let mut m = Message::new("assistant", "");
+                m.tool_calls = Some(serde_json::json!([{ "type": "function", "function": call }]));
+                m
+            }
+            other => return Err(at(format!("unknown speaker {other:?}"))),
+        };
+        messages.push(message);
+    }
     Ok(messages)
 }
 

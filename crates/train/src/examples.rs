@@ -47,7 +47,7 @@ pub fn tokenize(
     let mut out = Vec::with_capacity(records.len());
     for r in records {
         let labeled = model
-            .chat_training_ids(&r.messages)
+            .chat_training_ids(&r.messages, r.tools.as_ref())
             .map_err(|e| TrainError::Dataset {
                 path: path.to_path_buf(),
                 at: r.at.clone(),

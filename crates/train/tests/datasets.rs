@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-use forja_engine::{LoadedModel, Message};
-use forja_testkit::testdata_file;
+use forja_engine::{ChatTemplate, ControlText, LoadedModel, Message, Tokenizer, chat_training_ids};
+use forja_testkit::{testdata_dir, testdata_file};
 use forja_train::dataset::{Record, parse};
 use forja_train::examples::{split, tokenize};
 
@@ -67,6 +67,26 @@ fn bad_records_are_named_by_line_and_reason() {
         ),
         (r#"{"messages": [{"role": "user", "content": 3}]}"#.into(), "message 1", "must be a string"),
         (r#"{"text": "plain"}"#.into(), "line 1", "neither `messages`"),
+        (
+            r#"{"conversations": [{"from": "human", "value": "x"}, {"from": "bot", "value": "y"}]}"#.into(),
+            "turn 2",
+            "unknown speaker \"bot\"",
+        ),
+        (
+            r#"{"conversations": [{"from": "human", "value": "x"}, {"from": "function_call", "value": "{oops"}]}"#.into(),
+            "turn 2",
+            "the function call is not JSON",
+        ),
+        (
+            r#"{"messages": [], "instruction": "a", "output": "b"}"#.into(),
+            "line 1",
+            "mixes formats",
+        ),
+        (
+            r#"{"instruction": "a", "output": "b", "tools": "{}"}"#.into(),
+            "line 1",
+            "`tools` must be an array",
+        ),
         (r#"["a"]"#.into(), "record 1", "expected a JSON object"),
         ("[{\"instruction\": \"a\",\n \"output\": }]".into(), "line 2, column", "not valid JSON"),
         ("\n\n".into(), "data.jsonl", "no records"),
@@ -93,6 +113,7 @@ fn only_assistant_tokens_are_trained_and_the_prompt_is_the_inference_prompt() {
     let record = Record {
         at: "line 1".into(),
         messages: conversation.clone(),
+        tools: None,
     };
     let (examples, stats) = tokenize(&model, &[record], 4096, Path::new("d.jsonl")).unwrap();
     assert_eq!(stats.truncated, 0);
@@ -149,6 +170,7 @@ fn long_examples_are_cut_and_those_left_with_nothing_to_learn_dropped() {
                 Message::new("user", "Hi"),
                 Message::new("assistant", "Hello there."),
             ],
+            tools: None,
         },
         Record {
             at: "line 2".into(),
@@ -156,6 +178,7 @@ fn long_examples_are_cut_and_those_left_with_nothing_to_learn_dropped() {
                 Message::new("user", &"word ".repeat(200)),
                 Message::new("assistant", "Ok."),
             ],
+            tools: None,
         },
     ];
     let (examples, stats) = tokenize(&model, &records, 64, Path::new("d.jsonl")).unwrap();
@@ -182,4 +205,82 @@ fn the_eval_split_is_seeded_and_disjoint() {
     assert_eq!(train_a, train_b);
     assert!(eval_a.iter().all(|e| !train_a.contains(e)));
     assert!(split(examples, 1.0, 0).is_err());
+}
+
+/// A ShareGPT record as LLaMA-Factory's glaive tool-call demo stores it.
+const SHAREGPT: &str = r#"{"conversations": [{"from": "human", "value": "Find a recipe with rice."}, {"from": "function_call", "value": "{\"name\": \"search_recipes\", \"arguments\": {\"ingredients\": [\"rice\"]}}"}, {"from": "observation", "value": "{\"recipes\": [\"Fried rice\"]}"}, {"from": "gpt", "value": "Try fried rice."}], "tools": "[{\"name\": \"search_recipes\", \"description\": \"Search recipes by ingredients\", \"parameters\": {\"type\": \"object\", \"properties\": {\"ingredients\": {\"type\": \"array\", \"items\": {\"type\": \"string\"}}}}}]"}"#;
+
+#[test]
+fn sharegpt_tool_calls_are_learned_and_tool_results_are_not() {
+    let records = parse(SHAREGPT, Path::new("glaive.jsonl")).unwrap();
+    let r = &records[0];
+    let roles: Vec<&str> = r.messages.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);
+    assert_eq!(
+        r.messages[1].tool_calls.as_ref().unwrap()[0]["function"]["name"],
+        "search_recipes"
+    );
+    assert_eq!(r.tools.as_ref().unwrap()[0]["name"], "search_recipes");
+    // Qwen2.5's template renders tools and tool calls.
+    let dir = testdata_dir().join("hf-tokenizers/qwen2_5");
+    let tokenizer = Tokenizer::from_hf_dir(&dir).unwrap();
+    let template =
+        ChatTemplate::new(tokenizer.chat_template.as_deref().unwrap(), "qwen2_5").unwrap();
+    let controls = ControlText::new(&tokenizer).unwrap();
+    let labeled = chat_training_ids(
+        &tokenizer,
+        &template,
+        &controls,
+        &r.messages,
+        r.tools.as_ref(),
+    )
+    .unwrap();
+    let text = |trained: bool| {
+        let ids: Vec<u32> = labeled
+            .ids
+            .iter()
+            .zip(&labeled.trained)
+            .filter(|&(_, &t)| t == trained)
+            .map(|(&id, _)| id)
+            .collect();
+        tokenizer.decode(&ids, false).unwrap()
+    };
+    let learned = text(true);
+    let given = text(false);
+    assert!(
+        learned.contains("<tool_call>") && learned.contains("\"search_recipes\""),
+        "{learned}"
+    );
+    assert!(learned.contains("Try fried rice."), "{learned}");
+    assert!(
+        !learned.contains("Fried rice\""),
+        "the tool's result is not learned: {learned}"
+    );
+    assert!(
+        given.contains("Search recipes by ingredients"),
+        "the tools are in the prompt: {given}"
+    );
+    assert!(given.contains("Fried rice"), "{given}");
+}
+
+#[test]
+fn templates_that_rewrite_earlier_turns_are_refused_with_the_reason() {
+    let model = smollm2();
+    // Shows only the last assistant answer, as reasoning templates drop earlier thoughts.
+    let source = "{% for m in messages %}{% if m.role != 'assistant' or loop.last %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    let template = ChatTemplate::new(source, "test").unwrap();
+    let controls = ControlText::new(&model.tokenizer).unwrap();
+    let messages = [
+        Message::new("user", "a"),
+        Message::new("assistant", "b"),
+        Message::new("user", "c"),
+        Message::new("assistant", "d"),
+    ];
+    let err = chat_training_ids(&model.tokenizer, &template, &controls, &messages, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("message 2") && err.contains("differently"),
+        "{err}"
+    );
 }
