@@ -151,12 +151,14 @@ fn tune(a: TrainArgs) -> Result<()> {
     };
     spec.validate()?;
     let records = dataset::read(&data)?;
-    let options = LoadOptions {
-        context: Some(a.max_len as u64),
-        ..Default::default()
-    };
-    let mut model = LoadedModel::load_with(&model_path, &candle_core::Device::Cpu, options)
-        .with_context(|| format!("loading {}", model_path.display()))?;
+    // At the model's own context, as `forja run` and `forja serve` load it: LongRoPE models pick
+    // their RoPE factors by it, and training must see the positions serving will use.
+    let mut model = LoadedModel::load_with(
+        &model_path,
+        &candle_core::Device::Cpu,
+        LoadOptions::default(),
+    )
+    .with_context(|| format!("loading {}", model_path.display()))?;
     let max_len = a.max_len.min(model.decoder.config.max_context as usize);
     let (examples, stats) = tokenize(&model, &records, max_len, &data)?;
     if stats.truncated > 0 {
