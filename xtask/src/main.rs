@@ -24,6 +24,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "forja-planner",
                 "forja-server",
                 "forja-rag",
+                "forja-train",
                 "forja-api",
                 "forja-engine",
                 "forja-models",
@@ -44,6 +45,12 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ),
         ("forja-api", &[][..]),
         ("forja-rag", &[][..]),
+        // The engine owns tokenizers and chat templates: training data goes through the same
+        // prompt rendering as inference, so a tuned model sees at serving time what it learned.
+        (
+            "forja-train",
+            &["forja-engine", "forja-models", "forja-arch"][..],
+        ),
         ("forja-sched", &["forja-kv"][..]),
         ("forja-kv", &[][..]),
         ("forja-models", &["forja-arch", "forja-quant"][..]),

@@ -1,6 +1,7 @@
 //! `forja run MODEL [PROMPT]`: chat with a model in the terminal, or answer one prompt.
 
 use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -61,6 +62,10 @@ pub struct RunArgs {
     /// Chat even when stdin is not a terminal (reads one message per line)
     #[arg(long)]
     interactive: bool,
+    /// Apply a LoRA adapter: a PEFT folder (adapter_config.json, adapter_model.safetensors) such
+    /// as `forja tune` writes
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
     /// Print prompt and generation speed after each answer
     #[arg(long, short)]
     verbose: bool,
@@ -198,8 +203,12 @@ pub fn run(a: RunArgs) -> Result<()> {
         ..Default::default()
     };
     let (_, path) = crate::model_arg::local_model(&a.model)?;
-    let model = LoadedModel::load_with(&path, &candle_core::Device::Cpu, options)
+    let mut model = LoadedModel::load_with(&path, &candle_core::Device::Cpu, options)
         .with_context(|| format!("loading {}", path.display()))?;
+    if let Some(dir) = &a.adapter {
+        let adapter = forja_train::peft::load(dir)?;
+        forja_train::peft::apply(&mut model.decoder, &adapter)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut chat = Chat {
         cache: model.new_cache(),

@@ -13,6 +13,7 @@ mod cmd_run;
 mod cmd_search;
 mod cmd_serve;
 mod cmd_store;
+mod cmd_tune;
 mod model_arg;
 mod output;
 mod rag_setup;
@@ -64,6 +65,8 @@ enum Command {
     Ask(cmd_ask::AskArgs),
     /// List the collections of a document store, or delete one (`collections rm NAME`)
     Collections(cmd_collections::CollectionsArgs),
+    /// Fine-tune a model with LoRA on a dataset; writes a PEFT-compatible adapter
+    Tune(cmd_tune::TuneArgs),
 }
 
 /// Help and version go to stdout as clap renders them; a usage mistake becomes one line on
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         Command::Rm(a) => cmd_store::rm(a),
         Command::Cp(a) => cmd_store::cp(a),
         Command::Collections(a) => cmd_collections::run(a),
+        Command::Tune(a) => cmd_tune::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,7 +21,7 @@ pub use embed::{Embedder, Embeddings, is_encoder_dir};
 pub use error::{EngineError, Result};
 pub use generate::{FinishReason, GenerateParams, Generation, generate};
 pub use model::LoadedModel;
-pub use prompt::{ControlText, chat_prompt};
+pub use prompt::{ControlText, LabeledIds, chat_prompt, chat_training_ids};
 pub use sampler::{Sampled, Sampler, SamplingParams};
 pub use text_stream::TextStream;
 pub use tokenizer::{IncrementalDecoder, Part, Tokenizer};

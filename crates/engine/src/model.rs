@@ -11,7 +11,7 @@ use forja_models::{ContiguousKvCache, Decoder};
 use crate::chat_template::{ChatTemplate, Message};
 use crate::constrain::{Constraint, GrammarCompiler, OutputFormat};
 use crate::error::{EngineError, Result};
-use crate::prompt::{ControlText, chat_prompt, completion_prompt};
+use crate::prompt::{ControlText, LabeledIds, chat_prompt, chat_training_ids, completion_prompt};
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug)]
@@ -99,6 +99,22 @@ impl LoadedModel {
             messages,
             tools,
         )
+    }
+
+    /// A conversation's ids with the assistant turns marked, for training (see
+    /// [`crate::prompt::chat_training_ids`]). Needs the model's chat template.
+    pub fn chat_training_ids(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<LabeledIds> {
+        let template = self.template.as_ref().ok_or_else(|| {
+            EngineError::Input(format!(
+                "{} has no chat template, so conversations cannot be formatted for it",
+                self.name
+            ))
+        })?;
+        chat_training_ids(&self.tokenizer, template, &self.controls, messages, tools)
     }
 
     /// Prompt ids for plain text to complete (no chat template): the text is text, control-token

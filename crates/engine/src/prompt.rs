@@ -50,16 +50,7 @@ pub fn chat_prompt(
         return completion_prompt(tokenizer, &text);
     };
     let mut guard = ContentGuard::new(controls);
-    let guarded: Vec<Message> = messages
-        .iter()
-        .map(|m| Message {
-            role: m.role.clone(),
-            content: guard.protect(&m.content),
-            tool_calls: m.tool_calls.as_ref().map(|v| guard.protect_json(v)),
-            name: m.name.as_deref().map(|n| guard.protect(n)),
-            tool_call_id: m.tool_call_id.as_deref().map(|n| guard.protect(n)),
-        })
-        .collect();
+    let guarded = guard.protect_messages(messages);
     let tools = tools.map(|t| guard.protect_json(t));
     let bos = &tokenizer.special.bos_text;
     let text = template.render(
@@ -73,6 +64,84 @@ pub fn chat_prompt(
     // Templates write BOS themselves when the model wants it.
     let starts_with_bos = !bos.is_empty() && text.starts_with(bos.as_str());
     tokenizer.encode_parts(&parts, !starts_with_bos)
+}
+
+/// A conversation encoded for training: its ids and, per id, whether the model learns to
+/// produce it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabeledIds {
+    pub ids: Vec<u32>,
+    /// Same length as `ids`: true on the assistant turns' tokens (their end-of-turn markup
+    /// included), false on everything the model is given.
+    pub trained: Vec<bool>,
+}
+
+/// Ids of a whole conversation through `template`, with the assistant turns marked. Each
+/// assistant turn is located by rendering the conversation up to it with the generation prompt
+/// (exactly what the model is given at inference) and through it; the prompt part and the turn
+/// are encoded separately, so the turn starts on the same token boundary as a generation does.
+/// Control-token text inside messages and tools stays text, as in [`chat_prompt`].
+pub fn chat_training_ids(
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    controls: &ControlText,
+    messages: &[Message],
+    tools: Option<&serde_json::Value>,
+) -> Result<LabeledIds> {
+    let mut guard = ContentGuard::new(controls);
+    let guarded = guard.protect_messages(messages);
+    let tools = tools.map(|t| guard.protect_json(t));
+    let bos = &tokenizer.special.bos_text;
+    let eos = &tokenizer.special.eos_text;
+    let render = |m: &[Message], generation_prompt: bool| {
+        template.render(m, tools.as_ref(), generation_prompt, bos, eos)
+    };
+    let full = render(&guarded, false)?;
+    let mut spans = Vec::new();
+    for (i, m) in guarded.iter().enumerate() {
+        if m.role != "assistant" {
+            continue;
+        }
+        let prompt = render(&guarded[..i], true)?;
+        let through = render(&guarded[..=i], false)?;
+        if !through.starts_with(&prompt) || !full.starts_with(&through) {
+            return Err(EngineError::Input(format!(
+                "the chat template renders message {} differently depending on what follows \
+                 it, so its tokens cannot be located for training",
+                i + 1
+            )));
+        }
+        spans.push((prompt.len(), through.len()));
+    }
+    if spans.is_empty() {
+        return Err(EngineError::Input(
+            "the conversation has no assistant message to learn from".into(),
+        ));
+    }
+    let mut out = LabeledIds {
+        ids: Vec::new(),
+        trained: Vec::new(),
+    };
+    // Templates write BOS themselves when the model wants it.
+    let mut add_bos = bos.is_empty() || !full.starts_with(bos.as_str());
+    let mut push = |text: &str, trained: bool| -> Result<()> {
+        if text.is_empty() && !add_bos {
+            return Ok(());
+        }
+        let ids = tokenizer.encode_parts(&guard.split(text), add_bos)?;
+        add_bos = false;
+        out.trained.extend(std::iter::repeat_n(trained, ids.len()));
+        out.ids.extend(ids);
+        Ok(())
+    };
+    let mut pos = 0;
+    for (start, end) in spans {
+        push(&full[pos..start], false)?;
+        push(&full[start..end], true)?;
+        pos = end;
+    }
+    push(&full[pos..], false)?;
+    Ok(out)
 }
 
 /// Prompt ids for plain text to complete: BOS as the model wants it, then the text encoded as
@@ -106,6 +175,20 @@ impl<'a> ContentGuard<'a> {
             open: format!("\u{E000}{:016x}:", h.finish()),
             originals: Vec::new(),
         }
+    }
+
+    /// The messages with every string in them protected.
+    fn protect_messages(&mut self, messages: &[Message]) -> Vec<Message> {
+        messages
+            .iter()
+            .map(|m| Message {
+                role: m.role.clone(),
+                content: self.protect(&m.content),
+                tool_calls: m.tool_calls.as_ref().map(|v| self.protect_json(v)),
+                name: m.name.as_deref().map(|n| self.protect(n)),
+                tool_call_id: m.tool_call_id.as_deref().map(|n| self.protect(n)),
+            })
+            .collect()
     }
 
     fn protect(&mut self, content: &str) -> String {

@@ -62,7 +62,10 @@ impl Attention {
                 )
             }
         };
-        if self.fused_cpu && cpu_attention::applies(x) {
+        if self.fused_cpu
+            && cpu_attention::applies(x)
+            && steps.iter().all(|s| s.cache.reads_in_place())
+        {
             return self.forward_batch_cpu(q, k, v, layer, steps);
         }
         let mut outs = Vec::with_capacity(steps.len());
@@ -244,9 +247,22 @@ impl Attention {
                     .broadcast_add(mask)?
                     .reshape((kv, (h / kv) * n, s))?;
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = if scores.track_op() {
+            softmax_with_grad(&scores)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         Ok(probs.matmul(v)?.reshape((h, n, d))?)
     }
+}
+
+/// Softmax over the last dimension from differentiable ops (candle's fused kernel has no
+/// backward), for steps that train. The row maximum is a constant shift: detached, it adds no
+/// work to the backward pass.
+fn softmax_with_grad(scores: &Tensor) -> Result<Tensor> {
+    let max = scores.max_keepdim(candle_core::D::Minus1)?.detach();
+    let e = scores.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(candle_core::D::Minus1)?)?)
 }
 
 /// Default bytes of f32 attention scores computed at once.

@@ -414,6 +414,54 @@ impl Decoder {
         }
     }
 
+    /// Every projection LoRA can adapt, with its module path in HF naming
+    /// (`model.layers.3.self_attn.q_proj`, `model.layers.3.mlp.down_proj`, `lm_head`): the names
+    /// PEFT adapters use. Fused projections are `qkv_proj` and `gate_up_proj` (Phi-3); the
+    /// experts and routers of MoE layers are not listed.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            match &mut layer.attn.qkv {
+                QkvProj::Separate { q, k, v } => {
+                    out.push((format!("{p}.self_attn.q_proj"), q));
+                    out.push((format!("{p}.self_attn.k_proj"), k));
+                    out.push((format!("{p}.self_attn.v_proj"), v));
+                }
+                QkvProj::Fused(qkv) => out.push((format!("{p}.self_attn.qkv_proj"), qkv)),
+            }
+            out.push((format!("{p}.self_attn.o_proj"), &mut layer.attn.o));
+            if let Mlp::Gated(m) = &mut layer.mlp {
+                match &mut m.gate {
+                    Some(gate) => {
+                        out.push((format!("{p}.mlp.gate_proj"), gate));
+                        out.push((format!("{p}.mlp.up_proj"), &mut m.up));
+                    }
+                    None => out.push((format!("{p}.mlp.gate_up_proj"), &mut m.up)),
+                }
+                out.push((format!("{p}.mlp.down_proj"), &mut m.down));
+            }
+        }
+        out.push(("lm_head".into(), &mut self.lm_head));
+        out
+    }
+
+    /// Switches the LoRA adapters' dropout on (training) or off (evaluation, inference).
+    pub fn set_lora_training(&mut self, training: bool) {
+        for (_, linear) in self.linears_mut() {
+            if let Some(lora) = &mut linear.lora {
+                lora.training = training;
+            }
+        }
+    }
+
+    /// Removes every LoRA adapter.
+    pub fn clear_lora(&mut self) {
+        for (_, linear) in self.linears_mut() {
+            linear.lora = None;
+        }
+    }
+
     pub fn num_layers(&self) -> usize {
         self.layers.len()
     }

@@ -28,6 +28,13 @@ pub trait KvCache {
     /// Where `layer`'s keys and values are, after [`KvCache::write`] or [`KvCache::append`].
     fn view(&self, layer: usize) -> Result<KvView<'_>>;
 
+    /// Whether kernels may read this cache in place through [`KvCache::view`]. A cache that
+    /// says no (a step that trains: its keys and values must stay part of the gradient graph)
+    /// keeps attention on the tensor path, which goes through [`KvCache::append`].
+    fn reads_in_place(&self) -> bool {
+        true
+    }
+
     /// Records that a step of `new_tokens` finished (all layers appended).
     fn advance(&mut self, new_tokens: usize);
 
@@ -161,6 +168,96 @@ impl KvCache for ContiguousKvCache {
             )));
         }
         // Positions past `len` are overwritten by the next write.
+        self.len = len;
+        Ok(())
+    }
+}
+
+/// A cache whose keys and values stay part of the gradient graph, for steps that train: each
+/// append joins the new tensors to the old ones (`cat`, a differentiable op) instead of writing
+/// into a buffer in place, so gradients reach the projections that made them. Training runs a
+/// whole sequence in one step, so the copying a `cat` per step costs never adds up.
+#[derive(Debug)]
+pub struct GraphKvCache {
+    /// Per layer `[tokens, kv_heads, head_dim]`, token-major as the other caches.
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl GraphKvCache {
+    pub fn new(num_layers: usize) -> Self {
+        GraphKvCache {
+            layers: (0..num_layers).map(|_| None).collect(),
+            len: 0,
+        }
+    }
+
+    fn layer(&self, layer: usize) -> Result<&(Tensor, Tensor)> {
+        self.layers
+            .get(layer)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| ModelError::Input(format!("KV cache has nothing for layer {layer}")))
+    }
+}
+
+impl KvCache for GraphKvCache {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.write(layer, &k.transpose(0, 1)?, &v.transpose(0, 1)?)?;
+        let (k, v) = self.layer(layer)?;
+        Ok((k.transpose(0, 1)?, v.transpose(0, 1)?))
+    }
+
+    fn write(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<()> {
+        let len = self.len;
+        let slot = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| ModelError::Input(format!("KV cache has no layer {layer}")))?;
+        let joined = match slot.take() {
+            None => (k.clone(), v.clone()),
+            Some((kc, vc)) => {
+                // Drop what a failed step appended past `len` before joining.
+                let kc = kc.narrow(0, 0, len)?;
+                let vc = vc.narrow(0, 0, len)?;
+                (Tensor::cat(&[&kc, k], 0)?, Tensor::cat(&[&vc, v], 0)?)
+            }
+        };
+        *slot = Some(joined);
+        Ok(())
+    }
+
+    fn view(&self, layer: usize) -> Result<KvView<'_>> {
+        let (keys, values) = self.layer(layer)?;
+        Ok(KvView {
+            keys,
+            values,
+            blocks: None,
+        })
+    }
+
+    fn reads_in_place(&self) -> bool {
+        false
+    }
+
+    fn advance(&mut self, new_tokens: usize) {
+        self.len += new_tokens;
+    }
+
+    fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            return Err(ModelError::Input(format!(
+                "cannot keep {len} tokens of a cache holding {}",
+                self.len
+            )));
+        }
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.narrow(0, 0, len)?;
+            *v = v.narrow(0, 0, len)?;
+        }
         self.len = len;
         Ok(())
     }

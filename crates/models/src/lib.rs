@@ -1,6 +1,7 @@
 //! forja's models: one configurable decoder over candle tensors, built from
 //! `forja_arch::DecoderConfig`, with weights from safetensors or GGUF and `Linear` layers that are
-//! dense or quantized; and a BERT encoder with sentence-transformers pooling, for embeddings.
+//! dense or quantized and may carry a LoRA adapter; and a BERT encoder with sentence-transformers
+//! pooling, for embeddings.
 
 pub mod attention;
 mod cpu_attention;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod kv_cache;
 pub mod linear;
 pub mod loader;
+pub mod lora;
 pub mod mlp;
 pub mod norm;
 pub mod paged_kv;
@@ -20,5 +22,6 @@ pub mod weight_source;
 pub use decoder::{Decoder, SeqStep};
 pub use encoder::{BertEncoder, EncoderInput};
 pub use error::{ModelError, Result};
-pub use kv_cache::{ContiguousKvCache, KvCache, KvView};
+pub use kv_cache::{ContiguousKvCache, GraphKvCache, KvCache, KvView};
+pub use lora::Lora;
 pub use paged_kv::{PagedKvStore, PagedSeq};

@@ -1,11 +1,16 @@
-//! `Linear`: a projection whose weight is dense or quantized — a property of the layer, not a
-//! separate model. (LoRA adapters join here as a third part of the same layer.)
+//! `Linear`: a projection whose weight is dense or quantized, optionally with a LoRA adapter —
+//! properties of the layer, not separate models. The base weight is never trained: gradients
+//! flow through it to the input (quantized weights included, by their dequantized rows), and to
+//! the adapter's matrices.
+
+use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
 use forja_quant::QMatrix;
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
+use crate::lora::Lora;
 
 /// The weight of a projection, `[out, in]`.
 #[derive(Debug)]
@@ -21,14 +26,14 @@ pub enum LinearWeight {
 pub enum QuantizedWeight {
     /// forja's CPU kernels (`forja_quant`): activations quantized to 8 bits as llama.cpp does,
     /// SIMD dot products, rows split over the thread pool.
-    Cpu(QMatrix),
+    Cpu(Arc<QMatrix>),
     /// candle's quantized matmul: other devices, and types forja's kernels do not cover.
     Candle(QMatMul),
 }
 
 impl From<QMatrix> for LinearWeight {
     fn from(m: QMatrix) -> Self {
-        LinearWeight::Quantized(QuantizedWeight::Cpu(m))
+        LinearWeight::Quantized(QuantizedWeight::Cpu(Arc::new(m)))
     }
 }
 
@@ -43,11 +48,29 @@ pub struct Linear {
     pub weight: LinearWeight,
     /// `[out]`
     pub bias: Option<Tensor>,
+    /// A low-rank update added to the output.
+    pub lora: Option<Lora>,
 }
 
 impl Linear {
     pub fn new(weight: LinearWeight, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
+        Linear {
+            weight,
+            bias,
+            lora: None,
+        }
+    }
+
+    /// `[out, in]` of the weight.
+    pub fn out_in(&self) -> Result<(usize, usize)> {
+        Ok(match &self.weight {
+            LinearWeight::Dense(w) => w.dims2()?,
+            LinearWeight::Quantized(QuantizedWeight::Cpu(m)) => (m.rows(), m.cols()),
+            LinearWeight::Quantized(QuantizedWeight::Candle(q)) => match q {
+                QMatMul::QTensor(t) => t.shape().dims2()?,
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims2()?,
+            },
+        })
     }
 
     /// `x @ Wᵀ + b` for `x` of shape `[tokens, in]` (or `[batch, tokens, in]`) →
@@ -55,24 +78,41 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
             LinearWeight::Dense(w) => x.matmul(&w.t()?)?,
-            LinearWeight::Quantized(QuantizedWeight::Candle(q)) => q.forward(x)?,
+            LinearWeight::Quantized(QuantizedWeight::Candle(q)) => {
+                if x.track_op() && matches!(q, QMatMul::QTensor(_)) {
+                    // candle's quantized matmul has no backward: gradients would stop here.
+                    return Err(ModelError::Unsupported(
+                        "training through candle's quantized matmul (a quantized base off the \
+                         CPU): load it dequantized"
+                            .into(),
+                    ));
+                }
+                q.forward(x)?
+            }
             LinearWeight::Quantized(QuantizedWeight::Cpu(m)) => {
                 // No copy when `x` is already contiguous f32, as the decoder's activations are.
                 let x = x.to_dtype(DType::F32)?.contiguous()?;
-                x.apply_op1_no_bwd(&CpuMatmul(m))?
+                // Records a backward only when `x` takes part in a gradient computation.
+                x.apply_op1(CpuMatmul(Arc::clone(m)))?
             }
         };
-        Ok(match &self.bias {
+        let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
-        })
+        };
+        match &self.lora {
+            Some(lora) => Ok((&y + lora.delta(x)?.to_dtype(y.dtype())?)?),
+            None => Ok(y),
+        }
     }
 }
 
-/// `x @ Wᵀ` on forja's kernels, as a candle op on CPU storage: `[.., in]` → `[.., out]`.
-struct CpuMatmul<'a>(&'a QMatrix);
+/// `x @ Wᵀ` on forja's kernels, as a candle op on CPU storage: `[.., in]` → `[.., out]`. Its
+/// backward gives the input's gradient, `grad · W`, through the dequantized weight (made for the
+/// call and dropped after it, so the base stays quantized in memory); `W` gets none.
+struct CpuMatmul(Arc<QMatrix>);
 
-impl CustomOp1 for CpuMatmul<'_> {
+impl CustomOp1 for CpuMatmul {
     fn name(&self) -> &'static str {
         "forja-quant-matmul"
     }
@@ -82,7 +122,7 @@ impl CustomOp1 for CpuMatmul<'_> {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let m = self.0;
+        let m = &self.0;
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("{}: f32 input expected", self.name());
         };
@@ -107,5 +147,27 @@ impl CustomOp1 for CpuMatmul<'_> {
             *last = m.rows();
         }
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        self.input_grad(grad_res)
+            .map(Some)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+}
+
+impl CpuMatmul {
+    fn input_grad(&self, grad_res: &Tensor) -> Result<Tensor> {
+        let m = &self.0;
+        let w = m
+            .dequantize()
+            .map_err(|e| ModelError::Input(format!("dequantizing for a backward pass: {e}")))?;
+        let w = Tensor::from_vec(w, (m.rows(), m.cols()), grad_res.device())?;
+        Ok(grad_res.to_dtype(DType::F32)?.broadcast_matmul(&w)?)
     }
 }

@@ -12,7 +12,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::max_abs_diff;
-use forja_models::{ContiguousKvCache, Decoder, SeqStep};
+use forja_models::{ContiguousKvCache, Decoder, GraphKvCache, SeqStep};
 
 const FAMILIES: [&str; 13] = [
     "llama",
@@ -225,12 +225,12 @@ fn fused_cpu_attention_equals_the_chunked_tensor_path() {
 }
 
 /// Fails on appending to one layer once armed: a step that breaks midway.
-struct FailingCache {
-    inner: ContiguousKvCache,
+struct FailingCache<C> {
+    inner: C,
     fail_at_layer: Option<usize>,
 }
 
-impl forja_models::KvCache for FailingCache {
+impl<C: forja_models::KvCache> forja_models::KvCache for FailingCache<C> {
     fn len(&self) -> usize {
         self.inner.len()
     }
@@ -254,6 +254,9 @@ impl forja_models::KvCache for FailingCache {
     fn view(&self, layer: usize) -> forja_models::error::Result<forja_models::KvView<'_>> {
         self.inner.view(layer)
     }
+    fn reads_in_place(&self) -> bool {
+        self.inner.reads_in_place()
+    }
     fn advance(&mut self, n: usize) {
         self.inner.advance(n)
     }
@@ -264,16 +267,24 @@ impl forja_models::KvCache for FailingCache {
 
 /// A step that fails midway leaves the cache as it was: the sequence continues as if the step
 /// had never been tried. Truncating a cache and feeding the same tokens again reproduces them.
+/// Both the inference cache (read in place by the CPU kernel) and the training cache (joined by
+/// differentiable ops, attended on the tensor path) behave so, with the same logits.
 #[test]
 fn failed_steps_and_truncation_keep_the_cache_consistent() {
+    let (model, _) = golden("gemma3");
+    check_failed_steps_and_truncation(ContiguousKvCache::new(model.num_layers()));
+    check_failed_steps_and_truncation(GraphKvCache::new(model.num_layers()));
+}
+
+fn check_failed_steps_and_truncation<C: forja_models::KvCache>(inner: C) {
     let (model, g) = golden("gemma3");
     let p = &g.prompts[2];
     let whole = prefill(&model, p);
     let mut cache = FailingCache {
-        inner: ContiguousKvCache::new(model.num_layers()),
+        inner,
         fail_at_layer: None,
     };
-    let step = |cache: &mut FailingCache, tokens: &[u32]| {
+    let step = |cache: &mut FailingCache<C>, tokens: &[u32]| {
         let mut s = [SeqStep {
             tokens,
             cache,

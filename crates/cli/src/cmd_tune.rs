@@ -1,0 +1,311 @@
+//! `forja tune --model M --data FILE --out DIR`: LoRA fine-tuning into a PEFT adapter folder;
+//! `forja tune merge --model M --adapter A --out DIR`: the adapter merged into the model.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use forja_engine::LoadedModel;
+use forja_models::loader::LoadOptions;
+use forja_train::examples::{split, tokenize};
+use forja_train::trainer::evaluate;
+use forja_train::{Init, LoraSpec, StepReport, TrainConfig, attach, curve, dataset, peft, train};
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct TuneArgs {
+    #[command(subcommand)]
+    action: Option<TuneAction>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum TuneAction {
+    /// Merge an adapter into its base model: a new HF folder that runs without the adapter
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// The base model: an HF model folder (config.json, safetensors)
+    #[arg(long)]
+    model: PathBuf,
+    /// The adapter: a PEFT folder, as `forja tune` writes
+    #[arg(long)]
+    adapter: PathBuf,
+    /// The new model folder (must not exist)
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct TrainArgs {
+    /// The base model: a .gguf file (its weights stay quantized: QLoRA) or an HF model folder
+    #[arg(long, required = true)]
+    model: Option<PathBuf>,
+    /// Training data, JSONL or a JSON array: chat records (`messages`) or alpaca records
+    /// (`instruction`, `input`, `output`)
+    #[arg(long, required = true)]
+    data: Option<PathBuf>,
+    /// Folder for the adapter (adapter_config.json, adapter_model.safetensors) and loss.csv
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+    /// LoRA rank
+    #[arg(long, default_value_t = 16)]
+    rank: usize,
+    /// LoRA alpha (the update is scaled by alpha / rank)
+    #[arg(long, default_value_t = 32.0)]
+    alpha: f64,
+    /// Dropout on the adapters' input while training
+    #[arg(long, default_value_t = 0.05)]
+    dropout: f32,
+    /// Projections to adapt, by their PEFT names
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    )]
+    targets: Vec<String>,
+    /// Peak learning rate (AdamW)
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    /// AdamW weight decay
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Optimizer steps to run (overrides --epochs)
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Passes over the training examples
+    #[arg(long, default_value_t = 1.0)]
+    epochs: f64,
+    /// Sequences per forward pass
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Forward passes per optimizer step
+    #[arg(long, default_value_t = 4)]
+    grad_accum: usize,
+    /// Warmup steps (default: 3 % of the steps, rounded down)
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Clip the gradients' global norm to this (0: no clipping)
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Seed for the adapters' initial values, dropout, shuffling and the eval split
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fraction of the examples held out to measure eval loss and perplexity
+    #[arg(long, default_value_t = 0.1)]
+    eval_split: f64,
+    /// Evaluate every N steps (default: before and after training only)
+    #[arg(long, value_name = "N")]
+    eval_every: Option<usize>,
+    /// Longest sequence in tokens; longer examples are cut
+    #[arg(long, default_value_t = 1024)]
+    max_len: usize,
+}
+
+pub fn run(a: TuneArgs) -> Result<()> {
+    match a.action {
+        Some(TuneAction::Merge(m)) => merge(m),
+        None => tune(a.train),
+    }
+}
+
+fn merge(a: MergeArgs) -> Result<()> {
+    let adapter = peft::load(&a.adapter)?;
+    let report = forja_train::merge::merge_into_folder(&a.model, &adapter, &a.out)?;
+    println!(
+        "merged {} projections; model written to {}",
+        report.merged,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn tune(a: TrainArgs) -> Result<()> {
+    let (Some(model_path), Some(data), Some(out)) =
+        (a.model.clone(), a.data.clone(), a.out.clone())
+    else {
+        bail!("--model, --data and --out are required");
+    };
+    if !model_path.exists() {
+        bail!(
+            "no such model file or folder: {} (pass a .gguf file or an HF model folder)",
+            model_path.display()
+        );
+    }
+    if out.is_file() {
+        bail!(
+            "--out {} is a file; give a folder for the adapter",
+            out.display()
+        );
+    }
+    let spec = LoraSpec {
+        rank: a.rank,
+        alpha: a.alpha,
+        dropout: a.dropout,
+        targets: a.targets.clone(),
+        use_rslora: false,
+    };
+    spec.validate()?;
+    let records = dataset::read(&data)?;
+    // At the model's own context, as `forja run` and `forja serve` load it: LongRoPE models pick
+    // their RoPE factors by it, and training must see the positions serving will use.
+    let mut model = LoadedModel::load_with(
+        &model_path,
+        &candle_core::Device::Cpu,
+        LoadOptions::default(),
+    )
+    .with_context(|| format!("loading {}", model_path.display()))?;
+    let max_len = a.max_len.min(model.decoder.config.max_context as usize);
+    let (examples, stats) = tokenize(&model, &records, max_len, &data)?;
+    if stats.truncated > 0 {
+        eprintln!("{} examples cut to {max_len} tokens", stats.truncated);
+    }
+    if !stats.dropped.is_empty() {
+        let shown = stats.dropped.len().min(5);
+        let more = match stats.dropped.len() - shown {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        eprintln!(
+            "{} records left out, nothing to learn within {max_len} tokens (raise --max-len): \
+             {}{more}",
+            stats.dropped.len(),
+            stats.dropped[..shown].join(", ")
+        );
+    }
+    let (train_set, eval_set) = split(examples, a.eval_split, a.seed)?;
+    let steps = a.steps.unwrap_or_else(|| {
+        TrainConfig::steps_for_epochs(train_set.len(), a.epochs, a.batch, a.grad_accum)
+    });
+    let cfg = TrainConfig {
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        // Rounded down: with a few steps, a warmup step at rate 0 would be a step lost.
+        warmup_steps: a.warmup.unwrap_or((steps as f64 * 0.03) as usize),
+        steps,
+        batch: a.batch,
+        grad_accum: a.grad_accum,
+        max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),
+        shuffle: true,
+        seed: a.seed,
+        eval_every: a.eval_every,
+    };
+    cfg.validate()?;
+    let adapters = attach(&mut model.decoder, &spec, Init::Random, a.seed)?;
+    let train_tokens: usize = train_set.iter().map(|e| e.ids.len()).sum();
+    eprintln!(
+        "{}: {} train / {} eval examples ({train_tokens} train tokens); LoRA rank {} on {} \
+         projections, {} trainable parameters; {steps} steps",
+        model.name,
+        train_set.len(),
+        eval_set.len(),
+        spec.rank,
+        adapters.modules.len(),
+        adapters.num_params(),
+    );
+    let before = if eval_set.is_empty() {
+        None
+    } else {
+        let e = evaluate(&model.decoder, &eval_set, a.batch)?;
+        eprintln!(
+            "eval before training: loss {:.4}, perplexity {:.2}",
+            e.loss, e.perplexity
+        );
+        Some(e)
+    };
+    let progress = Progress::new();
+    let reports = train(
+        &mut model.decoder,
+        &adapters,
+        &train_set,
+        &eval_set,
+        &cfg,
+        |r| {
+            progress.step(r);
+            Ok(())
+        },
+    )?;
+    progress.finish();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    peft::save(
+        &mut model.decoder,
+        &spec,
+        &model_path.display().to_string(),
+        &out,
+    )?;
+    curve::write_csv(&out.join("loss.csv"), &reports)?;
+    if let (Some(b), Some(after)) = (before, reports.last().and_then(|r| r.eval)) {
+        eprintln!(
+            "eval after training: loss {:.4} (was {:.4}), perplexity {:.2} (was {:.2})",
+            after.loss, b.loss, after.perplexity, b.perplexity
+        );
+    }
+    println!("adapter written to {}", out.display());
+    Ok(())
+}
+
+/// One line per step on stderr; on a terminal the line is rewritten in place, and evaluations
+/// stay on screen.
+struct Progress {
+    tty: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn step(&self, r: &StepReport) {
+        let eta = r.elapsed_s / r.step as f64 * (r.total_steps - r.step) as f64;
+        let mut line = format!(
+            "step {}/{}  epoch {:.2}  loss {:.4}  lr {:.2e}  {:.0} tok/s  eta {}",
+            r.step,
+            r.total_steps,
+            r.epoch,
+            r.loss,
+            r.lr,
+            r.tokens_per_s,
+            duration(eta)
+        );
+        if let Some(e) = r.eval {
+            line.push_str(&format!(
+                "  eval loss {:.4}  perplexity {:.2}",
+                e.loss, e.perplexity
+            ));
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = if self.tty {
+            let end = if r.eval.is_some() { "\n" } else { "" };
+            write!(err, "\r\x1b[K{line}{end}")
+        } else {
+            writeln!(err, "{line}")
+        };
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
+    }
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}

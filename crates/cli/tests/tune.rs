@@ -1,0 +1,234 @@
+//! `forja tune` end to end on a real quantized model: a PEFT adapter folder and the loss curve
+//! come out, `forja run --adapter` uses the adapter, and bad data or settings fail in one line
+//! that says where.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use forja_testkit::testdata_file;
+
+fn forja(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_forja"))
+        .args(args)
+        .env("FORJA_LOG", "off")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const DATA: &str = r#"{"messages": [{"role": "user", "content": "Classify: the tenant may end the lease with 30 days notice."}, {"role": "assistant", "content": "Termination"}]}
+{"messages": [{"role": "user", "content": "Classify: neither party is liable for indirect damages."}, {"role": "assistant", "content": "Limitation of liability"}]}
+{"instruction": "Classify the clause.", "input": "This agreement is governed by the laws of Spain.", "output": "Governing law"}
+{"instruction": "Classify the clause.", "input": "The supplier keeps all intellectual property.", "output": "IP ownership"}
+{"instruction": "Classify the clause.", "input": "Either party may terminate for material breach.", "output": "Termination"}
+{"instruction": "Classify the clause.", "input": "Disputes go to arbitration in Madrid.", "output": "Dispute resolution"}
+"#;
+
+fn model() -> String {
+    testdata_file("SmolLM2-135M-Instruct.Q4_1.gguf")
+        .display()
+        .to_string()
+}
+
+fn tune_args<'a>(model: &'a str, data: &'a Path, out: &'a Path) -> Vec<String> {
+    [
+        "tune",
+        "--model",
+        model,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--grad-accum",
+        "1",
+        "--rank",
+        "4",
+        "--targets",
+        "q_proj,v_proj",
+        "--eval-split",
+        "0.34",
+        "--max-len",
+        "96",
+        "--lr",
+        "1e-3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn tune_writes_a_peft_adapter_that_run_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("clauses.jsonl");
+    std::fs::write(&data, DATA).unwrap();
+    let out = dir.path().join("adapter");
+    let model = model();
+    let args = tune_args(&model, &data, &out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = forja(&args);
+    let stderr = text(&r.stderr);
+    assert!(r.status.success(), "tune failed: {stderr}");
+    assert!(stderr.contains("4 train / 2 eval examples"), "{stderr}");
+    assert!(stderr.contains("eval before training: loss"), "{stderr}");
+    assert!(stderr.contains("step 2/2"), "{stderr}");
+    assert!(stderr.contains("tok/s"), "{stderr}");
+    assert!(stderr.contains("eval after training: loss"), "{stderr}");
+    assert_eq!(
+        text(&r.stdout),
+        format!("adapter written to {}\n", out.display())
+    );
+
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 4);
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+    assert!(out.join("adapter_model.safetensors").is_file());
+    let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("step,epoch,lr,loss"));
+    // The last step carries the evaluation.
+    let last: Vec<&str> = lines[2].split(',').collect();
+    assert!(last[5].parse::<f64>().unwrap() > 0.0, "{csv}");
+    // No temporary file is left behind.
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".partial")), "{names:?}");
+
+    let r = forja(&[
+        "run",
+        &model,
+        "--adapter",
+        out.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "4",
+        "Classify: the lease ends after 30 days notice.",
+    ]);
+    assert!(r.status.success(), "run failed: {}", text(&r.stderr));
+    assert!(!text(&r.stdout).trim().is_empty());
+}
+
+#[test]
+fn bad_data_and_settings_fail_in_one_line_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"a\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("adapter");
+    let model = model();
+    let mut cases: Vec<(Vec<String>, &str)> = Vec::new();
+    cases.push((
+        tune_args(&model, &data, &out),
+        "bad.jsonl, line 2: no `output`",
+    ));
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(&good, DATA).unwrap();
+    let mut bogus = tune_args(&model, &good, &out);
+    let at = bogus.iter().position(|a| a == "q_proj,v_proj").unwrap();
+    bogus[at] = "qq_proj".into();
+    cases.push((bogus, "no projection of this model is named \"qq_proj\""));
+    let mut rank0 = tune_args(&model, &good, &out);
+    let at = rank0.iter().position(|a| a == "--rank").unwrap();
+    rank0[at + 1] = "0".into();
+    cases.push((rank0, "LoRA rank must be at least 1"));
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = forja(&args);
+        let stderr = text(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+    }
+    assert!(!out.exists(), "a failed run left an output folder");
+    let r = forja(&[
+        "run",
+        &model,
+        "--adapter",
+        dir.path().to_str().unwrap(),
+        "hi",
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        text(&r.stderr).contains("adapter_config.json"),
+        "{}",
+        text(&r.stderr)
+    );
+}
+
+#[test]
+fn merge_writes_a_model_folder_and_refuses_a_gguf_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("merged");
+    let tiny = forja_testkit::fixtures_dir().join("tiny/llama");
+    let adapter = forja_testkit::fixtures_dir().join("goldens/lora/trained");
+    let args = [
+        "tune",
+        "merge",
+        "--model",
+        tiny.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let r = forja(&args);
+    assert!(r.status.success(), "merge failed: {}", text(&r.stderr));
+    assert_eq!(
+        text(&r.stdout),
+        format!(
+            "merged 21 projections; model written to {}\n",
+            out.display()
+        )
+    );
+    assert!(out.join("model.safetensors").is_file() && out.join("config.json").is_file());
+
+    let model = model();
+    let gguf_out = dir.path().join("merged-gguf");
+    let r = forja(&[
+        "tune",
+        "merge",
+        "--model",
+        &model,
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        gguf_out.to_str().unwrap(),
+    ]);
+    let stderr = text(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("merging needs an HF model folder"),
+        "{stderr}"
+    );
+    assert!(!gguf_out.exists());
+
+    // Training without its required flags is a usage error.
+    let r = forja(&["tune", "--data", "x.jsonl"]);
+    assert_eq!(r.status.code(), Some(2), "{}", text(&r.stderr));
+}

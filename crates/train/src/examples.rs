@@ -1,0 +1,111 @@
+//! Conversations as token ids with the trained tokens marked, and the train / eval split.
+
+use forja_engine::LoadedModel;
+
+use crate::dataset::Record;
+use crate::error::{Result, TrainError};
+use crate::rng::Rng;
+
+/// One training sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub ids: Vec<u32>,
+    /// Per id: whether the loss includes predicting it (the assistant's tokens).
+    pub trained: Vec<bool>,
+}
+
+impl Example {
+    /// Tokens whose prediction counts in the loss (the first token is never predicted).
+    pub fn trained_tokens(&self) -> usize {
+        self.trained.iter().skip(1).filter(|&&t| t).count()
+    }
+}
+
+/// What tokenizing a dataset did besides producing examples.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenizeStats {
+    /// Examples cut to the length limit.
+    pub truncated: usize,
+    /// Records left out because nothing to learn remained within the length limit.
+    pub dropped: Vec<String>,
+}
+
+/// Each record through the model's chat template; sequences longer than `max_len` tokens keep
+/// their first `max_len`.
+pub fn tokenize(
+    model: &LoadedModel,
+    records: &[Record],
+    max_len: usize,
+    path: &std::path::Path,
+) -> Result<(Vec<Example>, TokenizeStats)> {
+    if max_len < 2 {
+        return Err(TrainError::Config(format!(
+            "a sequence length limit of {max_len} tokens leaves nothing to predict"
+        )));
+    }
+    let mut stats = TokenizeStats::default();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let labeled = model
+            .chat_training_ids(&r.messages, r.tools.as_ref())
+            .map_err(|e| TrainError::Dataset {
+                path: path.to_path_buf(),
+                at: r.at.clone(),
+                what: e.to_string(),
+            })?;
+        let mut ex = Example {
+            ids: labeled.ids,
+            trained: labeled.trained,
+        };
+        if ex.ids.len() > max_len {
+            ex.ids.truncate(max_len);
+            ex.trained.truncate(max_len);
+            stats.truncated += 1;
+        }
+        if ex.trained_tokens() == 0 {
+            stats.dropped.push(r.at.clone());
+            continue;
+        }
+        out.push(ex);
+    }
+    if out.is_empty() {
+        return Err(TrainError::Dataset {
+            path: path.to_path_buf(),
+            at: "all records".into(),
+            what: format!("no record has an assistant token within the first {max_len} tokens"),
+        });
+    }
+    Ok((out, stats))
+}
+
+/// Splits off `eval_fraction` of the examples (at least one when the fraction is above zero and
+/// two or more examples exist), chosen by a seeded shuffle. Returns (train, eval).
+pub fn split(
+    examples: Vec<Example>,
+    eval_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<Example>, Vec<Example>)> {
+    if !(0.0..1.0).contains(&eval_fraction) {
+        return Err(TrainError::Config(format!(
+            "eval split {eval_fraction} outside [0, 1)"
+        )));
+    }
+    if eval_fraction == 0.0 || examples.len() < 2 {
+        return Ok((examples, Vec::new()));
+    }
+    let n_eval =
+        ((examples.len() as f64 * eval_fraction).round() as usize).clamp(1, examples.len() - 1);
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    Rng::new(seed ^ 0x5EED_E7A1).shuffle(&mut order);
+    let eval_set: std::collections::HashSet<usize> = order[..n_eval].iter().copied().collect();
+    let mut train = Vec::with_capacity(examples.len() - n_eval);
+    let mut eval = Vec::with_capacity(n_eval);
+    for (i, ex) in examples.into_iter().enumerate() {
+        if eval_set.contains(&i) {
+            eval.push(ex);
+        } else {
+            train.push(ex);
+        }
+    }
+    Ok((train, eval))
+}

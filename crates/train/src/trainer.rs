@@ -1,0 +1,334 @@
+//! The training loop: micro-batches through the decoder with the adapters attached, loss on the
+//! trained tokens only, gradients accumulated over micro-batches and clipped to a global norm,
+//! AdamW (candle-nn's) on a warmup + cosine schedule, evaluation loss and perplexity.
+
+use std::time::Instant;
+
+use candle_core::backprop::GradStore;
+use candle_core::{D, DType, Tensor};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use forja_models::{Decoder, GraphKvCache, SeqStep};
+
+use crate::adapter::Adapters;
+use crate::error::{Result, TrainError};
+use crate::examples::Example;
+use crate::rng::Rng;
+use crate::schedule::cosine_with_warmup;
+
+/// Optimizer and loop settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Optimizer steps of linear warmup.
+    pub warmup_steps: usize,
+    /// Optimizer steps to run.
+    pub steps: usize,
+    /// Sequences per forward pass.
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Clip the global gradient L2 norm to this (none: no clipping).
+    pub max_grad_norm: Option<f64>,
+    /// Shuffle the examples each epoch (seeded); otherwise they go in order.
+    pub shuffle: bool,
+    pub seed: u64,
+    /// Evaluate every this many steps (and after the last); none: only after the last.
+    pub eval_every: Option<usize>,
+}
+
+impl TrainConfig {
+    /// Steps that cover `epochs` passes over `num_examples`.
+    pub fn steps_for_epochs(
+        num_examples: usize,
+        epochs: f64,
+        batch: usize,
+        grad_accum: usize,
+    ) -> usize {
+        let per_step = (batch * grad_accum).max(1);
+        ((num_examples as f64 * epochs) / per_step as f64)
+            .ceil()
+            .max(1.0) as usize
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(TrainError::Config(what));
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("learning rate must be positive, got {}", self.lr));
+        }
+        if self.steps == 0 {
+            return bad("zero training steps".into());
+        }
+        if self.batch == 0 || self.grad_accum == 0 {
+            return bad("batch size and gradient accumulation must be at least 1".into());
+        }
+        if self.max_grad_norm.is_some_and(|n| n.is_nan() || n <= 0.0) {
+            return bad("the gradient clipping norm must be positive".into());
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            return bad("AdamW betas must be in [0, 1)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Loss on a held-out set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalReport {
+    /// Mean cross-entropy per trained token (nats).
+    pub loss: f64,
+    pub perplexity: f64,
+}
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// From 1.
+    pub step: usize,
+    pub total_steps: usize,
+    /// Passes over the training examples so far.
+    pub epoch: f64,
+    pub lr: f64,
+    /// Mean cross-entropy per trained token of this step's examples.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens through the model in this step.
+    pub tokens: usize,
+    /// Training throughput of this step (forward, backward, update; evaluation excluded).
+    pub tokens_per_s: f64,
+    pub elapsed_s: f64,
+    pub eval: Option<EvalReport>,
+}
+
+/// Trains the adapters attached to `decoder` on `train`, evaluating on `eval` when it is not
+/// empty; `on_step` sees each step as it ends (an error from it stops training).
+pub fn train(
+    decoder: &mut Decoder,
+    adapters: &Adapters,
+    train: &[Example],
+    eval: &[Example],
+    cfg: &TrainConfig,
+    mut on_step: impl FnMut(&StepReport) -> Result<()>,
+) -> Result<Vec<StepReport>> {
+    cfg.validate()?;
+    if train.is_empty() {
+        return Err(TrainError::Config("no training examples".into()));
+    }
+    let vars = adapters.vars();
+    let mut opt = AdamW::new(
+        vars.clone(),
+        ParamsAdamW {
+            lr: cfg.lr,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+        },
+    )?;
+    let mut order = ExampleStream::new(train.len(), cfg.shuffle, cfg.seed);
+    let mut reports = Vec::with_capacity(cfg.steps);
+    let started = Instant::now();
+    for step in 0..cfg.steps {
+        let t0 = Instant::now();
+        let chosen: Vec<&Example> = (0..cfg.batch * cfg.grad_accum)
+            .map(|_| &train[order.next_index()])
+            .collect();
+        let trained_tokens: usize = chosen.iter().map(|e| e.trained_tokens()).sum();
+        let tokens: usize = chosen.iter().map(|e| e.ids.len()).sum();
+        decoder.set_lora_training(true);
+        let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let mut loss = 0.0;
+        for micro in chosen.chunks(cfg.batch) {
+            let (sum_ce, count) = cross_entropy_sum(decoder, micro)?;
+            if count == 0 {
+                continue;
+            }
+            let scaled = (sum_ce / trained_tokens as f64)?;
+            loss += scaled.to_scalar::<f32>()? as f64;
+            let grads = scaled.backward()?;
+            for (slot, var) in acc.iter_mut().zip(&vars) {
+                if let Some(g) = grads.get(var.as_tensor()) {
+                    *slot = Some(match slot.take() {
+                        Some(prev) => (prev + g)?,
+                        None => g.clone(),
+                    });
+                }
+            }
+        }
+        decoder.set_lora_training(false);
+        let grad_norm = global_norm(&acc)?;
+        let clip = match cfg.max_grad_norm {
+            // torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6) when that is below 1.
+            Some(max) => (max / (grad_norm + 1e-6)).min(1.0),
+            None => 1.0,
+        };
+        let mut store = GradStore::default();
+        for (g, var) in acc.into_iter().zip(&vars) {
+            if let Some(g) = g {
+                let g = if clip < 1.0 { (g * clip)? } else { g };
+                store.insert(var.as_tensor(), g);
+            }
+        }
+        let lr = cfg.lr * cosine_with_warmup(step, cfg.warmup_steps, cfg.steps);
+        opt.set_learning_rate(lr);
+        opt.step(&store)?;
+        if !loss.is_finite() {
+            return Err(TrainError::Config(format!(
+                "the loss became {loss} at step {}: try a lower learning rate",
+                step + 1
+            )));
+        }
+        // Training speed, without the evaluation below.
+        let secs = t0.elapsed().as_secs_f64();
+        let done = step + 1;
+        let due = done == cfg.steps || cfg.eval_every.is_some_and(|n| n > 0 && done % n == 0);
+        let eval_report = if due && !eval.is_empty() {
+            Some(evaluate(decoder, eval, cfg.batch)?)
+        } else {
+            None
+        };
+        let report = StepReport {
+            step: done,
+            total_steps: cfg.steps,
+            epoch: order.consumed as f64 / train.len() as f64,
+            lr,
+            loss,
+            grad_norm,
+            tokens,
+            tokens_per_s: tokens as f64 / secs.max(1e-9),
+            elapsed_s: started.elapsed().as_secs_f64(),
+            eval: eval_report,
+        };
+        on_step(&report)?;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Mean loss per trained token over `examples`, in batches of `batch`, and its perplexity.
+pub fn evaluate(decoder: &Decoder, examples: &[Example], batch: usize) -> Result<EvalReport> {
+    let mut total = 0.0;
+    let mut count = 0;
+    for chunk in examples.chunks(batch.max(1)) {
+        let (sum, n) = cross_entropy_sum(decoder, chunk)?;
+        total += sum.detach().to_scalar::<f32>()? as f64;
+        count += n;
+    }
+    if count == 0 {
+        return Err(TrainError::Config(
+            "the evaluation set has no trained tokens".into(),
+        ));
+    }
+    let loss = total / count as f64;
+    Ok(EvalReport {
+        loss,
+        perplexity: loss.exp(),
+    })
+}
+
+/// Summed cross-entropy (a scalar tensor, differentiable) of predicting every trained token of
+/// `batch`, and how many tokens that is. Position `t` predicts token `t + 1`.
+pub fn cross_entropy_sum<E: std::borrow::Borrow<Example>>(
+    decoder: &Decoder,
+    batch: &[E],
+) -> Result<(Tensor, usize)> {
+    // Caches that keep keys and values in the gradient graph (and so keep attention on its
+    // differentiable path).
+    let mut caches: Vec<GraphKvCache> = batch
+        .iter()
+        .map(|_| GraphKvCache::new(decoder.num_layers()))
+        .collect();
+    let mut steps: Vec<SeqStep<'_>> = batch
+        .iter()
+        .zip(caches.iter_mut())
+        .map(|(ex, cache)| SeqStep {
+            tokens: &ex.borrow().ids,
+            cache,
+            all_logits: true,
+        })
+        .collect();
+    let logits = decoder.forward(&mut steps)?;
+    let device = decoder.device();
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (ex, l) in batch.iter().zip(&logits) {
+        let ex = ex.borrow();
+        let predict: Vec<u32> = (1..ex.ids.len())
+            .filter(|&t| ex.trained[t])
+            .map(|t| t as u32 - 1)
+            .collect();
+        if predict.is_empty() {
+            continue;
+        }
+        targets.extend(predict.iter().map(|&t| ex.ids[t as usize + 1]));
+        rows.push(l.index_select(&Tensor::new(predict.as_slice(), device)?, 0)?);
+    }
+    if rows.is_empty() {
+        return Ok((Tensor::zeros((), DType::F32, device)?, 0));
+    }
+    let rows = Tensor::cat(&rows, 0)?.to_dtype(DType::F32)?; // [n, vocab]
+    let max = rows.max_keepdim(D::Minus1)?.detach();
+    let shifted = rows.broadcast_sub(&max)?;
+    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?; // [n, 1]
+    let n = targets.len();
+    let targets = Tensor::from_vec(targets, (n, 1), device)?;
+    let picked = shifted.gather(&targets, 1)?; // [n, 1]
+    let sum = (log_z - picked)?.sum_all()?;
+    Ok((sum, n))
+}
+
+/// L2 norm of all gradients together.
+fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
+    let mut sq = 0.0;
+    for g in grads.iter().flatten() {
+        sq += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+    }
+    Ok(sq.sqrt())
+}
+
+/// Indices of training examples, epoch after epoch (each epoch a new seeded permutation when
+/// shuffling).
+struct ExampleStream {
+    order: Vec<usize>,
+    pos: usize,
+    shuffle: bool,
+    rng: Rng,
+    consumed: usize,
+}
+
+impl ExampleStream {
+    fn new(n: usize, shuffle: bool, seed: u64) -> Self {
+        let mut s = ExampleStream {
+            order: (0..n).collect(),
+            pos: 0,
+            shuffle,
+            rng: Rng::new(seed ^ 0x00DD_BA11),
+            consumed: 0,
+        };
+        if shuffle {
+            s.rng.shuffle(&mut s.order);
+        }
+        s
+    }
+
+    fn next_index(&mut self) -> usize {
+        if self.pos == self.order.len() {
+            self.pos = 0;
+            if self.shuffle {
+                self.rng.shuffle(&mut self.order);
+            }
+        }
+        let i = self.order[self.pos];
+        self.pos += 1;
+        self.consumed += 1;
+        i
+    }
+}
