@@ -53,7 +53,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ),
         ("forja-sched", &["forja-kv"][..]),
         ("forja-kv", &[][..]),
-        ("forja-models", &["forja-arch", "forja-quant"][..]),
+        (
+            "forja-models",
+            &["forja-arch", "forja-quant", "forja-kernels"][..],
+        ),
         ("forja-quant", &[][..]),
         ("forja-kernels", &[][..]),
         ("forja-arch", &[][..]),

@@ -87,48 +87,231 @@ extern "C" __global__ void reshape_and_cache_f16(const float* k, const float* v,
     }
 }
 
-// Decode attention over the paged cache, one block per (head, sequence): scores of every
-// visible key into shared memory, softmax, then each thread sums the values of its dims.
-extern "C" __global__ void paged_attention_decode_f16(
+// Attention over the paged cache, one block per (head, query row): row r belongs to sequence
+// row_seqs[r] (its row of block_tables) and sees that sequence's first context_lens[r] positions
+// (its own position + 1: decode rows see everything, prefill rows are causal), the last `window`
+// of them when window > 0. softcap > 0 caps scores as cap·tanh(s / cap). Each warp takes every
+// ATT_WARPS-th position: its lanes split the head's dims (coalesced loads), a shuffle sums the dot
+// product; scores wait in shared memory for the softmax, then each warp sums its positions'
+// values over its lanes' dims and the warps' partial sums are added. head_dim ≤ 256.
+#define ATT_WARPS 8
+extern "C" __global__ void paged_attention_f16(
     float* out, const float* q, const unsigned short* k_cache, const unsigned short* v_cache,
-    const unsigned* block_tables, const unsigned* context_lens, int max_blocks, int block_size,
-    int heads, int kv_heads, int head_dim, float scale) {
+    const unsigned* block_tables, const unsigned* row_seqs, const unsigned* context_lens,
+    int max_blocks, int block_size, int heads, int kv_heads, int head_dim, float scale,
+    int window, float softcap) {
     extern __shared__ float shared[];
-    const int h = blockIdx.x, s = blockIdx.y;
-    const int ctx = (int)context_lens[s];
+    const int h = blockIdx.x, r = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int ctx = (int)context_lens[r];
+    const int first = window > 0 && ctx > window ? ctx - window : 0;
+    const int n = ctx - first;
     const int g = h / (heads / kv_heads);
     const size_t width = (size_t)kv_heads * head_dim;
-    const unsigned* table = block_tables + (size_t)s * max_blocks;
-    float* qs = shared;
-    float* scores = shared + head_dim;
-    const float* qh = q + ((size_t)s * heads + h) * head_dim;
+    const unsigned* table = block_tables + (size_t)row_seqs[r] * max_blocks;
+    float* qs = shared;                          // [head_dim]
+    float* partial = shared + head_dim;          // [ATT_WARPS][head_dim]
+    float* scores = partial + ATT_WARPS * head_dim;  // [n]
+    const float* qh = q + ((size_t)r * heads + h) * head_dim;
     for (int i = threadIdx.x; i < head_dim; i += blockDim.x) qs[i] = qh[i];
     __syncthreads();
     float m = __int_as_float(0xff800000);
-    for (int j = threadIdx.x; j < ctx; j += blockDim.x) {
+    for (int t = warp; t < n; t += ATT_WARPS) {
+        const int j = first + t;
         const size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
         const unsigned short* kr = k_cache + slot * width + (size_t)g * head_dim;
         float d = 0.0f;
-        for (int i = 0; i < head_dim; i++) d += qs[i] * h2f(kr[i]);
+        for (int i = lane; i < head_dim; i += 32) d += qs[i] * h2f(kr[i]);
+        for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
         d *= scale;
-        scores[j] = d;
+        if (softcap > 0.0f) d = softcap * tanhf(d / softcap);
+        if (lane == 0) scores[t] = d;
         m = fmaxf(m, d);
     }
     m = block_reduce(m, true);
     float sum = 0.0f;
-    for (int j = threadIdx.x; j < ctx; j += blockDim.x) {
-        const float e = expf(scores[j] - m);
-        scores[j] = e;
+    for (int t = threadIdx.x; t < n; t += blockDim.x) {
+        const float e = expf(scores[t] - m);
+        scores[t] = e;
         sum += e;
     }
     sum = block_reduce(sum, false);
-    float* o = out + ((size_t)s * heads + h) * head_dim;
-    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
-        float acc = 0.0f;
-        for (int j = 0; j < ctx; j++) {
-            const size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
-            acc += scores[j] * h2f(v_cache[slot * width + (size_t)g * head_dim + i]);
+    float acc[8];
+    for (int c = 0; c < 8; c++) acc[c] = 0.0f;
+    for (int t = warp; t < n; t += ATT_WARPS) {
+        const int j = first + t;
+        const size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
+        const unsigned short* vr = v_cache + slot * width + (size_t)g * head_dim;
+        const float p = scores[t];
+        for (int c = 0; c < 8; c++) {
+            const int i = lane + 32 * c;
+            if (i < head_dim) acc[c] += p * h2f(vr[i]);
         }
-        o[i] = acc / sum;
     }
+    for (int c = 0; c < 8; c++) {
+        const int i = lane + 32 * c;
+        if (i < head_dim) partial[warp * head_dim + i] = acc[c];
+    }
+    __syncthreads();
+    float* o = out + ((size_t)r * heads + h) * head_dim;
+    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
+        float v = 0.0f;
+        for (int w = 0; w < ATT_WARPS; w++) v += partial[w * head_dim + i];
+        o[i] = v / sum;
+    }
+}
+
+// ---- The decoder's step (runner.rs) -------------------------------------------------------
+// Matrix products run in cuBLAS; these kernels do everything between them. Inputs of a matrix
+// product are f32 or f16 (`half_out`), as the weights are.
+
+__device__ __forceinline__ void store(void* out, size_t i, float v, int half_out) {
+    if (half_out) ((unsigned short*)out)[i] = f2h(v);
+    else ((float*)out)[i] = v;
+}
+
+// One block per token: row ids[r] of the f32 embedding table, times scale.
+extern "C" __global__ void embed_rows(float* out, const float* table, const unsigned* ids,
+                                     int cols, float scale) {
+    const float* src = table + (size_t)ids[blockIdx.x] * cols;
+    float* o = out + (size_t)blockIdx.x * cols;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) o[i] = src[i] * scale;
+}
+
+// One block per row: row rows[r] of x (or row r when rows is null), RMS-normalized with
+// weight w (the effective scale: Gemma's 1 + w already added), to out as f32 or f16.
+extern "C" __global__ void rms_norm_rows(void* out, const float* x, const unsigned* rows,
+                                         const float* w, int cols, float eps, int half_out) {
+    const size_t src = (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * cols;
+    const float* xr = x + src;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_reduce(ss, false);
+    const float inv = rsqrtf(ss / cols + eps);
+    const size_t dst = (size_t)blockIdx.x * cols;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        store(out, dst + i, xr[i] * inv * w[i], half_out);
+}
+
+// x += RMSNorm(y) · w, row by row (Gemma 2/3's norm of a block's output before the residual).
+extern "C" __global__ void add_rms_norm(float* x, const float* y, const float* w, int cols,
+                                        float eps) {
+    const float* yr = y + (size_t)blockIdx.x * cols;
+    float* xr = x + (size_t)blockIdx.x * cols;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) ss += yr[i] * yr[i];
+    ss = block_reduce(ss, false);
+    const float inv = rsqrtf(ss / cols + eps);
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) xr[i] += yr[i] * inv * w[i];
+}
+
+// One block per (row, head) of a fused q/k/v projection ([rows, (heads + 2·kv_heads)·dim]):
+// plus bias (when given), per-head RMSNorm of q and k heads (when q_norm / k_norm are given),
+// RoPE of q and k heads over the first 2·half dims from the cos/sin tables ([positions, half])
+// at the row's position (neox halves, or adjacent pairs when interleaved); q heads go to q
+// ([rows, heads·dim], f32), k and v heads to the row's slot of the f16 caches.
+extern "C" __global__ void qkv_rope_cache(
+    const float* qkv, const float* bias, const float* q_norm, const float* k_norm, float eps,
+    const float* cos_t, const float* sin_t, int half, int interleaved,
+    const unsigned* positions, const unsigned* slots, float* q, unsigned short* k_cache,
+    unsigned short* v_cache, int heads, int kv_heads, int dim) {
+    extern __shared__ float sh[];
+    const int row = blockIdx.x, hh = blockIdx.y;
+    const int total = heads + 2 * kv_heads;
+    const float* src = qkv + ((size_t)row * total + hh) * dim;
+    const float* b = bias ? bias + (size_t)hh * dim : 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) sh[i] = src[i] + (b ? b[i] : 0.0f);
+    __syncthreads();
+    const bool is_q = hh < heads, is_k = !is_q && hh < heads + kv_heads;
+    const float* nw = is_q ? q_norm : (is_k ? k_norm : 0);
+    if (nw) {
+        float ss = 0.0f;
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += sh[i] * sh[i];
+        ss = block_reduce(ss, false);
+        const float inv = rsqrtf(ss / dim + eps);
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) sh[i] = sh[i] * inv * nw[i];
+        __syncthreads();
+    }
+    if (is_q || is_k) {
+        const float* c = cos_t + (size_t)positions[row] * half;
+        const float* s = sin_t + (size_t)positions[row] * half;
+        for (int i = threadIdx.x; i < half; i += blockDim.x) {
+            const int a = interleaved ? 2 * i : i, bb = interleaved ? 2 * i + 1 : i + half;
+            const float x1 = sh[a], x2 = sh[bb];
+            sh[a] = x1 * c[i] - x2 * s[i];
+            sh[bb] = x2 * c[i] + x1 * s[i];
+        }
+        __syncthreads();
+    }
+    if (is_q) {
+        float* dst = q + ((size_t)row * heads + hh) * dim;
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = sh[i];
+    } else {
+        const int g = is_k ? hh - heads : hh - heads - kv_heads;
+        unsigned short* cache = is_k ? k_cache : v_cache;
+        const size_t dst = ((size_t)slots[row] * kv_heads + g) * dim;
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) cache[dst + i] = f2h(sh[i]);
+    }
+}
+
+// act(gate) · up from a fused gate/up product ([rows, 2·ff], gate first) into [rows, ff].
+// act: 0 SiLU, 1 GELU (tanh), 2 GELU (erf), 3 ReLU.
+extern "C" __global__ void gated_act(void* out, const float* gate_up, int rows, int ff, int act,
+                                     int half_out) {
+    const size_t n = (size_t)rows * ff;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / ff, c = i % ff;
+        const float g = gate_up[r * 2 * ff + c], u = gate_up[r * 2 * ff + ff + c];
+        float a;
+        if (act == 0) a = g / (1.0f + expf(-g));
+        else if (act == 1) a = 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)));
+        else if (act == 2) a = 0.5f * g * (1.0f + erff(g * 0.7071067812f));
+        else a = fmaxf(g, 0.0f);
+        store(out, i, a * u, half_out);
+    }
+}
+
+// f32 → f32 or f16 copy (the attention output into the output projection's input type).
+extern "C" __global__ void convert(void* out, const float* x, int n, int half_out) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        store(out, i, x[i], half_out);
+}
+
+// Final logit soft-capping in place: cap · tanh(x / cap).
+extern "C" __global__ void softcap_f32(float* x, int n, float cap) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        x[i] = cap * tanhf(x[i] / cap);
+}
+
+// The largest value of each row of x and its index (the first on ties) packed in one u64 key
+// (value order in the high half, inverted index in the low half), combined across blocks with
+// atomicMax: grid (chunks, rows), 256 threads; keys must start at 0.
+__device__ __forceinline__ unsigned long long argmax_key(float v, int i) {
+    unsigned bits = __float_as_uint(v);
+    bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+    return ((unsigned long long)bits << 32) | (0xffffffffu - (unsigned)i);
+}
+extern "C" __global__ void argmax_rows(unsigned long long* keys, const float* x, int cols) {
+    __shared__ unsigned long long best[256];
+    const float* r = x + (size_t)blockIdx.y * cols;
+    const int chunk = (cols + gridDim.x - 1) / gridDim.x;
+    const int begin = blockIdx.x * chunk, end = min(cols, begin + chunk);
+    unsigned long long k = 0;
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        const unsigned long long c = argmax_key(r[i], i);
+        if (c > k) k = c;
+    }
+    best[threadIdx.x] = k;
+    __syncthreads();
+    for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+        if (threadIdx.x < o && best[threadIdx.x + o] > best[threadIdx.x])
+            best[threadIdx.x] = best[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) atomicMax(keys + blockIdx.y, best[0]);
+}
+
+extern "C" __global__ void zero_u64(unsigned long long* x, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = 0;
 }

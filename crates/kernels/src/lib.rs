@@ -83,10 +83,11 @@ pub mod shapes {
     }
 }
 
-/// The shape of one paged decode-attention call: `seqs = context_lens.len()` sequences, each
-/// with one query row of `heads` heads, attending over its first `context_lens[s]` cached
-/// positions; position `j` of sequence `s` is in slot
-/// `block_tables[s · max_blocks + j / block_size] · block_size + j % block_size`.
+/// The shape of one paged attention call over `rows = context_lens.len()` query rows of `heads`
+/// heads: row `r` belongs to sequence `row_seqs[r]` and attends over that sequence's first
+/// `context_lens[r]` cached positions (its own position + 1: a decode row sees everything, the
+/// rows of a prompt are causal), the last `window` of them when set; position `j` of sequence
+/// `s` is in slot `block_tables[s · max_blocks + j / block_size] · block_size + j % block_size`.
 #[derive(Debug, Clone)]
 pub struct PagedAttention {
     pub heads: usize,
@@ -95,15 +96,25 @@ pub struct PagedAttention {
     pub block_size: usize,
     pub max_blocks: usize,
     pub block_tables: Vec<u32>,
+    pub row_seqs: Vec<u32>,
     pub context_lens: Vec<u32>,
     /// Multiplier on q·k.
     pub scale: f32,
+    /// Attend to at most this many most recent positions.
+    pub window: Option<u32>,
+    /// Scores capped as `cap · tanh(s / cap)`.
+    pub softcap: Option<f32>,
 }
 
 impl PagedAttention {
+    /// Sequences (rows of the block tables).
+    pub fn seqs(&self) -> usize {
+        self.block_tables.len() / self.max_blocks.max(1)
+    }
+
     /// Checks the sizes of `q` and of the caches (in values) against the shape and the tables.
     pub fn check(&self, q: usize, k: usize, v: usize) -> Result<()> {
-        let seqs = self.context_lens.len();
+        let rows = self.context_lens.len();
         let bad = |m: String| Err(KernelError::Shape(m));
         if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) || self.head_dim == 0 {
             return bad(format!(
@@ -111,30 +122,39 @@ impl PagedAttention {
                 self.heads, self.kv_heads, self.head_dim
             ));
         }
-        if q != seqs * self.heads * self.head_dim {
-            return bad(format!("{q} query values for {seqs} sequences"));
-        }
-        if self.block_tables.len() != seqs * self.max_blocks || self.block_size == 0 {
+        if q != rows * self.heads * self.head_dim || self.row_seqs.len() != rows {
             return bad(format!(
-                "block tables of {} entries for {seqs} × {} blocks",
+                "{q} query values and {} sequence indices for {rows} rows",
+                self.row_seqs.len()
+            ));
+        }
+        if self.max_blocks == 0
+            || !self.block_tables.len().is_multiple_of(self.max_blocks)
+            || self.block_size == 0
+        {
+            return bad(format!(
+                "block tables of {} entries in rows of {} blocks",
                 self.block_tables.len(),
                 self.max_blocks
             ));
         }
         let width = self.kv_heads * self.head_dim;
         let slots = k.min(v) / width;
-        for (s, &len) in self.context_lens.iter().enumerate() {
+        let seqs = self.seqs();
+        for (r, (&len, &s)) in self.context_lens.iter().zip(&self.row_seqs).enumerate() {
             let blocks = (len as usize).div_ceil(self.block_size);
-            if len == 0 || blocks > self.max_blocks {
-                return bad(format!("sequence {s}: {len} positions"));
+            if len == 0 || blocks > self.max_blocks || s as usize >= seqs {
+                return bad(format!(
+                    "row {r}: {len} positions of sequence {s} (of {seqs})"
+                ));
             }
-            let table = &self.block_tables[s * self.max_blocks..][..blocks];
+            let table = &self.block_tables[s as usize * self.max_blocks..][..blocks];
             if let Some(b) = table
                 .iter()
                 .find(|&&b| (b as usize + 1) * self.block_size > slots)
             {
                 return bad(format!(
-                    "sequence {s}: block {b} outside a cache of {slots} slots"
+                    "row {r}: block {b} outside a cache of {slots} slots"
                 ));
             }
         }

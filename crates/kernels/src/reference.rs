@@ -92,38 +92,45 @@ pub fn reshape_and_cache(
     Ok(())
 }
 
-/// One decode step of attention for each sequence: its query (`[seqs, heads · head_dim]`)
-/// against the keys and values of its first `context_lens[s]` positions, found in the f16 caches
-/// (`[slots, kv_heads · head_dim]`) through its row of `block_tables`. Softmax in f64.
+/// Attention of each query row (`[rows, heads · head_dim]`) over the keys and values of the
+/// positions it sees (see [`PagedAttention`]), found in the f16 caches (`[slots, kv_heads ·
+/// head_dim]`) through its sequence's row of `block_tables`. Softmax in f64.
 pub fn paged_attention(p: &PagedAttention, q: &[f32], k: &[f16], v: &[f16]) -> Result<Vec<f32>> {
     p.check(q.len(), k.len(), v.len())?;
     let (d, width) = (p.head_dim, p.kv_heads * p.head_dim);
     let group = p.heads / p.kv_heads;
     let mut out = vec![0f32; q.len()];
-    for s in 0..p.context_lens.len() {
-        let ctx = p.context_lens[s] as usize;
+    for (r, (&ctx, &s)) in p.context_lens.iter().zip(&p.row_seqs).enumerate() {
+        let (ctx, s) = (ctx as usize, s as usize);
+        let first = p.window.map_or(0, |w| ctx.saturating_sub(w as usize));
         let table = &p.block_tables[s * p.max_blocks..(s + 1) * p.max_blocks];
         let slot = |j: usize| table[j / p.block_size] as usize * p.block_size + j % p.block_size;
         for h in 0..p.heads {
             let g = h / group;
-            let qh = &q[(s * p.heads + h) * d..][..d];
-            let scores: Vec<f64> = (0..ctx)
+            let qh = &q[(r * p.heads + h) * d..][..d];
+            let scores: Vec<f64> = (first..ctx)
                 .map(|j| {
                     let kj = &k[slot(j) * width + g * d..][..d];
-                    qh.iter()
+                    let s = qh
+                        .iter()
                         .zip(kj)
                         .map(|(a, b)| f64::from(*a) * f64::from(b.to_f32()))
                         .sum::<f64>()
-                        * f64::from(p.scale)
+                        * f64::from(p.scale);
+                    match p.softcap {
+                        Some(c) => f64::from(c) * (s / f64::from(c)).tanh(),
+                        None => s,
+                    }
                 })
                 .collect();
             let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let w: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
             let sum: f64 = w.iter().sum();
-            let o = &mut out[(s * p.heads + h) * d..][..d];
+            let o = &mut out[(r * p.heads + h) * d..][..d];
             for (c, o) in o.iter_mut().enumerate() {
-                let acc: f64 = (0..ctx)
-                    .map(|j| w[j] * f64::from(v[slot(j) * width + g * d + c].to_f32()))
+                let acc: f64 = (first..ctx)
+                    .zip(&w)
+                    .map(|(j, w)| w * f64::from(v[slot(j) * width + g * d + c].to_f32()))
                     .sum();
                 *o = (acc / sum) as f32;
             }
@@ -175,8 +182,11 @@ mod tests {
             block_size: 4,
             max_blocks: 1,
             block_tables: vec![1],
+            row_seqs: vec![0],
             context_lens: vec![1],
             scale: 1.0,
+            window: None,
+            softcap: None,
         };
         let mut k = vec![f16::ZERO; 8 * 2];
         let mut v = vec![f16::ZERO; 8 * 2];

@@ -151,8 +151,11 @@ fn paged_cache_writes_and_decode_attention_match_their_references() {
             block_size: bs,
             max_blocks,
             block_tables: tables,
+            row_seqs: (0..lens.len() as u32).collect(),
             context_lens: lens.clone(),
             scale: 1.0 / (dim as f32).sqrt(),
+            window: None,
+            softcap: None,
         };
         let q = rng.values(lens.len() * heads * dim, 2.0);
         check(
@@ -160,6 +163,31 @@ fn paged_cache_writes_and_decode_attention_match_their_references() {
             &g.paged_attention(&p, &q, &kc, &vc).unwrap(),
             &reference::paged_attention(&p, &q, &kc, &vc).unwrap(),
         );
+        // A prompt's rows (causal: row j sees positions 0..=j) of the last sequence, then with a
+        // sliding window and soft-capped scores.
+        let last = lens.len() - 1;
+        let n = lens[last].min(40);
+        let prompt = PagedAttention {
+            row_seqs: vec![last as u32; n as usize],
+            context_lens: (1..=n).collect(),
+            ..p.clone()
+        };
+        let q = rng.values(n as usize * heads * dim, 2.0);
+        for (window, softcap) in [(None, None), (Some(7), None), (Some(5), Some(1.5))] {
+            let p = PagedAttention {
+                window,
+                softcap,
+                ..prompt.clone()
+            };
+            check(
+                &format!(
+                    "paged_attention, {n} prompt rows of {heads}/{kv_heads} × {dim}, window \
+                     {window:?}, softcap {softcap:?}"
+                ),
+                &g.paged_attention(&p, &q, &kc, &vc).unwrap(),
+                &reference::paged_attention(&p, &q, &kc, &vc).unwrap(),
+            );
+        }
     }
 }
 
@@ -174,8 +202,11 @@ fn bad_shapes_are_errors_before_any_launch() {
         block_size: 4,
         max_blocks: 1,
         block_tables: vec![9],
+        row_seqs: vec![0],
         context_lens: vec![3],
         scale: 1.0,
+        window: None,
+        softcap: None,
     };
     let cache = vec![f16::ONE; 8 * 4];
     let e = g
@@ -186,6 +217,7 @@ fn bad_shapes_are_errors_before_any_launch() {
         max_blocks: 4000,
         block_tables: vec![0; 4000],
         context_lens: vec![16000],
+        row_seqs: vec![0],
         ..p
     };
     let cache = vec![f16::ONE; 16000 * 4];

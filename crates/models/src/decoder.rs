@@ -16,14 +16,14 @@ use crate::rope::Rope;
 use crate::weight_source::WeightSource;
 
 #[derive(Debug)]
-struct Layer {
-    attn_norm: RmsNorm,
-    attn: Attention,
+pub(crate) struct Layer {
+    pub(crate) attn_norm: RmsNorm,
+    pub(crate) attn: Attention,
     /// Gemma 2/3: norm of the attention output before the residual add.
-    post_attn_norm: Option<RmsNorm>,
-    ffn_norm: RmsNorm,
-    mlp: Mlp,
-    post_ffn_norm: Option<RmsNorm>,
+    pub(crate) post_attn_norm: Option<RmsNorm>,
+    pub(crate) ffn_norm: RmsNorm,
+    pub(crate) mlp: Mlp,
+    pub(crate) post_ffn_norm: Option<RmsNorm>,
 }
 
 /// One sequence's step: its new tokens and its cache.
@@ -48,12 +48,12 @@ impl std::fmt::Debug for SeqStep<'_> {
 pub struct Decoder {
     pub config: DecoderConfig,
     /// `[vocab, hidden]`, f32.
-    embed: Tensor,
-    embed_scale: Option<f64>,
-    layers: Vec<Layer>,
-    norm: RmsNorm,
-    lm_head: Linear,
-    final_softcap: Option<f64>,
+    pub(crate) embed: Tensor,
+    pub(crate) embed_scale: Option<f64>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) norm: RmsNorm,
+    pub(crate) lm_head: Linear,
+    pub(crate) final_softcap: Option<f64>,
     device: Device,
 }
 

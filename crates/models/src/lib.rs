@@ -8,6 +8,8 @@ mod cpu_attention;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod kv_cache;
 pub mod linear;
 pub mod loader;

@@ -73,6 +73,24 @@ impl Linear {
         })
     }
 
+    /// The weight as row-major f32 values `[out, in]` (dequantized when quantized), for
+    /// devices that keep their own copy.
+    pub fn dense_rows(&self) -> Result<Vec<f32>> {
+        let t = match &self.weight {
+            LinearWeight::Dense(w) => w.clone(),
+            LinearWeight::Quantized(QuantizedWeight::Cpu(m)) => {
+                return m
+                    .dequantize()
+                    .map_err(|e| ModelError::Input(format!("dequantizing a weight: {e}")));
+            }
+            LinearWeight::Quantized(QuantizedWeight::Candle(q)) => match q {
+                QMatMul::QTensor(t) => t.dequantize(&candle_core::Device::Cpu)?,
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.clone(),
+            },
+        };
+        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+    }
+
     /// `x @ Wᵀ + b` for `x` of shape `[tokens, in]` (or `[batch, tokens, in]`) →
     /// `[tokens, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

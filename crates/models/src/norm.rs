@@ -24,6 +24,11 @@ impl RmsNorm {
         Ok(RmsNorm { scale, eps })
     }
 
+    /// The effective scale (`1 + w` for Gemma) as f32 values, and epsilon.
+    pub fn values(&self) -> Result<(Vec<f32>, f64)> {
+        Ok((self.scale.flatten_all()?.to_vec1()?, self.eps))
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;

@@ -222,8 +222,9 @@ impl Rope {
         }
     }
 
-    /// `(cos, sin)`, each `[tokens, rot_dims / 2]`, f32.
-    fn tables(&self, start: usize, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    /// `(cos, sin)` for positions `start..start + t`, each `[t, rot_dims / 2]` row-major, with
+    /// the attention factor applied: the tables the tensor path and the GPU kernels use.
+    pub fn table(&self, start: usize, t: usize) -> (Vec<f32>, Vec<f32>) {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(t * half);
         let mut sin = Vec::with_capacity(t * half);
@@ -235,6 +236,22 @@ impl Rope {
                 sin.push(angle.sin() as f32 * self.mscale);
             }
         }
+        (cos, sin)
+    }
+
+    /// Rotated dimensions / 2.
+    pub fn half_dims(&self) -> usize {
+        self.inv_freq.len()
+    }
+
+    pub fn style(&self) -> RopeStyle {
+        self.style
+    }
+
+    /// `(cos, sin)`, each `[tokens, rot_dims / 2]`, f32.
+    fn tables(&self, start: usize, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let (cos, sin) = self.table(start, t);
         Ok((
             Tensor::from_vec(cos, (t, half), device)?,
             Tensor::from_vec(sin, (t, half), device)?,

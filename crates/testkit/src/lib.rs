@@ -6,8 +6,12 @@ pub mod vectors;
 
 use std::path::PathBuf;
 
-/// The repository root (tests run with their crate as the working directory).
+/// The repository root: `$FORJA_REPO` when set (a test binary run from another checkout, as on
+/// the GPU machine), else the checkout the tests were built in.
 pub fn repo_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("FORJA_REPO").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     here.ancestors().nth(2).map(PathBuf::from).unwrap_or(here)
 }

@@ -6,15 +6,39 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 use half::f16;
 
 use crate::{KernelError, PagedAttention, Result, shapes};
 
-const SOURCE: &str = include_str!("kernels.cu");
+mod blas;
+mod ops;
+
+pub use blas::{GemmData, GemmInput, GemmWeight};
+pub use cudarc::driver::CudaSlice;
+pub use ops::{Act, AttentionLaunch, AttentionTables, StepGraph, argmax_index};
+
+const SOURCE: &str = include_str!("../kernels.cu");
+/// The kernels `SOURCE` defines.
+const KERNELS: [&str; 14] = [
+    "rms_norm_f32",
+    "silu_mul_f32",
+    "rope_neox_f32",
+    "reshape_and_cache_f16",
+    "paged_attention_f16",
+    "embed_rows",
+    "rms_norm_rows",
+    "add_rms_norm",
+    "qkv_rope_cache",
+    "gated_act",
+    "convert",
+    "softcap_f32",
+    "argmax_rows",
+    "zero_u64",
+];
+/// cuBLAS's workspace, set once so that captured graphs never allocate.
+const BLAS_WORKSPACE: usize = 32 << 20;
 /// Threads per block of the row kernels (a multiple of 32, see `block_reduce`).
 const THREADS: u32 = 256;
 /// Shared memory a block may use without opting in to more.
@@ -28,7 +52,10 @@ fn cuda<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> KernelError + '_ {
 #[derive(Debug)]
 pub struct Gpu {
     stream: Arc<CudaStream>,
-    module: Arc<CudaModule>,
+    blas: cudarc::cublas::CudaBlas,
+    _blas_workspace: cudarc::driver::CudaSlice<u8>,
+    /// Every kernel of `kernels.cu`, looked up once.
+    functions: Vec<(&'static str, CudaFunction)>,
     name: String,
     capability: (i32, i32),
 }
@@ -69,9 +96,43 @@ impl Gpu {
         )
         .map_err(|e| KernelError::Cuda(format!("compiling the kernels: {e}")))?;
         let module = ctx.load_module(ptx).map_err(cuda("loading the kernels"))?;
+        let functions = KERNELS
+            .iter()
+            .map(|&n| Ok((n, module.load_function(n).map_err(cuda(n))?)))
+            .collect::<Result<Vec<_>>>()?;
+        // SAFETY: forja uses one stream per GPU, so the per-buffer events cudarc records for
+        // cross-stream ordering are never needed (and would be recorded into captured graphs).
+        unsafe { ctx.disable_event_tracking() };
+        // A stream of our own: the legacy default stream cannot be captured into graphs.
+        let stream = ctx.new_stream().map_err(cuda("stream"))?;
+        let blas = cudarc::cublas::CudaBlas::new(stream.clone()).map_err(|e| {
+            KernelError::NoDevice(format!(
+                "cuBLAS (libcublas, part of the CUDA toolkit or the nvidia-cublas package): {e:?}"
+            ))
+        })?;
+        let mut workspace = stream
+            .alloc_zeros::<u8>(BLAS_WORKSPACE)
+            .map_err(cuda("cuBLAS workspace"))?;
+        {
+            use cudarc::driver::DevicePtrMut;
+            let (ptr, _guard) = workspace.device_ptr_mut(&stream);
+            // SAFETY: the workspace lives as long as the handle (both are fields of `Gpu`).
+            let status = unsafe {
+                cudarc::cublas::sys::cublasSetWorkspace_v2(
+                    *blas.handle(),
+                    ptr as *mut std::ffi::c_void,
+                    BLAS_WORKSPACE,
+                )
+            };
+            if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                return Err(KernelError::Cuda(format!("cublasSetWorkspace: {status:?}")));
+            }
+        }
         Ok(Gpu {
-            stream: ctx.default_stream(),
-            module,
+            stream,
+            blas,
+            _blas_workspace: workspace,
+            functions,
             name,
             capability,
         })
@@ -88,17 +149,23 @@ impl Gpu {
     }
 
     fn function(&self, name: &str) -> Result<CudaFunction> {
-        self.module.load_function(name).map_err(cuda(name))
+        self.functions
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| f.clone())
+            .ok_or_else(|| KernelError::Cuda(format!("no kernel named {name}")))
     }
 
-    fn upload<T: cudarc::driver::DeviceRepr>(
+    /// Copies `host` to a new device buffer.
+    pub fn upload<T: cudarc::driver::DeviceRepr>(
         &self,
         host: &[T],
     ) -> Result<cudarc::driver::CudaSlice<T>> {
         self.stream.clone_htod(host).map_err(cuda("upload"))
     }
 
-    fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
+    /// Copies a device buffer to the host (waits for the work before it).
+    pub fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
         &self,
         dev: &cudarc::driver::CudaSlice<T>,
     ) -> Result<Vec<T>> {
@@ -228,7 +295,7 @@ impl Gpu {
         Ok(())
     }
 
-    /// As [`crate::reference::paged_attention`]. The scores of a sequence live in shared memory:
+    /// As [`crate::reference::paged_attention`]. The scores of a row live in shared memory:
     /// contexts up to about 12k positions (longer ones need the split-K kernel).
     pub fn paged_attention(
         &self,
@@ -238,37 +305,17 @@ impl Gpu {
         v: &[f16],
     ) -> Result<Vec<f32>> {
         p.check(q.len(), k.len(), v.len())?;
-        let longest = p.context_lens.iter().copied().max().unwrap_or(0) as usize;
-        let shared = (p.head_dim + longest) * 4;
-        if shared > SHARED_BYTES {
-            return Err(KernelError::Shape(format!(
-                "a context of {longest} positions needs {shared} bytes of shared memory; this \
-                 kernel has {SHARED_BYTES}"
-            )));
-        }
         let bits = |c: &[f16]| c.iter().map(|h| h.to_bits()).collect::<Vec<u16>>();
         let (kd, vd) = (self.upload(&bits(k))?, self.upload(&bits(v))?);
         let qd = self.upload(q)?;
-        let (td, ld) = (self.upload(&p.block_tables)?, self.upload(&p.context_lens)?);
-        let mut out = self
-            .stream
-            .alloc_zeros::<f32>(q.len())
-            .map_err(cuda("alloc"))?;
-        let f = self.function("paged_attention_decode_f16")?;
-        let ints = [p.max_blocks, p.block_size, p.heads, p.kv_heads, p.head_dim].map(|x| x as i32);
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&mut out).arg(&qd).arg(&kd).arg(&vd).arg(&td).arg(&ld);
-        for i in &ints {
-            l.arg(i);
-        }
-        l.arg(&p.scale);
-        let cfg = LaunchConfig {
-            grid_dim: (p.heads as u32, p.context_lens.len() as u32, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: shared as u32,
+        let tables = AttentionTables {
+            block_tables: self.upload(&p.block_tables)?,
+            row_seqs: self.upload(&p.row_seqs)?,
+            context_lens: self.upload(&p.context_lens)?,
         };
-        // SAFETY: as above; `check` confirmed every block of every table is inside the caches.
-        unsafe { l.launch(cfg) }.map_err(cuda("paged_attention_decode_f16"))?;
+        let longest = p.context_lens.iter().copied().max().unwrap_or(0) as usize;
+        let mut out = self.alloc::<f32>(q.len())?;
+        self.attention(&mut out, &qd, &kd, &vd, &tables, &p.launch(longest))?;
         self.download(&out)
     }
 }

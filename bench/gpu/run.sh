@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# On the GPU machine: forja's GPU decoder on a GGUF — greedy tokens against forja's CPU decoder,
+# prefill and decode speed at batch 1/16/64 with and without CUDA graphs — and llama.cpp's
+# llama-bench (built here with CUDA from the pruned sdist that bench/gpu/pack-llama-cpp.sh makes)
+# on the same file. Prints a markdown report.
+#   bench/gpu/run.sh GPU_DECODE_BIN MODEL.gguf [LLAMA_SRC.tar.xz]
+set -euo pipefail
+bin="${1:?usage: run.sh GPU_DECODE_BIN MODEL.gguf [LLAMA_SRC.tar.xz]}"
+model="${2:?usage: run.sh GPU_DECODE_BIN MODEL.gguf [LLAMA_SRC.tar.xz]}"
+src="${3:-}"
+if [ -d /usr/local/cuda/lib64 ]; then
+  export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+echo "## $(basename "$model") on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+echo
+echo "forja (f16 weights dequantized from the file, f16 KV cache, greedy on the GPU):"
+echo
+"$bin" "$model" --prompt 512 --gen 128 --check 32 --batches 1,16,64 2>&1
+if [ -n "$src" ]; then
+  work=/tmp/forja-llama-cuda
+  if [ ! -x "$work/build/bin/llama-bench" ]; then
+    rm -rf "$work" && mkdir -p "$work"
+    tar xJf "$src" -C "$work"
+    cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+    cmake -S "$work/llama.cpp" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cap" -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+      -DLLAMA_BUILD_APP=OFF >"$work/cmake.log" 2>&1 || { tail -30 "$work/cmake.log"; exit 1; }
+    cmake --build "$work/build" --target llama-bench -j "$(nproc)" >"$work/build.log" 2>&1 ||
+      { tail -30 "$work/build.log"; exit 1; }
+  fi
+  echo
+  echo "llama.cpp (llama-bench, CUDA, all layers on the GPU, flash attention on):"
+  echo
+  "$work/build/bin/llama-bench" -m "$model" -p 512 -n 128 -ngl 99 -fa 1 -r 3 -o md 2>/dev/null
+fi

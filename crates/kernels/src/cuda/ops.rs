@@ -1,0 +1,448 @@
+//! The kernels on buffers that stay on the device: what the decoder's GPU step is made of. Each
+//! method queues one launch on the GPU's stream and returns; nothing waits or copies to the host.
+
+use cudarc::driver::{
+    CudaGraph, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
+
+use super::{Gpu, SHARED_BYTES, THREADS, cuda};
+use crate::{KernelError, PagedAttention, Result};
+
+/// Activations that feed a matrix product: f32, or f16 (bit patterns) for f16 weights.
+#[derive(Debug)]
+pub enum Act {
+    F32(CudaSlice<f32>),
+    F16(CudaSlice<u16>),
+}
+
+impl Act {
+    /// Values it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Act::F32(b) => b.len(),
+            Act::F16(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(super) fn half(&self) -> i32 {
+        i32::from(matches!(self, Act::F16(_)))
+    }
+}
+
+/// The per-row tables of an attention call, on the device (see [`PagedAttention`]).
+#[derive(Debug)]
+pub struct AttentionTables {
+    pub block_tables: CudaSlice<u32>,
+    pub row_seqs: CudaSlice<u32>,
+    pub context_lens: CudaSlice<u32>,
+}
+
+/// The scalar arguments of an attention launch.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionLaunch {
+    pub rows: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub block_size: usize,
+    pub max_blocks: usize,
+    pub scale: f32,
+    pub window: Option<u32>,
+    pub softcap: Option<f32>,
+    /// The most positions any row sees: sizes the scores in shared memory.
+    pub longest: usize,
+}
+
+impl PagedAttention {
+    /// The launch arguments of this call, for rows that see at most `longest` positions.
+    pub fn launch(&self, longest: usize) -> AttentionLaunch {
+        AttentionLaunch {
+            rows: self.context_lens.len(),
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            block_size: self.block_size,
+            max_blocks: self.max_blocks,
+            scale: self.scale,
+            window: self.window,
+            softcap: self.softcap,
+            longest,
+        }
+    }
+}
+
+/// A pointer argument that may be absent (the kernels test for null).
+fn opt_ptr<T>(b: Option<&CudaSlice<T>>, gpu: &Gpu) -> u64 {
+    use cudarc::driver::DevicePtr;
+    match b {
+        Some(b) => b.device_ptr(&gpu.stream).0,
+        None => 0,
+    }
+}
+
+fn rows_cfg(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn elementwise_cfg(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((n as u32).div_ceil(THREADS).clamp(1, 65_535), 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn need(what: &str, have: usize, want: usize) -> Result<()> {
+    if have < want {
+        return Err(KernelError::Shape(format!(
+            "{what}: {have} values where {want} are needed"
+        )));
+    }
+    Ok(())
+}
+
+/// The index packed in a key of [`Gpu::argmax_rows`].
+pub fn argmax_index(key: u64) -> u32 {
+    0xffff_ffff - (key & 0xffff_ffff) as u32
+}
+
+/// A recorded sequence of launches, replayed with one call (a CUDA graph).
+pub struct StepGraph(CudaGraph);
+
+impl std::fmt::Debug for StepGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepGraph")
+    }
+}
+
+impl Gpu {
+    /// Records the launches `f` queues (nothing runs) into a graph. `f` must only launch
+    /// kernels and products on buffers that outlive the graph: no copies from the host.
+    pub fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<StepGraph> {
+        use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+        self.stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(cuda("begin capture"))?;
+        let recorded = f();
+        let graph = self
+            .stream
+            .end_capture(CUgraphInstantiate_flags(0))
+            .map_err(cuda("end capture"))?;
+        recorded?;
+        graph
+            .map(StepGraph)
+            .ok_or_else(|| KernelError::Cuda("capture recorded nothing".into()))
+    }
+
+    /// Queues a recorded graph on the stream.
+    pub fn replay(&self, g: &StepGraph) -> Result<()> {
+        g.0.launch().map_err(cuda("graph launch"))
+    }
+
+    /// `keys[r]` = the largest of `cols` values in row `r` of `x` and its index (the first on
+    /// ties), packed; [`argmax_index`] unpacks the index. Many blocks per row.
+    pub fn argmax_rows(
+        &self,
+        keys: &mut CudaSlice<u64>,
+        x: &CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        need("argmax_rows", x.len(), rows * cols)?;
+        need("argmax_rows keys", keys.len(), rows)?;
+        let zero = self.function("zero_u64")?;
+        let rows_i = rows as i32;
+        let mut l = self.stream.launch_builder(&zero);
+        l.arg(&mut *keys).arg(&rows_i);
+        // SAFETY: as below.
+        unsafe { l.launch(elementwise_cfg(rows)) }.map_err(cuda("zero_u64"))?;
+        let f = self.function("argmax_rows")?;
+        let cols_i = cols as i32;
+        // About 2048 values per block.
+        let chunks = cols.div_ceil(2048).clamp(1, 1024) as u32;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(keys).arg(x).arg(&cols_i);
+        let cfg = LaunchConfig {
+            grid_dim: (chunks, rows as u32, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: as below; 256 threads, as the kernel's shared array is sized.
+        unsafe { l.launch(cfg) }.map_err(cuda("argmax_rows"))?;
+        Ok(())
+    }
+
+    /// A zeroed device buffer of `n` values.
+    pub fn alloc<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros::<T>(n.max(1))
+            .map_err(cuda("alloc"))
+    }
+
+    /// Activations of `n` values in f16 or f32.
+    pub fn alloc_act(&self, n: usize, half: bool) -> Result<Act> {
+        Ok(if half {
+            Act::F16(self.alloc(n)?)
+        } else {
+            Act::F32(self.alloc(n)?)
+        })
+    }
+
+    /// Copies `host` into the start of `dev` (queued on the stream).
+    pub fn upload_into<T: DeviceRepr>(&self, host: &[T], dev: &mut CudaSlice<T>) -> Result<()> {
+        need("upload", dev.len(), host.len())?;
+        let mut view = dev.slice_mut(..host.len());
+        self.stream
+            .memcpy_htod(host, &mut view)
+            .map_err(cuda("upload"))
+    }
+
+    /// Copies the first `n` values of a device buffer to the host (waits for the work before
+    /// it).
+    pub fn download_first<T: DeviceRepr + Default + Clone>(
+        &self,
+        dev: &CudaSlice<T>,
+        n: usize,
+    ) -> Result<Vec<T>> {
+        need("download", dev.len(), n)?;
+        self.stream
+            .clone_dtoh(&dev.slice(..n))
+            .map_err(cuda("download"))
+    }
+
+    /// Waits for everything queued so far.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(cuda("synchronize"))
+    }
+
+    /// `out[r] = table[ids[r]] · scale` for `rows` rows of `cols`.
+    pub fn embed_rows(
+        &self,
+        out: &mut CudaSlice<f32>,
+        table: &CudaSlice<f32>,
+        ids: &CudaSlice<u32>,
+        rows: usize,
+        cols: usize,
+        scale: f32,
+    ) -> Result<()> {
+        need("embed_rows out", out.len(), rows * cols)?;
+        let f = self.function("embed_rows")?;
+        let cols_i = cols as i32;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(out).arg(table).arg(ids).arg(&cols_i).arg(&scale);
+        // SAFETY: the arguments match the kernel; ids index rows of `table` (the caller's token
+        // ids, checked against the vocabulary before upload).
+        unsafe { l.launch(rows_cfg(rows)) }.map_err(cuda("embed_rows"))?;
+        Ok(())
+    }
+
+    /// RMSNorm of `rows` rows of `x` (rows `pick[r]` when given) with weight `w` into `out`.
+    #[allow(clippy::too_many_arguments, reason = "one launch's arguments")]
+    pub fn rms_norm_rows(
+        &self,
+        out: &mut Act,
+        x: &CudaSlice<f32>,
+        pick: Option<&CudaSlice<u32>>,
+        rows: usize,
+        w: &CudaSlice<f32>,
+        eps: f32,
+    ) -> Result<()> {
+        let cols = w.len();
+        need("rms_norm_rows out", out.len(), rows * cols)?;
+        let f = self.function("rms_norm_rows")?;
+        let (cols_i, half) = (cols as i32, out.half());
+        let pick = opt_ptr(pick, self);
+        let mut l = self.stream.launch_builder(&f);
+        match out {
+            Act::F32(b) => l.arg(b),
+            Act::F16(b) => l.arg(b),
+        };
+        l.arg(x).arg(&pick).arg(w).arg(&cols_i).arg(&eps).arg(&half);
+        // SAFETY: as above; `pick` rows are inside `x` (the caller's row indices).
+        unsafe { l.launch(rows_cfg(rows)) }.map_err(cuda("rms_norm_rows"))?;
+        Ok(())
+    }
+
+    /// `x[r] += RMSNorm(y[r]) · w` for `rows` rows.
+    pub fn add_rms_norm(
+        &self,
+        x: &mut CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        rows: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let cols = w.len();
+        need("add_rms_norm", x.len().min(y.len()), rows * cols)?;
+        let f = self.function("add_rms_norm")?;
+        let cols_i = cols as i32;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(y).arg(w).arg(&cols_i).arg(&eps);
+        // SAFETY: as above.
+        unsafe { l.launch(rows_cfg(rows)) }.map_err(cuda("add_rms_norm"))?;
+        Ok(())
+    }
+
+    /// Bias, QK-norm and RoPE of a fused q/k/v product, q to `q`, k and v to their slots of
+    /// the caches (see `qkv_rope_cache` in kernels.cu).
+    #[allow(clippy::too_many_arguments, reason = "one launch's arguments")]
+    pub fn qkv_rope_cache(
+        &self,
+        qkv: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        norms: Option<(&CudaSlice<f32>, &CudaSlice<f32>)>,
+        eps: f32,
+        rope: (&CudaSlice<f32>, &CudaSlice<f32>, usize, bool),
+        positions: &CudaSlice<u32>,
+        slots: &CudaSlice<u32>,
+        q: &mut CudaSlice<f32>,
+        cache: (&mut CudaSlice<u16>, &mut CudaSlice<u16>),
+        rows: usize,
+        (heads, kv_heads, dim): (usize, usize, usize),
+    ) -> Result<()> {
+        let total = heads + 2 * kv_heads;
+        need("qkv", qkv.len(), rows * total * dim)?;
+        need("q", q.len(), rows * heads * dim)?;
+        if 2 * rope.2 > dim {
+            return Err(KernelError::Shape(format!(
+                "{} rotary frequencies for heads of {dim}",
+                rope.2
+            )));
+        }
+        let f = self.function("qkv_rope_cache")?;
+        let bias = opt_ptr(bias, self);
+        let (qn, kn) = (
+            opt_ptr(norms.map(|n| n.0), self),
+            opt_ptr(norms.map(|n| n.1), self),
+        );
+        let (half, inter) = (rope.2 as i32, i32::from(rope.3));
+        let ints = [heads, kv_heads, dim].map(|v| v as i32);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(qkv).arg(&bias).arg(&qn).arg(&kn).arg(&eps);
+        l.arg(rope.0).arg(rope.1).arg(&half).arg(&inter);
+        l.arg(positions).arg(slots).arg(q).arg(cache.0).arg(cache.1);
+        for i in &ints {
+            l.arg(i);
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, total as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: (dim * 4) as u32,
+        };
+        // SAFETY: as above; positions are inside the cos/sin tables and slots inside the caches
+        // (the runner sizes both for the context and block pool it was built with).
+        unsafe { l.launch(cfg) }.map_err(cuda("qkv_rope_cache"))?;
+        Ok(())
+    }
+
+    /// Paged attention of `a.rows` query rows (see [`PagedAttention`]) into `out` (f32).
+    #[allow(clippy::too_many_arguments, reason = "one launch's arguments")]
+    pub fn attention(
+        &self,
+        out: &mut CudaSlice<f32>,
+        q: &CudaSlice<f32>,
+        k_cache: &CudaSlice<u16>,
+        v_cache: &CudaSlice<u16>,
+        t: &AttentionTables,
+        a: &AttentionLaunch,
+    ) -> Result<()> {
+        let visible = a.window.map_or(a.longest, |w| a.longest.min(w as usize));
+        if a.head_dim > 256 {
+            return Err(KernelError::Shape(format!(
+                "heads of {} dims (the attention kernel takes up to 256)",
+                a.head_dim
+            )));
+        }
+        // q, the eight warps' partial sums, the scores.
+        let shared = (9 * a.head_dim + visible) * 4;
+        if shared > SHARED_BYTES {
+            return Err(KernelError::Shape(format!(
+                "a context of {visible} positions needs {shared} bytes of shared memory; this \
+                 kernel has {SHARED_BYTES}"
+            )));
+        }
+        need("attention q", q.len(), a.rows * a.heads * a.head_dim)?;
+        need("attention out", out.len(), a.rows * a.heads * a.head_dim)?;
+        let f = self.function("paged_attention_f16")?;
+        let ints = [a.max_blocks, a.block_size, a.heads, a.kv_heads, a.head_dim].map(|x| x as i32);
+        let window = a.window.map_or(0, |w| w as i32);
+        let softcap = a.softcap.unwrap_or(0.0);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(out).arg(q).arg(k_cache).arg(v_cache);
+        l.arg(&t.block_tables).arg(&t.row_seqs).arg(&t.context_lens);
+        for i in &ints {
+            l.arg(i);
+        }
+        l.arg(&a.scale).arg(&window).arg(&softcap);
+        let cfg = LaunchConfig {
+            grid_dim: (a.heads as u32, a.rows as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: shared as u32,
+        };
+        // SAFETY: as above; the tables were checked (`PagedAttention::check`) or built by the
+        // runner from its own block pool.
+        unsafe { l.launch(cfg) }.map_err(cuda("paged_attention_f16"))?;
+        Ok(())
+    }
+
+    /// `act(gate) · up` from a fused `[rows, 2·ff]` product into `out` (`[rows, ff]`);
+    /// `act`: 0 SiLU, 1 GELU (tanh), 2 GELU (erf), 3 ReLU.
+    pub fn gated_act(
+        &self,
+        out: &mut Act,
+        gate_up: &CudaSlice<f32>,
+        rows: usize,
+        ff: usize,
+        act: i32,
+    ) -> Result<()> {
+        need("gated_act in", gate_up.len(), rows * 2 * ff)?;
+        need("gated_act out", out.len(), rows * ff)?;
+        let f = self.function("gated_act")?;
+        let (rows_i, ff_i, half) = (rows as i32, ff as i32, out.half());
+        let mut l = self.stream.launch_builder(&f);
+        match out {
+            Act::F32(b) => l.arg(b),
+            Act::F16(b) => l.arg(b),
+        };
+        l.arg(gate_up).arg(&rows_i).arg(&ff_i).arg(&act).arg(&half);
+        // SAFETY: as above.
+        unsafe { l.launch(elementwise_cfg(rows * ff)) }.map_err(cuda("gated_act"))?;
+        Ok(())
+    }
+
+    /// The first `n` values of `x` into `out` (f32 or f16).
+    pub fn convert(&self, out: &mut Act, x: &CudaSlice<f32>, n: usize) -> Result<()> {
+        need("convert", out.len().min(x.len()), n)?;
+        let f = self.function("convert")?;
+        let (n_i, half) = (n as i32, out.half());
+        let mut l = self.stream.launch_builder(&f);
+        match out {
+            Act::F32(b) => l.arg(b),
+            Act::F16(b) => l.arg(b),
+        };
+        l.arg(x).arg(&n_i).arg(&half);
+        // SAFETY: as above.
+        unsafe { l.launch(elementwise_cfg(n)) }.map_err(cuda("convert"))?;
+        Ok(())
+    }
+
+    /// `x = cap · tanh(x / cap)` over the first `n` values.
+    pub fn softcap(&self, x: &mut CudaSlice<f32>, n: usize, cap: f32) -> Result<()> {
+        need("softcap", x.len(), n)?;
+        let f = self.function("softcap_f32")?;
+        let n_i = n as i32;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(&n_i).arg(&cap);
+        // SAFETY: as above.
+        unsafe { l.launch(elementwise_cfg(n)) }.map_err(cuda("softcap_f32"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,367 @@
+//! The GPU decoder on a real model, against the CPU, and its speed: greedy tokens on both (f16 KV
+//! cache on both), then prefill and decode throughput on the GPU at several batch sizes. Prints
+//! markdown table rows. Built with `--features cuda`; run on the GPU machine by
+//! `bench/gpu/run.sh`.
+//!
+//! `gpu_decode MODEL [--f32] [--prompt N] [--gen N] [--check N] [--batches 1,16,64]`
+//! `gpu_decode --random-llama HIDDEN,LAYERS,FF,HEADS,KV_HEADS,VOCAB DIR ...` first writes a
+//! Llama-shaped model with random f16 weights to DIR (for shapes no small file has).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark fails loudly"
+)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use forja_kernels::cuda::Gpu;
+use forja_models::gpu::{GpuDecoder, GpuOptions, GpuSeq};
+use forja_models::{Decoder, SeqStep};
+
+fn argmax(v: &[f32]) -> (u32, f32) {
+    let mut best = (0, f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for (i, &x) in v.iter().enumerate() {
+        if x > best.1 {
+            best = (i, x, best.1);
+        } else if x > best.2 {
+            best.2 = x;
+        }
+    }
+    (best.0 as u32, best.1 - best.2)
+}
+
+fn random_llama(spec: &str, dir: &Path) {
+    let v: Vec<usize> = spec.split(',').map(|s| s.parse().unwrap()).collect();
+    let [hidden, layers, ff, heads, kv_heads, vocab] = v[..] else {
+        panic!("--random-llama HIDDEN,LAYERS,FF,HEADS,KV_HEADS,VOCAB")
+    };
+    let d = hidden / heads;
+    std::fs::create_dir_all(dir).unwrap();
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": hidden, "intermediate_size": ff, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
+        "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+        "tie_word_embeddings": false, "torch_dtype": "float16", "hidden_act": "silu"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let mut t = HashMap::new();
+    let r = |shape: &[usize], std: f64| {
+        Tensor::randn(0f32, std as f32, shape, &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap()
+    };
+    let ones = |n: usize| Tensor::ones(n, DType::F16, &Device::Cpu).unwrap();
+    let s = 1.0 / (hidden as f64).sqrt();
+    t.insert(
+        "model.embed_tokens.weight".to_string(),
+        r(&[vocab, hidden], 1.0),
+    );
+    t.insert("lm_head.weight".to_string(), r(&[vocab, hidden], s));
+    t.insert("model.norm.weight".to_string(), ones(hidden));
+    for l in 0..layers {
+        let p = |n: &str| format!("model.layers.{l}.{n}");
+        t.insert(p("input_layernorm.weight"), ones(hidden));
+        t.insert(p("post_attention_layernorm.weight"), ones(hidden));
+        t.insert(p("self_attn.q_proj.weight"), r(&[heads * d, hidden], s));
+        t.insert(p("self_attn.k_proj.weight"), r(&[kv_heads * d, hidden], s));
+        t.insert(p("self_attn.v_proj.weight"), r(&[kv_heads * d, hidden], s));
+        t.insert(p("self_attn.o_proj.weight"), r(&[hidden, heads * d], s));
+        t.insert(p("mlp.gate_proj.weight"), r(&[ff, hidden], s));
+        t.insert(p("mlp.up_proj.weight"), r(&[ff, hidden], s));
+        t.insert(
+            p("mlp.down_proj.weight"),
+            r(&[hidden, ff], 1.0 / (ff as f64).sqrt()),
+        );
+    }
+    candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
+}
+
+struct Args {
+    model: PathBuf,
+    half: bool,
+    prompt: usize,
+    generate: usize,
+    check: usize,
+    batches: Vec<usize>,
+}
+
+fn args() -> Args {
+    let mut a = std::env::args().skip(1);
+    let mut out = Args {
+        model: PathBuf::new(),
+        half: true,
+        prompt: 512,
+        generate: 128,
+        check: 32,
+        batches: vec![1, 16, 64],
+    };
+    while let Some(x) = a.next() {
+        match x.as_str() {
+            "--f32" => out.half = false,
+            "--prompt" => out.prompt = a.next().unwrap().parse().unwrap(),
+            "--gen" => out.generate = a.next().unwrap().parse().unwrap(),
+            "--check" => out.check = a.next().unwrap().parse().unwrap(),
+            "--batches" => {
+                out.batches = a
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .map(|s| s.parse().unwrap())
+                    .collect()
+            }
+            "--random-llama" => {
+                let spec = a.next().unwrap();
+                let dir = PathBuf::from(a.next().unwrap());
+                let t = Instant::now();
+                random_llama(&spec, &dir);
+                eprintln!("wrote {} in {:.1?}", dir.display(), t.elapsed());
+                out.model = dir;
+            }
+            m => out.model = PathBuf::from(m),
+        }
+    }
+    out
+}
+
+/// Pseudo-random prompt ids in the vocabulary.
+fn prompt(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % vocab as u64) as u32
+        })
+        .collect()
+}
+
+/// The CPU's logits (f16 KV cache, as on the GPU) for every prompt row, then for `n - 1`
+/// greedy steps.
+fn cpu_rows(model: &Decoder, prompt: &[u32], n: usize) -> Vec<Vec<f32>> {
+    let mut cache = model.new_cache();
+    let mut out: Vec<Vec<f32>> = Vec::new();
+    let mut tokens = prompt.to_vec();
+    for step in 0..n {
+        let mut s = [SeqStep {
+            tokens: &tokens,
+            cache: &mut cache,
+            all_logits: step == 0,
+        }];
+        let l = model.forward(&mut s).unwrap().remove(0);
+        for r in 0..l.dim(0).unwrap() {
+            out.push(l.get(r).unwrap().to_vec1::<f32>().unwrap());
+        }
+        tokens = vec![argmax(out.last().unwrap()).0];
+    }
+    out
+}
+
+/// Largest difference relative to the largest reference value.
+fn rel_diff(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+        / scale
+}
+
+fn main() {
+    let a = args();
+    let t = Instant::now();
+    let model = forja_models::loader::load(&a.model, &Device::Cpu).unwrap();
+    eprintln!(
+        "loaded {} on the CPU in {:.1?}",
+        a.model.display(),
+        t.elapsed()
+    );
+    let vocab = model.config.vocab_size as usize;
+    let gpu = Arc::new(Gpu::open(0).unwrap());
+    let max_batch = a.batches.iter().copied().max().unwrap_or(1);
+    let ctx = (a.prompt + a.generate + 1).max(16 + a.generate + 2);
+    let bs = 16;
+    let per_seq = ctx.div_ceil(bs);
+    let opts = GpuOptions {
+        half: a.half,
+        block_size: bs,
+        blocks: per_seq * max_batch,
+        max_context: ctx,
+    };
+    let t = Instant::now();
+    let mut g = GpuDecoder::new(Arc::clone(&gpu), &model, opts).unwrap();
+    eprintln!(
+        "{}: weights {:.2} GiB ({}), KV pool {:.2} GiB, uploaded in {:.1?}",
+        gpu.name(),
+        g.weight_bytes() as f64 / (1u64 << 30) as f64,
+        if a.half { "f16" } else { "f32" },
+        g.kv_bytes() as f64 / (1u64 << 30) as f64,
+        t.elapsed()
+    );
+    let table = |s: usize| -> Vec<u32> { (0..per_seq).map(|b| (s * per_seq + b) as u32).collect() };
+
+    // Logits and greedy tokens against the CPU: every prompt row, then each decode step fed
+    // the CPU's token.
+    if a.check > 0 {
+        let p = prompt(24, vocab, 7);
+        // The reference: f32 arithmetic on dequantized weights (the CPU's quantized kernels
+        // round activations to 8 bits, as llama.cpp's do; the GPU computes in f32/f16).
+        let exact = forja_models::loader::load_with(
+            &a.model,
+            &Device::Cpu,
+            forja_models::loader::LoadOptions {
+                dequantize: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let want = cpu_rows(&exact, &p, a.check);
+        for graphs in [false, true] {
+            g.set_graphs(graphs);
+            let blocks = table(0);
+            let l = g
+                .forward(&[GpuSeq {
+                    tokens: &p,
+                    start: 0,
+                    blocks: &blocks,
+                    all_logits: true,
+                }])
+                .unwrap()
+                .remove(0);
+            let (mut worst, mut at) = (0f32, 0);
+            for r in 0..p.len() {
+                let e = rel_diff(&l[r * vocab..(r + 1) * vocab], &want[r]);
+                if e > worst {
+                    (worst, at) = (e, r);
+                }
+            }
+            let mut same = 0;
+            let mut first_diff = None;
+            let mut decode_worst = 0f32;
+            for i in 0..a.check {
+                let w = &want[p.len() - 1 + i];
+                let (cpu_tok, gap) = argmax(w);
+                let got = if i == 0 {
+                    l[(p.len() - 1) * vocab..].to_vec()
+                } else {
+                    let prev = [argmax(&want[p.len() - 2 + i]).0];
+                    g.forward(&[GpuSeq {
+                        tokens: &prev,
+                        start: p.len() + i - 1,
+                        blocks: &blocks,
+                        all_logits: false,
+                    }])
+                    .unwrap()
+                    .remove(0)
+                };
+                decode_worst = decode_worst.max(rel_diff(&got, w));
+                if argmax(&got).0 == cpu_tok {
+                    same += 1;
+                } else if first_diff.is_none() {
+                    first_diff = Some((i, argmax(&got).0, cpu_tok, gap));
+                }
+            }
+            println!(
+                "| vs CPU, {} | prompt rows: worst relative logit error {worst:.2e} (row {at}); \
+                 decode: {:.2e}; greedy tokens equal: {same}/{}{} |",
+                if graphs {
+                    "CUDA graphs"
+                } else {
+                    "launch by launch"
+                },
+                decode_worst,
+                a.check,
+                first_diff.map_or(String::new(), |(i, gt, ct, gap)| format!(
+                    " (first difference at {i}: GPU {gt}, CPU {ct}, CPU top-2 gap {gap:.3})"
+                ))
+            );
+        }
+        g.set_graphs(true);
+    }
+
+    // Prefill: one prompt of `prompt` tokens.
+    let p = prompt(a.prompt, vocab, 11);
+    let b0 = table(0);
+    let run_prefill = |g: &mut GpuDecoder| {
+        g.forward(&[GpuSeq {
+            tokens: &p,
+            start: 0,
+            blocks: &b0,
+            all_logits: false,
+        }])
+        .unwrap();
+    };
+    run_prefill(&mut g);
+    let t = Instant::now();
+    let reps = 5;
+    for _ in 0..reps {
+        run_prefill(&mut g);
+    }
+    let pp = (a.prompt * reps) as f64 / t.elapsed().as_secs_f64();
+    println!("| pp{} | batch 1 | {pp:.0} tok/s |", a.prompt);
+
+    // Decode: `batch` sequences after a short prompt each, `gen` steps.
+    for &batch in &a.batches {
+        let tables: Vec<Vec<u32>> = (0..batch).map(table).collect();
+        let prompts: Vec<Vec<u32>> = (0..batch)
+            .map(|s| prompt(16, vocab, 100 + s as u64))
+            .collect();
+        let seqs: Vec<GpuSeq> = prompts
+            .iter()
+            .zip(&tables)
+            .map(|(p, t)| GpuSeq {
+                tokens: p,
+                start: 0,
+                blocks: t,
+                all_logits: false,
+            })
+            .collect();
+        for graphs in [true, false] {
+            g.set_graphs(graphs);
+            let first = g.forward_greedy(&seqs).unwrap();
+            let mut next: Vec<[u32; 1]> = first.iter().map(|&t| [t]).collect();
+            // One untimed step records the graph of this batch size.
+            let mut timed = None;
+            for step in 0..=a.generate {
+                if step == 1 {
+                    timed = Some(Instant::now());
+                }
+                let seqs: Vec<GpuSeq> = next
+                    .iter()
+                    .zip(&tables)
+                    .map(|(tok, t)| GpuSeq {
+                        tokens: tok,
+                        start: 16 + step,
+                        blocks: t,
+                        all_logits: false,
+                    })
+                    .collect();
+                next = g
+                    .forward_greedy(&seqs)
+                    .unwrap()
+                    .iter()
+                    .map(|&t| [t])
+                    .collect();
+            }
+            let secs = timed.unwrap().elapsed().as_secs_f64();
+            println!(
+                "| tg{} | batch {batch} | {} | {:.1} tok/s | {:.2} ms/step |",
+                a.generate,
+                if graphs {
+                    "CUDA graphs"
+                } else {
+                    "launch by launch"
+                },
+                (a.generate * batch) as f64 / secs,
+                secs * 1e3 / a.generate as f64
+            );
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The decoder on an NVIDIA GPU (the `cuda` feature): the same step as [`Decoder::forward`] —
+//! several sequences' new tokens through the projections as one matrix, attention per row over
+//! each sequence's blocks of a paged f16 KV pool — on forja's kernels and cuBLAS, with every
+//! buffer on the device; only the token ids and block tables go up and the wanted logits come
+//! back. Blocks are the caller's: a sequence names the pool blocks that hold its positions, as
+//! the server's block manager hands them out.
+//!
+//! Decode steps (one token per sequence) are recorded once per batch-size bucket as a CUDA graph
+//! and replayed: a step costs one launch instead of a dozen per layer. The batch is padded to its
+//! bucket with rows that write to a block of their own and whose output nobody reads.
+
+mod weights;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use forja_kernels::cuda::{
+    Act, AttentionLaunch, AttentionTables, CudaSlice, Gpu, StepGraph, argmax_index,
+};
+
+use crate::decoder::Decoder;
+use crate::error::{ModelError, Result};
+use weights::{GpuWeights, kernel};
+
+/// How to build a [`GpuDecoder`].
+#[derive(Debug, Clone, Copy)]
+pub struct GpuOptions {
+    /// Matrices in f16 (tensor cores, half the memory) instead of f32.
+    pub half: bool,
+    /// Positions per KV block.
+    pub block_size: usize,
+    /// Blocks in the KV pool (every layer has this many).
+    pub blocks: usize,
+    /// Longest sequence: sizes the RoPE tables.
+    pub max_context: usize,
+}
+
+/// One sequence's part of a step.
+#[derive(Debug, Clone, Copy)]
+pub struct GpuSeq<'a> {
+    pub tokens: &'a [u32],
+    /// Position of the first token (how many are cached before it).
+    pub start: usize,
+    /// Pool blocks holding positions `0..start + tokens.len()`, in order.
+    pub blocks: &'a [u32],
+    /// Logits for every token instead of the last.
+    pub all_logits: bool,
+}
+
+/// Device buffers of one step, sized for `rows` token rows. Graphs hold their addresses: they
+/// are dropped whenever these are reallocated.
+#[derive(Debug)]
+struct Scratch {
+    rows: usize,
+    x: CudaSlice<f32>,
+    /// Input of a product (`[rows, max(hidden, heads·dim, ff)]`).
+    act: Act,
+    qkv: CudaSlice<f32>,
+    q: CudaSlice<f32>,
+    att: CudaSlice<f32>,
+    gate_up: CudaSlice<f32>,
+    tmp: CudaSlice<f32>,
+    logits: CudaSlice<f32>,
+    /// Greedy picks, packed (see `argmax_index`).
+    tokens: CudaSlice<u64>,
+    ids: CudaSlice<u32>,
+    positions: CudaSlice<u32>,
+    slots: CudaSlice<u32>,
+    pick: CudaSlice<u32>,
+    tables: AttentionTables,
+}
+
+/// What a step hands back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Logits,
+    Argmax,
+}
+
+/// Host-side description of a step, padded when it runs as a graph.
+#[derive(Debug, Default)]
+struct Plan {
+    ids: Vec<u32>,
+    positions: Vec<u32>,
+    slots: Vec<u32>,
+    row_seqs: Vec<u32>,
+    context_lens: Vec<u32>,
+    pick: Vec<u32>,
+    tables: Vec<u32>,
+    /// Wanted rows per sequence.
+    counts: Vec<usize>,
+    longest: usize,
+}
+
+/// Largest batch replayed as a graph; bigger decode steps run launch by launch.
+const MAX_GRAPH_BATCH: usize = 256;
+
+/// The decoder on one GPU, with its KV pool.
+#[derive(Debug)]
+pub struct GpuDecoder {
+    gpu: Arc<Gpu>,
+    w: GpuWeights,
+    kv: Vec<(CudaSlice<u16>, CudaSlice<u16>)>,
+    opts: GpuOptions,
+    dims: Dims,
+    scratch: Option<Scratch>,
+    /// Decode graphs by padded batch size.
+    graphs: HashMap<usize, StepGraph>,
+    /// Replay decode steps as graphs (on by default).
+    use_graphs: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    vocab: usize,
+    max_blocks: usize,
+    block_size: usize,
+}
+
+impl GpuDecoder {
+    /// Copies `d` to `gpu` and allocates the KV pool (plus one block padding rows write to).
+    pub fn new(gpu: Arc<Gpu>, d: &Decoder, opts: GpuOptions) -> Result<Self> {
+        if opts.block_size == 0 || opts.blocks == 0 || opts.max_context == 0 {
+            return Err(ModelError::Input(format!("GPU options {opts:?}")));
+        }
+        let c = &d.config;
+        let dims = Dims {
+            hidden: c.hidden_size as usize,
+            heads: c.num_heads as usize,
+            kv_heads: c.num_kv_heads as usize,
+            head_dim: c.head_dim as usize,
+            vocab: c.vocab_size as usize,
+            max_blocks: opts.max_context.div_ceil(opts.block_size),
+            block_size: opts.block_size,
+        };
+        let w = GpuWeights::upload(&gpu, d, opts.half, opts.max_context)?;
+        let slots = (opts.blocks + 1) * opts.block_size * dims.kv_heads * dims.head_dim;
+        let kv = (0..d.layers.len())
+            .map(|_| {
+                Ok((
+                    gpu.alloc(slots).map_err(kernel)?,
+                    gpu.alloc(slots).map_err(kernel)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GpuDecoder {
+            gpu,
+            w,
+            kv,
+            opts,
+            dims,
+            scratch: None,
+            graphs: HashMap::new(),
+            use_graphs: true,
+        })
+    }
+
+    /// Bytes of weights on the device.
+    pub fn weight_bytes(&self) -> usize {
+        self.w.bytes
+    }
+
+    /// Bytes of the KV pool.
+    pub fn kv_bytes(&self) -> usize {
+        let d = &self.dims;
+        self.kv.len() * 2 * (self.opts.blocks + 1) * d.block_size * d.kv_heads * d.head_dim * 2
+    }
+
+    pub fn options(&self) -> GpuOptions {
+        self.opts
+    }
+
+    /// Whether decode steps are recorded and replayed as CUDA graphs (default on).
+    pub fn set_graphs(&mut self, on: bool) {
+        self.use_graphs = on;
+        self.graphs.clear();
+    }
+
+    /// Runs one step; returns per sequence its logits, row-major `[n, vocab]` (`n` its tokens
+    /// with `all_logits`, else 1). The KV pool gets every new token's keys and values.
+    pub fn forward(&mut self, seqs: &[GpuSeq<'_>]) -> Result<Vec<Vec<f32>>> {
+        let (plan, rows, graphed) = self.plan(seqs)?;
+        self.run(&plan, rows, graphed, Output::Logits)?;
+        let sc = self.buffers()?;
+        let n: usize = plan.counts[..seqs.len()].iter().sum();
+        let vocab = self.dims.vocab;
+        let logits = self
+            .gpu
+            .download_first(&sc.logits, n * vocab)
+            .map_err(kernel)?;
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut row = 0;
+        for &c in &plan.counts[..seqs.len()] {
+            out.push(logits[row * vocab..(row + c) * vocab].to_vec());
+            row += c;
+        }
+        Ok(out)
+    }
+
+    /// Runs one step and returns each sequence's greedy next token (the largest logit of its
+    /// last row), computed on the GPU: only the ids come back.
+    pub fn forward_greedy(&mut self, seqs: &[GpuSeq<'_>]) -> Result<Vec<u32>> {
+        if seqs.iter().any(|s| s.all_logits) {
+            return Err(ModelError::Input(
+                "greedy steps give one token per sequence (no all_logits)".into(),
+            ));
+        }
+        let (plan, rows, graphed) = self.plan(seqs)?;
+        self.run(&plan, rows, graphed, Output::Argmax)?;
+        let sc = self.buffers()?;
+        Ok(self
+            .gpu
+            .download_first(&sc.tokens, seqs.len())
+            .map_err(kernel)?
+            .into_iter()
+            .map(argmax_index)
+            .collect())
+    }
+
+    fn buffers(&self) -> Result<&Scratch> {
+        self.scratch
+            .as_ref()
+            .ok_or_else(|| ModelError::Input("no step buffers".into()))
+    }
+
+    /// The host arrays of a step, and how many rows it runs (padded to a graph bucket for
+    /// decode steps).
+    fn plan(&self, seqs: &[GpuSeq<'_>]) -> Result<(Plan, usize, bool)> {
+        let d = self.dims;
+        let bs = d.block_size;
+        let mut p = Plan {
+            tables: vec![0u32; seqs.len() * d.max_blocks],
+            ..Plan::default()
+        };
+        for (s, q) in seqs.iter().enumerate() {
+            let end = q.start + q.tokens.len();
+            if q.tokens.is_empty() || end > self.opts.max_context {
+                return Err(ModelError::Input(format!(
+                    "sequence {s}: {} tokens at {} (context {})",
+                    q.tokens.len(),
+                    q.start,
+                    self.opts.max_context
+                )));
+            }
+            let needed = end.div_ceil(bs);
+            if q.blocks.len() < needed {
+                return Err(ModelError::Input(format!(
+                    "sequence {s}: {} blocks for {end} positions",
+                    q.blocks.len()
+                )));
+            }
+            if let Some(b) = q.blocks.iter().find(|&&b| b as usize >= self.opts.blocks) {
+                return Err(ModelError::Input(format!(
+                    "sequence {s}: block {b} outside a pool of {}",
+                    self.opts.blocks
+                )));
+            }
+            if let Some(&bad) = q.tokens.iter().find(|&&t| t as usize >= d.vocab) {
+                return Err(ModelError::Input(format!(
+                    "token id {bad} outside the vocabulary of {}",
+                    d.vocab
+                )));
+            }
+            p.tables[s * d.max_blocks..][..needed].copy_from_slice(&q.blocks[..needed]);
+            for (i, &t) in q.tokens.iter().enumerate() {
+                let pos = q.start + i;
+                if q.all_logits || i + 1 == q.tokens.len() {
+                    p.pick.push(p.ids.len() as u32);
+                }
+                p.ids.push(t);
+                p.positions.push(pos as u32);
+                p.slots
+                    .push(q.blocks[pos / bs] * bs as u32 + (pos % bs) as u32);
+                p.row_seqs.push(s as u32);
+                p.context_lens.push(pos as u32 + 1);
+            }
+            p.counts.push(if q.all_logits { q.tokens.len() } else { 1 });
+            p.longest = p.longest.max(end);
+        }
+        let rows = p.ids.len();
+        if !self.graphable(seqs) {
+            return Ok((p, rows, false));
+        }
+        // Pad to the bucket: rows of one token at position 0 in the padding block, each its
+        // own sequence whose table names only that block.
+        let bucket = rows.next_power_of_two();
+        let trash = self.opts.blocks as u32;
+        for r in rows..bucket {
+            p.ids.push(0);
+            p.positions.push(0);
+            p.slots.push(trash * bs as u32);
+            p.row_seqs.push(r as u32);
+            p.context_lens.push(1);
+            p.pick.push(r as u32);
+            p.tables.extend(std::iter::repeat_n(trash, d.max_blocks));
+            p.counts.push(1);
+        }
+        // Graphs are recorded for the longest context the pool allows.
+        p.longest = self.opts.max_context;
+        Ok((p, bucket, true))
+    }
+
+    /// Decode steps (one token per sequence, last logits only) of a bucketed size, with a
+    /// context whose scores fit the attention kernel's shared memory.
+    fn graphable(&self, seqs: &[GpuSeq<'_>]) -> bool {
+        self.use_graphs
+            && seqs.len() <= MAX_GRAPH_BATCH
+            && seqs.iter().all(|s| s.tokens.len() == 1 && !s.all_logits)
+            && (9 * self.dims.head_dim + self.opts.max_context) * 4 <= 48 << 10
+    }
+
+    fn run(&mut self, plan: &Plan, rows: usize, graphed: bool, output: Output) -> Result<()> {
+        self.ensure_scratch(rows)?;
+        let gpu = Arc::clone(&self.gpu);
+        let sc = self
+            .scratch
+            .as_mut()
+            .ok_or_else(|| ModelError::Input("no step buffers".into()))?;
+        for (host, dev) in [
+            (&plan.ids, &mut sc.ids),
+            (&plan.positions, &mut sc.positions),
+            (&plan.slots, &mut sc.slots),
+            (&plan.row_seqs, &mut sc.tables.row_seqs),
+            (&plan.context_lens, &mut sc.tables.context_lens),
+            (&plan.pick, &mut sc.pick),
+            (&plan.tables, &mut sc.tables.block_tables),
+        ] {
+            gpu.upload_into(host, dev).map_err(kernel)?;
+        }
+        let n = plan.pick.len();
+        let steps = Steps {
+            gpu: &gpu,
+            w: &self.w,
+            dims: self.dims,
+            rows,
+            n,
+            longest: plan.longest,
+            output,
+        };
+        if !graphed {
+            return steps.launch(sc, &mut self.kv);
+        }
+        let graph_key = rows * 2 + usize::from(output == Output::Argmax);
+        if let Some(g) = self.graphs.get(&graph_key) {
+            return gpu.replay(g).map_err(kernel);
+        }
+        // First step of this size: run it, then record it for the next ones.
+        steps.launch(sc, &mut self.kv)?;
+        let kv = &mut self.kv;
+        let graph = gpu
+            .capture(|| steps.launch(sc, kv).map_err(kernel_back))
+            .map_err(kernel)?;
+        self.graphs.insert(graph_key, graph);
+        Ok(())
+    }
+
+    fn ensure_scratch(&mut self, rows: usize) -> Result<()> {
+        if self.scratch.as_ref().is_some_and(|s| s.rows >= rows) {
+            return Ok(());
+        }
+        let rows = rows.next_power_of_two().max(16);
+        let g = &self.gpu;
+        let d = self.dims;
+        let ff = self.w.ff;
+        let widest = d.hidden.max(d.heads * d.head_dim).max(ff);
+        let total = (d.heads + 2 * d.kv_heads) * d.head_dim;
+        let f = |n: usize| g.alloc::<f32>(n).map_err(kernel);
+        let u = |n: usize| g.alloc::<u32>(n).map_err(kernel);
+        // Graphs point into the old buffers; device memory is what runs out, so free first.
+        self.graphs.clear();
+        self.scratch = None;
+        self.scratch = Some(Scratch {
+            rows,
+            x: f(rows * d.hidden)?,
+            act: g
+                .alloc_act(rows * widest, self.w.lm_head.is_half())
+                .map_err(kernel)?,
+            qkv: f(rows * total)?,
+            q: f(rows * d.heads * d.head_dim)?,
+            att: f(rows * d.heads * d.head_dim)?,
+            gate_up: f(rows * 2 * ff)?,
+            tmp: f(rows * d.hidden)?,
+            logits: f(rows * d.vocab)?,
+            tokens: g.alloc::<u64>(rows).map_err(kernel)?,
+            ids: u(rows)?,
+            positions: u(rows)?,
+            slots: u(rows)?,
+            pick: u(rows)?,
+            tables: AttentionTables {
+                block_tables: u(rows * d.max_blocks)?,
+                row_seqs: u(rows)?,
+                context_lens: u(rows)?,
+            },
+        });
+        Ok(())
+    }
+}
+
+/// A step's launches, with everything they read fixed: run directly or recorded into a graph.
+struct Steps<'a> {
+    gpu: &'a Gpu,
+    w: &'a GpuWeights,
+    dims: Dims,
+    rows: usize,
+    /// Rows whose logits are computed.
+    n: usize,
+    longest: usize,
+    output: Output,
+}
+
+fn kernel_back(e: ModelError) -> forja_kernels::KernelError {
+    forja_kernels::KernelError::Cuda(e.to_string())
+}
+
+impl Steps<'_> {
+    fn launch(&self, sc: &mut Scratch, kv: &mut [(CudaSlice<u16>, CudaSlice<u16>)]) -> Result<()> {
+        let (g, w, d, rows) = (self.gpu, self.w, self.dims, self.rows);
+        let k = kernel;
+        g.embed_rows(&mut sc.x, &w.embed, &sc.ids, rows, d.hidden, w.embed_scale)
+            .map_err(k)?;
+        for (l, (kc, vc)) in w.layers.iter().zip(kv.iter_mut()) {
+            g.rms_norm_rows(&mut sc.act, &sc.x, None, rows, &l.attn_norm, w.eps)
+                .map_err(k)?;
+            g.gemm(&mut sc.qkv, &sc.act, rows, &l.qkv, 0.0).map_err(k)?;
+            let rope = &w.ropes[l.rope];
+            g.qkv_rope_cache(
+                &sc.qkv,
+                l.qkv_bias.as_ref(),
+                l.qk_norm.as_ref().map(|(a, b)| (a, b)),
+                w.eps,
+                (&rope.cos, &rope.sin, rope.half, rope.interleaved),
+                &sc.positions,
+                &sc.slots,
+                &mut sc.q,
+                (kc, vc),
+                rows,
+                (d.heads, d.kv_heads, d.head_dim),
+            )
+            .map_err(k)?;
+            let launch = AttentionLaunch {
+                rows,
+                heads: d.heads,
+                kv_heads: d.kv_heads,
+                head_dim: d.head_dim,
+                block_size: d.block_size,
+                max_blocks: d.max_blocks,
+                scale: l.scale,
+                window: l.window,
+                softcap: l.softcap,
+                longest: self.longest,
+            };
+            g.attention(&mut sc.att, &sc.q, kc, vc, &sc.tables, &launch)
+                .map_err(k)?;
+            g.convert(&mut sc.act, &sc.att, rows * d.heads * d.head_dim)
+                .map_err(k)?;
+            match &l.post_attn_norm {
+                Some(n) => {
+                    g.gemm(&mut sc.tmp, &sc.act, rows, &l.o, 0.0).map_err(k)?;
+                    g.add_rms_norm(&mut sc.x, &sc.tmp, n, rows, w.eps)
+                        .map_err(k)?;
+                }
+                None => g.gemm(&mut sc.x, &sc.act, rows, &l.o, 1.0).map_err(k)?,
+            }
+            g.rms_norm_rows(&mut sc.act, &sc.x, None, rows, &l.ffn_norm, w.eps)
+                .map_err(k)?;
+            g.gemm(&mut sc.gate_up, &sc.act, rows, &l.gate_up, 0.0)
+                .map_err(k)?;
+            g.gated_act(&mut sc.act, &sc.gate_up, rows, w.ff, w.act)
+                .map_err(k)?;
+            match &l.post_ffn_norm {
+                Some(n) => {
+                    g.gemm(&mut sc.tmp, &sc.act, rows, &l.down, 0.0)
+                        .map_err(k)?;
+                    g.add_rms_norm(&mut sc.x, &sc.tmp, n, rows, w.eps)
+                        .map_err(k)?;
+                }
+                None => g.gemm(&mut sc.x, &sc.act, rows, &l.down, 1.0).map_err(k)?,
+            }
+        }
+        let n = self.n;
+        g.rms_norm_rows(&mut sc.act, &sc.x, Some(&sc.pick), n, &w.norm, w.eps)
+            .map_err(k)?;
+        g.gemm(&mut sc.logits, &sc.act, n, &w.lm_head, 0.0)
+            .map_err(k)?;
+        if let Some(cap) = w.final_softcap {
+            g.softcap(&mut sc.logits, n * d.vocab, cap).map_err(k)?;
+        }
+        if self.output == Output::Argmax {
+            g.argmax_rows(&mut sc.tokens, &sc.logits, n, d.vocab)
+                .map_err(k)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! The decoder on the GPU against the same decoder on the CPU, for every dense family of the
+//! tiny models (`fixtures/tiny`): a batch of prompts prefilled in one step, then greedy decoding
+//! of every sequence together, over a KV pool whose blocks are handed out out of order. Built
+//! with `--features cuda` and run on a machine with an NVIDIA GPU (`scripts/cuda/conformance`).
+
+#![cfg(feature = "cuda")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+use std::sync::Arc;
+
+use candle_core::Device;
+use forja_kernels::cuda::Gpu;
+use forja_models::gpu::{GpuDecoder, GpuOptions, GpuSeq};
+use forja_models::{Decoder, KvCache, SeqStep};
+
+const FAMILIES: [&str; 10] = [
+    "llama",
+    "llama3_rope",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "phi3_longrope",
+];
+const BLOCK: usize = 4;
+const STEPS: usize = 8;
+
+fn load(name: &str) -> (Decoder, Vec<Vec<u32>>) {
+    let dir = forja_testkit::fixtures_dir().join("tiny").join(name);
+    let model = forja_models::loader::load(&dir, &Device::Cpu).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("goldens.json")).unwrap()).unwrap();
+    let prompts = meta["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect();
+    (model, prompts)
+}
+
+/// Largest difference relative to the largest reference value.
+fn rel_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "all-zero logits test nothing");
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+        / scale
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0 as u32
+}
+
+/// Greedy continuation on the CPU (f16 KV cache, as on the GPU): the logits of every prompt row,
+/// then of each decoded token.
+fn cpu_run(model: &Decoder, prompt: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = model.new_cache();
+    let mut out = Vec::new();
+    let step = |tokens: &[u32], all: bool, cache: &mut dyn KvCache| {
+        let mut s = [SeqStep {
+            tokens,
+            cache,
+            all_logits: all,
+        }];
+        model.forward(&mut s).unwrap().remove(0)
+    };
+    let l = step(prompt, true, &mut cache);
+    let rows = l.dim(0).unwrap();
+    for r in 0..rows {
+        out.push(l.get(r).unwrap().to_vec1::<f32>().unwrap());
+    }
+    for _ in 0..STEPS {
+        let next = argmax(out.last().unwrap());
+        let l = step(&[next], false, &mut cache);
+        out.push(l.get(0).unwrap().to_vec1::<f32>().unwrap());
+    }
+    out
+}
+
+fn check_family(gpu: &Arc<Gpu>, name: &str, half: bool, tolerance: f32) {
+    let (model, prompts) = load(name);
+    let longest = prompts.iter().map(Vec::len).max().unwrap() + STEPS;
+    let per_seq = longest.div_ceil(BLOCK);
+    let opts = GpuOptions {
+        half,
+        block_size: BLOCK,
+        blocks: per_seq * prompts.len() + 5,
+        max_context: longest,
+    };
+    let mut gpu_model = GpuDecoder::new(Arc::clone(gpu), &model, opts).unwrap();
+    // Sequence s owns blocks s + 5, s + 5 + n, … in reverse order: nothing contiguous.
+    let n = prompts.len();
+    let tables: Vec<Vec<u32>> = (0..n)
+        .map(|s| (0..per_seq).rev().map(|b| (5 + s + b * n) as u32).collect())
+        .collect();
+    let want: Vec<Vec<Vec<f32>>> = prompts.iter().map(|p| cpu_run(&model, p)).collect();
+
+    let seqs: Vec<GpuSeq> = prompts
+        .iter()
+        .zip(&tables)
+        .map(|(p, t)| GpuSeq {
+            tokens: p,
+            start: 0,
+            blocks: t,
+            all_logits: true,
+        })
+        .collect();
+    let got = gpu_model.forward(&seqs).unwrap();
+    let mut worst = 0f32;
+    let mut next: Vec<u32> = Vec::new();
+    for (s, (g, p)) in got.iter().zip(&prompts).enumerate() {
+        let vocab = g.len() / p.len();
+        for r in 0..p.len() {
+            worst = worst.max(rel_diff(&g[r * vocab..(r + 1) * vocab], &want[s][r]));
+        }
+        next.push(argmax(&want[s][p.len() - 1]));
+    }
+    // Decoding: every sequence one token per step, the CPU's greedy tokens fed to both.
+    for step in 0..STEPS {
+        let tokens: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
+        let seqs: Vec<GpuSeq> = prompts
+            .iter()
+            .zip(&tables)
+            .zip(&tokens)
+            .map(|((p, t), tok)| GpuSeq {
+                tokens: tok,
+                start: p.len() + step,
+                blocks: t,
+                all_logits: false,
+            })
+            .collect();
+        let got = gpu_model.forward(&seqs).unwrap();
+        for (s, g) in got.iter().enumerate() {
+            let w = &want[s][prompts[s].len() + step];
+            worst = worst.max(rel_diff(g, w));
+            next[s] = argmax(w);
+        }
+    }
+    println!(
+        "{name} ({} weights): {} sequences, {STEPS} decode steps, relative logit error {worst:.2e}",
+        if half { "f16" } else { "f32" },
+        n
+    );
+    assert!(worst <= tolerance, "{name}: relative logit error {worst}");
+}
+
+fn gpu() -> Arc<Gpu> {
+    let g = Gpu::open(0).unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
+    println!("{} (compute {:?})", g.name(), g.capability());
+    Arc::new(g)
+}
+
+/// f32 weights: the GPU computes what the CPU does, up to summation order — which can round a
+/// key or value to the neighbouring f16 in the cache now and then (1e-3 relative); both caches
+/// are f16.
+#[test]
+fn every_family_matches_the_cpu_with_f32_weights() {
+    let g = gpu();
+    for name in FAMILIES {
+        check_family(&g, name, false, 1e-3);
+    }
+}
+
+/// f16 weights (the fast path): the rounding of the weights is all that differs.
+#[test]
+fn every_family_stays_close_to_the_cpu_with_f16_weights() {
+    let g = gpu();
+    for name in FAMILIES {
+        check_family(&g, name, true, 1e-2);
+    }
+}
+
+/// Greedy tokens picked on the GPU, with decode steps replayed as graphs, equal the tokens
+/// picked on the host from the logits of steps launched one by one.
+#[test]
+fn gpu_greedy_and_graphs_change_nothing() {
+    let g = gpu();
+    for name in ["llama", "gemma2", "qwen3"] {
+        let (model, prompts) = load(name);
+        let ctx = prompts.iter().map(Vec::len).max().unwrap() + 12;
+        let per_seq = ctx.div_ceil(BLOCK);
+        let opts = GpuOptions {
+            half: true,
+            block_size: BLOCK,
+            blocks: per_seq * prompts.len(),
+            max_context: ctx,
+        };
+        let tables: Vec<Vec<u32>> = (0..prompts.len())
+            .map(|s| (0..per_seq).map(|b| (s * per_seq + b) as u32).collect())
+            .collect();
+        let mut runs = Vec::new();
+        for graphs in [true, false] {
+            let mut m = GpuDecoder::new(Arc::clone(&g), &model, opts).unwrap();
+            m.set_graphs(graphs);
+            let mut next: Vec<[u32; 1]> = Vec::new();
+            let mut out = Vec::new();
+            for step in 0..=12 {
+                let seqs: Vec<GpuSeq> = prompts
+                    .iter()
+                    .zip(&tables)
+                    .enumerate()
+                    .map(|(s, (p, t))| GpuSeq {
+                        tokens: if step == 0 { p } else { &next[s] },
+                        start: if step == 0 { 0 } else { p.len() + step - 1 },
+                        blocks: t,
+                        all_logits: false,
+                    })
+                    .collect();
+                let tokens = if graphs {
+                    m.forward_greedy(&seqs).unwrap()
+                } else {
+                    m.forward(&seqs)
+                        .unwrap()
+                        .iter()
+                        .map(|l| argmax(l))
+                        .collect()
+                };
+                next = tokens.iter().map(|&t| [t]).collect();
+                out.push(tokens);
+            }
+            runs.push(out);
+        }
+        assert_eq!(runs[0], runs[1], "{name}");
+        println!(
+            "{name}: 13 greedy steps of {} sequences equal",
+            prompts.len()
+        );
+    }
+}
+
+/// Bad steps are errors that name the problem, before any launch.
+#[test]
+fn bad_steps_are_refused() {
+    let g = gpu();
+    let (model, _) = load("llama");
+    let opts = GpuOptions {
+        half: false,
+        block_size: BLOCK,
+        blocks: 4,
+        max_context: 16,
+    };
+    let mut m = GpuDecoder::new(g, &model, opts).unwrap();
+    let bad = |m: &mut GpuDecoder, tokens: &[u32], start: usize, blocks: &[u32]| {
+        m.forward(&[GpuSeq {
+            tokens,
+            start,
+            blocks,
+            all_logits: false,
+        }])
+        .unwrap_err()
+        .to_string()
+    };
+    assert!(bad(&mut m, &[1, 2], 0, &[]).contains("0 blocks for 2 positions"));
+    assert!(bad(&mut m, &[1], 0, &[9]).contains("block 9 outside a pool of 4"));
+    assert!(bad(&mut m, &[9999], 0, &[0]).contains("outside the vocabulary"));
+    assert!(bad(&mut m, &[1], 16, &[0, 1, 2, 3]).contains("context 16"));
+}
