@@ -139,6 +139,187 @@ pub fn paged_attention(p: &PagedAttention, q: &[f32], k: &[f16], v: &[f16]) -> R
     Ok(out)
 }
 
+/// Row `ids[r]` of `table` (`[vocab, cols]`) times `scale`, for each id.
+pub fn embed_rows(table: &[f32], ids: &[u32], cols: usize, scale: f32) -> Result<Vec<f32>> {
+    shapes::rows(table.len(), cols)?;
+    let vocab = table.len() / cols;
+    let mut out = Vec::with_capacity(ids.len() * cols);
+    for &id in ids {
+        let id = id as usize;
+        if id >= vocab {
+            return Err(crate::KernelError::Shape(format!(
+                "id {id} outside a table of {vocab} rows"
+            )));
+        }
+        out.extend(table[id * cols..(id + 1) * cols].iter().map(|v| v * scale));
+    }
+    Ok(out)
+}
+
+/// `x[r] += RMSNorm(y[r]) · w` for each row (`[rows, w.len()]`).
+pub fn add_rms_norm(x: &mut [f32], y: &[f32], w: &[f32], eps: f32) -> Result<()> {
+    if x.len() != y.len() {
+        return Err(crate::KernelError::Shape(format!(
+            "{} values to add {} to",
+            y.len(),
+            x.len()
+        )));
+    }
+    let normed = rms_norm(y, w, eps, 0.0)?;
+    for (a, b) in x.iter_mut().zip(normed) {
+        *a += b;
+    }
+    Ok(())
+}
+
+/// The activations `gated_act` takes, by code.
+fn activate(g: f32, act: i32) -> f32 {
+    let g = f64::from(g);
+    (match act {
+        0 => g / (1.0 + (-g).exp()),
+        1 => {
+            0.5 * g
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (g + 0.044715 * g.powi(3))).tanh())
+        }
+        2 => 0.5 * g * (1.0 + erf(g / std::f64::consts::SQRT_2)),
+        _ => g.max(0.0),
+    }) as f32
+}
+
+/// erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
+fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let y = 1.0 - poly * (-x * x).exp();
+    if x < 0.0 { -y } else { y }
+}
+
+/// `act(gate) · up` from a fused `[rows, 2·ff]` product (gate first) into `[rows, ff]`;
+/// `act`: 0 SiLU, 1 GELU (tanh), 2 GELU (erf), 3 ReLU.
+pub fn gated_act(gate_up: &[f32], ff: usize, act: i32) -> Result<Vec<f32>> {
+    shapes::rows(gate_up.len(), 2 * ff)?;
+    let mut out = Vec::with_capacity(gate_up.len() / 2);
+    for row in gate_up.chunks_exact(2 * ff) {
+        let (gate, up) = row.split_at(ff);
+        out.extend(gate.iter().zip(up).map(|(&g, &u)| activate(g, act) * u));
+    }
+    Ok(out)
+}
+
+/// The heads of a fused q/k/v product and how they are rotated.
+#[derive(Debug, Clone, Copy)]
+pub struct QkvShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub dim: usize,
+    /// Rotated pairs per head.
+    pub half: usize,
+    /// Adjacent pairs (llama.cpp's layout) instead of halves.
+    pub interleaved: bool,
+}
+
+/// What `qkv_rope_cache` does, row by row: `qkv` (`[rows, (heads + 2·kv_heads)·dim]`) plus
+/// `bias`, q and k heads RMS-normalized by `norms` when given, rotated by the `cos`/`sin` tables
+/// (`[positions, half]`) at `positions[r]`; returns q (`[rows, heads·dim]`), writes k and v to
+/// slot `slots[r]` of the f16 caches (`[slots, kv_heads·dim]`).
+#[allow(clippy::too_many_arguments, reason = "one kernel's arguments")]
+pub fn qkv_rope_cache(
+    qkv: &[f32],
+    bias: Option<&[f32]>,
+    norms: Option<(&[f32], &[f32])>,
+    eps: f32,
+    (cos, sin): (&[f32], &[f32]),
+    positions: &[u32],
+    slots: &[u32],
+    s: QkvShape,
+    k_cache: &mut [f16],
+    v_cache: &mut [f16],
+) -> Result<Vec<f32>> {
+    let total = (s.heads + 2 * s.kv_heads) * s.dim;
+    shapes::rows(qkv.len(), total)?;
+    let rows = qkv.len() / total;
+    let width = s.kv_heads * s.dim;
+    if positions.len() != rows || 2 * s.half > s.dim {
+        return Err(crate::KernelError::Shape(format!(
+            "{rows} rows, {} positions, {} rotated pairs of {}",
+            positions.len(),
+            s.half,
+            s.dim
+        )));
+    }
+    shapes::cache_writes(
+        rows * width,
+        rows * width,
+        slots,
+        width,
+        k_cache.len().min(v_cache.len()),
+    )?;
+    let mut q = Vec::with_capacity(rows * s.heads * s.dim);
+    for r in 0..rows {
+        let p = positions[r] as usize;
+        let (c, sn) = (&cos[p * s.half..][..s.half], &sin[p * s.half..][..s.half]);
+        for h in 0..s.heads + 2 * s.kv_heads {
+            let at = r * total + h * s.dim;
+            let mut head: Vec<f32> = qkv[at..at + s.dim]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + bias.map_or(0.0, |b| b[h * s.dim + i]))
+                .collect();
+            let is_q = h < s.heads;
+            let is_k = !is_q && h < s.heads + s.kv_heads;
+            if let Some((qn, kn)) = norms.filter(|_| is_q || is_k) {
+                head = rms_norm(&head, if is_q { qn } else { kn }, eps, 0.0)?;
+            }
+            if is_q || is_k {
+                for i in 0..s.half {
+                    let (a, b) = if s.interleaved {
+                        (2 * i, 2 * i + 1)
+                    } else {
+                        (i, i + s.half)
+                    };
+                    let (x1, x2) = (head[a], head[b]);
+                    head[a] = x1 * c[i] - x2 * sn[i];
+                    head[b] = x2 * c[i] + x1 * sn[i];
+                }
+            }
+            if is_q {
+                q.extend(head);
+            } else {
+                let g = if is_k {
+                    h - s.heads
+                } else {
+                    h - s.heads - s.kv_heads
+                };
+                let cache = if is_k { &mut *k_cache } else { &mut *v_cache };
+                let dst = slots[r] as usize * width + g * s.dim;
+                for (d, v) in cache[dst..dst + s.dim].iter_mut().zip(head) {
+                    *d = f16::from_f32(v);
+                }
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// The index of each row's largest value (the first on ties).
+pub fn argmax_rows(x: &[f32], cols: usize) -> Result<Vec<u32>> {
+    shapes::rows(x.len(), cols)?;
+    Ok(x.chunks_exact(cols)
+        .map(|row| {
+            let mut best = 0;
+            for (i, v) in row.iter().enumerate() {
+                if *v > row[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        })
+        .collect())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "test code fails loudly")]
 mod tests {

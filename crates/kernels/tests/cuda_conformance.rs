@@ -10,7 +10,7 @@
     reason = "test code fails loudly"
 )]
 
-use forja_kernels::cuda::Gpu;
+use forja_kernels::cuda::{Act, Gpu};
 use forja_kernels::{PagedAttention, reference};
 use half::f16;
 
@@ -225,4 +225,294 @@ fn bad_shapes_are_errors_before_any_launch() {
         .paged_attention(&long, &[1.0; 8], &cache, &cache)
         .unwrap_err();
     assert!(e.to_string().contains("shared memory"), "{e}");
+}
+
+fn check_within(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "{what}: an all-zero reference tests nothing");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+        / scale;
+    println!("{what}: relative error {worst:.2e}");
+    assert!(worst <= tolerance, "{what}: relative error {worst}");
+}
+
+fn halves(bits: &[u16]) -> Vec<f32> {
+    bits.iter().map(|b| f16::from_bits(*b).to_f32()).collect()
+}
+
+fn act_out(g: &Gpu, a: &Act) -> Vec<f32> {
+    match a {
+        Act::F32(b) => g.download(b).unwrap(),
+        Act::F16(b) => halves(&g.download(b).unwrap()),
+    }
+}
+
+/// The kernels of the decoder's step (on device buffers) against their references.
+#[test]
+fn decoder_step_kernels_match_their_references() {
+    let g = gpu();
+    let mut rng = Rng(0xD1CE);
+    // Embedding rows.
+    let (vocab, cols) = (50, 96);
+    let table = rng.values(vocab * cols, 1.0);
+    let ids = [3u32, 49, 0, 3];
+    let mut out = g.alloc::<f32>(ids.len() * cols).unwrap();
+    g.embed_rows(
+        &mut out,
+        &g.upload(&table).unwrap(),
+        &g.upload(&ids).unwrap(),
+        4,
+        cols,
+        1.7,
+    )
+    .unwrap();
+    check(
+        "embed_rows",
+        &g.download(&out).unwrap(),
+        &reference::embed_rows(&table, &ids, cols, 1.7).unwrap(),
+    );
+    // RMSNorm of picked rows into f32 and f16 inputs; the residual form.
+    let (rows, cols) = (5, 640);
+    let x = rng.values(rows * cols, 3.0);
+    let w = rng.values(cols, 1.0);
+    let pick = [4u32, 0, 2];
+    let picked: Vec<f32> = pick
+        .iter()
+        .flat_map(|&r| x[r as usize * cols..][..cols].to_vec())
+        .collect();
+    let want = reference::rms_norm(&picked, &w, 1e-5, 0.0).unwrap();
+    let (xd, wd, pd) = (
+        g.upload(&x).unwrap(),
+        g.upload(&w).unwrap(),
+        g.upload(&pick).unwrap(),
+    );
+    for half in [false, true] {
+        let mut o = g.alloc_act(pick.len() * cols, half).unwrap();
+        g.rms_norm_rows(&mut o, &xd, Some(&pd), pick.len(), &wd, 1e-5)
+            .unwrap();
+        let tol = if half { 1e-3 } else { TOLERANCE };
+        check_within(
+            &format!("rms_norm_rows (f16 out: {half})"),
+            &act_out(&g, &o),
+            &want,
+            tol,
+        );
+    }
+    let y = rng.values(rows * cols, 2.0);
+    let mut xr = x.clone();
+    reference::add_rms_norm(&mut xr, &y, &w, 1e-5).unwrap();
+    let mut xg = g.upload(&x).unwrap();
+    g.add_rms_norm(&mut xg, &g.upload(&y).unwrap(), &wd, rows, 1e-5)
+        .unwrap();
+    check("add_rms_norm", &g.download(&xg).unwrap(), &xr);
+    // Gated activations, each kind.
+    let (rows, ff) = (3, 4864);
+    let gu = rng.values(rows * 2 * ff, 4.0);
+    let gud = g.upload(&gu).unwrap();
+    for act in 0..4 {
+        let mut o = g.alloc_act(rows * ff, false).unwrap();
+        g.gated_act(&mut o, &gud, rows, ff, act).unwrap();
+        check(
+            &format!("gated_act {act}"),
+            &act_out(&g, &o),
+            &reference::gated_act(&gu, ff, act).unwrap(),
+        );
+    }
+    // Fused bias + QK-norm + RoPE + cache writes.
+    let shapes = [
+        (4, 2, 64, 32, false, true),
+        (9, 3, 64, 32, true, false),
+        (8, 2, 128, 32, false, false),
+    ];
+    for (heads, kv_heads, dim, half, interleaved, extras) in shapes {
+        let s = reference::QkvShape {
+            heads,
+            kv_heads,
+            dim,
+            half,
+            interleaved,
+        };
+        let rows = 6;
+        let total = (heads + 2 * kv_heads) * dim;
+        let qkv = rng.values(rows * total, 2.0);
+        let bias = rng.values(total, 0.5);
+        let (qn, kn) = (rng.values(dim, 1.0), rng.values(dim, 1.0));
+        let positions: Vec<u32> = (0..rows as u32).map(|r| r * 37 + 1).collect();
+        let slots: Vec<u32> = (0..rows as u32).rev().map(|r| r * 3 + 1).collect();
+        let npos = 300;
+        let angles: Vec<(f32, f32)> = (0..npos * half)
+            .map(|i| {
+                let a = (i / half) as f64 / 10000f64.powf((i % half) as f64 / half as f64);
+                (a.cos() as f32, a.sin() as f32)
+            })
+            .collect();
+        let cos: Vec<f32> = angles.iter().map(|a| a.0).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.1).collect();
+        let width = kv_heads * dim;
+        let cache_len = 20 * width;
+        let (mut kr, mut vr) = (vec![f16::ZERO; cache_len], vec![f16::ZERO; cache_len]);
+        let q_want = reference::qkv_rope_cache(
+            &qkv,
+            extras.then_some(&bias[..]),
+            extras.then_some((&qn[..], &kn[..])),
+            1e-6,
+            (&cos, &sin),
+            &positions,
+            &slots,
+            s,
+            &mut kr,
+            &mut vr,
+        )
+        .unwrap();
+        let (bd, qnd, knd) = (
+            g.upload(&bias).unwrap(),
+            g.upload(&qn).unwrap(),
+            g.upload(&kn).unwrap(),
+        );
+        let (mut kc, mut vc) = (
+            g.alloc::<u16>(cache_len).unwrap(),
+            g.alloc::<u16>(cache_len).unwrap(),
+        );
+        let mut q = g.alloc::<f32>(rows * heads * dim).unwrap();
+        g.qkv_rope_cache(
+            &g.upload(&qkv).unwrap(),
+            extras.then_some(&bd),
+            extras.then_some((&qnd, &knd)),
+            1e-6,
+            (
+                &g.upload(&cos).unwrap(),
+                &g.upload(&sin).unwrap(),
+                half,
+                interleaved,
+            ),
+            &g.upload(&positions).unwrap(),
+            &g.upload(&slots).unwrap(),
+            &mut q,
+            (&mut kc, &mut vc),
+            rows,
+            (heads, kv_heads, dim),
+        )
+        .unwrap();
+        let what = format!("qkv_rope_cache {heads}/{kv_heads}×{dim}, interleaved {interleaved}");
+        check(&what, &g.download(&q).unwrap(), &q_want);
+        // f16 writes: the same rounding of values within float error of each other.
+        check_within(
+            &format!("{what}, keys"),
+            &halves(&g.download(&kc).unwrap()),
+            &halves_of(&kr),
+            1e-3,
+        );
+        check_within(
+            &format!("{what}, values"),
+            &halves(&g.download(&vc).unwrap()),
+            &halves_of(&vr),
+            1e-3,
+        );
+    }
+    // Greedy picks: many blocks per row, ties to the first index.
+    let (rows, cols) = (3, 50_000);
+    let mut x = rng.values(rows * cols, 5.0);
+    x[cols + 777] = 9.0;
+    x[cols + 40_000] = 9.0;
+    x[2 * cols + 49_999] = 9.5;
+    let mut keys = g.alloc::<u64>(rows).unwrap();
+    g.argmax_rows(&mut keys, &g.upload(&x).unwrap(), rows, cols)
+        .unwrap();
+    let got: Vec<u32> = g
+        .download(&keys)
+        .unwrap()
+        .into_iter()
+        .map(forja_kernels::cuda::argmax_index)
+        .collect();
+    assert_eq!(got, reference::argmax_rows(&x, cols).unwrap());
+    assert_eq!(&got[1..], &[777, 49_999]);
+}
+
+fn halves_of(v: &[f16]) -> Vec<f32> {
+    v.iter().map(|h| h.to_f32()).collect()
+}
+
+/// Products through cuBLAS (f32 and f16 weights, `beta` 0 and 1) against f64 sums, and a
+/// recorded graph replayed on new inputs.
+#[test]
+fn products_and_graphs_match_their_references() {
+    let g = gpu();
+    let mut rng = Rng(0x6E33);
+    for (rows, out, inp) in [(1, 960, 576), (7, 1536, 896), (64, 256, 4096)] {
+        let w = rng.values(out * inp, 0.1);
+        let x = rng.values(rows * inp, 1.0);
+        let y0 = rng.values(rows * out, 1.0);
+        for half in [false, true] {
+            // The reference multiplies the values the GPU sees: f16-rounded when half.
+            let round = |v: &[f32]| -> Vec<f32> {
+                if half {
+                    v.iter().map(|a| f16::from_f32(*a).to_f32()).collect()
+                } else {
+                    v.to_vec()
+                }
+            };
+            let (wr, xr) = (round(&w), round(&x));
+            let wd = g.upload_weight(&w, out, inp, half).unwrap();
+            let mut xa = g.alloc_act(rows * inp, half).unwrap();
+            g.convert(&mut xa, &g.upload(&x).unwrap(), rows * inp)
+                .unwrap();
+            for beta in [0.0f32, 1.0] {
+                let want: Vec<f32> = (0..rows * out)
+                    .map(|i| {
+                        let (r, o) = (i / out, i % out);
+                        let dot: f64 = (0..inp)
+                            .map(|k| f64::from(xr[r * inp + k]) * f64::from(wr[o * inp + k]))
+                            .sum();
+                        (dot + f64::from(beta) * f64::from(y0[i])) as f32
+                    })
+                    .collect();
+                let mut y = g.upload(&y0).unwrap();
+                g.gemm(&mut y, &xa, rows, &wd, beta).unwrap();
+                check(
+                    &format!("gemm {rows}×{inp} by [{out}, {inp}], f16 {half}, beta {beta}"),
+                    &g.download(&y).unwrap(),
+                    &want,
+                );
+            }
+        }
+    }
+    // A graph of two launches, recorded once, replayed after its input changed.
+    let cols = 512;
+    let w = rng.values(cols, 1.0);
+    let wd = g.upload(&w).unwrap();
+    let mut x = g.upload(&rng.values(2 * cols, 1.0)).unwrap();
+    let mut o = g.alloc_act(2 * cols, false).unwrap();
+    let mut keys = g.alloc::<u64>(2).unwrap();
+    let o_ptr = &mut o;
+    let graph = {
+        let run = |o: &mut Act,
+                   keys: &mut forja_kernels::cuda::CudaSlice<u64>,
+                   x: &forja_kernels::cuda::CudaSlice<f32>| {
+            g.rms_norm_rows(o, x, None, 2, &wd, 1e-6)?;
+            match o {
+                Act::F32(b) => g.argmax_rows(keys, b, 2, cols),
+                Act::F16(_) => unreachable!(),
+            }
+        };
+        g.capture(|| run(o_ptr, &mut keys, &x)).unwrap()
+    };
+    for _ in 0..3 {
+        let fresh = rng.values(2 * cols, 1.0);
+        g.upload_into(&fresh, &mut x).unwrap();
+        g.replay(&graph).unwrap();
+        let want = reference::rms_norm(&fresh, &w, 1e-6, 0.0).unwrap();
+        check("graph replay", &act_out(&g, o_ptr), &want);
+        let picks: Vec<u32> = g
+            .download(&keys)
+            .unwrap()
+            .into_iter()
+            .map(forja_kernels::cuda::argmax_index)
+            .collect();
+        assert_eq!(picks, reference::argmax_rows(&want, cols).unwrap());
+    }
 }
