@@ -1,4 +1,4 @@
-//! PDFs written by real producers (reportlab, see scripts/goldens/pdf_fixtures.py; a CUAD
+//! PDFs written by real producers (reportlab, see scripts/fixtures/pdf_fixtures.py; a CUAD
 //! contract converted from HTML by its publisher) read through pdfium — installed by
 //! scripts/fetch-testdata and named by FORJA_PDFIUM — and through the built-in extractor; broken,
 //! encrypted and scanned files are clear per-file errors and an ingest goes on past them.
