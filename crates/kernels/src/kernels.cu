@@ -315,3 +315,118 @@ extern "C" __global__ void argmax_rows(unsigned long long* keys, const float* x,
 extern "C" __global__ void zero_u64(unsigned long long* x, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = 0;
 }
+
+// ---- GGUF block-quantized weights, read as stored -----------------------------------------
+// A row of `in` values is in/32 units of 32 values; decode32 writes unit u of a row. Types (as
+// forja_kernels::cuda::QuantKind numbers them): 0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q4_K, 4 Q6_K.
+
+__device__ __forceinline__ float h2f_at(const unsigned char* p) {
+    return h2f((unsigned short)(p[0] | (p[1] << 8)));
+}
+
+__device__ void decode32(int ty, const unsigned char* row, int u, float* v) {
+    if (ty == 0) {  // Q8_0: f16 d, 32 × i8
+        const unsigned char* b = row + (size_t)u * 34;
+        const float d = h2f_at(b);
+        for (int l = 0; l < 32; l++) v[l] = d * (float)(signed char)b[2 + l];
+    } else if (ty == 1) {  // Q4_0: f16 d, 16 bytes: low nibbles 0..15, high 16..31, minus 8
+        const unsigned char* b = row + (size_t)u * 18;
+        const float d = h2f_at(b);
+        for (int l = 0; l < 16; l++) {
+            v[l] = d * (float)((b[2 + l] & 0xF) - 8);
+            v[l + 16] = d * (float)((b[2 + l] >> 4) - 8);
+        }
+    } else if (ty == 2) {  // Q4_1: f16 d, f16 m, 16 bytes
+        const unsigned char* b = row + (size_t)u * 20;
+        const float d = h2f_at(b), m = h2f_at(b + 2);
+        for (int l = 0; l < 16; l++) {
+            v[l] = d * (float)(b[4 + l] & 0xF) + m;
+            v[l + 16] = d * (float)(b[4 + l] >> 4) + m;
+        }
+    } else if (ty == 3) {  // Q4_K: 256 values; d, dmin, 12 bytes of 6-bit scales/mins, 128 bytes
+        const unsigned char* b = row + (size_t)(u / 8) * 144;
+        const int j = u % 8;
+        const float d = h2f_at(b), dmin = h2f_at(b + 2);
+        const unsigned char* s = b + 4;
+        int sc, m;
+        if (j < 4) {
+            sc = s[j] & 63;
+            m = s[j + 4] & 63;
+        } else {
+            sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+            m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        }
+        const unsigned char* q = b + 16 + (j / 2) * 32;
+        const int shift = 4 * (j & 1);
+        const float d1 = d * (float)sc, m1 = dmin * (float)m;
+        for (int l = 0; l < 32; l++) v[l] = d1 * (float)((q[l] >> shift) & 0xF) - m1;
+    } else {  // Q6_K: 256 values; ql[128], qh[64], i8 scales[16], f16 d
+        const unsigned char* b = row + (size_t)(u / 8) * 210;
+        const int t = u % 8, h = t / 4, g = t % 4;
+        const unsigned char* ql = b + h * 64;
+        const unsigned char* qh = b + 128 + h * 32;
+        const signed char* sc = (const signed char*)(b + 192 + h * 8);
+        const float d = h2f_at(b + 208);
+        for (int l = 0; l < 32; l++) {
+            const int lo = (g & 1) ? ql[l + 32] : ql[l];
+            const int q = ((g < 2) ? (lo & 0xF) : (lo >> 4)) | (((qh[l] >> (2 * g)) & 3) << 4);
+            v[l] = d * (float)sc[l / 16 + 2 * g] * (float)(q - 32);
+        }
+    }
+}
+
+// y[r, y_col + o] = Σ_k x[r, k] · w[o, k] (+ beta · y[r, y_col + o]) for activation rows
+// row0..row0 + rows, rows ≤ 8 (f32, or f16 when x_half; y rows ldy apart): one warp per output
+// row, its lanes over the row's units of 32 values.
+extern "C" __global__ void gemv_quant(float* y, const unsigned char* w, const void* x, int rows,
+                                      int out, int in, int row_bytes, int ty, float beta,
+                                      int x_half, int ldy, int y_col, int row0) {
+    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (warp >= out) return;
+    const unsigned char* wr = w + (size_t)warp * row_bytes;
+    x = x_half ? (const void*)((const unsigned short*)x + (size_t)row0 * in)
+               : (const void*)((const float*)x + (size_t)row0 * in);
+    y += (size_t)row0 * ldy;
+    float acc[8];
+    for (int r = 0; r < 8; r++) acc[r] = 0.0f;
+    float v[32];
+    for (int u = lane; u < in / 32; u += 32) {
+        decode32(ty, wr, u, v);
+        for (int r = 0; r < rows; r++) {
+            float s = 0.0f;
+            if (x_half) {
+                const unsigned short* xr = (const unsigned short*)x + (size_t)r * in + u * 32;
+                for (int l = 0; l < 32; l++) s += v[l] * h2f(xr[l]);
+            } else {
+                const float* xr = (const float*)x + (size_t)r * in + u * 32;
+                for (int l = 0; l < 32; l++) s += v[l] * xr[l];
+            }
+            acc[r] += s;
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        float s = acc[r];
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) {
+            float* dst = y + (size_t)r * ldy + y_col + warp;
+            *dst = s + (beta != 0.0f ? beta * *dst : 0.0f);
+        }
+    }
+}
+
+// The whole matrix to f16 rows out_row.. of `out` (for products over many rows, which cuBLAS
+// then runs): one thread per unit of 32 values.
+extern "C" __global__ void dequant_f16(unsigned short* out, const unsigned char* w, int rows,
+                                       int in, int row_bytes, int ty, int out_row) {
+    const int units = in / 32;
+    const size_t n = (size_t)rows * units;
+    float v[32];
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / units;
+        const int u = (int)(i % units);
+        decode32(ty, w + r * row_bytes, u, v);
+        unsigned short* o = out + (r + out_row) * in + (size_t)u * 32;
+        for (int l = 0; l < 32; l++) o[l] = f2h(v[l]);
+    }
+}

@@ -3,7 +3,7 @@
 //! markdown table rows. Built with `--features cuda`; run on the GPU machine by
 //! `bench/gpu/run.sh`.
 //!
-//! `gpu_decode MODEL [--f32] [--prompt N] [--gen N] [--check N] [--batches 1,16,64]`
+//! `gpu_decode MODEL [--f32 | --quantized] [--prompt N] [--gen N] [--check N] [--batches 1,16,64]`
 //! `gpu_decode --random-llama HIDDEN,LAYERS,FF,HEADS,KV_HEADS,VOCAB DIR ...` first writes a
 //! Llama-shaped model with random f16 weights to DIR (for shapes no small file has).
 
@@ -86,6 +86,7 @@ fn random_llama(spec: &str, dir: &Path) {
 struct Args {
     model: PathBuf,
     half: bool,
+    quantized: bool,
     prompt: usize,
     generate: usize,
     check: usize,
@@ -97,6 +98,7 @@ fn args() -> Args {
     let mut out = Args {
         model: PathBuf::new(),
         half: true,
+        quantized: false,
         prompt: 512,
         generate: 128,
         check: 32,
@@ -105,6 +107,7 @@ fn args() -> Args {
     while let Some(x) = a.next() {
         match x.as_str() {
             "--f32" => out.half = false,
+            "--quantized" => out.quantized = true,
             "--prompt" => out.prompt = a.next().unwrap().parse().unwrap(),
             "--gen" => out.generate = a.next().unwrap().parse().unwrap(),
             "--check" => out.check = a.next().unwrap().parse().unwrap(),
@@ -191,6 +194,7 @@ fn main() {
     let per_seq = ctx.div_ceil(bs);
     let opts = GpuOptions {
         half: a.half,
+        quantized: a.quantized,
         block_size: bs,
         blocks: per_seq * max_batch,
         max_context: ctx,
@@ -201,7 +205,13 @@ fn main() {
         "{}: weights {:.2} GiB ({}), KV pool {:.2} GiB, uploaded in {:.1?}",
         gpu.name(),
         g.weight_bytes() as f64 / (1u64 << 30) as f64,
-        if a.half { "f16" } else { "f32" },
+        if a.quantized {
+            "GGUF blocks where the GPU reads them, else f16"
+        } else if a.half {
+            "f16"
+        } else {
+            "f32"
+        },
         g.kv_bytes() as f64 / (1u64 << 30) as f64,
         t.elapsed()
     );

@@ -104,6 +104,7 @@ fn check_family(gpu: &Arc<Gpu>, name: &str, half: bool, tolerance: f32) {
     let per_seq = longest.div_ceil(BLOCK);
     let opts = GpuOptions {
         half,
+        quantized: false,
         block_size: BLOCK,
         blocks: per_seq * prompts.len() + 5,
         max_context: longest,
@@ -202,6 +203,7 @@ fn gpu_greedy_and_graphs_change_nothing() {
         let per_seq = ctx.div_ceil(BLOCK);
         let opts = GpuOptions {
             half: true,
+            quantized: false,
             block_size: BLOCK,
             blocks: per_seq * prompts.len(),
             max_context: ctx,
@@ -256,6 +258,7 @@ fn bad_steps_are_refused() {
     let (model, _) = load("llama");
     let opts = GpuOptions {
         half: false,
+        quantized: false,
         block_size: BLOCK,
         blocks: 4,
         max_context: 16,
@@ -275,4 +278,122 @@ fn bad_steps_are_refused() {
     assert!(bad(&mut m, &[1], 0, &[9]).contains("block 9 outside a pool of 4"));
     assert!(bad(&mut m, &[9999], 0, &[0]).contains("outside the vocabulary"));
     assert!(bad(&mut m, &[1], 16, &[0, 1, 2, 3]).contains("context 16"));
+}
+
+/// Random GGUF blocks of `ty` with valid f16 scales: `rows` rows of `cols`.
+fn random_blocks(ty: forja_quant::QuantType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    use forja_quant::QuantType as T;
+    let mut x = seed;
+    let mut byte = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 24) as u8
+    };
+    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    let mut out = Vec::new();
+    for _ in 0..rows {
+        match ty {
+            T::Q8_0 | T::Q4_0 | T::Q4_1 => {
+                for _ in 0..cols / 32 {
+                    out.extend(f16(0.01 + f32::from(byte()) / 5000.0));
+                    let n = match ty {
+                        T::Q8_0 => 32,
+                        T::Q4_0 => 16,
+                        _ => {
+                            out.extend(f16(-0.05 + f32::from(byte()) / 5000.0));
+                            16
+                        }
+                    };
+                    out.extend((0..n).map(|_| byte()));
+                }
+            }
+            T::Q4K => {
+                for _ in 0..cols / 256 {
+                    out.extend(f16(0.002 + f32::from(byte()) / 50000.0));
+                    out.extend(f16(0.001 + f32::from(byte()) / 50000.0));
+                    out.extend((0..12 + 128).map(|_| byte()));
+                }
+            }
+            T::Q6K => {
+                for _ in 0..cols / 256 {
+                    out.extend((0..128 + 64 + 16).map(|_| byte()));
+                    out.extend(f16(0.001 + f32::from(byte()) / 50000.0));
+                }
+            }
+            _ => unreachable!("not a type under test"),
+        }
+    }
+    out
+}
+
+/// Products with GGUF blocks read as stored — the GEMV kernel for a few rows, dequantization to
+/// f16 plus cuBLAS for many, weights of mixed types joined by rows — against f64 sums over the
+/// rows forja's CPU dequantizes (checked against gguf-py elsewhere), on f16-rounded inputs.
+#[test]
+fn quantized_weights_multiply_as_their_dequantized_rows() {
+    use forja_kernels::cuda::{Act, QuantKind};
+    use forja_quant::{QMatrix, QuantType as T};
+    let g = gpu();
+    let cols = 512;
+    let kinds = [
+        (T::Q8_0, QuantKind::Q8_0, 40),
+        (T::Q4_0, QuantKind::Q4_0, 24),
+        (T::Q4_1, QuantKind::Q4_1, 8),
+        (T::Q4K, QuantKind::Q4K, 33),
+        (T::Q6K, QuantKind::Q6K, 17),
+    ];
+    let mut dense = Vec::new();
+    let mut blocks = Vec::new();
+    for (i, &(ty, kind, rows)) in kinds.iter().enumerate() {
+        let b = random_blocks(ty, rows, cols, 99 + i as u64);
+        dense.extend(
+            QMatrix::new(ty, rows, cols, b.clone())
+                .unwrap()
+                .dequantize()
+                .unwrap(),
+        );
+        blocks.push((kind, rows, b));
+    }
+    let out: usize = kinds.iter().map(|k| k.2).sum();
+    let parts: Vec<_> = blocks.iter().map(|(k, r, b)| (*k, *r, &b[..])).collect();
+    let w = g.upload_quant(&parts, cols).unwrap();
+    let mut deq = g.alloc::<u16>(w.dequant_len()).unwrap();
+    for rows in [1, 3, 8, 9, 40, 100] {
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| half::f16::from_f32(((i * 7919) % 1000) as f32 / 500.0 - 1.0).to_f32())
+            .collect();
+        let bits: Vec<u16> = x
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_bits())
+            .collect();
+        let xa = Act::F16(g.upload(&bits).unwrap());
+        let y0: Vec<f32> = (0..rows * out).map(|i| (i % 13) as f32 / 13.0).collect();
+        for beta in [0.0f32, 1.0] {
+            let mut y = g.upload(&y0).unwrap();
+            g.gemm_quant(&mut y, &xa, rows, &w, beta, &mut deq).unwrap();
+            let got = g.download(&y).unwrap();
+            // Many rows go through an f16 copy of the weights: their rounding is the tolerance.
+            let wr: Vec<f32> = if rows > forja_kernels::cuda::GEMV_ROWS {
+                dense
+                    .iter()
+                    .map(|v| half::f16::from_f32(*v).to_f32())
+                    .collect()
+            } else {
+                dense.clone()
+            };
+            let want: Vec<f32> = (0..rows * out)
+                .map(|i| {
+                    let (r, o) = (i / out, i % out);
+                    let dot: f64 = (0..cols)
+                        .map(|k| f64::from(x[r * cols + k]) * f64::from(wr[o * cols + k]))
+                        .sum();
+                    (dot + f64::from(beta) * f64::from(y0[i])) as f32
+                })
+                .collect();
+            let e = rel_diff(&got, &want);
+            println!("{rows} rows × {out} mixed-type outputs, beta {beta}: relative error {e:.2e}");
+            assert!(e <= 1e-5, "{rows} rows, beta {beta}: relative error {e}");
+        }
+    }
 }

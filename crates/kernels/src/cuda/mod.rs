@@ -15,13 +15,13 @@ use crate::{KernelError, PagedAttention, Result, shapes};
 mod blas;
 mod ops;
 
-pub use blas::{GemmData, GemmInput, GemmWeight};
+pub use blas::{GEMV_ROWS, GemmData, GemmInput, GemmWeight, QuantKind, QuantPart};
 pub use cudarc::driver::CudaSlice;
 pub use ops::{Act, AttentionLaunch, AttentionTables, StepGraph, argmax_index};
 
 const SOURCE: &str = include_str!("../kernels.cu");
 /// The kernels `SOURCE` defines.
-const KERNELS: [&str; 14] = [
+const KERNELS: [&str; 16] = [
     "rms_norm_f32",
     "silu_mul_f32",
     "rope_neox_f32",
@@ -36,6 +36,8 @@ const KERNELS: [&str; 14] = [
     "softcap_f32",
     "argmax_rows",
     "zero_u64",
+    "gemv_quant",
+    "dequant_f16",
 ];
 /// cuBLAS's workspace, set once so that captured graphs never allocate.
 const BLAS_WORKSPACE: usize = 32 << 20;

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use forja_kernels::cuda::{
-    Act, AttentionLaunch, AttentionTables, CudaSlice, Gpu, StepGraph, argmax_index,
+    Act, AttentionLaunch, AttentionTables, CudaSlice, GemmWeight, Gpu, StepGraph, argmax_index,
 };
 
 use crate::decoder::Decoder;
@@ -27,6 +27,9 @@ use weights::{GpuWeights, kernel};
 pub struct GpuOptions {
     /// Matrices in f16 (tensor cores, half the memory) instead of f32.
     pub half: bool,
+    /// Keep GGUF blocks the GPU reads (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) as stored: a few rows are
+    /// multiplied on the blocks, many rows through an f16 copy made per product. Needs `half`.
+    pub quantized: bool,
     /// Positions per KV block.
     pub block_size: usize,
     /// Blocks in the KV pool (every layer has this many).
@@ -61,6 +64,8 @@ struct Scratch {
     gate_up: CudaSlice<f32>,
     tmp: CudaSlice<f32>,
     logits: CudaSlice<f32>,
+    /// A quantized matrix dequantized to f16, for products over many rows.
+    deq: CudaSlice<u16>,
     /// Greedy picks, packed (see `argmax_index`).
     tokens: CudaSlice<u64>,
     ids: CudaSlice<u32>,
@@ -137,7 +142,12 @@ impl GpuDecoder {
             max_blocks: opts.max_context.div_ceil(opts.block_size),
             block_size: opts.block_size,
         };
-        let w = GpuWeights::upload(&gpu, d, opts.half, opts.max_context)?;
+        if opts.quantized && !opts.half {
+            return Err(ModelError::Input(
+                "quantized GPU weights work with f16 activations (half)".into(),
+            ));
+        }
+        let w = GpuWeights::upload(&gpu, d, (opts.half, opts.quantized), opts.max_context)?;
         let slots = (opts.blocks + 1) * opts.block_size * dims.kv_heads * dims.head_dim;
         let kv = (0..d.layers.len())
             .map(|_| {
@@ -385,6 +395,7 @@ impl GpuDecoder {
             gate_up: f(rows * 2 * ff)?,
             tmp: f(rows * d.hidden)?,
             logits: f(rows * d.vocab)?,
+            deq: g.alloc::<u16>(self.w.dequant_len).map_err(kernel)?,
             tokens: g.alloc::<u64>(rows).map_err(kernel)?,
             ids: u(rows)?,
             positions: u(rows)?,
@@ -412,6 +423,19 @@ struct Steps<'a> {
     output: Output,
 }
 
+/// `y = x · Wᵀ + beta · y` for a dense or quantized weight.
+fn prod(
+    g: &Gpu,
+    y: &mut CudaSlice<f32>,
+    x: &Act,
+    rows: usize,
+    w: &GemmWeight,
+    beta: f32,
+    deq: &mut CudaSlice<u16>,
+) -> Result<()> {
+    g.gemm_quant(y, x, rows, w, beta, deq).map_err(kernel)
+}
+
 fn kernel_back(e: ModelError) -> forja_kernels::KernelError {
     forja_kernels::KernelError::Cuda(e.to_string())
 }
@@ -425,7 +449,7 @@ impl Steps<'_> {
         for (l, (kc, vc)) in w.layers.iter().zip(kv.iter_mut()) {
             g.rms_norm_rows(&mut sc.act, &sc.x, None, rows, &l.attn_norm, w.eps)
                 .map_err(k)?;
-            g.gemm(&mut sc.qkv, &sc.act, rows, &l.qkv, 0.0).map_err(k)?;
+            prod(g, &mut sc.qkv, &sc.act, rows, &l.qkv, 0.0, &mut sc.deq)?;
             let rope = &w.ropes[l.rope];
             g.qkv_rope_cache(
                 &sc.qkv,
@@ -459,33 +483,38 @@ impl Steps<'_> {
                 .map_err(k)?;
             match &l.post_attn_norm {
                 Some(n) => {
-                    g.gemm(&mut sc.tmp, &sc.act, rows, &l.o, 0.0).map_err(k)?;
+                    prod(g, &mut sc.tmp, &sc.act, rows, &l.o, 0.0, &mut sc.deq)?;
                     g.add_rms_norm(&mut sc.x, &sc.tmp, n, rows, w.eps)
                         .map_err(k)?;
                 }
-                None => g.gemm(&mut sc.x, &sc.act, rows, &l.o, 1.0).map_err(k)?,
+                None => prod(g, &mut sc.x, &sc.act, rows, &l.o, 1.0, &mut sc.deq)?,
             }
             g.rms_norm_rows(&mut sc.act, &sc.x, None, rows, &l.ffn_norm, w.eps)
                 .map_err(k)?;
-            g.gemm(&mut sc.gate_up, &sc.act, rows, &l.gate_up, 0.0)
-                .map_err(k)?;
+            prod(
+                g,
+                &mut sc.gate_up,
+                &sc.act,
+                rows,
+                &l.gate_up,
+                0.0,
+                &mut sc.deq,
+            )?;
             g.gated_act(&mut sc.act, &sc.gate_up, rows, w.ff, w.act)
                 .map_err(k)?;
             match &l.post_ffn_norm {
                 Some(n) => {
-                    g.gemm(&mut sc.tmp, &sc.act, rows, &l.down, 0.0)
-                        .map_err(k)?;
+                    prod(g, &mut sc.tmp, &sc.act, rows, &l.down, 0.0, &mut sc.deq)?;
                     g.add_rms_norm(&mut sc.x, &sc.tmp, n, rows, w.eps)
                         .map_err(k)?;
                 }
-                None => g.gemm(&mut sc.x, &sc.act, rows, &l.down, 1.0).map_err(k)?,
+                None => prod(g, &mut sc.x, &sc.act, rows, &l.down, 1.0, &mut sc.deq)?,
             }
         }
         let n = self.n;
         g.rms_norm_rows(&mut sc.act, &sc.x, Some(&sc.pick), n, &w.norm, w.eps)
             .map_err(k)?;
-        g.gemm(&mut sc.logits, &sc.act, n, &w.lm_head, 0.0)
-            .map_err(k)?;
+        prod(g, &mut sc.logits, &sc.act, n, &w.lm_head, 0.0, &mut sc.deq)?;
         if let Some(cap) = w.final_softcap {
             g.softcap(&mut sc.logits, n * d.vocab, cap).map_err(k)?;
         }

@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 
 use forja_arch::decoder_config::Activation;
-use forja_kernels::cuda::{CudaSlice, GemmWeight, Gpu};
+use forja_kernels::cuda::{CudaSlice, GemmWeight, Gpu, QuantKind};
+use forja_quant::QuantType;
 
 use crate::attention::QkvProj;
 use crate::decoder::{Decoder, Layer};
 use crate::error::{ModelError, Result};
-use crate::linear::Linear;
+use crate::linear::{Linear, LinearWeight, QuantizedWeight};
 use crate::mlp::Mlp;
 use crate::rope::RopeStyle;
 
@@ -65,6 +66,8 @@ pub(super) struct GpuWeights {
     pub act: i32,
     /// Bytes of weights on the device.
     pub bytes: usize,
+    /// f16 values the largest quantized matrix dequantizes to (for products over many rows).
+    pub dequant_len: usize,
 }
 
 fn no_lora(l: &Linear, what: &str) -> Result<()> {
@@ -81,8 +84,47 @@ fn no_lora(l: &Linear, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The rows of several projections joined into one `[Σ out, in]` weight.
-fn joined(gpu: &Gpu, parts: &[&Linear], half: bool, what: &str) -> Result<GemmWeight> {
+/// The GGUF block type a quantized weight keeps on the GPU, when the GPU reads it.
+fn gpu_kind(l: &Linear) -> Option<(QuantKind, &[u8])> {
+    let LinearWeight::Quantized(QuantizedWeight::Cpu(m)) = &l.weight else {
+        return None;
+    };
+    let kind = match m.ty() {
+        QuantType::Q8_0 => QuantKind::Q8_0,
+        QuantType::Q4_0 => QuantKind::Q4_0,
+        QuantType::Q4_1 => QuantKind::Q4_1,
+        QuantType::Q4K => QuantKind::Q4K,
+        QuantType::Q6K => QuantKind::Q6K,
+        _ => return None,
+    };
+    Some((kind, m.data()))
+}
+
+/// The rows of several projections joined into one `[Σ out, in]` weight: as stored when
+/// `quantized` and every part is of a type the GPU reads, else dense (f16 when `half`).
+fn joined(
+    gpu: &Gpu,
+    parts: &[&Linear],
+    (half, quantized): (bool, bool),
+    what: &str,
+) -> Result<GemmWeight> {
+    if quantized {
+        let q: Option<Vec<_>> = parts
+            .iter()
+            .map(|l| {
+                no_lora(l, what).ok()?;
+                let (kind, bytes) = gpu_kind(l)?;
+                Some((kind, l.out_in().ok()?, bytes))
+            })
+            .collect();
+        if let Some(q) = q {
+            let inp = q.first().map_or(0, |p| p.1.1);
+            if q.iter().all(|p| p.1.1 == inp) {
+                let parts: Vec<_> = q.iter().map(|(k, (o, _), b)| (*k, *o, *b)).collect();
+                return gpu.upload_quant(&parts, inp).map_err(kernel);
+            }
+        }
+    }
     let mut rows = Vec::new();
     let mut out = 0;
     let mut inp = None;
@@ -117,7 +159,7 @@ fn layer(
     gpu: &Gpu,
     i: usize,
     l: &Layer,
-    half: bool,
+    half: (bool, bool),
     ropes: &mut Vec<(Vec<f32>, RopeTable)>,
     positions: usize,
 ) -> Result<(GpuLayer, usize)> {
@@ -212,8 +254,9 @@ fn layer(
 }
 
 impl GpuWeights {
-    /// Copies `d`'s weights to `gpu`, matrices as f16 when `half`; RoPE tables for `positions`.
-    pub fn upload(gpu: &Gpu, d: &Decoder, half: bool, positions: usize) -> Result<Self> {
+    /// Copies `d`'s weights to `gpu`, matrices as f16 when `half.0`, GGUF blocks the GPU reads
+    /// kept as stored when `half.1`; RoPE tables for `positions`.
+    pub fn upload(gpu: &Gpu, d: &Decoder, half: (bool, bool), positions: usize) -> Result<Self> {
         let mut ropes = Vec::new();
         let mut layers = Vec::with_capacity(d.layers.len());
         let mut ffs = HashMap::new();
@@ -249,7 +292,15 @@ impl GpuWeights {
             .sum::<usize>()
             + lm_head.bytes()
             + embed.len() * 4;
+        let dequant_len = layers
+            .iter()
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
+            .chain([&lm_head])
+            .map(GemmWeight::dequant_len)
+            .max()
+            .unwrap_or(0);
         Ok(GpuWeights {
+            dequant_len,
             embed: gpu.upload(&embed).map_err(kernel)?,
             embed_scale: d.embed_scale.map_or(1.0, |s| s as f32),
             layers,
