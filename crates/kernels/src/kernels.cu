@@ -317,35 +317,18 @@ extern "C" __global__ void zero_u64(unsigned long long* x, int n) {
 }
 
 // ---- GGUF block-quantized weights, read as stored -----------------------------------------
-// A row of `in` values is in/32 units of 32 values; decode32 writes unit u of a row. Types (as
-// forja_kernels::cuda::QuantKind numbers them): 0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q4_K, 4 Q6_K.
+// A row is read in groups of 8 consecutive values; decode8 writes group k of a row. Types (as
+// forja_kernels::cuda::QuantKind numbers them): 0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q4_K, 4 Q6_K. Q4_K
+// groups load their 8 nibbles as one 8-byte word (144-byte blocks keep 8-byte alignment).
 
 __device__ __forceinline__ float h2f_at(const unsigned char* p) {
     return h2f((unsigned short)(p[0] | (p[1] << 8)));
 }
 
-__device__ void decode32(int ty, const unsigned char* row, int u, float* v) {
-    if (ty == 0) {  // Q8_0: f16 d, 32 × i8
-        const unsigned char* b = row + (size_t)u * 34;
-        const float d = h2f_at(b);
-        for (int l = 0; l < 32; l++) v[l] = d * (float)(signed char)b[2 + l];
-    } else if (ty == 1) {  // Q4_0: f16 d, 16 bytes: low nibbles 0..15, high 16..31, minus 8
-        const unsigned char* b = row + (size_t)u * 18;
-        const float d = h2f_at(b);
-        for (int l = 0; l < 16; l++) {
-            v[l] = d * (float)((b[2 + l] & 0xF) - 8);
-            v[l + 16] = d * (float)((b[2 + l] >> 4) - 8);
-        }
-    } else if (ty == 2) {  // Q4_1: f16 d, f16 m, 16 bytes
-        const unsigned char* b = row + (size_t)u * 20;
-        const float d = h2f_at(b), m = h2f_at(b + 2);
-        for (int l = 0; l < 16; l++) {
-            v[l] = d * (float)(b[4 + l] & 0xF) + m;
-            v[l + 16] = d * (float)(b[4 + l] >> 4) + m;
-        }
-    } else if (ty == 3) {  // Q4_K: 256 values; d, dmin, 12 bytes of 6-bit scales/mins, 128 bytes
-        const unsigned char* b = row + (size_t)(u / 8) * 144;
-        const int j = u % 8;
+__device__ __forceinline__ void decode8(int ty, const unsigned char* row, int k, float* v) {
+    if (ty == 3) {  // Q4_K: 256 values; d, dmin, 12 bytes of 6-bit scales/mins, 128 bytes
+        const unsigned char* b = row + (size_t)(k / 32) * 144;
+        const int t = k % 32, j = t / 4;  // sub-block of 32, and which 8 of it
         const float d = h2f_at(b), dmin = h2f_at(b + 2);
         const unsigned char* s = b + 4;
         int sc, m;
@@ -356,50 +339,67 @@ __device__ void decode32(int ty, const unsigned char* row, int u, float* v) {
             sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
             m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
         }
-        const unsigned char* q = b + 16 + (j / 2) * 32;
+        const uint2 q = *(const uint2*)(b + 16 + (j / 2) * 32 + (t % 4) * 8);
         const int shift = 4 * (j & 1);
         const float d1 = d * (float)sc, m1 = dmin * (float)m;
-        for (int l = 0; l < 32; l++) v[l] = d1 * (float)((q[l] >> shift) & 0xF) - m1;
-    } else {  // Q6_K: 256 values; ql[128], qh[64], i8 scales[16], f16 d
-        const unsigned char* b = row + (size_t)(u / 8) * 210;
-        const int t = u % 8, h = t / 4, g = t % 4;
-        const unsigned char* ql = b + h * 64;
-        const unsigned char* qh = b + 128 + h * 32;
-        const signed char* sc = (const signed char*)(b + 192 + h * 8);
-        const float d = h2f_at(b + 208);
-        for (int l = 0; l < 32; l++) {
-            const int lo = (g & 1) ? ql[l + 32] : ql[l];
-            const int q = ((g < 2) ? (lo & 0xF) : (lo >> 4)) | (((qh[l] >> (2 * g)) & 3) << 4);
-            v[l] = d * (float)sc[l / 16 + 2 * g] * (float)(q - 32);
+        for (int l = 0; l < 4; l++) {
+            v[l] = d1 * (float)((q.x >> (8 * l + shift)) & 0xF) - m1;
+            v[l + 4] = d1 * (float)((q.y >> (8 * l + shift)) & 0xF) - m1;
         }
+    } else if (ty == 4) {  // Q6_K: 256 values; ql[128], qh[64], i8 scales[16], f16 d
+        const unsigned char* b = row + (size_t)(k / 32) * 210;
+        const int t = k % 32, h = t / 16, g = (t % 16) / 4, l0 = (t % 4) * 8;
+        const unsigned char* ql = b + h * 64 + (g & 1) * 32 + l0;
+        const unsigned char* qh = b + 128 + h * 32 + l0;
+        const signed char* sc = (const signed char*)(b + 192 + h * 8);
+        const float ds = h2f_at(b + 208) * (float)sc[l0 / 16 + 2 * g];
+        for (int l = 0; l < 8; l++) {
+            const int lo = (g < 2) ? (ql[l] & 0xF) : (ql[l] >> 4);
+            v[l] = ds * (float)((lo | (((qh[l] >> (2 * g)) & 3) << 4)) - 32);
+        }
+    } else if (ty == 0) {  // Q8_0: f16 d, 32 × i8
+        const unsigned char* b = row + (size_t)(k / 4) * 34;
+        const float d = h2f_at(b);
+        const signed char* q = (const signed char*)(b + 2 + (k % 4) * 8);
+        for (int l = 0; l < 8; l++) v[l] = d * (float)q[l];
+    } else {  // Q4_0 / Q4_1: f16 d (, f16 m), 16 bytes: low nibbles 0..15, high 16..31
+        const int bytes = ty == 1 ? 18 : 20;
+        const unsigned char* b = row + (size_t)(k / 4) * bytes;
+        const float d = h2f_at(b);
+        const float m = ty == 1 ? -8.0f * d : h2f_at(b + 2);
+        const unsigned char* q = b + (bytes - 16) + (k % 2) * 8;
+        const int shift = (k % 4) < 2 ? 0 : 4;
+        for (int l = 0; l < 8; l++) v[l] = d * (float)((q[l] >> shift) & 0xF) + m;
     }
 }
 
 // y[r, y_col + o] = Σ_k x[r, k] · w[o, k] (+ beta · y[r, y_col + o]) for activation rows
 // row0..row0 + rows, rows ≤ 8 (f32, or f16 when x_half; y rows ldy apart): one warp per output
-// row, its lanes over the row's units of 32 values.
+// row, each lane taking every 32nd group of 8 values (a warp reads 256 consecutive values at a
+// time: one K-quant block, or 8 small blocks).
 extern "C" __global__ void gemv_quant(float* y, const unsigned char* w, const void* x, int rows,
                                       int out, int in, int row_bytes, int ty, float beta,
                                       int x_half, int ldy, int y_col, int row0) {
     const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (warp >= out) return;
     const unsigned char* wr = w + (size_t)warp * row_bytes;
-    x = x_half ? (const void*)((const unsigned short*)x + (size_t)row0 * in)
-               : (const void*)((const float*)x + (size_t)row0 * in);
-    y += (size_t)row0 * ldy;
     float acc[8];
     for (int r = 0; r < 8; r++) acc[r] = 0.0f;
-    float v[32];
-    for (int u = lane; u < in / 32; u += 32) {
-        decode32(ty, wr, u, v);
+    float v[8];
+    for (int k = lane; k < in / 8; k += 32) {
+        decode8(ty, wr, k, v);
         for (int r = 0; r < rows; r++) {
             float s = 0.0f;
             if (x_half) {
-                const unsigned short* xr = (const unsigned short*)x + (size_t)r * in + u * 32;
-                for (int l = 0; l < 32; l++) s += v[l] * h2f(xr[l]);
+                const uint4 xv = *(const uint4*)((const unsigned short*)x + (size_t)(row0 + r) * in + k * 8);
+                const unsigned int words[4] = {xv.x, xv.y, xv.z, xv.w};
+                for (int l = 0; l < 4; l++) {
+                    s += v[2 * l] * h2f((unsigned short)(words[l] & 0xFFFF));
+                    s += v[2 * l + 1] * h2f((unsigned short)(words[l] >> 16));
+                }
             } else {
-                const float* xr = (const float*)x + (size_t)r * in + u * 32;
-                for (int l = 0; l < 32; l++) s += v[l] * xr[l];
+                const float* xr = (const float*)x + (size_t)(row0 + r) * in + k * 8;
+                for (int l = 0; l < 8; l++) s += v[l] * xr[l];
             }
             acc[r] += s;
         }
@@ -408,25 +408,25 @@ extern "C" __global__ void gemv_quant(float* y, const unsigned char* w, const vo
         float s = acc[r];
         for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
         if (lane == 0) {
-            float* dst = y + (size_t)r * ldy + y_col + warp;
+            float* dst = y + (size_t)(row0 + r) * ldy + y_col + warp;
             *dst = s + (beta != 0.0f ? beta * *dst : 0.0f);
         }
     }
 }
 
 // The whole matrix to f16 rows out_row.. of `out` (for products over many rows, which cuBLAS
-// then runs): one thread per unit of 32 values.
+// then runs): one thread per group of 8 values.
 extern "C" __global__ void dequant_f16(unsigned short* out, const unsigned char* w, int rows,
                                        int in, int row_bytes, int ty, int out_row) {
-    const int units = in / 32;
-    const size_t n = (size_t)rows * units;
-    float v[32];
+    const int groups = in / 8;
+    const size_t n = (size_t)rows * groups;
+    float v[8];
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        const size_t r = i / units;
-        const int u = (int)(i % units);
-        decode32(ty, w + r * row_bytes, u, v);
-        unsigned short* o = out + (r + out_row) * in + (size_t)u * 32;
-        for (int l = 0; l < 32; l++) o[l] = f2h(v[l]);
+        const size_t r = i / groups;
+        const int k = (int)(i % groups);
+        decode8(ty, w + r * row_bytes, k, v);
+        unsigned short* o = out + (r + out_row) * in + (size_t)k * 8;
+        for (int l = 0; l < 8; l++) o[l] = f2h(v[l]);
     }
 }

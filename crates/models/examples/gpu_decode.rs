@@ -177,7 +177,63 @@ fn rel_diff(got: &[f32], want: &[f32]) -> f32 {
         / scale
 }
 
+/// Bandwidth of the quantized GEMV on an 8B-class matrix (`[14336, 4096]`) of random blocks with
+/// valid scales, one activation row.
+fn gemv_bench(gpu: &Gpu) {
+    use forja_kernels::cuda::{Act, QuantKind};
+    let (out, inp) = (14336, 4096);
+    for kind in [
+        QuantKind::Q4K,
+        QuantKind::Q6K,
+        QuantKind::Q8_0,
+        QuantKind::Q4_1,
+    ] {
+        let rb = kind.row_bytes(inp).unwrap();
+        let mut bytes: Vec<u8> = (0..out * rb)
+            .map(|i| ((i * 2_654_435_761) >> 7) as u8)
+            .collect();
+        // Valid f16 scales where each block keeps them.
+        let (block, at): (usize, &[usize]) = match kind {
+            QuantKind::Q4K => (144, &[0, 2]),
+            QuantKind::Q6K => (210, &[208]),
+            QuantKind::Q8_0 => (34, &[0]),
+            QuantKind::Q4_0 => (18, &[0]),
+            QuantKind::Q4_1 => (20, &[0, 2]),
+        };
+        let scale = half::f16::from_f32(0.01).to_le_bytes();
+        for b in bytes.chunks_exact_mut(block) {
+            for &o in at {
+                b[o..o + 2].copy_from_slice(&scale);
+            }
+        }
+        let w = gpu.upload_quant(&[(kind, out, &bytes[..])], inp).unwrap();
+        let x = Act::F16(gpu.upload(&vec![0x3c00u16; inp]).unwrap());
+        let mut y = gpu.alloc::<f32>(out).unwrap();
+        let mut deq = gpu.alloc::<u16>(1).unwrap();
+        let reps = 200;
+        for _ in 0..10 {
+            gpu.gemm_quant(&mut y, &x, 1, &w, 0.0, &mut deq).unwrap();
+        }
+        gpu.synchronize().unwrap();
+        let t = Instant::now();
+        for _ in 0..reps {
+            gpu.gemm_quant(&mut y, &x, 1, &w, 0.0, &mut deq).unwrap();
+        }
+        gpu.synchronize().unwrap();
+        let secs = t.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "| GEMV {kind:?} [{out}, {inp}], 1 row | {:.1} µs | {:.0} GB/s |",
+            secs * 1e6,
+            (out * rb) as f64 / secs / 1e9
+        );
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--gemv-bench") {
+        gemv_bench(&Gpu::open(0).unwrap());
+        return;
+    }
     let a = args();
     let t = Instant::now();
     let model = forja_models::loader::load(&a.model, &Device::Cpu).unwrap();

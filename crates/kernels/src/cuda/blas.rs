@@ -246,7 +246,7 @@ impl Gpu {
                 .arg(&ints[0])
                 .arg(&ints[1]);
             l.arg(&rb).arg(&code).arg(&first);
-            let units = p.rows * w.inp / 32;
+            let units = p.rows * w.inp / 8;
             let cfg = cudarc::driver::LaunchConfig {
                 grid_dim: ((units as u32).div_ceil(256).clamp(1, 65_535), 1, 1),
                 block_dim: (256, 1, 1),
