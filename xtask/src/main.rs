@@ -30,6 +30,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "forja-arch",
                 "forja-hw",
                 "forja-store",
+                "forja-convert",
             ][..],
         ),
         ("forja-store", &["forja-arch", "forja-hw"][..]),
@@ -47,6 +48,10 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("forja-sched", &["forja-kv"][..]),
         ("forja-kv", &[][..]),
         ("forja-models", &["forja-arch", "forja-quant"][..]),
+        (
+            "forja-convert",
+            &["forja-models", "forja-arch", "forja-quant"][..],
+        ),
         ("forja-quant", &[][..]),
         ("forja-kernels", &[][..]),
         ("forja-arch", &[][..]),
