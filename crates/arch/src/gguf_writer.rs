@@ -253,3 +253,74 @@ impl<W: Write> GgufWriter<W> {
         Ok(self.out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgufHeader;
+
+    #[test]
+    fn written_files_read_back_through_the_reader() {
+        let meta = vec![
+            (
+                "general.architecture".to_string(),
+                GgufValue::String("llama".into()),
+            ),
+            ("llama.block_count".to_string(), GgufValue::U32(2)),
+            ("llama.rope.freq_base".to_string(), GgufValue::F32(1e4)),
+            (
+                "tokenizer.ggml.add_bos_token".to_string(),
+                GgufValue::Bool(true),
+            ),
+            (
+                "tokenizer.ggml.tokens".to_string(),
+                string_array(["a".into(), "b c".into()]),
+            ),
+            ("tokenizer.ggml.token_type".to_string(), i32_array([1, 3])),
+            ("tokenizer.ggml.scores".to_string(), f32_array([0.0, -1.5])),
+        ];
+        let tensors = vec![
+            TensorOut {
+                name: "token_embd.weight".into(),
+                dims: vec![32, 3],
+                ggml_type: GgmlType::Q8_0,
+            },
+            TensorOut {
+                name: "output_norm.weight".into(),
+                dims: vec![5],
+                ggml_type: GgmlType::F32,
+            },
+        ];
+        let mut w = GgufWriter::start(Vec::new(), &meta, &tensors).unwrap();
+        assert!(w.write_tensor("output_norm.weight", &[0; 20]).is_err());
+        w.write_tensor("token_embd.weight", &[7; 102]).unwrap();
+        let early = GgufWriter::start(Vec::new(), &meta, &tensors)
+            .unwrap()
+            .finish();
+        assert!(early.is_err());
+        w.write_tensor("output_norm.weight", &[9; 20]).unwrap();
+        let bytes = w.finish().unwrap();
+        let h = GgufHeader::read(&bytes[..], bytes.len() as u64).unwrap();
+        assert_eq!(h.version, 3);
+        for (k, v) in &meta {
+            assert_eq!(h.get(k), Some(v), "{k}");
+        }
+        assert_eq!(h.tensors.len(), 2);
+        assert_eq!(h.tensors[0].dims, vec![32, 3]);
+        assert_eq!(h.tensors[0].ggml_type, GgmlType::Q8_0);
+        assert_eq!(h.tensors[1].offset, 128);
+        let at = |t: usize| (h.data_offset + h.tensors[t].offset) as usize;
+        assert_eq!(&bytes[at(0)..at(0) + 102], &[7; 102][..]);
+        assert_eq!(&bytes[at(1)..at(1) + 20], &[9; 20][..]);
+        assert_eq!(bytes.len(), at(1) + 32);
+        // Rows that are not whole blocks, and duplicate names, are refused.
+        let bad = TensorOut {
+            name: "x".into(),
+            dims: vec![30, 1],
+            ggml_type: GgmlType::Q8_0,
+        };
+        assert!(GgufWriter::start(Vec::new(), &[], &[bad]).is_err());
+        let twice = [tensors[1].clone(), tensors[1].clone()];
+        assert!(GgufWriter::start(Vec::new(), &[], &twice).is_err());
+    }
+}

@@ -296,17 +296,18 @@ fn bad_input_fails_with_what_and_where_and_writes_nothing() {
     write_safetensors(
         &st,
         &[(
-            "model.embed_tokens.weight".into(),
+            "lm_head.weight".into(),
             vec![VOCAB, 128],
             "F32",
             vec![0.0; VOCAB * 128],
         )],
     );
-    expect_error(&dir, &out, "model.embed_tokens.weight");
+    // llama-quantize's order starts with the output head.
+    expect_error(&dir, &out, "\"lm_head.weight\" has shape [264, 128]");
     write_safetensors(
         &st,
         &[(
-            "model.embed_tokens.weight".into(),
+            "lm_head.weight".into(),
             vec![VOCAB, HIDDEN],
             "I32",
             vec![0.0; VOCAB * HIDDEN],
