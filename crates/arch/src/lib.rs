@@ -8,6 +8,7 @@ pub mod error;
 pub mod ggml_type;
 pub mod gguf;
 pub mod gguf_config;
+pub mod gguf_writer;
 pub mod hf_config;
 pub mod kv_cache;
 pub mod model_source;

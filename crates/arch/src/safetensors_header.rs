@@ -17,6 +17,8 @@ pub struct SafetensorsTensor {
     pub dtype: String,
     pub shape: Vec<u64>,
     pub data_bytes: u64,
+    /// Where the data starts in the file (bytes from its beginning).
+    pub data_start: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +116,7 @@ impl SafetensorsHeader {
                 dtype: dtype.to_string(),
                 shape,
                 data_bytes,
+                data_start: 8 + n + start,
             });
         }
         Ok(SafetensorsHeader {

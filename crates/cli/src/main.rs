@@ -9,6 +9,7 @@ mod cmd_hw;
 mod cmd_ingest;
 mod cmd_plan;
 mod cmd_pull;
+mod cmd_quantize;
 mod cmd_run;
 mod cmd_search;
 mod cmd_serve;
@@ -51,6 +52,8 @@ enum Command {
     Rm(cmd_store::RmArgs),
     /// Give a stored model another name
     Cp(cmd_store::CpArgs),
+    /// Convert an HF safetensors model to a quantized llama.cpp-compatible GGUF
+    Quantize(cmd_quantize::QuantizeArgs),
     /// Chat with a model in the terminal, or answer one prompt
     Run(cmd_run::RunArgs),
     /// Serve a model over HTTP: OpenAI-compatible API, continuous batching, metrics
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Command::Cp(a) => cmd_store::cp(a),
         Command::Collections(a) => cmd_collections::run(a),
         Command::Tune(a) => cmd_tune::run(a),
+        Command::Quantize(a) => cmd_quantize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,8 @@
 //! they multiply with (`Q8_0`, `Q8_1`, `Q8_K`, paired as llama.cpp pairs them), dot products in
 //! portable Rust and in AVX2 (chosen at run time, so one x86-64 binary runs everywhere), and
 //! [`QMatrix`], a quantized matrix whose product with f32 activations is threaded over tiles of
-//! weight rows on the crate's own worker pool.
+//! weight rows on the crate's own worker pool; and the quantizers that write every format
+//! (`quantize.rs`), the inverse of the dequantization.
 //!
 //! Every kernel is checked against the reference (dequantize, then an f32 dot product) by the
 //! property tests in `tests/`.
@@ -17,6 +18,8 @@ mod kquants;
 mod legacy;
 pub mod matrix;
 mod pool;
+pub mod quantize;
+mod quantize_k;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -26,6 +29,7 @@ pub use dot::{Isa, vec_dot};
 pub use error::{QuantError, Result};
 pub use format::{ActivationType, QK, QK_K, QuantType};
 pub use matrix::QMatrix;
+pub use quantize::{quantize, quantize_row};
 
 /// Calls `f(0) … f(tasks - 1)` on the worker pool the matmuls use (the caller works too) and
 /// returns when every call has returned, so other CPU kernels (attention over the KV cache) share
