@@ -6,11 +6,11 @@
 #     llama-quantize to each recipe; forja's path: `forja quantize FOLDER --to RECIPE`;
 #  3. compare.py: per recipe, tensor types, bytes identical per tensor, RMS error of each file's
 #     weights against the f16 weights;
-#  4. llama-cli (llama.cpp) generates greedily from forja's q8_0 and q4_k_m files and from
+#  4. llama-simple (llama.cpp) generates greedily from forja's q8_0 and q4_k_m files and from
 #     llama-quantize's, and forja runs its own files.
 # Prints a markdown report (also written to $OUT/report.md).
 # Usage: bench/quantize/compare-llama-cpp.sh        Env: OUT (work folder), LLAMA_BIN (a folder
-# with llama-quantize and llama-cli; default: built by bench/cpu/build-llama-cpp.sh),
+# with llama-quantize and llama-simple; default: built by bench/cpu/build-llama-cpp.sh),
 # FORJA (the forja binary; default: a release build), RECIPES (default: all seven).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -23,7 +23,7 @@ py="$venv/bin/python"
 [ -x "$py" ] || { echo "no Python venv at $venv: run scripts/goldens/run all first" >&2; exit 1; }
 "$venv/bin/pip" install --quiet -r "$root/scripts/goldens/requirements.txt" \
   -r "$root/scripts/goldens/reference.requirements.txt"
-bin="${LLAMA_BIN:-$(LLAMA_CPP_EXTRA_BINS="llama-quantize llama-cli" "$root/bench/cpu/build-llama-cpp.sh" | tail -1)}"
+bin="${LLAMA_BIN:-$(LLAMA_CPP_EXTRA_BINS="llama-quantize" "$root/bench/cpu/build-llama-cpp.sh" | tail -1)}"
 if [ -z "${FORJA:-}" ]; then
   cargo build --release --locked --quiet -p forja-cli --manifest-path "$root/Cargo.toml"
   FORJA="${CARGO_TARGET_DIR:-$root/target}/release/forja"
@@ -77,11 +77,11 @@ done
   echo
   echo "## Greedy generation (32 tokens, prompt \"The capital of France is\")"
   echo
-  echo "| file | llama-cli | forja run |"
+  echo "| file | llama-simple (llama.cpp, greedy) | forja run |"
   echo "|---|---|---|"
   for f in forja-q8_0 llama-q8_0 forja-q4_k_m llama-q4_k_m; do
     [ -f "$out/$f.gguf" ] || continue
-    l="$("$bin/llama-cli" -m "$out/$f.gguf" -p "The capital of France is" -n 32 --temp 0 -no-cnv --no-warmup -t "$(nproc)" 2>/dev/null </dev/null | tr '\n' ' ' | sed 's/|/\\|/g' | cut -c1-160)" || l="(failed: exit $?)"
+    l="$("$bin/llama-simple" -m "$out/$f.gguf" -n 32 "The capital of France is" 2>/dev/null </dev/null | tr '\n' ' ' | sed 's/|/\\|/g' | cut -c1-160)" || l="(failed: exit $?)"
     g="$("$FORJA" run "$out/$f.gguf" --raw "The capital of France is" --max-tokens 32 --temperature 0 2>/dev/null | tr '\n' ' ' | sed 's/|/\\|/g' | cut -c1-160)" || g="(failed: exit $?)"
     echo "| $f | $l | $g |"
   done
