@@ -2,10 +2,16 @@
 //! with `A` `[rank, in]`, `B` `[out, rank]` and `s = alpha / rank` — so an adapted model is the
 //! same decoder with adapters attached, never a second copy of it (Hu et al. 2021,
 //! arXiv:2106.09685; the PEFT library's `LoraLayer` conventions for names and scaling).
+//!
+//! A `Linear` carries at most one adapter for every row (`Linear::lora`: training, `forja run
+//! --adapter`) and any number of *served* adapters, each known by an [`AdapterId`], that apply
+//! only to the rows of the sequences naming them ([`AdapterRows`]): a server batches requests
+//! for different adapters in one step without merging any into the base.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
 
@@ -103,6 +109,18 @@ impl Lora {
         Ok((h.broadcast_matmul(&self.b.t()?)? * self.scale)?)
     }
 
+    /// `y` with this adapter's update added: to every row (`rows` `None`), or to the given rows
+    /// only — those rows of `x` go through the adapter as one small matrix.
+    pub fn add_to(&self, y: Tensor, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
+        match rows {
+            None => Ok((&y + self.delta(x)?.to_dtype(y.dtype())?)?),
+            Some(rows) => {
+                let delta = self.delta(&x.index_select(rows, 0)?)?;
+                Ok(y.index_add(rows, &delta.to_dtype(y.dtype())?, 0)?)
+            }
+        }
+    }
+
     /// Inverted dropout: each element kept with probability `1 − p` and scaled by `1/(1 − p)`.
     fn drop(&self, x: &Tensor) -> Result<Tensor> {
         let n = x.elem_count();
@@ -119,6 +137,103 @@ impl Lora {
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
         Ok((x * mask)?)
+    }
+}
+
+/// A served adapter's number within one decoder (`SeqStep::adapter` names it).
+pub type AdapterId = u32;
+
+/// Where an adapter goes on each projection it adapts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoraSlot {
+    /// `Linear::lora`: applied to every row.
+    Single,
+    /// `Linear::served`: applied to the rows of the sequences that name this id.
+    Served(AdapterId),
+}
+
+/// An adapter's matrices for every module it adapts, ready to attach to a decoder.
+#[derive(Debug, Clone)]
+pub struct LoraWeights {
+    /// Module path in HF naming (`model.layers.0.self_attn.q_proj`) → (`A` `[rank, in]`, `B`
+    /// `[out, rank]`).
+    pub modules: BTreeMap<String, (Tensor, Tensor)>,
+    /// `alpha / rank` (or `alpha / √rank` with rsLoRA).
+    pub scale: f64,
+}
+
+impl LoraWeights {
+    /// Bytes of the matrices as attached (f32).
+    pub fn bytes(&self) -> u64 {
+        self.modules
+            .values()
+            .map(|(a, b)| (a.elem_count() + b.elem_count()) as u64 * 4)
+            .sum()
+    }
+}
+
+/// Which rows of a step's activations use which served adapter: one group per adapter present,
+/// in order of first appearance. Rows without an adapter are in no group and cost nothing.
+#[derive(Debug, Clone, Default)]
+pub struct AdapterRows {
+    groups: Vec<RowGroup>,
+}
+
+#[derive(Debug, Clone)]
+struct RowGroup {
+    id: AdapterId,
+    /// `[n]` u32 row indices; `None` when the group is every row.
+    rows: Option<Tensor>,
+}
+
+impl AdapterRows {
+    /// No row uses a served adapter.
+    pub fn none() -> Self {
+        AdapterRows::default()
+    }
+
+    /// Rows of consecutive segments (a sequence's tokens, in step order), each segment using
+    /// the adapter given with its length, or none.
+    pub fn new(segments: &[(Option<AdapterId>, usize)], device: &Device) -> Result<Self> {
+        let total: usize = segments.iter().map(|(_, n)| n).sum();
+        let mut lists: Vec<(AdapterId, Vec<u32>)> = Vec::new();
+        let mut row = 0u32;
+        for &(adapter, n) in segments {
+            if let Some(id) = adapter {
+                let list = match lists.iter().position(|(i, _)| *i == id) {
+                    Some(k) => &mut lists[k].1,
+                    None => {
+                        lists.push((id, Vec::new()));
+                        let last = lists.len() - 1;
+                        &mut lists[last].1
+                    }
+                };
+                list.extend(row..row + n as u32);
+            }
+            row += n as u32;
+        }
+        let groups = lists
+            .into_iter()
+            .map(|(id, list)| {
+                let rows = if list.len() == total {
+                    None
+                } else {
+                    Some(Tensor::new(list.as_slice(), device)?)
+                };
+                Ok(RowGroup { id, rows })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AdapterRows { groups })
+    }
+
+    /// Whether no row uses a served adapter.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The adapters present and their rows (`None`: every row).
+    pub(crate) fn groups(&self) -> impl Iterator<Item = (AdapterId, Option<&Tensor>)> {
+        self.groups.iter().map(|g| (g.id, g.rows.as_ref()))
     }
 }
 
