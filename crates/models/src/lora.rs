@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Layout, Tensor};
 
 use crate::error::{ModelError, Result};
 
@@ -99,6 +99,9 @@ impl Lora {
 
     /// `s·(dropout(x)·Aᵀ)·Bᵀ` in f32, for `x` `[.., in]`.
     pub fn delta(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(d) = self.delta_rows_cpu(x)? {
+            return Ok(d);
+        }
         let x = x.to_dtype(DType::F32)?;
         let x = if self.training && self.dropout > 0.0 {
             self.drop(&x)?
@@ -107,6 +110,48 @@ impl Lora {
         };
         let h = x.broadcast_matmul(&self.a.t()?)?;
         Ok((h.broadcast_matmul(&self.b.t()?)? * self.scale)?)
+    }
+
+    /// [`Lora::delta`] on the CPU for inference (f32, no gradient, no dropout): each row on its
+    /// own in a fixed order, so a row's update does not depend on which rows share the call.
+    /// A request then gets the same bits alone or batched with others, as the base model's
+    /// kernels give it; a general matmul may block its sums by the number of rows. `None` where
+    /// it does not apply.
+    fn delta_rows_cpu(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let grads = x.track_op() || self.a.track_op() || self.b.track_op();
+        if grads || (self.training && self.dropout > 0.0) || !x.device().is_cpu() {
+            return Ok(None);
+        }
+        let (rank, in_dim) = self.a.dims2()?;
+        let (out_dim, _) = self.b.dims2()?;
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        let (xs, xl) = x.storage_and_layout();
+        let (as_, al) = self.a.storage_and_layout();
+        let (bs, bl) = self.b.storage_and_layout();
+        let (Some(xv), Some(av), Some(bv)) =
+            (cpu_f32(&xs, xl), cpu_f32(&as_, al), cpu_f32(&bs, bl))
+        else {
+            return Ok(None);
+        };
+        if xv.len() % in_dim != 0 || av.len() != rank * in_dim || bv.len() != out_dim * rank {
+            return Ok(None);
+        }
+        let scale = self.scale as f32;
+        let mut out = vec![0f32; xv.len() / in_dim * out_dim];
+        let mut h = vec![0f32; rank];
+        for (row, y) in xv.chunks_exact(in_dim).zip(out.chunks_exact_mut(out_dim)) {
+            for (hk, a_row) in h.iter_mut().zip(av.chunks_exact(in_dim)) {
+                *hk = dot(row, a_row);
+            }
+            for (yo, b_row) in y.iter_mut().zip(bv.chunks_exact(rank)) {
+                *yo = scale * dot(b_row, &h);
+            }
+        }
+        let mut dims = x.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = out_dim;
+        }
+        Ok(Some(Tensor::from_vec(out, dims, x.device())?))
     }
 
     /// `y` with this adapter's update added: to every row (`rows` `None`), or to the given rows
@@ -138,6 +183,37 @@ impl Lora {
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
         Ok((x * mask)?)
     }
+}
+
+/// A contiguous f32 CPU tensor's values.
+fn cpu_f32<'a>(storage: &'a candle_core::Storage, layout: &Layout) -> Option<&'a [f32]> {
+    let (start, end) = layout.contiguous_offsets()?;
+    match storage {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => v.get(start..end),
+        _ => None,
+    }
+}
+
+/// `a·b` summed in eight lanes and then a fixed tree, the same order for every call (the
+/// compiler vectorizes the lanes).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+        + tail
 }
 
 /// A served adapter's number within one decoder (`SeqStep::adapter` names it).
