@@ -414,8 +414,9 @@ fn a_pool_attaches_adapters_at_load_counts_their_bytes_and_refuses_misfits() {
         memory_budget: 8 << 30,
         available_memory: None,
     };
-    let plain = forja_server::models::ModelPool::from_paths(&[path.clone()], config()).unwrap();
-    let pool = forja_server::models::ModelPool::from_paths(&[path.clone()], config())
+    let plain =
+        forja_server::models::ModelPool::from_paths(std::slice::from_ref(&path), config()).unwrap();
+    let pool = forja_server::models::ModelPool::from_paths(std::slice::from_ref(&path), config())
         .unwrap()
         .with_adapters(vec![("x".into(), x.clone())])
         .unwrap();
