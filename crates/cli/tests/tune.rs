@@ -130,7 +130,13 @@ fn tune_writes_a_peft_adapter_that_run_applies() {
         "Classify: the lease ends after 30 days notice.",
     ]);
     assert!(r.status.success(), "run failed: {}", text(&r.stderr));
-    let answer = text(&r.stdout).trim().to_string();
+    // The answer, without the note that it stopped at the token limit.
+    let stdout = text(&r.stdout);
+    let answer = stdout
+        .trim()
+        .trim_end_matches("[length limit]")
+        .trim()
+        .to_string();
     assert!(!answer.is_empty());
 
     // Served beside the base model, the adapter gives `forja run --adapter`'s answer.
@@ -157,6 +163,8 @@ fn tune_writes_a_peft_adapter_that_run_applies() {
         seen += &line;
         seen.push('\n');
     }
+    // The served adapters are listed right after the pool.
+    seen += &lines.next().unwrap().unwrap();
     std::thread::spawn(move || lines.for_each(drop));
     let addr = addr.unwrap();
     let name = "SmolLM2-135M-Instruct.Q4_1.gguf+clauses";

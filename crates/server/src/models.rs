@@ -538,7 +538,7 @@ impl ModelPool {
                     .collect();
                 let f = entry.footprint;
                 return Err(ApiError::unavailable(format!(
-                    "model {} needs {:.2} GiB (weights {:.2}, KV cache {:.2}, workspace {:.2}) \
+                    "model {} needs {:.2} GiB (weights {:.2}, KV cache {:.2}, workspace {:.2}{}) \
                      but only {:.2} GiB of the {:.2} GiB budget are free next to the loaded, \
                      busy models ({}); retry when they are idle or raise --memory-limit",
                     entry.name,
@@ -546,6 +546,11 @@ impl ModelPool {
                     gib(f.weights),
                     gib(f.kv_cache),
                     gib(f.workspace),
+                    if f.adapters > 0 {
+                        format!(", adapters {:.2}", gib(f.adapters))
+                    } else {
+                        String::new()
+                    },
                     gib(budget.saturating_sub(used)),
                     gib(budget),
                     if busy.is_empty() {
