@@ -62,6 +62,9 @@ pub struct ChatMessage {
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     pub model: String,
+    /// Extension of forja: the served LoRA adapter to run with (as `model: "MODEL+ADAPTER"`).
+    #[serde(default)]
+    pub adapter: Option<String>,
     #[serde(default)]
     pub messages: Vec<ChatMessage>,
     #[serde(default)]
@@ -84,6 +87,9 @@ pub struct ChatRequest {
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
     pub model: String,
+    /// Extension of forja: the served LoRA adapter to run with (as `model: "MODEL+ADAPTER"`).
+    #[serde(default)]
+    pub adapter: Option<String>,
     #[serde(default)]
     pub prompt: Option<String>,
     #[serde(default)]

@@ -93,6 +93,9 @@ pub struct Sampling {
 #[serde(deny_unknown_fields)]
 pub struct ChatCompletionRequest {
     pub model: String,
+    /// Extension: the served LoRA adapter to run with (as `model: "MODEL+ADAPTER"`).
+    #[serde(default)]
+    pub adapter: Option<String>,
     pub messages: Vec<ChatMessage>,
     #[serde(default)]
     pub stream: bool,
@@ -168,6 +171,9 @@ impl ChatCompletionRequest {
 #[serde(deny_unknown_fields)]
 pub struct CompletionRequest {
     pub model: String,
+    /// Extension: the served LoRA adapter to run with (as `model: "MODEL+ADAPTER"`).
+    #[serde(default)]
+    pub adapter: Option<String>,
     pub prompt: OneOrMany,
     #[serde(default)]
     pub stream: bool,

@@ -80,6 +80,7 @@ fn time_prompt(d: &Decoder, ids: &[u32]) -> Result<u128> {
         tokens: ids,
         cache: &mut cache,
         all_logits: false,
+        adapter: None,
     }];
     d.forward(&mut step)?;
     Ok(start.elapsed().as_nanos())
@@ -94,6 +95,7 @@ fn time_generation(d: &Decoder, n: usize, vocab: u64) -> Result<u128> {
             tokens: std::slice::from_ref(id),
             cache: &mut cache,
             all_logits: false,
+            adapter: None,
         }];
         d.forward(&mut step)?;
     }

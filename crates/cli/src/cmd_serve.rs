@@ -61,6 +61,23 @@ pub struct ServeArgs {
     /// available at start); a model that does not fit next to busy ones is refused
     #[arg(long, value_parser = parse_size)]
     memory_limit: Option<u64>,
+    /// Serve a LoRA adapter (a PEFT folder, e.g. from `forja tune`) beside the first model as
+    /// NAME: requests pick it with "model": "MODEL+NAME" or "adapter": "NAME" (repeatable;
+    /// requests for different adapters share batches)
+    #[arg(long = "adapter", value_name = "NAME=DIR", value_parser = parse_adapter)]
+    adapters: Vec<(String, std::path::PathBuf)>,
+}
+
+/// `NAME=DIR` of `--adapter`.
+fn parse_adapter(s: &str) -> std::result::Result<(String, std::path::PathBuf), String> {
+    let (name, dir) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=DIR (example: --adapter sql=./sql-adapter)"))?;
+    forja_server::adapters::check_name(name)?;
+    if dir.is_empty() {
+        return Err(format!("`{s}` names no adapter folder"));
+    }
+    Ok((name.to_string(), std::path::PathBuf::from(dir)))
 }
 
 fn parse_keep_alive(s: &str) -> std::result::Result<KeepAlive, String> {
@@ -138,6 +155,16 @@ pub fn run(a: ServeArgs) -> Result<()> {
         },
     )
     .map_err(anyhow::Error::msg)?;
+    // Read once; attached (and checked against the model) whenever the first model loads.
+    let adapters = a
+        .adapters
+        .iter()
+        .map(|(name, dir)| {
+            let adapter = forja_train::peft::load(dir)?;
+            Ok((name.clone(), adapter.weights()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let pool = pool.with_adapters(adapters).map_err(anyhow::Error::msg)?;
     let state = Arc::new(AppState::with_pool(
         pool,
         ServerConfig {
@@ -208,6 +235,14 @@ fn report_ready(state: &AppState, runner: &Runner) {
             e.embedder.max_tokens()
         ),
     }
+    if let Some(first) = state.models.entries.first() {
+        for a in &first.adapters {
+            eprintln!(
+                "adapter {a}: requests with \"model\": \"{}\"",
+                forja_server::adapters::listed_name(first, a)
+            );
+        }
+    }
     for e in state.models.entries.iter().skip(1) {
         eprintln!(
             "also serving {} on first use ({:.2} GiB when loaded)",
@@ -251,5 +286,16 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("2XB").is_err());
         assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn adapters_parse() {
+        let (name, dir) = parse_adapter("sql=./out/sql").unwrap();
+        assert_eq!(name, "sql");
+        assert_eq!(dir, std::path::PathBuf::from("./out/sql"));
+        assert!(parse_adapter("./out/sql").is_err());
+        assert!(parse_adapter("a+b=./x").is_err());
+        assert!(parse_adapter("=./x").is_err());
+        assert!(parse_adapter("sql=").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! `forja tune` end to end on a real quantized model: a PEFT adapter folder and the loss curve
-//! come out, `forja run --adapter` uses the adapter, and bad data or settings fail in one line
-//! that says where.
+//! come out, `forja run --adapter` uses the adapter and `forja serve --adapter` serves it per
+//! request with the same answer, and bad data, settings or adapters fail in one line that says
+//! where.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,8 +9,9 @@
     reason = "test code fails loudly"
 )]
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use forja_testkit::testdata_file;
 
@@ -128,7 +130,140 @@ fn tune_writes_a_peft_adapter_that_run_applies() {
         "Classify: the lease ends after 30 days notice.",
     ]);
     assert!(r.status.success(), "run failed: {}", text(&r.stderr));
-    assert!(!text(&r.stdout).trim().is_empty());
+    // The answer, without the note that it stopped at the token limit.
+    let stdout = text(&r.stdout);
+    let answer = stdout
+        .trim()
+        .trim_end_matches("[length limit]")
+        .trim()
+        .to_string();
+    assert!(!answer.is_empty());
+
+    // Served beside the base model, the adapter gives `forja run --adapter`'s answer.
+    let spec = format!("clauses={}", out.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forja"))
+        .args(["serve", &model, "--port", "0", "--adapter", &spec])
+        .env("FORJA_LOG", "off")
+        .env_remove("FORJA_API_KEY")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    let mut addr = None;
+    while !seen.contains("ready:") {
+        let Some(line) = lines.next() else {
+            let _ = child.kill();
+            panic!("forja serve ended before serving:\n{seen}");
+        };
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("serving at http://") {
+            addr = rest.split("/v1").next().map(str::to_string);
+        }
+        seen += &line;
+        seen.push('\n');
+    }
+    // The served adapters are listed right after the pool.
+    seen += &lines.next().unwrap().unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    let addr = addr.unwrap();
+    let name = "SmolLM2-135M-Instruct.Q4_1.gguf+clauses";
+    let (status, v) = post(
+        &addr,
+        "/v1/chat/completions",
+        &serde_json::json!({
+            "model": name,
+            "messages": [{"role": "user", "content": "Classify: the lease ends after 30 days notice."}],
+            "temperature": 0,
+            "max_tokens": 4,
+        }),
+    );
+    let models = get(&addr, "/v1/models");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .trim(),
+        answer
+    );
+    assert!(models.contains(&format!("\"{name}\"")), "{models}");
+    assert!(
+        seen.contains(&format!(
+            "adapter clauses: requests with \"model\": \"{name}\""
+        )),
+        "{seen}"
+    );
+}
+
+/// One HTTP/1.1 exchange with `addr` (no client library: the request is a few lines).
+fn exchange(addr: &str, request: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+fn post(addr: &str, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let body = body.to_string();
+    let (status, text) = exchange(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+fn get(addr: &str, path: &str) -> String {
+    exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .1
+}
+
+#[test]
+fn serve_refuses_an_adapter_that_does_not_fit_the_model() {
+    // The tiny Llama's adapter has other shapes than SmolLM2's projections.
+    let adapter = forja_testkit::fixtures_dir().join("goldens/lora/trained");
+    let spec = format!("tiny={}", adapter.display());
+    let r = forja(&["serve", &model(), "--port", "0", "--adapter", &spec]);
+    assert!(!r.status.success());
+    let stderr = text(&r.stderr);
+    assert!(
+        stderr.contains("adapter tiny does not fit") && stderr.contains("do not fit its"),
+        "{stderr}"
+    );
+    // A folder that is no adapter fails before the server starts.
+    let r = forja(&[
+        "serve",
+        &model(),
+        "--port",
+        "0",
+        "--adapter",
+        "x=/nonexistent/adapter",
+    ]);
+    assert!(!r.status.success());
+    assert!(
+        text(&r.stderr).contains("adapter_config.json"),
+        "{}",
+        text(&r.stderr)
+    );
+    let r = forja(&["serve", &model(), "--adapter", "a+b=/tmp"]);
+    assert!(!r.status.success());
+    assert!(
+        text(&r.stderr).contains("adapter name `a+b`"),
+        "{}",
+        text(&r.stderr)
+    );
 }
 
 #[test]

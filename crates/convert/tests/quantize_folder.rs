@@ -61,6 +61,7 @@ fn logits(model: &Decoder, prompt: &[u32]) -> Vec<f32> {
         tokens: prompt,
         cache: &mut cache,
         all_logits: true,
+        adapter: None,
     }];
     let t: Tensor = model.forward(&mut steps).unwrap().remove(0);
     t.flatten_all().unwrap().to_vec1().unwrap()
@@ -75,6 +76,7 @@ fn greedy(model: &Decoder, prompt: &[u32], n: usize) -> Vec<u32> {
             tokens: &next,
             cache: &mut cache,
             all_logits: false,
+            adapter: None,
         }];
         let l: Vec<f32> = model.forward(&mut steps).unwrap()[0]
             .flatten_all()

@@ -102,6 +102,7 @@ pub fn generate(
         tokens: to_feed,
         cache,
         all_logits: false,
+        adapter: None,
     }];
     let mut logits = model.decoder.forward(&mut step)?.remove(0);
     cached.extend_from_slice(to_feed);
@@ -141,6 +142,7 @@ pub fn generate(
             tokens: std::slice::from_ref(&id),
             cache,
             all_logits: false,
+            adapter: None,
         }];
         logits = model.decoder.forward(&mut step)?.remove(0);
         cached.push(id);

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::Device;
 use forja_models::loader::LoadOptions;
-use forja_models::{ContiguousKvCache, Decoder};
+use forja_models::{AdapterId, ContiguousKvCache, Decoder, LoraSlot, LoraWeights};
 
 use crate::chat_template::{ChatTemplate, Message};
 use crate::constrain::{Constraint, GrammarCompiler, OutputFormat};
@@ -23,9 +23,22 @@ pub struct LoadedModel {
     pub name: String,
     /// The file or folder it was loaded from.
     pub path: std::path::PathBuf,
+    /// LoRA adapters attached for serving, chosen per request ([`crate::serving::Job::adapter`]).
+    pub adapters: Vec<ServedAdapter>,
     controls: ControlText,
     /// Built on first use of structured output.
     grammar: OnceLock<std::result::Result<GrammarCompiler, String>>,
+}
+
+/// A LoRA adapter attached to a model for serving beside its base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedAdapter {
+    /// What requests call it.
+    pub name: String,
+    /// Its id in the decoder (`SeqStep::adapter`); never 0.
+    pub id: AdapterId,
+    /// Bytes its matrices hold.
+    pub bytes: u64,
 }
 
 /// How a model at `path` is named to users: its file or folder name.
@@ -80,9 +93,35 @@ impl LoadedModel {
             template,
             name,
             path: path.to_path_buf(),
+            adapters: Vec::new(),
             controls,
             grammar: OnceLock::new(),
         })
+    }
+
+    /// Attaches `weights` as served adapter `name` (checked against the model: every module it
+    /// adapts must exist with shapes that fit); requests choose it by name.
+    pub fn add_adapter(&mut self, name: &str, weights: &LoraWeights) -> Result<AdapterId> {
+        if self.adapters.iter().any(|a| a.name == name) {
+            return Err(EngineError::Input(format!("two adapters are named {name}")));
+        }
+        let id = self.adapters.iter().map(|a| a.id).max().unwrap_or(0) + 1;
+        self.decoder
+            .attach_lora(weights, LoraSlot::Served(id))
+            .map_err(|e| {
+                EngineError::Input(format!("adapter {name} does not fit {}: {e}", self.name))
+            })?;
+        self.adapters.push(ServedAdapter {
+            name: name.to_string(),
+            id,
+            bytes: weights.bytes(),
+        });
+        Ok(id)
+    }
+
+    /// The served adapter called `name`.
+    pub fn adapter(&self, name: &str) -> Option<&ServedAdapter> {
+        self.adapters.iter().find(|a| a.name == name)
     }
 
     /// Prompt ids for a conversation through the model's chat template (see

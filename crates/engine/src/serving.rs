@@ -15,7 +15,7 @@ use candle_core::DType;
 use forja_arch::KvDtype;
 use forja_arch::kv_cache::kv_bytes_per_token;
 use forja_kv::KvManager;
-use forja_models::{PagedKvStore, SeqStep};
+use forja_models::{AdapterId, PagedKvStore, SeqStep};
 use forja_sched::{FinishReason as SchedFinish, Request, SchedConfig, Scheduler, StepPlan};
 
 use crate::constrain::Constraint;
@@ -101,6 +101,8 @@ pub struct Job {
     pub priority: i32,
     /// A grammar the output must follow (structured output).
     pub constraint: Option<Constraint>,
+    /// The served LoRA adapter to run with (`LoadedModel::adapters`); `None`: the base model.
+    pub adapter: Option<AdapterId>,
     pub sink: Box<dyn EventSink>,
 }
 
@@ -110,6 +112,7 @@ impl std::fmt::Debug for Job {
             .field("prompt", &self.prompt.len())
             .field("params", &self.params)
             .field("priority", &self.priority)
+            .field("adapter", &self.adapter)
             .finish()
     }
 }
@@ -262,6 +265,14 @@ impl Engine {
         if job.params.max_tokens == 0 {
             return Err(SubmitError::Invalid("max_tokens must be at least 1".into()));
         }
+        if let Some(id) = job.adapter
+            && !self.model.adapters.iter().any(|a| a.id == id)
+        {
+            return Err(SubmitError::Invalid(format!(
+                "{} has no adapter with id {id}",
+                self.model.name
+            )));
+        }
         job.params
             .sampling
             .validate()
@@ -312,6 +323,7 @@ struct ReqState {
     prompt_len: usize,
     generated: usize,
     cached_tokens: Option<usize>,
+    adapter: Option<AdapterId>,
 }
 
 struct Actor {
@@ -381,7 +393,9 @@ impl Actor {
             prompt: job.prompt.clone(),
             max_tokens: job.params.max_tokens,
             priority: job.priority,
-            salt: 0,
+            // Keys and values depend on the adapter (k/v projections may be adapted): each
+            // adapter is its own prefix-cache namespace, the base model namespace 0.
+            salt: job.adapter.map_or(0, u64::from),
         };
         if let Err(e) = self.sched.add(req) {
             job.sink.send(Event::Error(e.to_string()));
@@ -400,6 +414,7 @@ impl Actor {
                 top_logprobs: job.params.top_logprobs,
                 generated: 0,
                 cached_tokens: None,
+                adapter: job.adapter,
             },
         );
     }
@@ -454,6 +469,7 @@ impl Actor {
                 .iter()
                 .map(|s| self.store.sequence(&s.block_table, s.start))
                 .collect();
+            let reqs = &self.reqs;
             let mut steps: Vec<SeqStep<'_>> = plan
                 .seqs
                 .iter()
@@ -462,6 +478,7 @@ impl Actor {
                     tokens: &s.tokens,
                     cache: v,
                     all_logits: false,
+                    adapter: reqs.get(&s.id).and_then(|r| r.adapter),
                 })
                 .collect();
             // A panic inside the model fails this step's requests, not the engine.

@@ -31,6 +31,7 @@ fn last_logits(model: &LoadedModel, ids: &[u32]) -> Vec<f32> {
         tokens: ids,
         cache: &mut cache,
         all_logits: false,
+        adapter: None,
     }];
     model.decoder.forward(&mut step).unwrap()[0]
         .flatten_all()
@@ -191,6 +192,7 @@ fn real_models_match_transformers_on_dequantized_weights() {
                     tokens: &next,
                     cache: &mut cache,
                     all_logits: false,
+                    adapter: None,
                 }];
                 let l: Vec<f32> = decoder.forward(&mut s).unwrap()[0]
                     .flatten_all()

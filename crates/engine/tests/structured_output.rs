@@ -52,6 +52,7 @@ fn constrained(m: &LoadedModel, question: &str, format: &OutputFormat, max: usiz
             tokens: &feed,
             cache: &mut cache,
             all_logits: false,
+            adapter: None,
         }];
         let logits = m.decoder.forward(&mut step).unwrap().remove(0);
         let mut row: Vec<f32> = logits.flatten_all().unwrap().to_vec1().unwrap();

@@ -157,6 +157,7 @@ fn cpu_rows(model: &Decoder, prompt: &[u32], n: usize) -> Vec<Vec<f32>> {
             tokens: &tokens,
             cache: &mut cache,
             all_logits: step == 0,
+            adapter: None,
         }];
         let l = model.forward(&mut s).unwrap().remove(0);
         for r in 0..l.dim(0).unwrap() {

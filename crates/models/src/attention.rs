@@ -8,6 +8,7 @@ use crate::decoder::SeqStep;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
+use crate::lora::AdapterRows;
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
 
@@ -41,18 +42,24 @@ pub struct Attention {
 
 impl Attention {
     /// `x`: `[tokens, hidden]`, the new tokens of every sequence of `steps` one after another;
-    /// each sequence attends over its own cache. Returns `[tokens, hidden]`.
+    /// each sequence attends over its own cache; `adapters` says which rows use which served
+    /// adapter. Returns `[tokens, hidden]`.
     pub fn forward_batch(
         &self,
         x: &Tensor,
         layer: usize,
         steps: &mut [SeqStep<'_>],
         masks: &mut Masks,
+        adapters: &AdapterRows,
     ) -> Result<Tensor> {
         let (q, k, v) = match &self.qkv {
-            QkvProj::Separate { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
+            QkvProj::Separate { q, k, v } => (
+                q.forward_rows(x, adapters)?,
+                k.forward_rows(x, adapters)?,
+                v.forward_rows(x, adapters)?,
+            ),
             QkvProj::Fused(qkv) => {
-                let all = qkv.forward(x)?;
+                let all = qkv.forward_rows(x, adapters)?;
                 let qd = self.num_heads * self.head_dim;
                 let kd = self.num_kv_heads * self.head_dim;
                 (
@@ -66,7 +73,7 @@ impl Attention {
             && cpu_attention::applies(x)
             && steps.iter().all(|s| s.cache.reads_in_place())
         {
-            return self.forward_batch_cpu(q, k, v, layer, steps);
+            return self.forward_batch_cpu(q, k, v, layer, steps, adapters);
         }
         let mut outs = Vec::with_capacity(steps.len());
         let mut row = 0;
@@ -94,7 +101,7 @@ impl Attention {
         } else {
             Tensor::cat(&outs, 0)?
         };
-        self.o.forward(&out.to_dtype(x.dtype())?)
+        self.o.forward_rows(&out.to_dtype(x.dtype())?, adapters)
     }
 
     /// The CPU path of [`Attention::forward_batch`] for f32 activations: QK-norm and RoPE over
@@ -107,6 +114,7 @@ impl Attention {
         v: Tensor,
         layer: usize,
         steps: &mut [SeqStep<'_>],
+        adapters: &AdapterRows,
     ) -> Result<Tensor> {
         let (rows, _) = q.dims2()?;
         let d = self.head_dim;
@@ -156,7 +164,7 @@ impl Attention {
         };
         let out = cpu_attention::attend(&heads, &seqs, &q)?;
         self.o
-            .forward(&Tensor::from_vec(out, (rows, h * d), &device)?)
+            .forward_rows(&Tensor::from_vec(out, (rows, h * d), &device)?, adapters)
     }
 
     /// One sequence's projected `q`, `k`, `v` (`[tokens, heads·dim]`) at positions

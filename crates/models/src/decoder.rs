@@ -10,6 +10,7 @@ use crate::attention::{Attention, Masks, QkvProj, SCORE_BLOCK_BYTES};
 use crate::error::{ModelError, Result};
 use crate::kv_cache::{ContiguousKvCache, KvCache};
 use crate::linear::{Linear, LinearWeight};
+use crate::lora::{AdapterId, AdapterRows, Lora, LoraSlot, LoraWeights};
 use crate::mlp::{GatedMlp, Mlp, MoeMlp};
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
@@ -32,6 +33,9 @@ pub struct SeqStep<'a> {
     pub cache: &'a mut dyn KvCache,
     /// Logits for every new token (prefill scoring) instead of the last one only.
     pub all_logits: bool,
+    /// The served adapter this sequence runs with (attached by [`Decoder::attach_lora`] with
+    /// [`LoraSlot::Served`]); `None`: the model as loaded.
+    pub adapter: Option<AdapterId>,
 }
 
 impl std::fmt::Debug for SeqStep<'_> {
@@ -40,6 +44,7 @@ impl std::fmt::Debug for SeqStep<'_> {
             .field("tokens", &self.tokens.len())
             .field("cached", &self.cache.len())
             .field("all_logits", &self.all_logits)
+            .field("adapter", &self.adapter)
             .finish()
     }
 }
@@ -55,6 +60,8 @@ pub struct Decoder {
     pub(crate) lm_head: Linear,
     pub(crate) final_softcap: Option<f64>,
     device: Device,
+    /// Served adapters attached, with the bytes they hold.
+    served: Vec<(AdapterId, u64)>,
 }
 
 fn opt_bias(src: &dyn WeightSource, name: &str) -> Result<Option<Tensor>> {
@@ -293,6 +300,7 @@ impl Decoder {
             lm_head,
             final_softcap: cfg.final_logit_softcap,
             device: device.clone(),
+            served: Vec::new(),
         })
     }
 
@@ -307,6 +315,13 @@ impl Decoder {
         for step in steps.iter() {
             if step.tokens.is_empty() {
                 return Err(ModelError::Input("a step needs at least one token".into()));
+            }
+            if let Some(id) = step.adapter
+                && !self.served.iter().any(|(s, _)| *s == id)
+            {
+                return Err(ModelError::Input(format!(
+                    "a step names adapter {id}, which is not attached"
+                )));
             }
             if let Some(&bad) = step
                 .tokens
@@ -343,18 +358,24 @@ impl Decoder {
             // Gemma multiplies by sqrt(hidden) rounded to the activation dtype.
             x = (x * f64::from(s as f32))?;
         }
+        let segments: Vec<(Option<AdapterId>, usize)> =
+            steps.iter().map(|s| (s.adapter, s.tokens.len())).collect();
+        let adapters = AdapterRows::new(&segments, &self.device)?;
         let mut masks = Masks::default();
         for (i, layer) in self.layers.iter().enumerate() {
-            let h =
-                layer
-                    .attn
-                    .forward_batch(&layer.attn_norm.forward(&x)?, i, steps, &mut masks)?;
+            let h = layer.attn.forward_batch(
+                &layer.attn_norm.forward(&x)?,
+                i,
+                steps,
+                &mut masks,
+                &adapters,
+            )?;
             let h = match &layer.post_attn_norm {
                 Some(n) => n.forward(&h)?,
                 None => h,
             };
             x = (x + h)?;
-            let h = layer.mlp.forward(&layer.ffn_norm.forward(&x)?)?;
+            let h = layer.mlp.forward(&layer.ffn_norm.forward(&x)?, &adapters)?;
             let h = match &layer.post_ffn_norm {
                 Some(n) => n.forward(&h)?,
                 None => h,
@@ -364,17 +385,20 @@ impl Decoder {
         // The rows whose logits are wanted: every row of `all_logits` steps, else the last.
         let mut rows = Vec::new();
         let mut counts = Vec::with_capacity(steps.len());
+        let mut head_segments = Vec::with_capacity(steps.len());
         let mut offset = 0u32;
         for step in steps.iter_mut() {
             let t = step.tokens.len() as u32;
             step.cache.advance(t as usize);
-            if step.all_logits {
+            let n = if step.all_logits {
                 rows.extend(offset..offset + t);
-                counts.push(t as usize);
+                t as usize
             } else {
                 rows.push(offset + t - 1);
-                counts.push(1);
-            }
+                1
+            };
+            counts.push(n);
+            head_segments.push((step.adapter, n));
             offset += t;
         }
         let x = if rows.len() as u32 == offset {
@@ -382,9 +406,14 @@ impl Decoder {
         } else {
             x.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?
         };
+        let head_adapters = if adapters.is_empty() {
+            adapters
+        } else {
+            AdapterRows::new(&head_segments, &self.device)?
+        };
         let mut logits = self
             .lm_head
-            .forward(&self.norm.forward(&x)?)?
+            .forward_rows(&self.norm.forward(&x)?, &head_adapters)?
             .to_dtype(DType::F32)?;
         if let Some(cap) = self.final_softcap {
             logits = ((logits / cap)?.tanh()? * cap)?;
@@ -455,11 +484,99 @@ impl Decoder {
         }
     }
 
-    /// Removes every LoRA adapter.
+    /// Removes every LoRA adapter (the served ones too).
     pub fn clear_lora(&mut self) {
         for (_, linear) in self.linears_mut() {
             linear.lora = None;
+            linear.served.clear();
         }
+        self.served.clear();
+    }
+
+    /// Attaches an adapter for inference (no dropout) to the projections `weights` names:
+    /// [`LoraSlot::Single`] for every sequence, replacing any adapter there, or
+    /// [`LoraSlot::Served`] for the sequences whose [`SeqStep::adapter`] is that id. Every
+    /// module must exist with shapes that fit its weight; all are checked before any is
+    /// attached, so a refused adapter leaves the decoder as it was.
+    pub fn attach_lora(&mut self, weights: &LoraWeights, slot: LoraSlot) -> Result<()> {
+        if let LoraSlot::Served(id) = slot
+            && self.served.iter().any(|(s, _)| *s == id)
+        {
+            return Err(ModelError::Adapter(format!(
+                "an adapter with id {id} is already attached"
+            )));
+        }
+        if weights.modules.is_empty() {
+            return Err(ModelError::Adapter("the adapter adapts no module".into()));
+        }
+        let device = self.device.clone();
+        let mut linears: std::collections::HashMap<String, &mut Linear> =
+            self.linears_mut().into_iter().collect();
+        let mut staged = Vec::with_capacity(weights.modules.len());
+        for (module, (a, b)) in &weights.modules {
+            let Some(linear) = linears.get(module.as_str()) else {
+                return Err(ModelError::Adapter(format!(
+                    "adapts {module}, which this model does not have"
+                )));
+            };
+            let (out_dim, in_dim) = linear.out_in()?;
+            let fits = match (a.dims(), b.dims()) {
+                (&[rank, a_in], &[b_out, b_rank]) => {
+                    rank > 0 && rank == b_rank && a_in == in_dim && b_out == out_dim
+                }
+                _ => false,
+            };
+            if !fits {
+                return Err(ModelError::Adapter(format!(
+                    "{module}: lora_A {:?} / lora_B {:?} do not fit its {out_dim}×{in_dim} weight",
+                    a.dims(),
+                    b.dims()
+                )));
+            }
+            let lora = Lora::new(
+                a.to_device(&device)?,
+                b.to_device(&device)?,
+                weights.scale,
+                0.0,
+            )?;
+            staged.push((module.as_str(), lora));
+        }
+        // All checked: attach (nothing is half-attached on an error above).
+        for (module, lora) in staged {
+            if let Some(linear) = linears.get_mut(module) {
+                match slot {
+                    LoraSlot::Single => linear.lora = Some(lora),
+                    LoraSlot::Served(id) => linear.served.push((id, lora)),
+                }
+            }
+        }
+        if let LoraSlot::Served(id) = slot {
+            self.served.push((id, weights.bytes()));
+        }
+        Ok(())
+    }
+
+    /// Removes served adapter `id`; whether it was attached.
+    pub fn detach_adapter(&mut self, id: AdapterId) -> bool {
+        let before = self.served.len();
+        self.served.retain(|(s, _)| *s != id);
+        if self.served.len() == before {
+            return false;
+        }
+        for (_, linear) in self.linears_mut() {
+            linear.served.retain(|(s, _)| *s != id);
+        }
+        true
+    }
+
+    /// The served adapters attached, in the order they were.
+    pub fn served_adapters(&self) -> Vec<AdapterId> {
+        self.served.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Bytes the served adapters' matrices hold.
+    pub fn served_adapter_bytes(&self) -> u64 {
+        self.served.iter().map(|(_, b)| b).sum()
     }
 
     pub fn num_layers(&self) -> usize {

@@ -26,6 +26,10 @@ pub enum ModelError {
 
     #[error("invalid input: {0}")]
     Input(String),
+
+    /// A LoRA adapter that does not fit the model (a module it lacks, a shape that differs).
+    #[error("{0}")]
+    Adapter(String),
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

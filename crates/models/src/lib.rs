@@ -25,5 +25,5 @@ pub use decoder::{Decoder, SeqStep};
 pub use encoder::{BertEncoder, EncoderInput};
 pub use error::{ModelError, Result};
 pub use kv_cache::{ContiguousKvCache, GraphKvCache, KvCache, KvView};
-pub use lora::Lora;
+pub use lora::{AdapterId, AdapterRows, Lora, LoraSlot, LoraWeights};
 pub use paged_kv::{PagedKvStore, PagedSeq};

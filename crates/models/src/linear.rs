@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
 use forja_quant::QMatrix;
 
 use crate::error::{ModelError, Result};
-use crate::lora::Lora;
+use crate::lora::{AdapterId, AdapterRows, Lora};
 
 /// The weight of a projection, `[out, in]`.
 #[derive(Debug)]
@@ -48,8 +48,11 @@ pub struct Linear {
     pub weight: LinearWeight,
     /// `[out]`
     pub bias: Option<Tensor>,
-    /// A low-rank update added to the output.
+    /// A low-rank update added to every output row (training, `forja run --adapter`).
     pub lora: Option<Lora>,
+    /// Served adapters by id: each adds its update only to the rows of the sequences that name
+    /// it ([`Linear::forward_rows`]).
+    pub served: Vec<(AdapterId, Lora)>,
 }
 
 impl Linear {
@@ -58,7 +61,13 @@ impl Linear {
             weight,
             bias,
             lora: None,
+            served: Vec::new(),
         }
+    }
+
+    /// The served adapter `id`, if this projection has one.
+    pub fn served_adapter(&self, id: AdapterId) -> Option<&Lora> {
+        self.served.iter().find(|(i, _)| *i == id).map(|(_, l)| l)
     }
 
     /// `[out, in]` of the weight.
@@ -92,8 +101,14 @@ impl Linear {
     }
 
     /// `x @ Wᵀ + b` for `x` of shape `[tokens, in]` (or `[batch, tokens, in]`) →
-    /// `[tokens, out]`.
+    /// `[tokens, out]`, plus the update of [`Linear::lora`] if any.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_rows(x, &AdapterRows::none())
+    }
+
+    /// [`Linear::forward`] for `x` `[tokens, in]` whose rows `rows` assigns to served adapters:
+    /// each adapter present (and attached here) adds its update to its rows, as one matrix.
+    pub fn forward_rows(&self, x: &Tensor, rows: &AdapterRows) -> Result<Tensor> {
         let y = match &self.weight {
             LinearWeight::Dense(w) => x.matmul(&w.t()?)?,
             LinearWeight::Quantized(QuantizedWeight::Candle(q)) => {
@@ -118,10 +133,18 @@ impl Linear {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
-        match &self.lora {
-            Some(lora) => Ok((&y + lora.delta(x)?.to_dtype(y.dtype())?)?),
-            None => Ok(y),
+        let mut y = match &self.lora {
+            Some(lora) => lora.add_to(y, x, None)?,
+            None => y,
+        };
+        if !self.served.is_empty() {
+            for (id, group) in rows.groups() {
+                if let Some(lora) = self.served_adapter(id) {
+                    y = lora.add_to(y, x, group)?;
+                }
+            }
         }
+        Ok(y)
     }
 }
 

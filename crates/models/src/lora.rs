@@ -2,10 +2,16 @@
 //! with `A` `[rank, in]`, `B` `[out, rank]` and `s = alpha / rank` — so an adapted model is the
 //! same decoder with adapters attached, never a second copy of it (Hu et al. 2021,
 //! arXiv:2106.09685; the PEFT library's `LoraLayer` conventions for names and scaling).
+//!
+//! A `Linear` carries at most one adapter for every row (`Linear::lora`: training, `forja run
+//! --adapter`) and any number of *served* adapters, each known by an [`AdapterId`], that apply
+//! only to the rows of the sequences naming them ([`AdapterRows`]): a server batches requests
+//! for different adapters in one step without merging any into the base.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Layout, Tensor};
 
 use crate::error::{ModelError, Result};
 
@@ -93,6 +99,9 @@ impl Lora {
 
     /// `s·(dropout(x)·Aᵀ)·Bᵀ` in f32, for `x` `[.., in]`.
     pub fn delta(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(d) = self.delta_rows_cpu(x)? {
+            return Ok(d);
+        }
         let x = x.to_dtype(DType::F32)?;
         let x = if self.training && self.dropout > 0.0 {
             self.drop(&x)?
@@ -101,6 +110,60 @@ impl Lora {
         };
         let h = x.broadcast_matmul(&self.a.t()?)?;
         Ok((h.broadcast_matmul(&self.b.t()?)? * self.scale)?)
+    }
+
+    /// [`Lora::delta`] on the CPU for inference (f32, no gradient, no dropout): each row on its
+    /// own in a fixed order, so a row's update does not depend on which rows share the call.
+    /// A request then gets the same bits alone or batched with others, as the base model's
+    /// kernels give it; a general matmul may block its sums by the number of rows. `None` where
+    /// it does not apply.
+    fn delta_rows_cpu(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let grads = x.track_op() || self.a.track_op() || self.b.track_op();
+        if grads || (self.training && self.dropout > 0.0) || !x.device().is_cpu() {
+            return Ok(None);
+        }
+        let (rank, in_dim) = self.a.dims2()?;
+        let (out_dim, _) = self.b.dims2()?;
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        let (xs, xl) = x.storage_and_layout();
+        let (as_, al) = self.a.storage_and_layout();
+        let (bs, bl) = self.b.storage_and_layout();
+        let (Some(xv), Some(av), Some(bv)) =
+            (cpu_f32(&xs, xl), cpu_f32(&as_, al), cpu_f32(&bs, bl))
+        else {
+            return Ok(None);
+        };
+        if xv.len() % in_dim != 0 || av.len() != rank * in_dim || bv.len() != out_dim * rank {
+            return Ok(None);
+        }
+        let scale = self.scale as f32;
+        let mut out = vec![0f32; xv.len() / in_dim * out_dim];
+        let mut h = vec![0f32; rank];
+        for (row, y) in xv.chunks_exact(in_dim).zip(out.chunks_exact_mut(out_dim)) {
+            for (hk, a_row) in h.iter_mut().zip(av.chunks_exact(in_dim)) {
+                *hk = dot(row, a_row);
+            }
+            for (yo, b_row) in y.iter_mut().zip(bv.chunks_exact(rank)) {
+                *yo = scale * dot(b_row, &h);
+            }
+        }
+        let mut dims = x.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = out_dim;
+        }
+        Ok(Some(Tensor::from_vec(out, dims, x.device())?))
+    }
+
+    /// `y` with this adapter's update added: to every row (`rows` `None`), or to the given rows
+    /// only — those rows of `x` go through the adapter as one small matrix.
+    pub fn add_to(&self, y: Tensor, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
+        match rows {
+            None => Ok((&y + self.delta(x)?.to_dtype(y.dtype())?)?),
+            Some(rows) => {
+                let delta = self.delta(&x.index_select(rows, 0)?)?;
+                Ok(y.index_add(rows, &delta.to_dtype(y.dtype())?, 0)?)
+            }
+        }
     }
 
     /// Inverted dropout: each element kept with probability `1 − p` and scaled by `1/(1 − p)`.
@@ -119,6 +182,134 @@ impl Lora {
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
         Ok((x * mask)?)
+    }
+}
+
+/// A contiguous f32 CPU tensor's values.
+fn cpu_f32<'a>(storage: &'a candle_core::Storage, layout: &Layout) -> Option<&'a [f32]> {
+    let (start, end) = layout.contiguous_offsets()?;
+    match storage {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => v.get(start..end),
+        _ => None,
+    }
+}
+
+/// `a·b` summed in eight lanes and then a fixed tree, the same order for every call (the
+/// compiler vectorizes the lanes).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+        + tail
+}
+
+/// A served adapter's number within one decoder (`SeqStep::adapter` names it).
+pub type AdapterId = u32;
+
+/// Where an adapter goes on each projection it adapts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoraSlot {
+    /// `Linear::lora`: applied to every row.
+    Single,
+    /// `Linear::served`: applied to the rows of the sequences that name this id.
+    Served(AdapterId),
+}
+
+/// An adapter's matrices for every module it adapts, ready to attach to a decoder.
+#[derive(Debug, Clone)]
+pub struct LoraWeights {
+    /// Module path in HF naming (`model.layers.0.self_attn.q_proj`) → (`A` `[rank, in]`, `B`
+    /// `[out, rank]`).
+    pub modules: BTreeMap<String, (Tensor, Tensor)>,
+    /// `alpha / rank` (or `alpha / √rank` with rsLoRA).
+    pub scale: f64,
+}
+
+impl LoraWeights {
+    /// Bytes of the matrices as attached (f32).
+    pub fn bytes(&self) -> u64 {
+        self.modules
+            .values()
+            .map(|(a, b)| (a.elem_count() + b.elem_count()) as u64 * 4)
+            .sum()
+    }
+}
+
+/// Which rows of a step's activations use which served adapter: one group per adapter present,
+/// in order of first appearance. Rows without an adapter are in no group and cost nothing.
+#[derive(Debug, Clone, Default)]
+pub struct AdapterRows {
+    groups: Vec<RowGroup>,
+}
+
+#[derive(Debug, Clone)]
+struct RowGroup {
+    id: AdapterId,
+    /// `[n]` u32 row indices; `None` when the group is every row.
+    rows: Option<Tensor>,
+}
+
+impl AdapterRows {
+    /// No row uses a served adapter.
+    pub fn none() -> Self {
+        AdapterRows::default()
+    }
+
+    /// Rows of consecutive segments (a sequence's tokens, in step order), each segment using
+    /// the adapter given with its length, or none.
+    pub fn new(segments: &[(Option<AdapterId>, usize)], device: &Device) -> Result<Self> {
+        let total: usize = segments.iter().map(|(_, n)| n).sum();
+        let mut lists: Vec<(AdapterId, Vec<u32>)> = Vec::new();
+        let mut row = 0u32;
+        for &(adapter, n) in segments {
+            if let Some(id) = adapter {
+                let list = match lists.iter().position(|(i, _)| *i == id) {
+                    Some(k) => &mut lists[k].1,
+                    None => {
+                        lists.push((id, Vec::new()));
+                        let last = lists.len() - 1;
+                        &mut lists[last].1
+                    }
+                };
+                list.extend(row..row + n as u32);
+            }
+            row += n as u32;
+        }
+        let groups = lists
+            .into_iter()
+            .map(|(id, list)| {
+                let rows = if list.len() == total {
+                    None
+                } else {
+                    Some(Tensor::new(list.as_slice(), device)?)
+                };
+                Ok(RowGroup { id, rows })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AdapterRows { groups })
+    }
+
+    /// Whether no row uses a served adapter.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The adapters present and their rows (`None`: every row).
+    pub(crate) fn groups(&self) -> impl Iterator<Item = (AdapterId, Option<&Tensor>)> {
+        self.groups.iter().map(|g| (g.id, g.rows.as_ref()))
     }
 }
 

@@ -6,6 +6,7 @@ use forja_arch::decoder_config::Activation;
 
 use crate::error::Result;
 use crate::linear::Linear;
+use crate::lora::AdapterRows;
 
 #[derive(Debug)]
 pub struct GatedMlp {
@@ -29,16 +30,24 @@ pub fn activate(x: &Tensor, a: Activation) -> Result<Tensor> {
 impl GatedMlp {
     /// `x`: `[tokens, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_rows(x, &AdapterRows::none())
+    }
+
+    /// `x`: `[tokens, hidden]`, whose rows `adapters` assigns to served adapters.
+    pub fn forward_rows(&self, x: &Tensor, adapters: &AdapterRows) -> Result<Tensor> {
         let (gate, up) = match &self.gate {
-            Some(g) => (g.forward(x)?, self.up.forward(x)?),
+            Some(g) => (
+                g.forward_rows(x, adapters)?,
+                self.up.forward_rows(x, adapters)?,
+            ),
             None => {
-                let fused = self.up.forward(x)?;
+                let fused = self.up.forward_rows(x, adapters)?;
                 let inter = fused.dim(1)? / 2;
                 (fused.narrow(1, 0, inter)?, fused.narrow(1, inter, inter)?)
             }
         };
         self.down
-            .forward(&(activate(&gate, self.activation)? * up)?)
+            .forward_rows(&(activate(&gate, self.activation)? * up)?, adapters)
     }
 }
 
@@ -111,9 +120,11 @@ pub enum Mlp {
 }
 
 impl Mlp {
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x`: `[tokens, hidden]`; served adapters apply to the gated MLP's projections (the
+    /// experts of a MoE layer are not adaptable).
+    pub fn forward(&self, x: &Tensor, adapters: &AdapterRows) -> Result<Tensor> {
         match self {
-            Mlp::Gated(m) => m.forward(x),
+            Mlp::Gated(m) => m.forward_rows(x, adapters),
             Mlp::Moe(m) => m.forward(x),
         }
     }

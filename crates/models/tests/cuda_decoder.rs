@@ -82,6 +82,7 @@ fn cpu_run(model: &Decoder, prompt: &[u32]) -> Vec<Vec<f32>> {
             tokens,
             cache,
             all_logits: all,
+            adapter: None,
         }];
         model.forward(&mut s).unwrap().remove(0)
     };

@@ -77,6 +77,7 @@ fn prefill(model: &Decoder, prompt: &[u32]) -> Tensor {
         tokens: prompt,
         cache: &mut cache,
         all_logits: true,
+        adapter: None,
     }];
     model.forward(&mut steps).unwrap().remove(0)
 }
@@ -110,6 +111,7 @@ fn greedy_decoding_matches_the_reference() {
                     tokens: &next,
                     cache: &mut cache,
                     all_logits: false,
+                    adapter: None,
                 }];
                 let logits: Vec<f32> = model.forward(&mut steps).unwrap()[0]
                     .flatten_all()
@@ -161,6 +163,7 @@ fn batching_and_chunked_prefill_change_nothing() {
                 tokens: p,
                 cache: c,
                 all_logits: true,
+                adapter: None,
             })
             .collect();
         let batched = model.forward(&mut steps).unwrap();
@@ -176,12 +179,14 @@ fn batching_and_chunked_prefill_change_nothing() {
             tokens: &p[..split],
             cache: &mut cache,
             all_logits: true,
+            adapter: None,
         }];
         let a = model.forward(&mut first).unwrap().remove(0);
         let mut second = [SeqStep {
             tokens: &p[split..],
             cache: &mut cache,
             all_logits: true,
+            adapter: None,
         }];
         let b = model.forward(&mut second).unwrap().remove(0);
         let chunked = Tensor::cat(&[a, b], 0).unwrap();
@@ -198,6 +203,7 @@ fn bad_token_ids_are_errors() {
         tokens: &[1, 9999],
         cache: &mut cache,
         all_logits: false,
+        adapter: None,
     }];
     let e = model.forward(&mut steps).unwrap_err().to_string();
     assert!(
@@ -289,6 +295,7 @@ fn check_failed_steps_and_truncation<C: forja_models::KvCache>(inner: C) {
             tokens,
             cache,
             all_logits: true,
+            adapter: None,
         }];
         model.forward(&mut s).map(|mut v| v.remove(0))
     };

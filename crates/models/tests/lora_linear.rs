@@ -13,9 +13,9 @@ mod common;
 use candle_core::{Device, Tensor, Var};
 use common::{max_abs_diff, noise};
 use forja_arch::GgmlType;
-use forja_models::Lora;
 use forja_models::linear::{Linear, LinearWeight};
 use forja_models::weight_source::{GgufSource, WeightSource};
+use forja_models::{AdapterRows, Lora};
 use forja_testkit::gguf_builder::{GgufBuilder, Meta};
 
 fn values(n: usize, seed: u64, shape: (usize, usize)) -> Tensor {
@@ -136,4 +136,81 @@ fn gradients_flow_through_a_quantized_base_as_through_its_dequantized_weights() 
             "{name}: {diff} of {scale}"
         );
     }
+}
+
+#[test]
+fn served_adapters_update_only_their_rows_each_row_as_if_alone() {
+    // `in` not a multiple of 8, so the row kernel's tail is used too.
+    let (out_dim, in_dim, rank) = (12, 43, 3);
+    let w = values(out_dim * in_dim, 21, (out_dim, in_dim));
+    let x = values(6 * in_dim, 22, (6, in_dim));
+    let mats = |seed| {
+        (
+            values(rank * in_dim, seed, (rank, in_dim)),
+            values(out_dim * rank, seed + 1, (out_dim, rank)),
+        )
+    };
+    let (ax, bx) = mats(23);
+    let (ay, by) = mats(25);
+    let mut linear = Linear::new(LinearWeight::Dense(w.clone()), None);
+    linear.served = vec![
+        (1, Lora::new(ax.clone(), bx.clone(), 1.5, 0.0).unwrap()),
+        (2, Lora::new(ay.clone(), by.clone(), 0.5, 0.0).unwrap()),
+    ];
+    // Rows 0–1 use no adapter, 2–3 and 5 adapter 1, 4 adapter 2.
+    let rows = AdapterRows::new(
+        &[(None, 2), (Some(1), 2), (Some(2), 1), (Some(1), 1)],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let got = linear.forward_rows(&x, &rows).unwrap();
+    let base = x.matmul(&w.t().unwrap()).unwrap();
+    for (row, adapter) in [None, None, Some(1), Some(1), Some(2), Some(1)]
+        .into_iter()
+        .enumerate()
+    {
+        let xr = x.narrow(0, row, 1).unwrap();
+        let want = base.narrow(0, row, 1).unwrap();
+        let want = match adapter {
+            None => want,
+            Some(id) => {
+                let (a, b, s) = if id == 1 {
+                    (&ax, &bx, 1.5)
+                } else {
+                    (&ay, &by, 0.5)
+                };
+                let delta = (xr
+                    .matmul(&a.t().unwrap())
+                    .unwrap()
+                    .matmul(&b.t().unwrap())
+                    .unwrap()
+                    * s)
+                    .unwrap();
+                (want + delta).unwrap()
+            }
+        };
+        let diff = max_abs_diff(&got.narrow(0, row, 1).unwrap(), &want);
+        assert!(diff < 1e-5, "row {row} ({adapter:?}) differs by {diff}");
+    }
+    assert!(
+        max_abs_diff(
+            &got.narrow(0, 2, 1).unwrap(),
+            &base.narrow(0, 2, 1).unwrap()
+        ) > 0.1,
+        "the adapter changes its rows"
+    );
+    // Each row's update has the same bits whichever rows share the call.
+    let lora = &linear.served[0].1;
+    let together = lora.delta(&x).unwrap();
+    for row in 0..6 {
+        let alone = lora.delta(&x.narrow(0, row, 1).unwrap()).unwrap();
+        assert_eq!(
+            max_abs_diff(&together.narrow(0, row, 1).unwrap(), &alone),
+            0.0,
+            "row {row}"
+        );
+    }
+    // Without served rows, served adapters cost nothing and change nothing.
+    let plain = linear.forward(&x).unwrap();
+    assert_eq!(max_abs_diff(&plain, &base), 0.0);
 }

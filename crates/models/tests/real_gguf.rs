@@ -32,6 +32,7 @@ fn greedy(dequantize: bool, prompt: &[u32], n: usize) -> Vec<(u32, f32)> {
             tokens: &next,
             cache: &mut cache,
             all_logits: false,
+            adapter: None,
         }];
         let l: Vec<f32> = d.forward(&mut s).unwrap()[0]
             .flatten_all()

@@ -62,6 +62,18 @@ impl ApiError {
         }
     }
 
+    /// 404: a served model, but no adapter of it by that name; `known` says which there are.
+    pub fn adapter_not_found(name: &str, known: &str) -> Self {
+        ApiError {
+            param: Some("model".into()),
+            code: Some("model_not_found"),
+            ..ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("model `{name}` is not served here: no such adapter; {known}"),
+            )
+        }
+    }
+
     pub fn not_found(path: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, format!("no route {path}"))
     }

@@ -45,6 +45,8 @@ pub struct Plan {
     pub explicit_max: bool,
     /// Structured output.
     pub format: Option<OutputFormat>,
+    /// The served LoRA adapter to run with.
+    pub adapter: Option<forja_engine::AdapterId>,
 }
 
 /// Validates OpenAI sampling fields into generation parameters. OpenAI's defaults apply
@@ -108,6 +110,7 @@ pub fn plan(s: &Sampling, top_logprobs: usize, vocab: usize) -> Result<Plan, Api
         priority: s.priority.unwrap_or(0),
         explicit_max: s.max_tokens.is_some(),
         format: None,
+        adapter: None,
     })
 }
 
@@ -158,6 +161,7 @@ pub async fn submit(
                 params,
                 priority: plan.priority,
                 constraint: constraints.next().flatten(),
+                adapter: plan.adapter,
                 sink: Box::new(Sink {
                     index: p * plan.n + j,
                     tx: tx.clone(),

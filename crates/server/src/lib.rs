@@ -1,6 +1,7 @@
 //! forja's HTTP server (axum): OpenAI-compatible routes, server-sent event streams, the one
 //! error → HTTP map, Prometheus metrics and API-key auth, over the engine actor.
 
+pub mod adapters;
 pub mod card;
 pub mod embeddings;
 pub mod error;

@@ -67,6 +67,8 @@ impl Histogram {
 pub struct Metrics {
     /// Requests by route and HTTP status.
     requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Generation requests by model and adapter ("" = the base model).
+    model_requests: Mutex<BTreeMap<(String, String), u64>>,
     pub prompt_tokens: AtomicU64,
     pub generated_tokens: AtomicU64,
     pub ttft: Histogram,
@@ -78,6 +80,14 @@ impl Metrics {
     pub fn count_request(&self, route: &str, status: u16) {
         if let Ok(mut m) = self.requests.lock() {
             *m.entry((route.to_string(), status)).or_default() += 1;
+        }
+    }
+
+    /// A generation request for `model` with `adapter` ("" for none).
+    pub fn count_model_request(&self, model: &str, adapter: &str) {
+        if let Ok(mut m) = self.model_requests.lock() {
+            *m.entry((model.to_string(), adapter.to_string()))
+                .or_default() += 1;
         }
     }
 
@@ -100,6 +110,20 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "forja_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP forja_model_requests_total Generation requests by model and LoRA adapter \
+             (adapter=\"\" for the base model).\n\
+             # TYPE forja_model_requests_total counter"
+        );
+        if let Ok(m) = self.model_requests.lock() {
+            for ((model, adapter), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "forja_model_requests_total{{model=\"{model}\",adapter=\"{adapter}\"}} {n}"
                 );
             }
         }

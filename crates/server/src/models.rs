@@ -11,6 +11,7 @@ use forja_arch::kv_cache::kv_bytes_per_token;
 use forja_arch::workspace::{StepShape, inference_workspace_bytes};
 use forja_arch::{DecoderConfig, KvDtype, ModelDescription};
 use forja_engine::LoadedModel;
+use forja_engine::LoraWeights;
 use forja_engine::embed::{DEFAULT_MAX_BATCH_TOKENS, Embedder, is_encoder_dir};
 use forja_engine::embed_serving::{EmbedEngine, EmbedServingConfig};
 use forja_engine::serving::{Engine, ServingConfig};
@@ -71,11 +72,13 @@ pub struct Footprint {
     pub weights: u64,
     pub kv_cache: u64,
     pub workspace: u64,
+    /// The served LoRA adapters' matrices (f32).
+    pub adapters: u64,
 }
 
 impl Footprint {
     pub fn total(&self) -> u64 {
-        self.weights + self.kv_cache + self.workspace
+        self.weights + self.kv_cache + self.workspace + self.adapters
     }
 }
 
@@ -152,6 +155,11 @@ pub struct ModelEntry {
     pub kind: ModelKind,
     /// What loading it costs (zero for a model started outside the pool).
     pub footprint: Footprint,
+    /// LoRA adapters served beside it (requests say `name+adapter`), in order.
+    pub adapters: Vec<String>,
+    /// Their matrices, attached each time the model is loaded (empty for a model started
+    /// outside the pool, whose engine has them already).
+    adapter_weights: Vec<LoraWeights>,
     slot: tokio::sync::Mutex<Option<Loaded>>,
     /// A load is in progress: other requests are told to retry.
     loading: std::sync::atomic::AtomicBool,
@@ -163,6 +171,7 @@ impl std::fmt::Debug for ModelEntry {
             .field("name", &self.name)
             .field("path", &self.path)
             .field("footprint", &self.footprint)
+            .field("adapters", &self.adapters)
             .finish()
     }
 }
@@ -212,6 +221,13 @@ impl ModelPool {
             kind: ModelKind::Chat,
             path: None,
             footprint: Footprint::default(),
+            adapters: engine
+                .model
+                .adapters
+                .iter()
+                .map(|a| a.name.clone())
+                .collect(),
+            adapter_weights: Vec::new(),
             slot: tokio::sync::Mutex::new(Some(Loaded {
                 runner: Runner::Chat(engine),
                 last_used: Instant::now(),
@@ -259,6 +275,8 @@ impl ModelPool {
                     card,
                     kind: ModelKind::Embedding,
                     path: Some(path.clone()),
+                    adapters: Vec::new(),
+                    adapter_weights: Vec::new(),
                     slot: tokio::sync::Mutex::new(None),
                     loading: false.into(),
                 }));
@@ -284,6 +302,7 @@ impl ModelPool {
                         act_bytes: 4,
                     },
                 ),
+                adapters: 0,
             };
             entries.push(Arc::new(ModelEntry {
                 name,
@@ -291,6 +310,8 @@ impl ModelPool {
                 kind: ModelKind::Chat,
                 path: Some(path.clone()),
                 footprint,
+                adapters: Vec::new(),
+                adapter_weights: Vec::new(),
                 slot: tokio::sync::Mutex::new(None),
                 loading: false.into(),
             }));
@@ -303,6 +324,37 @@ impl ModelPool {
             config: Some(config),
             used: Mutex::new(0),
         })
+    }
+
+    /// Serves `adapters` (name, matrices) beside the first model, which must generate text.
+    /// They are attached, and checked against the model, whenever it loads (the first model
+    /// loads at start); their bytes count in its footprint.
+    pub fn with_adapters(mut self, adapters: Vec<(String, LoraWeights)>) -> Result<Self, String> {
+        if adapters.is_empty() {
+            return Ok(self);
+        }
+        let Some(first) = self.entries.first_mut() else {
+            return Err("no model to serve".into());
+        };
+        let Some(entry) = Arc::get_mut(first) else {
+            return Err("adapters must be added before the pool is shared".into());
+        };
+        if entry.kind != ModelKind::Chat || entry.path.is_none() {
+            return Err(format!(
+                "adapters apply to the first model, and {} is not a text model loaded by the pool",
+                entry.name
+            ));
+        }
+        for (name, weights) in adapters {
+            crate::adapters::check_name(&name)?;
+            if entry.adapters.contains(&name) {
+                return Err(format!("two adapters are named {name}"));
+            }
+            entry.footprint.adapters += weights.bytes();
+            entry.adapters.push(name);
+            entry.adapter_weights.push(weights);
+        }
+        Ok(self)
     }
 
     /// The model clients get when they do not care (the first one).
@@ -402,6 +454,12 @@ impl ModelPool {
         let context = config.context;
         let path = path.clone();
         let kind = entry.kind;
+        let adapters: Vec<(String, LoraWeights)> = entry
+            .adapters
+            .iter()
+            .cloned()
+            .zip(entry.adapter_weights.iter().cloned())
+            .collect();
         let embed_serving = EmbedServingConfig {
             max_pending: config.serving.max_pending,
             ..EmbedServingConfig::default()
@@ -410,7 +468,11 @@ impl ModelPool {
             let cannot = |e: &dyn std::fmt::Display| format!("cannot load {}: {e}", path.display());
             match kind {
                 ModelKind::Chat => {
-                    let model = LoadedModel::load_cpu(&path, context).map_err(|e| cannot(&e))?;
+                    let mut model =
+                        LoadedModel::load_cpu(&path, context).map_err(|e| cannot(&e))?;
+                    for (name, weights) in &adapters {
+                        model.add_adapter(name, weights).map_err(|e| cannot(&e))?;
+                    }
                     Engine::start(Arc::new(model), &serving)
                         .map(|(engine, _thread)| Runner::Chat(engine))
                         .map_err(|e| e.to_string())
@@ -476,7 +538,7 @@ impl ModelPool {
                     .collect();
                 let f = entry.footprint;
                 return Err(ApiError::unavailable(format!(
-                    "model {} needs {:.2} GiB (weights {:.2}, KV cache {:.2}, workspace {:.2}) \
+                    "model {} needs {:.2} GiB (weights {:.2}, KV cache {:.2}, workspace {:.2}{}) \
                      but only {:.2} GiB of the {:.2} GiB budget are free next to the loaded, \
                      busy models ({}); retry when they are idle or raise --memory-limit",
                     entry.name,
@@ -484,6 +546,11 @@ impl ModelPool {
                     gib(f.weights),
                     gib(f.kv_cache),
                     gib(f.workspace),
+                    if f.adapters > 0 {
+                        format!(", adapters {:.2}", gib(f.adapters))
+                    } else {
+                        String::new()
+                    },
                     gib(budget.saturating_sub(used)),
                     gib(budget),
                     if busy.is_empty() {
@@ -571,6 +638,7 @@ fn encoder_footprint(dir: &std::path::Path, card: &ModelCard) -> Result<Footprin
         weights: card.parameters * 4,
         kv_cache: 0,
         workspace: cfg.inference_workspace_bytes(DEFAULT_MAX_BATCH_TOKENS as u64),
+        adapters: 0,
     })
 }
 

@@ -227,7 +227,9 @@ pub async fn chat(
     let start = Instant::now();
     let req: ChatRequest = parse_body(body, state.config.max_body_bytes)?;
     let keep_alive = keep_alive(req.keep_alive.as_ref())?;
-    let engine = state.models.engine(&req.model, keep_alive).await?;
+    let (engine, adapter) =
+        crate::adapters::chat_engine(&state, &req.model, req.adapter.as_deref(), keep_alive)
+            .await?;
     let format = output_format(req.format.as_ref())?;
     let tools = crate::tools::plan(&engine.model, req.tools.as_ref(), None)?;
     if tools.is_some() && format.is_some() {
@@ -250,6 +252,7 @@ pub async fn chat(
     let vocab = engine.model.tokenizer.vocab_size();
     let mut plan = plan(&sampling(req.options.as_ref())?, 0, vocab)?;
     plan.format = format.clone();
+    plan.adapter = adapter;
     let worker = engine.clone();
     let rendered = tools.as_ref().map(|t| t.tools.clone());
     let prompt =
@@ -361,7 +364,9 @@ pub async fn generate(
     let start = Instant::now();
     let req: GenerateRequest = parse_body(body, state.config.max_body_bytes)?;
     let keep_alive = keep_alive(req.keep_alive.as_ref())?;
-    let engine = state.models.engine(&req.model, keep_alive).await?;
+    let (engine, adapter) =
+        crate::adapters::chat_engine(&state, &req.model, req.adapter.as_deref(), keep_alive)
+            .await?;
     let format = output_format(req.format.as_ref())?;
     for (field, given) in [
         ("suffix", req.suffix.as_ref().is_some_and(|s| !s.is_empty())),
@@ -402,6 +407,7 @@ pub async fn generate(
     let vocab = engine.model.tokenizer.vocab_size();
     let mut plan = plan(&sampling(req.options.as_ref())?, 0, vocab)?;
     plan.format = format.clone();
+    plan.adapter = adapter;
     let worker = engine.clone();
     let raw = req.raw.unwrap_or(false) || worker.model.template.is_none();
     let system = req.system.clone();
@@ -523,7 +529,23 @@ pub async fn tags(State(state): State<Arc<AppState>>) -> Json<ModelList> {
             .models
             .entries
             .iter()
-            .map(|e| listed(e, None))
+            .flat_map(|e| {
+                let base = listed(e, None);
+                // Each adapter is offered as `model+adapter`, its parent the base model.
+                let adapters: Vec<ListedModel> = e
+                    .adapters
+                    .iter()
+                    .map(|a| {
+                        let name = crate::adapters::listed_name(e, a);
+                        let mut m = base.clone();
+                        m.name.clone_from(&name);
+                        m.model = name;
+                        m.details.parent_model.clone_from(&e.name);
+                        m
+                    })
+                    .collect();
+                std::iter::once(base).chain(adapters)
+            })
             .collect(),
     })
 }
@@ -565,8 +587,13 @@ pub async fn show(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<Json<ShowResponse>> {
     let req: ShowRequest = parse_body(body, state.config.max_body_bytes)?;
-    let entry = Arc::clone(state.models.find(&req.model)?);
-    let runner = state.models.runner(&req.model, None).await?;
+    let (entry, adapter) = crate::adapters::resolve(&state, &req.model, None)?;
+    let mut entry_details = details(entry);
+    if adapter.is_some() {
+        entry_details.parent_model.clone_from(&entry.name);
+    }
+    let entry = Arc::clone(state.models.find(&entry.name)?);
+    let runner = state.models.runner(&entry.name, None).await?;
     let c = &entry.card;
     let mut info = std::collections::BTreeMap::new();
     info.insert("general.architecture".into(), Value::from(c.family.clone()));
@@ -592,7 +619,7 @@ pub async fn show(
         modelfile: format!("FROM {}\n", path.display()),
         parameters: String::new(),
         template: template.unwrap_or_default(),
-        details: details(&entry),
+        details: entry_details,
         model_info: info,
         capabilities: vec![capability.into()],
         modified_at: rfc3339(c.modified),

@@ -170,7 +170,8 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
     let req: ChatCompletionRequest = parse_body(body, state.config.max_body_bytes)?;
-    let engine = state.models.engine(&req.model, None).await?;
+    let (engine, adapter) =
+        crate::adapters::chat_engine(&state, &req.model, req.adapter.as_deref(), None).await?;
     let format = output_format(&req)?;
     let want_logprobs = req.logprobs.unwrap_or(false);
     let top = req.top_logprobs.unwrap_or(0);
@@ -188,6 +189,7 @@ pub async fn chat_completions(
     }
     let vocab = engine.model.tokenizer.vocab_size();
     let mut plan = plan(&req.sampling(), top, vocab)?;
+    plan.adapter = adapter;
     let tools = crate::tools::plan(&engine.model, req.tools.as_ref(), req.tool_choice.as_ref())?;
     plan.format = match (&tools, format) {
         (Some(t), None) => t.forced.clone(),
@@ -458,7 +460,8 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
     let req: CompletionRequest = parse_body(body, state.config.max_body_bytes)?;
-    let engine = state.models.engine(&req.model, None).await?;
+    let (engine, adapter) =
+        crate::adapters::chat_engine(&state, &req.model, req.adapter.as_deref(), None).await?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::param(
             "suffix",
@@ -476,7 +479,8 @@ pub async fn completions(
         return Err(ApiError::param("logprobs", "logprobs must be at most 5"));
     }
     let vocab = engine.model.tokenizer.vocab_size();
-    let plan = plan(&req.sampling(), top, vocab)?;
+    let mut plan = plan(&req.sampling(), top, vocab)?;
+    plan.adapter = adapter;
     let texts = req.prompt.clone().into_vec();
     if texts.is_empty() || texts.iter().any(String::is_empty) {
         return Err(ApiError::param("prompt", "prompt must not be empty"));
@@ -675,8 +679,18 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
             .models
             .entries
             .iter()
-            .map(|e| Model {
-                id: e.name.clone(),
+            .flat_map(|e| {
+                // The model, then each of its adapters as `model+adapter`.
+                std::iter::once(e.name.clone())
+                    .chain(
+                        e.adapters
+                            .iter()
+                            .map(move |a| crate::adapters::listed_name(e, a)),
+                    )
+                    .map(move |id| (e, id))
+            })
+            .map(|(e, id)| Model {
+                id,
                 object: "model",
                 created: state.started,
                 owned_by: "forja",

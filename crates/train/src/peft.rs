@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use forja_models::Decoder;
-use forja_models::lora::Lora;
+use forja_models::lora::{LoraSlot, LoraWeights};
+use forja_models::{Decoder, ModelError};
 use serde_json::{Value, json};
 
 use crate::adapter::LoraSpec;
@@ -29,6 +29,25 @@ pub struct PeftAdapter {
 impl PeftAdapter {
     pub fn module(&self, path: &str) -> Option<(&Tensor, &Tensor)> {
         self.modules.get(path).map(|(a, b)| (a, b))
+    }
+
+    /// The matrices and scale, to attach to a decoder (the tensors are shared, not copied).
+    pub fn weights(&self) -> LoraWeights {
+        LoraWeights {
+            modules: self.modules.clone(),
+            scale: self.spec.scale(),
+        }
+    }
+
+    /// A decoder's refusal of this adapter, naming its folder.
+    pub fn error(&self, e: ModelError) -> TrainError {
+        match e {
+            ModelError::Adapter(what) => TrainError::Adapter {
+                path: self.dir.clone(),
+                what,
+            },
+            other => TrainError::Model(other),
+        }
     }
 }
 
@@ -160,40 +179,13 @@ pub fn load(dir: &Path) -> Result<PeftAdapter> {
     })
 }
 
-/// Puts `adapter` on `decoder` for inference (no dropout, nothing trainable). Every module of the
-/// adapter must exist in the decoder with matching shapes.
+/// Puts `adapter` on `decoder` for inference (no dropout, nothing trainable), on every sequence.
+/// Every module of the adapter must exist in the decoder with matching shapes (checked by
+/// [`Decoder::attach_lora`], which serves adapters per request the same way).
 pub fn apply(decoder: &mut Decoder, adapter: &PeftAdapter) -> Result<()> {
-    let device = decoder.device().clone();
-    let mut linears: HashMap<String, &mut forja_models::linear::Linear> =
-        decoder.linears_mut().into_iter().collect();
-    let mut staged = Vec::with_capacity(adapter.modules.len());
-    for (module, (a, b)) in &adapter.modules {
-        let Some(linear) = linears.get(module.as_str()) else {
-            return Err(TrainError::Adapter {
-                path: adapter.dir.clone(),
-                what: format!("adapts {module}, which this model does not have"),
-            });
-        };
-        let (out_dim, in_dim) = linear.out_in()?;
-        if a.dims() != [adapter.spec.rank, in_dim] || b.dims() != [out_dim, adapter.spec.rank] {
-            return Err(TrainError::Adapter {
-                path: adapter.dir.clone(),
-                what: format!(
-                    "{module}: lora_A {:?} / lora_B {:?} do not fit its {out_dim}×{in_dim} weight",
-                    a.dims(),
-                    b.dims()
-                ),
-            });
-        }
-        staged.push((module.clone(), a.to_device(&device)?, b.to_device(&device)?));
-    }
-    // All checked: attach (nothing is half-applied on error above).
-    for (module, a, b) in staged {
-        if let Some(linear) = linears.get_mut(module.as_str()) {
-            linear.lora = Some(Lora::new(a, b, adapter.spec.scale(), 0.0)?);
-        }
-    }
-    Ok(())
+    decoder
+        .attach_lora(&adapter.weights(), LoraSlot::Single)
+        .map_err(|e| adapter.error(e))
 }
 
 /// Writes the decoder's adapters to `dir` in PEFT's layout. Each file is written beside its

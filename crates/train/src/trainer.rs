@@ -249,6 +249,7 @@ pub fn cross_entropy_sum<E: std::borrow::Borrow<Example>>(
             tokens: &ex.borrow().ids,
             cache,
             all_logits: true,
+            adapter: None,
         })
         .collect();
     let logits = decoder.forward(&mut steps)?;

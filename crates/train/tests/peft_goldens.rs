@@ -35,6 +35,7 @@ fn logits_of(decoder: &Decoder, ids: &[u32]) -> Vec<f32> {
         tokens: ids,
         cache: &mut cache,
         all_logits: true,
+        adapter: None,
     }];
     let out = decoder.forward(&mut steps).unwrap();
     out[0].flatten_all().unwrap().to_vec1().unwrap()

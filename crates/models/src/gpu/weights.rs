@@ -71,7 +71,7 @@ pub(super) struct GpuWeights {
 }
 
 fn no_lora(l: &Linear, what: &str) -> Result<()> {
-    if l.lora.is_some() {
+    if l.lora.is_some() || !l.served.is_empty() {
         return Err(ModelError::Unsupported(format!(
             "a LoRA adapter on {what} on the GPU (merge it first)"
         )));
