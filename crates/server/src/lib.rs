@@ -10,6 +10,7 @@ pub mod models;
 pub mod ollama;
 pub mod openai;
 pub mod openapi;
+pub mod rag;
 pub mod tools;
 pub mod ui;
 
@@ -61,6 +62,9 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Unix seconds the server started.
     pub started: u64,
+    /// Document collections (`/v1/rag/…` and chat with `retrieval`), when the server keeps
+    /// them.
+    pub rag: Option<rag::RagState>,
 }
 
 impl AppState {
@@ -78,6 +82,15 @@ impl AppState {
             started: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            rag: None,
+        }
+    }
+
+    /// The same server, keeping document collections as `config` says.
+    pub fn with_rag(self, config: rag::RagConfig) -> Self {
+        AppState {
+            rag: Some(rag::RagState::new(config)),
+            ..self
         }
     }
 }
@@ -110,10 +123,17 @@ pub const ROUTES: &[&str] = &[
     "/health",
     "/api/version",
     "/openapi.json",
+    "/v1/rag/collections",
+    "/v1/rag/collections/{name}",
+    "/v1/rag/collections/{name}/files",
+    "/v1/rag/collections/{name}/search",
 ];
 
 /// Every route, with auth, metrics, body limit, CORS and panic isolation.
 pub fn router(state: Arc<AppState>) -> Router {
+    let upload_limit = state.rag.as_ref().map_or(state.config.max_body_bytes, |r| {
+        r.config.max_upload_request_bytes()
+    });
     let api = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
@@ -127,6 +147,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/ps", get(ollama::ps))
         .route("/api/embed", post(embeddings::ollama_embed))
         .route("/api/embeddings", post(embeddings::ollama_embeddings))
+        .route(
+            "/v1/rag/collections",
+            get(rag::routes::list).post(rag::routes::create),
+        )
+        .route(
+            "/v1/rag/collections/{name}",
+            get(rag::routes::show).delete(rag::routes::delete),
+        )
+        .route(
+            "/v1/rag/collections/{name}/files",
+            post(rag::upload::upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route(
+            "/v1/rag/collections/{name}/search",
+            post(rag::routes::search_route),
+        )
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
     let mut app = Router::new()
         .merge(api)
@@ -154,7 +190,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         app = app.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST])
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
         );
     }
