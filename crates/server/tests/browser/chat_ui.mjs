@@ -178,13 +178,14 @@ try {
     assert.equal(await page.$$eval("#collection option", (o) => o.length), 0);
     await page.fill("#new-collection", "handbook");
     await page.click("#create-collection button[type=submit]");
-    await page.waitForSelector("#collection option[value=handbook]");
+    await page.waitForSelector("#collection option[value=handbook]", { state: "attached" });
     assert.equal(await page.inputValue("#collection"), "handbook");
 
     // A real Word file, a text file whose words look like markup, and a broken file.
-    const markup = 'Travel must be booked two weeks ahead. <img src=x onerror="window.pwned=3">';
+    const markup = 'Travel must be booked two weeks ahead.\n<img src=x onerror="window.pwned=3">';
+    const { readFileSync } = await import("node:fs");
     await page.setInputFiles("#files", [
-      docx,
+      { name: "memo.docx", mimeType: "application/octet-stream", buffer: readFileSync(docx) },
       { name: "travel.txt", mimeType: "text/plain", buffer: Buffer.from(markup) },
       { name: "broken.docx", mimeType: "application/octet-stream", buffer: Buffer.from("junk") },
     ]);
