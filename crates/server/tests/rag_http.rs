@@ -55,8 +55,14 @@ struct Rag {
 }
 
 impl Rag {
+    /// A server keeping its collections in a SQLite file of a temporary folder.
     fn start(max_upload_bytes: usize) -> Rag {
-        let store = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("rag.sqlite").display().to_string();
+        Rag::start_at(store, dir, max_upload_bytes)
+    }
+
+    fn start_at(store: String, dir: tempfile::TempDir, max_upload_bytes: usize) -> Rag {
         let minilm = forja_testkit::testdata_dir().join("all-minilm-l6-v2");
         assert!(
             minilm.join("config.json").is_file(),
@@ -72,13 +78,13 @@ impl Rag {
             },
         )
         .with_rag(RagConfig {
-            store: store.path().join("rag.sqlite").display().to_string(),
+            store,
             embedding_model: Ok(minilm),
             max_upload_bytes,
         });
         Rag {
             s: common::start_state(state),
-            _store: store,
+            _store: dir,
         }
     }
 
@@ -329,4 +335,48 @@ fn collections_uploads_search_and_cited_chat_over_http() {
     assert_error(status, &body, 404, "no such collection");
     let (status, body) = rag.send("DELETE", PATH, None);
     assert_error(status, &body, 404, "no collection");
+}
+
+/// The same routes over PostgreSQL + pgvector (the server `scripts/pg` runs; skipped without
+/// FORJA_TEST_PG_URL, as the RAG crate's PostgreSQL tests are).
+#[test]
+fn a_postgres_store_over_http() {
+    let Some(url) = std::env::var("FORJA_TEST_PG_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("FORJA_TEST_PG_URL is not set: run under scripts/pg run");
+        return;
+    };
+    let rag = Rag::start_at(url, tempfile::tempdir().unwrap(), 1 << 20);
+    // A name of its own: the database may be shared with other tests.
+    let name = format!("http-{}", std::process::id());
+    let path = format!("/v1/rag/collections/{name}");
+    let (status, c) = rag.json("POST", "/v1/rag/collections", &json!({"name": name}));
+    assert_eq!(status, 201, "{c}");
+    let multipart_body = multipart(&[
+        ("memo.docx", &fixture("memo.docx")),
+        ("report.docx", &fixture("report.docx")),
+    ]);
+    let (status, up) = rag.send("POST", &format!("{path}/files"), Some(multipart_body));
+    assert_eq!(status, 200, "{up}");
+    assert_eq!(up["failed"], 0, "{up}");
+    let (status, r) = rag.json(
+        "POST",
+        &format!("{path}/search"),
+        &json!({"query": "How far ahead must trips be booked?", "k": 3}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["data"][0]["source"], "memo.docx", "{r}");
+    let (status, chat) = rag.json(
+        "POST",
+        "/v1/chat/completions",
+        &json!({"model": MODEL, "max_tokens": 8, "temperature": 0,
+                "messages": [{"role": "user", "content": "How far ahead must travel be booked?"}],
+                "retrieval": {"collection": name}}),
+    );
+    assert_eq!(status, 200, "{chat}");
+    assert_eq!(chat["citations"][0]["source"], "memo.docx", "{chat}");
+    let (status, d) = rag.send("DELETE", &path, None);
+    assert_eq!(status, 200, "{d}");
 }
