@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use forja_rag::ingest::FileOutcome;
 use forja_rag::{IngestEvent, IngestOptions, ingest};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::output::outln;
 use crate::rag_setup::StoreArgs;
@@ -61,7 +61,8 @@ const TEMPLATE: &str = "{bar:28.cyan/blue} {pos}/{len} files · {prefix} chunks 
 impl Progress {
     fn new(verbose: bool) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(0);
+            // Drawn once the files are counted.
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
             if let Ok(style) = ProgressStyle::with_template(TEMPLATE) {
                 bar.set_style(style.progress_chars("=> "));
             }
@@ -88,6 +89,7 @@ impl Progress {
             IngestEvent::Found { files } => {
                 if let Some(bar) = &self.bar {
                     bar.set_length(files as u64);
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
                 } else if self.verbose {
                     eprintln!("{files} files to check");
                 }

@@ -1,8 +1,10 @@
 //! Ingesting files and folders into a collection: parse → chunk → embed → store, one file at a
 //! time. A file whose content hash is unchanged is skipped; a changed file's chunks are
 //! replaced; on a folder, files stored from it earlier that are gone (or no longer selected)
-//! are removed. A file that fails is reported and the others go on; each file is stored in one
-//! transaction, so an interrupted run leaves complete files only and a re-run finishes the work.
+//! are removed. A file that fails is reported and the others go on (a file over the size limit
+//! fails without being read); each file is stored in one transaction, so an interrupted run
+//! leaves complete files only and a re-run finishes the work. [`ingest_bytes`] does the same for
+//! content that is not a local file (an upload).
 
 use std::collections::BTreeSet;
 use std::io::Read;
