@@ -149,19 +149,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/embeddings", post(embeddings::ollama_embeddings))
         .route(
             "/v1/rag/collections",
-            get(rag::routes::list).post(rag::routes::create),
+            get(rag::routes::list_collections).post(rag::routes::create_collection),
         )
         .route(
             "/v1/rag/collections/{name}",
-            get(rag::routes::show).delete(rag::routes::delete),
+            get(rag::routes::show_collection).delete(rag::routes::delete_collection),
         )
         .route(
             "/v1/rag/collections/{name}/files",
-            post(rag::upload::upload).layer(DefaultBodyLimit::max(upload_limit)),
+            post(rag::upload::upload_files).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route(
             "/v1/rag/collections/{name}/search",
-            post(rag::routes::search_route),
+            post(rag::routes::search_collection),
         )
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
     let mut app = Router::new()

@@ -49,7 +49,9 @@ fn not_found(name: &str) -> ApiError {
         crate::openapi::OpenAiErrors,
     ),
     security((), ("api_key" = [])))]
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<CollectionList>, ApiError> {
+pub async fn list_collections(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<CollectionList>, ApiError> {
     let rag = rag_of(&state)?;
     let data = rag
         .with_store(|store| store.collections().map_err(rag_error))
@@ -68,7 +70,7 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<CollectionL
         crate::openapi::OpenAiErrors,
     ),
     security((), ("api_key" = [])))]
-pub async fn create(
+pub async fn create_collection(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -108,7 +110,7 @@ pub async fn create(
         crate::openapi::OpenAiErrors,
     ),
     security((), ("api_key" = [])))]
-pub async fn show(
+pub async fn show_collection(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<CollectionInfo>, ApiError> {
@@ -131,7 +133,7 @@ pub async fn show(
         crate::openapi::OpenAiErrors,
     ),
     security((), ("api_key" = [])))]
-pub async fn delete(
+pub async fn delete_collection(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<DeletedCollection>, ApiError> {
@@ -158,7 +160,7 @@ pub async fn delete(
         crate::openapi::OpenAiErrors,
     ),
     security((), ("api_key" = [])))]
-pub async fn search_route(
+pub async fn search_collection(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,

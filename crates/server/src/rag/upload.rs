@@ -144,7 +144,7 @@ async fn read_files(
         crate::openapi::OpenAiErrors,
     ),
     security((), ("api_key" = [])))]
-pub async fn upload(
+pub async fn upload_files(
     State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     form: Result<Multipart, MultipartRejection>,
