@@ -539,7 +539,7 @@ async function uploadFiles(event) {
     results.replaceChildren(
       ...body.files.map((f) =>
         f.error
-          ? resultLine(`${f.name}: failed — ${f.error}`, true)
+          ? resultLine(`${f.name}: failed — ${f.error.replace(`${f.name}: `, "")}`, true)
           : resultLine(`${f.name}: ${f.status} (${f.chunks} chunks)`, false),
       ),
     );

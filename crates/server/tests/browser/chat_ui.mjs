@@ -196,7 +196,7 @@ try {
     assert.equal(seen.results.length, 3, JSON.stringify(seen.results));
     assert.match(seen.results[0].text, /^memo\.docx: added \(\d+ chunks\)$/);
     assert.match(seen.results[1].text, /^travel\.txt: added \(\d+ chunks\)$/);
-    assert.match(seen.results[2].text, /^broken\.docx: failed — /);
+    assert.match(seen.results[2].text, /^broken\.docx: failed — not a readable DOCX file/);
     assert.deepEqual(seen.results.map((r) => r.failed), [false, false, true]);
     assert.match(await page.textContent("#collection-info"), /^2 documents · /);
 
