@@ -209,6 +209,21 @@ fn collections_uploads_search_and_cited_chat_over_http() {
             .unwrap()
             .contains("big.txt")
     );
+    // Many files under the limit that together pass the request's limit (4 files' worth).
+    let part = vec![b'b'; 60 << 10];
+    let names: Vec<String> = (0..25).map(|i| format!("part{i}.txt")).collect();
+    let many: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &part[..])).collect();
+    let (status, body) = rag.upload(&many);
+    assert_error(status, &body, 413, "request limit");
+    // A form field that is not a file, and a body that is not a form.
+    let field = (
+        "multipart/form-data; boundary=b".to_string(),
+        b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--b--\r\n".to_vec(),
+    );
+    let (status, body) = rag.send("POST", &format!("{PATH}/files"), Some(field));
+    assert_error(status, &body, 400, "is not a file");
+    let (status, body) = rag.json("POST", &format!("{PATH}/files"), &json!({"file": "x"}));
+    assert_error(status, &body, 400, "multipart/form-data");
     assert_eq!(rag.documents(), 3, "a refused upload stores nothing");
 
     // Search: by meaning, by keyword, by kind.
