@@ -1,5 +1,5 @@
 // forja's web chat: talks to the server's own OpenAI-compatible API (/v1/models,
-// /v1/chat/completions with server-sent events), keeps conversations and settings in this
+// /v1/chat/completions with server-sent events, /v1/rag/collections for documents), keeps conversations and settings in this
 // browser's localStorage, and renders answers as a safe subset of Markdown built from DOM nodes
 // (model output never becomes HTML).
 "use strict";
@@ -25,6 +25,8 @@ const storage = {
 };
 
 const SETTINGS = ["api-key", "system", "temperature", "top-p", "max-tokens", "seed"];
+// How many chunks a question with documents retrieves.
+const RETRIEVE_K = 5;
 let conversations = storage.get("forja.conversations", []);
 let currentId = storage.get("forja.current", null);
 let busy = null; // {controller, conversation} while a reply streams
@@ -163,6 +165,7 @@ function messageNode(msg) {
   else if (msg.role === "assistant") renderMarkdown(msg.content, content);
   else content.textContent = msg.content;
   div.append(content);
+  if (msg.citations?.length) div.append(citationsNode(msg.citations));
   const meta = describe(msg.stats);
   if (meta) {
     const m = document.createElement("div");
@@ -171,6 +174,26 @@ function messageNode(msg) {
     div.append(m);
   }
   return div;
+}
+
+// The sources an answer cites, as text: `[n] file, section, page` and the chunk's start.
+function citationsNode(citations) {
+  const list = document.createElement("ol");
+  list.className = "citations";
+  for (const c of citations) {
+    const li = document.createElement("li");
+    li.value = c.index;
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = c.label;
+    const excerpt = document.createElement("div");
+    excerpt.className = "excerpt";
+    const text = String(c.text ?? "").trim();
+    excerpt.textContent = text.length > 240 ? `${text.slice(0, 240)}…` : text;
+    li.append(label, excerpt);
+    list.append(li);
+  }
+  return list;
 }
 
 function renderConversations() {
@@ -314,6 +337,10 @@ function requestBody(conv) {
   body.top_p = number("top-p");
   body.max_tokens = number("max-tokens");
   body.seed = number("seed");
+  const collection = $("collection").value;
+  if ($("use-documents").checked && collection) {
+    body.retrieval = { collection, k: RETRIEVE_K };
+  }
   return body;
 }
 
@@ -364,6 +391,7 @@ async function reply(conv) {
       const chunk = JSON.parse(data);
       if (chunk.error) throw new Error(chunk.error.message || "the server reported an error");
       if (chunk.usage) usage = chunk.usage;
+      if (chunk.citations) msg.citations = chunk.citations;
       const choice = chunk.choices?.[0];
       const delta = choice?.delta?.content;
       if (delta) {
@@ -429,6 +457,101 @@ function regenerate() {
   reply(conv);
 }
 
+// ---------- Documents (the server's collections) ----------
+
+const collectionPath = (name) => `/v1/rag/collections/${encodeURIComponent(name)}`;
+
+async function loadCollections(select) {
+  const box = $("collection");
+  try {
+    const resp = await fetch("/v1/rag/collections", { headers: headers() });
+    if (!resp.ok) throw new Error(await errorText(resp));
+    const body = await resp.json();
+    const wanted = select ?? storage.get("forja.collection", null);
+    box.replaceChildren(
+      ...body.data.map((c) => {
+        const o = document.createElement("option");
+        o.value = c.name;
+        o.textContent = c.name;
+        o.dataset.info = `${c.documents} documents · ${c.chunks} chunks · ${c.embedding_model} (${c.dimension})`;
+        return o;
+      }),
+    );
+    if (wanted && body.data.some((c) => c.name === wanted)) box.value = wanted;
+    box.dataset.loaded = "true";
+    showCollection();
+  } catch (e) {
+    $("collection-info").textContent = `Cannot list the collections: ${e.message}`;
+  }
+}
+
+function showCollection() {
+  const option = $("collection").selectedOptions[0];
+  $("collection-info").textContent = option ? option.dataset.info : "no collection yet: create one";
+  if (option) storage.set("forja.collection", option.value);
+}
+
+async function createCollection(event) {
+  event.preventDefault();
+  const name = $("new-collection").value.trim();
+  if (!name) return;
+  const resp = await fetch("/v1/rag/collections", {
+    method: "POST",
+    headers: headers(),
+    body: JSON.stringify({ name }),
+  });
+  if (!resp.ok) {
+    $("collection-info").textContent = await errorText(resp);
+    return;
+  }
+  $("new-collection").value = "";
+  await loadCollections(name);
+}
+
+function resultLine(text, failed) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  if (failed) li.className = "failed";
+  return li;
+}
+
+async function uploadFiles(event) {
+  event.preventDefault();
+  const collection = $("collection").value;
+  const files = [...$("files").files];
+  const results = $("upload-results");
+  if (!collection) {
+    results.replaceChildren(resultLine("Create or pick a collection first.", true));
+    return;
+  }
+  if (!files.length) return;
+  const form = new FormData();
+  for (const f of files) form.append("file", f, f.name);
+  const h = headers();
+  delete h["content-type"]; // the browser sets the multipart boundary
+  $("upload").disabled = true;
+  results.replaceChildren(resultLine(`Uploading ${files.length} file(s)…`, false));
+  results.dataset.state = "uploading";
+  try {
+    const resp = await fetch(`${collectionPath(collection)}/files`, { method: "POST", headers: h, body: form });
+    if (!resp.ok) throw new Error(await errorText(resp));
+    const body = await resp.json();
+    results.replaceChildren(
+      ...body.files.map((f) =>
+        f.error
+          ? resultLine(`${f.name}: failed — ${f.error.replace(`${f.name}: `, "")}`, true)
+          : resultLine(`${f.name}: ${f.status} (${f.chunks} chunks)`, false),
+      ),
+    );
+    $("files").value = "";
+    await loadCollections(collection);
+  } catch (e) {
+    results.replaceChildren(resultLine(e.message, true));
+  }
+  results.dataset.state = "done";
+  $("upload").disabled = false;
+}
+
 // ---------- Wiring ----------
 
 function restoreSettings() {
@@ -465,12 +588,27 @@ function init() {
     $("settings-toggle").setAttribute("aria-expanded", String(!panel.hidden));
   });
   $("model").addEventListener("change", () => storage.set("forja.model", $("model").value));
+  $("documents-toggle").addEventListener("click", () => {
+    const panel = $("documents");
+    panel.hidden = !panel.hidden;
+    $("documents-toggle").setAttribute("aria-expanded", String(!panel.hidden));
+    if (!panel.hidden) loadCollections();
+  });
+  $("collection").addEventListener("change", showCollection);
+  $("create-collection").addEventListener("submit", createCollection);
+  $("upload-form").addEventListener("submit", uploadFiles);
+  $("use-documents").checked = storage.get("forja.use-documents", false);
+  $("use-documents").addEventListener("change", () => {
+    storage.set("forja.use-documents", $("use-documents").checked);
+    if ($("use-documents").checked) loadCollections();
+  });
   // A reply cut off by a closed tab is kept as stopped.
   for (const c of conversations) {
     for (const m of c.messages) if (m.state === "streaming") m.state = "stopped";
   }
   render();
   loadModels();
+  if ($("use-documents").checked) loadCollections();
   pollHealth();
   setInterval(pollHealth, 5000);
 }

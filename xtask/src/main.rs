@@ -42,7 +42,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ),
         (
             "forja-server",
-            &["forja-api", "forja-engine", "forja-arch"][..],
+            &["forja-api", "forja-engine", "forja-arch", "forja-rag"][..],
         ),
         ("forja-api", &[][..]),
         ("forja-rag", &[][..]),

@@ -4,3 +4,4 @@
 pub mod embeddings;
 pub mod ollama;
 pub mod openai;
+pub mod rag;

@@ -144,6 +144,9 @@ pub struct ChatCompletionRequest {
     pub n: Option<usize>,
     #[serde(default)]
     pub priority: Option<i32>,
+    /// Extension: answer from a document collection, citing it (see [`crate::rag::Retrieval`]).
+    #[serde(default)]
+    pub retrieval: Option<crate::rag::Retrieval>,
 }
 
 impl ChatCompletionRequest {
@@ -318,6 +321,10 @@ pub struct ChatCompletion {
     pub model: String,
     pub choices: Vec<ChatChoice>,
     pub usage: Usage,
+    /// Extension, with `retrieval` only: the sources the answer's `[n]` cite (`[n]` is the
+    /// entry with `index` n); empty when nothing relevant was found and the model was not asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub citations: Option<Vec<crate::rag::CitedChunk>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default, ToSchema)]
@@ -348,6 +355,10 @@ pub struct ChatCompletionChunk {
     /// Present (null) on every chunk when usage was asked for; set on the last one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Option<Usage>>,
+    /// Extension, with `retrieval` only, on the last chunk before `[DONE]`: the sources the
+    /// answer cites (see [`ChatCompletion::citations`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub citations: Option<Vec<crate::rag::CitedChunk>>,
 }
 
 /// Legacy completions' log-probabilities.

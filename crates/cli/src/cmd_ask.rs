@@ -72,9 +72,8 @@ pub fn run(a: AskArgs) -> Result<()> {
     let hits = relevant(hits, a.min_similarity);
     if hits.is_empty() {
         outln!(
-            "I found nothing relevant to this question in collection {:?}, so I cannot answer \
-             it from its documents.",
-            a.store.collection
+            "{}",
+            forja_rag::answer::nothing_relevant(&a.store.collection)
         );
         return Ok(());
     }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use forja_engine::serving::ServingConfig;
 use forja_server::models::{KeepAlive, ModelPool, PoolConfig, Runner};
+use forja_server::rag::RagConfig;
 use forja_server::{AppState, ServerConfig};
 
 #[derive(Debug, Args)]
@@ -61,6 +62,20 @@ pub struct ServeArgs {
     /// available at start); a model that does not fit next to busy ones is refused
     #[arg(long, value_parser = parse_size)]
     memory_limit: Option<u64>,
+    /// The document store behind /v1/rag/… and chat with `retrieval`: a SQLite file, or a
+    /// PostgreSQL server with pgvector as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE
+    /// (the same store `forja ingest` writes) [default: $FORJA_HOME/rag.sqlite, opened on first
+    /// use]
+    #[arg(long, value_name = "FILE|URL", env = "FORJA_RAG_STORE")]
+    rag_store: Option<String>,
+    /// The embedding model of uploads and searches (sentence-transformers folder), loaded once on
+    /// first use [default: all-minilm-l6-v2 where scripts/quickstart puts it]
+    #[arg(long, value_name = "DIR")]
+    embedding_model: Option<std::path::PathBuf>,
+    /// Largest uploaded document, e.g. 64MiB; larger ones are refused with 413 (a request may
+    /// carry four of them)
+    #[arg(long, value_parser = parse_size, default_value = "64MiB")]
+    max_upload: u64,
     /// Serve a LoRA adapter (a PEFT folder, e.g. from `forja tune`) beside the first model as
     /// NAME: requests pick it with "model": "MODEL+NAME" or "adapter": "NAME" (repeatable;
     /// requests for different adapters share batches)
@@ -89,7 +104,7 @@ fn parse_keep_alive(s: &str) -> std::result::Result<KeepAlive, String> {
 }
 
 /// `2GiB`, `512MiB`, `1.5G`, `1000000` → bytes.
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -165,14 +180,44 @@ pub fn run(a: ServeArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let pool = pool.with_adapters(adapters).map_err(anyhow::Error::msg)?;
-    let state = Arc::new(AppState::with_pool(
-        pool,
-        ServerConfig {
-            api_key: a.api_key.clone(),
-            max_body_bytes: a.max_body,
-            cors_origins: a.cors_origins.clone(),
-        },
-    ));
+    let rag = RagConfig {
+        store: crate::rag_setup::store_location(a.rag_store.as_deref()),
+        embedding_model: crate::rag_setup::embedding_model_dir(a.embedding_model.as_deref())
+            .map_err(|e| format!("{e:#}")),
+        max_upload_bytes: usize::try_from(a.max_upload).unwrap_or(usize::MAX),
+    };
+    if let Err(why) = &rag.embedding_model
+        && a.embedding_model.is_some()
+    {
+        bail!("{why}");
+    }
+    let state = Arc::new(
+        AppState::with_pool(
+            pool,
+            ServerConfig {
+                api_key: a.api_key.clone(),
+                max_body_bytes: a.max_body,
+                cors_origins: a.cors_origins.clone(),
+            },
+        )
+        .with_rag(rag),
+    );
+    if let Some(r) = &state.rag {
+        let store = if forja_rag::is_postgres_url(&r.config.store) {
+            forja_rag::store::postgres::redact_url(&r.config.store)
+        } else {
+            r.config.store.clone()
+        };
+        match &r.config.embedding_model {
+            Ok(dir) => eprintln!(
+                "documents (/v1/rag): {store}, embedded with {}",
+                dir.display()
+            ),
+            Err(why) => {
+                eprintln!("documents (/v1/rag): {store}; uploads and vector search are off: {why}")
+            }
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

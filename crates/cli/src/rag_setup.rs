@@ -8,6 +8,7 @@ use clap::Args;
 use forja_engine::{GenerateParams, LoadedModel, Message, generate};
 use forja_models::ContiguousKvCache;
 use forja_rag::{RagError, Store, is_postgres_url};
+pub use forja_server::rag::EngineEmbedder;
 
 /// The embedding model used when none is given.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
@@ -63,6 +64,31 @@ pub fn open_store_at(location: &str, must_exist: bool, hint: &str) -> Result<Sto
     Ok(Store::open(&path)?)
 }
 
+/// The embedding model folder: `flag` when given, else the default where it is installed.
+pub fn embedding_model_dir(flag: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        if !dir.is_dir() {
+            bail!("no embedding model folder at {}", dir.display());
+        }
+        return Ok(dir.to_path_buf());
+    }
+    let candidates = [
+        forja_home().join("models").join(DEFAULT_EMBEDDING_MODEL),
+        home()
+            .join(".cache/forja/models")
+            .join(DEFAULT_EMBEDDING_MODEL),
+    ];
+    if let Some(dir) = candidates.iter().find(|d| d.join("config.json").is_file()) {
+        return Ok(dir.clone());
+    }
+    bail!(
+        "no embedding model found (looked for {} and {}): run scripts/quickstart, which \
+         installs {DEFAULT_EMBEDDING_MODEL}, or pass --embedding-model DIR",
+        candidates[0].display(),
+        candidates[1].display()
+    )
+}
+
 impl StoreArgs {
     /// The store's file or URL.
     pub fn store_location(&self) -> String {
@@ -81,76 +107,14 @@ impl StoreArgs {
 
     /// The embedding model folder: the flag, else the default where it is installed.
     pub fn embedding_model_dir(&self) -> Result<PathBuf> {
-        if let Some(dir) = &self.embedding_model {
-            if !dir.is_dir() {
-                bail!("no embedding model folder at {}", dir.display());
-            }
-            return Ok(dir.clone());
-        }
-        let candidates = [
-            forja_home().join("models").join(DEFAULT_EMBEDDING_MODEL),
-            home()
-                .join(".cache/forja/models")
-                .join(DEFAULT_EMBEDDING_MODEL),
-        ];
-        if let Some(dir) = candidates.iter().find(|d| d.join("config.json").is_file()) {
-            return Ok(dir.clone());
-        }
-        bail!(
-            "no embedding model found (looked for {} and {}): run scripts/quickstart, which \
-             installs {DEFAULT_EMBEDDING_MODEL}, or pass --embedding-model DIR",
-            candidates[0].display(),
-            candidates[1].display()
-        )
+        embedding_model_dir(self.embedding_model.as_deref())
     }
 
     /// Loads the embedding model for the CPU.
     pub fn load_embedder(&self) -> Result<EngineEmbedder> {
         let dir = self.embedding_model_dir()?;
         EngineEmbedder::load(&dir)
-    }
-}
-
-/// The engine's sentence embedder behind [`forja_rag::Embedder`]. Its name is the model
-/// folder's name, which a collection records.
-#[derive(Debug)]
-pub struct EngineEmbedder {
-    inner: forja_engine::Embedder,
-    name: String,
-}
-
-impl EngineEmbedder {
-    pub fn load(dir: &Path) -> Result<Self> {
-        let inner = forja_engine::Embedder::load_cpu(dir)
-            .with_context(|| format!("loading the embedding model {}", dir.display()))?;
-        let name = forja_engine::model::display_name(dir);
-        Ok(EngineEmbedder { inner, name })
-    }
-}
-
-fn embedding_err(e: forja_engine::EngineError) -> RagError {
-    RagError::Embedding(e.to_string())
-}
-
-impl forja_rag::Embedder for EngineEmbedder {
-    fn embed(&self, texts: &[&str]) -> forja_rag::Result<Vec<Vec<f32>>> {
-        // Chunks fit the model; a long query is cut to the model's limit.
-        self.inner
-            .embed(texts, true)
-            .map(|e| e.vectors)
-            .map_err(embedding_err)
-    }
-    fn dimension(&self) -> usize {
-        self.inner.dimension()
-    }
-    fn max_tokens(&self) -> usize {
-        self.inner.max_tokens()
-    }
-    fn count_tokens(&self, text: &str) -> forja_rag::Result<usize> {
-        self.inner.count_tokens(text).map_err(embedding_err)
-    }
-    fn name(&self) -> String {
-        self.name.clone()
+            .with_context(|| format!("loading the embedding model {}", dir.display()))
     }
 }
 
@@ -171,13 +135,16 @@ impl EngineGenerator {
     }
 }
 
-impl forja_rag::Generator for EngineGenerator {
+impl forja_rag::PromptBudget for EngineGenerator {
     fn context_tokens(&self) -> usize {
         self.model.decoder.config.max_context as usize
     }
     fn prompt_tokens(&self, system: &str, user: &str) -> forja_rag::Result<usize> {
         self.prompt(system, user).map(|p| p.len())
     }
+}
+
+impl forja_rag::Generator for EngineGenerator {
     fn generate(
         &mut self,
         system: &str,

@@ -166,6 +166,39 @@ fn ingest_search_and_ask_with_real_models() {
         again.stdout
     );
 
+    // Files over --max-file-size fail alone, unread.
+    let small_store = tmp.path().join("small.sqlite");
+    let r = forja(
+        &home,
+        &[
+            "ingest",
+            docs,
+            "--collection",
+            "small",
+            "--store",
+            small_store.to_str().unwrap(),
+            "--embedding-model",
+            minilm,
+            "--max-file-size",
+            "100",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("files: 1 added, 0 unchanged, 0 updated, 0 removed, 3 failed"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        r.stderr
+            .matches("over the limit of 100 bytes (the file was not read)")
+            .count(),
+        2,
+        "{}",
+        r.stderr
+    );
+
     // A paraphrase that shares few words with the document.
     search_ranks_by_meaning_keywords_and_kind(&home, &common);
 

@@ -4,7 +4,7 @@
 //! relevant, the model is not called at all.
 
 use crate::error::{RagError, Result};
-use crate::model::Generator;
+use crate::model::{Generator, PromptBudget};
 use crate::retrieve::Hit;
 
 /// The instruction every answer is generated under.
@@ -76,7 +76,7 @@ pub fn user_prompt(question: &str, sources: &[Hit]) -> String {
 /// The sources that fit the generator's context with `max_answer_tokens` left for the answer:
 /// the first ones of `hits`, in order.
 pub fn fit_sources(
-    generator: &dyn Generator,
+    generator: &dyn PromptBudget,
     question: &str,
     hits: Vec<Hit>,
     max_answer_tokens: usize,
@@ -111,6 +111,15 @@ pub fn fit_sources(
     Ok(used)
 }
 
+/// What is said instead of an answer when no retrieved chunk of `collection` is relevant: the
+/// model is not asked, so it cannot invent one.
+pub fn nothing_relevant(collection: &str) -> String {
+    format!(
+        "I found nothing relevant to this question in collection {collection:?}, so I cannot \
+         answer it from its documents."
+    )
+}
+
 /// Answers `question` from `hits` (best first). `None` when no hit is relevant enough: the
 /// model is not asked to answer without sources. Answer text streams to `on_text`.
 pub fn answer(
@@ -124,7 +133,7 @@ pub fn answer(
     if hits.is_empty() {
         return Ok(None);
     }
-    let sources = fit_sources(generator, question, hits, options.max_answer_tokens)?;
+    let sources = fit_sources(&*generator, question, hits, options.max_answer_tokens)?;
     let text = generator.generate(
         SYSTEM_PROMPT,
         &user_prompt(question, &sources),

@@ -14,6 +14,18 @@ pub enum RagError {
         #[source]
         source: std::io::Error,
     },
+    /// A file over the size limit; it was not read.
+    #[error(
+        "{}: {} bytes, over the limit of {} bytes (the file was not read)",
+        path.display(),
+        bytes,
+        limit
+    )]
+    TooLarge {
+        path: PathBuf,
+        bytes: u64,
+        limit: u64,
+    },
     /// A file whose content does not parse as its format says.
     #[error("{}{}: {what}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
     Parse {
@@ -45,7 +57,13 @@ pub enum RagError {
     /// The store was written by a newer forja, or holds something this one cannot read.
     #[error("store {}: {what}", path.display())]
     Schema { path: PathBuf, what: String },
-    /// A collection that does not exist, or that does not fit the request.
+    /// A collection that does not exist.
+    #[error(
+        "collection {name:?}: no such collection in {store} (create it with `forja ingest PATH \
+         --collection {name}`)"
+    )]
+    NoSuchCollection { name: String, store: String },
+    /// A collection that does not fit the request.
     #[error("collection {name:?}: {what}")]
     Collection { name: String, what: String },
     /// The embedding model failed.
@@ -57,4 +75,18 @@ pub enum RagError {
     /// A bad argument (glob, filter, budget).
     #[error("{0}")]
     Input(String),
+}
+
+impl RagError {
+    /// Whether this error stops a whole ingest run (the store itself failed) rather than one
+    /// file.
+    pub fn stops_the_run(&self) -> bool {
+        matches!(
+            self,
+            RagError::Store { .. }
+                | RagError::Postgres { .. }
+                | RagError::Server { .. }
+                | RagError::Schema { .. }
+        )
+    }
 }

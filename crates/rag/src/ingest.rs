@@ -1,10 +1,13 @@
 //! Ingesting files and folders into a collection: parse → chunk → embed → store, one file at a
 //! time. A file whose content hash is unchanged is skipped; a changed file's chunks are
 //! replaced; on a folder, files stored from it earlier that are gone (or no longer selected)
-//! are removed. A file that fails is reported and the others go on; each file is stored in one
-//! transaction, so an interrupted run leaves complete files only and a re-run finishes the work.
+//! are removed. A file that fails is reported and the others go on (a file over the size limit
+//! fails without being read); each file is stored in one transaction, so an interrupted run
+//! leaves complete files only and a re-run finishes the work. [`ingest_bytes`] does the same for
+//! content that is not a local file (an upload).
 
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,8 +22,12 @@ use crate::store::{Collection, Store};
 /// Texts embedded per call to the model.
 const EMBED_BATCH: usize = 32;
 
+/// Largest file ingested unless told otherwise: 256 MiB. A larger file is a per-file error; it
+/// is never read whole into memory.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 << 20;
+
 /// What to ingest and how.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct IngestOptions {
     /// Globs a file in a folder must match (any of them; all files of known formats when empty),
     /// against its path relative to the folder.
@@ -29,6 +36,19 @@ pub struct IngestOptions {
     pub exclude: Vec<String>,
     /// Chunk sizes (default: [`ChunkOptions::for_model`] of the embedder's length limit).
     pub chunk: Option<ChunkOptions>,
+    /// Files larger than this many bytes fail (as a per-file error) without being read.
+    pub max_file_bytes: u64,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            chunk: None,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
 }
 
 /// What happened to one file.
@@ -45,6 +65,8 @@ pub enum FileOutcome {
 pub enum IngestEvent<'a> {
     /// The files to handle were listed.
     Found { files: usize },
+    /// Work on a file starts (`index` from 0, of the `files` found).
+    Started { path: &'a Path, index: usize },
     /// A file was handled (`chunks` stored, 0 when unchanged or removed).
     Done {
         path: &'a Path,
@@ -126,7 +148,7 @@ pub fn ingest(
     progress(IngestEvent::Found { files: files.len() });
 
     let mut pdf_seen = false;
-    for file in &files {
+    for (index, file) in files.iter().enumerate() {
         if !pdf_seen && Format::of(file) == Some(Format::Pdf) {
             pdf_seen = true;
             if let Some(why) = crate::parse::pdf::pdfium_missing() {
@@ -134,7 +156,15 @@ pub fn ingest(
                 report.notices.push(why.to_string());
             }
         }
-        match ingest_file(store, &c, file, embedder, chunk_options) {
+        progress(IngestEvent::Started { path: file, index });
+        match ingest_file(
+            store,
+            &c,
+            file,
+            embedder,
+            chunk_options,
+            options.max_file_bytes,
+        ) {
             Ok((outcome, chunks)) => {
                 match outcome {
                     FileOutcome::Added => report.added += 1,
@@ -149,12 +179,7 @@ pub fn ingest(
                     chunks,
                 });
             }
-            Err(
-                e @ (RagError::Store { .. }
-                | RagError::Postgres { .. }
-                | RagError::Server { .. }
-                | RagError::Schema { .. }),
-            ) => return Err(e),
+            Err(e) if e.stops_the_run() => return Err(e),
             Err(e) => fail(&mut report, progress, file, e),
         }
     }
@@ -190,28 +215,67 @@ fn fail(
     report.failed.push((path.to_path_buf(), error.to_string()));
 }
 
-/// Parses, chunks, embeds and stores one file unless its content is unchanged.
+/// Reads, parses, chunks, embeds and stores one file unless its content is unchanged. A file
+/// over `max_bytes` fails before it is read (and a file that grows past it while being read).
 fn ingest_file(
     store: &Store,
     c: &Collection,
     file: &Path,
     embedder: &dyn Embedder,
     options: ChunkOptions,
+    max_bytes: u64,
 ) -> Result<(FileOutcome, usize)> {
     let io = |source| RagError::Io {
         path: file.to_path_buf(),
         source,
     };
+    let too_large = |bytes: u64| RagError::TooLarge {
+        path: file.to_path_buf(),
+        bytes,
+        limit: max_bytes,
+    };
     let meta = std::fs::metadata(file).map_err(io)?;
+    if meta.len() > max_bytes {
+        return Err(too_large(meta.len()));
+    }
     let mtime = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs() as i64);
-    let bytes = std::fs::read(file).map_err(io)?;
-    let key = file.display().to_string();
-    let stored = store.document(c, &key)?;
-    let hash = crate::document::content_hash(&bytes);
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    std::fs::File::open(file)
+        .and_then(|f| f.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    ingest_bytes(
+        store,
+        c,
+        &file.display().to_string(),
+        &bytes,
+        mtime,
+        embedder,
+        options,
+    )
+}
+
+/// Parses, chunks, embeds and stores `bytes` as the document `key` of `c` (its format from the
+/// key's extension) unless the stored document has the same content; all of it in one
+/// transaction, so a failure leaves the document as it was. This is how files that do not live
+/// on this machine (uploads) are ingested; [`ingest`] reads files and calls it.
+pub fn ingest_bytes(
+    store: &Store,
+    c: &Collection,
+    key: &str,
+    bytes: &[u8],
+    mtime: Option<i64>,
+    embedder: &dyn Embedder,
+    options: ChunkOptions,
+) -> Result<(FileOutcome, usize)> {
+    let stored = store.document(c, key)?;
+    let hash = crate::document::content_hash(bytes);
     if let Some(s) = &stored
         && s.content_hash == hash
     {
@@ -220,7 +284,7 @@ fn ingest_file(
         }
         return Ok((FileOutcome::Unchanged, 0));
     }
-    let doc = parse_bytes(file, &bytes)?;
+    let doc = parse_bytes(Path::new(key), bytes)?;
     let count = |t: &str| embedder.count_tokens(t);
     let chunks = chunk_document(&doc, options, &count)?;
     let mut vectors = Vec::with_capacity(chunks.len());
@@ -229,18 +293,17 @@ fn ingest_file(
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let mut v = embedder
             .embed(&refs)
-            .map_err(|e| RagError::Embedding(format!("{}: {e}", file.display())))?;
+            .map_err(|e| RagError::Embedding(format!("{key}: {e}")))?;
         if v.len() != batch.len() {
             return Err(RagError::Embedding(format!(
-                "{}: the model returned {} vectors for {} texts",
-                file.display(),
+                "{key}: the model returned {} vectors for {} texts",
                 v.len(),
                 batch.len()
             )));
         }
         vectors.append(&mut v);
     }
-    store.replace_document(c, &key, &doc, mtime, &chunks, &vectors)?;
+    store.replace_document(c, key, &doc, mtime, &chunks, &vectors)?;
     let outcome = if stored.is_some() {
         FileOutcome::Updated
     } else {

@@ -21,8 +21,11 @@ pub use answer::{Answer, AnswerOptions, answer};
 pub use chunk::{Chunk, ChunkOptions, chunk_document};
 pub use document::{Block, Document, Element, ElementKind, Table};
 pub use error::{RagError, Result};
-pub use ingest::{IngestEvent, IngestOptions, IngestReport, ingest};
-pub use model::{Embedder, Generator};
+pub use ingest::{
+    DEFAULT_MAX_FILE_BYTES, FileOutcome, IngestEvent, IngestOptions, IngestReport, ingest,
+    ingest_bytes,
+};
+pub use model::{Embedder, Generator, PromptBudget};
 pub use parse::{Format, parse_bytes, parse_file};
 pub use retrieve::{Filters, Hit, SearchMode, SearchQuery, rrf_fuse, search};
 pub use store::{Collection, CollectionStats, Store, StoredDocument, is_postgres_url};

@@ -20,12 +20,19 @@ pub trait Embedder {
     fn name(&self) -> String;
 }
 
-/// A chat model that answers from a prompt.
-pub trait Generator {
+/// What deciding how many sources fit a prompt needs to know of a chat model: its context and
+/// how many tokens a prompt takes. A server that generates elsewhere (its engine actor) measures
+/// through this alone.
+pub trait PromptBudget {
     /// Tokens the model's context holds: prompt and answer together.
     fn context_tokens(&self) -> usize;
-    /// Tokens the prompt made of `system` and `user` takes, chat template included.
+    /// Tokens the prompt made of `system` and `user` takes, chat template (and whatever else
+    /// the prompt carries, such as earlier turns of a conversation) included.
     fn prompt_tokens(&self, system: &str, user: &str) -> Result<usize>;
+}
+
+/// A chat model that answers from a prompt.
+pub trait Generator: PromptBudget {
     /// Answers `user` under the `system` instruction with at most `max_tokens` tokens; each
     /// piece of text goes to `on_text` as it is generated. Returns the whole answer.
     fn generate(

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use common::{BagOfWords, TestStore};
 use forja_rag::{
-    ElementKind, Filters, Generator, IngestOptions, IngestReport, RagError, SearchMode,
-    SearchQuery, Store, answer, ingest, rrf_fuse, search,
+    ElementKind, Filters, Generator, IngestOptions, IngestReport, PromptBudget, RagError,
+    SearchMode, SearchQuery, Store, answer, ingest, rrf_fuse, search,
 };
 
 /// Runs each behaviour once per backend, as `sqlite::NAME` and `postgres::NAME`.
@@ -55,7 +55,47 @@ on_both_stores!(
     search_modes_and_filters,
     a_failing_write_rolls_the_whole_file_back,
     answers_cite_what_fits_and_refuse_without_relevant_sources,
+    files_over_the_size_limit_fail_alone_and_unread,
 );
+
+fn files_over_the_size_limit_fail_alone_and_unread(ts: &TestStore, tmp: &Path) {
+    let dir = tmp.join("docs");
+    corpus(&dir);
+    let big = fs::canonicalize(write(&dir, "big.md", &"# Big\n\nwords ".repeat(400))).unwrap();
+    let store = ts.open();
+    let options = IngestOptions {
+        max_file_bytes: 1024,
+        ..Default::default()
+    };
+    let mut failed = Vec::new();
+    let r = ingest(
+        &store,
+        "docs",
+        std::slice::from_ref(&dir),
+        &BagOfWords::default(),
+        &options,
+        &mut |ev| {
+            if let forja_rag::IngestEvent::Failed { path, error } = ev {
+                failed.push((path.to_path_buf(), error.to_string()));
+            }
+        },
+    )
+    .unwrap();
+    // The corpus's small files are in; the big one failed with its size and the limit.
+    assert_eq!(r.added, 4, "{:?}", r.failed);
+    let (_, why) = failed.iter().find(|(p, _)| *p == big).unwrap();
+    assert!(
+        why.contains("over the limit of 1024 bytes") && why.contains("not read"),
+        "{why}"
+    );
+    let c = store.existing_collection("docs").unwrap();
+    assert!(
+        store
+            .document(&c, &big.display().to_string())
+            .unwrap()
+            .is_none()
+    );
+}
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -322,7 +362,7 @@ fn include_and_exclude_globs_select_files(ts: &TestStore, tmp: &Path) {
     let options = IngestOptions {
         include: vec!["*.md".into(), "*.csv".into()],
         exclude: vec!["sub/**".into()],
-        chunk: None,
+        ..Default::default()
     };
     let r = ingest(
         &store,
@@ -438,13 +478,16 @@ struct Echo {
     calls: usize,
 }
 
-impl Generator for Echo {
+impl PromptBudget for Echo {
     fn context_tokens(&self) -> usize {
         self.context
     }
     fn prompt_tokens(&self, system: &str, user: &str) -> forja_rag::Result<usize> {
         Ok(common::words(system).count() + common::words(user).count())
     }
+}
+
+impl Generator for Echo {
     fn generate(
         &mut self,
         _system: &str,

@@ -28,6 +28,11 @@ impl ApiError {
         }
     }
 
+    /// Any status with a message.
+    pub fn with_status(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError::new(status, message)
+    }
+
     /// 400: the request cannot be served as written.
     pub fn invalid(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -122,9 +127,10 @@ impl ApiError {
     /// The error type name OpenAI clients expect for this status.
     fn kind(&self) -> &'static str {
         match self.status {
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::NOT_FOUND => {
-                "invalid_request_error"
-            }
+            StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::NOT_FOUND
+            | StatusCode::CONFLICT => "invalid_request_error",
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",

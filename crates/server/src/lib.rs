@@ -11,6 +11,7 @@ pub mod models;
 pub mod ollama;
 pub mod openai;
 pub mod openapi;
+pub mod rag;
 pub mod tools;
 pub mod ui;
 
@@ -62,6 +63,9 @@ pub struct AppState {
     pub config: ServerConfig,
     /// Unix seconds the server started.
     pub started: u64,
+    /// Document collections (`/v1/rag/…` and chat with `retrieval`), when the server keeps
+    /// them.
+    pub rag: Option<rag::RagState>,
 }
 
 impl AppState {
@@ -79,6 +83,15 @@ impl AppState {
             started: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            rag: None,
+        }
+    }
+
+    /// The same server, keeping document collections as `config` says.
+    pub fn with_rag(self, config: rag::RagConfig) -> Self {
+        AppState {
+            rag: Some(rag::RagState::new(config)),
+            ..self
         }
     }
 }
@@ -111,10 +124,17 @@ pub const ROUTES: &[&str] = &[
     "/health",
     "/api/version",
     "/openapi.json",
+    "/v1/rag/collections",
+    "/v1/rag/collections/{name}",
+    "/v1/rag/collections/{name}/files",
+    "/v1/rag/collections/{name}/search",
 ];
 
 /// Every route, with auth, metrics, body limit, CORS and panic isolation.
 pub fn router(state: Arc<AppState>) -> Router {
+    let upload_limit = state.rag.as_ref().map_or(state.config.max_body_bytes, |r| {
+        r.config.max_upload_request_bytes()
+    });
     let api = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
@@ -128,6 +148,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/ps", get(ollama::ps))
         .route("/api/embed", post(embeddings::ollama_embed))
         .route("/api/embeddings", post(embeddings::ollama_embeddings))
+        .route(
+            "/v1/rag/collections",
+            get(rag::routes::list_collections).post(rag::routes::create_collection),
+        )
+        .route(
+            "/v1/rag/collections/{name}",
+            get(rag::routes::show_collection).delete(rag::routes::delete_collection),
+        )
+        .route(
+            "/v1/rag/collections/{name}/files",
+            post(rag::upload::upload_files).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route(
+            "/v1/rag/collections/{name}/search",
+            post(rag::routes::search_collection),
+        )
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
     let mut app = Router::new()
         .merge(api)
@@ -155,7 +191,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         app = app.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST])
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
         );
     }

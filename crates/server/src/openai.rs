@@ -32,7 +32,7 @@ use crate::models::{ModelKind, Runner};
 /// Most log-probability alternatives per token.
 const MAX_TOP_LOGPROBS: usize = 20;
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -50,7 +50,7 @@ pub fn parse_body<T: DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
-fn request_id(prefix: &str) -> String {
+pub(crate) fn request_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}", crate::jobs_id())
 }
 
@@ -201,9 +201,23 @@ pub async fn chat_completions(
             ));
         }
     };
-    let msgs = messages(&req)?;
-    let worker = engine.clone();
+    let mut msgs = messages(&req)?;
     let rendered = tools.as_ref().map(|t| t.tools.clone());
+    let mut citations = None;
+    if let Some(r) = &req.retrieval {
+        use crate::rag::chat::{Prepared, nothing_found, prepare};
+        match prepare(&state, &engine, r, msgs, rendered.clone(), &mut plan).await? {
+            Prepared::Prompt {
+                messages,
+                citations: cited,
+            } => {
+                msgs = messages;
+                citations = Some(cited);
+            }
+            Prepared::NothingRelevant(text) => return Ok(nothing_found(&req, plan.n, text)),
+        }
+    }
+    let worker = engine.clone();
     let prompt =
         tokio::task::spawn_blocking(move || worker.model.chat_prompt(&msgs, rendered.as_ref()))
             .await
@@ -227,6 +241,7 @@ pub async fn chat_completions(
             usage,
             want_logprobs,
             tools.map(|t| t.format),
+            citations,
             start,
         );
         return Ok(Sse::new(stream)
@@ -267,6 +282,7 @@ pub async fn chat_completions(
         model: req.model,
         choices: out,
         usage,
+        citations,
     })
     .into_response())
 }
@@ -297,6 +313,8 @@ struct ChatStream {
     started: Vec<bool>,
     left: usize,
     done: bool,
+    /// With retrieval: the sources, sent on the last chunk.
+    citations: Option<Vec<forja_api::rag::CitedChunk>>,
 }
 
 impl ChatStream {
@@ -308,6 +326,7 @@ impl ChatStream {
             model: self.model.clone(),
             choices,
             usage: self.usage.as_ref().map(|_| None),
+            citations: None,
         }
     }
 
@@ -366,15 +385,20 @@ impl ChatStream {
                     logprobs: None,
                     finish_reason: Some(reason),
                 };
-                out.push(json_event(&self.chunk(vec![c])));
+                let mut finished = self.chunk(vec![c]);
                 if let Some(total) = &mut self.usage {
                     add_usage(total, &usage, i == 0);
                 }
                 self.left -= 1;
+                if self.left == 0 && self.usage.is_none() {
+                    finished.citations = self.citations.take();
+                }
+                out.push(json_event(&finished));
                 if self.left == 0 {
                     if let Some(total) = self.usage.clone() {
                         let mut last = self.chunk(Vec::new());
                         last.usage = Some(Some(total));
+                        last.citations = self.citations.take();
                         out.push(json_event(&last));
                     }
                     out.push(SseEvent::default().data("[DONE]"));
@@ -390,7 +414,7 @@ impl ChatStream {
     }
 }
 
-fn json_event<T: serde::Serialize>(v: &T) -> SseEvent {
+pub(crate) fn json_event<T: serde::Serialize>(v: &T) -> SseEvent {
     SseEvent::default().data(serde_json::to_string(v).unwrap_or_else(|e| {
         format!(r#"{{"error":{{"message":"cannot encode a chunk: {e}","type":"server_error"}}}}"#)
     }))
@@ -411,9 +435,11 @@ fn chat_stream(
     usage: bool,
     logprobs: bool,
     tools: Option<ToolFormat>,
+    citations: Option<Vec<forja_api::rag::CitedChunk>>,
     start: Instant,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let s = ChatStream {
+        citations,
         tools: (0..choices).map(|_| tools.map(ToolStream::new)).collect(),
         engine,
         id,

@@ -9,8 +9,10 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "forja",
-        description = "OpenAI- and Ollama-compatible API of `forja serve`. When the server has an \
-                       API key, every route but /health, /api/version and /openapi.json needs \
+        description = "OpenAI- and Ollama-compatible API of `forja serve`, and its document \
+                       collections (`/v1/rag/…`; `retrieval` on `/v1/chat/completions` answers \
+                       from one, with `citations`). When the server has an API key, every \
+                       route but /health, /api/version and /openapi.json needs \
                        `Authorization: Bearer <key>`."
     ),
     paths(
@@ -28,6 +30,12 @@ use utoipa::{Modify, OpenApi};
         crate::ollama::version,
         crate::health,
         crate::metrics_route,
+        crate::rag::routes::list_collections,
+        crate::rag::routes::create_collection,
+        crate::rag::routes::show_collection,
+        crate::rag::routes::delete_collection,
+        crate::rag::upload::upload_files,
+        crate::rag::routes::search_collection,
     ),
     components(schemas(
         forja_api::openai::ChatCompletionChunk,

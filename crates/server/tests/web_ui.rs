@@ -168,3 +168,35 @@ fn the_page_asks_for_the_key_when_the_server_has_one() {
     assert!(seen["without_key"].as_str().unwrap().contains("API key"));
     assert!(!seen["answer"].as_str().unwrap().is_empty());
 }
+
+#[test]
+fn documents_panel_in_a_real_browser() {
+    let store = tempfile::tempdir().unwrap();
+    let (engine, _thread) =
+        forja_engine::serving::Engine::start(load(), &ServingConfig::default()).unwrap();
+    let state = forja_server::AppState::with_pool(
+        forja_server::models::ModelPool::preloaded(engine),
+        ServerConfig::default(),
+    )
+    .with_rag(forja_server::rag::RagConfig {
+        store: store.path().join("rag.sqlite").display().to_string(),
+        embedding_model: Ok(forja_testkit::testdata_dir().join("all-minilm-l6-v2")),
+        max_upload_bytes: 1 << 20,
+    });
+    let s = common::start_state(state);
+    let docx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/documents/memo.docx");
+    let seen = browse(&[
+        "documents",
+        &format!("{}/", s.url),
+        MODEL,
+        docx.to_str().unwrap(),
+    ]);
+    assert!(
+        seen["citations"][0].as_str().is_some(),
+        "no citation shown: {seen}"
+    );
+    // What the page showed is what the store holds.
+    let list = s.get("/v1/rag/collections");
+    assert_eq!(list["data"][0]["name"], "handbook");
+    assert_eq!(list["data"][0]["documents"], 2);
+}

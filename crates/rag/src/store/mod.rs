@@ -159,13 +159,11 @@ impl Store {
 
     /// The collection called `name`, or an error saying it does not exist.
     pub fn existing_collection(&self, name: &str) -> Result<Collection> {
-        self.collection(name)?.ok_or_else(|| RagError::Collection {
-            name: name.to_string(),
-            what: format!(
-                "no such collection in {} (create it with `forja ingest PATH --collection {name}`)",
-                self.location()
-            ),
-        })
+        self.collection(name)?
+            .ok_or_else(|| RagError::NoSuchCollection {
+                name: name.to_string(),
+                store: self.location().to_string(),
+            })
     }
 
     /// The collection `name`, created for `embedding_model` vectors of `dimension` floats if new.

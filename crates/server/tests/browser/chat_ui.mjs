@@ -4,6 +4,7 @@
 //
 //   node chat_ui.mjs chat URL MODEL PROMPT EXPECTED_JSON SCREENSHOT
 //   node chat_ui.mjs auth URL MODEL KEY
+//   node chat_ui.mjs documents URL MODEL DOCX_FILE
 import { createRequire } from "node:module";
 import assert from "node:assert/strict";
 
@@ -169,6 +170,72 @@ try {
     await page.waitForSelector(".message.error", { timeout: 30000 });
     seen.error = await page.textContent(".message.error");
     assert.match(seen.error, /API key/);
+  } else if (mode === "documents") {
+    const [docx] = rest;
+    await page.waitForSelector("#model[data-loaded=true]");
+    await page.click("#documents-toggle");
+    await page.waitForSelector("#collection[data-loaded=true]");
+    assert.equal(await page.$$eval("#collection option", (o) => o.length), 0);
+    await page.fill("#new-collection", "handbook");
+    await page.click("#create-collection button[type=submit]");
+    await page.waitForSelector("#collection option[value=handbook]", { state: "attached" });
+    assert.equal(await page.inputValue("#collection"), "handbook");
+
+    // A real Word file, a text file whose words look like markup, and a broken file.
+    const markup = 'Travel must be booked two weeks ahead.\n<img src=x onerror="window.pwned=3">';
+    const { readFileSync } = await import("node:fs");
+    await page.setInputFiles("#files", [
+      { name: "memo.docx", mimeType: "application/octet-stream", buffer: readFileSync(docx) },
+      { name: "travel.txt", mimeType: "text/plain", buffer: Buffer.from(markup) },
+      { name: "broken.docx", mimeType: "application/octet-stream", buffer: Buffer.from("junk") },
+    ]);
+    await page.click("#upload");
+    await page.waitForSelector("#upload-results[data-state=done]", { timeout: 120000 });
+    seen.results = await page.$$eval("#upload-results li", (l) =>
+      l.map((li) => ({ text: li.textContent, failed: li.classList.contains("failed") })));
+    assert.equal(seen.results.length, 3, JSON.stringify(seen.results));
+    assert.match(seen.results[0].text, /^memo\.docx: added \(\d+ chunks\)$/);
+    assert.match(seen.results[1].text, /^travel\.txt: added \(\d+ chunks\)$/);
+    assert.match(seen.results[2].text, /^broken\.docx: failed — not a readable DOCX file/);
+    assert.deepEqual(seen.results.map((r) => r.failed), [false, false, true]);
+    assert.match(await page.textContent("#collection-info"), /^2 documents · /);
+
+    // Asking with documents on: the answer shows its sources under it, as text.
+    await page.check("#use-documents");
+    await page.click("#settings-toggle");
+    await setField("temperature", 0);
+    await setField("max-tokens", 16);
+    await ask("How far ahead must travel be booked?");
+    await page.waitForSelector(".message.assistant[data-state=done]", { timeout: 120000 });
+    const cited = await page.evaluate(() => {
+      const a = document.querySelector(".message.assistant");
+      return {
+        labels: [...a.querySelectorAll(".citations li .label")].map((l) => l.textContent),
+        excerpts: [...a.querySelectorAll(".citations li .excerpt")].map((l) => l.textContent),
+        numbers: [...a.querySelectorAll(".citations li")].map((l) => l.value),
+        imgs: document.querySelectorAll(".message img").length,
+        pwned: window.pwned ?? null,
+      };
+    });
+    seen.citations = cited.labels;
+    assert.ok(cited.labels.some((l) => l.startsWith("memo.docx")), JSON.stringify(cited));
+    const i = cited.labels.findIndex((l) => l.startsWith("travel.txt"));
+    assert.ok(i >= 0, JSON.stringify(cited));
+    assert.equal(cited.excerpts[i], markup, "document text stays text");
+    assert.deepEqual(cited.numbers, cited.labels.map((_, n) => n + 1));
+    assert.equal(cited.imgs, 0);
+    assert.equal(cited.pwned, null);
+    const convs = await stored();
+    assert.equal(convs[0].messages[1].citations.length, cited.labels.length);
+
+    // Off again: a plain answer without sources.
+    await page.uncheck("#use-documents");
+    await ask("Hello");
+    await page.waitForFunction(() => {
+      const m = document.querySelectorAll(".message.assistant");
+      return m.length === 2 && m[1].dataset.state === "done";
+    }, null, { timeout: 120000 });
+    assert.equal(await page.$$eval(".message.assistant:nth-of-type(4) .citations", (c) => c.length), 0);
   } else {
     throw new Error(`unknown mode ${mode}`);
   }

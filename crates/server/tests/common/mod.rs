@@ -123,7 +123,12 @@ pub fn sse_data(text: &str) -> Vec<String> {
 
 /// A server over a pool of models (loaded on first use), on a real socket.
 pub fn start_pool(pool: forja_server::models::ModelPool, config: ServerConfig) -> Server {
-    let state = Arc::new(AppState::with_pool(pool, config));
+    start_state(AppState::with_pool(pool, config))
+}
+
+/// A server of `state` on a real socket.
+pub fn start_state(state: AppState) -> Server {
+    let state = Arc::new(state);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
