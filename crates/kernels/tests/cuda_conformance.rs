@@ -45,17 +45,7 @@ fn gpu() -> Gpu {
 }
 
 fn check(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert!(scale > 0.0, "{what}: an all-zero reference tests nothing");
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max)
-        / scale;
-    println!("{what}: relative error {worst:.2e}");
-    assert!(worst <= TOLERANCE, "{what}: relative error {worst}");
+    check_within(what, got, want, TOLERANCE);
 }
 
 #[test]

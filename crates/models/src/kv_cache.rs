@@ -54,6 +54,35 @@ pub struct KvView<'a> {
     pub blocks: Option<(&'a [u32], usize)>,
 }
 
+impl<'a> KvView<'a> {
+    /// Keys and values whose slot is the position (no block table).
+    pub fn slots(keys: &'a Tensor, values: &'a Tensor) -> Self {
+        KvView {
+            keys,
+            values,
+            blocks: None,
+        }
+    }
+}
+
+/// Layer `layer` of a cache that stores `(keys, values)` per layer once written.
+fn stored_layer(layers: &[Option<(Tensor, Tensor)>], layer: usize) -> Result<&(Tensor, Tensor)> {
+    layers
+        .get(layer)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| ModelError::Input(format!("KV cache has nothing for layer {layer}")))
+}
+
+/// A cache holding `held` tokens can keep `len` of them.
+fn check_keep(len: usize, held: usize) -> Result<()> {
+    if len > held {
+        return Err(ModelError::Input(format!(
+            "cannot keep {len} tokens of a cache holding {held}"
+        )));
+    }
+    Ok(())
+}
+
 /// One buffer per layer for keys and one for values, `[capacity, kv_heads, head_dim]`, grown
 /// by doubling: a token's keys are written once, never copied by later steps.
 #[derive(Debug, Default)]
@@ -83,10 +112,7 @@ impl ContiguousKvCache {
     }
 
     fn layer(&self, layer: usize) -> Result<&(Tensor, Tensor)> {
-        self.layers
-            .get(layer)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| ModelError::Input(format!("KV cache has nothing for layer {layer}")))
+        stored_layer(&self.layers, layer)
     }
 }
 
@@ -149,11 +175,7 @@ impl KvCache for ContiguousKvCache {
 
     fn view(&self, layer: usize) -> Result<KvView<'_>> {
         let (keys, values) = self.layer(layer)?;
-        Ok(KvView {
-            keys,
-            values,
-            blocks: None,
-        })
+        Ok(KvView::slots(keys, values))
     }
 
     fn advance(&mut self, new_tokens: usize) {
@@ -161,12 +183,7 @@ impl KvCache for ContiguousKvCache {
     }
 
     fn truncate(&mut self, len: usize) -> Result<()> {
-        if len > self.len {
-            return Err(ModelError::Input(format!(
-                "cannot keep {len} tokens of a cache holding {}",
-                self.len
-            )));
-        }
+        check_keep(len, self.len)?;
         // Positions past `len` are overwritten by the next write.
         self.len = len;
         Ok(())
@@ -193,10 +210,7 @@ impl GraphKvCache {
     }
 
     fn layer(&self, layer: usize) -> Result<&(Tensor, Tensor)> {
-        self.layers
-            .get(layer)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| ModelError::Input(format!("KV cache has nothing for layer {layer}")))
+        stored_layer(&self.layers, layer)
     }
 }
 
@@ -232,11 +246,7 @@ impl KvCache for GraphKvCache {
 
     fn view(&self, layer: usize) -> Result<KvView<'_>> {
         let (keys, values) = self.layer(layer)?;
-        Ok(KvView {
-            keys,
-            values,
-            blocks: None,
-        })
+        Ok(KvView::slots(keys, values))
     }
 
     fn reads_in_place(&self) -> bool {
@@ -248,12 +258,7 @@ impl KvCache for GraphKvCache {
     }
 
     fn truncate(&mut self, len: usize) -> Result<()> {
-        if len > self.len {
-            return Err(ModelError::Input(format!(
-                "cannot keep {len} tokens of a cache holding {}",
-                self.len
-            )));
-        }
+        check_keep(len, self.len)?;
         for (k, v) in self.layers.iter_mut().flatten() {
             *k = k.narrow(0, 0, len)?;
             *v = v.narrow(0, 0, len)?;

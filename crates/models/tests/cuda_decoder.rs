@@ -10,9 +10,10 @@
     reason = "test code fails loudly"
 )]
 
+mod common;
+
 use std::sync::Arc;
 
-use candle_core::Device;
 use forja_kernels::cuda::Gpu;
 use forja_models::gpu::{GpuDecoder, GpuOptions, GpuSeq};
 use forja_models::{Decoder, KvCache, SeqStep};
@@ -33,23 +34,8 @@ const BLOCK: usize = 4;
 const STEPS: usize = 8;
 
 fn load(name: &str) -> (Decoder, Vec<Vec<u32>>) {
-    let dir = forja_testkit::fixtures_dir().join("tiny").join(name);
-    let model = forja_models::loader::load(&dir, &Device::Cpu).unwrap();
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("goldens.json")).unwrap()).unwrap();
-    let prompts = meta["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            p.as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect();
-    (model, prompts)
+    let (model, meta) = common::tiny_model(name);
+    (model, common::id_lists(&meta["prompts"]))
 }
 
 /// Largest difference relative to the largest reference value.

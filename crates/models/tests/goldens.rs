@@ -11,7 +11,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::max_abs_diff;
+use common::{id_lists, max_abs_diff, tiny_model};
 use forja_models::{ContiguousKvCache, Decoder, GraphKvCache, SeqStep};
 
 const FAMILIES: [&str; 13] = [
@@ -38,24 +38,9 @@ struct Golden {
 }
 
 fn golden(name: &str) -> (Decoder, Golden) {
+    let (model, meta) = tiny_model(name);
     let dir = forja_testkit::fixtures_dir().join("tiny").join(name);
-    let model = forja_models::loader::load(&dir, &Device::Cpu).unwrap();
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("goldens.json")).unwrap()).unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<Vec<u32>> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                p.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|t| t.as_u64().unwrap() as u32)
-                    .collect()
-            })
-            .collect()
-    };
-    let prompts = ids(&meta["prompts"]);
+    let prompts = id_lists(&meta["prompts"]);
     let tensors =
         candle_core::safetensors::load(dir.join("goldens.safetensors"), &Device::Cpu).unwrap();
     let logits = (0..prompts.len())
@@ -66,7 +51,7 @@ fn golden(name: &str) -> (Decoder, Golden) {
         Golden {
             prompts,
             logits,
-            greedy: ids(&meta["greedy"]),
+            greedy: id_lists(&meta["greedy"]),
         },
     )
 }

@@ -186,8 +186,8 @@ fn twenty_lora_steps_give_peft_losses() {
     assert_eq!(set(&ours["target_modules"]), set(&theirs["target_modules"]));
 }
 
-#[test]
-fn adapter_trained_by_peft_gives_peft_logits() {
+/// The golden probe's token ids and the logits PEFT's trained adapter gives it.
+fn probe_and_peft_logits() -> (Vec<u32>, Vec<f32>) {
     let g = golden();
     let probe: Vec<u32> = g["probe"]
         .as_array()
@@ -198,6 +198,12 @@ fn adapter_trained_by_peft_gives_peft_logits() {
     let want = candle_core::safetensors::load(golden_dir().join("probe.safetensors"), &Device::Cpu)
         .unwrap();
     let want: Vec<f32> = want["logits"].flatten_all().unwrap().to_vec1().unwrap();
+    (probe, want)
+}
+
+#[test]
+fn adapter_trained_by_peft_gives_peft_logits() {
+    let (probe, want) = probe_and_peft_logits();
     let mut decoder = tiny_llama();
     let base = logits_of(&decoder, &probe);
     let adapter = peft::load(&golden_dir().join("trained")).unwrap();
@@ -261,16 +267,7 @@ fn adapter_for_another_model_is_refused_whole() {
 
 #[test]
 fn merged_model_gives_the_adapted_logits_without_the_adapter() {
-    let g = golden();
-    let probe: Vec<u32> = g["probe"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let want = candle_core::safetensors::load(golden_dir().join("probe.safetensors"), &Device::Cpu)
-        .unwrap();
-    let want: Vec<f32> = want["logits"].flatten_all().unwrap().to_vec1().unwrap();
+    let (probe, want) = probe_and_peft_logits();
     let adapter = peft::load(&golden_dir().join("trained")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("merged");

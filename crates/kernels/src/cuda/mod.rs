@@ -17,7 +17,10 @@ mod ops;
 
 pub use blas::{GEMV_ROWS, GemmData, GemmInput, GemmWeight, QuantKind, QuantPart};
 pub use cudarc::driver::CudaSlice;
-pub use ops::{Act, AttentionLaunch, AttentionTables, StepGraph, argmax_index};
+pub use ops::{
+    Act, AttentionLaunch, AttentionTables, StepGraph, argmax_index, attention_fits,
+    attention_shared_bytes,
+};
 
 const SOURCE: &str = include_str!("../kernels.cu");
 /// The kernels `SOURCE` defines.

@@ -109,6 +109,18 @@ fn need(what: &str, have: usize, want: usize) -> Result<()> {
     Ok(())
 }
 
+/// Shared memory of an attention block whose rows see `positions` positions: q, the eight
+/// warps' partial sums, the scores.
+pub fn attention_shared_bytes(head_dim: usize, positions: usize) -> usize {
+    (9 * head_dim + positions) * 4
+}
+
+/// Whether the attention kernel takes rows that see `positions` positions (longer contexts
+/// need the split-K kernel).
+pub fn attention_fits(head_dim: usize, positions: usize) -> bool {
+    head_dim <= 256 && attention_shared_bytes(head_dim, positions) <= SHARED_BYTES
+}
+
 /// The index packed in a key of [`Gpu::argmax_rows`].
 pub fn argmax_index(key: u64) -> u32 {
     0xffff_ffff - (key & 0xffff_ffff) as u32
@@ -361,8 +373,7 @@ impl Gpu {
                 a.head_dim
             )));
         }
-        // q, the eight warps' partial sums, the scores.
-        let shared = (9 * a.head_dim + visible) * 4;
+        let shared = attention_shared_bytes(a.head_dim, visible);
         if shared > SHARED_BYTES {
             return Err(KernelError::Shape(format!(
                 "a context of {visible} positions needs {shared} bytes of shared memory; this \

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use forja_kernels::cuda::{
     Act, AttentionLaunch, AttentionTables, CudaSlice, GemmWeight, Gpu, StepGraph, argmax_index,
+    attention_fits,
 };
 
 use crate::decoder::Decoder;
@@ -320,7 +321,7 @@ impl GpuDecoder {
         self.use_graphs
             && seqs.len() <= MAX_GRAPH_BATCH
             && seqs.iter().all(|s| s.tokens.len() == 1 && !s.all_logits)
-            && (9 * self.dims.head_dim + self.opts.max_context) * 4 <= 48 << 10
+            && attention_fits(self.dims.head_dim, self.opts.max_context)
     }
 
     fn run(&mut self, plan: &Plan, rows: usize, graphed: bool, output: Output) -> Result<()> {

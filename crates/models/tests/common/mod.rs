@@ -2,7 +2,8 @@
 
 #![allow(dead_code, reason = "each test file uses a different part")]
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
+use forja_models::Decoder;
 
 /// Largest absolute elementwise difference of two tensors of one shape.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -27,6 +28,30 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
             x ^= x >> 7;
             x ^= x << 17;
             (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A tiny model of `fixtures/tiny` on the CPU, with its `goldens.json`.
+pub fn tiny_model(name: &str) -> (Decoder, serde_json::Value) {
+    let dir = forja_testkit::fixtures_dir().join("tiny").join(name);
+    let model = forja_models::loader::load(&dir, &Device::Cpu).unwrap();
+    let meta =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("goldens.json")).unwrap()).unwrap();
+    (model, meta)
+}
+
+/// The token-id lists of a `goldens.json` array (prompts, greedy continuations).
+pub fn id_lists(v: &serde_json::Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap() as u32)
+                .collect()
         })
         .collect()
 }
