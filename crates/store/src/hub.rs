@@ -9,7 +9,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, RANGE};
 
 use crate::config::StoreConfig;
 use crate::error::StoreError;
-use crate::listing::RepoListing;
+use crate::listing::{RemoteFile, RepoListing};
 
 #[derive(Debug, Clone)]
 pub struct HubClient {
@@ -36,10 +36,17 @@ fn encode_path(p: &str) -> String {
 pub(crate) enum Asked<'a> {
     Listing,
     File(&'a str),
+    /// A file at an address of its own (a package index's), not a hub repository's.
+    Url,
 }
 
 impl HubClient {
     pub fn new(config: &StoreConfig) -> Result<Self, StoreError> {
+        Self::with_endpoint(&config.endpoint, config.token.clone())
+    }
+
+    /// A client for another server (a package index), with its own token if any.
+    pub fn with_endpoint(endpoint: &str, token: Option<String>) -> Result<Self, StoreError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(20))
             .read_timeout(Duration::from_secs(60))
@@ -51,8 +58,8 @@ impl HubClient {
             })?;
         Ok(HubClient {
             http,
-            endpoint: config.endpoint.clone(),
-            token: config.token.clone(),
+            endpoint: endpoint.to_string(),
+            token,
         })
     }
 
@@ -60,7 +67,7 @@ impl HubClient {
         &self.endpoint
     }
 
-    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn get(&self, url: &str) -> reqwest::RequestBuilder {
         let rb = self.http.get(url);
         match &self.token {
             // reqwest drops the header when a redirect leaves this host (the LFS CDN).
@@ -69,7 +76,7 @@ impl HubClient {
         }
     }
 
-    fn offline(&self, e: &reqwest::Error) -> StoreError {
+    pub(crate) fn offline(&self, e: &reqwest::Error) -> StoreError {
         // The innermost cause says it best ("Connection refused", "failed to lookup address").
         let mut why = e.to_string();
         let mut src = std::error::Error::source(e);
@@ -104,16 +111,21 @@ impl HubClient {
         )
     }
 
-    /// Starts downloading `path` from byte `offset` on. Returns the response and the offset the
-    /// body really starts at (0 when the server ignored the range).
+    /// Starts downloading `file` from byte `offset` on (from its own address when it has one).
+    /// Returns the response and the offset the body really starts at (0 when the server ignored
+    /// the range).
     pub(crate) async fn open_file(
         &self,
         repo: &str,
         commit: &str,
-        path: &str,
+        file: &RemoteFile,
         offset: u64,
     ) -> Result<(reqwest::Response, u64), StoreError> {
-        let url = self.file_url(repo, commit, path);
+        let path = file.path.as_str();
+        let (url, asked) = match &file.url {
+            Some(u) => (u.clone(), Asked::Url),
+            None => (self.file_url(repo, commit, path), Asked::File(path)),
+        };
         let mut rb = self.get(&url);
         if offset > 0 {
             rb = rb.header(RANGE, format!("bytes={offset}-"));
@@ -126,7 +138,7 @@ impl HubClient {
                 body: "range not satisfiable".into(),
             });
         }
-        let resp = self.check(resp, repo, commit, Asked::File(path)).await?;
+        let resp = self.check(resp, repo, commit, asked).await?;
         let start = if resp.status() == StatusCode::PARTIAL_CONTENT {
             content_range_start(resp.headers()).ok_or_else(|| StoreError::Response {
                 what: format!("downloading {path}"),
@@ -201,6 +213,11 @@ impl HubClient {
         let endpoint = self.endpoint.clone();
         let repo_s = repo.to_string();
         Err(match (status.as_u16(), code.as_str()) {
+            (s, _) if matches!(asked, Asked::Url) => StoreError::Http {
+                url,
+                status: s,
+                body,
+            },
             (_, "RepoNotFound") => StoreError::RepoNotFound {
                 repo: repo_s,
                 endpoint,
@@ -215,7 +232,7 @@ impl HubClient {
                     revision: revision.to_string(),
                     file: match asked {
                         Asked::File(f) => f.to_string(),
-                        Asked::Listing => String::new(),
+                        Asked::Listing | Asked::Url => String::new(),
                     },
                 }
             }

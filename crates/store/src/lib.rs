@@ -16,6 +16,7 @@ pub mod import;
 pub mod listing;
 pub mod manifest;
 pub mod name;
+pub mod packages;
 pub mod store;
 
 pub use config::StoreConfig;
@@ -25,4 +26,5 @@ pub use import::default_import_name;
 pub use listing::{RemoteFile, RepoListing};
 pub use manifest::{ManifestEntry, ManifestFile};
 pub use name::{HubRef, Selector};
+pub use packages::PackagedModel;
 pub use store::{Pulled, Removed, Store};

@@ -16,6 +16,8 @@ pub struct RemoteFile {
     pub sha256: Option<String>,
     /// The git blob id, for files stored in git itself.
     pub blob_id: Option<String>,
+    /// Where the bytes are, when not at the hub's `resolve` address (a package index's file).
+    pub url: Option<String>,
 }
 
 impl RemoteFile {
@@ -101,6 +103,7 @@ impl RepoListing {
                 size,
                 sha256,
                 blob_id,
+                url: None,
             });
         }
         let gated = match &m.gated {
@@ -320,6 +323,7 @@ mod tests {
                     size: 1,
                     sha256: None,
                     blob_id: Some("1".repeat(40)),
+                    url: None,
                 })
                 .collect(),
             gated: false,

@@ -82,7 +82,7 @@ pub(crate) fn facts(path: &Path) -> Result<Facts, StoreError> {
     })
 }
 
-fn free_bytes(dir: &Path) -> Result<u64, StoreError> {
+pub(crate) fn free_bytes(dir: &Path) -> Result<u64, StoreError> {
     forja_hw::disk::probe(dir)
         .map(|d| d.free_bytes)
         .map_err(|e| StoreError::Io {
@@ -229,16 +229,7 @@ impl Store {
             }
             cache.write_ref(&hub.revision, &listing.commit)?;
         }
-        // The same model pulled under another spelling keeps its one entry.
-        let name = match self.manifest.get(name)? {
-            Some(_) => name.to_string(),
-            None => self
-                .manifest
-                .by_source(&hub.canonical())?
-                .into_iter()
-                .next()
-                .map_or_else(|| name.to_string(), |e| e.name),
-        };
+        let name = self.entry_name(name, &hub.canonical())?;
         let name = name.as_str();
         let path = model_path(&cache, &listing.commit, &files, &hub.selector);
         // The files are what the hub has; a model forja cannot describe is still installed
@@ -284,6 +275,25 @@ impl Store {
             needed_bytes,
             offline,
         })
+    }
+
+    /// The name a pull records: `name`, unless the same model (by source) is already in the
+    /// store under another spelling, which keeps its one entry.
+    pub(crate) fn entry_name(&self, name: &str, source: &str) -> Result<String, StoreError> {
+        Ok(match self.manifest.get(name)? {
+            Some(_) => name.to_string(),
+            None => self
+                .manifest
+                .by_source(source)?
+                .into_iter()
+                .next()
+                .map_or_else(|| name.to_string(), |e| e.name),
+        })
+    }
+
+    /// The entry installed from `source` (a hub name or a package list), if any.
+    pub fn get_source(&self, source: &str) -> Result<Option<ManifestEntry>, StoreError> {
+        Ok(self.manifest.by_source(source)?.into_iter().next())
     }
 
     /// The model `hub` names, described from the hub without downloading it: a GGUF's header

@@ -416,6 +416,7 @@ fn a_sharded_model_another_tool_fetched_in_part_is_not_taken_for_complete() {
             size: bytes.len() as u64,
             sha256: None,
             blob_id: Some(id.into()),
+            url: None,
         };
         cache.link(COMMIT, &f, id).unwrap();
     };

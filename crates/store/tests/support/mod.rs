@@ -3,7 +3,8 @@
 //! sha256s), `/{org}/{repo}/resolve/{rev}/{path}` (git files served directly with `ETag`; LFS
 //! files redirected to `/lfs/{sha256}` with `X-Linked-Etag` / `X-Linked-Size` / `X-Repo-Commit`),
 //! HTTP Range, gated repositories that need a token, and switches to cut a transfer, corrupt a
-//! byte, or run something when a file is first asked for.
+//! byte, or run something when a file is first asked for. It is also a Python package index:
+//! `/simple/{package}/` (the JSON simple API, PEP 691) and the wheels at `/files/{name}`.
 #![allow(dead_code, reason = "each test file uses part of the server")]
 
 use std::collections::HashMap;
@@ -86,7 +87,34 @@ pub struct Switches {
 
 pub struct Hub {
     repos: HashMap<String, HubRepo>,
+    /// Wheels by the package's normalized name.
+    packages: HashMap<String, Vec<HubFile>>,
     pub switches: Switches,
+}
+
+/// A wheel holding `members` (path in the wheel, bytes), stored uncompressed or deflated.
+pub fn wheel(package: &str, version: &str, members: &[(&str, &[u8])], deflate: bool) -> HubFile {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let method = if deflate {
+        zip::CompressionMethod::Deflated
+    } else {
+        zip::CompressionMethod::Stored
+    };
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(method)
+        .large_file(members.iter().any(|(_, b)| b.len() > u32::MAX as usize / 2));
+    let dist = package.replace('-', "_");
+    for (path, bytes) in members {
+        w.start_file(*path, opts).unwrap();
+        w.write_all(bytes).unwrap();
+    }
+    w.start_file(format!("{dist}-{version}.dist-info/WHEEL"), opts)
+        .unwrap();
+    w.write_all(b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        .unwrap();
+    let bytes = w.finish().unwrap().into_inner();
+    HubFile::lfs(&format!("{dist}-{version}-py3-none-any.whl"), bytes)
 }
 
 pub struct HubServer {
@@ -97,14 +125,26 @@ pub struct HubServer {
 
 impl HubServer {
     pub async fn start(repos: Vec<(&str, HubRepo)>) -> Self {
+        Self::with_packages(repos, Vec::new()).await
+    }
+
+    /// A hub with `repos` that is also a package index of `wheels` (package name, wheel).
+    pub async fn with_packages(repos: Vec<(&str, HubRepo)>, wheels: Vec<(&str, HubFile)>) -> Self {
+        let mut packages: HashMap<String, Vec<HubFile>> = HashMap::new();
+        for (name, w) in wheels {
+            packages.entry(name.to_string()).or_default().push(w);
+        }
         let hub = Arc::new(Hub {
             repos: repos.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            packages,
             switches: Switches::default(),
         });
         let app = Router::new()
             .route("/api/models/{org}/{repo}/revision/{rev}", get(listing))
             .route("/{org}/{repo}/resolve/{rev}/{*path}", get(resolve))
             .route("/lfs/{sha}", get(lfs))
+            .route("/simple/{package}/", get(simple))
+            .route("/files/{name}", get(wheel_file))
             .with_state(hub.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -217,6 +257,42 @@ async fn resolve(
             .unwrap();
     }
     serve_bytes(&hub, f, &r.commit, &headers, false)
+}
+
+async fn simple(State(hub): State<Arc<Hub>>, Path(package): Path<String>) -> Response {
+    let Some(wheels) = hub.packages.get(&package) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let files: Vec<serde_json::Value> = wheels
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "filename": w.path,
+                // Relative, as some mirrors write it.
+                "url": format!("../../files/{}#sha256={}", w.path, w.sha256()),
+                "hashes": {"sha256": w.sha256()},
+                "size": w.bytes.len(),
+            })
+        })
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/vnd.pypi.simple.v1+json")],
+        serde_json::json!({"meta": {"api-version": "1.1"}, "name": package, "files": files})
+            .to_string(),
+    )
+        .into_response()
+}
+
+async fn wheel_file(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let found = hub.packages.values().flatten().find(|w| w.path == name);
+    match found {
+        Some(w) => serve_bytes(&hub, w, "", &headers, true),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn lfs(State(hub): State<Arc<Hub>>, Path(sha): Path<String>, headers: HeaderMap) -> Response {
