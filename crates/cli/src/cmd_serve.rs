@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use forja_engine::RunnerDevice;
 use forja_engine::serving::ServingConfig;
 use forja_server::models::{KeepAlive, ModelPool, PoolConfig, Runner};
 use forja_server::rag::RagConfig;
@@ -39,6 +40,11 @@ pub struct ServeArgs {
     /// Tokens per KV cache block
     #[arg(long, default_value_t = 16)]
     block_size: usize,
+    /// Where chat models run: cpu, or an NVIDIA GPU as cuda / cuda:N (a build with the `cuda`
+    /// feature); on a GPU the KV cache asks for room for 512k tokens unless --kv-memory says
+    /// otherwise, and keeps as many blocks as fit beside the weights
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: RunnerDevice,
     /// Tokens computed per engine step (prefill chunks and decodes together)
     #[arg(long, default_value_t = 512)]
     max_batched_tokens: usize,
@@ -158,6 +164,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 max_batched_tokens: a.max_batched_tokens,
                 max_running: a.max_running,
                 max_pending: a.max_pending,
+                device: a.device,
             },
             kv_bytes: a.kv_memory,
             context: a.ctx,
@@ -273,7 +280,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
 /// Prints (and logs) what the default model holds and the other models on offer.
 fn report_ready(state: &AppState, runner: &Runner) {
     match runner {
-        Runner::Chat(engine) => report_pool(&engine.pool),
+        Runner::Chat(engine) => report_pool(&engine.pool, engine.device()),
         Runner::Embed(e) => eprintln!(
             "ready: embedding model, {}-dimensional vectors, inputs up to {} tokens",
             e.embedder.dimension(),
@@ -297,9 +304,14 @@ fn report_ready(state: &AppState, runner: &Runner) {
     }
 }
 
+fn parse_device(s: &str) -> std::result::Result<RunnerDevice, String> {
+    s.parse()
+}
+
 /// Prints (and logs) a chat model's KV pool.
-fn report_pool(p: &forja_engine::serving::PoolInfo) {
+fn report_pool(p: &forja_engine::serving::PoolInfo, device: &str) {
     tracing::info!(
+        device,
         num_blocks = p.num_blocks,
         block_size = p.block_size,
         bytes = p.bytes,
@@ -307,8 +319,13 @@ fn report_pool(p: &forja_engine::serving::PoolInfo) {
         max_model_len = p.max_model_len,
         "kv cache ready"
     );
+    let on = if device == "cpu" {
+        String::new()
+    } else {
+        format!(" on {device}")
+    };
     eprintln!(
-        "ready: KV cache {} blocks × {} tokens = {:.2} GiB ({:.0} bytes/token); longest request {} tokens",
+        "ready{on}: KV cache {} blocks × {} tokens = {:.2} GiB ({:.0} bytes/token); longest request {} tokens",
         p.num_blocks,
         p.block_size,
         p.bytes as f64 / f64::from(1u32 << 30),

@@ -1,5 +1,6 @@
-//! The engine actor: one thread owns a model's paged KV store and the scheduler, and runs one
-//! step after another for every admitted request (continuous batching). Request handlers talk to
+//! The engine actor: one thread owns a model's step runner (with its paged KV pool, on the CPU
+//! or a GPU) and the scheduler, and runs one step after another for every admitted request
+//! (continuous batching). Request handlers talk to
 //! it through a bounded channel and receive [`Event`]s through their own [`EventSink`]; a full
 //! queue is an immediate [`SubmitError::Overloaded`], never an unbounded backlog.
 
@@ -15,7 +16,7 @@ use candle_core::DType;
 use forja_arch::KvDtype;
 use forja_arch::kv_cache::kv_bytes_per_token;
 use forja_kv::KvManager;
-use forja_models::{AdapterId, PagedKvStore, SeqStep};
+use forja_models::{AdapterId, PoolShape, RunnerDevice, RunnerSeq, StepRunner, open_runner};
 use forja_sched::{FinishReason as SchedFinish, Request, SchedConfig, Scheduler, StepPlan};
 
 use crate::constrain::Constraint;
@@ -38,6 +39,8 @@ pub struct ServingConfig {
     pub max_running: usize,
     /// Requests admitted (queued or running) at most; more are refused as overloaded.
     pub max_pending: usize,
+    /// Where the steps run (the KV pool lives there too).
+    pub device: RunnerDevice,
 }
 
 impl Default for ServingConfig {
@@ -48,6 +51,7 @@ impl Default for ServingConfig {
             max_batched_tokens: 512,
             max_running: 64,
             max_pending: 256,
+            device: RunnerDevice::Cpu,
         }
     }
 }
@@ -64,6 +68,9 @@ pub struct PoolInfo {
     /// Longest sequence (prompt + output) a request may have.
     pub max_model_len: usize,
 }
+
+/// What the actor thread reports once its runner and scheduler exist.
+type Ready = std::result::Result<(usize, String), String>;
 
 /// What a request produces, in order: tokens, then exactly one `Done` or `Error`.
 #[derive(Debug, Clone)]
@@ -157,6 +164,7 @@ pub struct Engine {
     next_id: Arc<AtomicU64>,
     pub model: Arc<LoadedModel>,
     pub pool: PoolInfo,
+    device: String,
     pub gauges: Arc<Gauges>,
     max_pending: usize,
 }
@@ -171,11 +179,16 @@ impl std::fmt::Debug for Command {
 }
 
 impl Engine {
-    /// Allocates the KV pool for `model` and starts the actor thread. The thread ends when
+    /// Starts the actor thread, which makes the runner (and its KV pool) on the configured
+    /// device; returns once it is ready, or with why it could not start. The thread ends when
     /// every handle is dropped.
     pub fn start(model: Arc<LoadedModel>, cfg: &ServingConfig) -> Result<(Engine, JoinHandle<()>)> {
         let dc = &model.decoder.config;
-        let dtype = model.decoder.kv_dtype();
+        // A GPU runner keeps keys and values in f16.
+        let dtype = match cfg.device {
+            RunnerDevice::Cpu => model.decoder.kv_dtype(),
+            RunnerDevice::Cuda(_) => DType::F16,
+        };
         let kv_dtype = match dtype {
             DType::F16 => KvDtype::F16,
             DType::BF16 => KvDtype::Bf16,
@@ -183,56 +196,80 @@ impl Engine {
         };
         let bytes_per_token = kv_bytes_per_token(dc, kv_dtype);
         let block_bytes = bytes_per_token * cfg.block_size as f64;
-        let num_blocks = (cfg.kv_bytes as f64 / block_bytes).floor() as usize;
-        if num_blocks == 0 || cfg.block_size == 0 {
+        let wanted = (cfg.kv_bytes as f64 / block_bytes).floor() as usize;
+        if wanted == 0 || cfg.block_size == 0 {
             return Err(EngineError::Input(format!(
                 "a KV pool of {} bytes holds no block of {} tokens ({block_bytes:.0} bytes each)",
                 cfg.kv_bytes, cfg.block_size
             )));
         }
-        let max_model_len = (dc.max_context as usize).min(num_blocks * cfg.block_size);
+        let context = dc.max_context as usize;
+        let shape = PoolShape {
+            blocks: wanted,
+            block_size: cfg.block_size,
+            max_context: context.min(wanted * cfg.block_size),
+        };
+        let (tx, rx) = sync_channel(cfg.max_pending.max(1));
+        let (ready_tx, ready_rx) = sync_channel::<Ready>(1);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let gauges = Arc::new(Gauges::default());
+        let (thread_model, thread_pending, thread_gauges) = (
+            Arc::clone(&model),
+            Arc::clone(&pending),
+            Arc::clone(&gauges),
+        );
+        let (device, block_size) = (cfg.device, cfg.block_size);
+        let (max_batched_tokens, max_running) = (cfg.max_batched_tokens, cfg.max_running);
+        let thread = std::thread::Builder::new()
+            .name("forja-engine".into())
+            .spawn(move || {
+                let made = open_runner(&thread_model.decoder, device, shape)
+                    .map_err(|e| format!("cannot start on {device}: {e}"))
+                    .and_then(|runner| {
+                        let blocks = runner.blocks();
+                        let kv =
+                            KvManager::new(blocks, block_size, true).map_err(|e| e.to_string())?;
+                        let sched = Scheduler::new(
+                            SchedConfig {
+                                max_batched_tokens,
+                                max_running,
+                                max_model_len: context.min(blocks * block_size),
+                            },
+                            kv,
+                        )
+                        .map_err(|e| e.to_string())?;
+                        Ok((runner, sched))
+                    });
+                let (runner, sched) = match made {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok((runner.blocks(), runner.describe())));
+                let mut actor = Actor {
+                    model: thread_model,
+                    runner,
+                    sched,
+                    reqs: HashMap::new(),
+                    pending: thread_pending,
+                    gauges: thread_gauges,
+                };
+                actor.run(rx);
+            })
+            .map_err(|e| EngineError::Input(format!("cannot start the engine thread: {e}")))?;
+        let (num_blocks, device) = ready_rx
+            .recv()
+            .map_err(|_| EngineError::Input("the engine thread ended while starting".into()))?
+            .map_err(EngineError::Input)?;
         let pool = PoolInfo {
             num_blocks,
             block_size: cfg.block_size,
             bytes_per_token,
             bytes: (block_bytes * num_blocks as f64) as u64,
-            max_model_len,
+            max_model_len: context.min(num_blocks * cfg.block_size),
         };
-        let store = PagedKvStore::new(
-            model.decoder.num_layers(),
-            num_blocks,
-            cfg.block_size,
-            dc.num_kv_heads as usize,
-            dc.head_dim as usize,
-            dtype,
-            model.decoder.device(),
-        )?;
-        let kv = KvManager::new(num_blocks, cfg.block_size, true)
-            .map_err(|e| EngineError::Input(e.to_string()))?;
-        let sched = Scheduler::new(
-            SchedConfig {
-                max_batched_tokens: cfg.max_batched_tokens,
-                max_running: cfg.max_running,
-                max_model_len,
-            },
-            kv,
-        )
-        .map_err(|e| EngineError::Input(e.to_string()))?;
-        let (tx, rx) = sync_channel(cfg.max_pending.max(1));
-        let pending = Arc::new(AtomicUsize::new(0));
-        let gauges = Arc::new(Gauges::default());
-        let mut actor = Actor {
-            model: Arc::clone(&model),
-            store,
-            sched,
-            reqs: HashMap::new(),
-            pending: Arc::clone(&pending),
-            gauges: Arc::clone(&gauges),
-        };
-        let thread = std::thread::Builder::new()
-            .name("forja-engine".into())
-            .spawn(move || actor.run(rx))
-            .map_err(|e| EngineError::Input(format!("cannot start the engine thread: {e}")))?;
         Ok((
             Engine {
                 tx,
@@ -240,11 +277,17 @@ impl Engine {
                 next_id: Arc::new(AtomicU64::new(1)),
                 model,
                 pool,
+                device,
                 gauges,
                 max_pending: cfg.max_pending,
             },
             thread,
         ))
+    }
+
+    /// Where the steps run, in words (`cpu`, or the GPU's name and ordinal).
+    pub fn device(&self) -> &str {
+        &self.device
     }
 
     /// Admits a job; its events go to its sink. Checks what can be checked at once (a prompt
@@ -328,7 +371,7 @@ struct ReqState {
 
 struct Actor {
     model: Arc<LoadedModel>,
-    store: PagedKvStore,
+    runner: Box<dyn StepRunner>,
     sched: Scheduler,
     reqs: HashMap<u64, ReqState>,
     pending: Arc<AtomicUsize>,
@@ -464,32 +507,25 @@ impl Actor {
             }
         }
         let logits = {
-            let mut views: Vec<_> = plan
-                .seqs
-                .iter()
-                .map(|s| self.store.sequence(&s.block_table, s.start))
-                .collect();
             let reqs = &self.reqs;
-            let mut steps: Vec<SeqStep<'_>> = plan
+            let seqs: Vec<RunnerSeq<'_>> = plan
                 .seqs
                 .iter()
-                .zip(views.iter_mut())
-                .map(|(s, v)| SeqStep {
+                .map(|s| RunnerSeq {
                     tokens: &s.tokens,
-                    cache: v,
-                    all_logits: false,
+                    start: s.start,
+                    blocks: &s.block_table,
                     adapter: reqs.get(&s.id).and_then(|r| r.adapter),
                 })
                 .collect();
+            let (runner, decoder) = (&mut self.runner, &self.model.decoder);
             // A panic inside the model fails this step's requests, not the engine.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.model.decoder.forward(&mut steps)
-            }))
-            .unwrap_or_else(|_| {
-                Err(forja_models::ModelError::Input(
-                    "the model panicked on this step".into(),
-                ))
-            })
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.step(decoder, &seqs)))
+                .unwrap_or_else(|_| {
+                    Err(forja_models::ModelError::Input(
+                        "the model panicked on this step".into(),
+                    ))
+                })
         };
         let logits = match logits {
             Ok(l) => l,
@@ -510,13 +546,12 @@ impl Actor {
             let Some(r) = self.reqs.get_mut(&s.id) else {
                 continue;
             };
-            let row = l.flatten_all().and_then(|t| t.to_vec1::<f32>());
-            let picked = row.map_err(EngineError::from).and_then(|mut row| {
-                if let Some(c) = &mut r.constraint {
-                    c.mask(&mut row)?;
-                }
-                r.sampler.sample(&row, &r.history, r.top_logprobs)
-            });
+            let mut row = l;
+            let picked = match &mut r.constraint {
+                Some(c) => c.mask(&mut row),
+                None => Ok(()),
+            }
+            .and_then(|()| r.sampler.sample(&row, &r.history, r.top_logprobs));
             match picked {
                 Ok(p) => sampled.push((s.id, p)),
                 Err(e) => failed.push((s.id, e.to_string())),

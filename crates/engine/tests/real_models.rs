@@ -480,3 +480,35 @@ fn control_token_text_in_tool_calls_stays_text() {
         "{text}"
     );
 }
+
+#[test]
+fn a_gpu_asked_for_where_none_can_run_says_why_and_the_cpu_still_serves() {
+    use forja_engine::RunnerDevice;
+    use forja_engine::serving::{Engine, ServingConfig};
+    let model = std::sync::Arc::new(load("SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let gpu = ServingConfig {
+        kv_bytes: 16 << 20,
+        device: RunnerDevice::Cuda(0),
+        ..Default::default()
+    };
+    let e = Engine::start(std::sync::Arc::clone(&model), &gpu)
+        .err()
+        .expect("no GPU here")
+        .to_string();
+    // Without the `cuda` feature the build says so; with it, the missing driver is named.
+    assert!(
+        e.contains("cannot start on cuda:0")
+            && (e.contains("built without GPU support") || e.contains("not installed")),
+        "{e}"
+    );
+    let cpu = ServingConfig {
+        kv_bytes: 16 << 20,
+        ..Default::default()
+    };
+    let (engine, _thread) = Engine::start(model, &cpu).unwrap();
+    assert_eq!(engine.device(), "cpu");
+    assert_eq!(
+        engine.pool.num_blocks,
+        (16 << 20) / (16 * 30 * 2 * 3 * 64 * 2)
+    );
+}

@@ -19,6 +19,7 @@ pub mod norm;
 pub mod paged_kv;
 pub mod pooling;
 pub mod rope;
+pub mod runner;
 pub mod weight_source;
 
 pub use decoder::{Decoder, SeqStep};
@@ -27,3 +28,4 @@ pub use error::{ModelError, Result};
 pub use kv_cache::{ContiguousKvCache, GraphKvCache, KvCache, KvView};
 pub use lora::{AdapterId, AdapterRows, Lora, LoraSlot, LoraWeights};
 pub use paged_kv::{PagedKvStore, PagedSeq};
+pub use runner::{PoolShape, RunnerDevice, RunnerSeq, StepRunner, open_runner};

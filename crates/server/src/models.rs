@@ -12,6 +12,7 @@ use forja_arch::workspace::{StepShape, inference_workspace_bytes};
 use forja_arch::{DecoderConfig, KvDtype, ModelDescription};
 use forja_engine::LoadedModel;
 use forja_engine::LoraWeights;
+use forja_engine::RunnerDevice;
 use forja_engine::embed::{DEFAULT_MAX_BATCH_TOKENS, Embedder, is_encoder_dir};
 use forja_engine::embed_serving::{EmbedEngine, EmbedServingConfig};
 use forja_engine::serving::{Engine, ServingConfig};
@@ -74,12 +75,24 @@ pub struct Footprint {
     pub workspace: u64,
     /// The served LoRA adapters' matrices (f32).
     pub adapters: u64,
+    /// The KV cache lives in GPU memory, not in this machine's.
+    pub kv_on_gpu: bool,
 }
 
 impl Footprint {
+    /// Bytes of this machine's memory the model holds (what the memory budget counts).
     pub fn total(&self) -> u64 {
-        self.weights + self.kv_cache + self.workspace + self.adapters
+        let kv = if self.kv_on_gpu { 0 } else { self.kv_cache };
+        self.weights + kv + self.workspace + self.adapters
     }
+}
+
+/// The KV pool a model served on a GPU asks for unless told otherwise: room for 512k tokens (256
+/// sequences of 2k), at least one context; the GPU runner keeps as many blocks as fit beside the
+/// weights.
+pub fn default_gpu_kv_bytes(cfg: &DecoderConfig) -> u64 {
+    let per_token = kv_bytes_per_token(cfg, KvDtype::F16);
+    (per_token * (cfg.max_context as f64).max(524_288.0)) as u64
 }
 
 /// The KV pool a model gets unless told otherwise: room for two full contexts, between 16k
@@ -291,9 +304,11 @@ impl ModelPool {
             let s = &config.serving;
             let footprint = Footprint {
                 weights: desc.weights(None).total_bytes,
-                kv_cache: config
-                    .kv_bytes
-                    .unwrap_or_else(|| default_kv_bytes(&cfg, available)),
+                kv_cache: config.kv_bytes.unwrap_or_else(|| match s.device {
+                    RunnerDevice::Cpu => default_kv_bytes(&cfg, available),
+                    RunnerDevice::Cuda(_) => default_gpu_kv_bytes(&cfg),
+                }),
+                kv_on_gpu: s.device != RunnerDevice::Cpu,
                 workspace: inference_workspace_bytes(
                     &cfg,
                     StepShape {
@@ -639,6 +654,7 @@ fn encoder_footprint(dir: &std::path::Path, card: &ModelCard) -> Result<Footprin
         kv_cache: 0,
         workspace: cfg.inference_workspace_bytes(DEFAULT_MAX_BATCH_TOKENS as u64),
         adapters: 0,
+        kv_on_gpu: false,
     })
 }
 

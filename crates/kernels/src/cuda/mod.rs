@@ -153,6 +153,14 @@ impl Gpu {
         self.capability
     }
 
+    /// `(free, total)` bytes of device memory.
+    pub fn memory(&self) -> Result<(usize, usize)> {
+        self.stream
+            .context()
+            .mem_get_info()
+            .map_err(cuda("memory info"))
+    }
+
     fn function(&self, name: &str) -> Result<CudaFunction> {
         self.functions
             .iter()

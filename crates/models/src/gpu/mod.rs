@@ -23,6 +23,9 @@ use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
 use weights::{GpuWeights, kernel};
 
+mod runner;
+pub(crate) use runner::runner;
+
 /// How to build a [`GpuDecoder`].
 #[derive(Debug, Clone, Copy)]
 pub struct GpuOptions {
@@ -130,6 +133,16 @@ struct Dims {
 impl GpuDecoder {
     /// Copies `d` to `gpu` and allocates the KV pool (plus one block padding rows write to).
     pub fn new(gpu: Arc<Gpu>, d: &Decoder, opts: GpuOptions) -> Result<Self> {
+        Self::build(gpu, d, opts, None)
+    }
+
+    /// As [`GpuDecoder::new`], with at most `opts.blocks` KV blocks: as many as the memory left
+    /// after the weights holds, keeping `reserve` bytes free for step buffers.
+    pub fn fitting(gpu: Arc<Gpu>, d: &Decoder, opts: GpuOptions, reserve: usize) -> Result<Self> {
+        Self::build(gpu, d, opts, Some(reserve))
+    }
+
+    fn build(gpu: Arc<Gpu>, d: &Decoder, mut opts: GpuOptions, fit: Option<usize>) -> Result<Self> {
         if opts.block_size == 0 || opts.blocks == 0 || opts.max_context == 0 {
             return Err(ModelError::Input(format!("GPU options {opts:?}")));
         }
@@ -149,6 +162,25 @@ impl GpuDecoder {
             ));
         }
         let w = GpuWeights::upload(&gpu, d, (opts.half, opts.quantized), opts.max_context)?;
+        if let Some(reserve) = fit {
+            let (free, _) = gpu.memory().map_err(kernel)?;
+            // Keys and values, f16, every layer.
+            let block_bytes =
+                2 * 2 * d.layers.len() * opts.block_size * dims.kv_heads * dims.head_dim;
+            let fits = free.saturating_sub(reserve) / block_bytes.max(1);
+            // One block more is kept for padding rows.
+            let fits = fits.saturating_sub(1);
+            if fits == 0 {
+                return Err(ModelError::Input(format!(
+                    "the GPU holds the weights ({:.2} GiB) but no KV block after them ({:.2} GiB \
+                     free, {:.2} GiB kept for step buffers)",
+                    w.bytes as f64 / f64::from(1u32 << 30),
+                    free as f64 / f64::from(1u32 << 30),
+                    reserve as f64 / f64::from(1u32 << 30)
+                )));
+            }
+            opts.blocks = opts.blocks.min(fits);
+        }
         let slots = (opts.blocks + 1) * opts.block_size * dims.kv_heads * dims.head_dim;
         let kv = (0..d.layers.len())
             .map(|_| {
@@ -168,6 +200,11 @@ impl GpuDecoder {
             graphs: HashMap::new(),
             use_graphs: true,
         })
+    }
+
+    /// The GPU's name, as the driver reports it.
+    pub fn gpu_name(&self) -> &str {
+        self.gpu.name()
     }
 
     /// Bytes of weights on the device.

@@ -1,0 +1,152 @@
+//! The engine's scheduler driving the GPU runner, on a machine with an NVIDIA GPU
+//! (`scripts/cuda/conformance run`): requests submitted together share steps (continuous
+//! batching, prefill in chunks, a system prompt computed once and found in the prefix cache)
+//! and give the CPU engine's greedy tokens wherever the CPU's choice is clear.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+use std::sync::Arc;
+use std::sync::mpsc::{Sender, channel};
+
+use forja_engine::serving::{Engine, Event, EventSink, Job, ServingConfig};
+use forja_engine::{GenerateParams, LoadedModel, Message, RunnerDevice, Sampled, SamplingParams};
+
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// A CPU pick whose runner-up is closer than this (in log-probability) is a near tie: f16 GPU
+/// arithmetic may pick either, and the sequences part ways there.
+const CLEAR: f32 = 0.3;
+
+struct Collect(Sender<Event>);
+
+impl EventSink for Collect {
+    fn send(&mut self, event: Event) -> bool {
+        self.0.send(event).is_ok()
+    }
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+/// Every prompt's sampled tokens, all submitted at once to an engine on `device`.
+fn serve(
+    model: &Arc<LoadedModel>,
+    device: RunnerDevice,
+    prompts: &[Vec<u32>],
+) -> Vec<Vec<Sampled>> {
+    let cfg = ServingConfig {
+        kv_bytes: 64 << 20,
+        // Small steps: long prompts are prefilled in chunks beside other sequences' decodes.
+        max_batched_tokens: 48,
+        device,
+        ..Default::default()
+    };
+    let (engine, _thread) = Engine::start(Arc::clone(model), &cfg).unwrap();
+    eprintln!(
+        "{device}: {} ({} KV blocks)",
+        engine.device(),
+        engine.pool.num_blocks
+    );
+    let receivers: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let (tx, rx) = channel();
+            let job = Job {
+                prompt: p.clone(),
+                params: GenerateParams {
+                    sampling: SamplingParams {
+                        temperature: 0.0,
+                        ..Default::default()
+                    },
+                    max_tokens: 24,
+                    stop: Vec::new(),
+                    top_logprobs: 2,
+                },
+                priority: 0,
+                constraint: None,
+                adapter: None,
+                sink: Box::new(Collect(tx)),
+            };
+            engine.submit(job).unwrap();
+            rx
+        })
+        .collect();
+    receivers
+        .into_iter()
+        .map(|rx| {
+            let mut out = Vec::new();
+            for e in rx {
+                match e {
+                    Event::Token { sampled, .. } => out.push(sampled),
+                    Event::Done { .. } => break,
+                    Event::Error(msg) => panic!("{device}: {msg}"),
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn the_scheduler_drives_the_gpu_runner_to_the_cpu_tokens() {
+    let path = forja_testkit::testdata_file(MODEL);
+    let model = Arc::new(LoadedModel::load_cpu(&path, None).unwrap());
+    let system = "You are a concise assistant. Answer in one short sentence, in the language of \
+                  the question, without lists or greetings.";
+    let questions = [
+        "What is the capital of France?",
+        "Name three primary colors.",
+        "¿Cuál es el río más largo de España?",
+        "Write the numbers from one to ten in words, separated by commas, and then explain in \
+         a few words why counting matters for children who are learning mathematics at school.",
+        "What does a CPU do?",
+        "Who wrote Don Quixote?",
+    ];
+    let prompts: Vec<Vec<u32>> = questions
+        .iter()
+        .map(|q| {
+            model
+                .chat_prompt(
+                    &[Message::new("system", system), Message::new("user", q)],
+                    None,
+                )
+                .unwrap()
+        })
+        .collect();
+    let cpu = serve(&model, RunnerDevice::Cpu, &prompts);
+    let gpu = serve(&model, RunnerDevice::Cuda(0), &prompts);
+    let mut compared = 0;
+    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        let mut same = 0;
+        for (a, b) in c.iter().zip(g) {
+            let gap = match a.top.as_slice() {
+                [first, second, ..] => first.1 - second.1,
+                _ => f32::INFINITY,
+            };
+            if gap < CLEAR {
+                break;
+            }
+            assert_eq!(
+                a.token,
+                b.token,
+                "prompt {i}, token {same}: the CPU's pick leads by {gap:.2} but the GPU took \
+                 another (CPU {:?}, GPU {:?})",
+                c.iter().map(|s| s.token).collect::<Vec<_>>(),
+                g.iter().map(|s| s.token).collect::<Vec<_>>()
+            );
+            same += 1;
+        }
+        eprintln!(
+            "prompt {i}: {same} of {} tokens compared and equal",
+            c.len()
+        );
+        compared += same;
+    }
+    assert!(
+        compared >= 40,
+        "only {compared} tokens were clear enough to compare"
+    );
+}
