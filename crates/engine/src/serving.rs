@@ -369,6 +369,68 @@ struct ReqState {
     adapter: Option<AdapterId>,
 }
 
+/// A sequence to sample: its place in the step, id, state and logits.
+type Pick<'a> = (usize, u64, &'a mut ReqState, Vec<f32>);
+
+/// Masks (structured output) and samples one sequence's next token.
+fn pick_one(r: &mut ReqState, mut row: Vec<f32>) -> std::result::Result<Sampled, String> {
+    match &mut r.constraint {
+        Some(c) => c.mask(&mut row),
+        None => Ok(()),
+    }
+    .and_then(|()| r.sampler.sample(&row, &r.history, r.top_logprobs))
+    .map_err(|e| e.to_string())
+}
+
+/// Sequences picked per thread at least: fewer are not worth a thread.
+const PICKS_PER_THREAD: usize = 4;
+
+/// Samples every job, on up to one thread per core when there are many.
+fn pick_all(jobs: Vec<Pick<'_>>) -> Vec<(usize, u64, std::result::Result<Sampled, String>)> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let threads = cores.min(jobs.len() / PICKS_PER_THREAD);
+    if threads <= 1 {
+        return jobs
+            .into_iter()
+            .map(|(i, id, r, row)| (i, id, pick_one(r, row)))
+            .collect();
+    }
+    let per = jobs.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<Pick<'_>>> = Vec::new();
+    for job in jobs {
+        match chunks.last_mut() {
+            Some(c) if c.len() < per => c.push(job),
+            _ => chunks.push(vec![job]),
+        }
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let ids: Vec<(usize, u64)> = chunk.iter().map(|(i, id, _, _)| (*i, *id)).collect();
+                let handle = scope.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .map(|(i, id, r, row)| (i, id, pick_one(r, row)))
+                        .collect::<Vec<_>>()
+                });
+                (ids, handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(ids, h)| {
+                // A panicking sampler fails its own requests, not the engine.
+                h.join().unwrap_or_else(|_| {
+                    ids.into_iter()
+                        .map(|(i, id)| (i, id, Err("sampling panicked".to_string())))
+                        .collect()
+                })
+            })
+            .collect()
+    })
+}
+
 struct Actor {
     model: Arc<LoadedModel>,
     runner: Box<dyn StepRunner>,
@@ -537,24 +599,29 @@ impl Actor {
                 return true;
             }
         };
+        // Each sequence's sampler, constraint and history are its own: with many sequences
+        // the picks are made on several threads.
+        let mut rows: HashMap<u64, (usize, Vec<f32>)> = plan
+            .seqs
+            .iter()
+            .zip(logits)
+            .enumerate()
+            .filter(|(_, (s, _))| s.sample)
+            .map(|(i, (s, l))| (s.id, (i, l)))
+            .collect();
+        let jobs: Vec<Pick<'_>> = self
+            .reqs
+            .iter_mut()
+            .filter_map(|(id, r)| rows.remove(id).map(|(i, row)| (i, *id, r, row)))
+            .collect();
+        let mut picked = pick_all(jobs);
+        picked.sort_by_key(|(i, _, _)| *i);
         let mut sampled = Vec::new();
         let mut failed = Vec::new();
-        for (s, l) in plan.seqs.iter().zip(logits) {
-            if !s.sample {
-                continue;
-            }
-            let Some(r) = self.reqs.get_mut(&s.id) else {
-                continue;
-            };
-            let mut row = l;
-            let picked = match &mut r.constraint {
-                Some(c) => c.mask(&mut row),
-                None => Ok(()),
-            }
-            .and_then(|()| r.sampler.sample(&row, &r.history, r.top_logprobs));
-            match picked {
-                Ok(p) => sampled.push((s.id, p)),
-                Err(e) => failed.push((s.id, e.to_string())),
+        for (_, id, p) in picked {
+            match p {
+                Ok(p) => sampled.push((id, p)),
+                Err(e) => failed.push((id, e)),
             }
         }
         for (id, msg) in failed {

@@ -41,6 +41,7 @@ fn serve(
         kv_bytes: 64 << 20,
         // Small steps: long prompts are prefilled in chunks beside other sequences' decodes.
         max_batched_tokens: 48,
+        max_running: 8,
         device,
         ..Default::default()
     };

@@ -491,10 +491,10 @@ fn a_gpu_asked_for_where_none_can_run_says_why_and_the_cpu_still_serves() {
         device: RunnerDevice::Cuda(0),
         ..Default::default()
     };
-    let e = Engine::start(std::sync::Arc::clone(&model), &gpu)
-        .err()
-        .expect("no GPU here")
-        .to_string();
+    let Err(e) = Engine::start(std::sync::Arc::clone(&model), &gpu) else {
+        panic!("an engine started on a GPU where none can run");
+    };
+    let e = e.to_string();
     // Without the `cuda` feature the build says so; with it, the missing driver is named.
     assert!(
         e.contains("cannot start on cuda:0")
