@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use forja_engine::{
-    FinishReason, GenerateParams, Generation, LoadedModel, Message, SamplingParams, generate,
+    FinishReason, GenerateParams, Generation, LoadedModel, Message, RunnerDevice, SamplingParams,
+    generate,
 };
+
+use crate::run_device::DeviceChat;
 use forja_models::ContiguousKvCache;
 
 use crate::output::{emit, outln};
@@ -70,10 +73,16 @@ pub struct RunArgs {
     /// Print prompt and generation speed after each answer
     #[arg(long, short)]
     verbose: bool,
+    /// Where the model runs: cpu, or an NVIDIA GPU as cuda / cuda:N (a build with the `cuda`
+    /// feature)
+    #[arg(long, default_value = "cpu", value_parser = crate::cmd_serve::parse_device)]
+    device: RunnerDevice,
 }
 
 struct Chat {
-    model: LoadedModel,
+    model: Arc<LoadedModel>,
+    /// The engine on a GPU, when the model runs there.
+    device: Option<DeviceChat>,
     params: GenerateParams,
     system: Option<String>,
     messages: Vec<Message>,
@@ -108,24 +117,29 @@ impl Chat {
         };
         self.stop.store(false, Ordering::SeqCst);
         let stop = self.stop.clone();
-        let result = generate(
-            &self.model,
-            &prompt,
-            &mut self.cache,
-            &mut self.cached,
-            &self.params,
-            &mut |piece| {
-                emit(piece);
-                !stop.load(Ordering::SeqCst)
-            },
-        );
+        let mut on_text = |piece: &str| {
+            emit(piece);
+            !stop.load(Ordering::SeqCst)
+        };
+        let result = match &self.device {
+            Some(d) => d.generate(&prompt, &self.params, &mut on_text),
+            None => generate(
+                &self.model,
+                &prompt,
+                &mut self.cache,
+                &mut self.cached,
+                &self.params,
+                &mut on_text,
+            )
+            .map_err(anyhow::Error::from),
+        };
         let g = match result {
             Ok(g) => g,
             Err(e) => {
                 self.messages.pop();
                 self.cache = self.model.new_cache();
                 self.cached.clear();
-                return Err(e.into());
+                return Err(e);
             }
         };
         match g.finish {
@@ -207,13 +221,22 @@ pub fn run(a: RunArgs) -> Result<()> {
     let mut model = LoadedModel::load_with(&path, &candle_core::Device::Cpu, options)
         .with_context(|| format!("loading {}", path.display()))?;
     if let Some(dir) = &a.adapter {
+        if a.device != RunnerDevice::Cpu {
+            bail!("LoRA adapters run on the CPU only for now: drop --device or --adapter");
+        }
         let adapter = forja_train::peft::load(dir)?;
         forja_train::peft::apply(&mut model.decoder, &adapter)?;
     }
+    let model = Arc::new(model);
+    let device = match a.device {
+        RunnerDevice::Cpu => None,
+        d => Some(DeviceChat::start(Arc::clone(&model), d)?),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let mut chat = Chat {
         cache: model.new_cache(),
         model,
+        device,
         params: GenerateParams {
             sampling,
             max_tokens: a.max_tokens,

@@ -304,7 +304,7 @@ fn report_ready(state: &AppState, runner: &Runner) {
     }
 }
 
-fn parse_device(s: &str) -> std::result::Result<RunnerDevice, String> {
+pub(crate) fn parse_device(s: &str) -> std::result::Result<RunnerDevice, String> {
     s.parse()
 }
 

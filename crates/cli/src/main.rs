@@ -18,6 +18,7 @@ mod cmd_tune;
 mod model_arg;
 mod output;
 mod rag_setup;
+mod run_device;
 mod table;
 mod units;
 

@@ -185,7 +185,14 @@ fn errors_are_one_line_and_say_what_to_do() {
     let bad_gguf = tempfile::NamedTempFile::with_suffix(".gguf").unwrap();
     std::fs::write(bad_gguf.path(), b"GGUF\x03\0\0\0\x01").unwrap();
     let bad_path = bad_gguf.path().to_str().unwrap().to_string();
+    let smol = forja_testkit::testdata_file("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let smol = smol.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        // This build has no GPU support (the `cuda` feature), or this machine no GPU.
+        (
+            vec!["run", smol, "--device", "cuda", "Hi"],
+            "cannot start on cuda:0",
+        ),
         (
             vec!["plan", "lama-3.1-8b-instruct"],
             "did you mean llama-3.1-8b-instruct",
