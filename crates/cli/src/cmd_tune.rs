@@ -3,6 +3,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -10,7 +12,9 @@ use forja_engine::LoadedModel;
 use forja_models::loader::LoadOptions;
 use forja_train::examples::{split, tokenize};
 use forja_train::trainer::evaluate;
-use forja_train::{Init, LoraSpec, StepReport, TrainConfig, attach, curve, dataset, peft, train};
+use forja_train::{
+    Init, LoraSpec, StepReport, TrainConfig, Trainer, attach, checkpoint, curve, dataset, peft,
+};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -104,6 +108,14 @@ struct TrainArgs {
     /// Longest sequence in tokens; longer examples are cut
     #[arg(long, default_value_t = 1024)]
     max_len: usize,
+    /// Save a checkpoint (OUT/checkpoint) every N steps, and whenever Ctrl-C stops training
+    /// (0: only then)
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    save_every: usize,
+    /// Continue the run whose checkpoint is in OUT/checkpoint (same model, data and settings),
+    /// exactly where it stopped
+    #[arg(long)]
+    resume: bool,
 }
 
 pub fn run(a: TuneArgs) -> Result<()> {
@@ -220,18 +232,67 @@ fn tune(a: TrainArgs) -> Result<()> {
         );
         Some(e)
     };
+    // Everything the run depends on: a checkpoint resumes only a run started with the same.
+    let settings = serde_json::json!({
+        "model": model_path.display().to_string(),
+        "train_examples": examples_fingerprint(&train_set),
+        "eval_examples": examples_fingerprint(&eval_set),
+        "lora": {"rank": spec.rank, "alpha": spec.alpha, "dropout": spec.dropout,
+                 "targets": spec.targets},
+        "train": cfg,
+        "max_len": max_len,
+    });
+    let ck_dir = out.join("checkpoint");
+    let mut trainer = Trainer::new(&adapters, train_set.len(), &cfg)?;
+    if a.resume {
+        let ck = checkpoint::load(&ck_dir)?.with_context(|| {
+            format!(
+                "no checkpoint in {} to resume: run without --resume to start",
+                ck_dir.display()
+            )
+        })?;
+        trainer.resume(&ck, &mut model.decoder, &adapters, &settings)?;
+        eprintln!("resuming after step {}/{steps}", ck.steps_done());
+    } else if ck_dir.exists() {
+        bail!(
+            "{} holds the checkpoint of an unfinished run: continue it with --resume, or delete \
+             it to start over",
+            ck_dir.display()
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
+    }
     let progress = Progress::new();
-    let reports = train(
-        &mut model.decoder,
-        &adapters,
-        &train_set,
-        &eval_set,
-        &cfg,
-        |r| {
-            progress.step(r);
-            Ok(())
-        },
-    )?;
+    let save = |trainer: &Trainer, decoder: &mut forja_models::Decoder| -> Result<()> {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        checkpoint::save(&ck_dir, trainer, decoder, &adapters, &settings)?;
+        curve::write_csv(&out.join("loss.csv"), &trainer.reports)?;
+        Ok(())
+    };
+    while !trainer.finished() {
+        let r = trainer.step(&mut model.decoder, &train_set, &eval_set)?;
+        progress.step(&r);
+        let interrupted = stop.load(Ordering::SeqCst);
+        let due = a.save_every > 0 && r.step.is_multiple_of(a.save_every) && !trainer.finished();
+        if interrupted || due {
+            save(&trainer, &mut model.decoder)?;
+        }
+        if interrupted && !trainer.finished() {
+            progress.finish();
+            eprintln!(
+                "stopped after step {}/{steps}; the checkpoint is in {}: the same command with \
+                 --resume continues",
+                r.step,
+                ck_dir.display()
+            );
+            std::process::exit(130);
+        }
+    }
+    let reports = std::mem::take(&mut trainer.reports);
     progress.finish();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     peft::save(
@@ -241,6 +302,11 @@ fn tune(a: TrainArgs) -> Result<()> {
         &out,
     )?;
     curve::write_csv(&out.join("loss.csv"), &reports)?;
+    // The adapter is the result: a finished run leaves no checkpoint to resume by mistake.
+    if ck_dir.exists() {
+        std::fs::remove_dir_all(&ck_dir)
+            .with_context(|| format!("removing the checkpoint {}", ck_dir.display()))?;
+    }
     if let (Some(b), Some(after)) = (before, reports.last().and_then(|r| r.eval)) {
         eprintln!(
             "eval after training: loss {:.4} (was {:.4}), perplexity {:.2} (was {:.2})",
@@ -297,6 +363,25 @@ impl Progress {
             eprintln!();
         }
     }
+}
+
+/// A hash of the examples' tokens and trained positions (FNV-1a), to recognise the same data.
+fn examples_fingerprint(examples: &[forja_train::Example]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |x: u64| {
+        for b in x.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for e in examples {
+        feed(e.ids.len() as u64);
+        for &id in &e.ids {
+            feed(u64::from(id));
+        }
+        feed(e.trained_tokens() as u64);
+    }
+    format!("{} examples, {h:016x}", examples.len())
 }
 
 fn duration(secs: f64) -> String {

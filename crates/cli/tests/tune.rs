@@ -367,3 +367,106 @@ fn merge_writes_a_model_folder_and_refuses_a_gguf_base() {
     let r = forja(&["tune", "--data", "x.jsonl"]);
     assert_eq!(r.status.code(), Some(2), "{}", text(&r.stderr));
 }
+
+/// `tune_args` with `flag`'s value replaced.
+fn with(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    let i = args.iter().position(|a| a == flag).unwrap();
+    args[i + 1] = value.to_string();
+    args
+}
+
+/// step, epoch, lr, loss, grad_norm and eval columns of a loss.csv (not the timings).
+fn curve(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("loss.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+#[test]
+fn ctrl_c_leaves_a_checkpoint_that_resume_finishes_into_the_same_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("clauses.jsonl");
+    std::fs::write(&data, DATA).unwrap();
+    let model = model();
+    let whole = dir.path().join("whole");
+    let cut = dir.path().join("cut");
+    let args = |out: &Path| with(tune_args(&model, &data, out), "--steps", "4");
+
+    let args_whole = args(&whole);
+    let o = forja(&args_whole.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!whole.join("checkpoint").exists());
+
+    // Stopped with Ctrl-C (SIGINT) once the first checkpoint is written.
+    let mut run_args = args(&cut);
+    run_args.extend(["--save-every".to_string(), "1".to_string()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forja"))
+        .args(&run_args)
+        .env("FORJA_LOG", "off")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = cut.join("checkpoint/state.json");
+    let t0 = std::time::Instant::now();
+    while !state.exists() {
+        assert!(t0.elapsed().as_secs() < 300, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("the same command with --resume continues"),
+        "{err}"
+    );
+    assert!(state.exists() && !cut.join("adapter_model.safetensors").exists());
+    let stopped_at = curve(&cut).len() - 1;
+    assert!((1..4).contains(&stopped_at), "{err}");
+
+    // Other settings: refused, naming what differs; the checkpoint stays.
+    let mut other = with(run_args.clone(), "--lr", "5e-3");
+    other.push("--resume".into());
+    let o = forja(&other.iter().map(String::as_str).collect::<Vec<_>>());
+    let e = text(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("train.lr: 0.001 → 0.005"),
+        "{e}"
+    );
+    assert!(state.exists());
+    // Starting again over an unfinished run is refused too.
+    let o = forja(&run_args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        text(&o.stderr).contains("continue it with --resume"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let mut resume = run_args.clone();
+    resume.push("--resume".into());
+    let o = forja(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+    let e = text(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains(&format!("resuming after step {stopped_at}/4")),
+        "{e}"
+    );
+    assert!(!cut.join("checkpoint").exists());
+    assert_eq!(curve(&cut), curve(&whole));
+    assert_eq!(
+        std::fs::read(cut.join("adapter_model.safetensors")).unwrap(),
+        std::fs::read(whole.join("adapter_model.safetensors")).unwrap()
+    );
+}

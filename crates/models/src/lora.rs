@@ -83,6 +83,11 @@ impl Lora {
         self.rng_state.store(seed, Ordering::Relaxed);
     }
 
+    /// Where the dropout masks' stream stands (`seed_dropout` with it continues it).
+    pub fn dropout_state(&self) -> u64 {
+        self.rng_state.load(Ordering::Relaxed)
+    }
+
     pub fn rank(&self) -> usize {
         self.a.dims().first().copied().unwrap_or(0)
     }

@@ -4,11 +4,13 @@
 //! adapters read and written in Hugging Face PEFT's layout, and adapters merged into their base.
 
 pub mod adapter;
+pub mod checkpoint;
 pub mod curve;
 pub mod dataset;
 pub mod error;
 pub mod examples;
 pub mod merge;
+pub mod optim;
 pub mod peft;
 pub mod rng;
 pub mod schedule;
@@ -17,4 +19,4 @@ pub mod trainer;
 pub use adapter::{Adapters, Init, LoraSpec, attach};
 pub use error::{Result, TrainError};
 pub use examples::Example;
-pub use trainer::{EvalReport, StepReport, TrainConfig, train};
+pub use trainer::{EvalReport, StepReport, TrainConfig, Trainer, train};

@@ -1,22 +1,23 @@
 //! The training loop: micro-batches through the decoder with the adapters attached, loss on the
 //! trained tokens only, gradients accumulated over micro-batches and clipped to a global norm,
-//! AdamW (candle-nn's) on a warmup + cosine schedule, evaluation loss and perplexity.
+//! AdamW (`optim.rs`, whose state a checkpoint keeps) on a warmup + cosine schedule, evaluation
+//! loss and perplexity.
 
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{D, DType, Tensor};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use forja_models::{Decoder, GraphKvCache, SeqStep};
 
 use crate::adapter::Adapters;
 use crate::error::{Result, TrainError};
 use crate::examples::Example;
+use crate::optim::{AdamW, AdamWParams};
 use crate::rng::Rng;
 use crate::schedule::cosine_with_warmup;
 
 /// Optimizer and loop settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     pub lr: f64,
     pub weight_decay: f64,
@@ -76,7 +77,7 @@ impl TrainConfig {
 }
 
 /// Loss on a held-out set.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalReport {
     /// Mean cross-entropy per trained token (nats).
     pub loss: f64,
@@ -84,7 +85,7 @@ pub struct EvalReport {
 }
 
 /// What one optimizer step did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepReport {
     /// From 1.
     pub step: usize,
@@ -114,33 +115,88 @@ pub fn train(
     cfg: &TrainConfig,
     mut on_step: impl FnMut(&StepReport) -> Result<()>,
 ) -> Result<Vec<StepReport>> {
-    cfg.validate()?;
-    if train.is_empty() {
-        return Err(TrainError::Config("no training examples".into()));
+    let mut t = Trainer::new(adapters, train.len(), cfg)?;
+    while !t.finished() {
+        let r = t.step(decoder, train, eval)?;
+        on_step(&r)?;
     }
-    let vars = adapters.vars();
-    let mut opt = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: cfg.lr,
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            eps: cfg.eps,
-            weight_decay: cfg.weight_decay,
-        },
-    )?;
-    let mut order = ExampleStream::new(train.len(), cfg.shuffle, cfg.seed);
-    let mut reports = Vec::with_capacity(cfg.steps);
-    let started = Instant::now();
-    for step in 0..cfg.steps {
+    Ok(t.reports)
+}
+
+/// A training run, one optimizer step at a time; its whole state can be saved and restored
+/// ([`crate::checkpoint`]).
+#[derive(Debug)]
+pub struct Trainer {
+    pub(crate) cfg: TrainConfig,
+    pub(crate) vars: Vec<candle_core::Var>,
+    pub(crate) opt: AdamW,
+    pub(crate) order: ExampleStream,
+    /// Steps done.
+    pub(crate) done: usize,
+    /// Every step's report so far (the loss curve).
+    pub reports: Vec<StepReport>,
+    /// Seconds spent before this process (a resumed run's earlier part).
+    pub(crate) elapsed_before: f64,
+    pub(crate) started: Instant,
+}
+
+impl Trainer {
+    pub fn new(adapters: &Adapters, num_train: usize, cfg: &TrainConfig) -> Result<Self> {
+        cfg.validate()?;
+        if num_train == 0 {
+            return Err(TrainError::Config("no training examples".into()));
+        }
+        let vars = adapters.vars();
+        let opt = AdamW::new(
+            vars.clone(),
+            AdamWParams {
+                lr: cfg.lr,
+                beta1: cfg.beta1,
+                beta2: cfg.beta2,
+                eps: cfg.eps,
+                weight_decay: cfg.weight_decay,
+            },
+        )?;
+        Ok(Trainer {
+            cfg: cfg.clone(),
+            vars,
+            opt,
+            order: ExampleStream::new(num_train, cfg.shuffle, cfg.seed),
+            done: 0,
+            reports: Vec::with_capacity(cfg.steps),
+            elapsed_before: 0.0,
+            started: Instant::now(),
+        })
+    }
+
+    /// Steps done so far.
+    pub fn steps_done(&self) -> usize {
+        self.done
+    }
+
+    pub fn finished(&self) -> bool {
+        self.done >= self.cfg.steps
+    }
+
+    /// Runs the next optimizer step (and the evaluation due after it).
+    pub fn step(
+        &mut self,
+        decoder: &mut Decoder,
+        train: &[Example],
+        eval: &[Example],
+    ) -> Result<StepReport> {
+        let cfg = &self.cfg;
+        let step = self.done;
         let t0 = Instant::now();
         let chosen: Vec<&Example> = (0..cfg.batch * cfg.grad_accum)
-            .map(|_| &train[order.next_index()])
-            .collect();
+            .map(|_| self.order.next_index())
+            .map(|i| train.get(i))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| TrainError::Config("the training set changed size".into()))?;
         let trained_tokens: usize = chosen.iter().map(|e| e.trained_tokens()).sum();
         let tokens: usize = chosen.iter().map(|e| e.ids.len()).sum();
         decoder.set_lora_training(true);
-        let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let mut acc: Vec<Option<Tensor>> = vec![None; self.vars.len()];
         let mut loss = 0.0;
         for micro in chosen.chunks(cfg.batch) {
             let (sum_ce, count) = cross_entropy_sum(decoder, micro)?;
@@ -150,7 +206,7 @@ pub fn train(
             let scaled = (sum_ce / trained_tokens as f64)?;
             loss += scaled.to_scalar::<f32>()? as f64;
             let grads = scaled.backward()?;
-            for (slot, var) in acc.iter_mut().zip(&vars) {
+            for (slot, var) in acc.iter_mut().zip(&self.vars) {
                 if let Some(g) = grads.get(var.as_tensor()) {
                     *slot = Some(match slot.take() {
                         Some(prev) => (prev + g)?,
@@ -167,15 +223,15 @@ pub fn train(
             None => 1.0,
         };
         let mut store = GradStore::default();
-        for (g, var) in acc.into_iter().zip(&vars) {
+        for (g, var) in acc.into_iter().zip(&self.vars) {
             if let Some(g) = g {
                 let g = if clip < 1.0 { (g * clip)? } else { g };
                 store.insert(var.as_tensor(), g);
             }
         }
         let lr = cfg.lr * cosine_with_warmup(step, cfg.warmup_steps, cfg.steps);
-        opt.set_learning_rate(lr);
-        opt.step(&store)?;
+        self.opt.set_learning_rate(lr);
+        self.opt.step(&store)?;
         if !loss.is_finite() {
             return Err(TrainError::Config(format!(
                 "the loss became {loss} at step {}: try a lower learning rate",
@@ -185,7 +241,10 @@ pub fn train(
         // Training speed, without the evaluation below.
         let secs = t0.elapsed().as_secs_f64();
         let done = step + 1;
-        let due = done == cfg.steps || cfg.eval_every.is_some_and(|n| n > 0 && done % n == 0);
+        let due = done == cfg.steps
+            || cfg
+                .eval_every
+                .is_some_and(|n| n > 0 && done.is_multiple_of(n));
         let eval_report = if due && !eval.is_empty() {
             Some(evaluate(decoder, eval, cfg.batch)?)
         } else {
@@ -194,19 +253,19 @@ pub fn train(
         let report = StepReport {
             step: done,
             total_steps: cfg.steps,
-            epoch: order.consumed as f64 / train.len() as f64,
+            epoch: self.order.consumed as f64 / train.len() as f64,
             lr,
             loss,
             grad_norm,
             tokens,
             tokens_per_s: tokens as f64 / secs.max(1e-9),
-            elapsed_s: started.elapsed().as_secs_f64(),
+            elapsed_s: self.elapsed_before + self.started.elapsed().as_secs_f64(),
             eval: eval_report,
         };
-        on_step(&report)?;
-        reports.push(report);
+        self.done = done;
+        self.reports.push(report.clone());
+        Ok(report)
     }
-    Ok(reports)
 }
 
 /// Mean loss per trained token over `examples`, in batches of `batch`, and its perplexity.
@@ -297,12 +356,13 @@ fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
 
 /// Indices of training examples, epoch after epoch (each epoch a new seeded permutation when
 /// shuffling).
-struct ExampleStream {
-    order: Vec<usize>,
-    pos: usize,
+#[derive(Debug)]
+pub(crate) struct ExampleStream {
+    pub(crate) order: Vec<usize>,
+    pub(crate) pos: usize,
     shuffle: bool,
-    rng: Rng,
-    consumed: usize,
+    pub(crate) rng: Rng,
+    pub(crate) consumed: usize,
 }
 
 impl ExampleStream {
