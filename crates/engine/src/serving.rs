@@ -149,6 +149,12 @@ pub struct Gauges {
     pub prefix_hit_tokens: AtomicU64,
     pub steps: AtomicU64,
     pub preemptions: AtomicU64,
+    /// Microseconds the engine spent, over all steps, in the model (the runner's step, logits
+    /// back on the host included), sampling, and handing tokens to requests (detokenizing,
+    /// stop strings, events).
+    pub model_micros: AtomicU64,
+    pub sample_micros: AtomicU64,
+    pub deliver_micros: AtomicU64,
 }
 
 enum Command {
@@ -369,6 +375,13 @@ struct ReqState {
     adapter: Option<AdapterId>,
 }
 
+fn add_micros(counter: &AtomicU64, d: std::time::Duration) {
+    counter.fetch_add(
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
 /// A sequence to sample: its place in the step, id, state and logits.
 type Pick<'a> = (usize, u64, &'a mut ReqState, Vec<f32>);
 
@@ -568,6 +581,7 @@ impl Actor {
                 r.cached_tokens.get_or_insert(s.start.min(r.prompt_len));
             }
         }
+        let t_model = std::time::Instant::now();
         let logits = {
             let reqs = &self.reqs;
             let seqs: Vec<RunnerSeq<'_>> = plan
@@ -599,6 +613,8 @@ impl Actor {
                 return true;
             }
         };
+        let t_sample = std::time::Instant::now();
+        add_micros(&self.gauges.model_micros, t_sample - t_model);
         // Each sequence's sampler, constraint and history are its own: with many sequences
         // the picks are made on several threads.
         let mut rows: HashMap<u64, (usize, Vec<f32>)> = plan
@@ -624,6 +640,8 @@ impl Actor {
                 Err(e) => failed.push((id, e)),
             }
         }
+        let t_deliver = std::time::Instant::now();
+        add_micros(&self.gauges.sample_micros, t_deliver - t_sample);
         for (id, msg) in failed {
             self.end(id, Some(Event::Error(msg)));
         }
@@ -632,6 +650,7 @@ impl Actor {
         for (id, p) in sampled {
             self.deliver(id, p, at_length.contains(&id));
         }
+        add_micros(&self.gauges.deliver_micros, t_deliver.elapsed());
         true
     }
 

@@ -242,6 +242,29 @@ impl Metrics {
             "Sequences preempted (recomputed later) because KV blocks ran out.",
             &|e| load64(&e.gauges.preemptions),
         );
+        for (phase, help, pick) in [
+            (
+                "model",
+                "in the model (the step on its device, logits back on the host included)",
+                (|e: &Engine| &e.gauges.model_micros) as fn(&Engine) -> &AtomicU64,
+            ),
+            ("sample", "sampling the next tokens", |e: &Engine| {
+                &e.gauges.sample_micros
+            }),
+            (
+                "deliver",
+                "handing tokens to requests (text, stop strings, events)",
+                |e: &Engine| &e.gauges.deliver_micros,
+            ),
+        ] {
+            per_model(
+                &mut out,
+                &format!("forja_engine_{phase}_seconds_total"),
+                "counter",
+                &format!("Seconds the engine spent {help}."),
+                &|e| load64(pick(e)) / 1e6,
+            );
+        }
         counter(
             &mut out,
             "forja_tokens_prompt_total",

@@ -403,6 +403,14 @@ fn many_clients_some_hanging_up_leak_nothing_and_seeds_hold_in_a_batch() {
         "KV blocks leaked"
     );
     assert!(s.metric("forja_tokens_generated_total") > 0.0);
+    // Where the engine's time went: the model step dominates, sampling and delivery show.
+    let model = s.metric("forja_engine_model_seconds_total");
+    let sample = s.metric("forja_engine_sample_seconds_total");
+    let deliver = s.metric("forja_engine_deliver_seconds_total");
+    assert!(
+        model > sample && sample > 0.0 && deliver > 0.0,
+        "{model} {sample} {deliver}"
+    );
     let (status, _) = s.post(
         "/v1/chat/completions",
         &chat("hi", json!({"max_tokens": 2})),
