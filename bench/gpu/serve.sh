@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine: `forja serve --device cuda` under the load of `forja bench serve` (streamed
 # /v1/completions, fixed prompt and output lengths, closed-loop clients), beside `forja serve` on
-# the same machine's CPU for the smaller client counts. Prints a markdown table; keeps the JSON
-# reports in $OUT (default: a temporary folder).
+# the same machine's CPU for the smaller client counts. Prints a markdown table (with the engine's
+# time per step in the model, sampling and delivery, from /metrics); keeps the JSON reports in
+# $OUT (default: a temporary folder).
 #   bench/gpu/serve.sh FORJA_BIN MODEL.gguf [CLIENTS...]   (default clients 1 16 64 256)
 # Env: INPUT (prompt tokens, 128), OUTPUT (generated tokens, 128), REQUESTS_PER_CLIENT (2),
 #      CPU_CLIENTS (client counts also run on the CPU, default "1 16").
@@ -43,9 +44,11 @@ serve() { # device port
 load() { # device port clients...
   local device=$1 port=$2; shift 2
   for c in "$@"; do
+    curl -fsS "http://127.0.0.1:$port/metrics" >"$out/$device-c$c.before"
     "$forja" bench serve --url "http://127.0.0.1:$port" --clients "$c" --requests $((c * per)) \
       --input-tokens "$input" --output-tokens "$output" --duration 600 --json \
       --out "$out/$device-c$c.json" >/dev/null
+    curl -fsS "http://127.0.0.1:$port/metrics" >"$out/$device-c$c.after"
   done
 }
 
@@ -66,17 +69,30 @@ echo
 python3 - "$out" "${clients[@]}" <<'PY'
 import json, sys, os
 out, clients = sys.argv[1], sys.argv[2:]
+def metrics(path):
+    values = {}
+    for line in open(path):
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        values[name.split("{")[0]] = values.get(name.split("{")[0], 0.0) + float(value)
+    return values
 def row(device, c):
     p = os.path.join(out, f"{device}-c{c}.json")
     if not os.path.exists(p):
         return None
     r = json.load(open(p))
     f = lambda x: "-" if x is None else f"{x:.1f}"
+    # The engine's time per step, by phase (from /metrics before and after the load).
+    a, b = metrics(os.path.join(out, f"{device}-c{c}.before")), metrics(os.path.join(out, f"{device}-c{c}.after"))
+    steps = b.get("forja_sched_steps_total", 0) - a.get("forja_sched_steps_total", 0)
+    per = lambda k: f"{(b.get(k, 0) - a.get(k, 0)) / steps * 1e3:.2f}" if steps else "-"
+    phases = " | ".join(per(f"forja_engine_{p}_seconds_total") for p in ["model", "sample", "deliver"])
     return (f"| {device} | {c} | {r['requests_ok']}/{r['requests_ok'] + r['requests_failed']} | "
             f"{f(r['output_tokens_per_s'])} | {f(r['ttft_ms']['p50'])} | {f(r['itl_ms']['p50'])} | "
-            f"{f(r['itl_ms']['p99'])} |")
-print("| device | clients | ok | output tok/s | TTFT p50 ms | ITL p50 ms | ITL p99 ms |")
-print("|---|---|---|---|---|---|---|")
+            f"{f(r['itl_ms']['p99'])} | {int(steps)} | {phases} |")
+print("| device | clients | ok | output tok/s | TTFT p50 ms | ITL p50 ms | ITL p99 ms | steps | model ms/step | sample ms/step | deliver ms/step |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for device in ["cuda", "cpu"]:
     for c in clients:
         r = row(device, c)

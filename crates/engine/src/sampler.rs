@@ -152,13 +152,20 @@ impl Sampler {
             return Err(EngineError::Input("no logits to sample from".into()));
         }
         let p = &self.params;
-        let mut l: Vec<f32> = logits.to_vec();
-        for (&id, &bias) in &p.logit_bias {
-            if let Some(x) = l.get_mut(id as usize) {
-                *x += bias;
+        let penalties =
+            p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0;
+        // The logits are copied only when biases or penalties change them.
+        let mut l: std::borrow::Cow<'_, [f32]> = std::borrow::Cow::Borrowed(logits);
+        if !p.logit_bias.is_empty() || penalties {
+            let l = l.to_mut();
+            for (&id, &bias) in &p.logit_bias {
+                if let Some(x) = l.get_mut(id as usize) {
+                    *x += bias;
+                }
             }
         }
-        if p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+        if penalties {
+            let l = l.to_mut();
             let mut counts: HashMap<u32, u32> = HashMap::new();
             for &t in history {
                 *counts.entry(t).or_default() += 1;
@@ -176,13 +183,9 @@ impl Sampler {
                 }
             }
         }
+        let l: &[f32] = &l;
         let greedy = p.temperature == 0.0;
         let t = if greedy { 1.0 } else { p.temperature };
-        // Candidates sorted by logit, best first (ties by lower id, for determinism).
-        let mut idx: Vec<usize> = (0..l.len()).filter(|&i| l[i].is_finite()).collect();
-        if idx.is_empty() {
-            return Err(EngineError::Input("every token is masked out".into()));
-        }
         // Only the candidates that can be chosen or reported need their order: the best few for
         // greedy decoding and top-k, everything for a nucleus over the whole vocabulary.
         let ordered = if greedy {
@@ -190,20 +193,23 @@ impl Sampler {
         } else if p.top_k > 0 {
             p.top_k.max(top_logprobs)
         } else {
-            idx.len()
+            usize::MAX
         };
-        best_first(&mut idx, ordered, |&a, &b| {
-            l[b].total_cmp(&l[a]).then(a.cmp(&b))
-        });
+        // Candidates sorted by logit, best first (ties by lower id, for determinism).
+        let idx: Vec<usize> = if ordered <= FEW {
+            best_few(l, ordered)
+        } else {
+            let mut idx: Vec<usize> = (0..l.len()).filter(|&i| l[i].is_finite()).collect();
+            best_first(&mut idx, ordered, |&a, &b| {
+                l[b].total_cmp(&l[a]).then(a.cmp(&b))
+            });
+            idx
+        };
+        if idx.is_empty() {
+            return Err(EngineError::Input("every token is masked out".into()));
+        }
         let max = l[idx[0]];
-        // Summed in token order: the same total whatever was sorted.
-        let log_z = max
-            + l.iter()
-                .filter(|x| x.is_finite())
-                .map(|&x| ((x - max) / t).exp())
-                .sum::<f32>()
-                .ln()
-                * t;
+        let log_z = max + sum_exp(l, max, t).ln() * t;
         let logprob = |i: usize| (l[i] - log_z) / t;
         let top: Vec<(u32, f32)> = idx
             .iter()
@@ -261,6 +267,74 @@ impl Sampler {
     }
 }
 
+/// Up to this many best candidates are found in one pass over the logits.
+const FEW: usize = 64;
+
+/// The (at most) `n` finite logits' indices, best first, ties by lower index: one pass keeping a
+/// small sorted list, for the few candidates greedy decoding and small top-k need.
+fn best_few(l: &[f32], n: usize) -> Vec<usize> {
+    let mut best: Vec<usize> = Vec::with_capacity(n + 1);
+    for (i, &x) in l.iter().enumerate() {
+        if !x.is_finite() {
+            continue;
+        }
+        // Later indices lose ties, so only a strictly larger logit displaces the last kept.
+        if best.len() == n && best.last().is_some_and(|&j| x <= l[j]) {
+            continue;
+        }
+        let at = best.partition_point(|&j| l[j] >= x);
+        best.insert(at, i);
+        best.truncate(n);
+    }
+    best
+}
+
+/// `Σ exp((x − max) / t)` over the finite logits, in index order, with a polynomial `exp` the
+/// compiler vectorizes (the vocabulary-wide sum is most of a greedy pick's time otherwise).
+fn sum_exp(l: &[f32], max: f32, t: f32) -> f32 {
+    let inv = 1.0 / t;
+    let mut lanes = [0f32; 8];
+    let mut chunks = l.chunks_exact(8);
+    for c in &mut chunks {
+        for (acc, &x) in lanes.iter_mut().zip(c) {
+            *acc += if x.is_finite() {
+                exp_approx((x - max) * inv)
+            } else {
+                0.0
+            };
+        }
+    }
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|&x| {
+            if x.is_finite() {
+                exp_approx((x - max) * inv)
+            } else {
+                0.0
+            }
+        })
+        .sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `e^x` for `x ≤ 0` within 2 ulp (Cephes' range reduction and polynomial), 0 below −87.
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    let x = x.max(-87.3);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    // x − n·ln2 in two parts, so the reduction loses nothing.
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_66)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    // 2^n through the exponent bits (n ≥ −126 here).
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    e * scale
+}
+
 /// Puts the `n` smallest elements of `v` by `cmp` (a total order) first, sorted; the rest
 /// follow in no particular order. The same prefix a full sort gives, in O(len + n log n).
 fn best_first<T>(v: &mut [T], n: usize, mut cmp: impl FnMut(&T, &T) -> std::cmp::Ordering) {
@@ -275,6 +349,50 @@ fn best_first<T>(v: &mut [T], n: usize, mut cmp: impl FnMut(&T, &T) -> std::cmp:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_exp_and_the_one_pass_ranking_agree_with_the_plain_ones() {
+        let mut worst = 0f32;
+        for k in 0..200_000 {
+            let x = -(k as f32) * 0.000_45;
+            let (a, b) = (exp_approx(x), x.exp());
+            if b > 1e-30 {
+                worst = worst.max(((a - b) / b).abs());
+            }
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert_eq!(exp_approx(-200.0), 0f32.max(exp_approx(-200.0)));
+        assert!(exp_approx(-200.0) < 1e-37);
+        // Random logits with ties and masked (−∞) entries: the same ranking as a full sort.
+        let mut state = 9u64;
+        for len in [1usize, 5, 70, 1000] {
+            let l: Vec<f32> = (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1);
+                    match state >> 60 {
+                        0 => f32::NEG_INFINITY,
+                        r => (r % 7) as f32 * 0.5,
+                    }
+                })
+                .collect();
+            let mut all: Vec<usize> = (0..len).filter(|&i| l[i].is_finite()).collect();
+            all.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
+            for n in [1, 2, 10, 64] {
+                let want: Vec<usize> = all.iter().copied().take(n).collect();
+                assert_eq!(best_few(&l, n), want, "len {len}, n {n}");
+            }
+            let max = all.first().map_or(0.0, |&i| l[i]);
+            let exact: f64 = l
+                .iter()
+                .filter(|x| x.is_finite())
+                .map(|&x| f64::from(x - max).exp())
+                .sum();
+            let fast = f64::from(sum_exp(&l, max, 1.0));
+            assert!((fast - exact).abs() <= exact * 1e-6, "{fast} vs {exact}");
+        }
+    }
 
     #[test]
     fn greedy_takes_the_argmax_with_its_logprob() {
