@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use forja_store::{HubRef, NoProgress, Store, StoreConfig, StoreError};
-use support::{HubFile, HubRepo, HubServer};
+use support::{HubFile, HubRepo, HubServer, noise};
 
 const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
 
@@ -47,19 +47,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
-}
-
-/// Pseudo-random bytes (tmpfs does not compress, but this keeps the file honest anyway).
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn repo(bytes: Vec<u8>) -> HubRepo {

@@ -15,20 +15,7 @@ use std::path::Path;
 use forja_store::packages::{PackagePart, PackagedFile};
 use forja_store::{NoProgress, PackagedModel, Store, StoreConfig, StoreError};
 use sha2::{Digest, Sha256};
-use support::{HubServer, hex, wheel};
-
-/// Bytes that do not compress to nothing, so a cut transfer stops mid-file.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
+use support::{HubServer, hex, noise, wheel};
 
 fn part(package: &str, version: &str, member: &str) -> PackagePart {
     PackagePart {
