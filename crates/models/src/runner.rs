@@ -169,7 +169,7 @@ fn cuda_runner(decoder: &Decoder, ordinal: usize, pool: PoolShape) -> Result<Box
 fn cuda_runner(_: &Decoder, ordinal: usize, _: PoolShape) -> Result<Box<dyn StepRunner>> {
     Err(ModelError::Input(format!(
         "cuda:{ordinal} asked for, but this forja was built without GPU support: build it with \
-         `cargo build --release --features cuda -p forja-cli` (`scripts/cuda/conformance build` makes
+         `cargo build --release --features cuda -p forja-cli` (`scripts/cuda/conformance build` makes \
          one), or run on the CPU"
     )))
 }
