@@ -4,26 +4,14 @@
 //! own.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Sender, channel};
+use std::sync::mpsc::channel;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use forja_arch::KvDtype;
 use forja_arch::kv_cache::kv_bytes_per_token;
-use forja_engine::serving::{Engine, Event, EventSink, Job, ServingConfig};
+use forja_engine::serving::{ChannelSink, Engine, Event, Job, ServingConfig};
 use forja_engine::{FinishReason, GenerateParams, Generation, LoadedModel, RunnerDevice};
-
-/// Forwards a request's events to the chat.
-struct Forward(Sender<Event>);
-
-impl EventSink for Forward {
-    fn send(&mut self, event: Event) -> bool {
-        self.0.send(event).is_ok()
-    }
-    fn is_closed(&self) -> bool {
-        false
-    }
-}
 
 /// A chat's engine on a device.
 pub struct DeviceChat {
@@ -74,7 +62,7 @@ impl DeviceChat {
             priority: 0,
             constraint: None,
             adapter: None,
-            sink: Box::new(Forward(tx)),
+            sink: Box::new(ChannelSink(tx)),
         };
         let start = Instant::now();
         let id = self.engine.submit(job).context("starting the answer")?;

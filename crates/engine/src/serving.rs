@@ -100,6 +100,20 @@ pub trait EventSink: Send {
     fn is_closed(&self) -> bool;
 }
 
+/// A sink into a standard channel: the receiver reads the events in order; once it is gone,
+/// `send` says so and the request is cancelled at the next step.
+#[derive(Debug)]
+pub struct ChannelSink(pub std::sync::mpsc::Sender<Event>);
+
+impl EventSink for ChannelSink {
+    fn send(&mut self, event: Event) -> bool {
+        self.0.send(event).is_ok()
+    }
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
 /// A request for the actor: prompt ids and how to generate.
 pub struct Job {
     pub prompt: Vec<u32>,

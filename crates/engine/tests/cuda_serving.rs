@@ -10,26 +10,15 @@
 )]
 
 use std::sync::Arc;
-use std::sync::mpsc::{Sender, channel};
+use std::sync::mpsc::channel;
 
-use forja_engine::serving::{Engine, Event, EventSink, Job, ServingConfig};
+use forja_engine::serving::{ChannelSink, Engine, Event, Job, ServingConfig};
 use forja_engine::{GenerateParams, LoadedModel, Message, RunnerDevice, Sampled, SamplingParams};
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// A CPU pick whose runner-up is closer than this (in log-probability) is a near tie: f16 GPU
 /// arithmetic may pick either, and the sequences part ways there.
 const CLEAR: f32 = 0.3;
-
-struct Collect(Sender<Event>);
-
-impl EventSink for Collect {
-    fn send(&mut self, event: Event) -> bool {
-        self.0.send(event).is_ok()
-    }
-    fn is_closed(&self) -> bool {
-        false
-    }
-}
 
 /// Every prompt's sampled tokens, all submitted at once to an engine on `device`.
 fn serve(
@@ -69,7 +58,7 @@ fn serve(
                 priority: 0,
                 constraint: None,
                 adapter: None,
-                sink: Box::new(Collect(tx)),
+                sink: Box::new(ChannelSink(tx)),
             };
             engine.submit(job).unwrap();
             rx
