@@ -38,10 +38,37 @@ fn scaled_dot(u: __m256i, y: __m256i, scales: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), scales)
 }
 
-/// Σ_g scale_g · bsum_g over the 16 groups.
-#[inline(always)]
-fn scaled_bsums(scales: impl Fn(usize) -> i32, a: &BlockQ8K) -> i32 {
-    (0..16).map(|g| scales(g) * i32::from(a.bsums[g])).sum()
+/// Σ_g scale_g · bsum_g over the 16 groups of an activation block, spread over 8 i32 lanes;
+/// `scales` holds the 16 group scales as i16 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scaled_bsums(scales: __m256i, a: &BlockQ8K) -> __m256i {
+    // SAFETY: `bsums` is 16 i16, exactly 32 bytes.
+    _mm256_madd_epi16(scales, unsafe { load32(a.bsums.as_ptr()) })
+}
+
+/// 16 bytes at `p` as 16 i16 lanes, zero-extended (`signed`: sign-extended).
+///
+/// # Safety
+/// `p` points at 16 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen16(p: *const u8, signed: bool) -> __m256i {
+    // SAFETY: the caller guarantees 16 readable bytes; loadu has no alignment requirement.
+    let b = unsafe { _mm_loadu_si128(p.cast()) };
+    if signed {
+        _mm256_cvtepi8_epi16(b)
+    } else {
+        _mm256_cvtepu8_epi16(b)
+    }
+}
+
+/// `acc + d · sumi - dmin · mins`, the i32 lanes converted to f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_and_subtract(acc: __m256, d: f32, sumi: __m256i, dmin: f32, mins: __m256i) -> __m256 {
+    let acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(mins), acc)
 }
 
 /// `Q2_K` · `Q8_K`.
@@ -49,12 +76,17 @@ fn scaled_bsums(scales: impl Fn(usize) -> i32, a: &BlockQ8K) -> i32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q2k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R] {
     let mut acc = [_mm256_setzero_ps(); R];
-    let mut mins = [0f32; R];
     let three = _mm256_set1_epi8(3);
     for i in 0..a[0].len() {
         let b = &w[i * Q2K_BYTES..(i + 1) * Q2K_BYTES];
-        // SAFETY: `b` is one whole block: d at 80, dmin at 82.
-        let (d, dmin) = unsafe { (f16_at(b.as_ptr().add(80)), f16_at(b.as_ptr().add(82))) };
+        // SAFETY: `b` is one whole block: scales at 0..16 (min in the high nibble), d at 80,
+        // dmin at 82.
+        let (d, dmin, group_mins) = unsafe {
+            let p = b.as_ptr();
+            let packed = _mm_loadu_si128(p.cast());
+            let high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
+            (f16_at(p.add(80)), f16_at(p.add(82)), _mm256_cvtepu8_epi16(high))
+        };
         let mut sumi = [_mm256_setzero_si256(); R];
         for h in 0..2 {
             // SAFETY: bytes 16 + 32h .. 48 + 32h of the block are quants.
@@ -73,17 +105,11 @@ pub(crate) unsafe fn dot_q2k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
         }
         for r in 0..R {
             let a = &a[r][i];
-            let s = _mm256_cvtepi32_ps(sumi[r]);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), s, acc[r]);
-            let m = scaled_bsums(|g| i32::from(b[g] >> 4), a);
-            mins[r] += dmin * a.d * m as f32;
+            let m = scaled_bsums(group_mins, a);
+            acc[r] = scale_and_subtract(acc[r], d * a.d, sumi[r], dmin * a.d, m);
         }
     }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        out[r] = hsum(acc[r]) - mins[r];
-    }
-    out
+    acc.map(|v| hsum(v))
 }
 
 /// `Q3_K` · `Q8_K`: values as `u - 4` with `u = q2 | high bit << 2` in 0..8.
@@ -117,10 +143,12 @@ pub(crate) unsafe fn dot_q3k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
                 }
             }
         }
+        // SAFETY: `scales` is 16 bytes.
+        let scales16 = unsafe { widen16(scales.as_ptr().cast(), true) };
         for r in 0..R {
             let a = &a[r][i];
-            let offset = 4 * scaled_bsums(|g| i32::from(scales[g]), a);
-            let s = _mm256_sub_epi32(sumi[r], _mm256_setr_epi32(offset, 0, 0, 0, 0, 0, 0, 0));
+            let offset = _mm256_slli_epi32(scaled_bsums(scales16, a), 2);
+            let s = _mm256_sub_epi32(sumi[r], offset);
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(s), acc[r]);
         }
     }
@@ -137,13 +165,18 @@ unsafe fn dot_k4<const R: usize>(
     qh: Option<usize>,
 ) -> [f32; R] {
     let mut acc = [_mm256_setzero_ps(); R];
-    let mut mins = [0f32; R];
     let low4 = _mm256_set1_epi8(0x0F);
     let sixteen = _mm256_set1_epi8(16);
     let qs_at = if qh.is_some() { 48 } else { 16 };
     for i in 0..a[0].len() {
         let b = &w[i * block_bytes..(i + 1) * block_bytes];
         let (sc, mn) = k4_scales_mins(&b[4..16]);
+        // Group g's min serves bsums 2g and 2g + 1: each min twice, as i16 lanes.
+        // SAFETY: `mn` is 8 bytes.
+        let group_mins = unsafe {
+            let m = _mm_loadl_epi64(mn.as_ptr().cast());
+            _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m))
+        };
         // SAFETY: `b` is one whole block: d at 0, dmin at 2; Q5_K's 32 high-bit bytes at 16.
         let (d, dmin, high) = unsafe {
             let p = b.as_ptr();
@@ -178,17 +211,11 @@ unsafe fn dot_k4<const R: usize>(
         }
         for r in 0..R {
             let a = &a[r][i];
-            let s = _mm256_cvtepi32_ps(sumi[r]);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), s, acc[r]);
-            let m = scaled_bsums(|g| i32::from(mn[g / 2]), a);
-            mins[r] += dmin * a.d * m as f32;
+            let m = scaled_bsums(group_mins, a);
+            acc[r] = scale_and_subtract(acc[r], d * a.d, sumi[r], dmin * a.d, m);
         }
     }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        out[r] = hsum(acc[r]) - mins[r];
-    }
-    out
+    acc.map(|v| hsum(v))
 }
 
 /// `Q4_K` · `Q8_K`.
@@ -251,10 +278,12 @@ pub(crate) unsafe fn dot_q6k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
                 }
             }
         }
+        // SAFETY: the 16 scales are bytes 192..208 of the block.
+        let scales16 = unsafe { widen16(b.as_ptr().add(192), true) };
         for r in 0..R {
             let a = &a[r][i];
-            let offset = 32 * scaled_bsums(|g| i32::from(sc(g)), a);
-            let s = _mm256_sub_epi32(sumi[r], _mm256_setr_epi32(offset, 0, 0, 0, 0, 0, 0, 0));
+            let offset = _mm256_slli_epi32(scaled_bsums(scales16, a), 5);
+            let s = _mm256_sub_epi32(sumi[r], offset);
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(s), acc[r]);
         }
     }
