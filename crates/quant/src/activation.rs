@@ -181,7 +181,7 @@ fn quantize_blocks<B>(
     one: impl Fn(&[f32], &mut B),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
         // SAFETY: the callers pass only instruction sets `Isa::is_available` confirmed.
         unsafe { blocks_avx2(x, out, block_len, one) };
         return;
@@ -357,6 +357,15 @@ impl QuantizedActivations {
         self.q8_1
             .get(..self.rows * self.blocks_per_row)
             .unwrap_or_default()
+    }
+
+    /// Reorders the `Q8_K` rows' quants into the grouped order for groups of `len`
+    /// (`crate::grouped`).
+    pub(crate) fn group_q8k(&mut self, len: usize) {
+        let n = self.rows * self.blocks_per_row;
+        if let Some(blocks) = self.q8k.get_mut(..n) {
+            crate::grouped::group_activations(blocks, len);
+        }
     }
 
     pub(crate) fn q8k_rows(&self) -> &[BlockQ8K] {

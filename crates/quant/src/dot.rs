@@ -17,6 +17,9 @@ pub enum Isa {
     /// The AVX2 kernels compiled for AVX-512 (F, VL, BW): 32 vector registers, so a weight
     /// block is multiplied with eight activation rows at once instead of four.
     Avx512,
+    /// [`Isa::Avx512`] plus VNNI: one `vpdpbusd` multiplies and sums four byte pairs where AVX2
+    /// takes `vpmaddubsw` + `vpmaddwd` (Ice Lake, Zen 4 and later).
+    Avx512Vnni,
 }
 
 impl Isa {
@@ -24,7 +27,9 @@ impl Isa {
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
-            if Isa::Avx512.is_available() {
+            if Isa::Avx512Vnni.is_available() {
+                Isa::Avx512Vnni
+            } else if Isa::Avx512.is_available() {
                 Isa::Avx512
             } else if Isa::Avx2.is_available() {
                 Isa::Avx2
@@ -42,14 +47,16 @@ impl Isa {
             Isa::Avx2 => crate::x86::available(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => crate::x86::available_avx512(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => crate::x86::available_vnni(),
             #[cfg(not(target_arch = "x86_64"))]
-            Isa::Avx2 | Isa::Avx512 => false,
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => false,
         }
     }
 
     /// Every instruction set this CPU can run, the portable one first.
     pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni]
             .into_iter()
             .filter(|i| i.is_available())
             .collect()
@@ -86,8 +93,11 @@ pub fn vec_dot(isa: Isa, ty: QuantType, w: &[u8], a: ActRow<'_>) -> Result<f32> 
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` confirmed AVX2/FMA/F16C; `w` holds exactly `a`'s number of blocks.
         Isa::Avx2 | Isa::Avx512 => unsafe { avx2_dot(ty, w, a) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `check` confirmed AVX-512 VNNI as well.
+        Isa::Avx512Vnni => unsafe { vnni_dot(ty, w, a) },
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2 | Isa::Avx512 => scalar_dot(ty, w, a),
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => scalar_dot(ty, w, a),
     })
 }
 
@@ -108,25 +118,44 @@ fn scalar_dot(ty: QuantType, w: &[u8], a: ActRow<'_>) -> f32 {
     }
 }
 
+/// The x86 single-row dot product, the kernels inlined into the function it expands in.
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_dot {
+    ($vnni:literal, $ty:expr, $w:expr, $a:expr) => {{
+        use crate::x86::{kquants as k, legacy as l};
+        let (w, a): (&[u8], ActRow<'_>) = ($w, $a);
+        // SAFETY: the caller's contract: the CPU has the features of the function this expands
+        // in, and `w` holds at least `a`'s number of `ty` blocks.
+        unsafe {
+            match ($ty, a) {
+                (QuantType::Q4_0, ActRow::Q8_0(a)) => l::dot_q4_0::<1, $vnni>(w, [a])[0],
+                (QuantType::Q5_0, ActRow::Q8_0(a)) => l::dot_q5_0::<1, $vnni>(w, [a])[0],
+                (QuantType::Q8_0, ActRow::Q8_0(a)) => l::dot_q8_0::<1, $vnni>(w, [a])[0],
+                (QuantType::Q4_1, ActRow::Q8_1(a)) => l::dot_q4_1::<1, $vnni>(w, [a])[0],
+                (QuantType::Q5_1, ActRow::Q8_1(a)) => l::dot_q5_1::<1, $vnni>(w, [a])[0],
+                (QuantType::Q2K, ActRow::Q8K(a)) => k::dot_q2k(w, [a])[0],
+                (QuantType::Q3K, ActRow::Q8K(a)) => k::dot_q3k(w, [a])[0],
+                (QuantType::Q4K, ActRow::Q8K(a)) => k::dot_q4k(w, [a])[0],
+                (QuantType::Q5K, ActRow::Q8K(a)) => k::dot_q5k(w, [a])[0],
+                (QuantType::Q6K, ActRow::Q8K(a)) => k::dot_q6k(w, [a])[0],
+                _ => f32::NAN,
+            }
+        }
+    }};
+}
+
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `w` holds at least `a`'s number of `ty` blocks.
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn avx2_dot(ty: QuantType, w: &[u8], a: ActRow<'_>) -> f32 {
-    use crate::x86::{kquants as k, legacy as l};
-    // SAFETY: forwarded contract.
-    unsafe {
-        match (ty, a) {
-            (QuantType::Q4_0, ActRow::Q8_0(a)) => l::dot_q4_0(w, [a])[0],
-            (QuantType::Q5_0, ActRow::Q8_0(a)) => l::dot_q5_0(w, [a])[0],
-            (QuantType::Q8_0, ActRow::Q8_0(a)) => l::dot_q8_0(w, [a])[0],
-            (QuantType::Q4_1, ActRow::Q8_1(a)) => l::dot_q4_1(w, [a])[0],
-            (QuantType::Q5_1, ActRow::Q8_1(a)) => l::dot_q5_1(w, [a])[0],
-            (QuantType::Q2K, ActRow::Q8K(a)) => k::dot_q2k(w, [a])[0],
-            (QuantType::Q3K, ActRow::Q8K(a)) => k::dot_q3k(w, [a])[0],
-            (QuantType::Q4K, ActRow::Q8K(a)) => k::dot_q4k(w, [a])[0],
-            (QuantType::Q5K, ActRow::Q8K(a)) => k::dot_q5k(w, [a])[0],
-            (QuantType::Q6K, ActRow::Q8K(a)) => k::dot_q6k(w, [a])[0],
-            _ => f32::NAN,
-        }
-    }
+    x86_dot!(false, ty, w, a)
+}
+
+/// # Safety
+/// As [`avx2_dot`], and the CPU has AVX-512 F, VL, BW and VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn vnni_dot(ty: QuantType, w: &[u8], a: ActRow<'_>) -> f32 {
+    x86_dot!(true, ty, w, a)
 }

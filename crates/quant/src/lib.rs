@@ -14,6 +14,7 @@ pub mod dequant;
 pub mod dot;
 pub mod error;
 pub mod format;
+mod grouped;
 mod kquants;
 mod legacy;
 pub mod matrix;

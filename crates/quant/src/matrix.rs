@@ -8,15 +8,16 @@
 //! block is read from memory once per tile and from cache for the other rows; the SIMD kernels
 //! also widen each weight block once for four activation rows.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 
-use crate::activation::QuantizedActivations;
+use crate::activation::{BlockQ8K, QuantizedActivations};
 use crate::dequant::dequantize_row;
 use crate::dot::Isa;
 use crate::error::{QuantError, Result};
 use crate::format::{ActivationType, QuantType};
 use crate::pool::{MAX_TASKS, Pool};
-use crate::{kquants, legacy};
+use crate::{grouped, kquants, legacy};
 
 /// Weight bytes a tile aims to stay under (about half of a core's L2, leaving room for the
 /// activations).
@@ -27,7 +28,9 @@ const TILES_PER_THREAD: usize = 4;
 const SERIAL_BLOCKS: usize = 1024;
 
 /// A `[rows, cols]` matrix stored as GGUF blocks, row-major: row `r` is bytes
-/// `r · row_bytes .. (r + 1) · row_bytes`.
+/// `r · row_bytes .. (r + 1) · row_bytes`. `Q4_K` and `Q6_K` blocks are kept in the grouped
+/// layout (`crate::grouped`: the same bytes, the quants reordered for the SIMD kernels);
+/// [`QMatrix::gguf_bytes`] gives them back in GGUF order.
 #[derive(Debug, Clone)]
 pub struct QMatrix {
     ty: QuantType,
@@ -59,6 +62,20 @@ impl QMatrix {
                 data.len()
             )));
         }
+        let mut data = data;
+        if grouped::group_len(ty).is_some() {
+            let chunk = row_bytes * (1usize << 20).div_ceil(row_bytes.max(1));
+            let parts: Vec<OutPtr<u8>> = data.chunks_mut(chunk).map(OutPtr::of).collect();
+            let len = data.len();
+            Pool::global().run(parts.len(), &|t| {
+                let start = t * chunk;
+                // SAFETY: part `t` is bytes `start .. min(start + chunk, len)` of `data`, which
+                // outlives `run`; tasks touch disjoint parts.
+                let part =
+                    unsafe { std::slice::from_raw_parts_mut(parts[t].0, chunk.min(len - start)) };
+                grouped::pack(ty, part);
+            });
+        }
         Ok(QMatrix {
             ty,
             rows,
@@ -80,20 +97,23 @@ impl QMatrix {
         self.cols
     }
 
-    /// The stored blocks, all rows.
-    pub fn data(&self) -> &[u8] {
-        &self.data
+    /// The blocks of every row in GGUF order (a copy for the types kept grouped).
+    pub fn gguf_bytes(&self) -> Cow<'_, [u8]> {
+        gguf_order(self.ty, &self.data)
     }
 
-    /// The stored blocks of row `r`.
-    pub fn row(&self, r: usize) -> Option<&[u8]> {
-        self.data.get(r * self.row_bytes..(r + 1) * self.row_bytes)
+    /// The blocks of row `r` in GGUF order.
+    pub fn row(&self, r: usize) -> Option<Cow<'_, [u8]>> {
+        let row = self
+            .data
+            .get(r * self.row_bytes..(r + 1) * self.row_bytes)?;
+        Some(gguf_order(self.ty, row))
     }
 
     /// The whole matrix in f32, `[rows, cols]` row-major.
     pub fn dequantize(&self) -> Result<Vec<f32>> {
         let mut out = vec![0f32; self.rows * self.cols];
-        dequantize_row(self.ty, &self.data, &mut out)?;
+        dequantize_row(self.ty, &self.gguf_bytes(), &mut out)?;
         Ok(out)
     }
 
@@ -124,6 +144,11 @@ impl QMatrix {
         let mut acts = SCRATCH.with(Cell::take);
         let result = acts.quantize_with(isa, act_ty, x, n, self.cols);
         if result.is_ok() {
+            // The SIMD kernels read grouped weights with grouped activations; the portable one
+            // restores GGUF order block by block and takes the activations as they are.
+            if let Some(len) = grouped::group_len(self.ty).filter(|_| isa != Isa::Scalar) {
+                acts.group_q8k(len);
+            }
             self.run(isa, &acts, n, out);
         }
         SCRATCH.with(|s| s.set(acts));
@@ -177,20 +202,40 @@ impl QMatrix {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, and the CPU has AVX-512 F/VL/BW.
             Isa::Avx512 => unsafe { avx512_tile(self.ty, w, rb, acts, bpr, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, and the CPU has AVX-512 F/VL/BW and VNNI.
+            Isa::Avx512Vnni => unsafe { vnni_tile(self.ty, w, rb, acts, bpr, out) },
             _ => scalar_tile(self.ty, w, rb, acts, bpr, out),
         }
     }
 }
 
-/// The output pointer shared by the tiles of one matmul.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+/// `bytes` of `ty` blocks in GGUF order.
+fn gguf_order(ty: QuantType, bytes: &[u8]) -> Cow<'_, [u8]> {
+    if grouped::group_len(ty).is_none() {
+        return Cow::Borrowed(bytes);
+    }
+    let mut v = bytes.to_vec();
+    grouped::unpack(ty, &mut v);
+    Cow::Owned(v)
+}
 
-// SAFETY: the pointer is only written through `OutTile::set`, at indices no other tile of the
-// same matmul writes, while `run` holds the `&mut` output borrow it came from.
-unsafe impl Send for OutPtr {}
+/// A buffer shared by the tasks of one pool job, each writing its own part: the output of a
+/// matmul (written through `OutTile::set`), or a weight buffer being reordered.
+#[derive(Clone, Copy)]
+struct OutPtr<T = f32>(*mut T);
+
+impl<T> OutPtr<T> {
+    fn of(part: &mut [T]) -> Self {
+        OutPtr(part.as_mut_ptr())
+    }
+}
+
+// SAFETY: the pointer is only written at indices no other task of the same job writes, while
+// the job holds the `&mut` borrow it came from.
+unsafe impl<T> Send for OutPtr<T> {}
 // SAFETY: as above.
-unsafe impl Sync for OutPtr {}
+unsafe impl<T> Sync for OutPtr<T> {}
 
 /// The part of the output one tile writes: columns `first_row .. first_row + rows` of each of
 /// the `n` output rows.
@@ -277,23 +322,57 @@ fn scalar_tile(
         QuantType::Q5_1 => tile_loop1(w, rb, q8_1, bpr, out, legacy::dot_q5_1),
         QuantType::Q2K => tile_loop1(w, rb, q8k, bpr, out, kquants::dot_q2k),
         QuantType::Q3K => tile_loop1(w, rb, q8k, bpr, out, kquants::dot_q3k),
-        QuantType::Q4K => tile_loop1(w, rb, q8k, bpr, out, kquants::dot_q4k),
+        QuantType::Q4K => tile_loop1(w, rb, q8k, bpr, out, |w, a| {
+            ungrouped_dot(QuantType::Q4K, w, a, kquants::dot_q4k)
+        }),
         QuantType::Q5K => tile_loop1(w, rb, q8k, bpr, out, kquants::dot_q5k),
-        QuantType::Q6K => tile_loop1(w, rb, q8k, bpr, out, kquants::dot_q6k),
+        QuantType::Q6K => tile_loop1(w, rb, q8k, bpr, out, |w, a| {
+            ungrouped_dot(QuantType::Q6K, w, a, kquants::dot_q6k)
+        }),
         // `QMatrix::new` accepts only types with a dot product.
         QuantType::F32 | QuantType::F16 | QuantType::BF16 => {}
     }
+}
+
+/// `dot` of a grouped weight row with natural-order activations, block by block, each block
+/// put back in GGUF order on the stack first.
+fn ungrouped_dot(
+    ty: QuantType,
+    w: &[u8],
+    a: &[BlockQ8K],
+    dot: impl Fn(&[u8], &[BlockQ8K]) -> f32,
+) -> f32 {
+    let size = ty.block_bytes();
+    let mut block = [0u8; 256];
+    w.chunks_exact(size)
+        .zip(a.chunks_exact(1))
+        .map(|(w, a)| {
+            let b = &mut block[..size];
+            b.copy_from_slice(w);
+            grouped::unpack(ty, b);
+            dot(b, a)
+        })
+        .sum()
 }
 
 /// The x86 tile for `R` activation rows per weight block (then single rows), the kernels of
 /// `crate::x86` inlined into the function it expands in, so they take its target features.
 #[cfg(target_arch = "x86_64")]
 macro_rules! x86_tile {
-    ($r:literal, $ty:expr, $w:expr, $rb:expr, $acts:expr, $bpr:expr, $out:expr) => {{
-        use crate::x86::{kquants as k, legacy as l};
+    ($r:literal, $vnni:literal, $ty:expr, $w:expr, $rb:expr, $acts:expr, $bpr:expr, $out:expr) => {{
+        use crate::x86::{grouped as g, kquants as k, legacy as l};
         let (w, rb, bpr, out): (&[u8], usize, usize, &OutTile) = ($w, $rb, $bpr, $out);
         macro_rules! rows {
-            ($a:expr, $dot:path) => {
+            ($a:expr, $dot:ident, vnni) => {
+                rows!($a, l::$dot::<$r, $vnni>, l::$dot::<1, $vnni>)
+            };
+            ($a:expr, $dot:ident, grouped) => {
+                rows!($a, g::$dot::<$r, $vnni>, g::$dot::<1, $vnni>)
+            };
+            ($a:expr, $dot:ident) => {
+                rows!($a, k::$dot::<$r>, k::$dot::<1>)
+            };
+            ($a:expr, $dot:expr, $dot1:expr) => {
                 // SAFETY: the caller's contract; each `w` row holds `bpr` blocks and each
                 // activation row `bpr` blocks.
                 tile_loop::<_, $r>(
@@ -305,7 +384,7 @@ macro_rules! x86_tile {
                     |w, a| unsafe { $dot(w, a) },
                     |w, a| {
                         // SAFETY: as above.
-                        unsafe { $dot(w, [a])[0] }
+                        unsafe { $dot1(w, [a])[0] }
                     },
                 )
             };
@@ -313,16 +392,16 @@ macro_rules! x86_tile {
         let acts: &QuantizedActivations = $acts;
         let (q8_0, q8_1, q8k) = (acts.q8_0_rows(), acts.q8_1_rows(), acts.q8k_rows());
         match $ty {
-            QuantType::Q4_0 => rows!(q8_0, l::dot_q4_0),
-            QuantType::Q5_0 => rows!(q8_0, l::dot_q5_0),
-            QuantType::Q8_0 => rows!(q8_0, l::dot_q8_0),
-            QuantType::Q4_1 => rows!(q8_1, l::dot_q4_1),
-            QuantType::Q5_1 => rows!(q8_1, l::dot_q5_1),
-            QuantType::Q2K => rows!(q8k, k::dot_q2k),
-            QuantType::Q3K => rows!(q8k, k::dot_q3k),
-            QuantType::Q4K => rows!(q8k, k::dot_q4k),
-            QuantType::Q5K => rows!(q8k, k::dot_q5k),
-            QuantType::Q6K => rows!(q8k, k::dot_q6k),
+            QuantType::Q4_0 => rows!(q8_0, dot_q4_0, vnni),
+            QuantType::Q5_0 => rows!(q8_0, dot_q5_0, vnni),
+            QuantType::Q8_0 => rows!(q8_0, dot_q8_0, vnni),
+            QuantType::Q4_1 => rows!(q8_1, dot_q4_1, vnni),
+            QuantType::Q5_1 => rows!(q8_1, dot_q5_1, vnni),
+            QuantType::Q2K => rows!(q8k, dot_q2k),
+            QuantType::Q3K => rows!(q8k, dot_q3k),
+            QuantType::Q4K => rows!(q8k, dot_q4k, grouped),
+            QuantType::Q5K => rows!(q8k, dot_q5k),
+            QuantType::Q6K => rows!(q8k, dot_q6k, grouped),
             QuantType::F32 | QuantType::F16 | QuantType::BF16 => {}
         }
     }};
@@ -343,14 +422,14 @@ unsafe fn avx2_tile(
     bpr: usize,
     out: &OutTile,
 ) {
-    x86_tile!(4, ty, w, rb, acts, bpr, out)
+    x86_tile!(4, false, ty, w, rb, acts, bpr, out)
 }
 
 /// The same kernels compiled for AVX-512: with 32 vector registers a weight block serves
-/// eight activation rows. That pays where widening a weight block costs the most (`Q6_K`,
-/// `Q3_K`, `Q2_K`, the 5-bit legacy types: 20–50 % more throughput at 64 rows on an AMD EPYC
-/// with AVX-512, `examples/kernel_bench`); `Q4_0`, `Q4_1`, `Q8_0`, `Q4_K` and `Q5_K` measured
-/// faster with four rows and keep the AVX2 tile.
+/// eight activation rows. That pays where widening a weight block costs the most (`Q3_K`,
+/// `Q2_K`, the 5-bit legacy types: 20–50 % more throughput at 64 rows on an AMD EPYC with
+/// AVX-512, `examples/kernel_bench`); `Q4_0`, `Q4_1`, `Q8_0`, `Q5_K` and the grouped `Q4_K` and
+/// `Q6_K` measured as fast or faster with four rows and keep the AVX2 tile.
 ///
 /// # Safety
 /// As [`avx2_tile`], and the CPU has AVX-512 F, VL and BW.
@@ -365,10 +444,36 @@ unsafe fn avx512_tile(
     out: &OutTile,
 ) {
     match ty {
-        QuantType::Q6K | QuantType::Q3K | QuantType::Q2K | QuantType::Q5_0 | QuantType::Q5_1 => {
-            x86_tile!(8, ty, w, rb, acts, bpr, out)
+        QuantType::Q3K | QuantType::Q2K | QuantType::Q5_0 | QuantType::Q5_1 => {
+            x86_tile!(8, false, ty, w, rb, acts, bpr, out)
         }
         // SAFETY: the caller's contract covers the AVX2 tile's.
         _ => unsafe { avx2_tile(ty, w, rb, acts, bpr, out) },
+    }
+}
+
+/// [`avx512_tile`] with VNNI for the types whose kernels use it.
+///
+/// # Safety
+/// As [`avx512_tile`], and the CPU has AVX-512 VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn vnni_tile(
+    ty: QuantType,
+    w: &[u8],
+    rb: usize,
+    acts: &QuantizedActivations,
+    bpr: usize,
+    out: &OutTile,
+) {
+    match ty {
+        QuantType::Q3K | QuantType::Q2K | QuantType::Q5_0 | QuantType::Q5_1 => {
+            x86_tile!(8, true, ty, w, rb, acts, bpr, out)
+        }
+        // Measured slower with `vpdpbusd` (its signed × signed trick costs two `vpsignb` per
+        // row either way, and the four-row AVX2 tile keeps more loads in flight).
+        // SAFETY: the caller's contract covers the AVX2 tile's.
+        QuantType::Q8_0 => unsafe { avx2_tile(ty, w, rb, acts, bpr, out) },
+        _ => x86_tile!(4, true, ty, w, rb, acts, bpr, out),
     }
 }

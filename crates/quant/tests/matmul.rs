@@ -18,24 +18,31 @@ use proptest::prelude::*;
 fn check(ty: QuantType, rows: usize, blocks_per_row: usize, n: usize, seed: u64) {
     let mut rng = Rng::new(seed);
     let cols = blocks_per_row * ty.block_len();
-    let m = QMatrix::new(
-        ty,
-        rows,
-        cols,
-        random_blocks(ty, rows * blocks_per_row, &mut rng),
-    )
-    .unwrap();
+    let blocks = random_blocks(ty, rows * blocks_per_row, &mut rng);
     let x = random_activations(n * cols, &mut rng);
+    check_blocks(ty, rows, cols, &blocks, &x);
+}
+
+/// Every instruction set's matmul of `blocks` (GGUF order) with `x` against the reference.
+fn check_blocks(ty: QuantType, rows: usize, cols: usize, blocks: &[u8], x: &[f32]) {
+    let n = x.len() / cols;
+    let row_bytes = blocks.len() / rows;
+    let m = QMatrix::new(ty, rows, cols, blocks.to_vec()).unwrap();
+    // The matrix gives back the blocks it was given, whatever order it keeps them in.
+    assert!(*m.gguf_bytes() == *blocks, "{ty}: GGUF bytes differ");
+    assert!(
+        *m.row(rows - 1).unwrap() == blocks[(rows - 1) * row_bytes..],
+        "{ty}: last row"
+    );
     let mut acts = QuantizedActivations::new();
-    acts.quantize(ty.activation().unwrap(), &x, n, cols)
-        .unwrap();
+    acts.quantize(ty.activation().unwrap(), x, n, cols).unwrap();
     for isa in Isa::available() {
         let mut out = vec![f32::NAN; n * rows];
-        m.matmul_with(isa, &x, n, &mut out).unwrap();
+        m.matmul_with(isa, x, n, &mut out).unwrap();
         for t in 0..n {
             let a = acts.row(t).unwrap();
             for r in 0..rows {
-                let w = m.row(r).unwrap();
+                let w = &blocks[r * row_bytes..(r + 1) * row_bytes];
                 let (want, magnitude) = reference(ty, w, &a);
                 let tolerance = 2e-5 * magnitude + offset_rounding(ty, w, &a);
                 let got = out[t * rows + r];
@@ -70,6 +77,36 @@ fn threaded_matmul_matches_the_reference() {
         let blocks_per_row = if ty.block_len() == 256 { 3 } else { 24 };
         check(ty, 203, blocks_per_row, 1, 100 + i as u64);
         check(ty, 203, blocks_per_row, 9, 200 + i as u64);
+    }
+}
+
+/// Extreme quants with the largest activations, where a sum of byte products held in i16 would
+/// overflow first if it could (the grouped `Q4_K`/`Q6_K` kernels add up to eight products per
+/// i16 lane before scaling); and the dequantized matrix equals the blocks' dequantization.
+#[test]
+fn saturated_matrices_do_not_overflow() {
+    for ty in common::QUANTIZED {
+        for fill in [0x00u8, 0xFF, 0x80, 0x7F, 0x3F] {
+            let (rows, cols) = (5, 2 * ty.block_len());
+            let mut w = vec![fill; rows * ty.row_bytes(cols).unwrap()];
+            for b in w.chunks_exact_mut(ty.block_bytes()) {
+                for &at in common::f16_fields(ty) {
+                    b[at..at + 2]
+                        .copy_from_slice(&half::f16::from_f32(0.01).to_bits().to_le_bytes());
+                }
+            }
+            for sign in [1.0f32, -1.0] {
+                let x: Vec<f32> = (0..3 * cols)
+                    .map(|i| if i % 7 == 3 { 0.5 * sign } else { sign })
+                    .collect();
+                check_blocks(ty, rows, cols, &w, &x);
+            }
+            let m = QMatrix::new(ty, rows, cols, w.clone()).unwrap();
+            assert_eq!(
+                m.dequantize().unwrap(),
+                forja_quant::dequantize(ty, &w).unwrap()
+            );
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! mapping, GGUF permutation and norm convention of the CPU path holds on the GPU), quantized
 //! matrices dequantized, q/k/v and gate/up joined into one product each.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use forja_arch::decoder_config::Activation;
@@ -85,7 +86,7 @@ fn no_lora(l: &Linear, what: &str) -> Result<()> {
 }
 
 /// The GGUF block type a quantized weight keeps on the GPU, when the GPU reads it.
-fn gpu_kind(l: &Linear) -> Option<(QuantKind, &[u8])> {
+fn gpu_kind(l: &Linear) -> Option<(QuantKind, Cow<'_, [u8]>)> {
     let LinearWeight::Quantized(QuantizedWeight::Cpu(m)) = &l.weight else {
         return None;
     };
@@ -97,7 +98,7 @@ fn gpu_kind(l: &Linear) -> Option<(QuantKind, &[u8])> {
         QuantType::Q6K => QuantKind::Q6K,
         _ => return None,
     };
-    Some((kind, m.data()))
+    Some((kind, m.gguf_bytes()))
 }
 
 /// The rows of several projections joined into one `[Σ out, in]` weight: as stored when
@@ -120,7 +121,7 @@ fn joined(
         if let Some(q) = q {
             let inp = q.first().map_or(0, |p| p.1.1);
             if q.iter().all(|p| p.1.1 == inp) {
-                let parts: Vec<_> = q.iter().map(|(k, (o, _), b)| (*k, *o, *b)).collect();
+                let parts: Vec<_> = q.iter().map(|(k, (o, _), b)| (*k, *o, &**b)).collect();
                 return gpu.upload_quant(&parts, inp).map_err(kernel);
             }
         }

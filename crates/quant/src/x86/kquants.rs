@@ -42,7 +42,7 @@ fn scaled_dot(u: __m256i, y: __m256i, scales: __m256i) -> __m256i {
 /// `scales` holds the 16 group scales as i16 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn scaled_bsums(scales: __m256i, a: &BlockQ8K) -> __m256i {
+pub(crate) fn scaled_bsums(scales: __m256i, a: &BlockQ8K) -> __m256i {
     // SAFETY: `bsums` is 16 i16, exactly 32 bytes.
     _mm256_madd_epi16(scales, unsafe { load32(a.bsums.as_ptr()) })
 }
@@ -53,7 +53,7 @@ fn scaled_bsums(scales: __m256i, a: &BlockQ8K) -> __m256i {
 /// `p` points at 16 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn widen16(p: *const u8, signed: bool) -> __m256i {
+pub(crate) unsafe fn widen16(p: *const u8, signed: bool) -> __m256i {
     // SAFETY: the caller guarantees 16 readable bytes; loadu has no alignment requirement.
     let b = unsafe { _mm_loadu_si128(p.cast()) };
     if signed {
@@ -66,7 +66,13 @@ unsafe fn widen16(p: *const u8, signed: bool) -> __m256i {
 /// `acc + d · sumi - dmin · mins`, the i32 lanes converted to f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn scale_and_subtract(acc: __m256, d: f32, sumi: __m256i, dmin: f32, mins: __m256i) -> __m256 {
+pub(crate) fn scale_and_subtract(
+    acc: __m256,
+    d: f32,
+    sumi: __m256i,
+    dmin: f32,
+    mins: __m256i,
+) -> __m256 {
     let acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(mins), acc)
 }
@@ -85,7 +91,11 @@ pub(crate) unsafe fn dot_q2k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
             let p = b.as_ptr();
             let packed = _mm_loadu_si128(p.cast());
             let high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
-            (f16_at(p.add(80)), f16_at(p.add(82)), _mm256_cvtepu8_epi16(high))
+            (
+                f16_at(p.add(80)),
+                f16_at(p.add(82)),
+                _mm256_cvtepu8_epi16(high),
+            )
         };
         let mut sumi = [_mm256_setzero_si256(); R];
         for h in 0..2 {

@@ -7,6 +7,7 @@
 //! applies the k-quants' per-group scales) and accumulated; only the per-block scales are
 //! floating point. No i16 pair sum can overflow: the largest is 2 · 128 · 127.
 
+pub(crate) mod grouped;
 pub(crate) mod kquants;
 pub(crate) mod legacy;
 
@@ -25,6 +26,11 @@ pub(crate) fn available_avx512() -> bool {
         && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512bw")
+}
+
+/// Whether this CPU also has AVX-512 VNNI (`vpdpbusd`) for the VNNI tiles.
+pub(crate) fn available_vnni() -> bool {
+    available_avx512() && is_x86_feature_detected!("avx512vnni")
 }
 
 /// The f16 at `p` (two bytes, little-endian, any alignment) as f32.
@@ -87,11 +93,31 @@ pub(crate) fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
 }
 
-/// Sums of `a · b` over groups of 4 bytes (both signed) as 8 i32.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) fn dot_i8_i8(a: __m256i, b: __m256i) -> __m256i {
-    dot_u8_i8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a))
+/// `acc` plus the sums of `u · s` over groups of 4 bytes (u unsigned bytes ≤ 128, s signed):
+/// one `vpdpbusd` with `VNNI` (the caller is compiled for AVX-512 VNNI + VL), else
+/// [`dot_u8_i8`] and an add. Both give the same i32 lanes.
+///
+/// # Safety
+/// The CPU has AVX2, and AVX-512 VNNI + VL when `VNNI`.
+#[inline(always)]
+pub(crate) unsafe fn dpbusd<const VNNI: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    if VNNI {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_dpbusd_epi32(acc, u, s) }
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_add_epi32(acc, dot_u8_i8(u, s)) }
+    }
+}
+
+/// [`dpbusd`] for two signed operands: `|a| · (b with a's sign)`.
+///
+/// # Safety
+/// As [`dpbusd`].
+#[inline(always)]
+pub(crate) unsafe fn dpbssd<const VNNI: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    // SAFETY: the caller's contract.
+    unsafe { dpbusd::<VNNI>(acc, _mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)) }
 }
 
 /// The sum of the 8 lanes.
