@@ -10,12 +10,14 @@ use crate::error::{QuantError, Result};
 use crate::format::{ActivationType, QK, QK_K};
 use crate::pool::Pool;
 
-/// 32 activations: `x ≈ d · qs`. `d` is f32 holding an f16-representable value.
+/// 32 activations: `x ≈ d · qs`, and `sum = Σ qs` (for the offsets of interleaved `Q4_0`,
+/// `Q5_0` and `Q8_0` weights). `d` is f32 holding an f16-representable value.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[repr(C)]
 pub struct BlockQ8_0 {
     pub d: f32,
     pub qs: [i8; QK],
+    pub sum: i32,
 }
 
 /// 32 activations: `x ≈ d · qs`, and `s = d · Σ qs` for the offset of `Q4_1`/`Q5_1` weights.
@@ -121,7 +123,7 @@ fn q8_0_block(x: &[f32], b: &mut BlockQ8_0) {
     let amax = abs_max(x);
     let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
     b.d = f16::from_f32(amax / 127.0).to_f32();
-    round_into(x, id, &mut b.qs);
+    b.sum = round_into(x, id, &mut b.qs);
 }
 
 #[inline(always)]

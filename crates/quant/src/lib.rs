@@ -1,9 +1,10 @@
 //! GGUF block-quantized weights on the CPU: the storage formats (`Q4_0` … `Q8_0`, `Q2_K` …
 //! `Q6_K`, and F32/F16/BF16 rows), their reference dequantization, the 8-bit activation blocks
 //! they multiply with (`Q8_0`, `Q8_1`, `Q8_K`, paired as llama.cpp pairs them), dot products in
-//! portable Rust and in AVX2 (chosen at run time, so one x86-64 binary runs everywhere), and
-//! [`QMatrix`], a quantized matrix whose product with f32 activations is threaded over tiles of
-//! weight rows on the crate's own worker pool; and the quantizers that write every format
+//! portable Rust, AVX2, AVX-512 and AVX-512 VNNI (chosen at run time, so one x86-64 binary runs
+//! everywhere), and [`QMatrix`], a quantized matrix whose product with f32 activations is
+//! threaded over tiles of weight rows on the crate's own worker pool, its blocks kept in the
+//! layout its kernels read (`panels`, `grouped`); and the quantizers that write every format
 //! (`quantize.rs`), the inverse of the dequantization.
 //!
 //! Every kernel is checked against the reference (dequantize, then an f32 dot product) by the
@@ -18,6 +19,7 @@ mod grouped;
 mod kquants;
 mod legacy;
 pub mod matrix;
+mod panels;
 mod pool;
 pub mod quantize;
 mod quantize_k;

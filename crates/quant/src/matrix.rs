@@ -17,7 +17,7 @@ use crate::dot::Isa;
 use crate::error::{QuantError, Result};
 use crate::format::{ActivationType, QuantType};
 use crate::pool::{MAX_TASKS, Pool};
-use crate::{grouped, kquants, legacy};
+use crate::{grouped, kquants, legacy, panels};
 
 /// Weight bytes a tile aims to stay under (about half of a core's L2, leaving room for the
 /// activations).
@@ -28,9 +28,10 @@ const TILES_PER_THREAD: usize = 4;
 const SERIAL_BLOCKS: usize = 1024;
 
 /// A `[rows, cols]` matrix stored as GGUF blocks, row-major: row `r` is bytes
-/// `r · row_bytes .. (r + 1) · row_bytes`. `Q4_K` and `Q6_K` blocks are kept in the grouped
-/// layout (`crate::grouped`: the same bytes, the quants reordered for the SIMD kernels);
-/// [`QMatrix::gguf_bytes`] gives them back in GGUF order.
+/// `r · row_bytes .. (r + 1) · row_bytes`. The blocks are kept in the layout the SIMD kernels
+/// read, in the same bytes: the 32-value types in panels of eight rows (`crate::panels`; rows
+/// past the last multiple of eight stay in GGUF order), `Q4_K` and `Q6_K` grouped
+/// (`crate::grouped`). [`QMatrix::gguf_bytes`] and [`QMatrix::row`] give GGUF order back.
 #[derive(Debug, Clone)]
 pub struct QMatrix {
     ty: QuantType,
@@ -64,16 +65,12 @@ impl QMatrix {
         }
         let mut data = data;
         if grouped::group_len(ty).is_some() {
-            let chunk = row_bytes * (1usize << 20).div_ceil(row_bytes.max(1));
-            let parts: Vec<OutPtr<u8>> = data.chunks_mut(chunk).map(OutPtr::of).collect();
-            let len = data.len();
-            Pool::global().run(parts.len(), &|t| {
-                let start = t * chunk;
-                // SAFETY: part `t` is bytes `start .. min(start + chunk, len)` of `data`, which
-                // outlives `run`; tasks touch disjoint parts.
-                let part =
-                    unsafe { std::slice::from_raw_parts_mut(parts[t].0, chunk.min(len - start)) };
-                grouped::pack(ty, part);
+            in_parts(&mut data, row_bytes, |part| grouped::pack(ty, part));
+        }
+        if panels::interleaves(ty) {
+            let full = rows / panels::ROWS * panels::ROWS * row_bytes;
+            in_parts(&mut data[..full], panels::ROWS * row_bytes, |part| {
+                panels::pack(ty, part, row_bytes)
             });
         }
         Ok(QMatrix {
@@ -97,17 +94,47 @@ impl QMatrix {
         self.cols
     }
 
-    /// The blocks of every row in GGUF order (a copy for the types kept grouped).
+    /// The blocks of every row in GGUF order (a copy for the types kept in another layout).
     pub fn gguf_bytes(&self) -> Cow<'_, [u8]> {
-        gguf_order(self.ty, &self.data)
+        if grouped::group_len(self.ty).is_none() && !panels::interleaves(self.ty) {
+            return Cow::Borrowed(&self.data);
+        }
+        let mut v = self.data.clone();
+        grouped::unpack(self.ty, &mut v);
+        if panels::interleaves(self.ty) {
+            let full = self.panel_rows() * self.row_bytes;
+            panels::unpack(self.ty, &mut v[..full], self.row_bytes);
+        }
+        Cow::Owned(v)
     }
 
     /// The blocks of row `r` in GGUF order.
     pub fn row(&self, r: usize) -> Option<Cow<'_, [u8]>> {
-        let row = self
-            .data
-            .get(r * self.row_bytes..(r + 1) * self.row_bytes)?;
-        Some(gguf_order(self.ty, row))
+        let rb = self.row_bytes;
+        if r < self.panel_rows() {
+            let first = r / panels::ROWS * panels::ROWS;
+            let mut group = self.data[first * rb..(first + panels::ROWS) * rb].to_vec();
+            panels::unpack(self.ty, &mut group, rb);
+            let at = (r - first) * rb;
+            return Some(Cow::Owned(group[at..at + rb].to_vec()));
+        }
+        let row = self.data.get(r * rb..(r + 1) * rb)?;
+        if grouped::group_len(self.ty).is_none() {
+            return Some(Cow::Borrowed(row));
+        }
+        let mut v = row.to_vec();
+        grouped::unpack(self.ty, &mut v);
+        Some(Cow::Owned(v))
+    }
+
+    /// Rows kept in panels of eight (`crate::panels`): the leading multiple of eight for the
+    /// types kept interleaved, none for the others.
+    fn panel_rows(&self) -> usize {
+        if panels::interleaves(self.ty) {
+            self.rows / panels::ROWS * panels::ROWS
+        } else {
+            0
+        }
     }
 
     /// The whole matrix in f32, `[rows, cols]` row-major.
@@ -161,7 +188,12 @@ impl QMatrix {
         let threads = Pool::global().threads();
         let by_cache = (TILE_BYTES / self.row_bytes.max(1)).max(1);
         let by_balance = self.rows.div_ceil(threads * TILES_PER_THREAD).max(1);
-        by_cache.min(by_balance).max(self.rows.div_ceil(MAX_TASKS))
+        let rows = by_cache.min(by_balance).max(self.rows.div_ceil(MAX_TASKS));
+        if panels::interleaves(self.ty) {
+            rows.next_multiple_of(panels::ROWS)
+        } else {
+            rows
+        }
     }
 
     fn run(&self, isa: Isa, acts: &QuantizedActivations, n: usize, out: &mut [f32]) {
@@ -191,7 +223,42 @@ impl QMatrix {
         }
     }
 
+    /// One tile: its rows kept in panels (the tiles of an interleaved type start at multiples
+    /// of eight), then any in GGUF order.
     fn run_tile(&self, isa: Isa, acts: &QuantizedActivations, w: &[u8], out: &OutTile) {
+        let rb = self.row_bytes;
+        let bpr = self.cols / self.ty.block_len();
+        let in_panels = self
+            .panel_rows()
+            .saturating_sub(out.first_row)
+            .min(out.rows);
+        if in_panels == 0 {
+            return self.plain_tile(isa, acts, w, out);
+        }
+        let (pw, rest) = w.split_at(in_panels * rb);
+        let (pout, rest_out) = out.split(in_panels);
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `matmul_with` checked that the CPU has AVX2/FMA/F16C; `pw` is whole
+            // panels of `self.ty` and `acts` holds `out.n` rows of `bpr` blocks of the paired
+            // type.
+            Isa::Avx2 | Isa::Avx512 => unsafe { avx2_panels(self.ty, pw, rb, acts, bpr, &pout) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, and the CPU has AVX-512 F/VL/BW and VNNI.
+            Isa::Avx512Vnni => unsafe { vnni_panels(self.ty, pw, rb, acts, bpr, &pout) },
+            _ => {
+                let mut rows = pw.to_vec();
+                panels::unpack(self.ty, &mut rows, rb);
+                scalar_tile(self.ty, &rows, rb, acts, bpr, &pout);
+            }
+        }
+        if rest_out.rows > 0 {
+            self.plain_tile(isa, acts, rest, &rest_out);
+        }
+    }
+
+    /// A tile of rows in GGUF order (or the grouped layout of its type).
+    fn plain_tile(&self, isa: Isa, acts: &QuantizedActivations, w: &[u8], out: &OutTile) {
         let rb = self.row_bytes;
         let bpr = self.cols / self.ty.block_len();
         match isa {
@@ -210,14 +277,19 @@ impl QMatrix {
     }
 }
 
-/// `bytes` of `ty` blocks in GGUF order.
-fn gguf_order(ty: QuantType, bytes: &[u8]) -> Cow<'_, [u8]> {
-    if grouped::group_len(ty).is_none() {
-        return Cow::Borrowed(bytes);
-    }
-    let mut v = bytes.to_vec();
-    grouped::unpack(ty, &mut v);
-    Cow::Owned(v)
+/// Runs `f` over consecutive parts of `data` of about a MiB (whole multiples of `unit` bytes)
+/// on the worker pool.
+fn in_parts(data: &mut [u8], unit: usize, f: impl Fn(&mut [u8]) + Sync) {
+    let chunk = unit.max(1) * (1usize << 20).div_ceil(unit.max(1));
+    let len = data.len();
+    let parts: Vec<OutPtr<u8>> = data.chunks_mut(chunk).map(OutPtr::of).collect();
+    Pool::global().run(parts.len(), &|t| {
+        let start = t * chunk;
+        // SAFETY: part `t` is bytes `start .. min(start + chunk, len)` of `data`, which outlives
+        // `run`; tasks touch disjoint parts.
+        let part = unsafe { std::slice::from_raw_parts_mut(parts[t].0, chunk.min(len - start)) };
+        f(part);
+    });
 }
 
 /// A buffer shared by the tasks of one pool job, each writing its own part: the output of a
@@ -249,6 +321,22 @@ pub(crate) struct OutTile {
 }
 
 impl OutTile {
+    /// The first `rows` rows of the tile, and the rest.
+    fn split(&self, rows: usize) -> (OutTile, OutTile) {
+        let part = |first_row, rows| OutTile {
+            ptr: self.ptr,
+            len: self.len,
+            stride: self.stride,
+            first_row,
+            rows,
+            n: self.n,
+        };
+        (
+            part(self.first_row, rows),
+            part(self.first_row + rows, self.rows - rows),
+        )
+    }
+
     /// Writes output row `t`, tile row `r`.
     #[inline(always)]
     fn set(&self, t: usize, r: usize, v: f32) {
@@ -288,6 +376,40 @@ fn tile_loop<A, const R: usize>(
         let a = &acts[t * bpr..(t + 1) * bpr];
         for (r, w) in w.chunks_exact(row_bytes).enumerate() {
             out.set(t, r, dot1(w, a));
+        }
+    }
+}
+
+/// [`tile_loop`] for rows in panels of eight: `dot` gives the eight rows of a panel row against
+/// `R` activation rows (`dot1` against one).
+#[inline(always)]
+fn panel_loop<A, const R: usize>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[A],
+    bpr: usize,
+    out: &OutTile,
+    dot: impl Fn(&[u8], [&[A]; R]) -> [[f32; panels::ROWS]; R],
+    dot1: impl Fn(&[u8], &[A]) -> [f32; panels::ROWS],
+) {
+    let group = panels::ROWS * row_bytes;
+    let full = out.n / R * R;
+    for t0 in (0..full).step_by(R) {
+        let a: [&[A]; R] = std::array::from_fn(|k| &acts[(t0 + k) * bpr..(t0 + k + 1) * bpr]);
+        for (g, w) in w.chunks_exact(group).enumerate() {
+            for (k, v) in dot(w, a).into_iter().enumerate() {
+                for (l, v) in v.into_iter().enumerate() {
+                    out.set(t0 + k, panels::ROWS * g + l, v);
+                }
+            }
+        }
+    }
+    for t in full..out.n {
+        let a = &acts[t * bpr..(t + 1) * bpr];
+        for (g, w) in w.chunks_exact(group).enumerate() {
+            for (l, v) in dot1(w, a).into_iter().enumerate() {
+                out.set(t, panels::ROWS * g + l, v);
+            }
         }
     }
 }
@@ -476,4 +598,77 @@ unsafe fn vnni_tile(
         QuantType::Q8_0 => unsafe { avx2_tile(ty, w, rb, acts, bpr, out) },
         _ => x86_tile!(4, true, ty, w, rb, acts, bpr, out),
     }
+}
+
+/// The x86 tile over panels for `R` activation rows at a time, the kernels of
+/// `crate::x86::panels` inlined into the function it expands in.
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_panels {
+    ($r:literal, $vnni:literal, $ty:expr, $w:expr, $rb:expr, $acts:expr, $bpr:expr, $out:expr) => {{
+        use crate::x86::panels as p;
+        let (w, rb, bpr, out): (&[u8], usize, usize, &OutTile) = ($w, $rb, $bpr, $out);
+        macro_rules! rows {
+            ($a:expr, $dot:ident) => {
+                // SAFETY: the caller's contract; `w` is whole panel rows of `bpr` panels and
+                // each activation row `bpr` blocks.
+                panel_loop::<_, $r>(
+                    w,
+                    rb,
+                    $a,
+                    bpr,
+                    out,
+                    |w, a| unsafe { p::$dot::<$r, $vnni>(w, a) },
+                    |w, a| {
+                        // SAFETY: as above.
+                        unsafe { p::$dot::<1, $vnni>(w, [a])[0] }
+                    },
+                )
+            };
+        }
+        let acts: &QuantizedActivations = $acts;
+        let (q8_0, q8_1) = (acts.q8_0_rows(), acts.q8_1_rows());
+        match $ty {
+            QuantType::Q4_0 => rows!(q8_0, dot_q4_0),
+            QuantType::Q5_0 => rows!(q8_0, dot_q5_0),
+            QuantType::Q8_0 => rows!(q8_0, dot_q8_0),
+            QuantType::Q4_1 => rows!(q8_1, dot_q4_1),
+            QuantType::Q5_1 => rows!(q8_1, dot_q5_1),
+            _ => {}
+        }
+    }};
+}
+
+/// Panels on AVX2.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `w` is whole panel rows of `ty` (`bpr` panels each) and
+/// `acts` holds `out.n` rows of `bpr` blocks of the activation type `ty` pairs with.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn avx2_panels(
+    ty: QuantType,
+    w: &[u8],
+    rb: usize,
+    acts: &QuantizedActivations,
+    bpr: usize,
+    out: &OutTile,
+) {
+    x86_panels!(4, false, ty, w, rb, acts, bpr, out)
+}
+
+/// Panels with VNNI.
+///
+/// # Safety
+/// As [`avx2_panels`], and the CPU has AVX-512 F, VL, BW and VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn vnni_panels(
+    ty: QuantType,
+    w: &[u8],
+    rb: usize,
+    acts: &QuantizedActivations,
+    bpr: usize,
+    out: &OutTile,
+) {
+    x86_panels!(4, true, ty, w, rb, acts, bpr, out)
 }

@@ -82,12 +82,13 @@ fn threaded_matmul_matches_the_reference() {
 
 /// Extreme quants with the largest activations, where a sum of byte products held in i16 would
 /// overflow first if it could (the grouped `Q4_K`/`Q6_K` kernels add up to eight products per
-/// i16 lane before scaling); and the dequantized matrix equals the blocks' dequantization.
+/// i16 lane before scaling; `Q8_0` panels shift -128 to 0 with VNNI), in a panel of eight rows
+/// and in the rows after it; and the dequantized matrix equals the blocks' dequantization.
 #[test]
 fn saturated_matrices_do_not_overflow() {
     for ty in common::QUANTIZED {
         for fill in [0x00u8, 0xFF, 0x80, 0x7F, 0x3F] {
-            let (rows, cols) = (5, 2 * ty.block_len());
+            let (rows, cols) = (13, 2 * ty.block_len());
             let mut w = vec![fill; rows * ty.row_bytes(cols).unwrap()];
             for b in w.chunks_exact_mut(ty.block_bytes()) {
                 for &at in common::f16_fields(ty) {

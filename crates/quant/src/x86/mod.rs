@@ -10,6 +10,7 @@
 pub(crate) mod grouped;
 pub(crate) mod kquants;
 pub(crate) mod legacy;
+pub(crate) mod panels;
 
 use std::arch::x86_64::*;
 
