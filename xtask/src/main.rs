@@ -38,7 +38,13 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("forja-planner", &["forja-arch", "forja-hw"][..]),
         (
             "forja-engine",
-            &["forja-models", "forja-arch", "forja-kv", "forja-sched"][..],
+            &[
+                "forja-models",
+                "forja-arch",
+                "forja-kv",
+                "forja-sched",
+                "forja-quant",
+            ][..],
         ),
         (
             "forja-server",

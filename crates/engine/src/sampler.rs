@@ -299,37 +299,15 @@ fn sum_exp(l: &[f32], max: f32, t: f32) -> f32 {
     let mut chunks = l.chunks_exact(8);
     for c in &mut chunks {
         for (acc, &x) in lanes.iter_mut().zip(c) {
-            *acc += exp_approx((x - max) * inv);
+            *acc += forja_quant::math::exp((x - max) * inv);
         }
     }
     let tail: f32 = chunks
         .remainder()
         .iter()
-        .map(|&x| exp_approx((x - max) * inv))
+        .map(|&x| forja_quant::math::exp((x - max) * inv))
         .sum();
     lanes.iter().sum::<f32>() + tail
-}
-
-/// `e^x` for `x ≤ 0` within 3·10⁻⁷ relative (Cephes' range reduction and polynomial); inputs below
-/// −87.3 (−∞ and NaN included) give `e^−87.3`. Only arithmetic and bit operations: it vectorizes.
-#[inline(always)]
-fn exp_approx(x: f32) -> f32 {
-    // Adding 1.5·2²³ rounds to an integer held in the low mantissa bits (`round` and `as i32`
-    // are library calls or saturating conversions that keep the loop scalar).
-    const ROUND: f32 = 12_582_912.0;
-    let x = if x >= -87.3 { x } else { -87.3 };
-    let shifted = x * std::f32::consts::LOG2_E + ROUND;
-    let n = shifted - ROUND;
-    // x − n·ln2 in two parts, so the reduction loses nothing.
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 0.166_666_66)
-        * r
-        + 0.5;
-    let e = p * r * r + r + 1.0;
-    // 2^n from n's bits: the low mantissa bits of `shifted` hold n + 2²² (n ≥ −126 here).
-    let n_int = shifted.to_bits().wrapping_sub(0x4B40_0000);
-    e * f32::from_bits(n_int.wrapping_add(127) << 23)
 }
 
 /// Puts the `n` smallest elements of `v` by `cmp` (a total order) first, sorted; the rest
@@ -348,19 +326,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_fast_exp_and_the_one_pass_ranking_agree_with_the_plain_ones() {
-        let mut worst = 0f32;
-        for k in 0..200_000 {
-            let x = -(k as f32) * 0.000_45;
-            let (a, b) = (exp_approx(x), x.exp());
-            if b > 1e-30 {
-                worst = worst.max(((a - b) / b).abs());
-            }
-        }
-        assert!(worst < 3e-7, "relative error {worst}");
-        for masked in [-200.0, f32::NEG_INFINITY, f32::NAN] {
-            assert!(exp_approx(masked) < 2e-38, "{masked}");
-        }
+    fn the_one_pass_ranking_agrees_with_a_full_sort() {
         // Random logits with ties and masked (−∞) entries: the same ranking as a full sort.
         let mut state = 9u64;
         for len in [1usize, 5, 70, 1000] {

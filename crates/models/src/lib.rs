@@ -4,6 +4,7 @@
 //! pooling, for embeddings.
 
 pub mod attention;
+mod cpu_act;
 mod cpu_attention;
 pub mod decoder;
 pub mod encoder;

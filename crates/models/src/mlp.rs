@@ -46,8 +46,11 @@ impl GatedMlp {
                 (fused.narrow(1, 0, inter)?, fused.narrow(1, inter, inter)?)
             }
         };
-        self.down
-            .forward_rows(&(activate(&gate, self.activation)? * up)?, adapters)
+        let hidden = match crate::cpu_act::gated(&gate, &up, self.activation)? {
+            Some(h) => h,
+            None => (activate(&gate, self.activation)? * up)?,
+        };
+        self.down.forward_rows(&hidden, adapters)
     }
 }
 

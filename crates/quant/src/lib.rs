@@ -18,6 +18,7 @@ pub mod format;
 mod grouped;
 mod kquants;
 mod legacy;
+pub mod math;
 pub mod matrix;
 mod panels;
 mod pool;
@@ -44,4 +45,24 @@ pub fn parallel_for(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
 /// Threads [`parallel_for`] spreads work over, the caller included.
 pub fn parallel_threads() -> usize {
     pool::Pool::global().threads()
+}
+
+/// Calls `f(start, part)` for consecutive parts of `data`, `chunk` elements each (the last may
+/// be shorter; `start` is the part's first index), on the worker pool; returns when all have.
+pub fn parallel_chunks_mut<T: Send>(
+    data: &mut [T],
+    chunk: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    let chunk = chunk.max(1);
+    let len = data.len();
+    let parts: Vec<matrix::SharedMut<T>> =
+        data.chunks_mut(chunk).map(matrix::SharedMut::of).collect();
+    pool::Pool::global().run(parts.len(), &|t| {
+        let start = t * chunk;
+        // SAFETY: part `t` is elements `start .. min(start + chunk, len)` of `data`, which
+        // outlives `run`; each task takes its own part.
+        let part = unsafe { std::slice::from_raw_parts_mut(parts[t].0, chunk.min(len - start)) };
+        f(start, part);
+    });
 }

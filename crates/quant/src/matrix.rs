@@ -200,7 +200,7 @@ impl QMatrix {
         let tile_rows = self.tile_rows();
         let tiles = self.rows.div_ceil(tile_rows);
         let len = out.len();
-        let ptr = OutPtr(out.as_mut_ptr());
+        let ptr = SharedMut(out.as_mut_ptr());
         let tile = |t: usize| {
             let first_row = t * tile_rows;
             let last_row = (first_row + tile_rows).min(self.rows);
@@ -281,33 +281,28 @@ impl QMatrix {
 /// on the worker pool.
 fn in_parts(data: &mut [u8], unit: usize, f: impl Fn(&mut [u8]) + Sync) {
     let chunk = unit.max(1) * (1usize << 20).div_ceil(unit.max(1));
-    let len = data.len();
-    let parts: Vec<OutPtr<u8>> = data.chunks_mut(chunk).map(OutPtr::of).collect();
-    Pool::global().run(parts.len(), &|t| {
-        let start = t * chunk;
-        // SAFETY: part `t` is bytes `start .. min(start + chunk, len)` of `data`, which outlives
-        // `run`; tasks touch disjoint parts.
-        let part = unsafe { std::slice::from_raw_parts_mut(parts[t].0, chunk.min(len - start)) };
-        f(part);
-    });
+    crate::parallel_chunks_mut(data, chunk, &|_, part| f(part));
 }
 
 /// A buffer shared by the tasks of one pool job, each writing its own part: the output of a
-/// matmul (written through `OutTile::set`), or a weight buffer being reordered.
+/// matmul (written through `OutTile::set`), or the parts of `parallel_chunks_mut`.
 #[derive(Clone, Copy)]
-struct OutPtr<T = f32>(*mut T);
+pub(crate) struct SharedMut<T>(pub(crate) *mut T);
 
-impl<T> OutPtr<T> {
-    fn of(part: &mut [T]) -> Self {
-        OutPtr(part.as_mut_ptr())
+impl<T> SharedMut<T> {
+    pub(crate) fn of(part: &mut [T]) -> Self {
+        SharedMut(part.as_mut_ptr())
     }
 }
 
 // SAFETY: the pointer is only written at indices no other task of the same job writes, while
 // the job holds the `&mut` borrow it came from.
-unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T: Send> Send for SharedMut<T> {}
 // SAFETY: as above.
-unsafe impl<T> Sync for OutPtr<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+/// The output pointer of a matmul.
+type OutPtr = SharedMut<f32>;
 
 /// The part of the output one tile writes: columns `first_row .. first_row + rows` of each of
 /// the `n` output rows.

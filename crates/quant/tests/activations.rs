@@ -48,6 +48,7 @@ proptest! {
                     for b in blocks {
                         prop_assert!(b.qs.iter().all(|&q| q != i8::MIN));
                         prop_assert!(b.qs.iter().any(|&q| q.unsigned_abs() == 127));
+                        prop_assert_eq!(b.sum, b.qs.iter().map(|&q| i32::from(q)).sum::<i32>());
                     }
                 }
                 ActRow::Q8_1(blocks) => {
