@@ -66,7 +66,14 @@ fn main() {
         for b in data.iter_mut().skip(1).step_by(2) {
             *b &= 0x3B;
         }
+        let t = Instant::now();
         let m = QMatrix::new(ty, rows, cols, data).unwrap();
+        let load = t.elapsed().as_secs_f64();
+        println!(
+            "| {ty} | {rows}×{cols} | load (reorder) | {:.1} | {:.2} | - |",
+            load * 1e6,
+            bytes as f64 / load / 1e9
+        );
         let x: Vec<f32> = (0..n * cols)
             .map(|_| (next() % 2000) as f32 / 1000.0 - 1.0)
             .collect();

@@ -34,8 +34,7 @@ pub(crate) fn group_len(ty: QuantType) -> Option<usize> {
 }
 
 /// The value (in GGUF order) at slot `s` of the grouped order, for groups of `len`.
-#[inline(always)]
-fn value_at(s: usize, len: usize) -> usize {
+const fn value_at(s: usize, len: usize) -> usize {
     let (m, g, k) = (s / 32, s % 32 / 4, s % 4);
     if len == 32 {
         32 * g + 4 * m + k
@@ -44,65 +43,104 @@ fn value_at(s: usize, len: usize) -> usize {
     }
 }
 
-/// Quant `i` (unsigned, as stored) of a GGUF `Q4_K` block.
-fn q4k_get(b: &[u8], i: usize) -> u8 {
-    let byte = b[16 + 32 * (i / 64) + i % 32];
-    if i % 64 < 32 { byte & 0x0F } else { byte >> 4 }
-}
-
-/// Quant `i` (unsigned 6 bits, as stored) of a GGUF `Q6_K` block.
-fn q6k_get(b: &[u8], i: usize) -> u8 {
-    let (h, c) = (i / 128, i % 128);
-    let (k, l) = (c / 32, c % 32);
-    let low = (b[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0F;
-    let high = (b[128 + 32 * h + l] >> (2 * k)) & 3;
-    low | high << 4
-}
-
-/// Writes the quant of slot `s` into a grouped block (whose quant bytes started zeroed).
-fn put_grouped(ty: QuantType, b: &mut [u8], s: usize, u: u8) {
-    let (m, byte) = (s / 32, s % 32);
-    match ty {
-        QuantType::Q4K => b[16 + 32 * (m / 2) + byte] |= (u & 0x0F) << (4 * (m % 2)),
-        _ => {
-            b[32 * (m / 2) + byte] |= (u & 0x0F) << (4 * (m % 2));
-            b[128 + 32 * (m / 4) + byte] |= (u >> 4) << (2 * (m % 4));
-        }
+/// [`value_at`] for every slot.
+const fn order(len: usize) -> [u8; QK_K] {
+    let mut o = [0u8; QK_K];
+    let mut s = 0;
+    while s < QK_K {
+        o[s] = value_at(s, len) as u8;
+        s += 1;
     }
+    o
 }
 
-/// The quant of slot `s` of a grouped block.
-fn get_grouped(ty: QuantType, b: &[u8], s: usize) -> u8 {
-    let (m, byte) = (s / 32, s % 32);
-    match ty {
-        QuantType::Q4K => (b[16 + 32 * (m / 2) + byte] >> (4 * (m % 2))) & 0x0F,
-        _ => {
-            let low = (b[32 * (m / 2) + byte] >> (4 * (m % 2))) & 0x0F;
-            let high = (b[128 + 32 * (m / 4) + byte] >> (2 * (m % 4))) & 3;
-            low | high << 4
-        }
-    }
-}
+const ORDER_32: [u8; QK_K] = order(32);
+const ORDER_16: [u8; QK_K] = order(16);
 
-/// Writes quant `i` into a GGUF block (whose quant bytes started zeroed).
-fn put_gguf(ty: QuantType, b: &mut [u8], i: usize, u: u8) {
-    match ty {
-        QuantType::Q4K => b[16 + 32 * (i / 64) + i % 32] |= (u & 0x0F) << (4 * (i % 64 / 32)),
-        _ => {
-            let (h, c) = (i / 128, i % 128);
-            let (k, l) = (c / 32, c % 32);
-            b[64 * h + 32 * (k % 2) + l] |= (u & 0x0F) << (4 * (k / 2));
-            b[128 + 32 * h + l] |= (u >> 4) << (2 * k);
-        }
-    }
-}
-
-/// The byte range of a block's quants (what the two layouts order differently).
-fn quant_bytes(ty: QuantType) -> std::ops::Range<usize> {
+/// The 256 quants of a block (unsigned, as stored) in GGUF value order.
+fn gguf_values(ty: QuantType, b: &[u8]) -> [u8; QK_K] {
+    let mut v = [0u8; QK_K];
     if ty == QuantType::Q4K {
-        16..Q4K_BYTES
+        for j in 0..4 {
+            for l in 0..32 {
+                let byte = b[16 + 32 * j + l];
+                v[64 * j + l] = byte & 0x0F;
+                v[64 * j + 32 + l] = byte >> 4;
+            }
+        }
     } else {
-        0..192
+        for h in 0..2 {
+            for k in 0..4 {
+                for l in 0..32 {
+                    let low = (b[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0F;
+                    let high = (b[128 + 32 * h + l] >> (2 * k)) & 3;
+                    v[128 * h + 32 * k + l] = low | high << 4;
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Writes 256 quants in GGUF value order into a block's quant bytes.
+fn put_gguf_values(ty: QuantType, b: &mut [u8], v: &[u8; QK_K]) {
+    if ty == QuantType::Q4K {
+        for j in 0..4 {
+            for l in 0..32 {
+                b[16 + 32 * j + l] = v[64 * j + l] | v[64 * j + 32 + l] << 4;
+            }
+        }
+    } else {
+        for h in 0..2 {
+            for l in 0..32 {
+                let q = |k: usize| v[128 * h + 32 * k + l];
+                b[64 * h + l] = (q(0) & 0x0F) | (q(2) & 0x0F) << 4;
+                b[64 * h + 32 + l] = (q(1) & 0x0F) | (q(3) & 0x0F) << 4;
+                b[128 + 32 * h + l] =
+                    (q(0) >> 4) | (q(1) >> 4) << 2 | (q(2) >> 4) << 4 | (q(3) >> 4) << 6;
+            }
+        }
+    }
+}
+
+/// The 256 quants of a grouped block, slot by slot.
+fn grouped_slots(ty: QuantType, b: &[u8]) -> [u8; QK_K] {
+    let mut s = [0u8; QK_K];
+    for c in 0..4 {
+        for byte in 0..32 {
+            let (lo, hi) = (64 * c + byte, 64 * c + 32 + byte);
+            if ty == QuantType::Q4K {
+                let q = b[16 + 32 * c + byte];
+                (s[lo], s[hi]) = (q & 0x0F, q >> 4);
+            } else {
+                let q = b[32 * c + byte];
+                let top = b[128 + 32 * (c / 2) + byte] >> (4 * (c % 2));
+                s[lo] = (q & 0x0F) | (top & 3) << 4;
+                s[hi] = (q >> 4) | ((top >> 2) & 3) << 4;
+            }
+        }
+    }
+    s
+}
+
+/// Writes 256 quants slot by slot into a grouped block's quant bytes.
+fn put_grouped_slots(ty: QuantType, b: &mut [u8], s: &[u8; QK_K]) {
+    for c in 0..4 {
+        for byte in 0..32 {
+            let (lo, hi) = (s[64 * c + byte], s[64 * c + 32 + byte]);
+            if ty == QuantType::Q4K {
+                b[16 + 32 * c + byte] = lo | hi << 4;
+            } else {
+                b[32 * c + byte] = (lo & 0x0F) | (hi & 0x0F) << 4;
+                let top = (lo >> 4) | (hi >> 4) << 2;
+                let at = 128 + 32 * (c / 2) + byte;
+                if c % 2 == 0 {
+                    b[at] = top;
+                } else {
+                    b[at] |= top << 4;
+                }
+            }
+        }
     }
 }
 
@@ -114,47 +152,51 @@ fn block_bytes(ty: QuantType) -> usize {
     }
 }
 
+fn order_of(ty: QuantType) -> &'static [u8; QK_K] {
+    if ty == QuantType::Q4K {
+        &ORDER_32
+    } else {
+        &ORDER_16
+    }
+}
+
 /// Reorders whole GGUF blocks of a grouped type in place into the grouped layout.
 pub(crate) fn pack(ty: QuantType, data: &mut [u8]) {
-    let Some(len) = group_len(ty) else { return };
-    let size = block_bytes(ty);
-    let mut src = [0u8; Q6K_BYTES];
-    for b in data.chunks_exact_mut(size) {
-        src[..size].copy_from_slice(b);
-        b[quant_bytes(ty)].fill(0);
-        for s in 0..QK_K {
-            let i = value_at(s, len);
-            let u = if ty == QuantType::Q4K {
-                q4k_get(&src, i)
-            } else {
-                q6k_get(&src, i)
-            };
-            put_grouped(ty, b, s, u);
-        }
+    if group_len(ty).is_none() {
+        return;
+    }
+    let order = order_of(ty);
+    for b in data.chunks_exact_mut(block_bytes(ty)) {
+        let v = gguf_values(ty, b);
+        let slots: [u8; QK_K] = std::array::from_fn(|s| v[usize::from(order[s])]);
+        put_grouped_slots(ty, b, &slots);
     }
 }
 
 /// The inverse of [`pack`]: grouped blocks back in GGUF order, in place.
 pub(crate) fn unpack(ty: QuantType, data: &mut [u8]) {
-    let Some(len) = group_len(ty) else { return };
-    let size = block_bytes(ty);
-    let mut src = [0u8; Q6K_BYTES];
-    for b in data.chunks_exact_mut(size) {
-        src[..size].copy_from_slice(b);
-        b[quant_bytes(ty)].fill(0);
-        for s in 0..QK_K {
-            put_gguf(ty, b, value_at(s, len), get_grouped(ty, &src, s));
+    if group_len(ty).is_none() {
+        return;
+    }
+    let order = order_of(ty);
+    for b in data.chunks_exact_mut(block_bytes(ty)) {
+        let slots = grouped_slots(ty, b);
+        let mut v = [0u8; QK_K];
+        for (s, &i) in order.iter().enumerate() {
+            v[usize::from(i)] = slots[s];
         }
+        put_gguf_values(ty, b, &v);
     }
 }
 
 /// Reorders the quants of activation blocks into the grouped order for groups of `len`
 /// (`bsums` stay as they are: sums per group in value order).
 pub(crate) fn group_activations(blocks: &mut [BlockQ8K], len: usize) {
+    let order = if len == 32 { &ORDER_32 } else { &ORDER_16 };
     for b in blocks {
         let natural = b.qs;
-        for (s, q) in b.qs.iter_mut().enumerate() {
-            *q = natural[value_at(s, len)];
+        for (q, &i) in b.qs.iter_mut().zip(order) {
+            *q = natural[usize::from(i)];
         }
     }
 }

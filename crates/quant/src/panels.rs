@@ -53,62 +53,92 @@ fn gguf_fields(ty: QuantType) -> (usize, Option<usize>, usize) {
     }
 }
 
-/// Value `j` of a GGUF block, as stored (`Q8_0`: the byte's bits).
-fn gguf_get(ty: QuantType, b: &[u8], j: usize) -> u8 {
+/// The 32 values of a GGUF block, as stored (`Q8_0`: the bytes' bits).
+fn block_values(ty: QuantType, b: &[u8]) -> [u8; QK] {
+    let mut v = [0u8; QK];
     if ty == QuantType::Q8_0 {
-        return b[2 + j];
+        v.copy_from_slice(&b[2..2 + QK]);
+        return v;
     }
     let (_, qh, qs) = gguf_fields(ty);
-    let byte = b[qs + j % (QK / 2)];
-    let nibble = if j < QK / 2 { byte & 0x0F } else { byte >> 4 };
-    match qh {
-        Some(at) => {
-            let bits = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-            nibble | (((bits >> j) & 1) as u8) << 4
-        }
-        None => nibble,
+    for j in 0..QK / 2 {
+        v[j] = b[qs + j] & 0x0F;
+        v[j + QK / 2] = b[qs + j] >> 4;
     }
-}
-
-/// Writes value `j` into a GGUF block whose quant bytes started zeroed.
-fn gguf_put(ty: QuantType, b: &mut [u8], j: usize, v: u8) {
-    if ty == QuantType::Q8_0 {
-        b[2 + j] = v;
-        return;
-    }
-    let (_, qh, qs) = gguf_fields(ty);
-    b[qs + j % (QK / 2)] |= (v & 0x0F) << if j < QK / 2 { 0 } else { 4 };
     if let Some(at) = qh {
-        b[at + j / 8] |= ((v >> 4) & 1) << (j % 8);
+        let bits = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        for (j, v) in v.iter_mut().enumerate() {
+            *v |= (((bits >> j) & 1) as u8) << 4;
+        }
     }
+    v
 }
 
-/// Value `j` of row `l` in a panel, as stored.
-fn panel_get(ty: QuantType, p: &[u8], l: usize, j: usize) -> u8 {
-    let (k, byte) = (j / 4, 4 * l + j % 4);
-    let q = header_bytes(ty);
+/// Writes the 32 values of a GGUF block into its quant bytes.
+fn put_block_values(ty: QuantType, b: &mut [u8], v: &[u8; QK]) {
     if ty == QuantType::Q8_0 {
-        return p[q + 32 * k + byte];
-    }
-    let nibble = (p[q + 32 * (k / 2) + byte] >> (4 * (k % 2))) & 0x0F;
-    if matches!(ty, QuantType::Q5_0 | QuantType::Q5_1) {
-        nibble | ((p[q + 128 + byte] >> k) & 1) << 4
-    } else {
-        nibble
-    }
-}
-
-/// Writes value `j` of row `l` into a panel whose quant bytes started zeroed.
-fn panel_put(ty: QuantType, p: &mut [u8], l: usize, j: usize, v: u8) {
-    let (k, byte) = (j / 4, 4 * l + j % 4);
-    let q = header_bytes(ty);
-    if ty == QuantType::Q8_0 {
-        p[q + 32 * k + byte] = v;
+        b[2..2 + QK].copy_from_slice(v);
         return;
     }
-    p[q + 32 * (k / 2) + byte] |= (v & 0x0F) << (4 * (k % 2));
-    if matches!(ty, QuantType::Q5_0 | QuantType::Q5_1) {
-        p[q + 128 + byte] |= ((v >> 4) & 1) << k;
+    let (_, qh, qs) = gguf_fields(ty);
+    for j in 0..QK / 2 {
+        b[qs + j] = (v[j] & 0x0F) | (v[j + QK / 2] & 0x0F) << 4;
+    }
+    if let Some(at) = qh {
+        let bits = v
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (j, v)| acc | u32::from((v >> 4) & 1) << j);
+        b[at..at + 4].copy_from_slice(&bits.to_le_bytes());
+    }
+}
+
+/// Whether `ty` stores a fifth bit.
+fn five(ty: QuantType) -> bool {
+    matches!(ty, QuantType::Q5_0 | QuantType::Q5_1)
+}
+
+/// The values of the eight rows of a panel, as stored.
+fn panel_values(ty: QuantType, p: &[u8]) -> [[u8; QK]; ROWS] {
+    let q = header_bytes(ty);
+    let mut v = [[0u8; QK]; ROWS];
+    for b in 0..32 {
+        let (l, j) = (b / 4, b % 4);
+        for k in 0..8 {
+            v[l][4 * k + j] = if ty == QuantType::Q8_0 {
+                p[q + 32 * k + b]
+            } else {
+                let nibble = (p[q + 32 * (k / 2) + b] >> (4 * (k % 2))) & 0x0F;
+                let high = if five(ty) {
+                    (p[q + 128 + b] >> k) & 1
+                } else {
+                    0
+                };
+                nibble | high << 4
+            };
+        }
+    }
+    v
+}
+
+/// Writes the values of eight rows into a panel's quant bytes.
+fn put_panel_values(ty: QuantType, p: &mut [u8], v: &[[u8; QK]; ROWS]) {
+    let q = header_bytes(ty);
+    for b in 0..32 {
+        let (l, j) = (b / 4, b % 4);
+        let at = |k: usize| v[l][4 * k + j];
+        if ty == QuantType::Q8_0 {
+            for k in 0..8 {
+                p[q + 32 * k + b] = at(k);
+            }
+            continue;
+        }
+        for c in 0..4 {
+            p[q + 32 * c + b] = (at(2 * c) & 0x0F) | (at(2 * c + 1) & 0x0F) << 4;
+        }
+        if five(ty) {
+            p[q + 128 + b] = (0..8).fold(0u8, |acc, k| acc | ((at(k) >> 4) & 1) << k);
+        }
     }
 }
 
@@ -120,17 +150,15 @@ pub(crate) fn pack(ty: QuantType, rows: &mut [u8], row_bytes: usize) {
     let mut src = vec![0u8; ROWS * row_bytes];
     for group in rows.chunks_exact_mut(ROWS * row_bytes) {
         src.copy_from_slice(group);
-        group.fill(0);
         for (i, p) in group.chunks_exact_mut(ROWS * size).enumerate() {
+            let block = |l: usize| &src[l * row_bytes + i * size..][..size];
             for l in 0..ROWS {
-                let b = &src[l * row_bytes + i * size..][..size];
                 for f in 0..factors {
-                    p[16 * f + 2 * l..][..2].copy_from_slice(&b[2 * f..2 * f + 2]);
-                }
-                for j in 0..QK {
-                    panel_put(ty, p, l, j, gguf_get(ty, b, j));
+                    p[16 * f + 2 * l..][..2].copy_from_slice(&block(l)[2 * f..2 * f + 2]);
                 }
             }
+            let values: [[u8; QK]; ROWS] = std::array::from_fn(|l| block_values(ty, block(l)));
+            put_panel_values(ty, p, &values);
         }
     }
 }
@@ -142,16 +170,14 @@ pub(crate) fn unpack(ty: QuantType, rows: &mut [u8], row_bytes: usize) {
     let mut src = vec![0u8; ROWS * row_bytes];
     for group in rows.chunks_exact_mut(ROWS * row_bytes) {
         src.copy_from_slice(group);
-        group.fill(0);
         for (i, p) in src.chunks_exact(ROWS * size).enumerate() {
-            for l in 0..ROWS {
+            let values = panel_values(ty, p);
+            for (l, v) in values.iter().enumerate() {
                 let b = &mut group[l * row_bytes + i * size..][..size];
                 for f in 0..factors {
                     b[2 * f..2 * f + 2].copy_from_slice(&p[16 * f + 2 * l..][..2]);
                 }
-                for j in 0..QK {
-                    gguf_put(ty, b, j, panel_get(ty, p, l, j));
-                }
+                put_block_values(ty, b, v);
             }
         }
     }
