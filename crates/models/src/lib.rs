@@ -4,8 +4,8 @@
 //! pooling, for embeddings.
 
 pub mod attention;
-mod cpu_act;
 mod cpu_attention;
+mod cpu_ops;
 pub mod decoder;
 pub mod encoder;
 pub mod error;

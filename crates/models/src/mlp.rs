@@ -46,7 +46,7 @@ impl GatedMlp {
                 (fused.narrow(1, 0, inter)?, fused.narrow(1, inter, inter)?)
             }
         };
-        let hidden = match crate::cpu_act::gated(&gate, &up, self.activation)? {
+        let hidden = match crate::cpu_ops::gated(&gate, &up, self.activation)? {
             Some(h) => h,
             None => (activate(&gate, self.activation)? * up)?,
         };

@@ -11,6 +11,8 @@ use crate::error::Result;
 pub struct RmsNorm {
     /// The effective scale (`1 + w` already applied for Gemma), f32.
     scale: Tensor,
+    /// The same values, for the fused CPU pass.
+    values: Vec<f32>,
     eps: f64,
 }
 
@@ -21,15 +23,19 @@ impl RmsNorm {
             NormKind::Rms => w,
             NormKind::RmsOnePlus => (w + 1.0)?,
         };
-        Ok(RmsNorm { scale, eps })
+        let values = scale.flatten_all()?.to_vec1()?;
+        Ok(RmsNorm { scale, values, eps })
     }
 
     /// The effective scale (`1 + w` for Gemma) as f32 values, and epsilon.
     pub fn values(&self) -> Result<(Vec<f32>, f64)> {
-        Ok((self.scale.flatten_all()?.to_vec1()?, self.eps))
+        Ok((self.values.clone(), self.eps))
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = crate::cpu_ops::rms_norm(x, &self.values, self.eps)? {
+            return Ok(y);
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let ms = x.sqr()?.mean_keepdim(candle_core::D::Minus1)?;

@@ -1,0 +1,196 @@
+//! Elementwise steps of a decoder layer fused into one pass each on the CPU (no intermediate
+//! tensors), threaded on forja-quant's worker pool: the gated MLP's `act(gate) · up` with
+//! vectorizable SiLU and tanh-GELU, and RMSNorm. Inference only: tensors that track gradients
+//! keep candle's ops, whose backward passes training needs.
+
+use std::ops::Deref;
+
+use candle_core::{CpuStorage, DType, Storage, Tensor};
+use forja_arch::decoder_config::Activation;
+use forja_quant::math;
+
+use crate::error::Result;
+
+/// Elements per task; below twice this the call stays on the calling thread.
+const CHUNK: usize = 16 * 1024;
+
+/// `act(gate) · up` when both are contiguous f32 CPU tensors of one shape that track no
+/// gradient and `act` is SiLU or tanh-GELU; `None` otherwise (the caller uses candle's ops).
+pub(crate) fn gated(gate: &Tensor, up: &Tensor, act: Activation) -> Result<Option<Tensor>> {
+    match act {
+        Activation::Silu => gated_with(gate, up, math::silu),
+        Activation::GeluTanh => gated_with(gate, up, math::gelu_tanh),
+        Activation::Gelu | Activation::Relu => Ok(None),
+    }
+}
+
+/// [`gated`] for one activation function (a type of its own, so the loop inlines and
+/// vectorizes it).
+fn gated_with(
+    gate: &Tensor,
+    up: &Tensor,
+    f: impl Fn(f32) -> f32 + Copy + Sync,
+) -> Result<Option<Tensor>> {
+    if gate.shape() != up.shape() {
+        return Ok(None);
+    }
+    let out = {
+        let (Some(gs), Some(us)) = (f32_view(gate), f32_view(up)) else {
+            return Ok(None);
+        };
+        let (g, u) = (gs.values(), us.values());
+        let mut out = vec![0f32; g.len()];
+        let run = |start: usize, part: &mut [f32]| {
+            let (g, u) = (&g[start..start + part.len()], &u[start..start + part.len()]);
+            for ((o, &g), &u) in part.iter_mut().zip(g).zip(u) {
+                *o = f(g) * u;
+            }
+        };
+        if out.len() < 2 * CHUNK {
+            run(0, &mut out);
+        } else {
+            forja_quant::parallel_chunks_mut(&mut out, CHUNK, &run);
+        }
+        out
+    };
+    Ok(Some(Tensor::from_vec(out, gate.shape(), gate.device())?))
+}
+
+/// `x / √(mean(x²) + eps) · scale` over the last dimension of a contiguous f32 CPU tensor that
+/// tracks no gradient (`scale`: that dimension's f32 values); `None` otherwise.
+pub(crate) fn rms_norm(x: &Tensor, scale: &[f32], eps: f64) -> Result<Option<Tensor>> {
+    let dim = scale.len();
+    if x.dims().last() != Some(&dim) || dim == 0 {
+        return Ok(None);
+    }
+    let out = {
+        let Some(xs) = f32_view(x) else {
+            return Ok(None);
+        };
+        let x = xs.values();
+        let mut out = vec![0f32; x.len()];
+        // Whole rows per task.
+        let rows_per_task = (CHUNK / dim).max(1);
+        let run = |start: usize, part: &mut [f32]| {
+            for (o, x) in part.chunks_exact_mut(dim).zip(x[start..].chunks_exact(dim)) {
+                // Eight partial sums, so the loop vectorizes.
+                let mut lanes = [0f32; 8];
+                let mut chunks = x.chunks_exact(8);
+                for c in &mut chunks {
+                    for (l, v) in lanes.iter_mut().zip(c) {
+                        *l += v * v;
+                    }
+                }
+                let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+                let ms = (lanes.iter().sum::<f32>() + tail) / dim as f32;
+                let inv = 1.0 / (f64::from(ms) + eps).sqrt() as f32;
+                for ((o, &x), &s) in o.iter_mut().zip(x).zip(scale) {
+                    *o = x * inv * s;
+                }
+            }
+        };
+        if out.len() < 2 * CHUNK {
+            run(0, &mut out);
+        } else {
+            forja_quant::parallel_chunks_mut(&mut out, rows_per_task * dim, &run);
+        }
+        out
+    };
+    Ok(Some(Tensor::from_vec(out, x.shape(), x.device())?))
+}
+
+/// The values of a contiguous f32 CPU tensor that tracks no gradient, borrowed: the storage's
+/// read guard and the layout's range.
+struct F32View<G> {
+    storage: G,
+    range: (usize, usize),
+}
+
+impl<G: Deref<Target = Storage>> F32View<G> {
+    fn values(&self) -> &[f32] {
+        match &*self.storage {
+            Storage::Cpu(CpuStorage::F32(v)) => &v[self.range.0..self.range.1],
+            _ => &[],
+        }
+    }
+}
+
+/// [`F32View`] of `t` when it is one.
+fn f32_view(t: &Tensor) -> Option<F32View<impl Deref<Target = Storage> + '_>> {
+    if !t.device().is_cpu() || t.dtype() != DType::F32 || t.track_op() {
+        return None;
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let range = layout.contiguous_offsets()?;
+    Some(F32View { storage, range })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code fails loudly")]
+
+    use candle_core::{Device, Tensor, Var};
+    use forja_arch::decoder_config::Activation;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
+            })
+            .collect()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// The fused passes give candle's results (within f32 rounding), on the calling thread
+    /// and split over the pool; tensors they do not cover are left to candle.
+    #[test]
+    fn fused_ops_match_candles() {
+        let dev = Device::Cpu;
+        for rows in [3usize, 100] {
+            let (g, u) = (random(rows * 640, 1), random(rows * 640, 2));
+            let gate = Tensor::from_vec(g, (rows, 640), &dev).unwrap();
+            let up = Tensor::from_vec(u, (rows, 640), &dev).unwrap();
+            for act in [Activation::Silu, Activation::GeluTanh] {
+                let fused = super::gated(&gate, &up, act).unwrap().unwrap();
+                let plain = (crate::mlp::activate(&gate, act).unwrap() * &up).unwrap();
+                let d = max_diff(&fused, &plain);
+                assert!(d < 1e-5, "{act:?} {rows} rows: {d}");
+            }
+            let scale = random(640, 3);
+            let fused = super::rms_norm(&gate, &scale, 1e-6).unwrap().unwrap();
+            let s = Tensor::from_vec(scale.clone(), 640, &dev).unwrap();
+            let ms = gate.sqr().unwrap().mean_keepdim(1).unwrap();
+            let plain = gate
+                .broadcast_div(&(ms + 1e-6).unwrap().sqrt().unwrap())
+                .unwrap()
+                .broadcast_mul(&s)
+                .unwrap();
+            let d = max_diff(&fused, &plain);
+            assert!(d < 1e-5, "rms_norm {rows} rows: {d}");
+        }
+        // A transposed view, a tensor that tracks gradients, GELU with erf: not fused.
+        let x = Tensor::from_vec(random(64, 4), (8, 8), &dev).unwrap();
+        let t = x.t().unwrap();
+        assert!(super::gated(&t, &t, Activation::Silu).unwrap().is_none());
+        assert!(super::rms_norm(&t, &[1.0; 8], 1e-6).unwrap().is_none());
+        let v = Var::from_tensor(&x).unwrap();
+        assert!(
+            super::gated(v.as_tensor(), &x, Activation::Silu)
+                .unwrap()
+                .is_none()
+        );
+        assert!(super::gated(&x, &x, Activation::Gelu).unwrap().is_none());
+    }
+}
