@@ -2,10 +2,13 @@
 # forja bench model beside llama.cpp's llama-bench on the same GGUF files, same prompt and
 # generation lengths, same thread count; prints a markdown table with the ratio forja/llama.cpp.
 # Usage: bench/cpu/compare-llama-cpp.sh [PP] [TG] [REPS]   (models from scripts/fetch-testdata)
+# Env: THREADS (default: every CPU) for both.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 pp="${1:-128}"; tg="${2:-64}"; reps="${3:-3}"
-threads="$(nproc)"
+threads="${THREADS:-$(nproc)}"
+# forja's worker pool takes its size from RAYON_NUM_THREADS (as candle's does).
+export RAYON_NUM_THREADS="$threads"
 data="${FORJA_TESTDATA:-$HOME/.cache/forja-testdata}"
 bin="$("$root/bench/cpu/build-llama-cpp.sh" | tail -1)"
 cargo build --release --locked --quiet -p forja-cli --manifest-path "$root/Cargo.toml"
