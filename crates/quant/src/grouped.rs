@@ -22,7 +22,7 @@
 
 use crate::activation::BlockQ8K;
 use crate::format::{QK_K, QuantType};
-use crate::kquants::{Q4K_BYTES, Q6K_BYTES};
+use crate::kquants::{self, Q4K_BYTES, Q6K_BYTES};
 
 /// Values per scale group of the types kept grouped; `None` for the others.
 pub(crate) fn group_len(ty: QuantType) -> Option<usize> {
@@ -59,47 +59,20 @@ const ORDER_16: [u8; QK_K] = order(16);
 
 /// The 256 quants of a block (unsigned, as stored) in GGUF value order.
 fn gguf_values(ty: QuantType, b: &[u8]) -> [u8; QK_K] {
-    let mut v = [0u8; QK_K];
     if ty == QuantType::Q4K {
-        for j in 0..4 {
-            for l in 0..32 {
-                let byte = b[16 + 32 * j + l];
-                v[64 * j + l] = byte & 0x0F;
-                v[64 * j + 32 + l] = byte >> 4;
-            }
-        }
+        kquants::k4_values(&b[16..Q4K_BYTES], None)
     } else {
-        for h in 0..2 {
-            for k in 0..4 {
-                for l in 0..32 {
-                    let low = (b[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0F;
-                    let high = (b[128 + 32 * h + l] >> (2 * k)) & 3;
-                    v[128 * h + 32 * k + l] = low | high << 4;
-                }
-            }
-        }
+        kquants::six_bits(&b[..128], &b[128..192])
     }
-    v
 }
 
 /// Writes 256 quants in GGUF value order into a block's quant bytes.
 fn put_gguf_values(ty: QuantType, b: &mut [u8], v: &[u8; QK_K]) {
     if ty == QuantType::Q4K {
-        for j in 0..4 {
-            for l in 0..32 {
-                b[16 + 32 * j + l] = v[64 * j + l] | v[64 * j + 32 + l] << 4;
-            }
-        }
+        kquants::put_k4_values(v, &mut b[16..Q4K_BYTES], None);
     } else {
-        for h in 0..2 {
-            for l in 0..32 {
-                let q = |k: usize| v[128 * h + 32 * k + l];
-                b[64 * h + l] = (q(0) & 0x0F) | (q(2) & 0x0F) << 4;
-                b[64 * h + 32 + l] = (q(1) & 0x0F) | (q(3) & 0x0F) << 4;
-                b[128 + 32 * h + l] =
-                    (q(0) >> 4) | (q(1) >> 4) << 2 | (q(2) >> 4) << 4 | (q(3) >> 4) << 6;
-            }
-        }
+        let (ql, qh) = b.split_at_mut(128);
+        kquants::put_six_bits(v, ql, &mut qh[..64]);
     }
 }
 

@@ -99,7 +99,7 @@ fn threes(hmask: &[u8], qs: &[u8]) -> [i8; QK_K] {
 
 /// The 4-bit (plus, with `qh`, 5-bit) values of a `Q4_K`/`Q5_K` block, in value order.
 #[inline(always)]
-fn k4_values(qs: &[u8], qh: Option<&[u8]>) -> [u8; QK_K] {
+pub(crate) fn k4_values(qs: &[u8], qh: Option<&[u8]>) -> [u8; QK_K] {
     let mut v = [0u8; QK_K];
     for (i, v) in v.iter_mut().enumerate() {
         let (g, l) = (i / 32, i % 32);
@@ -112,19 +112,56 @@ fn k4_values(qs: &[u8], qh: Option<&[u8]>) -> [u8; QK_K] {
     v
 }
 
-/// The signed 6-bit values of a `Q6_K` block, in value order.
+/// The inverse of [`k4_values`]: 256 values in value order written as a `Q4_K`/`Q5_K` block's
+/// 128 nibble bytes and, for `Q5_K`, its 32 fifth-bit bytes.
 #[inline(always)]
-fn sixes(ql: &[u8], qh: &[u8]) -> [i8; QK_K] {
-    let mut v = [0i8; QK_K];
+pub(crate) fn put_k4_values(v: &[u8; QK_K], qs: &mut [u8], qh: Option<&mut [u8]>) {
+    for j in 0..4 {
+        for l in 0..32 {
+            qs[32 * j + l] = (v[64 * j + l] & 0x0F) | (v[64 * j + 32 + l] & 0x0F) << 4;
+        }
+    }
+    if let Some(qh) = qh {
+        for (l, qh) in qh.iter_mut().enumerate().take(32) {
+            *qh = (0..8).fold(0u8, |acc, g| acc | ((v[32 * g + l] >> 4) & 1) << g);
+        }
+    }
+}
+
+/// The 6-bit values of a `Q6_K` block as stored (unsigned, 32 above the signed value), in value
+/// order.
+#[inline(always)]
+pub(crate) fn six_bits(ql: &[u8], qh: &[u8]) -> [u8; QK_K] {
+    let mut v = [0u8; QK_K];
     for (i, v) in v.iter_mut().enumerate() {
         let (h, c) = (i / 128, i % 128);
         let (k, l) = (c / 32, c % 32);
         let byte = ql[64 * h + 32 * (k % 2) + l];
         let low = if k < 2 { byte & 0x0F } else { byte >> 4 };
         let high = (qh[32 * h + l] >> (2 * k)) & 3;
-        *v = (low | high << 4) as i8 - 32;
+        *v = low | high << 4;
     }
     v
+}
+
+/// The inverse of [`six_bits`]: in half `h`, value `32k + l` goes to a nibble of
+/// `ql[64h + 32·(k % 2) + l]` (the high one for `k ≥ 2`) and bits `2k, 2k + 1` of `qh[32h + l]`.
+#[inline(always)]
+pub(crate) fn put_six_bits(v: &[u8; QK_K], ql: &mut [u8], qh: &mut [u8]) {
+    for h in 0..2 {
+        for l in 0..32 {
+            let q = |k: usize| v[128 * h + 32 * k + l];
+            ql[64 * h + l] = (q(0) & 0x0F) | (q(2) & 0x0F) << 4;
+            ql[64 * h + 32 + l] = (q(1) & 0x0F) | (q(3) & 0x0F) << 4;
+            qh[32 * h + l] = (q(0) >> 4) | (q(1) >> 4) << 2 | (q(2) >> 4) << 4 | (q(3) >> 4) << 6;
+        }
+    }
+}
+
+/// The signed 6-bit values of a `Q6_K` block, in value order.
+#[inline(always)]
+fn sixes(ql: &[u8], qh: &[u8]) -> [i8; QK_K] {
+    six_bits(ql, qh).map(|v| v as i8 - 32)
 }
 
 pub(crate) fn dequant_q2k(b: &[u8], out: &mut [f32]) {

@@ -28,13 +28,13 @@ pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
 }
 
 #[inline(always)]
-fn u32_at(b: &[u8], i: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
 }
 
 /// The 32 4-bit values of a `qs` array, in value order.
 #[inline(always)]
-fn nibbles(qs: &[u8]) -> [u8; QK] {
+pub(crate) fn nibbles(qs: &[u8]) -> [u8; QK] {
     let mut v = [0u8; QK];
     for j in 0..QK / 2 {
         v[j] = qs[j] & 0x0F;
@@ -45,12 +45,28 @@ fn nibbles(qs: &[u8]) -> [u8; QK] {
 
 /// The 32 5-bit values of a `qh`/`qs` pair, in value order.
 #[inline(always)]
-fn fives(qh: u32, qs: &[u8]) -> [u8; QK] {
+pub(crate) fn fives(qh: u32, qs: &[u8]) -> [u8; QK] {
     let mut v = nibbles(qs);
     for (i, x) in v.iter_mut().enumerate() {
         *x |= (((qh >> i) & 1) as u8) << 4;
     }
     v
+}
+
+/// The inverse of [`nibbles`] (and, with `qh`, of [`fives`]): 32 values in value order written
+/// as a block's 16 nibble bytes and, for the 5-bit types, its 4 fifth-bit bytes.
+#[inline(always)]
+pub(crate) fn put_values(v: &[u8; QK], qs: &mut [u8], qh: Option<&mut [u8]>) {
+    for j in 0..QK / 2 {
+        qs[j] = (v[j] & 0x0F) | (v[j + QK / 2] & 0x0F) << 4;
+    }
+    if let Some(qh) = qh {
+        let bits = v
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (j, v)| acc | u32::from((v >> 4) & 1) << j);
+        qh[..4].copy_from_slice(&bits.to_le_bytes());
+    }
 }
 
 pub(crate) fn dequant_q4_0(b: &[u8], out: &mut [f32]) {

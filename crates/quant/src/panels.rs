@@ -21,6 +21,7 @@
 //! stay in GGUF order.
 
 use crate::format::{QK, QuantType};
+use crate::legacy;
 
 /// Weight rows per panel.
 pub(crate) const ROWS: usize = 8;
@@ -55,23 +56,12 @@ fn gguf_fields(ty: QuantType) -> (usize, Option<usize>, usize) {
 
 /// The 32 values of a GGUF block, as stored (`Q8_0`: the bytes' bits).
 fn block_values(ty: QuantType, b: &[u8]) -> [u8; QK] {
-    let mut v = [0u8; QK];
-    if ty == QuantType::Q8_0 {
-        v.copy_from_slice(&b[2..2 + QK]);
-        return v;
-    }
     let (_, qh, qs) = gguf_fields(ty);
-    for j in 0..QK / 2 {
-        v[j] = b[qs + j] & 0x0F;
-        v[j + QK / 2] = b[qs + j] >> 4;
+    match (ty, qh) {
+        (QuantType::Q8_0, _) => std::array::from_fn(|j| b[2 + j]),
+        (_, Some(at)) => legacy::fives(legacy::u32_at(b, at), &b[qs..]),
+        (_, None) => legacy::nibbles(&b[qs..]),
     }
-    if let Some(at) = qh {
-        let bits = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        for (j, v) in v.iter_mut().enumerate() {
-            *v |= (((bits >> j) & 1) as u8) << 4;
-        }
-    }
-    v
 }
 
 /// Writes the 32 values of a GGUF block into its quant bytes.
@@ -81,16 +71,8 @@ fn put_block_values(ty: QuantType, b: &mut [u8], v: &[u8; QK]) {
         return;
     }
     let (_, qh, qs) = gguf_fields(ty);
-    for j in 0..QK / 2 {
-        b[qs + j] = (v[j] & 0x0F) | (v[j + QK / 2] & 0x0F) << 4;
-    }
-    if let Some(at) = qh {
-        let bits = v
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (j, v)| acc | u32::from((v >> 4) & 1) << j);
-        b[at..at + 4].copy_from_slice(&bits.to_le_bytes());
-    }
+    let (head, quants) = b.split_at_mut(qs);
+    legacy::put_values(v, quants, qh.map(|at| &mut head[at..at + 4]));
 }
 
 /// Whether `ty` stores a fifth bit.

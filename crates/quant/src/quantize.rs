@@ -121,16 +121,10 @@ fn symmetric_block(x: &[f32], o: &mut [u8], half: u8) {
     let offset = f32::from(half) + 0.5;
     let level = |v: f32| ((v * id + offset) as i32).clamp(0, i32::from(top)) as u8;
     put_f16(o, 0, d);
+    let levels: [u8; QK] = std::array::from_fn(|j| level(x[j]));
     let qs_at = if half == 8 { 2 } else { 6 };
-    let mut qh = 0u32;
-    for j in 0..QK / 2 {
-        let (a, b) = (level(x[j]), level(x[j + QK / 2]));
-        o[qs_at + j] = (a & 0x0F) | (b & 0x0F) << 4;
-        qh |= u32::from(a >> 4) << j | u32::from(b >> 4) << (j + QK / 2);
-    }
-    if half == 16 {
-        o[2..6].copy_from_slice(&qh.to_le_bytes());
-    }
+    let (head, qs) = o.split_at_mut(qs_at);
+    crate::legacy::put_values(&levels, qs, (half == 16).then(|| &mut head[2..6]));
 }
 
 /// `Q4_1` (`top` = 15) or `Q5_1` (`top` = 31): the block's range in `top` steps from its
@@ -144,16 +138,10 @@ fn offset_block(x: &[f32], o: &mut [u8], top: u8) {
     let level = |v: f32| (((v - min) * id + 0.5) as i32).clamp(0, i32::from(top)) as u8;
     put_f16(o, 0, d);
     put_f16(o, 2, min);
+    let levels: [u8; QK] = std::array::from_fn(|j| level(x[j]));
     let qs_at = if top == 15 { 4 } else { 8 };
-    let mut qh = 0u32;
-    for j in 0..QK / 2 {
-        let (a, b) = (level(x[j]), level(x[j + QK / 2]));
-        o[qs_at + j] = (a & 0x0F) | (b & 0x0F) << 4;
-        qh |= u32::from(a >> 4) << j | u32::from(b >> 4) << (j + QK / 2);
-    }
-    if top == 31 {
-        o[4..8].copy_from_slice(&qh.to_le_bytes());
-    }
+    let (head, qs) = o.split_at_mut(qs_at);
+    crate::legacy::put_values(&levels, qs, (top == 31).then(|| &mut head[4..8]));
 }
 
 /// `Q8_0`: `d = amax / 127`, values rounded half away from zero.

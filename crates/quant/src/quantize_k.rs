@@ -382,15 +382,9 @@ pub(crate) fn k4_block(x: &[f32], o: &mut [u8], five: bool) {
             levels[i] = nearest((x[i] + ml) / dl).clamp(0, i32::from(n)) as u8;
         }
     }
-    // Group g's low nibbles: byte 32·(g / 2) + l, low half for even g; fifth bit: bit g of qh[l].
     let qs_at = if five { 48 } else { 16 };
-    for (i, &l) in levels.iter().enumerate() {
-        let (g, j) = (i / 32, i % 32);
-        o[qs_at + 32 * (g / 2) + j] |= (l & 0x0F) << (4 * (g % 2));
-        if five {
-            o[16 + j] |= (l >> 4) << g;
-        }
-    }
+    let (head, qs) = o.split_at_mut(qs_at);
+    crate::kquants::put_k4_values(&levels, qs, five.then(|| &mut head[16..48]));
 }
 
 pub(crate) fn q6k_block(x: &[f32], o: &mut [u8]) {
@@ -428,13 +422,6 @@ pub(crate) fn q6k_block(x: &[f32], o: &mut [u8]) {
             levels[i] = (nearest(x[i] / dl).clamp(-32, 31) + 32) as i8;
         }
     }
-    // In half h, value c = 32k + l: nibble in ql[64h + 32·(k % 2) + l] (high for k ≥ 2), top two
-    // bits at 2k in qh[32h + l].
-    for (i, &l) in levels.iter().enumerate() {
-        let l = l as u8;
-        let (h, c) = (i / 128, i % 128);
-        let (k, j) = (c / 32, c % 32);
-        o[64 * h + 32 * (k % 2) + j] |= (l & 0x0F) << (4 * (k / 2));
-        o[128 + 32 * h + j] |= (l >> 4) << (2 * k);
-    }
+    let (ql, qh) = o.split_at_mut(128);
+    crate::kquants::put_six_bits(&levels.map(|l| l as u8), ql, &mut qh[..64]);
 }
