@@ -3,9 +3,7 @@
 //! vectorizable SiLU and tanh-GELU, and RMSNorm. Inference only: tensors that track gradients
 //! keep candle's ops, whose backward passes training needs.
 
-use std::ops::Deref;
-
-use candle_core::{CpuStorage, DType, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};
 use forja_arch::decoder_config::Activation;
 use forja_quant::math;
 
@@ -34,11 +32,15 @@ fn gated_with(
     if gate.shape() != up.shape() {
         return Ok(None);
     }
+    if !fusable(gate) || !fusable(up) {
+        return Ok(None);
+    }
     let out = {
-        let (Some(gs), Some(us)) = (f32_view(gate), f32_view(up)) else {
+        let (gs, gl) = gate.storage_and_layout();
+        let (us, ul) = up.storage_and_layout();
+        let (Some(g), Some(u)) = (cpu_f32(&gs, gl), cpu_f32(&us, ul)) else {
             return Ok(None);
         };
-        let (g, u) = (gs.values(), us.values());
         let mut out = vec![0f32; g.len()];
         let run = |start: usize, part: &mut [f32]| {
             let (g, u) = (&g[start..start + part.len()], &u[start..start + part.len()]);
@@ -63,11 +65,14 @@ pub(crate) fn rms_norm(x: &Tensor, scale: &[f32], eps: f64) -> Result<Option<Ten
     if x.dims().last() != Some(&dim) || dim == 0 {
         return Ok(None);
     }
+    if !fusable(x) {
+        return Ok(None);
+    }
     let out = {
-        let Some(xs) = f32_view(x) else {
+        let (xs, xl) = x.storage_and_layout();
+        let Some(x) = cpu_f32(&xs, xl) else {
             return Ok(None);
         };
-        let x = xs.values();
         let mut out = vec![0f32; x.len()];
         // Whole rows per task.
         let rows_per_task = (CHUNK / dim).max(1);
@@ -99,30 +104,19 @@ pub(crate) fn rms_norm(x: &Tensor, scale: &[f32], eps: f64) -> Result<Option<Ten
     Ok(Some(Tensor::from_vec(out, x.shape(), x.device())?))
 }
 
-/// The values of a contiguous f32 CPU tensor that tracks no gradient, borrowed: the storage's
-/// read guard and the layout's range.
-struct F32View<G> {
-    storage: G,
-    range: (usize, usize),
+/// Whether `t` is an f32 CPU tensor that tracks no gradient (what the fused passes take, if
+/// its values are contiguous too).
+fn fusable(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op()
 }
 
-impl<G: Deref<Target = Storage>> F32View<G> {
-    fn values(&self) -> &[f32] {
-        match &*self.storage {
-            Storage::Cpu(CpuStorage::F32(v)) => &v[self.range.0..self.range.1],
-            _ => &[],
-        }
+/// A contiguous f32 CPU tensor's values.
+pub(crate) fn cpu_f32<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+    let (start, end) = layout.contiguous_offsets()?;
+    match storage {
+        Storage::Cpu(CpuStorage::F32(v)) => v.get(start..end),
+        _ => None,
     }
-}
-
-/// [`F32View`] of `t` when it is one.
-fn f32_view(t: &Tensor) -> Option<F32View<impl Deref<Target = Storage> + '_>> {
-    if !t.device().is_cpu() || t.dtype() != DType::F32 || t.track_op() {
-        return None;
-    }
-    let (storage, layout) = t.storage_and_layout();
-    let range = layout.contiguous_offsets()?;
-    Some(F32View { storage, range })
 }
 
 #[cfg(test)]

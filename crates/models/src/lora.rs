@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use candle_core::{DType, Device, Layout, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
 
@@ -133,9 +133,11 @@ impl Lora {
         let (xs, xl) = x.storage_and_layout();
         let (as_, al) = self.a.storage_and_layout();
         let (bs, bl) = self.b.storage_and_layout();
-        let (Some(xv), Some(av), Some(bv)) =
-            (cpu_f32(&xs, xl), cpu_f32(&as_, al), cpu_f32(&bs, bl))
-        else {
+        let (Some(xv), Some(av), Some(bv)) = (
+            crate::cpu_ops::cpu_f32(&xs, xl),
+            crate::cpu_ops::cpu_f32(&as_, al),
+            crate::cpu_ops::cpu_f32(&bs, bl),
+        ) else {
             return Ok(None);
         };
         if xv.len() % in_dim != 0 || av.len() != rank * in_dim || bv.len() != out_dim * rank {
@@ -187,15 +189,6 @@ impl Lora {
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
         Ok((x * mask)?)
-    }
-}
-
-/// A contiguous f32 CPU tensor's values.
-fn cpu_f32<'a>(storage: &'a candle_core::Storage, layout: &Layout) -> Option<&'a [f32]> {
-    let (start, end) = layout.contiguous_offsets()?;
-    match storage {
-        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => v.get(start..end),
-        _ => None,
     }
 }
 
