@@ -136,6 +136,30 @@ impl SafetensorsSource {
             .map_err(|_| self.missing(&name))
     }
 
+    /// A 2-D F16/BF16 weight kept in its two bytes per value on forja's CPU kernels (instead
+    /// of widened to f32); `None` for other dtypes and devices.
+    fn half_matrix(&self, gguf_name: &str) -> Result<Option<forja_quant::QMatrix>> {
+        let name = hf_name(self.family, gguf_name).ok_or_else(|| self.missing(gguf_name))?;
+        let view = self.files.get(&name).map_err(|_| self.missing(&name))?;
+        let ty = match view.dtype() {
+            safetensors::Dtype::F16 => forja_quant::QuantType::F16,
+            safetensors::Dtype::BF16 => forja_quant::QuantType::BF16,
+            _ => return Ok(None),
+        };
+        let &[rows, cols] = view.shape() else {
+            return Ok(None);
+        };
+        if !self.device.is_cpu() {
+            return Ok(None);
+        }
+        forja_quant::QMatrix::new(ty, rows, cols, view.data().to_vec())
+            .map(Some)
+            .map_err(|e| ModelError::Weights {
+                path: self.describe(),
+                what: format!("{name}: {e}"),
+            })
+    }
+
     fn missing(&self, name: &str) -> ModelError {
         ModelError::MissingWeight {
             name: name.to_string(),
@@ -162,6 +186,9 @@ impl WeightSource for SafetensorsSource {
     }
 
     fn linear(&self, gguf_name: &str) -> Result<LinearWeight> {
+        if let Some(m) = self.half_matrix(gguf_name)? {
+            return Ok(m.into());
+        }
         Ok(LinearWeight::Dense(self.tensor(gguf_name)?))
     }
 
@@ -296,6 +323,15 @@ impl GgufSource {
         })
     }
 
+    /// Whether a projection weight stored as `dtype` is loaded as a dense f32 matrix: when asked
+    /// to (training), for F32, and for F16/BF16 off the CPU (candle's matmul); F16/BF16 on the CPU
+    /// keep their two bytes a value on forja's kernels, like the block types.
+    fn widens(&self, dtype: GgmlDType) -> bool {
+        self.dequantize
+            || (dtype.block_size() == 1
+                && !(self.device.is_cpu() && forja_quant_type(dtype).is_some()))
+    }
+
     /// A quantized projection weight: on forja's CPU kernels when they cover the stored type,
     /// else on candle's. Either way the file's blocks are held once.
     fn quantized(&self, name: &str, expert: Option<usize>) -> Result<LinearWeight> {
@@ -329,7 +365,7 @@ struct RawMatrix {
     data: Vec<u8>,
 }
 
-/// The `forja_quant` type of a GGUF block type its kernels multiply; `None` for the rest.
+/// The `forja_quant` type of a GGUF type its kernels multiply; `None` for the rest.
 fn forja_quant_type(dtype: GgmlDType) -> Option<forja_quant::QuantType> {
     use forja_quant::QuantType as Q;
     Some(match dtype {
@@ -343,6 +379,8 @@ fn forja_quant_type(dtype: GgmlDType) -> Option<forja_quant::QuantType> {
         GgmlDType::Q4K => Q::Q4K,
         GgmlDType::Q5K => Q::Q5K,
         GgmlDType::Q6K => Q::Q6K,
+        GgmlDType::F16 => Q::F16,
+        GgmlDType::BF16 => Q::BF16,
         _ => return None,
     })
 }
@@ -365,7 +403,7 @@ impl WeightSource for GgufSource {
 
     fn linear(&self, gguf_name: &str) -> Result<LinearWeight> {
         let dtype = self.dtype(gguf_name)?;
-        if self.dequantize || dtype.block_size() == 1 {
+        if self.widens(dtype) {
             let q = self.qtensor(gguf_name)?;
             return Ok(LinearWeight::Dense(
                 q.dequantize(&self.device)?.to_dtype(DType::F32)?,
@@ -376,7 +414,7 @@ impl WeightSource for GgufSource {
 
     fn expert(&self, gguf_name: &str, e: usize) -> Result<LinearWeight> {
         let raw = self.raw_matrix(gguf_name, Some(e))?;
-        if self.dequantize || raw.dtype.block_size() == 1 {
+        if self.widens(raw.dtype) {
             let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
                 raw.dtype,
                 &raw.data,

@@ -30,6 +30,9 @@ fn main() {
         (QuantType::Q5_1, 1024, 2048),
         (QuantType::Q3K, 1024, 2048),
         (QuantType::Q2K, 1024, 2048),
+        (QuantType::F16, 4864, 896),
+        (QuantType::F16, 896, 4864),
+        (QuantType::BF16, 4864, 896),
     ];
     let mut seed = 0x1234_5678_u64;
     let mut next = move || {
@@ -62,7 +65,8 @@ fn main() {
     for (ty, rows, cols) in shapes {
         let bytes = ty.row_bytes(cols).unwrap() * rows;
         let mut data: Vec<u8> = (0..bytes).map(|_| next() as u8).collect();
-        // Finite f16 scales: clear the exponent's top bit of every byte pair's high byte.
+        // Finite f16 scales (and f16/bf16 values): clear the exponent's top bit of every byte
+        // pair's high byte.
         for b in data.iter_mut().skip(1).step_by(2) {
             *b &= 0x3B;
         }

@@ -14,6 +14,7 @@ pub mod activation;
 pub mod dequant;
 pub mod dot;
 pub mod error;
+mod float;
 pub mod format;
 mod grouped;
 mod kquants;

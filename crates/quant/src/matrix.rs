@@ -15,9 +15,9 @@ use crate::activation::{BlockQ8K, QuantizedActivations};
 use crate::dequant::dequantize_row;
 use crate::dot::Isa;
 use crate::error::{QuantError, Result};
-use crate::format::{ActivationType, QuantType};
+use crate::format::{ActivationType, QK, QuantType};
 use crate::pool::{MAX_TASKS, Pool};
-use crate::{grouped, kquants, legacy, panels};
+use crate::{float, grouped, kquants, legacy, panels};
 
 /// Weight bytes a tile aims to stay under (about half of a core's L2, leaving room for the
 /// activations).
@@ -47,10 +47,10 @@ thread_local! {
 }
 
 impl QMatrix {
-    /// Takes ownership of `data`, `rows` rows of `cols` values stored as `ty` blocks. Only types
-    /// with a quantized dot product are accepted (not F32/F16/BF16).
+    /// Takes ownership of `data`, `rows` rows of `cols` values stored as `ty` blocks. The block
+    /// types and F16/BF16 are accepted (F32 is not: it has no narrower form to keep).
     pub fn new(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
-        if ty.activation().is_none() {
+        if ty.activation().is_none() && !float::is_half(ty) {
             return Err(QuantError::Unsupported(format!(
                 "a quantized matmul of {ty} weights"
             )));
@@ -165,6 +165,15 @@ impl QMatrix {
         if n == 0 || self.rows == 0 {
             return Ok(());
         }
+        if float::is_half(self.ty) {
+            let (ty, rb, cols) = (self.ty, self.row_bytes, self.cols);
+            // SAFETY: `isa.check()` passed; each tile is whole rows of `cols` values of `ty`, and
+            // `x` holds `n` rows of `cols` (checked above).
+            self.run(n, out, &|w, tile| unsafe {
+                float::half_tile(isa, ty, w, rb, x, cols, tile)
+            });
+            return Ok(());
+        }
         let act_ty = self.ty.activation().unwrap_or(ActivationType::Q8_0);
         // Taken out of the thread-local for the call, so a matmul started on this thread while
         // this one runs (from inside one of its tasks) gets a buffer of its own.
@@ -176,7 +185,7 @@ impl QMatrix {
             if let Some(len) = grouped::group_len(self.ty).filter(|_| isa != Isa::Scalar) {
                 acts.group_q8k(len);
             }
-            self.run(isa, &acts, n, out);
+            self.run(n, out, &|w, tile| self.run_tile(isa, &acts, w, tile));
         }
         SCRATCH.with(|s| s.set(acts));
         result
@@ -196,7 +205,9 @@ impl QMatrix {
         }
     }
 
-    fn run(&self, isa: Isa, acts: &QuantizedActivations, n: usize, out: &mut [f32]) {
+    /// Calls `tile_fn` with the weight rows of each tile and the part of `out` it writes, on the
+    /// worker pool when there is enough work.
+    fn run(&self, n: usize, out: &mut [f32], tile_fn: &(dyn Fn(&[u8], &OutTile) + Sync)) {
         let tile_rows = self.tile_rows();
         let tiles = self.rows.div_ceil(tile_rows);
         let len = out.len();
@@ -213,9 +224,9 @@ impl QMatrix {
                 n,
             };
             let w = &self.data[first_row * self.row_bytes..last_row * self.row_bytes];
-            self.run_tile(isa, acts, w, &tile);
+            tile_fn(w, &tile);
         };
-        let blocks = n * self.rows * (self.cols / self.ty.block_len());
+        let blocks = n * self.rows * (self.cols / self.ty.block_len().max(QK));
         if tiles == 1 || blocks < SERIAL_BLOCKS {
             (0..tiles).for_each(tile);
         } else {
@@ -332,9 +343,19 @@ impl OutTile {
         )
     }
 
+    /// Activation (and output) rows.
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Weight rows of the tile.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
     /// Writes output row `t`, tile row `r`.
     #[inline(always)]
-    fn set(&self, t: usize, r: usize, v: f32) {
+    pub(crate) fn set(&self, t: usize, r: usize, v: f32) {
         let i = t * self.stride + self.first_row + r;
         assert!(r < self.rows && t < self.n && i < self.len);
         // SAFETY: `i` is inside the output slice (checked above), which outlives the tiles

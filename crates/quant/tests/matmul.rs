@@ -147,7 +147,8 @@ fn wrong_sizes_are_errors() {
     let ty = QuantType::Q8_0;
     assert!(QMatrix::new(ty, 2, 32, vec![0; 67]).is_err());
     assert!(QMatrix::new(ty, 2, 33, vec![0; 68]).is_err());
-    assert!(QMatrix::new(QuantType::F16, 2, 32, vec![0; 128]).is_err());
+    assert!(QMatrix::new(QuantType::F32, 2, 32, vec![0; 256]).is_err());
+    assert!(QMatrix::new(QuantType::F16, 2, 32, vec![0; 127]).is_err());
     let m = QMatrix::new(ty, 2, 32, vec![0; 68]).unwrap();
     let mut out = vec![0f32; 2];
     assert!(m.matmul(&[0.0; 31], 1, &mut out).is_err());

@@ -7,6 +7,7 @@
 //! applies the k-quants' per-group scales) and accumulated; only the per-block scales are
 //! floating point. No i16 pair sum can overflow: the largest is 2 · 128 · 127.
 
+pub(crate) mod float;
 pub(crate) mod grouped;
 pub(crate) mod kquants;
 pub(crate) mod legacy;
