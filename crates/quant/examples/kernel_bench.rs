@@ -33,6 +33,7 @@ fn main() {
         (QuantType::F16, 4864, 896),
         (QuantType::F16, 896, 4864),
         (QuantType::BF16, 4864, 896),
+        (QuantType::F16, 151936, 896),
     ];
     let mut seed = 0x1234_5678_u64;
     let mut next = move || {

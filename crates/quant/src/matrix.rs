@@ -73,6 +73,15 @@ impl QMatrix {
                 panels::pack(ty, part, row_bytes)
             });
         }
+        if float::is_half(ty) {
+            // Whole panels: the last one padded with zero rows.
+            data.resize(rows.next_multiple_of(float::PANEL) * row_bytes, 0);
+            in_parts(&mut data, float::PANEL * row_bytes, |part| {
+                for panel in part.chunks_exact_mut(float::PANEL * row_bytes) {
+                    float::pack(panel, row_bytes)
+                }
+            });
+        }
         Ok(QMatrix {
             ty,
             rows,
@@ -96,25 +105,31 @@ impl QMatrix {
 
     /// The blocks of every row in GGUF order (a copy for the types kept in another layout).
     pub fn gguf_bytes(&self) -> Cow<'_, [u8]> {
-        if grouped::group_len(self.ty).is_none() && !panels::interleaves(self.ty) {
+        if grouped::group_len(self.ty).is_none() && self.panel_len().is_none() {
             return Cow::Borrowed(&self.data);
         }
         let mut v = self.data.clone();
         grouped::unpack(self.ty, &mut v);
-        if panels::interleaves(self.ty) {
+        if let Some(len) = self.panel_len() {
             let full = self.panel_rows() * self.row_bytes;
-            panels::unpack(self.ty, &mut v[..full], self.row_bytes);
+            for group in v[..full].chunks_exact_mut(len * self.row_bytes) {
+                self.unpack_panel(group);
+            }
         }
+        v.truncate(self.rows * self.row_bytes);
         Cow::Owned(v)
     }
 
     /// The blocks of row `r` in GGUF order.
     pub fn row(&self, r: usize) -> Option<Cow<'_, [u8]>> {
         let rb = self.row_bytes;
-        if r < self.panel_rows() {
-            let first = r / panels::ROWS * panels::ROWS;
-            let mut group = self.data[first * rb..(first + panels::ROWS) * rb].to_vec();
-            panels::unpack(self.ty, &mut group, rb);
+        if r >= self.rows {
+            return None;
+        }
+        if let Some(len) = self.panel_len().filter(|_| r < self.panel_rows()) {
+            let first = r / len * len;
+            let mut group = self.data[first * rb..(first + len) * rb].to_vec();
+            self.unpack_panel(&mut group);
             let at = (r - first) * rb;
             return Some(Cow::Owned(group[at..at + rb].to_vec()));
         }
@@ -127,13 +142,35 @@ impl QMatrix {
         Some(Cow::Owned(v))
     }
 
-    /// Rows kept in panels of eight (`crate::panels`): the leading multiple of eight for the
-    /// types kept interleaved, none for the others.
-    fn panel_rows(&self) -> usize {
+    /// Rows per panel for the types kept in panels: eight for the 32-value block types
+    /// (`crate::panels`), sixteen for F16/BF16 (`crate::float`).
+    fn panel_len(&self) -> Option<usize> {
         if panels::interleaves(self.ty) {
-            self.rows / panels::ROWS * panels::ROWS
+            Some(panels::ROWS)
+        } else if float::is_half(self.ty) {
+            Some(float::PANEL)
         } else {
-            0
+            None
+        }
+    }
+
+    /// Rows kept in panels: the leading multiple of eight for the interleaved block types
+    /// (the rest stay in GGUF order), every row (the last panel padded) for F16/BF16, none for
+    /// the others.
+    fn panel_rows(&self) -> usize {
+        match self.panel_len() {
+            Some(_) if float::is_half(self.ty) => self.rows.next_multiple_of(float::PANEL),
+            Some(len) => self.rows / len * len,
+            None => 0,
+        }
+    }
+
+    /// One panel's rows back in GGUF order, in place.
+    fn unpack_panel(&self, group: &mut [u8]) {
+        if float::is_half(self.ty) {
+            float::unpack(group, self.row_bytes);
+        } else {
+            panels::unpack(self.ty, group, self.row_bytes);
         }
     }
 
@@ -166,11 +203,12 @@ impl QMatrix {
             return Ok(());
         }
         if float::is_half(self.ty) {
-            let (ty, rb, cols) = (self.ty, self.row_bytes, self.cols);
-            // SAFETY: `isa.check()` passed; each tile is whole rows of `cols` values of `ty`, and
-            // `x` holds `n` rows of `cols` (checked above).
+            let (ty, cols) = (self.ty, self.cols);
+            // SAFETY: `isa.check()` passed; each tile is whole panels of `cols` columns of `ty`
+            // covering its rows (`run` extends a tile to the end of its last panel), and `x`
+            // holds `n` rows of `cols` (checked above).
             self.run(n, out, &|w, tile| unsafe {
-                float::half_tile(isa, ty, w, rb, x, cols, tile)
+                float::half_tile(isa, ty, w, x, cols, tile)
             });
             return Ok(());
         }
@@ -198,10 +236,9 @@ impl QMatrix {
         let by_cache = (TILE_BYTES / self.row_bytes.max(1)).max(1);
         let by_balance = self.rows.div_ceil(threads * TILES_PER_THREAD).max(1);
         let rows = by_cache.min(by_balance).max(self.rows.div_ceil(MAX_TASKS));
-        if panels::interleaves(self.ty) {
-            rows.next_multiple_of(panels::ROWS)
-        } else {
-            rows
+        match self.panel_len() {
+            Some(len) => rows.next_multiple_of(len),
+            None => rows,
         }
     }
 
@@ -223,7 +260,9 @@ impl QMatrix {
                 rows: last_row - first_row,
                 n,
             };
-            let w = &self.data[first_row * self.row_bytes..last_row * self.row_bytes];
+            // A tile ends with its last panel (F16/BF16 pad the matrix's last one).
+            let end = last_row.max(self.panel_rows().min(first_row + tile_rows));
+            let w = &self.data[first_row * self.row_bytes..end * self.row_bytes];
             tile_fn(w, &tile);
         };
         let blocks = n * self.rows * (self.cols / self.ty.block_len().max(QK));
