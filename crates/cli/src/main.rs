@@ -100,6 +100,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -135,6 +136,28 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Lets glibc's allocator serve tensors up to 64 MiB from its heap and keep up to 256 MiB of
+/// freed memory instead of unmapping it. A prompt step allocates and frees activation tensors
+/// of several MiB per operation; with glibc's defaults each came from fresh pages the kernel
+/// zeroed (a 512-token prompt of Qwen2.5-Coder-0.5B in F16 spent 12 % of its time in
+/// `clear_page_erms`, and ran at 325 t/s instead of 409 with this on two cores of an AMD
+/// EPYC). Memory still in use is unaffected; only freed memory is kept, for reuse. A user's
+/// own `GLIBC_TUNABLES` malloc settings win.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("malloc")) {
+            return;
+        }
+        // SAFETY: `mallopt` only changes the allocator's thresholds; called first thing in
+        // `main`, before any thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
         }
     }
 }
