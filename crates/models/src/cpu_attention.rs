@@ -6,7 +6,6 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Storage, Tensor};
-use forja_quant::math::exp;
 use half::f16;
 
 use crate::error::{ModelError, Result};
@@ -36,8 +35,6 @@ pub(crate) struct SeqRows<'a> {
 /// Query rows one task handles: decode steps get one task per head and sequence, prompts are
 /// split further so both threads stay busy.
 const ROWS_PER_TASK: usize = 16;
-/// Keys whose scores are weighed together (one softmax rescale and one vectorized `exp` each).
-const SCORES: usize = 32;
 
 /// `q`: `[Σ rows, heads · head_dim]` for the sequences one after another. Returns the attention
 /// output in the same layout.
@@ -324,36 +321,23 @@ fn row<L: Loads<E>, E>(
                 )
             }
         };
-        // Up to `SCORES` keys at a time: their scores, one rescale of the running sum if their
-        // maximum is new, then their weights in one loop the compiler vectorizes.
-        let mut scores = [0f32; SCORES];
-        for first_slot in (slot0..slot0 + run).step_by(SCORES) {
-            let slots = first_slot..(first_slot + SCORES).min(slot0 + run);
-            let scores = &mut scores[..slots.len()];
-            for (score, slot) in scores.iter_mut().zip(slots.clone()) {
-                let base = (slot * h.kv_heads + g) * d;
-                *score = L::dot(q, &keys[base..base + d]) * h.scale;
-                if let Some(cap) = h.softcap {
-                    *score = (*score / cap).tanh() * cap;
-                }
+        for slot in slot0..slot0 + run {
+            let base = (slot * h.kv_heads + g) * d;
+            let mut score = L::dot(q, &keys[base..base + d]) * h.scale;
+            if let Some(cap) = h.softcap {
+                score = (score / cap).tanh() * cap;
             }
-            let block_max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            if block_max > max {
-                let rescale = exp(max - block_max);
+            if score > max {
+                let rescale = (max - score).exp();
                 sum *= rescale;
                 for o in out.iter_mut() {
                     *o *= rescale;
                 }
-                max = block_max;
+                max = score;
             }
-            for score in scores.iter_mut() {
-                *score = exp(*score - max);
-            }
-            sum += scores.iter().sum::<f32>();
-            for (&w, slot) in scores.iter().zip(slots) {
-                let base = (slot * h.kv_heads + g) * d;
-                L::axpy(out, w, &values[base..base + d]);
-            }
+            let w = (score - max).exp();
+            sum += w;
+            L::axpy(out, w, &values[base..base + d]);
         }
         p += run;
     }
