@@ -14,7 +14,7 @@ mod common;
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use common::*;
 use forja_arch::gguf::GgufHeader;
 use forja_arch::tensors::decoder_tensors;
@@ -56,14 +56,7 @@ const RECIPES: [GgufRecipe; 7] = [
 ];
 
 fn logits(model: &Decoder, prompt: &[u32]) -> Vec<f32> {
-    let mut cache = ContiguousKvCache::new(model.num_layers());
-    let mut steps = [SeqStep {
-        tokens: prompt,
-        cache: &mut cache,
-        all_logits: true,
-        adapter: None,
-    }];
-    let t: Tensor = model.forward(&mut steps).unwrap().remove(0);
+    let t = model.prompt_logits(prompt).unwrap();
     t.flatten_all().unwrap().to_vec1().unwrap()
 }
 

@@ -126,6 +126,8 @@ mod tests {
     use candle_core::{Device, Tensor, Var};
     use forja_arch::decoder_config::Activation;
 
+    use crate::test_util::max_abs_diff;
+
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n)
@@ -134,17 +136,6 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
             })
             .collect()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
     }
 
     /// The fused passes give candle's results (within f32 rounding), on the calling thread
@@ -159,7 +150,7 @@ mod tests {
             for act in [Activation::Silu, Activation::GeluTanh] {
                 let fused = super::gated(&gate, &up, act).unwrap().unwrap();
                 let plain = (crate::mlp::activate(&gate, act).unwrap() * &up).unwrap();
-                let d = max_diff(&fused, &plain);
+                let d = max_abs_diff(&fused, &plain);
                 assert!(d < 1e-5, "{act:?} {rows} rows: {d}");
             }
             let scale = random(640, 3);
@@ -171,7 +162,7 @@ mod tests {
                 .unwrap()
                 .broadcast_mul(&s)
                 .unwrap();
-            let d = max_diff(&fused, &plain);
+            let d = max_abs_diff(&fused, &plain);
             assert!(d < 1e-5, "rms_norm {rows} rows: {d}");
         }
         // A transposed view, a tensor that tracks gradients, GELU with erf: not fused.

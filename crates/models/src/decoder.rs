@@ -602,6 +602,23 @@ impl Decoder {
         }
     }
 
+    /// The logits `[tokens, vocab]` of every position of `tokens` read as one prompt from an
+    /// empty cache kept in f32 (not [`Decoder::kv_dtype`]), so the arithmetic is the reference
+    /// one: scoring a text, and comparisons with other implementations.
+    pub fn prompt_logits(&self, tokens: &[u32]) -> Result<Tensor> {
+        let mut cache = ContiguousKvCache::new(self.num_layers());
+        let mut steps = [SeqStep {
+            tokens,
+            cache: &mut cache,
+            all_logits: true,
+            adapter: None,
+        }];
+        self.forward(&mut steps)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ModelError::Input("a step gave no logits".into()))
+    }
+
     /// An empty cache for one sequence, in [`Decoder::kv_dtype`].
     pub fn new_cache(&self) -> ContiguousKvCache {
         ContiguousKvCache::with_dtype(self.num_layers(), self.kv_dtype())

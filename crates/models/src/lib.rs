@@ -21,6 +21,8 @@ pub mod paged_kv;
 pub mod pooling;
 pub mod rope;
 pub mod runner;
+#[cfg(test)]
+mod test_util;
 pub mod weight_source;
 
 pub use decoder::{Decoder, SeqStep};

@@ -184,6 +184,7 @@ impl KvCache for PagedSeq<'_> {
 mod tests {
     use super::*;
     use crate::kv_cache::ContiguousKvCache;
+    use crate::test_util::max_abs_diff;
 
     fn random(heads: usize, n: usize, dim: usize, seed: u64) -> Tensor {
         let vals: Vec<f32> = (0..heads * n * dim)
@@ -205,18 +206,8 @@ mod tests {
                 let v = random(2, n, 3, (step * 2 + layer + 50) as u64);
                 let (pk, pv) = paged.append(layer, &k, &v).unwrap();
                 let (ck, cv) = plain.append(layer, &k, &v).unwrap();
-                let diff = |a: &Tensor, b: &Tensor| {
-                    (a - b)
-                        .unwrap()
-                        .abs()
-                        .unwrap()
-                        .max_all()
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap()
-                };
-                assert_eq!(diff(&pk, &ck), 0.0);
-                assert_eq!(diff(&pv, &cv), 0.0);
+                assert_eq!(max_abs_diff(&pk, &ck), 0.0);
+                assert_eq!(max_abs_diff(&pv, &cv), 0.0);
             }
             paged.advance(n);
             plain.advance(n);

@@ -139,6 +139,9 @@ impl SafetensorsSource {
     /// A 2-D F16/BF16 weight kept in its two bytes per value on forja's CPU kernels (instead
     /// of widened to f32); `None` for other dtypes and devices.
     fn half_matrix(&self, gguf_name: &str) -> Result<Option<forja_quant::QMatrix>> {
+        if !self.device.is_cpu() {
+            return Ok(None);
+        }
         let name = hf_name(self.family, gguf_name).ok_or_else(|| self.missing(gguf_name))?;
         let view = self.files.get(&name).map_err(|_| self.missing(&name))?;
         let ty = match view.dtype() {
@@ -149,9 +152,6 @@ impl SafetensorsSource {
         let &[rows, cols] = view.shape() else {
             return Ok(None);
         };
-        if !self.device.is_cpu() {
-            return Ok(None);
-        }
         forja_quant::QMatrix::new(ty, rows, cols, view.data().to_vec())
             .map(Some)
             .map_err(|e| ModelError::Weights {

@@ -56,24 +56,13 @@ fn golden(name: &str) -> (Decoder, Golden) {
     )
 }
 
-fn prefill(model: &Decoder, prompt: &[u32]) -> Tensor {
-    let mut cache = ContiguousKvCache::new(model.num_layers());
-    let mut steps = [SeqStep {
-        tokens: prompt,
-        cache: &mut cache,
-        all_logits: true,
-        adapter: None,
-    }];
-    model.forward(&mut steps).unwrap().remove(0)
-}
-
 #[test]
 fn logits_match_the_reference_for_every_family() {
     let mut report = Vec::new();
     for name in FAMILIES {
         let (model, g) = golden(name);
         for (i, prompt) in g.prompts.iter().enumerate() {
-            let d = max_abs_diff(&prefill(&model, prompt), &g.logits[i]);
+            let d = max_abs_diff(&model.prompt_logits(prompt).unwrap(), &g.logits[i]);
             report.push(format!("{name} prompt {i}: max |Δlogit| = {d:.2e}"));
             assert!(d <= TOLERANCE, "{}", report.join("\n"));
         }
@@ -134,7 +123,11 @@ fn greedy_decoding_matches_the_reference() {
 fn batching_and_chunked_prefill_change_nothing() {
     for name in ["llama", "gemma3", "mixtral"] {
         let (model, g) = golden(name);
-        let alone: Vec<Tensor> = g.prompts.iter().map(|p| prefill(&model, p)).collect();
+        let alone: Vec<Tensor> = g
+            .prompts
+            .iter()
+            .map(|p| model.prompt_logits(p).unwrap())
+            .collect();
         let mut caches: Vec<ContiguousKvCache> = g
             .prompts
             .iter()
@@ -204,12 +197,16 @@ fn bad_token_ids_are_errors() {
 fn fused_cpu_attention_equals_the_chunked_tensor_path() {
     for name in ["llama", "mistral", "gemma2", "gemma3", "phi3"] {
         let (mut model, g) = golden(name);
-        let whole: Vec<Tensor> = g.prompts.iter().map(|p| prefill(&model, p)).collect();
+        let whole: Vec<Tensor> = g
+            .prompts
+            .iter()
+            .map(|p| model.prompt_logits(p).unwrap())
+            .collect();
         // The tensor path (other devices), in chunks of one query row.
         model.set_fused_cpu_attention(false);
         model.set_score_block_bytes(1);
         for (p, w) in g.prompts.iter().zip(&whole) {
-            let d = max_abs_diff(&prefill(&model, p), w);
+            let d = max_abs_diff(&model.prompt_logits(p).unwrap(), w);
             assert!(d <= 1e-5, "{name}: chunked scores differ by {d}");
         }
     }
@@ -270,7 +267,7 @@ fn failed_steps_and_truncation_keep_the_cache_consistent() {
 fn check_failed_steps_and_truncation<C: forja_models::KvCache>(inner: C) {
     let (model, g) = golden("gemma3");
     let p = &g.prompts[2];
-    let whole = prefill(&model, p);
+    let whole = model.prompt_logits(p).unwrap();
     let mut cache = FailingCache {
         inner,
         fail_at_layer: None,
@@ -323,9 +320,9 @@ fn longrope_follows_the_context_it_runs_with() {
         ..Default::default()
     };
     let short = forja_models::loader::load_with(&dir, &Device::Cpu, options).unwrap();
-    let d = max_abs_diff(&prefill(&short, &prompt), &want);
+    let d = max_abs_diff(&short.prompt_logits(&prompt).unwrap(), &want);
     assert!(d <= TOLERANCE, "short factors: {d}");
     let long = forja_models::loader::load(&dir, &Device::Cpu).unwrap();
-    let d = max_abs_diff(&prefill(&long, &prompt), &want);
+    let d = max_abs_diff(&long.prompt_logits(&prompt).unwrap(), &want);
     assert!(d > 1e-2, "the long factors give other logits ({d})");
 }

@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use common::max_abs_diff;
+use common::{max_abs, max_abs_diff};
+use forja_models::Decoder;
 use forja_models::linear::{LinearWeight, QuantizedWeight};
-use forja_models::{ContiguousKvCache, Decoder, SeqStep};
 use forja_quant::QuantType;
 
 /// A copy of the tiny model `name` whose tensors went through `edit`.
@@ -38,17 +38,6 @@ fn edited_copy(name: &str, edit: impl Fn(Tensor) -> Tensor) -> tempfile::TempDir
         .collect::<HashMap<_, _>>();
     candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
     dir
-}
-
-fn logits(model: &Decoder, prompt: &[u32]) -> Tensor {
-    let mut cache = ContiguousKvCache::new(model.num_layers());
-    let mut steps = [SeqStep {
-        tokens: prompt,
-        cache: &mut cache,
-        all_logits: true,
-        adapter: None,
-    }];
-    model.forward(&mut steps).unwrap().remove(0)
 }
 
 fn load(dir: &Path) -> Decoder {
@@ -76,15 +65,9 @@ fn half_precision_weights_run_on_the_half_kernels_and_match_f32() {
                 }
             }
             assert!(kept >= 7, "{family}: {kept} projections");
-            let got = logits(&model, &prompt);
-            let want = logits(&load(rounded.path()), &prompt);
-            let scale = want
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let got = model.prompt_logits(&prompt).unwrap();
+            let want = load(rounded.path()).prompt_logits(&prompt).unwrap();
+            let scale = max_abs(&want);
             let diff = max_abs_diff(&got, &want);
             println!("{family} {ty}: max |Δ| {diff:.2e} of {scale:.2}");
             // The same values multiplied in f32, summed in another order.

@@ -11,7 +11,7 @@
 mod common;
 
 use candle_core::{Device, Tensor, Var};
-use common::{max_abs_diff, noise};
+use common::{max_abs, max_abs_diff, noise};
 use forja_arch::GgmlType;
 use forja_models::linear::{Linear, LinearWeight};
 use forja_models::weight_source::{GgufSource, WeightSource};
@@ -123,13 +123,7 @@ fn gradients_flow_through_a_quantized_base_as_through_its_dequantized_weights() 
     // The input's gradient goes through the weight's dequantized rows in both (the forward's
     // 8-bit activation rounding does not enter it); A's and B's do not involve the base weight.
     for (name, (gq, gd)) in ["x", "A", "B"].iter().zip(q.iter().zip(&d)) {
-        let scale = gd
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(gd);
         let diff = max_abs_diff(gq, gd);
         assert!(
             scale > 0.0 && diff <= 1e-4 * scale,

@@ -11,7 +11,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{max_abs_diff, noise};
+use common::{max_abs, max_abs_diff, noise};
 use forja_arch::GgmlType;
 use forja_models::linear::{Linear, LinearWeight, QuantizedWeight};
 use forja_models::weight_source::{GgufSource, WeightSource};
@@ -68,13 +68,7 @@ fn quantized_linears_match_their_dequantized_weights() {
         let q = Linear::new(q, None);
         let d = Linear::new(exact.linear(name).unwrap(), None);
         let want = d.forward(&x).unwrap();
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(&want);
         let got = q.forward(&x).unwrap();
         assert_eq!(got.dims(), &[6, rows]);
         let diff = max_abs_diff(&got, &want);

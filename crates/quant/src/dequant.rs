@@ -3,7 +3,7 @@
 
 use crate::error::{QuantError, Result};
 use crate::format::QuantType;
-use crate::{kquants, legacy};
+use crate::{float, kquants, legacy};
 
 /// Writes the values of `bytes` (whole blocks of `ty`) to `out`, which must hold exactly as many
 /// values as the blocks do.
@@ -18,11 +18,8 @@ pub fn dequantize_row(ty: QuantType, bytes: &[u8], out: &mut [f32]) -> Result<()
     }
     let one: fn(&[u8], &mut [f32]) = match ty {
         QuantType::F32 => |b, o| o[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        QuantType::F16 => |b, o| o[0] = legacy::f16_at(b, 0),
-        // bf16 is the top half of an f32.
-        QuantType::BF16 => {
-            |b, o| o[0] = f32::from_bits(u32::from(b[0]) << 16 | u32::from(b[1]) << 24)
-        }
+        QuantType::F16 => |b, o| o[0] = float::half_at::<false>(b, 0),
+        QuantType::BF16 => |b, o| o[0] = float::half_at::<true>(b, 0),
         QuantType::Q4_0 => legacy::dequant_q4_0,
         QuantType::Q4_1 => legacy::dequant_q4_1,
         QuantType::Q5_0 => legacy::dequant_q5_0,

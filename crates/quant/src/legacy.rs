@@ -24,7 +24,7 @@ pub(crate) const Q8_0_BYTES: usize = 34;
 /// The f16 at byte `i` of `b`, as f32.
 #[inline(always)]
 pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
+    crate::float::f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
 }
 
 #[inline(always)]

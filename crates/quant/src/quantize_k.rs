@@ -12,6 +12,7 @@
 //!   wins.
 
 use crate::format::QK_K;
+use crate::legacy;
 
 /// Round half to even (the rounding ggml's k-quants use).
 #[inline(always)]
@@ -24,10 +25,6 @@ const ZERO_EPS: f32 = 1e-15;
 
 fn put_f16(o: &mut [u8], at: usize, v: f32) {
     o[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-}
-
-fn get_f16(o: &[u8], at: usize) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([o[at], o[at + 1]])).to_f32()
 }
 
 /// The value of largest magnitude (first on ties) with its sign; `None` for an all-zero group.
@@ -248,7 +245,7 @@ pub(crate) fn q2k_block(x: &[f32], o: &mut [u8]) {
         }
     }
     put_f16(o, 82, if max_min > 0.0 { max_min / 15.0 } else { 0.0 });
-    let (d, dmin) = (get_f16(o, 80), get_f16(o, 82));
+    let (d, dmin) = (legacy::f16_at(o, 80), legacy::f16_at(o, 82));
     for (g, &packed) in o[..16].iter().enumerate() {
         let dl = d * f32::from(packed & 0x0F);
         if dl == 0.0 {
@@ -293,7 +290,7 @@ pub(crate) fn q3k_block(x: &[f32], o: &mut [u8]) {
         }
         put_f16(o, 108, 1.0 / iscale);
     }
-    let d = get_f16(o, 108);
+    let d = legacy::f16_at(o, 108);
     let stored = crate::kquants::q3k_scales(&o[96..108]);
     for (g, &sc) in stored.iter().enumerate() {
         let dl = d * f32::from(sc);
@@ -370,7 +367,7 @@ pub(crate) fn k4_block(x: &[f32], o: &mut [u8], five: bool) {
     }
     put_f16(o, 0, max_scale / 63.0);
     put_f16(o, 2, max_min / 63.0);
-    let (d, dmin) = (get_f16(o, 0), get_f16(o, 2));
+    let (d, dmin) = (legacy::f16_at(o, 0), legacy::f16_at(o, 2));
     for g in 0..8 {
         let (sc, m) = crate::kquants::k4_scale_min(g, &o[4..16]);
         let dl = d * f32::from(sc);
@@ -412,7 +409,7 @@ pub(crate) fn q6k_block(x: &[f32], o: &mut [u8]) {
     for g in 0..16 {
         o[192 + g] = nearest(iscale * scales[g]).min(127) as i8 as u8;
     }
-    let d = get_f16(o, 208);
+    let d = legacy::f16_at(o, 208);
     for g in 0..16 {
         let dl = d * f32::from(o[192 + g] as i8);
         if dl == 0.0 {

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use candle_core::Device;
-use forja_models::{ContiguousKvCache, Decoder, SeqStep};
+use forja_models::Decoder;
 use forja_testkit::{fixtures_dir, vectors::max_abs_diff};
 use forja_train::examples::Example;
 use forja_train::{Init, LoraSpec, TrainConfig, attach, peft, train};
@@ -30,15 +30,8 @@ fn tiny_llama() -> Decoder {
 }
 
 fn logits_of(decoder: &Decoder, ids: &[u32]) -> Vec<f32> {
-    let mut cache = ContiguousKvCache::new(decoder.num_layers());
-    let mut steps = [SeqStep {
-        tokens: ids,
-        cache: &mut cache,
-        all_logits: true,
-        adapter: None,
-    }];
-    let out = decoder.forward(&mut steps).unwrap();
-    out[0].flatten_all().unwrap().to_vec1().unwrap()
+    let t = decoder.prompt_logits(ids).unwrap();
+    t.flatten_all().unwrap().to_vec1().unwrap()
 }
 
 fn config_from(g: &Value) -> TrainConfig {
