@@ -92,6 +92,14 @@ pub struct SearchFilters {
     /// The chunk's kind: `text`, `paragraph`, `list`, `table`, `code` or `heading`.
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
+    /// Documents dated on or after this date (`2024-01-01`, or an RFC 3339 time). A document's
+    /// date is the one it gives itself (PDF or Word metadata, an HTML date meta tag, Markdown
+    /// front matter, an XBRL report's period end), else its file's modification time.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Documents dated on or before this date (a bare date includes that whole day).
+    #[serde(default)]
+    pub before: Option<String>,
 }
 
 /// `POST /v1/rag/collections/{name}/search`.
@@ -129,6 +137,8 @@ pub struct CitedChunk {
     pub label: String,
     /// The chunk's text.
     pub text: String,
+    /// The document's date (`YYYY-MM-DD`, UTC), as the date filters read it.
+    pub date: Option<String>,
     pub chunk_id: i64,
     /// The ranking score, higher is better: fused reciprocal rank (hybrid), BM25 or cosine
     /// similarity (vector).

@@ -26,6 +26,9 @@ enum BenchWhat {
     /// Load on an OpenAI-compatible server on this machine: TTFT, inter-token latency,
     /// throughput and goodput
     Serve(crate::cmd_bench_serve::ServeBenchArgs),
+    /// Texts per second of a sentence-embedding model on this machine (what `forja ingest`
+    /// spends most of its time on)
+    Embed(crate::cmd_bench_embed::EmbedBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +66,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match a.what {
         BenchWhat::Model(m) => bench_model(m),
         BenchWhat::Serve(s) => crate::cmd_bench_serve::run(s),
+        BenchWhat::Embed(e) => crate::cmd_bench_embed::run(e),
     }
 }
 

@@ -43,6 +43,14 @@ pub struct RetrievalArgs {
     /// Only chunks of this kind: text, paragraph, list, table, code
     #[arg(long = "type", value_name = "KIND")]
     pub kind: Option<String>,
+    /// Only documents dated on or after this date (2024-01-01, or 2024-01-01T12:00:00Z): the
+    /// date a document gives itself (PDF or Word metadata, HTML date meta tag, Markdown front
+    /// matter, XBRL period end), else its file's modification time
+    #[arg(long, value_name = "DATE")]
+    pub after: Option<String>,
+    /// Only documents dated on or before this date (a bare date includes that day)
+    #[arg(long, value_name = "DATE")]
+    pub before: Option<String>,
 }
 
 impl RetrievalArgs {
@@ -54,10 +62,14 @@ impl RetrievalArgs {
             },
             None => None,
         };
+        let (after, before) = forja_rag::date::range(self.after.as_deref(), self.before.as_deref())
+            .map_err(|e| anyhow::anyhow!("--{}", e.message))?;
         Ok(Filters {
             source: self.source.clone(),
             section: self.section.clone(),
             kind,
+            after,
+            before,
         })
     }
 }
@@ -114,6 +126,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
                     "page": h.page,
                     "kind": h.kind.as_str(),
                     "span": h.span.as_ref().map(|r| [r.start, r.end]),
+                    "date": h.date.map(forja_rag::date::iso_date),
                     "text": h.text,
                 })
             })

@@ -2,6 +2,7 @@
 
 mod cmd_ask;
 mod cmd_bench;
+mod cmd_bench_embed;
 mod cmd_bench_serve;
 mod cmd_catalog;
 mod cmd_collections;

@@ -112,10 +112,14 @@ impl StoreArgs {
 
     /// Loads the embedding model for the CPU.
     pub fn load_embedder(&self) -> Result<EngineEmbedder> {
-        let dir = self.embedding_model_dir()?;
-        EngineEmbedder::load(&dir)
-            .with_context(|| format!("loading the embedding model {}", dir.display()))
+        load_embedder_at(&self.embedding_model_dir()?)
     }
+}
+
+/// Loads the embedding model folder `dir` for the CPU.
+pub fn load_embedder_at(dir: &Path) -> Result<EngineEmbedder> {
+    EngineEmbedder::load(dir)
+        .with_context(|| format!("loading the embedding model {}", dir.display()))
 }
 
 /// A chat model on the engine behind [`forja_rag::Generator`]; answers stream to stdout

@@ -17,6 +17,11 @@ pub struct Document {
     pub title: String,
     /// SHA-256 of the file's bytes, lowercase hex: equal hashes mean an unchanged file.
     pub content_hash: String,
+    /// The date the document gives itself (seconds since the Unix epoch, UTC), from its
+    /// metadata: a PDF's creation date, a Word file's `dcterms:created`, an HTML page's date
+    /// meta tag, a Markdown file's front-matter `date`, an XBRL report's period end. `None`
+    /// when it has none; the store then dates it by the file's modification time.
+    pub date: Option<i64>,
     /// Elements in reading order.
     pub elements: Vec<Element>,
 }

@@ -9,6 +9,7 @@
 
 pub mod answer;
 pub mod chunk;
+pub mod date;
 pub mod document;
 pub mod error;
 pub mod ingest;

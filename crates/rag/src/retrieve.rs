@@ -1,5 +1,5 @@
 //! Retrieval: keyword search (BM25), vector search (cosine similarity) and their hybrid by
-//! reciprocal-rank fusion, with filters on source, section and chunk kind. The store's backend
+//! reciprocal-rank fusion, with filters on source, section, chunk kind and document date. The store's backend
 //! produces each ranking; the fusion and everything around it is here, once for both.
 
 use std::collections::HashMap;
@@ -36,11 +36,20 @@ pub struct Filters {
     pub section: Option<String>,
     /// The chunk's kind.
     pub kind: Option<ElementKind>,
+    /// Documents dated at or after this time (seconds since the Unix epoch): by the date the
+    /// document gives itself, else its file's modification time (see [`Hit::date`]).
+    pub after: Option<i64>,
+    /// Documents dated at or before this time.
+    pub before: Option<i64>,
 }
 
 impl Filters {
     pub(crate) fn is_empty(&self) -> bool {
-        self.source.is_none() && self.section.is_none() && self.kind.is_none()
+        self.source.is_none()
+            && self.section.is_none()
+            && self.kind.is_none()
+            && self.after.is_none()
+            && self.before.is_none()
     }
 }
 
@@ -67,6 +76,9 @@ pub struct Hit {
     pub text: String,
     /// Byte range in the source, when known.
     pub span: Option<std::ops::Range<usize>>,
+    /// The document's date (seconds since the Unix epoch): the date it gives itself
+    /// ([`crate::Document::date`]), else its file's modification time when ingested.
+    pub date: Option<i64>,
     /// The ranking score, higher is better: fused reciprocal rank (hybrid), BM25 (keywords) or
     /// cosine similarity (vector).
     pub score: f64,

@@ -47,6 +47,7 @@ Currency risk remains.
 fn markdown_keeps_headings_sections_tables_lists_and_code() {
     let doc = parse_bytes(Path::new("report.md"), MD.as_bytes()).unwrap();
     assert_eq!(doc.title, "Annual report");
+    assert_eq!(doc.date, None);
     assert_eq!(doc.content_hash.len(), 64);
     let kinds: Vec<ElementKind> = doc.elements.iter().map(|e| e.block.kind()).collect();
     use ElementKind::*;
@@ -73,6 +74,35 @@ fn markdown_keeps_headings_sections_tables_lists_and_code() {
     assert!(MD[span].contains("Europe led growth"));
     let risks = doc.elements.last().unwrap();
     assert_eq!(risks.section, ["Annual report", "Risks"]);
+}
+
+#[test]
+fn front_matter_and_meta_tags_give_title_and_date() {
+    let md = "---\ntitle: \"Board minutes\"\ndate: 2024-03-31\ntags: [a, b]\n---\n\n\
+              # Minutes\n\nThe board met.\n";
+    let doc = parse_bytes(Path::new("minutes.md"), md.as_bytes()).unwrap();
+    assert_eq!(doc.title, "Board minutes");
+    assert_eq!(doc.date, forja_rag::date::parse("2024-03-31"));
+    // The front matter is metadata, not text to search; spans still point into the file.
+    let all = format!("{:?}", doc.elements);
+    assert!(!all.contains("tags"), "{all}");
+    let para = doc.elements.last().unwrap();
+    assert_eq!(&md[para.span.clone().unwrap()], "The board met.");
+    // An unreadable date is no date.
+    let odd = parse_bytes(Path::new("x.md"), b"---\ndate: someday\n---\n\ntext\n").unwrap();
+    assert_eq!(odd.date, None);
+
+    // Publication dates win over modification dates, whatever their order in the page.
+    let html = r#"<html><head>
+      <meta property="article:modified_time" content="2024-05-01T00:00:00+02:00">
+      <meta name="DC.date" content="2023-01-02">
+      <meta name="date" content="not a date">
+      </head><body><p>News.</p></body></html>"#;
+    let doc = parse_bytes(Path::new("news.html"), html.as_bytes()).unwrap();
+    assert_eq!(doc.date, forja_rag::date::parse("2023-01-02"));
+    let only_modified = r#"<meta property="article:modified_time" content="2024-05-01T00:00:00+02:00"><p>x</p>"#;
+    let doc = parse_bytes(Path::new("news.html"), only_modified.as_bytes()).unwrap();
+    assert_eq!(doc.date, forja_rag::date::parse("2024-04-30T22:00:00Z"));
 }
 
 #[test]

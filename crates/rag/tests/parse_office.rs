@@ -76,6 +76,8 @@ fn docx_keeps_title_headings_lists_tables_and_hard_page_breaks() {
     let doc = parse_file(&fixture("report.docx")).unwrap();
     // The Title-style paragraph, not python-docx's default "Word Document" property.
     assert_eq!(doc.title, "Annual Report 2024");
+    // docProps/core.xml's dcterms:created, 2024-05-01T12:00:00Z.
+    assert_eq!(doc.date, Some(1_714_564_800));
     use ElementKind::*;
     let s = String::from;
     assert_eq!(

@@ -94,6 +94,7 @@ fn pdfium_reads_headings_sections_pages_and_the_title() {
     with_pdfium();
     let doc = parse_file(&fixture("handbook.pdf")).unwrap();
     assert_eq!(doc.title, "Field Station Handbook");
+    assert_eq!(doc.date, Some(946_684_800), "CreationDate D:20000101000000+00'00'");
     use ElementKind::*;
     let top = "Field Station Handbook";
     let expected = vec![
@@ -257,7 +258,10 @@ fn the_fallback_reads_the_same_text_page_by_page() {
         let path = fixture(name);
         let bytes = std::fs::read(&path).unwrap();
         let pdfium = parse_bytes(&path, &bytes).unwrap();
-        let (title, fallback) = parse_fallback(&path, &bytes).unwrap();
+        let parsed = parse_fallback(&path, &bytes).unwrap();
+        let (title, fallback) = (parsed.title, parsed.elements);
+        // Both read the information dictionary's creation date (the CUAD files have none).
+        assert_eq!(parsed.date, pdfium.date, "{name}");
         assert!(fallback.iter().all(|e| e.section.is_empty()));
         assert!(
             fallback
@@ -272,12 +276,16 @@ fn the_fallback_reads_the_same_text_page_by_page() {
         assert!(fallback.iter().all(|e| e.page.is_some_and(|p| p <= pages)));
         let expected_title = (name == "handbook.pdf").then(|| "Field Station Handbook".into());
         assert_eq!(title, expected_title, "{name}");
+        // reportlab wrote D:20000101000000+00'00' (its invariant mode).
+        let expected_date = (name == "handbook.pdf").then(|| 946_684_800);
+        assert_eq!(parsed.date, expected_date, "{name}");
     }
-    let (_, handbook) = parse_fallback(
+    let handbook = parse_fallback(
         Path::new("handbook.pdf"),
         &std::fs::read(fixture("handbook.pdf")).unwrap(),
     )
-    .unwrap();
+    .unwrap()
+    .elements;
     let items: Vec<String> = handbook
         .iter()
         .filter(|e| e.block.kind() == ElementKind::ListItem)

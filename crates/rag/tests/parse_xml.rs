@@ -30,6 +30,8 @@ fn count(t: &str) -> forja_rag::Result<usize> {
 fn xbrl_facts_become_one_table_with_contexts_and_units_resolved() {
     let doc = parse_file(&fixture("acme-2023.xml")).unwrap();
     assert_eq!(doc.title, "Acme Widgets, Inc. 10-K 2023-12-31");
+    // Dated by the period it reports on (dei:DocumentPeriodEndDate).
+    assert_eq!(doc.date, Some(1_703_980_800));
     let Block::Table(t) = &doc.elements[0].block else {
         panic!("{:?}", doc.elements[0])
     };

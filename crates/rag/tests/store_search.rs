@@ -56,6 +56,7 @@ on_both_stores!(
     a_failing_write_rolls_the_whole_file_back,
     answers_cite_what_fits_and_refuse_without_relevant_sources,
     files_over_the_size_limit_fail_alone_and_unread,
+    date_filters_use_the_documents_own_date_else_the_files,
 );
 
 fn files_over_the_size_limit_fail_alone_and_unread(ts: &TestStore, tmp: &Path) {
@@ -568,4 +569,79 @@ fn answers_cite_what_fits_and_refuse_without_relevant_sources(ts: &TestStore, tm
     .unwrap();
     assert!(none.is_none());
     assert_eq!(g.calls, 1);
+}
+
+/// Seconds since the epoch of a day, through the same reader users' dates go through.
+fn day(date: &str) -> i64 {
+    forja_rag::date::parse(date).unwrap()
+}
+
+fn date_filters_use_the_documents_own_date_else_the_files(ts: &TestStore, tmp: &Path) {
+    let dir = tmp.join("dated");
+    write(
+        &dir,
+        "report.md",
+        "---\ntitle: Second quarter report\ndate: 2023-06-30\n---\n\nRevenue grew in the quarter.\n",
+    );
+    write(
+        &dir,
+        "page.html",
+        "<html><head><meta name=\"date\" content=\"2024-02-10T09:00:00Z\"></head>\
+         <body><p>Revenue fell in the winter.</p></body></html>",
+    );
+    let notes = write(&dir, "notes.txt", "Revenue notes from the meeting.\n");
+    let set_mtime = |date: &str| {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(day(date) as u64);
+        fs::File::options()
+            .write(true)
+            .open(&notes)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    set_mtime("2025-01-15");
+    let store = ts.open();
+    let e = BagOfWords::default();
+    run(&store, &dir, &e);
+    let found = |after: Option<&str>, before: Option<&str>| {
+        let (after, before) = forja_rag::date::range(after, before).unwrap();
+        let mut names: Vec<String> = [SearchMode::Bm25, SearchMode::Vector, SearchMode::Hybrid]
+            .into_iter()
+            .flat_map(|mode| {
+                let q = SearchQuery {
+                    filters: Filters {
+                        after,
+                        before,
+                        ..Filters::default()
+                    },
+                    ..query("revenue", mode, 10)
+                };
+                search(&store, "docs", &q, Some(&e)).unwrap()
+            })
+            .map(|h| h.source.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    assert_eq!(found(None, None), ["notes.txt", "page.html", "report.md"]);
+    // The front matter's date, the meta tag's, the file's modification time.
+    assert_eq!(found(None, Some("2023-06-30")), ["report.md"]);
+    assert_eq!(found(Some("2023-07-01"), Some("2024-12-31")), ["page.html"]);
+    assert_eq!(found(Some("2024-02-10T09:00:01Z"), None), ["notes.txt"]);
+    assert_eq!(found(Some("2026-01-01"), None), Vec::<String>::new());
+    let hits = search(&store, "docs", &query("revenue", SearchMode::Bm25, 10), None).unwrap();
+    let date_of = |name: &str| {
+        hits.iter()
+            .find(|h| h.source.ends_with(name))
+            .and_then(|h| h.date)
+    };
+    assert_eq!(date_of("report.md"), Some(day("2023-06-30")));
+    assert_eq!(date_of("page.html"), Some(day("2024-02-10T09:00:00Z")));
+    assert_eq!(date_of("notes.txt"), Some(day("2025-01-15")));
+    // A file touched without changing is not re-read, and its date follows the new time.
+    set_mtime("2022-03-01");
+    let r = run(&store, &dir, &e);
+    assert_eq!((r.unchanged, r.updated), (3, 0));
+    assert_eq!(found(None, Some("2022-12-31")), ["notes.txt"]);
 }

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::Parsed;
 use super::package::{Package, error};
 use super::xml_tree::{self, XmlElement, XmlNode};
 use crate::document::{Block, Element, SectionPath, Table, normalize_space};
@@ -22,6 +23,7 @@ const W: &str = "http://schemas.openxmlformats.org/wordprocessingml/2006/main";
 const W_STRICT: &str = "http://purl.oclc.org/ooxml/wordprocessingml/main";
 const MC: &str = "http://schemas.openxmlformats.org/markup-compatibility/2006";
 const DC: &str = "http://purl.org/dc/elements/1.1/";
+const DCTERMS: &str = "http://purl.org/dc/terms/";
 const RELS: &str = "http://schemas.openxmlformats.org/package/2006/relationships";
 
 /// Elements whose content is not document text.
@@ -60,7 +62,7 @@ fn w_child<'a>(e: &'a XmlElement, local: &str) -> Option<&'a XmlElement> {
     e.elements().find(|c| w(c, local))
 }
 
-pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<Element>)> {
+pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let mut package = Package::open(path, bytes, "DOCX")?;
     let main = main_part(path, &mut package)?;
     let Some(xml) = package.read(&main)? else {
@@ -93,14 +95,21 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<El
         Some(xml) => styles(&xml_tree::parse(path, &styles_name, &xml)?),
         None => HashMap::new(),
     };
-    let core_title = match package.read("docProps/core.xml")? {
-        Some(xml) => xml_tree::parse(path, "docProps/core.xml", &xml)?
-            .elements()
-            .find(|e| e.is(DC, "title"))
-            .map(|e| normalize_space(&e.text()))
-            .filter(|t| !t.is_empty()),
+    let core = match package.read("docProps/core.xml")? {
+        Some(xml) => Some(xml_tree::parse(path, "docProps/core.xml", &xml)?),
         None => None,
     };
+    let core_text = |ns, name| {
+        core.as_ref()?
+            .elements()
+            .find(|e| e.is(ns, name))
+            .map(|e| normalize_space(&e.text()))
+            .filter(|t| !t.is_empty())
+    };
+    let core_title = core_text(DC, "title");
+    let date = core_text(DCTERMS, "created")
+        .or_else(|| core_text(DCTERMS, "modified"))
+        .and_then(|d| crate::date::parse(&d));
     let mut b = Builder {
         styles,
         pages: Pages::of(body),
@@ -108,8 +117,11 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<El
         ..Builder::default()
     };
     b.blocks(body);
-    let title = b.title.or(core_title).or(b.first_h1);
-    Ok((title, b.elements))
+    Ok(Parsed {
+        title: b.title.or(core_title).or(b.first_h1),
+        date,
+        elements: b.elements,
+    })
 }
 
 /// The package's main document part, from its relationships (`word/document.xml` in every

@@ -6,6 +6,7 @@
 use ego_tree::NodeRef;
 use scraper::{ElementRef, Html, Node};
 
+use super::Parsed;
 use crate::document::{Block, Element, SectionPath, Table, normalize_space};
 
 /// Elements whose content is never document text.
@@ -144,19 +145,46 @@ impl Walker {
     }
 }
 
-pub(super) fn parse(text: &str) -> (Option<String>, Vec<Element>) {
+/// `<meta>` tags that date a page (by `name`, `property` or `itemprop`), in order of preference:
+/// publication before modification.
+const DATE_META: [&str; 9] = [
+    "date",
+    "dcterms.created",
+    "dcterms.date",
+    "dc.date",
+    "dc.date.created",
+    "article:published_time",
+    "datepublished",
+    "dcterms.modified",
+    "article:modified_time",
+];
+
+pub(super) fn parse(text: &str) -> Parsed {
     let html = Html::parse_document(text);
-    let title = html
-        .root_element()
-        .descendants()
-        .filter_map(ElementRef::wrap)
+    let elements = || html.root_element().descendants().filter_map(ElementRef::wrap);
+    let title = elements()
         .find(|e| e.value().name() == "title")
         .map(|e| normalize_space(&e.text().collect::<String>()));
+    let mut dates: Vec<(usize, i64)> = elements()
+        .filter(|e| e.value().name() == "meta")
+        .filter_map(|e| {
+            let v = e.value();
+            let key = v.attr("name").or(v.attr("property")).or(v.attr("itemprop"))?;
+            let rank = DATE_META
+                .iter()
+                .position(|m| m.eq_ignore_ascii_case(key.trim()))?;
+            Some((rank, crate::date::parse(v.attr("content")?)?))
+        })
+        .collect();
+    dates.sort_by_key(|d| d.0);
     let mut w = Walker::default();
     w.walk(html.tree.root());
     w.flush();
-    let title = title.filter(|t| !t.is_empty()).or(w.first_h1);
-    (title, w.elements)
+    Parsed {
+        title: title.filter(|t| !t.is_empty()).or(w.first_h1),
+        date: dates.first().map(|d| d.1),
+        elements: w.elements,
+    }
 }
 
 fn heading_level(name: &str) -> Option<u8> {

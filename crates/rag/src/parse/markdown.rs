@@ -3,6 +3,7 @@
 
 use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 
+use super::Parsed;
 use crate::document::{Block, Element, SectionPath, Table, normalize_space};
 
 /// Builds elements from the event stream.
@@ -21,6 +22,9 @@ struct Builder {
     table: Option<Table>,
     row: Vec<String>,
     cell: Option<String>,
+    /// The YAML front matter (`---` … `---` at the top), when inside it or after it.
+    front_matter: Option<String>,
+    in_front_matter: bool,
 }
 
 impl Builder {
@@ -50,11 +54,31 @@ impl Builder {
     }
 }
 
-pub(super) fn parse(text: &str) -> (Option<String>, Vec<Element>) {
+/// The value of `key: value` in YAML front matter (top-level keys only, quotes removed).
+fn front_matter_value<'a>(yaml: &'a str, key: &str) -> Option<&'a str> {
+    yaml.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+        (k == key && !v.is_empty()).then_some(v)
+    })
+}
+
+pub(super) fn parse(text: &str) -> Parsed {
     let mut b = Builder::default();
-    let options = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
+    let options = Options::ENABLE_TABLES
+        | Options::ENABLE_STRIKETHROUGH
+        | Options::ENABLE_YAML_STYLE_METADATA_BLOCKS;
     for (event, range) in Parser::new_ext(text, options).into_offset_iter() {
+        if b.in_front_matter {
+            match event {
+                Event::Text(t) => b.front_matter.get_or_insert_default().push_str(&t),
+                Event::End(TagEnd::MetadataBlock(_)) => b.in_front_matter = false,
+                _ => {}
+            }
+            continue;
+        }
         match event {
+            Event::Start(Tag::MetadataBlock(_)) => b.in_front_matter = true,
             Event::Start(Tag::Heading { level, .. }) => {
                 b.heading = Some(heading_level(level));
                 b.buf.clear();
@@ -150,7 +174,13 @@ pub(super) fn parse(text: &str) -> (Option<String>, Vec<Element>) {
             _ => {}
         }
     }
-    (b.title, b.elements)
+    let yaml = b.front_matter.unwrap_or_default();
+    let meta_title = front_matter_value(&yaml, "title").map(normalize_space);
+    Parsed {
+        title: meta_title.or(b.title),
+        date: front_matter_value(&yaml, "date").and_then(crate::date::parse),
+        elements: b.elements,
+    }
 }
 
 fn heading_level(level: HeadingLevel) -> u8 {

@@ -20,7 +20,7 @@ mod xml_tree;
 
 use std::path::Path;
 
-use crate::document::{Document, content_hash};
+use crate::document::{Document, Element, content_hash};
 use crate::error::{RagError, Result};
 
 /// A file format forja recognizes by extension.
@@ -63,6 +63,26 @@ impl Format {
 }
 
 /// Reads and parses `path`.
+/// What a format's parser reads from a file: the title and date it gives itself, if any, and
+/// its elements.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parsed {
+    pub title: Option<String>,
+    /// Seconds since the Unix epoch (see [`Document::date`]).
+    pub date: Option<i64>,
+    pub elements: Vec<Element>,
+}
+
+impl From<(Option<String>, Vec<Element>)> for Parsed {
+    fn from((title, elements): (Option<String>, Vec<Element>)) -> Self {
+        Parsed {
+            title,
+            date: None,
+            elements,
+        }
+    }
+}
+
 pub fn parse_file(path: &Path) -> Result<Document> {
     let bytes = std::fs::read(path).map_err(|source| RagError::Io {
         path: path.to_path_buf(),
@@ -77,21 +97,22 @@ pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Document> {
     let stem = path
         .file_stem()
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    let (title, elements) = match format {
+    let parsed: Parsed = match format {
         Format::Markdown => markdown::parse(as_text(path, bytes)?),
         Format::Html => html::parse(as_text(path, bytes)?),
-        Format::Csv { delimiter } => csv::parse(path, as_text(path, bytes)?, delimiter)?,
+        Format::Csv { delimiter } => csv::parse(path, as_text(path, bytes)?, delimiter)?.into(),
         Format::Docx => docx::parse(path, bytes)?,
-        Format::Spreadsheet => xlsx::parse(path, bytes)?,
+        Format::Spreadsheet => xlsx::parse(path, bytes)?.into(),
         Format::Xml => xml::parse(path, bytes)?,
         Format::Pdf => pdf::parse(path, bytes)?,
-        Format::Text => text::parse(as_text(path, bytes)?),
+        Format::Text => text::parse(as_text(path, bytes)?).into(),
     };
     Ok(Document {
         source: path.to_path_buf(),
-        title: title.filter(|t| !t.is_empty()).unwrap_or(stem),
+        title: parsed.title.filter(|t| !t.is_empty()).unwrap_or(stem),
         content_hash: content_hash(bytes),
-        elements,
+        date: parsed.date,
+        elements: parsed.elements,
     })
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use super::Parsed;
 use super::xml_tree::XmlElement;
 use crate::document::{Block, Element, Table, normalize_space};
 
@@ -43,7 +44,7 @@ struct Fact {
     value: String,
 }
 
-pub(super) fn parse(root: &XmlElement) -> (Option<String>, Vec<Element>) {
+pub(super) fn parse(root: &XmlElement) -> Parsed {
     let mut contexts = HashMap::new();
     let mut units = HashMap::new();
     for e in root.elements() {
@@ -121,9 +122,14 @@ pub(super) fn parse(root: &XmlElement) -> (Option<String>, Vec<Element>) {
             }
         }
     }
+    // The report is dated by the end of the period it reports on.
+    let date = title_parts[2].as_deref().and_then(crate::date::parse);
     let title: Vec<String> = title_parts.into_iter().flatten().collect();
-    let title = (!title.is_empty()).then(|| title.join(" "));
-    (title, elements)
+    Parsed {
+        title: (!title.is_empty()).then(|| title.join(" ")),
+        date,
+        elements,
+    }
 }
 
 fn element(block: Block, section: Vec<String>) -> Element {

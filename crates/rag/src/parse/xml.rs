@@ -17,6 +17,7 @@
 
 use std::path::Path;
 
+use super::Parsed;
 use super::xbrl;
 use super::xml_tree::{self, XmlElement, XmlNode};
 use crate::document::{Block, Element, Table, normalize_space};
@@ -33,7 +34,7 @@ const SHORT_WORDS: usize = 8;
 const MAX_PATH: usize = 4;
 const MAX_LABEL: usize = 80;
 
-pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<Element>)> {
+pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let root = xml_tree::parse(path, "", bytes)?;
     if xbrl::is_instance(&root) {
         return Ok(xbrl::parse(&root));
@@ -45,7 +46,7 @@ pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<El
     } else {
         w.container(&root, true);
     }
-    Ok((title, w.elements))
+    Ok((title, w.elements).into())
 }
 
 #[derive(Debug, Default)]

@@ -94,6 +94,10 @@ CREATE TABLE forja_rag.chunks (
 CREATE INDEX chunks_by_document ON forja_rag.chunks (document_id);
 CREATE INDEX chunks_by_collection ON forja_rag.chunks (collection_id);
 CREATE INDEX chunks_search_text ON forja_rag.chunks USING gin (search_text);
+", r"
+-- The date the document gives itself (seconds since the epoch), from its metadata; searches
+-- filter on it, else on mtime.
+ALTER TABLE forja_rag.documents ADD COLUMN date BIGINT;
 "];
 
 /// An open PostgreSQL store.
@@ -395,6 +399,14 @@ fn filter_sql(filters: &Filters, first: usize) -> (String, Vec<String>) {
     if let Some(k) = filters.kind {
         sql += &format!(" AND c.kind = ${n}");
         values.push(k.as_str().to_string());
+        n += 1;
+    }
+    for (bound, op) in [(filters.after, ">="), (filters.before, "<=")] {
+        if let Some(t) = bound {
+            sql += &format!(" AND COALESCE(d.date, d.mtime) {op} ${n}::bigint");
+            values.push(t.to_string());
+            n += 1;
+        }
     }
     (sql, values)
 }

@@ -51,6 +51,10 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_by_document ON chunks(document_id);
 CREATE INDEX chunks_by_collection ON chunks(collection_id);
 CREATE VIRTUAL TABLE chunk_fts USING fts5(text, tokenize = 'porter unicode61 remove_diacritics 2');
+", r"
+-- The date the document gives itself (seconds since the epoch), from its metadata; searches
+-- filter on it, else on mtime.
+ALTER TABLE documents ADD COLUMN date INTEGER;
 "];
 
 /// Separates the headings of a section path in the `section` column.
@@ -336,15 +340,16 @@ impl Backend for SqliteStore {
             delete_document_rows(&tx, collection, path)?;
             tx.execute(
                 "INSERT INTO documents \
-                 (collection_id, path, title, content_hash, mtime, ingested_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 (collection_id, path, title, content_hash, mtime, ingested_at, date) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     collection.id,
                     path,
                     doc.title,
                     doc.content_hash,
                     mtime,
-                    now_secs()
+                    now_secs(),
+                    doc.date
                 ],
             )?;
             let doc_id = tx.last_insert_rowid();
@@ -516,8 +521,8 @@ impl SqliteStore {
         self.conn
             .query_row(
                 "SELECT d.path, d.title, c.section, c.page, c.kind, c.text, c.span_start, \
-                 c.span_end FROM chunks c JOIN documents d ON d.id = c.document_id \
-                 WHERE c.id = ?1",
+                 c.span_end, COALESCE(d.date, d.mtime) FROM chunks c \
+                 JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
                 [id],
                 |r| {
                     let section: String = r.get(2)?;
@@ -537,6 +542,7 @@ impl SqliteStore {
                         kind: ElementKind::parse(&kind).unwrap_or(ElementKind::Text),
                         text: r.get(5)?,
                         span: start.zip(end).map(|(s, e)| s as usize..e as usize),
+                        date: r.get(8)?,
                         score: 0.0,
                         bm25_rank: None,
                         vector_rank: None,
@@ -563,6 +569,14 @@ fn filter_sql(filters: &Filters) -> (String, Vec<Value>) {
     if let Some(k) = filters.kind {
         sql += " AND c.kind = ?";
         values.push(Value::Text(k.as_str().to_string()));
+    }
+    if let Some(t) = filters.after {
+        sql += " AND COALESCE(d.date, d.mtime) >= ?";
+        values.push(Value::Integer(t));
+    }
+    if let Some(t) = filters.before {
+        sql += " AND COALESCE(d.date, d.mtime) <= ?";
+        values.push(Value::Integer(t));
     }
     (sql, values)
 }

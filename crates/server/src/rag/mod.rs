@@ -164,6 +164,7 @@ pub fn cited(index: usize, hit: &forja_rag::Hit) -> forja_api::rag::CitedChunk {
         kind: hit.kind.as_str(),
         label: forja_rag::answer::source_label(hit),
         text: hit.text.clone(),
+        date: hit.date.map(forja_rag::date::iso_date),
         chunk_id: hit.chunk_id,
         score: hit.score,
         bm25_rank: hit.bm25_rank,
@@ -210,6 +211,8 @@ pub fn query(
                 )
             })?),
         };
+        (out.after, out.before) = forja_rag::date::range(f.after.as_deref(), f.before.as_deref())
+            .map_err(|e| ApiError::param(&format!("filters.{}", e.bound), e.message))?;
     }
     Ok(forja_rag::SearchQuery {
         text: text.to_string(),

@@ -13,6 +13,7 @@ use std::sync::Once;
 use lopdf::content::Content;
 use lopdf::{Dictionary, Document, Object, ObjectId};
 
+use super::Info;
 use crate::error::{RagError, Result};
 
 thread_local! {
@@ -23,8 +24,8 @@ thread_local! {
 
 static HOOK: Once = Once::new();
 
-/// The metadata title (when set) and the text of each page, page 1 first.
-pub(super) fn extract(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<String>)> {
+/// The document's metadata (title, date) and the text of each page, page 1 first.
+pub(super) fn extract(path: &Path, bytes: &[u8]) -> Result<(Info, Vec<String>)> {
     guarded(path, || extract_unguarded(path, bytes))
 }
 
@@ -74,7 +75,7 @@ fn first_line(message: &str) -> &str {
     if line.is_empty() { "it panicked" } else { line }
 }
 
-fn extract_unguarded(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<String>)> {
+fn extract_unguarded(path: &Path, bytes: &[u8]) -> Result<(Info, Vec<String>)> {
     let err = |what: String| RagError::Parse {
         path: path.to_path_buf(),
         line: None,
@@ -91,13 +92,13 @@ fn extract_unguarded(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<S
     if doc.is_encrypted() && doc.encryption_state.is_none() {
         return Err(err(super::ENCRYPTED.to_string()));
     }
-    let title = info_title(&doc);
+    let info = info(&doc);
     let mut pages = Vec::new();
     for (number, id) in doc.get_pages() {
         let text = page_text(&doc, id).map_err(|e| err(format!("page {number}: {e}")))?;
         pages.push(text);
     }
-    Ok((title, pages))
+    Ok((info, pages))
 }
 
 /// Form XObjects nest at most this deep (deeper ones are skipped).
@@ -281,16 +282,22 @@ fn collect(text: &mut String, encoding: &lopdf::Encoding<'_>, operands: &[Object
 }
 
 /// The `/Title` of the document information dictionary.
-fn info_title(doc: &Document) -> Option<String> {
-    let info = doc.trailer.get(b"Info").ok()?;
-    let dict = match info {
-        Object::Reference(id) => doc.get_dictionary(*id).ok()?,
-        Object::Dictionary(d) => d,
-        _ => return None,
+/// The document information dictionary's title and dates.
+fn info(doc: &Document) -> Info {
+    let dict = match doc.trailer.get(b"Info") {
+        Ok(Object::Reference(id)) => doc.get_dictionary(*id).ok(),
+        Ok(Object::Dictionary(d)) => Some(d),
+        _ => None,
     };
-    let title = lopdf::decode_text_string(dict.get(b"Title").ok()?).ok()?;
-    let title = crate::document::normalize_space(&title);
-    (!title.is_empty() && title != "(unspecified)" && title != "untitled").then_some(title)
+    let text = |key: &[u8]| {
+        dict.and_then(|d| d.get(key).ok())
+            .and_then(|v| lopdf::decode_text_string(v).ok())
+    };
+    Info::new(
+        text(b"Title").as_deref(),
+        text(b"CreationDate").as_deref(),
+        text(b"ModDate").as_deref(),
+    )
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::path::Path;
 
 pub use library::pdfium_missing;
 
+use super::Parsed;
 use crate::document::{Block, Element};
 use crate::error::{RagError, Result};
 
@@ -23,24 +24,50 @@ use crate::error::{RagError, Result};
 const ENCRYPTED: &str = "encrypted PDF: it needs a password, which forja does not \
 ask for (save an unprotected copy)";
 
-/// The title (metadata title, else first heading) and elements of the PDF in `bytes`, with
-/// pdfium when it is installed, else with the built-in extractor.
-pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<Element>)> {
+/// What the document information dictionary says of the document.
+#[derive(Debug, Default)]
+struct Info {
+    /// `Title`, unless empty or a placeholder.
+    title: Option<String>,
+    /// `CreationDate`, else `ModDate`.
+    date: Option<i64>,
+}
+
+impl Info {
+    /// From the raw values of `Title`, `CreationDate` and `ModDate`.
+    fn new(title: Option<&str>, created: Option<&str>, modified: Option<&str>) -> Info {
+        let title = title
+            .map(crate::document::normalize_space)
+            .filter(|t| !t.is_empty() && t != "(unspecified)" && t != "untitled");
+        let date = created
+            .and_then(crate::date::parse)
+            .or_else(|| modified.and_then(crate::date::parse));
+        Info { title, date }
+    }
+}
+
+/// The title (metadata title, else first heading), date and elements of the PDF in `bytes`,
+/// with pdfium when it is installed, else with the built-in extractor.
+pub(super) fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     match library::pdfium() {
         Ok(pdfium) => {
-            let (meta_title, pages) = pdfium::extract(pdfium, path, bytes)?;
+            let (info, pages) = pdfium::extract(pdfium, path, bytes)?;
             require_text(path, pages.len(), pages.iter().all(Vec::is_empty), "")?;
             let (first_heading, elements) = layout::elements(&pages);
-            Ok((meta_title.or(first_heading), elements))
+            Ok(Parsed {
+                title: info.title.or(first_heading),
+                date: info.date,
+                elements,
+            })
         }
         Err(_) => parse_fallback(path, bytes),
     }
 }
 
 /// The PDF in `bytes` read by the built-in extractor, as [`crate::parse_bytes`] reads it when
-/// pdfium is not installed: the metadata title and one or more paragraphs per page.
-pub fn parse_fallback(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<Element>)> {
-    let (title, pages) = fallback::extract(path, bytes)?;
+/// pdfium is not installed: the metadata title and date, and one or more paragraphs per page.
+pub fn parse_fallback(path: &Path, bytes: &[u8]) -> Result<Parsed> {
+    let (info, pages) = fallback::extract(path, bytes)?;
     require_text(
         path,
         pages.len(),
@@ -59,7 +86,11 @@ pub fn parse_fallback(path: &Path, bytes: &[u8]) -> Result<(Option<String>, Vec<
             });
         }
     }
-    Ok((title, elements))
+    Ok(Parsed {
+        title: info.title,
+        date: info.date,
+        elements,
+    })
 }
 
 /// An error when the document has no page, or no text on any (`hint` ends the message).

@@ -9,23 +9,26 @@ use pdfium_render::prelude::{
     PdfiumInternalError,
 };
 
+use super::Info;
 use super::layout::{Cell, Line};
 use crate::error::{RagError, Result};
 
-/// The document's metadata title (when set) and the lines of each page, page 1 first.
+/// The document's metadata (title, date) and the lines of each page, page 1 first.
 pub(super) fn extract(
     pdfium: &Pdfium,
     path: &Path,
     bytes: &[u8],
-) -> Result<(Option<String>, Vec<Vec<Line>>)> {
+) -> Result<(Info, Vec<Vec<Line>>)> {
     let doc = pdfium
         .load_pdf_from_byte_slice(bytes, None)
         .map_err(|e| open_error(path, &e))?;
-    let title = doc
-        .metadata()
-        .get(PdfDocumentMetadataTagType::Title)
-        .map(|t| crate::document::normalize_space(t.value()))
-        .filter(|t| !t.is_empty() && t != "(unspecified)" && t != "untitled");
+    let meta = doc.metadata();
+    let tag = |t| meta.get(t).map(|v| v.value().to_string());
+    let info = Info::new(
+        tag(PdfDocumentMetadataTagType::Title).as_deref(),
+        tag(PdfDocumentMetadataTagType::CreationDate).as_deref(),
+        tag(PdfDocumentMetadataTagType::ModificationDate).as_deref(),
+    );
     let mut pages = Vec::new();
     for (i, page) in doc.pages().iter().enumerate() {
         let text = page.text().map_err(|e| RagError::Parse {
@@ -48,7 +51,7 @@ pub(super) fn extract(
         lines.extend(current.finish());
         pages.push(lines);
     }
-    Ok((title, pages))
+    Ok((info, pages))
 }
 
 /// A clear message for a document pdfium would not open.

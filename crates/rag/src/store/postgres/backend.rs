@@ -224,14 +224,15 @@ impl Backend for PgStore {
             let mut tx = conn.begin().await?;
             let old = delete_document_rows(&mut tx, c, path).await?;
             let doc_id: i64 = sqlx::query_scalar(
-                "INSERT INTO documents (collection_id, path, title, content_hash, mtime) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                "INSERT INTO documents (collection_id, path, title, content_hash, mtime, date) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
             .bind(c.id)
             .bind(path)
             .bind(&doc.title)
             .bind(&doc.content_hash)
             .bind(mtime)
+            .bind(doc.date)
             .fetch_one(&mut *tx)
             .await?;
             let mut terms: i64 = 0;
@@ -362,7 +363,8 @@ impl Backend for PgStore {
         };
         let sql = format!(
             "SELECT c.id, d.path, d.title, c.section, c.page, c.kind, c.text, c.span_start, \
-             c.span_end, {similarity} FROM chunks c JOIN documents d ON d.id = c.document_id \
+             c.span_end, {similarity}, COALESCE(d.date, d.mtime) FROM chunks c \
+             JOIN documents d ON d.id = c.document_id \
              JOIN {} v ON v.chunk_id = c.id WHERE c.id = ANY($1)",
             vec_table(c.id)
         );
@@ -394,6 +396,7 @@ impl Backend for PgStore {
                             span: start
                                 .zip(end)
                                 .map(|(s, e)| s.max(0) as usize..e.max(0) as usize),
+                            date: r.try_get(10)?,
                             score: 0.0,
                             bm25_rank: None,
                             vector_rank: None,
