@@ -61,7 +61,10 @@ pub fn run(a: EmbedBenchArgs) -> Result<()> {
         .with_context(|| format!("reading {}", a.texts.display()))?;
     let texts: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     if texts.is_empty() {
-        bail!("{}: no text to embed (one text per line)", a.texts.display());
+        bail!(
+            "{}: no text to embed (one text per line)",
+            a.texts.display()
+        );
     }
     let dir = embedding_model_dir(a.embedding_model.as_deref())?;
     let embedder = load_embedder_at(&dir)?;

@@ -79,6 +79,30 @@ fn search_ranks_by_meaning_keywords_and_kind(home: &Path, common: &[&str]) {
             .contains("cooling.md, Server cooling > Fans"),
         "{out}"
     );
+    // Every document here is dated by its file's time (written by this test, today).
+    let dated = |after: &str, before: &str| {
+        let mut args = vec!["search", "fan", "--after", after, "--before", before];
+        args.extend(common);
+        forja(home, &args)
+    };
+    let r = dated("2000-01-01", "2999-12-31");
+    assert!(r.stdout.contains("cooling.md"), "{}{}", r.stdout, r.stderr);
+    let r = dated("2999-01-01", "2999-12-31");
+    assert_eq!(
+        (r.code, r.stdout.trim()),
+        (0, "no chunk matches"),
+        "{}",
+        r.stderr
+    );
+    let r = dated("2024-01-01", "soon");
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("--before \"soon\" is not a date"),
+        "{}",
+        r.stderr
+    );
+    let r = dated("2025-01-01", "2024-01-01");
+    assert!(r.stderr.contains("later than before"), "{}", r.stderr);
 }
 
 fn write_docs(dir: &Path) {

@@ -10,7 +10,7 @@
 //! by `bench/rag/embed-vs-sentence-transformers.sh` and adds to the vector and hybrid rows.
 //!
 //! Usage: cargo run --release -p forja-rag --example query_latency -- STORE TEXT_DIR
-//!        [--chunks 100000] [--queries 300] [--k 5]
+//!        [--chunks 100000] [--queries 300] [--k 5]     (--queries 0: fill only)
 //! STORE: a SQLite file or a postgres:// URL (the collection `latency` is reused if full).
 
 use std::path::PathBuf;
@@ -132,16 +132,16 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let texts: Vec<(String, Vec<u8>)> = files
         .iter()
         .map(|p| {
-            let name = p.file_name().map_or_else(String::new, |n| {
-                n.to_string_lossy().into_owned()
-            });
+            let name = p
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             Ok((name, std::fs::read(p)?))
         })
         .collect::<std::io::Result<_>>()?;
     let options = ChunkOptions::for_model(embedder.max_tokens());
     let fill = Instant::now();
     let mut round = 0;
-    let mut chunks = store.chunk_counts(&c)?.1;
+    let mut chunks = store.chunk_counts(&c)?.0;
     'fill: while chunks < a.chunks {
         for (name, bytes) in &texts {
             let key = format!("copy{round}/{name}");
@@ -152,18 +152,34 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             }
         }
         round += 1;
-        eprintln!("{chunks} chunks after {:.0} s", fill.elapsed().as_secs_f64());
+        eprintln!(
+            "{chunks} chunks after {:.0} s",
+            fill.elapsed().as_secs_f64()
+        );
     }
-    let (documents, chunks, _) = store.chunk_counts(&c)?;
+    let (chunks, _, _) = store.chunk_counts(&c)?;
+    let documents = store
+        .collections()?
+        .into_iter()
+        .find(|s| s.collection.name == COLLECTION)
+        .map_or(0, |s| s.documents);
     eprintln!(
         "collection: {documents} documents, {chunks} chunks (filled in {:.0} s)",
         fill.elapsed().as_secs_f64()
     );
 
+    if a.queries == 0 {
+        return Ok(());
+    }
     // Queries: lines of the text of 6 to 40 words, cut to their first 12 words, spread evenly.
     let lines: Vec<String> = texts
         .iter()
-        .flat_map(|(_, b)| String::from_utf8_lossy(b).lines().map(str::to_string).collect::<Vec<_>>())
+        .flat_map(|(_, b)| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .filter(|l| (6..=40).contains(&l.split_whitespace().count()))
         .collect();
     let step = (lines.len() / a.queries.max(1)).max(1);
@@ -176,7 +192,11 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     println!(
         "| store | chunks | mode | queries | k | p50 ms | p99 ms | mean ms |\n|---|---|---|---|---|---|---|---|"
     );
-    let kind = if forja_rag::is_postgres_url(&a.store) { "postgres" } else { "sqlite" };
+    let kind = if forja_rag::is_postgres_url(&a.store) {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     for (mode, name) in [
         (SearchMode::Bm25, "bm25"),
         (SearchMode::Vector, "vector"),
@@ -184,12 +204,22 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     ] {
         // One untimed pass warms the caches (pages of the store file, prepared statements).
         for q in queries.iter().take(10) {
-            let query = SearchQuery { text: q.clone(), mode, k: a.k, filters: Default::default() };
+            let query = SearchQuery {
+                text: q.clone(),
+                mode,
+                k: a.k,
+                filters: Default::default(),
+            };
             search(&store, COLLECTION, &query, Some(&embedder))?;
         }
         let mut ms = Vec::with_capacity(queries.len());
         for q in &queries {
-            let query = SearchQuery { text: q.clone(), mode, k: a.k, filters: Default::default() };
+            let query = SearchQuery {
+                text: q.clone(),
+                mode,
+                k: a.k,
+                filters: Default::default(),
+            };
             let t = Instant::now();
             let hits = search(&store, COLLECTION, &query, Some(&embedder))?;
             ms.push(t.elapsed().as_secs_f64() * 1e3);

@@ -17,7 +17,11 @@ pub fn parse(text: &str) -> Option<i64> {
         return Some(d.timestamp());
     }
     let t = t.strip_suffix('Z').unwrap_or(t);
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(d) = NaiveDateTime::parse_from_str(t, f) {
             return Some(d.and_utc().timestamp());
         }
@@ -96,12 +100,14 @@ pub fn range(
 ) -> Result<(Option<i64>, Option<i64>), BoundError> {
     let read = |bound: &'static str, text: Option<&str>, end_of_day| match text {
         None => Ok(None),
-        Some(t) => parse_bound(t, end_of_day).map(Some).ok_or_else(|| BoundError {
-            bound,
-            message: format!(
-                "{bound} {t:?} is not a date: write it as 2024-03-31 or 2024-03-31T12:00:00Z"
-            ),
-        }),
+        Some(t) => parse_bound(t, end_of_day)
+            .map(Some)
+            .ok_or_else(|| BoundError {
+                bound,
+                message: format!(
+                    "{bound} {t:?} is not a date: write it as 2024-03-31 or 2024-03-31T12:00:00Z"
+                ),
+            }),
     };
     let (a, b) = (read("after", after, false)?, read("before", before, true)?);
     if let (Some(x), Some(y)) = (a, b)
@@ -137,14 +143,39 @@ mod tests {
     #[test]
     fn iso_forms() {
         assert_eq!(parse("2024-03-31"), Some(at(2024, 3, 31, 0, 0, 0)));
-        assert_eq!(parse("2024-03-31T12:30:05Z"), Some(at(2024, 3, 31, 12, 30, 5)));
-        assert_eq!(parse("2024-03-31T12:30:05"), Some(at(2024, 3, 31, 12, 30, 5)));
-        assert_eq!(parse("2024-03-31 12:30:05"), Some(at(2024, 3, 31, 12, 30, 5)));
-        assert_eq!(parse("2024-03-31T12:30:05.250Z"), Some(at(2024, 3, 31, 12, 30, 5)));
-        assert_eq!(parse("2024-03-31T14:30:05+02:00"), Some(at(2024, 3, 31, 12, 30, 5)));
-        assert_eq!(parse("2024-03-31T14:30:05+0200"), Some(at(2024, 3, 31, 12, 30, 5)));
+        assert_eq!(
+            parse("2024-03-31T12:30:05Z"),
+            Some(at(2024, 3, 31, 12, 30, 5))
+        );
+        assert_eq!(
+            parse("2024-03-31T12:30:05"),
+            Some(at(2024, 3, 31, 12, 30, 5))
+        );
+        assert_eq!(
+            parse("2024-03-31 12:30:05"),
+            Some(at(2024, 3, 31, 12, 30, 5))
+        );
+        assert_eq!(
+            parse("2024-03-31T12:30:05.250Z"),
+            Some(at(2024, 3, 31, 12, 30, 5))
+        );
+        assert_eq!(
+            parse("2024-03-31T14:30:05+02:00"),
+            Some(at(2024, 3, 31, 12, 30, 5))
+        );
+        assert_eq!(
+            parse("2024-03-31T14:30:05+0200"),
+            Some(at(2024, 3, 31, 12, 30, 5))
+        );
         assert_eq!(parse("2024-03-31T12:30"), Some(at(2024, 3, 31, 12, 30, 0)));
-        for bad in ["", "yesterday", "2024-02-30", "2024-13-01", "31/03/2024", "2024"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2024-02-30",
+            "2024-13-01",
+            "31/03/2024",
+            "2024",
+        ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
     }
@@ -152,12 +183,25 @@ mod tests {
     #[test]
     fn pdf_forms() {
         assert_eq!(parse("D:20240331123005Z"), Some(at(2024, 3, 31, 12, 30, 5)));
-        assert_eq!(parse("D:20240331143005+02'00'"), Some(at(2024, 3, 31, 12, 30, 5)));
-        assert_eq!(parse("D:20240331073005-05'00"), Some(at(2024, 3, 31, 12, 30, 5)));
+        assert_eq!(
+            parse("D:20240331143005+02'00'"),
+            Some(at(2024, 3, 31, 12, 30, 5))
+        );
+        assert_eq!(
+            parse("D:20240331073005-05'00"),
+            Some(at(2024, 3, 31, 12, 30, 5))
+        );
         assert_eq!(parse("D:20240331123005"), Some(at(2024, 3, 31, 12, 30, 5)));
         assert_eq!(parse("D:202403"), Some(at(2024, 3, 1, 0, 0, 0)));
         assert_eq!(parse("D:2024"), Some(at(2024, 1, 1, 0, 0, 0)));
-        for bad in ["D:", "D:20", "D:2024033", "D:20241340", "D:20240331x", "D:20240331+a'"] {
+        for bad in [
+            "D:",
+            "D:20",
+            "D:2024033",
+            "D:20241340",
+            "D:20240331x",
+            "D:20240331+a'",
+        ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
     }
@@ -167,7 +211,10 @@ mod tests {
         let start = at(2024, 12, 31, 0, 0, 0);
         assert_eq!(parse_bound("2024-12-31", false), Some(start));
         assert_eq!(parse_bound("2024-12-31", true), Some(start + 86_399));
-        assert_eq!(parse_bound("2024-12-31T06:00:00Z", true), Some(start + 6 * 3600));
+        assert_eq!(
+            parse_bound("2024-12-31T06:00:00Z", true),
+            Some(start + 6 * 3600)
+        );
         assert_eq!(parse_bound("soon", true), None);
     }
 
@@ -178,7 +225,11 @@ mod tests {
         assert_eq!(range(None, None).unwrap(), (None, None));
         let e = range(Some("2024-01-01"), Some("last week")).unwrap_err();
         assert_eq!(e.bound, "before");
-        assert!(e.message.contains("\"last week\" is not a date"), "{}", e.message);
+        assert!(
+            e.message.contains("\"last week\" is not a date"),
+            "{}",
+            e.message
+        );
         let e = range(Some("2025-01-01"), Some("2024-01-01")).unwrap_err();
         assert_eq!(e.bound, "after");
         assert!(e.message.contains("later than before"), "{}", e.message);

@@ -87,7 +87,7 @@ fn front_matter_and_meta_tags_give_title_and_date() {
     let all = format!("{:?}", doc.elements);
     assert!(!all.contains("tags"), "{all}");
     let para = doc.elements.last().unwrap();
-    assert_eq!(&md[para.span.clone().unwrap()], "The board met.");
+    assert_eq!(md[para.span.clone().unwrap()].trim(), "The board met.");
     // An unreadable date is no date.
     let odd = parse_bytes(Path::new("x.md"), b"---\ndate: someday\n---\n\ntext\n").unwrap();
     assert_eq!(odd.date, None);
@@ -100,7 +100,8 @@ fn front_matter_and_meta_tags_give_title_and_date() {
       </head><body><p>News.</p></body></html>"#;
     let doc = parse_bytes(Path::new("news.html"), html.as_bytes()).unwrap();
     assert_eq!(doc.date, forja_rag::date::parse("2023-01-02"));
-    let only_modified = r#"<meta property="article:modified_time" content="2024-05-01T00:00:00+02:00"><p>x</p>"#;
+    let only_modified =
+        r#"<meta property="article:modified_time" content="2024-05-01T00:00:00+02:00"><p>x</p>"#;
     let doc = parse_bytes(Path::new("news.html"), only_modified.as_bytes()).unwrap();
     assert_eq!(doc.date, forja_rag::date::parse("2024-04-30T22:00:00Z"));
 }

@@ -94,7 +94,11 @@ fn pdfium_reads_headings_sections_pages_and_the_title() {
     with_pdfium();
     let doc = parse_file(&fixture("handbook.pdf")).unwrap();
     assert_eq!(doc.title, "Field Station Handbook");
-    assert_eq!(doc.date, Some(946_684_800), "CreationDate D:20000101000000+00'00'");
+    assert_eq!(
+        doc.date,
+        Some(946_684_800),
+        "CreationDate D:20000101000000+00'00'"
+    );
     use ElementKind::*;
     let top = "Field Station Handbook";
     let expected = vec![
@@ -260,7 +264,7 @@ fn the_fallback_reads_the_same_text_page_by_page() {
         let pdfium = parse_bytes(&path, &bytes).unwrap();
         let parsed = parse_fallback(&path, &bytes).unwrap();
         let (title, fallback) = (parsed.title, parsed.elements);
-        // Both read the information dictionary's creation date (the CUAD files have none).
+        // Both read the information dictionary's creation date.
         assert_eq!(parsed.date, pdfium.date, "{name}");
         assert!(fallback.iter().all(|e| e.section.is_empty()));
         assert!(
@@ -276,8 +280,13 @@ fn the_fallback_reads_the_same_text_page_by_page() {
         assert!(fallback.iter().all(|e| e.page.is_some_and(|p| p <= pages)));
         let expected_title = (name == "handbook.pdf").then(|| "Field Station Handbook".into());
         assert_eq!(title, expected_title, "{name}");
-        // reportlab wrote D:20000101000000+00'00' (its invariant mode).
-        let expected_date = (name == "handbook.pdf").then(|| 946_684_800);
+        // reportlab wrote D:20000101000000+00'00' (its invariant mode); the amendment was
+        // created 2020-11-30T08:45:14-08:00; the contract has no date.
+        let expected_date = match name {
+            "handbook.pdf" => Some(946_684_800),
+            AMENDMENT => Some(1_606_754_714),
+            _ => None,
+        };
         assert_eq!(parsed.date, expected_date, "{name}");
     }
     let handbook = parse_fallback(

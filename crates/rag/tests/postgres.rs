@@ -134,11 +134,11 @@ fn schema_indexes_and_wide_collections() {
         return;
     };
     let store = ts.open();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
     // Opening again migrates nothing.
     drop(store);
     let store = ts.open();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
     let narrow = store.ensure_collection("narrow", "m", 8).unwrap();
     // pgvector indexes at most 2000 dimensions with HNSW: wider collections scan exactly.
     let wide = store.ensure_collection("wide", "m", 2100).unwrap();

@@ -163,7 +163,7 @@ fn re_ingest_is_idempotent_and_changes_propagate(ts: &TestStore, tmp: &Path) {
     let dir = tmp.join("docs");
     corpus(&dir);
     let store = ts.open();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
     let e = BagOfWords::default();
 
     let r = run(&store, &dir, &e);
@@ -220,7 +220,7 @@ fn re_ingest_is_idempotent_and_changes_propagate(ts: &TestStore, tmp: &Path) {
     // Reopening keeps everything and migrates nothing.
     drop(store);
     let store = ts.open();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
     assert_eq!(store.collections().unwrap()[0].documents, 3);
 }
 
@@ -630,7 +630,13 @@ fn date_filters_use_the_documents_own_date_else_the_files(ts: &TestStore, tmp: &
     assert_eq!(found(Some("2023-07-01"), Some("2024-12-31")), ["page.html"]);
     assert_eq!(found(Some("2024-02-10T09:00:01Z"), None), ["notes.txt"]);
     assert_eq!(found(Some("2026-01-01"), None), Vec::<String>::new());
-    let hits = search(&store, "docs", &query("revenue", SearchMode::Bm25, 10), None).unwrap();
+    let hits = search(
+        &store,
+        "docs",
+        &query("revenue", SearchMode::Bm25, 10),
+        None,
+    )
+    .unwrap();
     let date_of = |name: &str| {
         hits.iter()
             .find(|h| h.source.ends_with(name))
@@ -644,4 +650,46 @@ fn date_filters_use_the_documents_own_date_else_the_files(ts: &TestStore, tmp: &
     let r = run(&store, &dir, &e);
     assert_eq!((r.unchanged, r.updated), (3, 0));
     assert_eq!(found(None, Some("2022-12-31")), ["notes.txt"]);
+}
+
+#[test]
+fn a_store_of_the_first_schema_gains_document_dates_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("docs");
+    let notes = write(&dir, "notes.txt", "Revenue notes from the meeting.\n");
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(day("2021-05-05") as u64);
+    fs::File::options()
+        .write(true)
+        .open(&notes)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    let path = tmp.path().join("old.sqlite");
+    let e = BagOfWords::default();
+    run(&Store::open(&path).unwrap(), &dir, &e);
+    // Back to schema 1, as an earlier forja left it.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE documents DROP COLUMN date; DELETE FROM schema_version WHERE version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 2);
+    // Documents stored before are dated by their file's time.
+    let q = |after: &str| SearchQuery {
+        filters: Filters {
+            after: forja_rag::date::parse(after),
+            ..Filters::default()
+        },
+        ..query("revenue", SearchMode::Bm25, 5)
+    };
+    let hits = search(&store, "docs", &q("2021-05-05"), None).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].date, Some(day("2021-05-05")));
+    assert!(
+        search(&store, "docs", &q("2021-05-06"), None)
+            .unwrap()
+            .is_empty()
+    );
 }

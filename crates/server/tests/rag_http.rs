@@ -238,6 +238,29 @@ fn collections_uploads_search_and_cited_chat_over_http() {
     assert_eq!(r["data"][0]["source"], "report.docx", "{r}");
     assert_eq!(r["data"][0]["section"], json!(["Risks"]), "{r}");
     assert!(r["data"][0]["similarity"].is_null());
+    // Dated by the Word file's creation date (an upload has no file time of its own).
+    assert_eq!(r["data"][0]["date"], "2024-05-01", "{r}");
+    let dated = |filters: Value| {
+        let r = rag.search(json!({"query": "currency risk", "k": 5, "mode": "bm25",
+                                  "filters": filters}));
+        r["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["source"] == "report.docx")
+    };
+    assert!(dated(
+        json!({"after": "2024-05-01", "before": "2024-05-01"})
+    ));
+    assert!(!dated(json!({"before": "2024-04-30"})));
+    assert!(!dated(json!({"after": "2024-05-01T12:00:01Z"})));
+    let (status, body) = rag.json(
+        "POST",
+        &format!("{PATH}/search"),
+        &json!({"query": "x", "filters": {"after": "last spring"}}),
+    );
+    assert_error(status, &body, 400, "\"last spring\" is not a date");
+    assert_eq!(body["error"]["param"], "filters.after", "{body}");
     let r = rag.search(json!({"query": "staff salaries", "filters": {"type": "table"}}));
     let data = r["data"].as_array().unwrap();
     assert!(!data.is_empty(), "{r}");

@@ -161,7 +161,11 @@ const DATE_META: [&str; 9] = [
 
 pub(super) fn parse(text: &str) -> Parsed {
     let html = Html::parse_document(text);
-    let elements = || html.root_element().descendants().filter_map(ElementRef::wrap);
+    let elements = || {
+        html.root_element()
+            .descendants()
+            .filter_map(ElementRef::wrap)
+    };
     let title = elements()
         .find(|e| e.value().name() == "title")
         .map(|e| normalize_space(&e.text().collect::<String>()));
@@ -169,7 +173,10 @@ pub(super) fn parse(text: &str) -> Parsed {
         .filter(|e| e.value().name() == "meta")
         .filter_map(|e| {
             let v = e.value();
-            let key = v.attr("name").or(v.attr("property")).or(v.attr("itemprop"))?;
+            let key = v
+                .attr("name")
+                .or(v.attr("property"))
+                .or(v.attr("itemprop"))?;
             let rank = DATE_META
                 .iter()
                 .position(|m| m.eq_ignore_ascii_case(key.trim()))?;

@@ -186,7 +186,7 @@ fn text_value(raw: &str) -> String {
     if !(trimmed.starts_with('<') && trimmed.contains('>')) {
         return normalize_space(trimmed);
     }
-    let (_, elements) = super::html::parse(trimmed);
+    let elements = super::html::parse(trimmed).elements;
     let lines: Vec<String> = elements
         .into_iter()
         .map(|e| match e.block {

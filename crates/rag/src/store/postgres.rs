@@ -49,7 +49,8 @@ const MIGRATION_LOCK: i64 = 0x666f_726a_6172_6167; // "forjarag"
 
 /// Schema changes in order; entry `i` brings the schema from version `i` to `i + 1`. They run in
 /// the schema `forja_rag`, created before them.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TEXT SEARCH DICTIONARY forja_rag.english_stem (TEMPLATE = snowball, language = english);
 CREATE TEXT SEARCH CONFIGURATION forja_rag.english (COPY = pg_catalog.english);
 ALTER TEXT SEARCH CONFIGURATION forja_rag.english
@@ -94,11 +95,13 @@ CREATE TABLE forja_rag.chunks (
 CREATE INDEX chunks_by_document ON forja_rag.chunks (document_id);
 CREATE INDEX chunks_by_collection ON forja_rag.chunks (collection_id);
 CREATE INDEX chunks_search_text ON forja_rag.chunks USING gin (search_text);
-", r"
+",
+    r"
 -- The date the document gives itself (seconds since the epoch), from its metadata; searches
 -- filter on it, else on mtime.
 ALTER TABLE forja_rag.documents ADD COLUMN date BIGINT;
-"];
+",
+];
 
 /// An open PostgreSQL store.
 pub struct PgStore {

@@ -16,7 +16,8 @@ use crate::error::{RagError, Result};
 use crate::retrieve::{Filters, Hit};
 
 /// Schema changes in order; entry `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE collections (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -51,11 +52,13 @@ CREATE TABLE chunks (
 CREATE INDEX chunks_by_document ON chunks(document_id);
 CREATE INDEX chunks_by_collection ON chunks(collection_id);
 CREATE VIRTUAL TABLE chunk_fts USING fts5(text, tokenize = 'porter unicode61 remove_diacritics 2');
-", r"
+",
+    r"
 -- The date the document gives itself (seconds since the epoch), from its metadata; searches
 -- filter on it, else on mtime.
 ALTER TABLE documents ADD COLUMN date INTEGER;
-"];
+",
+];
 
 /// Separates the headings of a section path in the `section` column.
 pub(crate) const SECTION_SEP: char = '\u{1f}';

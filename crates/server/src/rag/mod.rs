@@ -211,8 +211,9 @@ pub fn query(
                 )
             })?),
         };
-        (out.after, out.before) = forja_rag::date::range(f.after.as_deref(), f.before.as_deref())
-            .map_err(|e| ApiError::param(&format!("filters.{}", e.bound), e.message))?;
+        (out.after, out.before) =
+            forja_rag::date::range(f.after.as_deref(), f.before.as_deref())
+                .map_err(|e| ApiError::param(&format!("filters.{}", e.bound), e.message))?;
     }
     Ok(forja_rag::SearchQuery {
         text: text.to_string(),
