@@ -114,6 +114,10 @@ pub struct SearchRequest {
     pub mode: Option<SearchMode>,
     #[serde(default)]
     pub filters: Option<SearchFilters>,
+    /// Reorder the best candidates with the server's cross-encoder (`forja serve
+    /// --rerank-model`); a 400 when it has none.
+    #[serde(default)]
+    pub rerank: bool,
 }
 
 /// A retrieved chunk with what a citation needs.
@@ -148,6 +152,10 @@ pub struct CitedChunk {
     pub vector_rank: Option<usize>,
     /// Cosine similarity to the query, when it was embedded.
     pub similarity: Option<f32>,
+    /// The reranker's score (higher is better) when the request asked for `rerank`; the order
+    /// of the results is then the reranker's and `score` the first stage's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
 }
 
 /// The answer of a search.
@@ -179,4 +187,8 @@ pub struct Retrieval {
     pub min_similarity: Option<f32>,
     #[serde(default)]
     pub filters: Option<SearchFilters>,
+    /// Reorder the retrieved chunks with the server's cross-encoder before choosing the
+    /// sources (see [`SearchRequest::rerank`]).
+    #[serde(default)]
+    pub rerank: bool,
 }

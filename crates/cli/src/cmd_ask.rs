@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use forja_engine::{GenerateParams, LoadedModel, SamplingParams};
 use forja_rag::answer::relevant;
-use forja_rag::{AnswerOptions, SearchMode, SearchQuery, answer, search};
+use forja_rag::{AnswerOptions, SearchMode, SearchQuery, answer, search_with};
 
 use crate::cmd_search::RetrievalArgs;
 use crate::output::{emit, outln};
@@ -68,7 +68,14 @@ pub fn run(a: AskArgs) -> Result<()> {
         k: a.retrieval.k,
         filters: a.retrieval.filters()?,
     };
-    let hits = search(&store, &a.store.collection, &query, Some(&embedder))?;
+    let reranker = a.retrieval.reranker()?;
+    let hits = search_with(
+        &store,
+        &a.store.collection,
+        &query,
+        Some(&embedder),
+        reranker.as_ref().map(|r| r as &dyn forja_rag::Reranker),
+    )?;
     let hits = relevant(hits, a.min_similarity);
     if hits.is_empty() {
         outln!(

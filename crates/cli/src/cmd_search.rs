@@ -1,8 +1,8 @@
 //! `forja search "query" --collection NAME`: the chunks of a collection ranked for a query.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use forja_rag::{ElementKind, Filters, SearchMode, SearchQuery, search};
+use forja_rag::{ElementKind, Filters, SearchMode, SearchQuery, search_with};
 use serde_json::json;
 
 use crate::output::outln;
@@ -51,6 +51,10 @@ pub struct RetrievalArgs {
     /// Only documents dated on or before this date (a bare date includes that day)
     #[arg(long, value_name = "DATE")]
     pub before: Option<String>,
+    /// Reorder the best candidates with this cross-encoder (an HF folder of a
+    /// `…ForSequenceClassification` reranker, e.g. cross-encoder/ms-marco-MiniLM-L-6-v2)
+    #[arg(long, value_name = "DIR")]
+    pub rerank_model: Option<std::path::PathBuf>,
 }
 
 impl RetrievalArgs {
@@ -71,6 +75,22 @@ impl RetrievalArgs {
             after,
             before,
         })
+    }
+
+    /// The reranker of `--rerank-model`, loaded, when given.
+    pub fn reranker(&self) -> Result<Option<forja_server::rag::EngineReranker>> {
+        let Some(dir) = &self.rerank_model else {
+            return Ok(None);
+        };
+        if !dir.join("config.json").is_file() {
+            bail!(
+                "--rerank-model: no model folder at {} (config.json missing)",
+                dir.display()
+            );
+        }
+        forja_server::rag::EngineReranker::load(dir)
+            .map(Some)
+            .with_context(|| format!("loading the reranker {}", dir.display()))
     }
 }
 
@@ -103,11 +123,13 @@ pub fn run(a: SearchArgs) -> Result<()> {
         Mode::Bm25 => None,
         _ => Some(a.store.load_embedder()?),
     };
-    let hits = search(
+    let reranker = a.retrieval.reranker()?;
+    let hits = search_with(
         &store,
         &a.store.collection,
         &query,
         embedder.as_ref().map(|e| e as &dyn forja_rag::Embedder),
+        reranker.as_ref().map(|r| r as &dyn forja_rag::Reranker),
     )?;
     if a.json {
         let list: Vec<_> = hits
@@ -118,6 +140,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
                     "rank": i + 1,
                     "score": h.score,
                     "similarity": h.similarity,
+                    "rerank_score": h.rerank_score,
                     "bm25_rank": h.bm25_rank,
                     "vector_rank": h.vector_rank,
                     "source": h.source.display().to_string(),
@@ -143,7 +166,10 @@ pub fn run(a: SearchArgs) -> Result<()> {
         let similarity = h
             .similarity
             .map(|s| format!("  similarity {s:.3}"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &h.rerank_score
+                .map(|s| format!("  rerank {s:.3}"))
+                .unwrap_or_default();
         outln!(
             "{}. score {:.4}{similarity}  [{}]  {label}",
             i + 1,

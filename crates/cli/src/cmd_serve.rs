@@ -82,6 +82,11 @@ pub struct ServeArgs {
     /// carry four of them)
     #[arg(long, value_parser = parse_size, default_value = "64MiB")]
     max_upload: u64,
+    /// A cross-encoder (HF folder of a `…ForSequenceClassification` reranker, e.g.
+    /// cross-encoder/ms-marco-MiniLM-L-6-v2) for searches and retrieval that ask for
+    /// "rerank": true; loaded on first use
+    #[arg(long, value_name = "DIR")]
+    rerank_model: Option<std::path::PathBuf>,
     /// Serve a LoRA adapter (a PEFT folder, e.g. from `forja tune`) beside the first model as
     /// NAME: requests pick it with "model": "MODEL+NAME" or "adapter": "NAME" (repeatable;
     /// requests for different adapters share batches)
@@ -192,7 +197,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
         embedding_model: crate::rag_setup::embedding_model_dir(a.embedding_model.as_deref())
             .map_err(|e| format!("{e:#}")),
         max_upload_bytes: usize::try_from(a.max_upload).unwrap_or(usize::MAX),
+        rerank_model: a.rerank_model.clone(),
     };
+    if let Some(dir) = &a.rerank_model
+        && !forja_engine::is_reranker_dir(dir)
+    {
+        bail!(
+            "--rerank-model {}: not a cross-encoder (its config.json names no \
+             …ForSequenceClassification architecture)",
+            dir.display()
+        );
+    }
     if let Err(why) = &rag.embedding_model
         && a.embedding_model.is_some()
     {

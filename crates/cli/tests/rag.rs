@@ -103,6 +103,38 @@ fn search_ranks_by_meaning_keywords_and_kind(home: &Path, common: &[&str]) {
     );
     let r = dated("2025-01-01", "2024-01-01");
     assert!(r.stderr.contains("later than before"), "{}", r.stderr);
+
+    // A cross-encoder reorders the candidates and reports its scores, best first.
+    let reranker = forja_testkit::fixtures_dir().join("tiny/cross-encoder");
+    let reranker = reranker.to_str().unwrap();
+    let mut args = vec![
+        "search",
+        "fan",
+        "-k",
+        "3",
+        "--json",
+        "--rerank-model",
+        reranker,
+    ];
+    args.extend(common);
+    let hits: serde_json::Value = serde_json::from_str(&ok(home, &args)).unwrap();
+    let scores: Vec<f64> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["rerank_score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scores.len(), 3, "{hits}");
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{hits}");
+    let mut args = vec!["search", "fan", "--rerank-model", "/nonexistent/reranker"];
+    args.extend(common);
+    let r = forja(home, &args);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("--rerank-model: no model folder at"),
+        "{}",
+        r.stderr
+    );
 }
 
 fn write_docs(dir: &Path) {

@@ -90,25 +90,12 @@ impl Embedder {
             origin: origin.clone(),
             what,
         };
-        let path = dir.join("tokenizer.json");
-        if !path.is_file() {
-            return Err(tok_err(
-                "tokenizer.json is missing from the model folder".into(),
-            ));
-        }
-        let mut tokenizer =
-            tokenizers::Tokenizer::from_file(&path).map_err(|e| tok_err(e.to_string()))?;
-        // Files often carry the padding and truncation used in training (MiniLM's: 128 tokens,
-        // padded to 128); batches are padded here, and the length limit is the model's.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| tok_err(e.to_string()))?;
+        let (tokenizer, limit) = open_tokenizer(dir, &origin)?;
         let mut max_tokens = encoder.config().max_position_embeddings;
         if let Some(n) = head.max_seq_length {
             max_tokens = max_tokens.min(n);
         }
-        if let Some(n) = tokenizer_max_length(dir) {
+        if let Some(n) = limit {
             max_tokens = max_tokens.min(n);
         }
         let added = tokenizer
@@ -194,13 +181,12 @@ impl Embedder {
     /// Embeds several prepared requests together (their inputs share batches); one
     /// [`Embeddings`] per request, in order.
     pub fn embed_prepared(&self, requests: &[&Prepared]) -> Result<Vec<Embeddings>> {
-        // (request, input) of every input, longest first.
-        let mut order: Vec<(usize, usize)> = requests
+        // (request, input) of every input.
+        let order: Vec<(usize, usize)> = requests
             .iter()
             .enumerate()
             .flat_map(|(r, p)| (0..p.ids.len()).map(move |i| (r, i)))
             .collect();
-        order.sort_by_key(|&(r, i)| Reverse(requests[r].ids[i].len()));
         let mut out: Vec<Embeddings> = requests
             .iter()
             .map(|p| Embeddings {
@@ -208,35 +194,30 @@ impl Embedder {
                 prompt_tokens: p.prompt_tokens(),
             })
             .collect();
-        let len = |k: usize| {
-            let (r, i) = order[k];
-            requests[r].ids[i].len()
-        };
-        let mut start = 0;
-        while start < order.len() {
-            // The batch's first (longest) input sets its padded width. Inputs shorter than 3/4 of
-            // it start a new batch, so padding stays under a quarter of the compute.
-            let width = len(start);
-            let cap = (self.max_batch_tokens / width).max(1);
-            let mut end = start + 1;
-            while end < order.len() && end - start < cap && 4 * len(end) >= 3 * width {
-                end += 1;
-            }
-            let batch: Vec<EncoderInput<'_>> = order[start..end]
+        let lens: Vec<usize> = order
+            .iter()
+            .map(|&(r, i)| requests[r].ids[i].len())
+            .collect();
+        for_each_batch(&lens, self.max_batch_tokens, |members| {
+            let batch: Vec<EncoderInput<'_>> = members
                 .iter()
-                .map(|&(r, i)| EncoderInput {
-                    ids: &requests[r].ids[i],
-                    type_ids: Some(&requests[r].type_ids[i]),
+                .map(|&k| {
+                    let (r, i) = order[k];
+                    EncoderInput {
+                        ids: &requests[r].ids[i],
+                        type_ids: Some(&requests[r].type_ids[i]),
+                    }
                 })
                 .collect();
             let pooled = self
                 .encoder
                 .embed(&batch, self.head.pooling, self.head.normalize)?;
-            for (&(r, i), row) in order[start..end].iter().zip(pooled.to_vec2::<f32>()?) {
+            for (&k, row) in members.iter().zip(pooled.to_vec2::<f32>()?) {
+                let (r, i) = order[k];
                 out[r].vectors[i] = row;
             }
-            start = end;
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -286,6 +267,57 @@ impl Embedder {
         }
         self.truncating.encode_fast(text, true).map_err(err)
     }
+}
+
+/// Calls `f` with the indices of each batch of inputs of lengths `lens`: longest first, each
+/// batch's first (longest) input setting its padded width, inputs shorter than 3/4 of it
+/// starting a new batch (padding stays under a quarter of the compute), and at most
+/// `max_batch_tokens` padded tokens per batch (at least one input).
+pub(crate) fn for_each_batch(
+    lens: &[usize],
+    max_batch_tokens: usize,
+    mut f: impl FnMut(&[usize]) -> Result<()>,
+) -> Result<()> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| Reverse(lens[i]));
+    let mut start = 0;
+    while start < order.len() {
+        let width = lens[order[start]].max(1);
+        let cap = (max_batch_tokens / width).max(1);
+        let mut end = start + 1;
+        while end < order.len() && end - start < cap && 4 * lens[order[end]] >= 3 * width {
+            end += 1;
+        }
+        f(&order[start..end])?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// The folder's `tokenizer.json` without padding or truncation (files often carry the ones used
+/// in training — MiniLM's pads to 128 —; batches are padded here and limits are the model's),
+/// and the length limit of its `tokenizer_config.json` when it sets one.
+pub(crate) fn open_tokenizer(
+    dir: &Path,
+    origin: &str,
+) -> Result<(tokenizers::Tokenizer, Option<usize>)> {
+    let tok_err = |what: String| EngineError::Tokenizer {
+        origin: origin.to_string(),
+        what,
+    };
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        return Err(tok_err(
+            "tokenizer.json is missing from the model folder".into(),
+        ));
+    }
+    let mut tokenizer =
+        tokenizers::Tokenizer::from_file(&path).map_err(|e| tok_err(e.to_string()))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| tok_err(e.to_string()))?;
+    Ok((tokenizer, tokenizer_max_length(dir)))
 }
 
 /// `model_max_length` of `tokenizer_config.json`, when it is a real limit (transformers writes

@@ -112,9 +112,15 @@ impl Checkpoint {
         self.files.get(&format!("{}{name}", self.prefix)).is_ok()
     }
 
-    /// The tensor `name` in f32; it must have shape `shape`.
+    /// The tensor `name` (of `BertModel`, under the checkpoint's prefix) in f32; it must have
+    /// shape `shape`.
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let full = format!("{}{name}", self.prefix);
+        self.tensor_named(&format!("{}{name}", self.prefix), shape)
+    }
+
+    /// The tensor `full` (its whole name in the file) in f32, of shape `shape`.
+    fn tensor_named(&self, full: &str, shape: &[usize]) -> Result<Tensor> {
+        let full = full.to_string();
         let t = self
             .files
             .load(&full, &self.device)
@@ -151,6 +157,65 @@ impl Checkpoint {
             self.tensor(&format!("{base}.{b}"), &[hidden])?,
             eps,
         )
+    }
+}
+
+/// A BERT sequence classifier (`BertForSequenceClassification`): the encoder, its pooler (tanh of
+/// a dense layer over the `[CLS]` state) and a linear layer to one logit per label. With one
+/// label and a (query, passage) pair as input, it is a cross-encoder reranker.
+#[derive(Debug)]
+pub struct SequenceClassifier {
+    encoder: BertEncoder,
+    pooler: Linear,
+    classifier: Linear,
+    labels: usize,
+}
+
+impl SequenceClassifier {
+    /// Loads the classifier of the HF model folder `dir` (`bert.` + `pooler.dense` and
+    /// `classifier` tensors beside the encoder's).
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config = EncoderConfig::from_dir(dir)?;
+        let ckpt = Checkpoint::open(&dir.join("model.safetensors"), device)?;
+        let h = config.hidden_size;
+        let bias = ckpt
+            .files
+            .get("classifier.bias")
+            .map_err(|_| ModelError::MissingWeight {
+                name: "classifier.bias".into(),
+                source_desc: format!(
+                    "{} (a sequence classifier, such as a cross-encoder reranker, has one)",
+                    ckpt.path.display()
+                ),
+            })?;
+        let labels = bias.shape().first().copied().unwrap_or(0);
+        let classifier = Linear::new(
+            LinearWeight::Dense(ckpt.tensor_named("classifier.weight", &[labels, h])?),
+            Some(ckpt.tensor_named("classifier.bias", &[labels])?),
+        );
+        Ok(SequenceClassifier {
+            pooler: ckpt.linear("pooler.dense", h, h)?,
+            classifier,
+            labels,
+            encoder: BertEncoder::from_checkpoint(config, &ckpt)?,
+        })
+    }
+
+    /// Outputs per input.
+    pub fn labels(&self) -> usize {
+        self.labels
+    }
+
+    pub fn config(&self) -> &EncoderConfig {
+        &self.encoder.config
+    }
+
+    /// The logits of a batch, `[batch, labels]`.
+    pub fn logits(&self, batch: &[EncoderInput<'_>]) -> Result<Tensor> {
+        let hidden = self.encoder.forward(batch)?;
+        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
+        let pooled = self.pooler.forward(&cls)?.tanh()?;
+        self.classifier.forward(&pooled)
     }
 }
 

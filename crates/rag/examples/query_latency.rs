@@ -171,7 +171,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     if a.queries == 0 {
         return Ok(());
     }
-    // Queries: lines of the text of 6 to 40 words, cut to their first 12 words, spread evenly.
+    // Queries: lines of the text of 6 to 40 words, mostly letters, cut to their first 12 words,
+    // spread evenly over the text.
     let lines: Vec<String> = texts
         .iter()
         .flat_map(|(_, b)| {
@@ -180,7 +181,11 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 .map(str::to_string)
                 .collect::<Vec<_>>()
         })
-        .filter(|l| (6..=40).contains(&l.split_whitespace().count()))
+        .filter(|l| {
+            let words = l.split_whitespace().count();
+            let letters = l.chars().filter(|c| c.is_alphabetic()).count();
+            (6..=40).contains(&words) && letters * 2 > l.len()
+        })
         .collect();
     let step = (lines.len() / a.queries.max(1)).max(1);
     let queries: Vec<String> = lines

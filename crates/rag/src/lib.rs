@@ -26,7 +26,9 @@ pub use ingest::{
     DEFAULT_MAX_FILE_BYTES, FileOutcome, IngestEvent, IngestOptions, IngestReport, ingest,
     ingest_bytes,
 };
-pub use model::{Embedder, Generator, PromptBudget};
+pub use model::{Embedder, Generator, PromptBudget, Reranker};
 pub use parse::{Format, parse_bytes, parse_file};
-pub use retrieve::{Filters, Hit, SearchMode, SearchQuery, rrf_fuse, search};
+pub use retrieve::{
+    Filters, Hit, SearchMode, SearchQuery, rerank_depth, rrf_fuse, search, search_with,
+};
 pub use store::{Collection, CollectionStats, Store, StoredDocument, is_postgres_url};

@@ -1,4 +1,4 @@
-//! The two models RAG needs, as traits: the crate never depends on the engine that runs them.
+//! The models RAG needs, as traits: the crate never depends on the engine that runs them.
 //! The `forja` command implements them over its engine; tests implement them with small
 //! deterministic functions.
 
@@ -42,4 +42,14 @@ pub trait Generator: PromptBudget {
         max_tokens: usize,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<String>;
+}
+
+/// A cross-encoder reranker: reads the query with each passage and scores how well the passage
+/// answers it (higher is better). Slower than the first stage's rankings, so it reorders only
+/// their best candidates.
+pub trait Reranker {
+    /// One score per passage, in order.
+    fn score(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>>;
+    /// The model's name, for messages.
+    fn name(&self) -> String;
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::document::ElementKind;
 use crate::error::{RagError, Result};
-use crate::model::Embedder;
+use crate::model::{Embedder, Reranker};
 use crate::store::Store;
 
 /// The constant of reciprocal-rank fusion: a result at rank r (from 1) adds 1 / (k + r).
@@ -87,6 +87,9 @@ pub struct Hit {
     pub vector_rank: Option<usize>,
     /// Cosine similarity of the chunk to the query, when the query was embedded.
     pub similarity: Option<f32>,
+    /// The reranker's score of the chunk for the query (higher is better), when a reranker
+    /// ordered the results; `score` is then the first stage's.
+    pub rerank_score: Option<f32>,
 }
 
 /// Fuses rankings (ids best first) by reciprocal rank: score = Σ 1 / (`RRF_K` + rank). Ties go
@@ -101,6 +104,63 @@ pub fn rrf_fuse(rankings: &[&[i64]]) -> Vec<(i64, f64)> {
     let mut fused: Vec<(i64, f64)> = scores.into_iter().collect();
     fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     fused
+}
+
+/// Most candidates of the first stage a reranker reads.
+pub const MAX_RERANK_DEPTH: usize = 100;
+
+/// Candidates of the first stage a reranker reads for `k` results: `max(4k, 20)`, at most
+/// [`MAX_RERANK_DEPTH`] (and never fewer than `k`).
+pub fn rerank_depth(k: usize) -> usize {
+    (4 * k).max(20).min(MAX_RERANK_DEPTH).max(k)
+}
+
+/// [`search`], then, with a `reranker`, the first stage's best [`rerank_depth`] candidates
+/// reordered by the reranker's scores (ties keep the first stage's order) and cut to `k`.
+pub fn search_with(
+    store: &Store,
+    collection: &str,
+    query: &SearchQuery,
+    embedder: Option<&dyn Embedder>,
+    reranker: Option<&dyn Reranker>,
+) -> Result<Vec<Hit>> {
+    let Some(reranker) = reranker else {
+        return search(store, collection, query, embedder);
+    };
+    let first = SearchQuery {
+        k: rerank_depth(query.k),
+        ..query.clone()
+    };
+    let mut hits = search(store, collection, &first, embedder)?;
+    if hits.is_empty() {
+        return Ok(hits);
+    }
+    let texts: Vec<&str> = hits.iter().map(|h| h.text.as_str()).collect();
+    let scores = reranker.score(&query.text, &texts)?;
+    if scores.len() != hits.len() || scores.iter().any(|s| !s.is_finite()) {
+        return Err(RagError::Embedding(format!(
+            "the reranker {} gave {} scores for {} passages{}",
+            reranker.name(),
+            scores.len(),
+            hits.len(),
+            if scores.iter().any(|s| !s.is_finite()) {
+                ", not all of them numbers"
+            } else {
+                ""
+            }
+        )));
+    }
+    for (hit, s) in hits.iter_mut().zip(scores) {
+        hit.rerank_score = Some(s);
+    }
+    // A stable sort: equal scores keep the first stage's order.
+    hits.sort_by(|a, b| {
+        b.rerank_score
+            .unwrap_or(0.0)
+            .total_cmp(&a.rerank_score.unwrap_or(0.0))
+    });
+    hits.truncate(query.k);
+    Ok(hits)
 }
 
 /// Searches `collection` for `query`. Vector and hybrid modes need the collection's embedding

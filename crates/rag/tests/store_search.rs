@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use common::{BagOfWords, TestStore};
 use forja_rag::{
-    ElementKind, Filters, Generator, IngestOptions, IngestReport, PromptBudget, RagError,
-    SearchMode, SearchQuery, Store, answer, ingest, rrf_fuse, search,
+    ElementKind, Filters, Generator, IngestOptions, IngestReport, PromptBudget, RagError, Reranker,
+    SearchMode, SearchQuery, Store, answer, ingest, rerank_depth, rrf_fuse, search, search_with,
 };
 
 /// Runs each behaviour once per backend, as `sqlite::NAME` and `postgres::NAME`.
@@ -57,6 +57,7 @@ on_both_stores!(
     answers_cite_what_fits_and_refuse_without_relevant_sources,
     files_over_the_size_limit_fail_alone_and_unread,
     date_filters_use_the_documents_own_date_else_the_files,
+    a_reranker_reorders_the_first_stages_candidates,
 );
 
 fn files_over_the_size_limit_fail_alone_and_unread(ts: &TestStore, tmp: &Path) {
@@ -692,4 +693,77 @@ fn a_store_of_the_first_schema_gains_document_dates_on_open() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Scores a passage by how often it says `word`; `extra` more scores than passages when set.
+struct WordCount {
+    word: &'static str,
+    extra: usize,
+    seen: std::cell::Cell<usize>,
+}
+
+impl Reranker for WordCount {
+    fn score(&self, _query: &str, passages: &[&str]) -> forja_rag::Result<Vec<f32>> {
+        self.seen.set(passages.len());
+        let mut s: Vec<f32> = passages
+            .iter()
+            .map(|p| p.to_lowercase().matches(self.word).count() as f32)
+            .collect();
+        s.extend(std::iter::repeat_n(0.0, self.extra));
+        Ok(s)
+    }
+    fn name(&self) -> String {
+        "word-count".into()
+    }
+}
+
+fn a_reranker_reorders_the_first_stages_candidates(ts: &TestStore, tmp: &Path) {
+    let dir = tmp.join("docs");
+    corpus(&dir);
+    let store = ts.open();
+    let e = BagOfWords::default();
+    run(&store, &dir, &e);
+    let q = query("the", SearchMode::Hybrid, 1);
+    let first = search(&store, "docs", &q, Some(&e)).unwrap();
+    assert!(first[0].rerank_score.is_none());
+    let aphids = WordCount {
+        word: "aphids",
+        extra: 0,
+        seen: Default::default(),
+    };
+    let hits = search_with(&store, "docs", &q, Some(&e), Some(&aphids)).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert!(hits[0].text.contains("Aphids"), "{hits:?}");
+    assert_eq!(hits[0].rerank_score, Some(1.0));
+    // It read the first stage's best candidates (all of this small collection), not just k.
+    let all = search(
+        &store,
+        "docs",
+        &query("the", SearchMode::Hybrid, 100),
+        Some(&e),
+    )
+    .unwrap();
+    assert_eq!(aphids.seen.get(), all.len().min(rerank_depth(1)));
+    assert!(aphids.seen.get() > 1);
+    // Without a reranker, search_with is search.
+    assert_eq!(
+        search_with(&store, "docs", &q, Some(&e), None).unwrap(),
+        first
+    );
+    // A reranker that answers for the wrong number of passages is an error, not a guess.
+    let broken = WordCount {
+        word: "x",
+        extra: 1,
+        seen: Default::default(),
+    };
+    let err = search_with(&store, "docs", &q, Some(&e), Some(&broken)).unwrap_err();
+    assert!(err.to_string().contains("word-count"), "{err}");
+}
+
+#[test]
+fn rerank_depth_reads_four_times_k_within_bounds() {
+    assert_eq!(rerank_depth(1), 20);
+    assert_eq!(rerank_depth(10), 40);
+    assert_eq!(rerank_depth(30), 100);
+    assert_eq!(rerank_depth(100), 100);
 }

@@ -59,10 +59,18 @@ impl Rag {
     fn start(max_upload_bytes: usize) -> Rag {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("rag.sqlite").display().to_string();
-        Rag::start_at(store, dir, max_upload_bytes)
+        let reranker =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny/cross-encoder");
+        Rag::start_at(store, dir, max_upload_bytes, Some(reranker))
     }
 
-    fn start_at(store: String, dir: tempfile::TempDir, max_upload_bytes: usize) -> Rag {
+    /// A server on `store`, reranking with `rerank_model` when given.
+    fn start_at(
+        store: String,
+        dir: tempfile::TempDir,
+        max_upload_bytes: usize,
+        rerank_model: Option<PathBuf>,
+    ) -> Rag {
         let minilm = forja_testkit::testdata_dir().join("all-minilm-l6-v2");
         assert!(
             minilm.join("config.json").is_file(),
@@ -81,6 +89,7 @@ impl Rag {
             store,
             embedding_model: Ok(minilm),
             max_upload_bytes,
+            rerank_model,
         });
         Rag {
             s: common::start_state(state),
@@ -261,6 +270,20 @@ fn collections_uploads_search_and_cited_chat_over_http() {
     );
     assert_error(status, &body, 400, "\"last spring\" is not a date");
     assert_eq!(body["error"]["param"], "filters.after", "{body}");
+
+    // Reranked by the server's cross-encoder: the first stage's candidates in the reranker's
+    // order, each with its score; without "rerank" there is no such score.
+    let plain = rag.search(json!({"query": "staff salaries", "k": 3}));
+    assert!(plain["data"][0].get("rerank_score").is_none(), "{plain}");
+    let r = rag.search(json!({"query": "staff salaries", "k": 3, "rerank": true}));
+    let scores: Vec<f64> = r["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["rerank_score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scores.len(), 3, "{r}");
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{r}");
     let r = rag.search(json!({"query": "staff salaries", "filters": {"type": "table"}}));
     let data = r["data"].as_array().unwrap();
     assert!(!data.is_empty(), "{r}");
@@ -279,6 +302,12 @@ fn collections_uploads_search_and_cited_chat_over_http() {
                "max_tokens": 24, "temperature": 0, "stream": stream,
                "retrieval": {"collection": COLLECTION, "k": 3}})
     };
+    let mut reranked = ask(false);
+    reranked["retrieval"]["rerank"] = json!(true);
+    let (status, chat) = rag.json("POST", "/v1/chat/completions", &reranked);
+    assert_eq!(status, 200, "{chat}");
+    let cited = chat["citations"].as_array().unwrap();
+    assert!(cited.iter().all(|c| c["rerank_score"].is_f64()), "{chat}");
     let (status, chat) = rag.json("POST", "/v1/chat/completions", &ask(false));
     assert_eq!(status, 200, "{chat}");
     let citations = chat["citations"].as_array().unwrap();
@@ -386,7 +415,7 @@ fn a_postgres_store_over_http() {
         eprintln!("FORJA_TEST_PG_URL is not set: run under scripts/pg run");
         return;
     };
-    let rag = Rag::start_at(url, tempfile::tempdir().unwrap(), 1 << 20);
+    let rag = Rag::start_at(url, tempfile::tempdir().unwrap(), 1 << 20, None);
     // A name of its own: the database may be shared with other tests.
     let name = format!("http-{}", std::process::id());
     let path = format!("/v1/rag/collections/{name}");
@@ -406,6 +435,14 @@ fn a_postgres_store_over_http() {
     );
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["data"][0]["source"], "memo.docx", "{r}");
+    // This server has no reranker: asking for one is the client's mistake, said as such.
+    let (status, body) = rag.json(
+        "POST",
+        &format!("{path}/search"),
+        &json!({"query": "trips", "rerank": true}),
+    );
+    assert_error(status, &body, 400, "--rerank-model");
+    assert_eq!(body["error"]["param"], "rerank", "{body}");
     let (status, chat) = rag.json(
         "POST",
         "/v1/chat/completions",

@@ -182,6 +182,7 @@ fn documents_panel_in_a_real_browser() {
         store: store.path().join("rag.sqlite").display().to_string(),
         embedding_model: Ok(forja_testkit::testdata_dir().join("all-minilm-l6-v2")),
         max_upload_bytes: 1 << 20,
+        rerank_model: None,
     });
     let s = common::start_state(state);
     let docx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/documents/memo.docx");

@@ -549,6 +549,7 @@ impl SqliteStore {
                         score: 0.0,
                         bm25_rank: None,
                         vector_rank: None,
+                        rerank_score: None,
                         similarity,
                     })
                 },

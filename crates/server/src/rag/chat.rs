@@ -19,9 +19,9 @@ use forja_api::rag::{CitedChunk, Retrieval};
 use forja_engine::serving::Engine;
 use forja_engine::{LoadedModel, Message};
 use forja_rag::answer::{SYSTEM_PROMPT, fit_sources, nothing_relevant, relevant, user_prompt};
-use forja_rag::{AnswerOptions, Embedder, PromptBudget, RagError, SearchMode, search};
+use forja_rag::{AnswerOptions, PromptBudget, RagError};
 
-use super::{check_collection_name, cited, query, rag_error, rag_of};
+use super::{check_collection_name, cited, query, rag_error, rag_of, retrieve};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::jobs::Plan;
@@ -109,17 +109,7 @@ pub async fn prepare(
     }
     let question = last.content.clone();
     let q = query(&question, r.k, r.mode, r.filters.as_ref(), "messages")?;
-    let embedder = match q.mode {
-        SearchMode::Bm25 => None,
-        _ => Some(rag.embedder().await?),
-    };
-    let collection = r.collection.clone();
-    let hits = rag
-        .with_store(move |store| {
-            let e = embedder.as_deref().map(|e| e as &dyn Embedder);
-            search(store, &collection, &q, e).map_err(rag_error)
-        })
-        .await?;
+    let hits = retrieve(rag, r.collection.clone(), q, r.rerank, "retrieval.rerank").await?;
     let hits = relevant(hits, min_similarity);
     if hits.is_empty() {
         return Ok(Prepared::NothingRelevant(nothing_relevant(&r.collection)));

@@ -1,5 +1,6 @@
-//! The engine's sentence embedder behind the RAG crate's [`forja_rag::Embedder`], shared by the
-//! server and `forja ingest` / `search` / `ask`.
+//! The engine's sentence embedder and cross-encoder reranker behind the RAG crate's
+//! [`forja_rag::Embedder`] and [`forja_rag::Reranker`], shared by the server and `forja ingest` /
+//! `search` / `ask`.
 
 use std::path::Path;
 
@@ -45,5 +46,30 @@ impl forja_rag::Embedder for EngineEmbedder {
     }
     fn name(&self) -> String {
         self.name.clone()
+    }
+}
+
+/// The engine's cross-encoder behind [`forja_rag::Reranker`].
+#[derive(Debug)]
+pub struct EngineReranker {
+    inner: forja_engine::Reranker,
+}
+
+impl EngineReranker {
+    /// Loads the cross-encoder folder `dir` (an HF `…ForSequenceClassification` with one
+    /// output) for the CPU.
+    pub fn load(dir: &Path) -> forja_engine::Result<Self> {
+        Ok(EngineReranker {
+            inner: forja_engine::Reranker::load_cpu(dir)?,
+        })
+    }
+}
+
+impl forja_rag::Reranker for EngineReranker {
+    fn score(&self, query: &str, passages: &[&str]) -> forja_rag::Result<Vec<f32>> {
+        self.inner.score(query, passages).map_err(embedding_err)
+    }
+    fn name(&self) -> String {
+        self.inner.name().to_string()
     }
 }

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use forja_rag::{RagError, Store};
 use tokio::sync::OnceCell;
 
-pub use embedder::EngineEmbedder;
+pub use embedder::{EngineEmbedder, EngineReranker};
 
 use crate::error::ApiError;
 
@@ -30,6 +30,8 @@ pub struct RagConfig {
     pub store: String,
     /// The embedding model folder, or why there is none (said to clients that need it).
     pub embedding_model: Result<PathBuf, String>,
+    /// The cross-encoder that reorders results of requests asking for `rerank`, if any.
+    pub rerank_model: Option<PathBuf>,
     /// Largest uploaded file in bytes (larger ones are a 413). A request may carry up to four
     /// files of this size.
     pub max_upload_bytes: usize,
@@ -50,6 +52,7 @@ pub struct RagState {
     pub config: RagConfig,
     store: Arc<Mutex<Option<Store>>>,
     embedder: OnceCell<Arc<EngineEmbedder>>,
+    reranker: OnceCell<Arc<EngineReranker>>,
 }
 
 impl RagState {
@@ -58,6 +61,7 @@ impl RagState {
             config,
             store: Arc::new(Mutex::new(None)),
             embedder: OnceCell::new(),
+            reranker: OnceCell::new(),
         }
     }
 
@@ -92,22 +96,73 @@ impl RagState {
             .embedding_model
             .clone()
             .map_err(ApiError::unavailable)?;
-        self.embedder
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || {
-                    EngineEmbedder::load(&dir).map(Arc::new).map_err(|e| {
-                        ApiError::unavailable(format!(
-                            "cannot load the embedding model {}: {e}",
-                            dir.display()
-                        ))
-                    })
-                })
-                .await
-                .map_err(|e| ApiError::internal(format!("loading the embedding model: {e}")))?
-            })
-            .await
-            .cloned()
+        load_once(&self.embedder, dir, "embedding model", EngineEmbedder::load).await
     }
+
+    /// The reranker when `wanted`, loaded on first use; a 400 naming `param` when the server
+    /// has none.
+    pub async fn reranker(
+        &self,
+        wanted: bool,
+        param: &str,
+    ) -> Result<Option<Arc<EngineReranker>>, ApiError> {
+        if !wanted {
+            return Ok(None);
+        }
+        let dir = self.config.rerank_model.clone().ok_or_else(|| {
+            ApiError::param(
+                param,
+                "this server has no reranker: start it with --rerank-model DIR (a cross-encoder \
+                 such as cross-encoder/ms-marco-MiniLM-L-6-v2)",
+            )
+        })?;
+        load_once(&self.reranker, dir, "reranker", EngineReranker::load)
+            .await
+            .map(Some)
+    }
+}
+
+/// The model in `cell`, loaded from `dir` by `load` on a blocking thread the first time.
+async fn load_once<T: Send + Sync + 'static>(
+    cell: &OnceCell<Arc<T>>,
+    dir: PathBuf,
+    what: &'static str,
+    load: fn(&std::path::Path) -> forja_engine::Result<T>,
+) -> Result<Arc<T>, ApiError> {
+    cell.get_or_try_init(|| async move {
+        tokio::task::spawn_blocking(move || {
+            load(&dir).map(Arc::new).map_err(|e| {
+                ApiError::unavailable(format!("cannot load the {what} {}: {e}", dir.display()))
+            })
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("loading the {what}: {e}")))?
+    })
+    .await
+    .cloned()
+}
+
+/// The chunks of `collection` for `q`, with the embedding model when the mode needs it and the
+/// reranker when `rerank` (a 400 naming `rerank_param` when the server has none).
+pub async fn retrieve(
+    rag: &RagState,
+    collection: String,
+    q: forja_rag::SearchQuery,
+    rerank: bool,
+    rerank_param: &str,
+) -> Result<Vec<forja_rag::Hit>, ApiError> {
+    // Keyword search needs no embedding model.
+    let embedder = match q.mode {
+        forja_rag::SearchMode::Bm25 => None,
+        _ => Some(rag.embedder().await?),
+    };
+    let reranker = rag.reranker(rerank, rerank_param).await?;
+    rag.with_store(move |store| {
+        let e = embedder.as_deref().map(|e| e as &dyn forja_rag::Embedder);
+        let r = reranker.as_deref().map(|r| r as &dyn forja_rag::Reranker);
+        forja_rag::search_with(store, &collection, &q, e, r).map_err(rag_error)
+    })
+    .await
 }
 
 /// The state's RAG part, or a 503 saying the server has none.
@@ -170,6 +225,7 @@ pub fn cited(index: usize, hit: &forja_rag::Hit) -> forja_api::rag::CitedChunk {
         bm25_rank: hit.bm25_rank,
         vector_rank: hit.vector_rank,
         similarity: hit.similarity,
+        rerank_score: hit.rerank_score,
     }
 }
 

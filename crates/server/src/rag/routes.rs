@@ -12,9 +12,9 @@ use forja_api::rag::{
     CollectionInfo, CollectionList, CreateCollection, DeletedCollection, SearchRequest,
     SearchResult,
 };
-use forja_rag::{CollectionStats, Embedder, SearchMode, search};
+use forja_rag::{CollectionStats, Embedder};
 
-use super::{check_collection_name, cited, query, rag_error, rag_of};
+use super::{check_collection_name, cited, query, rag_error, rag_of, retrieve};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::openai::parse_body;
@@ -169,18 +169,7 @@ pub async fn search_collection(
     let req: SearchRequest = parse_body(body, state.config.max_body_bytes)?;
     let q = query(&req.query, req.k, req.mode, req.filters.as_ref(), "query")?;
     let rag = rag_of(&state)?;
-    // Keyword search needs no embedding model.
-    let embedder = match q.mode {
-        SearchMode::Bm25 => None,
-        _ => Some(rag.embedder().await?),
-    };
-    let collection = name.clone();
-    let hits = rag
-        .with_store(move |store| {
-            let e = embedder.as_deref().map(|e| e as &dyn Embedder);
-            search(store, &collection, &q, e).map_err(rag_error)
-        })
-        .await?;
+    let hits = retrieve(rag, name.clone(), q, req.rerank, "rerank").await?;
     Ok(Json(SearchResult {
         object: "list",
         collection: name,

@@ -400,6 +400,7 @@ impl Backend for PgStore {
                             score: 0.0,
                             bm25_rank: None,
                             vector_rank: None,
+                            rerank_score: None,
                             similarity: similarity.map(|s| s as f32),
                         },
                     ))
