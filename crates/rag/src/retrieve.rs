@@ -112,7 +112,7 @@ pub const MAX_RERANK_DEPTH: usize = 100;
 /// Candidates of the first stage a reranker reads for `k` results: `max(4k, 20)`, at most
 /// [`MAX_RERANK_DEPTH`] (and never fewer than `k`).
 pub fn rerank_depth(k: usize) -> usize {
-    (4 * k).max(20).min(MAX_RERANK_DEPTH).max(k)
+    (4 * k).clamp(20, MAX_RERANK_DEPTH).max(k)
 }
 
 /// [`search`], then, with a `reranker`, the first stage's best [`rerank_depth`] candidates
