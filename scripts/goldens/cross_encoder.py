@@ -17,7 +17,7 @@ import torch
 import transformers
 from transformers import BertConfig, BertForSequenceClassification
 
-from encoders import tiny_tokenizer
+from encoders import save_widened, tiny_tokenizer
 
 MAX_LEN = 64
 PAIRS = [
@@ -36,21 +36,8 @@ def main(out):
                         intermediate_size=64, max_position_embeddings=MAX_LEN, type_vocab_size=2,
                         hidden_act="gelu", layer_norm_eps=1e-12, pad_token_id=0, num_labels=1)
     model = BertForSequenceClassification(config)
-    model.config._attn_implementation = "eager"
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "LayerNorm.weight" in n:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) * 0.2)
-    model.eval()
-    os.makedirs(out, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
     tok.model_max_length = MAX_LEN
-    tok.save_pretrained(out)
-    for extra in ("special_tokens_map.json", "vocab.txt"):
-        if os.path.exists(os.path.join(out, extra)):
-            os.remove(os.path.join(out, extra))
+    save_widened(model, tok, out)
     queries = [q for q, _ in PAIRS]
     passages = [p for _, p in PAIRS]
     # truncation=True is "longest_first", what sentence-transformers' CrossEncoder asks for.

@@ -96,15 +96,11 @@ def pool(hidden, mask, mode):
     return torch.nn.functional.normalize(out, p=2, dim=1)
 
 
-def build_tiny(out):
-    torch.manual_seed(1234)
-    tok = tiny_tokenizer()
-    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
-                        hidden_act="gelu", layer_norm_eps=1e-12, pad_token_id=0)
-    model = BertModel(config, add_pooling_layer=False)
+def save_widened(model, tok, out):
+    """Widens a random model's weights (random init is tiny by default: widened, every part of
+    the model shows in the output), switches it to eager attention and evaluation, and saves it
+    with its tokenizer (without the extra files transformers writes beside tokenizer.json)."""
     model.config._attn_implementation = "eager"
-    # Random init is tiny by default; widen it so every part of the model shows in the output.
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "LayerNorm.weight" in n:
@@ -118,6 +114,16 @@ def build_tiny(out):
     for extra in ("special_tokens_map.json", "vocab.txt"):
         if os.path.exists(os.path.join(out, extra)):
             os.remove(os.path.join(out, extra))
+
+
+def build_tiny(out):
+    torch.manual_seed(1234)
+    tok = tiny_tokenizer()
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
+                        hidden_act="gelu", layer_norm_eps=1e-12, pad_token_id=0)
+    model = BertModel(config, add_pooling_layer=False)
+    save_widened(model, tok, out)
     inputs = [[t] for t in TINY_TEXTS] + [list(p) for p in TINY_PAIRS]
     encoded = [tok(*texts) for texts in inputs]
     ids = [e["input_ids"] for e in encoded]
