@@ -69,6 +69,9 @@ pub enum RagError {
     /// The embedding model failed.
     #[error("embedding: {0}")]
     Embedding(String),
+    /// The reranking model failed.
+    #[error("reranking: {0}")]
+    Rerank(String),
     /// The generating model failed.
     #[error("generation: {0}")]
     Generation(String),

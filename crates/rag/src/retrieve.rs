@@ -138,7 +138,7 @@ pub fn search_with(
     let texts: Vec<&str> = hits.iter().map(|h| h.text.as_str()).collect();
     let scores = reranker.score(&query.text, &texts)?;
     if scores.len() != hits.len() || scores.iter().any(|s| !s.is_finite()) {
-        return Err(RagError::Embedding(format!(
+        return Err(RagError::Rerank(format!(
             "the reranker {} gave {} scores for {} passages{}",
             reranker.name(),
             scores.len(),

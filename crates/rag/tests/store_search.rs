@@ -757,7 +757,11 @@ fn a_reranker_reorders_the_first_stages_candidates(ts: &TestStore, tmp: &Path) {
         seen: Default::default(),
     };
     let err = search_with(&store, "docs", &q, Some(&e), Some(&broken)).unwrap_err();
-    assert!(err.to_string().contains("word-count"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("reranking: the reranker word-count"),
+        "{err}"
+    );
 }
 
 #[test]

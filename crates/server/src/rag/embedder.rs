@@ -67,7 +67,9 @@ impl EngineReranker {
 
 impl forja_rag::Reranker for EngineReranker {
     fn score(&self, query: &str, passages: &[&str]) -> forja_rag::Result<Vec<f32>> {
-        self.inner.score(query, passages).map_err(embedding_err)
+        self.inner
+            .score(query, passages)
+            .map_err(|e| RagError::Rerank(e.to_string()))
     }
     fn name(&self) -> String {
         self.inner.name().to_string()
