@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use forja_engine::LoadedModel;
 use forja_models::loader::LoadOptions;
-use forja_train::examples::{split, tokenize};
+use forja_train::examples::{pack, split, tokenize};
 use forja_train::trainer::evaluate;
 use forja_train::{
     Init, LoraSpec, StepReport, TrainConfig, Trainer, attach, checkpoint, curve, dataset, peft,
@@ -102,6 +102,18 @@ struct TrainArgs {
     /// Fraction of the examples held out to measure eval loss and perplexity
     #[arg(long, default_value_t = 0.1)]
     eval_split: f64,
+    /// Evaluate on this file's records (same formats as --data) instead of holding out part of
+    /// --data: e.g. records from documents the training data does not cover
+    #[arg(long, value_name = "FILE", conflicts_with = "eval_split")]
+    eval_data: Option<PathBuf>,
+    /// Pack several short examples into each sequence of up to --max-len tokens (each still
+    /// attends only to itself): fewer, fuller forward passes; --batch then counts packs
+    #[arg(long)]
+    packing: bool,
+    /// Keep only each layer's input during the forward pass and recompute the layer in
+    /// backward: much less activation memory for about a third more compute
+    #[arg(long)]
+    gradient_checkpointing: bool,
     /// Evaluate every N steps (default: before and after training only)
     #[arg(long, value_name = "N")]
     eval_every: Option<usize>,
@@ -172,24 +184,27 @@ fn tune(a: TrainArgs) -> Result<()> {
     )
     .with_context(|| format!("loading {}", model_path.display()))?;
     let max_len = a.max_len.min(model.decoder.config.max_context as usize);
-    let (examples, stats) = tokenize(&model, &records, max_len, &data)?;
-    if stats.truncated > 0 {
-        eprintln!("{} examples cut to {max_len} tokens", stats.truncated);
-    }
-    if !stats.dropped.is_empty() {
-        let shown = stats.dropped.len().min(5);
-        let more = match stats.dropped.len() - shown {
-            0 => String::new(),
-            n => format!(" and {n} more"),
-        };
+    let examples = tokenized(&model, &records, max_len, &data)?;
+    let (train_set, eval_set) = match &a.eval_data {
+        Some(path) => {
+            let records = dataset::read(path)?;
+            (examples, tokenized(&model, &records, max_len, path)?)
+        }
+        None => split(examples, a.eval_split, a.seed)?,
+    };
+    let (train_set, eval_set) = if a.packing {
+        let (train_n, eval_n) = (train_set.len(), eval_set.len());
+        let packed = (pack(train_set, max_len)?, pack(eval_set, max_len)?);
         eprintln!(
-            "{} records left out, nothing to learn within {max_len} tokens (raise --max-len): \
-             {}{more}",
-            stats.dropped.len(),
-            stats.dropped[..shown].join(", ")
+            "packed {train_n} train / {eval_n} eval examples into {} / {} sequences of up to \
+             {max_len} tokens",
+            packed.0.len(),
+            packed.1.len()
         );
-    }
-    let (train_set, eval_set) = split(examples, a.eval_split, a.seed)?;
+        packed
+    } else {
+        (train_set, eval_set)
+    };
     let steps = a.steps.unwrap_or_else(|| {
         TrainConfig::steps_for_epochs(train_set.len(), a.epochs, a.batch, a.grad_accum)
     });
@@ -208,6 +223,7 @@ fn tune(a: TrainArgs) -> Result<()> {
         shuffle: true,
         seed: a.seed,
         eval_every: a.eval_every,
+        gradient_checkpointing: a.gradient_checkpointing,
     };
     cfg.validate()?;
     let adapters = attach(&mut model.decoder, &spec, Init::Random, a.seed)?;
@@ -241,6 +257,7 @@ fn tune(a: TrainArgs) -> Result<()> {
                  "targets": spec.targets},
         "train": cfg,
         "max_len": max_len,
+        "packing": a.packing,
     });
     let ck_dir = out.join("checkpoint");
     let mut trainer = Trainer::new(&adapters, train_set.len(), &cfg)?;
@@ -315,6 +332,38 @@ fn tune(a: TrainArgs) -> Result<()> {
     }
     println!("adapter written to {}", out.display());
     Ok(())
+}
+
+/// `records` as training examples (the chat template applied, cut to `max_len` tokens), saying
+/// on stderr what was cut or left out.
+fn tokenized(
+    model: &LoadedModel,
+    records: &[dataset::Record],
+    max_len: usize,
+    path: &std::path::Path,
+) -> Result<Vec<forja_train::Example>> {
+    let (examples, stats) = tokenize(model, records, max_len, path)?;
+    let name = path.display();
+    if stats.truncated > 0 {
+        eprintln!(
+            "{name}: {} examples cut to {max_len} tokens",
+            stats.truncated
+        );
+    }
+    if !stats.dropped.is_empty() {
+        let shown = stats.dropped.len().min(5);
+        let more = match stats.dropped.len() - shown {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        eprintln!(
+            "{name}: {} records left out, nothing to learn within {max_len} tokens (raise \
+             --max-len): {}{more}",
+            stats.dropped.len(),
+            stats.dropped[..shown].join(", ")
+        );
+    }
+    Ok(examples)
 }
 
 /// One line per step on stderr; on a terminal the line is rewritten in place, and evaluations

@@ -266,6 +266,53 @@ fn serve_refuses_an_adapter_that_does_not_fit_the_model() {
     );
 }
 
+/// `tune_args` training on `train` and evaluating on the records of `eval`.
+fn with_eval_file(model: &str, train: &Path, eval: &Path, out: &Path) -> Vec<String> {
+    let mut args = tune_args(model, train, out);
+    let at = args.iter().position(|a| a == "--eval-split").unwrap();
+    args.drain(at..at + 2);
+    args.extend(["--eval-data".into(), eval.to_str().unwrap().into()]);
+    args
+}
+
+#[test]
+fn tune_evaluates_on_its_own_file_packs_and_recomputes_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<&str> = DATA.lines().collect();
+    let train = dir.path().join("train.jsonl");
+    std::fs::write(&train, lines[..4].join("\n")).unwrap();
+    let eval = dir.path().join("held-out.jsonl");
+    std::fs::write(&eval, lines[4..].join("\n")).unwrap();
+    let out = dir.path().join("adapter");
+    let model = model();
+    let mut args = with(
+        with_eval_file(&model, &train, &eval, &out),
+        "--max-len",
+        "256",
+    );
+    args.extend(["--packing".into(), "--gradient-checkpointing".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = forja(&args);
+    let stderr = text(&r.stderr);
+    assert!(r.status.success(), "tune failed: {stderr}");
+    // The four records (~50 tokens each with the template's system prompt) fit one pack of
+    // 256 tokens, the two held-out ones another.
+    assert!(
+        stderr.contains("packed 4 train / 2 eval examples into 1 / 1 sequences of up to 256"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 train / 1 eval examples"), "{stderr}");
+    let loss = |what: &str| -> f64 {
+        let line = stderr.lines().find(|l| l.starts_with(what)).unwrap();
+        let value = line[what.len()..].split_whitespace().next().unwrap();
+        value.trim_end_matches(',').parse().unwrap()
+    };
+    assert!(loss("eval before training: loss") > 0.0, "{stderr}");
+    assert!(stderr.contains("step 2/2"), "{stderr}");
+    assert!(loss("eval after training: loss") > 0.0, "{stderr}");
+    assert!(out.join("adapter_model.safetensors").is_file());
+}
+
 #[test]
 fn bad_data_and_settings_fail_in_one_line_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
@@ -292,6 +339,10 @@ fn bad_data_and_settings_fail_in_one_line_naming_the_problem() {
     let at = rank0.iter().position(|a| a == "--rank").unwrap();
     rank0[at + 1] = "0".into();
     cases.push((rank0, "LoRA rank must be at least 1"));
+    cases.push((
+        with_eval_file(&model, &good, &data, &out),
+        "bad.jsonl, line 2: no `output`",
+    ));
     for (args, want) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = forja(&args);

@@ -27,6 +27,15 @@ pub(crate) struct Layer {
     pub(crate) post_ffn_norm: Option<RmsNorm>,
 }
 
+/// Which logits the output head computes for one sequence of a step.
+pub(crate) struct HeadRows {
+    /// The sequence's new tokens.
+    pub(crate) tokens: usize,
+    /// Every token's logits, else the last one's.
+    pub(crate) all: bool,
+    pub(crate) adapter: Option<AdapterId>,
+}
+
 /// One sequence's step: its new tokens and its cache.
 pub struct SeqStep<'a> {
     pub tokens: &'a [u32],
@@ -313,24 +322,12 @@ impl Decoder {
             return Ok(Vec::new());
         }
         for step in steps.iter() {
-            if step.tokens.is_empty() {
-                return Err(ModelError::Input("a step needs at least one token".into()));
-            }
+            self.check_tokens(step.tokens)?;
             if let Some(id) = step.adapter
                 && !self.served.iter().any(|(s, _)| *s == id)
             {
                 return Err(ModelError::Input(format!(
                     "a step names adapter {id}, which is not attached"
-                )));
-            }
-            if let Some(&bad) = step
-                .tokens
-                .iter()
-                .find(|&&id| id as u64 >= self.config.vocab_size)
-            {
-                return Err(ModelError::Input(format!(
-                    "token id {bad} outside the vocabulary of {}",
-                    self.config.vocab_size
                 )));
             }
         }
@@ -347,50 +344,106 @@ impl Decoder {
         }
     }
 
-    fn run_layers(&self, steps: &mut [SeqStep<'_>]) -> Result<Vec<Tensor>> {
-        let ids: Vec<u32> = steps
-            .iter()
-            .flat_map(|s| s.tokens.iter().copied())
-            .collect();
-        let ids = Tensor::new(ids.as_slice(), &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?;
-        if let Some(s) = self.embed_scale {
-            // Gemma multiplies by sqrt(hidden) rounded to the activation dtype.
-            x = (x * f64::from(s as f32))?;
+    /// A step's tokens: at least one, each in the vocabulary.
+    pub(crate) fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(ModelError::Input("a step needs at least one token".into()));
         }
+        match tokens
+            .iter()
+            .find(|&&id| id as u64 >= self.config.vocab_size)
+        {
+            Some(bad) => Err(ModelError::Input(format!(
+                "token id {bad} outside the vocabulary of {}",
+                self.config.vocab_size
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn run_layers(&self, steps: &mut [SeqStep<'_>]) -> Result<Vec<Tensor>> {
+        let tokens: Vec<&[u32]> = steps.iter().map(|s| s.tokens).collect();
+        let mut x = self.embed_tokens(&tokens)?;
         let segments: Vec<(Option<AdapterId>, usize)> =
             steps.iter().map(|s| (s.adapter, s.tokens.len())).collect();
         let adapters = AdapterRows::new(&segments, &self.device)?;
         let mut masks = Masks::default();
-        for (i, layer) in self.layers.iter().enumerate() {
-            let h = layer.attn.forward_batch(
-                &layer.attn_norm.forward(&x)?,
-                i,
-                steps,
-                &mut masks,
-                &adapters,
-            )?;
-            let h = match &layer.post_attn_norm {
-                Some(n) => n.forward(&h)?,
-                None => h,
-            };
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.ffn_norm.forward(&x)?, &adapters)?;
-            let h = match &layer.post_ffn_norm {
-                Some(n) => n.forward(&h)?,
-                None => h,
-            };
-            x = (x + h)?;
+        for i in 0..self.layers.len() {
+            x = self.layer_forward(i, &x, steps, &mut masks, &adapters)?;
         }
-        // The rows whose logits are wanted: every row of `all_logits` steps, else the last.
+        let outputs: Vec<HeadRows> = steps
+            .iter_mut()
+            .map(|step| {
+                step.cache.advance(step.tokens.len());
+                HeadRows {
+                    tokens: step.tokens.len(),
+                    all: step.all_logits,
+                    adapter: step.adapter,
+                }
+            })
+            .collect();
+        self.head(&x, &outputs, adapters)
+    }
+
+    /// The embeddings `[tokens, hidden]` of every sequence's tokens, one after another.
+    pub(crate) fn embed_tokens(&self, tokens: &[&[u32]]) -> Result<Tensor> {
+        let ids: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
+        let ids = Tensor::new(ids.as_slice(), &self.device)?;
+        let x = self.embed.index_select(&ids, 0)?;
+        match self.embed_scale {
+            // Gemma multiplies by sqrt(hidden) rounded to the activation dtype.
+            Some(s) => Ok((x * f64::from(s as f32))?),
+            None => Ok(x),
+        }
+    }
+
+    /// Layer `i` over the hidden states `x` of `steps`' tokens (keys and values go to their
+    /// caches).
+    pub(crate) fn layer_forward(
+        &self,
+        i: usize,
+        x: &Tensor,
+        steps: &mut [SeqStep<'_>],
+        masks: &mut Masks,
+        adapters: &AdapterRows,
+    ) -> Result<Tensor> {
+        let layer = self
+            .layers
+            .get(i)
+            .ok_or_else(|| ModelError::Input(format!("no layer {i}")))?;
+        let h =
+            layer
+                .attn
+                .forward_batch(&layer.attn_norm.forward(x)?, i, steps, masks, adapters)?;
+        let h = match &layer.post_attn_norm {
+            Some(n) => n.forward(&h)?,
+            None => h,
+        };
+        let x = (x + h)?;
+        let h = layer.mlp.forward(&layer.ffn_norm.forward(&x)?, adapters)?;
+        let h = match &layer.post_ffn_norm {
+            Some(n) => n.forward(&h)?,
+            None => h,
+        };
+        Ok((x + h)?)
+    }
+
+    /// The final norm and the output head over the last layer's hidden states `x`: per sequence
+    /// the logits (f32) of every row, or of its last row.
+    pub(crate) fn head(
+        &self,
+        x: &Tensor,
+        outputs: &[HeadRows],
+        adapters: AdapterRows,
+    ) -> Result<Vec<Tensor>> {
+        // The rows whose logits are wanted: every row of `all` sequences, else the last.
         let mut rows = Vec::new();
-        let mut counts = Vec::with_capacity(steps.len());
-        let mut head_segments = Vec::with_capacity(steps.len());
+        let mut counts = Vec::with_capacity(outputs.len());
+        let mut head_segments = Vec::with_capacity(outputs.len());
         let mut offset = 0u32;
-        for step in steps.iter_mut() {
-            let t = step.tokens.len() as u32;
-            step.cache.advance(t as usize);
-            let n = if step.all_logits {
+        for out in outputs {
+            let t = out.tokens as u32;
+            let n = if out.all {
                 rows.extend(offset..offset + t);
                 t as usize
             } else {
@@ -398,11 +451,11 @@ impl Decoder {
                 1
             };
             counts.push(n);
-            head_segments.push((step.adapter, n));
+            head_segments.push((out.adapter, n));
             offset += t;
         }
         let x = if rows.len() as u32 == offset {
-            x
+            x.clone()
         } else {
             x.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?
         };

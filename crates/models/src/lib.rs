@@ -19,6 +19,7 @@ pub mod mlp;
 pub mod norm;
 pub mod paged_kv;
 pub mod pooling;
+mod recompute;
 pub mod rope;
 pub mod runner;
 #[cfg(test)]

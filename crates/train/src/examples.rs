@@ -6,19 +6,97 @@ use crate::dataset::Record;
 use crate::error::{Result, TrainError};
 use crate::rng::Rng;
 
-/// One training sequence.
+/// One training sequence, or several packed one after another.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     pub ids: Vec<u32>,
     /// Per id: whether the loss includes predicting it (the assistant's tokens).
     pub trained: Vec<bool>,
+    /// The lengths of the sequences packed in `ids` ([`pack`]): each is read from position 0
+    /// and attends only to itself. Empty: `ids` is one sequence.
+    pub packed: Vec<usize>,
 }
 
 impl Example {
-    /// Tokens whose prediction counts in the loss (the first token is never predicted).
-    pub fn trained_tokens(&self) -> usize {
-        self.trained.iter().skip(1).filter(|&&t| t).count()
+    /// One sequence.
+    pub fn new(ids: Vec<u32>, trained: Vec<bool>) -> Self {
+        Example {
+            ids,
+            trained,
+            packed: Vec::new(),
+        }
     }
+
+    /// The index ranges of the sequences in `ids`.
+    pub fn sequences(&self) -> Vec<std::ops::Range<usize>> {
+        if self.packed.is_empty() {
+            return std::iter::once(0..self.ids.len()).collect();
+        }
+        let mut start = 0;
+        self.packed
+            .iter()
+            .map(|&n| {
+                start += n;
+                start - n..start
+            })
+            .collect()
+    }
+
+    /// Tokens whose prediction counts in the loss (a sequence's first token is never
+    /// predicted).
+    pub fn trained_tokens(&self) -> usize {
+        self.sequences()
+            .into_iter()
+            .map(|r| self.trained[r].iter().skip(1).filter(|&&t| t).count())
+            .sum()
+    }
+}
+
+/// Packs `examples` into examples of at most `max_tokens` tokens (first fit, longest first), so
+/// that a forward pass holds several short sequences; each keeps its own positions and attends
+/// only to itself, so the loss is the one of the examples taken one by one.
+pub fn pack(examples: Vec<Example>, max_tokens: usize) -> Result<Vec<Example>> {
+    if let Some(long) = examples.iter().find(|e| e.ids.len() > max_tokens) {
+        return Err(TrainError::Config(format!(
+            "an example of {} tokens does not fit a pack of {max_tokens}",
+            long.ids.len()
+        )));
+    }
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    // Stable: equal lengths keep their order, so packing is deterministic.
+    order.sort_by_key(|&i| std::cmp::Reverse(examples[i].ids.len()));
+    let mut bins: Vec<Vec<usize>> = Vec::new();
+    let mut room: Vec<usize> = Vec::new();
+    for i in order {
+        let n = examples[i].ids.len();
+        match room.iter().position(|&r| r >= n) {
+            Some(b) => {
+                bins[b].push(i);
+                room[b] -= n;
+            }
+            None => {
+                bins.push(vec![i]);
+                room.push(max_tokens - n);
+            }
+        }
+    }
+    let mut slots: Vec<Option<Example>> = examples.into_iter().map(Some).collect();
+    let mut out = Vec::with_capacity(bins.len());
+    for bin in bins {
+        let mut p = Example::new(Vec::new(), Vec::new());
+        for i in bin {
+            let Some(e) = slots.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
+            for r in e.sequences() {
+                p.packed.push(r.len());
+                p.ids.extend_from_slice(&e.ids[r.clone()]);
+                p.trained.extend_from_slice(&e.trained[r]);
+            }
+        }
+        out.push(p);
+    }
+    Ok(out)
 }
 
 /// What tokenizing a dataset did besides producing examples.
@@ -53,10 +131,7 @@ pub fn tokenize(
                 at: r.at.clone(),
                 what: e.to_string(),
             })?;
-        let mut ex = Example {
-            ids: labeled.ids,
-            trained: labeled.trained,
-        };
+        let mut ex = Example::new(labeled.ids, labeled.trained);
         if ex.ids.len() > max_len {
             ex.ids.truncate(max_len);
             ex.trained.truncate(max_len);

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
-use candle_core::{D, DType, Tensor};
+use candle_core::{D, DType, Tensor, Var};
 use forja_models::{Decoder, GraphKvCache, SeqStep};
 
 use crate::adapter::Adapters;
@@ -39,6 +39,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Evaluate every this many steps (and after the last); none: only after the last.
     pub eval_every: Option<usize>,
+    /// Keep only each layer's input in the forward pass and recompute the layer in backward
+    /// (less activation memory, one more forward pass of compute).
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
 }
 
 impl TrainConfig {
@@ -199,21 +203,26 @@ impl Trainer {
         let mut acc: Vec<Option<Tensor>> = vec![None; self.vars.len()];
         let mut loss = 0.0;
         for micro in chosen.chunks(cfg.batch) {
-            let (sum_ce, count) = cross_entropy_sum(decoder, micro)?;
-            if count == 0 {
+            if micro.iter().all(|e| e.trained_tokens() == 0) {
                 continue;
             }
-            let scaled = (sum_ce / trained_tokens as f64)?;
-            loss += scaled.to_scalar::<f32>()? as f64;
-            let grads = scaled.backward()?;
-            for (slot, var) in acc.iter_mut().zip(&self.vars) {
-                if let Some(g) = grads.get(var.as_tensor()) {
-                    *slot = Some(match slot.take() {
-                        Some(prev) => (prev + g)?,
-                        None => g.clone(),
-                    });
-                }
-            }
+            let scale = 1.0 / trained_tokens as f64;
+            let value = if cfg.gradient_checkpointing {
+                let seqs: Vec<&[u32]> = micro
+                    .iter()
+                    .flat_map(|e| e.sequences().into_iter().map(|r| &e.ids[r]))
+                    .collect();
+                decoder.backward_checkpointed(
+                    &seqs,
+                    |logits| Ok((cross_entropy_of(micro, logits)?.0 * scale)?),
+                    |grads| accumulate(&mut acc, &self.vars, grads),
+                )?
+            } else {
+                let scaled = (cross_entropy_sum(decoder, micro)?.0 * scale)?;
+                accumulate(&mut acc, &self.vars, &scaled.backward()?)?;
+                scaled
+            };
+            loss += value.to_scalar::<f32>()? as f64;
         }
         decoder.set_lora_training(false);
         let grad_norm = global_norm(&acc)?;
@@ -289,53 +298,90 @@ pub fn evaluate(decoder: &Decoder, examples: &[Example], batch: usize) -> Result
     })
 }
 
+/// Adds each trainable tensor's gradient in `grads` to its running sum.
+fn accumulate(acc: &mut [Option<Tensor>], vars: &[Var], grads: &GradStore) -> Result<()> {
+    for (slot, var) in acc.iter_mut().zip(vars) {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            *slot = Some(match slot.take() {
+                Some(prev) => (prev + g)?,
+                None => g.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Summed cross-entropy (a scalar tensor, differentiable) of predicting every trained token of
 /// `batch`, and how many tokens that is. Position `t` predicts token `t + 1`.
 pub fn cross_entropy_sum<E: std::borrow::Borrow<Example>>(
     decoder: &Decoder,
     batch: &[E],
 ) -> Result<(Tensor, usize)> {
+    let seqs: Vec<&[u32]> = batch
+        .iter()
+        .flat_map(|e| {
+            let e = e.borrow();
+            e.sequences().into_iter().map(|r| &e.ids[r])
+        })
+        .collect();
     // Caches that keep keys and values in the gradient graph (and so keep attention on its
     // differentiable path).
-    let mut caches: Vec<GraphKvCache> = batch
+    let mut caches: Vec<GraphKvCache> = seqs
         .iter()
         .map(|_| GraphKvCache::new(decoder.num_layers()))
         .collect();
-    let mut steps: Vec<SeqStep<'_>> = batch
+    let mut steps: Vec<SeqStep<'_>> = seqs
         .iter()
         .zip(caches.iter_mut())
-        .map(|(ex, cache)| SeqStep {
-            tokens: &ex.borrow().ids,
+        .map(|(tokens, cache)| SeqStep {
+            tokens,
             cache,
             all_logits: true,
             adapter: None,
         })
         .collect();
     let logits = decoder.forward(&mut steps)?;
-    let device = decoder.device();
+    cross_entropy_of(batch, &logits)
+}
+
+/// [`cross_entropy_sum`] from the logits `[n, vocab]` of each sequence of `batch` (a packed
+/// example's sequences one by one).
+fn cross_entropy_of<E: std::borrow::Borrow<Example>>(
+    batch: &[E],
+    logits: &[Tensor],
+) -> Result<(Tensor, usize)> {
+    let device = logits
+        .first()
+        .map(|l| l.device().clone())
+        .ok_or_else(|| TrainError::Config("no logits to score".into()))?;
     let mut rows = Vec::new();
     let mut targets = Vec::new();
-    for (ex, l) in batch.iter().zip(&logits) {
-        let ex = ex.borrow();
-        let predict: Vec<u32> = (1..ex.ids.len())
-            .filter(|&t| ex.trained[t])
+    let seqs = batch.iter().flat_map(|e| {
+        let e = e.borrow();
+        e.sequences().into_iter().map(move |r| (e, r))
+    });
+    for ((ex, r), l) in seqs.zip(logits) {
+        let ids = &ex.ids[r.clone()];
+        let trained = &ex.trained[r];
+        let predict: Vec<u32> = (1..ids.len())
+            .filter(|&t| trained[t])
             .map(|t| t as u32 - 1)
             .collect();
         if predict.is_empty() {
             continue;
         }
-        targets.extend(predict.iter().map(|&t| ex.ids[t as usize + 1]));
-        rows.push(l.index_select(&Tensor::new(predict.as_slice(), device)?, 0)?);
+        targets.extend(predict.iter().map(|&t| ids[t as usize + 1]));
+        rows.push(l.index_select(&Tensor::new(predict.as_slice(), &device)?, 0)?);
     }
     if rows.is_empty() {
-        return Ok((Tensor::zeros((), DType::F32, device)?, 0));
+        return Ok((Tensor::zeros((), DType::F32, &device)?, 0));
     }
     let rows = Tensor::cat(&rows, 0)?.to_dtype(DType::F32)?; // [n, vocab]
     let max = rows.max_keepdim(D::Minus1)?.detach();
     let shifted = rows.broadcast_sub(&max)?;
     let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?; // [n, 1]
     let n = targets.len();
-    let targets = Tensor::from_vec(targets, (n, 1), device)?;
+    let targets = Tensor::from_vec(targets, (n, 1), &device)?;
     let picked = shifted.gather(&targets, 1)?; // [n, 1]
     let sum = (log_z - picked)?.sum_all()?;
     Ok((sum, n))

@@ -24,7 +24,7 @@ fn examples() -> Vec<Example> {
         .map(|k| {
             let ids: Vec<u32> = (0..12).map(|i| (i * 7 + k * 13) % 90 + 3).collect();
             let trained = (0..12).map(|i| i >= 5).collect();
-            Example { ids, trained }
+            Example::new(ids, trained)
         })
         .collect()
 }
@@ -44,6 +44,7 @@ fn config() -> TrainConfig {
         shuffle: true,
         seed: 3,
         eval_every: Some(4),
+        gradient_checkpointing: false,
     }
 }
 

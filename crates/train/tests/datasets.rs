@@ -194,6 +194,7 @@ fn the_eval_split_is_seeded_and_disjoint() {
         .map(|i| forja_train::Example {
             ids: vec![1, i + 10],
             trained: vec![false, true],
+            packed: Vec::new(),
         })
         .collect();
     let (train_a, eval_a) = split(examples.clone(), 0.2, 7).unwrap();

@@ -52,6 +52,7 @@ fn config_from(g: &Value) -> TrainConfig {
         shuffle: false,
         seed: 0,
         eval_every: None,
+        gradient_checkpointing: false,
     }
 }
 
@@ -73,6 +74,7 @@ fn examples_from(g: &Value) -> Vec<Example> {
                 .iter()
                 .map(|v| v.as_bool().unwrap())
                 .collect(),
+            packed: Vec::new(),
         })
         .collect()
 }

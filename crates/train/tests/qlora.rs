@@ -61,6 +61,7 @@ fn qlora_lowers_the_loss_and_trains_adapters_behind_quantized_projections() {
         shuffle: false,
         seed: 0,
         eval_every: None,
+        gradient_checkpointing: false,
     };
     let reports = train(&mut model.decoder, &adapters, &examples, &[], &cfg, |_| {
         Ok(())
