@@ -14,6 +14,7 @@ use forja_train::examples::{pack, split, tokenize};
 use forja_train::trainer::evaluate;
 use forja_train::{
     Init, LoraSpec, StepReport, TrainConfig, Trainer, attach, checkpoint, curve, dataset, peft,
+    plot,
 };
 
 #[derive(Debug, Args)]
@@ -53,7 +54,8 @@ struct TrainArgs {
     /// (`instruction`, `input`, `output`)
     #[arg(long, required = true)]
     data: Option<PathBuf>,
-    /// Folder for the adapter (adapter_config.json, adapter_model.safetensors) and loss.csv
+    /// Folder for the adapter (adapter_config.json, adapter_model.safetensors), loss.csv and
+    /// loss.png
     #[arg(long, required = true)]
     out: Option<PathBuf>,
     /// LoRA rank
@@ -288,6 +290,7 @@ fn tune(a: TrainArgs) -> Result<()> {
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         checkpoint::save(&ck_dir, trainer, decoder, &adapters, &settings)?;
         curve::write_csv(&out.join("loss.csv"), &trainer.reports)?;
+        plot::write_loss_png(&out.join("loss.png"), &trainer.reports)?;
         Ok(())
     };
     while !trainer.finished() {
@@ -319,6 +322,7 @@ fn tune(a: TrainArgs) -> Result<()> {
         &out,
     )?;
     curve::write_csv(&out.join("loss.csv"), &reports)?;
+    plot::write_loss_png(&out.join("loss.png"), &reports)?;
     // The adapter is the result: a finished run leaves no checkpoint to resume by mistake.
     if ck_dir.exists() {
         std::fs::remove_dir_all(&ck_dir)

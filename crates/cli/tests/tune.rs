@@ -108,6 +108,12 @@ fn tune_writes_a_peft_adapter_that_run_applies() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[0].starts_with("step,epoch,lr,loss"));
+    // The curve as an image too (900×540 RGB PNG).
+    let png = std::fs::read(out.join("loss.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 900);
+    assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 540);
     // The last step carries the evaluation.
     let last: Vec<&str> = lines[2].split(',').collect();
     assert!(last[5].parse::<f64>().unwrap() > 0.0, "{csv}");

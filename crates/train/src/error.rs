@@ -29,6 +29,10 @@ pub enum TrainError {
 
     #[error("invalid training settings: {0}")]
     Config(String),
+
+    /// A plot that could not be encoded as an image.
+    #[error("plot: {0}")]
+    Plot(String),
 }
 
 impl TrainError {

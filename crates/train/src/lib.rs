@@ -12,6 +12,7 @@ pub mod examples;
 pub mod merge;
 pub mod optim;
 pub mod peft;
+pub mod plot;
 pub mod rng;
 pub mod schedule;
 pub mod trainer;
