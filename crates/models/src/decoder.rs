@@ -47,6 +47,22 @@ pub struct SeqStep<'a> {
     pub adapter: Option<AdapterId>,
 }
 
+impl<'a> SeqStep<'a> {
+    /// One step per sequence of `seqs`, each over its own cache of `caches` (in order), with
+    /// every position's logits and no served adapter: scoring whole sequences, as training does.
+    pub fn every_position<C: KvCache>(seqs: &[&'a [u32]], caches: &'a mut [C]) -> Vec<SeqStep<'a>> {
+        seqs.iter()
+            .zip(caches.iter_mut())
+            .map(|(tokens, cache)| SeqStep {
+                tokens,
+                cache,
+                all_logits: true,
+                adapter: None,
+            })
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for SeqStep<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SeqStep")

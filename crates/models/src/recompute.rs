@@ -84,16 +84,7 @@ impl Decoder {
                 .iter()
                 .map(|_| GraphKvCache::new(self.layers.len()))
                 .collect();
-            let mut steps: Vec<SeqStep<'_>> = seqs
-                .iter()
-                .zip(caches.iter_mut())
-                .map(|(tokens, cache)| SeqStep {
-                    tokens,
-                    cache,
-                    all_logits: true,
-                    adapter: None,
-                })
-                .collect();
+            let mut steps = SeqStep::every_position(seqs, &mut caches);
             self.layer_forward(i, x, &mut steps, &mut masks, &adapters)
         };
 

@@ -330,16 +330,7 @@ pub fn cross_entropy_sum<E: std::borrow::Borrow<Example>>(
         .iter()
         .map(|_| GraphKvCache::new(decoder.num_layers()))
         .collect();
-    let mut steps: Vec<SeqStep<'_>> = seqs
-        .iter()
-        .zip(caches.iter_mut())
-        .map(|(tokens, cache)| SeqStep {
-            tokens,
-            cache,
-            all_logits: true,
-            adapter: None,
-        })
-        .collect();
+    let mut steps = SeqStep::every_position(&seqs, &mut caches);
     let logits = decoder.forward(&mut steps)?;
     cross_entropy_of(batch, &logits)
 }

@@ -56,17 +56,7 @@ fn start(family: &str, dropout: f32) -> (Decoder, Adapters) {
         rank: 4,
         alpha: 8.0,
         dropout,
-        targets: [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]
-        .map(String::from)
-        .to_vec(),
+        targets: forja_models::lora::PEFT_TARGETS.map(String::from).to_vec(),
         use_rslora: false,
     };
     let adapters = attach(&mut d, &spec, Init::Random, 17).unwrap();
