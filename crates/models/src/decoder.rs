@@ -87,6 +87,8 @@ pub struct Decoder {
     device: Device,
     /// Served adapters attached, with the bytes they hold.
     served: Vec<(AdapterId, u64)>,
+    /// f32 logits the training passes compute at once ([`crate::training`]).
+    pub(crate) head_chunk_bytes: usize,
 }
 
 fn opt_bias(src: &dyn WeightSource, name: &str) -> Result<Option<Tensor>> {
@@ -326,6 +328,7 @@ impl Decoder {
             final_softcap: cfg.final_logit_softcap,
             device: device.clone(),
             served: Vec::new(),
+            head_chunk_bytes: crate::training::HEAD_CHUNK_BYTES,
         })
     }
 
@@ -510,6 +513,12 @@ impl Decoder {
         for l in &mut self.layers {
             l.attn.score_block_bytes = bytes.max(1);
         }
+    }
+
+    /// Bounds the f32 logits the training passes compute at once (default 32 MiB): the output
+    /// head runs on that many bytes' worth of predicting rows at a time.
+    pub fn set_head_chunk_bytes(&mut self, bytes: usize) {
+        self.head_chunk_bytes = bytes.max(1);
     }
 
     /// Every projection LoRA can adapt, with its module path in HF naming

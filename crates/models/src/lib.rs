@@ -19,11 +19,11 @@ pub mod mlp;
 pub mod norm;
 pub mod paged_kv;
 pub mod pooling;
-mod recompute;
 pub mod rope;
 pub mod runner;
 #[cfg(test)]
 mod test_util;
+pub mod training;
 pub mod weight_source;
 
 pub use decoder::{Decoder, SeqStep};

@@ -6,8 +6,9 @@
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
-use candle_core::{D, DType, Tensor, Var};
-use forja_models::{Decoder, GraphKvCache, SeqStep};
+use candle_core::{DType, Tensor, Var};
+use forja_models::Decoder;
+use forja_models::training::Target;
 
 use crate::adapter::Adapters;
 use crate::error::{Result, TrainError};
@@ -203,26 +204,17 @@ impl Trainer {
         let mut acc: Vec<Option<Tensor>> = vec![None; self.vars.len()];
         let mut loss = 0.0;
         for micro in chosen.chunks(cfg.batch) {
-            if micro.iter().all(|e| e.trained_tokens() == 0) {
+            let (seqs, targets) = targets_of(micro);
+            if targets.is_empty() {
                 continue;
             }
-            let scale = 1.0 / trained_tokens as f64;
-            let value = if cfg.gradient_checkpointing {
-                let seqs: Vec<&[u32]> = micro
-                    .iter()
-                    .flat_map(|e| e.sequences().into_iter().map(|r| &e.ids[r]))
-                    .collect();
-                decoder.backward_checkpointed(
-                    &seqs,
-                    |logits| Ok((cross_entropy_of(micro, logits)?.0 * scale)?),
-                    |grads| accumulate(&mut acc, &self.vars, grads),
-                )?
-            } else {
-                let scaled = (cross_entropy_sum(decoder, micro)?.0 * scale)?;
-                accumulate(&mut acc, &self.vars, &scaled.backward()?)?;
-                scaled
-            };
-            loss += value.to_scalar::<f32>()? as f64;
+            loss += decoder.loss_backward(
+                &seqs,
+                &targets,
+                1.0 / trained_tokens as f64,
+                cfg.gradient_checkpointing,
+                |grads| accumulate(&mut acc, &self.vars, grads),
+            )?;
         }
         decoder.set_lora_training(false);
         let grad_norm = global_norm(&acc)?;
@@ -282,9 +274,12 @@ pub fn evaluate(decoder: &Decoder, examples: &[Example], batch: usize) -> Result
     let mut total = 0.0;
     let mut count = 0;
     for chunk in examples.chunks(batch.max(1)) {
-        let (sum, n) = cross_entropy_sum(decoder, chunk)?;
-        total += sum.detach().to_scalar::<f32>()? as f64;
-        count += n;
+        let (seqs, targets) = targets_of(chunk);
+        if targets.is_empty() {
+            continue;
+        }
+        total += decoder.loss_sum(&seqs, &targets)?;
+        count += targets.len();
     }
     if count == 0 {
         return Err(TrainError::Config(
@@ -311,71 +306,25 @@ fn accumulate(acc: &mut [Option<Tensor>], vars: &[Var], grads: &GradStore) -> Re
     Ok(())
 }
 
-/// Summed cross-entropy (a scalar tensor, differentiable) of predicting every trained token of
-/// `batch`, and how many tokens that is. Position `t` predicts token `t + 1`.
-pub fn cross_entropy_sum<E: std::borrow::Borrow<Example>>(
-    decoder: &Decoder,
-    batch: &[E],
-) -> Result<(Tensor, usize)> {
-    let seqs: Vec<&[u32]> = batch
-        .iter()
-        .flat_map(|e| {
-            let e = e.borrow();
-            e.sequences().into_iter().map(|r| &e.ids[r])
-        })
-        .collect();
-    // Caches that keep keys and values in the gradient graph (and so keep attention on its
-    // differentiable path).
-    let mut caches: Vec<GraphKvCache> = seqs
-        .iter()
-        .map(|_| GraphKvCache::new(decoder.num_layers()))
-        .collect();
-    let mut steps = SeqStep::every_position(&seqs, &mut caches);
-    let logits = decoder.forward(&mut steps)?;
-    cross_entropy_of(batch, &logits)
-}
-
-/// [`cross_entropy_sum`] from the logits `[n, vocab]` of each sequence of `batch` (a packed
-/// example's sequences one by one).
-fn cross_entropy_of<E: std::borrow::Borrow<Example>>(
-    batch: &[E],
-    logits: &[Tensor],
-) -> Result<(Tensor, usize)> {
-    let device = logits
-        .first()
-        .map(|l| l.device().clone())
-        .ok_or_else(|| TrainError::Config("no logits to score".into()))?;
-    let mut rows = Vec::new();
+/// The sequences of `batch` (a packed example's one by one) and the tokens the loss predicts:
+/// each trained token from the row before it. Position `t` predicts token `t + 1`.
+fn targets_of<E: std::borrow::Borrow<Example>>(batch: &[E]) -> (Vec<&[u32]>, Vec<Target>) {
+    let mut seqs = Vec::new();
     let mut targets = Vec::new();
-    let seqs = batch.iter().flat_map(|e| {
-        let e = e.borrow();
-        e.sequences().into_iter().map(move |r| (e, r))
-    });
-    for ((ex, r), l) in seqs.zip(logits) {
-        let ids = &ex.ids[r.clone()];
-        let trained = &ex.trained[r];
-        let predict: Vec<u32> = (1..ids.len())
-            .filter(|&t| trained[t])
-            .map(|t| t as u32 - 1)
-            .collect();
-        if predict.is_empty() {
-            continue;
+    let mut offset = 0;
+    for ex in batch {
+        let ex = ex.borrow();
+        for r in ex.sequences() {
+            let (ids, trained) = (&ex.ids[r.clone()], &ex.trained[r]);
+            targets.extend((1..ids.len()).filter(|&t| trained[t]).map(|t| Target {
+                row: offset + t - 1,
+                token: ids[t],
+            }));
+            offset += ids.len();
+            seqs.push(ids);
         }
-        targets.extend(predict.iter().map(|&t| ids[t as usize + 1]));
-        rows.push(l.index_select(&Tensor::new(predict.as_slice(), &device)?, 0)?);
     }
-    if rows.is_empty() {
-        return Ok((Tensor::zeros((), DType::F32, &device)?, 0));
-    }
-    let rows = Tensor::cat(&rows, 0)?.to_dtype(DType::F32)?; // [n, vocab]
-    let max = rows.max_keepdim(D::Minus1)?.detach();
-    let shifted = rows.broadcast_sub(&max)?;
-    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?; // [n, 1]
-    let n = targets.len();
-    let targets = Tensor::from_vec(targets, (n, 1), &device)?;
-    let picked = shifted.gather(&targets, 1)?; // [n, 1]
-    let sum = (log_z - picked)?.sum_all()?;
-    Ok((sum, n))
+    (seqs, targets)
 }
 
 /// L2 norm of all gradients together.

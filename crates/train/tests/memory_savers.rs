@@ -1,6 +1,7 @@
 //! Gradient checkpointing and packing change how training uses memory and batches, never what
 //! it learns: checkpointed runs give the ordinary run's losses, gradients and adapters (LoRA
-//! dropout included), and packed examples the unpacked ones' losses.
+//! dropout included), the output head in chunks of rows the whole head's, and packed examples
+//! the unpacked ones' losses.
 
 #![allow(
     clippy::unwrap_used,
@@ -138,6 +139,24 @@ fn checkpointed_training_learns_what_ordinary_training_learns() {
         let b = run(family, 0.2, &data, &checkpointed);
         assert!(a.0[5].loss < a.0[0].loss, "{family}: {:?}", a.0);
         assert_same_runs(&a, &b, 1e-5);
+    }
+}
+
+#[test]
+fn the_output_head_in_chunks_of_rows_gives_the_whole_heads_gradients() {
+    let data = examples(4);
+    let cfg = config(2, 1, 3, false);
+    let whole = run("llama", 0.0, &data, &cfg);
+    for checkpointing in [false, true] {
+        let (mut d, adapters) = start("llama", 0.0);
+        // Three rows of the 256-entry vocabulary's logits at a time.
+        d.set_head_chunk_bytes(3 * 256 * 4);
+        let cfg = TrainConfig {
+            gradient_checkpointing: checkpointing,
+            ..cfg.clone()
+        };
+        let r = train(&mut d, &adapters, &data, &data[..2], &cfg, |_| Ok(())).unwrap();
+        assert_same_runs(&whole, &(r, matrices(&adapters)), 1e-5);
     }
 }
 

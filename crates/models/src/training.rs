@@ -1,0 +1,259 @@
+//! The decoder's training passes: the loss of predicting chosen tokens of whole sequences,
+//! differentiated with respect to the trainable tensors (the LoRA adapters), and the same loss
+//! without gradients.
+//!
+//! Backward needs what the forward pass computed. Either the forward keeps the graph of every
+//! layer, or, with activation checkpointing ("gradient checkpointing"), it keeps only the hidden
+//! states that enter each layer and backward recomputes one layer at a time, differentiates that
+//! layer alone and hands the gradient of its input to the layer below: activation memory drops
+//! from every layer's intermediates to one layer's, for one more forward pass of compute.
+//!
+//! Either way the output head runs only on the rows whose next token is predicted, a chunk of
+//! rows at a time, each chunk differentiated on its own: the `[rows, vocab]` logits — the
+//! largest activations of a small model — never exist for a whole sequence at once, and rows
+//! that predict nothing (the prompt) cost no head computation.
+
+use candle_core::backprop::GradStore;
+use candle_core::{D, DType, Tensor, Var};
+
+use crate::attention::{Masks, QkvProj};
+use crate::decoder::{Decoder, HeadRows, Layer, SeqStep};
+use crate::error::{ModelError, Result};
+use crate::kv_cache::GraphKvCache;
+use crate::linear::Linear;
+use crate::lora::AdapterRows;
+use crate::mlp::Mlp;
+
+/// f32 logits computed at once by the output head (rows × vocabulary × 4 bytes), unless
+/// [`Decoder::set_head_chunk_bytes`] says otherwise.
+pub(crate) const HEAD_CHUNK_BYTES: usize = 32 << 20;
+
+/// A predicted token: the row (of the sequences' tokens one after another) whose hidden state
+/// predicts it, and the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub row: usize,
+    pub token: u32,
+}
+
+/// Σ −log softmax(row)[target] over the rows of `logits` `[n, vocab]` (a differentiable scalar).
+pub fn cross_entropy_sum(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    let logits = logits.to_dtype(DType::F32)?;
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?; // [n, 1]
+    let targets = Tensor::from_vec(targets.to_vec(), (targets.len(), 1), logits.device())?;
+    let picked = shifted.gather(&targets, 1)?; // [n, 1]
+    Ok((log_z - picked)?.sum_all()?)
+}
+
+impl Layer {
+    /// The projections of this layer that can carry a training adapter.
+    fn linears(&self) -> Vec<&Linear> {
+        let mut out = Vec::new();
+        match &self.attn.qkv {
+            QkvProj::Separate { q, k, v } => out.extend([q, k, v]),
+            QkvProj::Fused(qkv) => out.push(qkv),
+        }
+        out.push(&self.attn.o);
+        if let Mlp::Gated(m) = &self.mlp {
+            out.extend(m.gate.as_ref());
+            out.extend([&m.up, &m.down]);
+        }
+        out
+    }
+
+    /// Where each adapter's dropout stream stands (in [`Layer::linears`] order).
+    fn dropout_states(&self) -> Vec<Option<u64>> {
+        self.linears()
+            .iter()
+            .map(|l| l.lora.as_ref().map(|a| a.dropout_state()))
+            .collect()
+    }
+
+    /// Puts the dropout streams back where [`Layer::dropout_states`] found them, so a recomputed
+    /// forward draws the masks the first one drew.
+    fn restore_dropout(&self, states: &[Option<u64>]) {
+        for (l, s) in self.linears().iter().zip(states) {
+            if let (Some(lora), Some(s)) = (&l.lora, s) {
+                lora.seed_dropout(*s);
+            }
+        }
+    }
+}
+
+impl Decoder {
+    /// The loss `scale · Σ −log p(target)` over `targets` of `seqs` (each a sequence from
+    /// position 0), differentiated: `on_grads` receives each partial gradient store — the
+    /// output head's, a chunk of rows at a time, then the layers' (all at once, or with
+    /// `checkpointing` one at a time from the last down to the first). A trainable tensor's
+    /// gradient is the sum of its entries in these stores. Returns the loss.
+    ///
+    /// With `checkpointing` the gradients are those of the ordinary pass: each recomputed layer
+    /// draws the LoRA dropout masks its first forward drew, and the streams end where one
+    /// forward leaves them.
+    pub fn loss_backward<E>(
+        &self,
+        seqs: &[&[u32]],
+        targets: &[Target],
+        scale: f64,
+        checkpointing: bool,
+        mut on_grads: impl FnMut(&GradStore) -> std::result::Result<(), E>,
+    ) -> std::result::Result<f64, E>
+    where
+        E: From<ModelError> + From<candle_core::Error>,
+    {
+        self.check_seqs(seqs, targets)?;
+        let mut masks = Masks::default();
+        let mut x = self.embed_tokens(seqs)?.detach();
+        if !checkpointing {
+            // The whole graph: every layer's intermediates stay until the backward below.
+            for i in 0..self.layers.len() {
+                x = self.layer_alone(i, &x, seqs, &mut masks)?;
+            }
+            let (loss, grad) = self.head_backward(&x.detach(), targets, scale, &mut on_grads)?;
+            let surrogate = (x * grad)?.sum_all()?;
+            on_grads(&surrogate.backward()?)?;
+            return Ok(loss);
+        }
+
+        // Forward: keep each layer's input, detached, and where its dropout streams stood.
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut dropout = Vec::with_capacity(self.layers.len());
+        for (i, l) in self.layers.iter().enumerate() {
+            dropout.push(l.dropout_states());
+            let next = self.layer_alone(i, &x, seqs, &mut masks)?.detach();
+            inputs.push(x);
+            x = next;
+        }
+        let (loss, mut grad) = self.head_backward(&x, targets, scale, &mut on_grads)?;
+        drop(x);
+        // Backward, one recomputed layer at a time.
+        for i in (0..self.layers.len()).rev() {
+            let (Some(input), Some(states)) = (inputs.pop(), dropout.get(i)) else {
+                return Err(ModelError::Input(format!("no saved input for layer {i}")).into());
+            };
+            self.layers[i].restore_dropout(states);
+            let input = Var::from_tensor(&input)?;
+            let out = self.layer_alone(i, input.as_tensor(), seqs, &mut masks)?;
+            // d(Σ out·grad)/d(param) is the chain rule's product with the gradient from above.
+            let surrogate = (out * &grad)?.sum_all()?;
+            let mut grads = surrogate.backward()?;
+            on_grads(&grads)?;
+            if i > 0 {
+                grad = grads.remove(input.as_tensor()).ok_or_else(|| {
+                    ModelError::Input(format!("layer {i}'s output does not depend on its input"))
+                })?;
+            }
+        }
+        Ok(loss)
+    }
+
+    /// `Σ −log p(target)` over `targets` of `seqs`, without gradients: each layer's output is
+    /// detached as it is made, the head runs on the predicting rows a chunk at a time.
+    pub fn loss_sum(&self, seqs: &[&[u32]], targets: &[Target]) -> Result<f64> {
+        self.check_seqs(seqs, targets)?;
+        let mut masks = Masks::default();
+        let mut x = self.embed_tokens(seqs)?.detach();
+        for i in 0..self.layers.len() {
+            x = self.layer_alone(i, &x, seqs, &mut masks)?.detach();
+        }
+        let mut total = 0.0;
+        for chunk in targets.chunks(self.head_chunk_rows()) {
+            let (logits, tokens) = self.head_logits(&x, chunk)?;
+            total += cross_entropy_sum(&logits, &tokens)?
+                .detach()
+                .to_scalar::<f32>()? as f64;
+        }
+        Ok(total)
+    }
+
+    fn check_seqs(&self, seqs: &[&[u32]], targets: &[Target]) -> Result<()> {
+        if seqs.is_empty() {
+            return Err(ModelError::Input("nothing to score: no sequences".into()));
+        }
+        for tokens in seqs {
+            self.check_tokens(tokens)?;
+        }
+        let rows: usize = seqs.iter().map(|s| s.len()).sum();
+        if let Some(t) = targets
+            .iter()
+            .find(|t| t.row >= rows || t.token as u64 >= self.config.vocab_size)
+        {
+            return Err(ModelError::Input(format!(
+                "target {t:?} outside {rows} rows or the vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Layer `i` over every sequence of `seqs` from an empty cache (the cache holds only this
+    /// layer's keys and values and is dropped with the call).
+    fn layer_alone(
+        &self,
+        i: usize,
+        x: &Tensor,
+        seqs: &[&[u32]],
+        masks: &mut Masks,
+    ) -> Result<Tensor> {
+        let mut caches: Vec<GraphKvCache> = seqs
+            .iter()
+            .map(|_| GraphKvCache::new(self.layers.len()))
+            .collect();
+        let mut steps = SeqStep::every_position(seqs, &mut caches);
+        self.layer_forward(i, x, &mut steps, masks, &AdapterRows::none())
+    }
+
+    /// Head rows computed at once: `head_chunk_bytes` of f32 logits, at least one row.
+    fn head_chunk_rows(&self) -> usize {
+        (self.head_chunk_bytes / (4 * self.config.vocab_size.max(1) as usize)).max(1)
+    }
+
+    /// The logits of the rows of `x` that `targets` names, and the tokens they predict.
+    fn head_logits(&self, x: &Tensor, targets: &[Target]) -> Result<(Tensor, Vec<u32>)> {
+        let rows: Vec<u32> = targets.iter().map(|t| t.row as u32).collect();
+        let picked = x.index_select(&Tensor::new(rows.as_slice(), x.device())?, 0)?;
+        let head = [HeadRows {
+            tokens: rows.len(),
+            all: true,
+            adapter: None,
+        }];
+        let logits = self
+            .head(&picked, &head, AdapterRows::none())?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ModelError::Input("the head gave no logits".into()))?;
+        Ok((logits, targets.iter().map(|t| t.token).collect()))
+    }
+
+    /// The head's part of [`Decoder::loss_backward`] over the last hidden states `x`: the
+    /// scaled loss, a chunk of rows at a time, each chunk's gradients handed to `on_grads`;
+    /// returns the loss and its gradient with respect to `x`.
+    fn head_backward<E>(
+        &self,
+        x: &Tensor,
+        targets: &[Target],
+        scale: f64,
+        on_grads: &mut impl FnMut(&GradStore) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(f64, Tensor), E>
+    where
+        E: From<ModelError> + From<candle_core::Error>,
+    {
+        let last = Var::from_tensor(x)?;
+        let mut grad = x.zeros_like()?;
+        let mut loss = 0.0;
+        for chunk in targets.chunks(self.head_chunk_rows()) {
+            let (logits, tokens) = self.head_logits(last.as_tensor(), chunk)?;
+            let value = (cross_entropy_sum(&logits, &tokens)? * scale)?;
+            drop(logits);
+            loss += value.to_scalar::<f32>()? as f64;
+            let mut grads = value.backward()?;
+            on_grads(&grads)?;
+            if let Some(g) = grads.remove(last.as_tensor()) {
+                grad = (grad + g)?;
+            }
+        }
+        Ok((loss, grad))
+    }
+}
