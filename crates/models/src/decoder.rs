@@ -13,7 +13,7 @@ use crate::linear::{Linear, LinearWeight};
 use crate::lora::{AdapterId, AdapterRows, Lora, LoraSlot, LoraWeights};
 use crate::mlp::{GatedMlp, Mlp, MoeMlp};
 use crate::norm::RmsNorm;
-use crate::rope::Rope;
+use crate::rope::{Rope, RopeStyle};
 use crate::weight_source::WeightSource;
 
 #[derive(Debug)]
@@ -34,6 +34,56 @@ pub(crate) struct HeadRows {
     /// Every token's logits, else the last one's.
     pub(crate) all: bool,
     pub(crate) adapter: Option<AdapterId>,
+}
+
+/// How a decoder orders the output rows of its q and k projections against HF's: a
+/// llama-architecture GGUF keeps them as llama.cpp permutes them (each head's two rotary halves
+/// interleaved: row `h·D + 2m + s` holds HF's row `h·D + s·D/2 + m`), every other source as HF.
+/// LoRA adapters are stored in HF's order (PEFT), so their `B` crosses this boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QkRowOrder {
+    interleaved: bool,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl QkRowOrder {
+    /// A LoRA `B` `[out, rank]` of module `path`, in HF's row order, put in the decoder's.
+    pub fn from_hf(&self, path: &str, b: &Tensor) -> Result<Tensor> {
+        self.reorder(path, b, true)
+    }
+
+    /// The decoder's `B` of module `path` in HF's row order.
+    pub fn to_hf(&self, path: &str, b: &Tensor) -> Result<Tensor> {
+        self.reorder(path, b, false)
+    }
+
+    fn reorder(&self, path: &str, b: &Tensor, from_hf: bool) -> Result<Tensor> {
+        let heads = if path.ends_with("self_attn.q_proj") {
+            self.heads
+        } else if path.ends_with("self_attn.k_proj") {
+            self.kv_heads
+        } else {
+            0
+        };
+        let d = self.head_dim;
+        if !self.interleaved || heads == 0 || d % 2 != 0 || b.dim(0)? != heads * d {
+            return Ok(b.clone());
+        }
+        let index: Vec<u32> = (0..heads * d)
+            .map(|row| {
+                let (h, r) = (row / d, row % d);
+                let other = if from_hf {
+                    h * d + (r % 2) * (d / 2) + r / 2
+                } else {
+                    h * d + 2 * (r % (d / 2)) + r / (d / 2)
+                };
+                other as u32
+            })
+            .collect();
+        Ok(b.index_select(&Tensor::new(index.as_slice(), b.device())?, 0)?)
+    }
 }
 
 /// One sequence's step: its new tokens and its cache.
@@ -89,6 +139,9 @@ pub struct Decoder {
     served: Vec<(AdapterId, u64)>,
     /// f32 logits the training passes compute at once ([`crate::training`]).
     pub(crate) head_chunk_bytes: usize,
+    /// The q and k projections' rows are in llama.cpp's order (a llama-architecture GGUF: each
+    /// head's two rotary halves interleaved), not HF's.
+    qk_rows_interleaved: bool,
 }
 
 fn opt_bias(src: &dyn WeightSource, name: &str) -> Result<Option<Tensor>> {
@@ -329,6 +382,7 @@ impl Decoder {
             device: device.clone(),
             served: Vec::new(),
             head_chunk_bytes: crate::training::HEAD_CHUNK_BYTES,
+            qk_rows_interleaved: style == RopeStyle::Interleaved,
         })
     }
 
@@ -521,6 +575,16 @@ impl Decoder {
         self.head_chunk_bytes = bytes.max(1);
     }
 
+    /// How this decoder orders the q and k projections' output rows, against HF's.
+    pub fn qk_row_order(&self) -> QkRowOrder {
+        QkRowOrder {
+            interleaved: self.qk_rows_interleaved,
+            heads: self.config.num_heads as usize,
+            kv_heads: self.config.num_kv_heads as usize,
+            head_dim: self.config.head_dim as usize,
+        }
+    }
+
     /// Every projection LoRA can adapt, with its module path in HF naming
     /// (`model.layers.3.self_attn.q_proj`, `model.layers.3.mlp.down_proj`, `lm_head`): the names
     /// PEFT adapters use. Fused projections are `qkv_proj` and `gate_up_proj` (Phi-3); the
@@ -588,6 +652,7 @@ impl Decoder {
             return Err(ModelError::Adapter("the adapter adapts no module".into()));
         }
         let device = self.device.clone();
+        let order = self.qk_row_order();
         let mut linears: std::collections::HashMap<String, &mut Linear> =
             self.linears_mut().into_iter().collect();
         let mut staged = Vec::with_capacity(weights.modules.len());
@@ -613,7 +678,7 @@ impl Decoder {
             }
             let lora = Lora::new(
                 a.to_device(&device)?,
-                b.to_device(&device)?,
+                order.from_hf(module, b)?.to_device(&device)?,
                 weights.scale,
                 0.0,
             )?;

@@ -26,7 +26,7 @@ mod test_util;
 pub mod training;
 pub mod weight_source;
 
-pub use decoder::{Decoder, SeqStep};
+pub use decoder::{Decoder, QkRowOrder, SeqStep};
 pub use encoder::{BertEncoder, EncoderInput, SequenceClassifier};
 pub use error::{ModelError, Result};
 pub use kv_cache::{ContiguousKvCache, GraphKvCache, KvCache, KvView};

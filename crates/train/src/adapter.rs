@@ -112,6 +112,8 @@ pub fn attach(
     let mut modules = Vec::new();
     let mut matched = vec![false; spec.targets.len()];
     let mut names = Vec::new();
+    // PEFT adapters are in HF's row order; the decoder may keep q/k rows in another.
+    let order = decoder.qk_row_order();
     for (path, linear) in decoder.linears_mut() {
         if let Some(short) = path.rsplit('.').next()
             && !names.iter().any(|n: &String| n == short)
@@ -147,6 +149,10 @@ pub fn attach(
                 })?;
                 (a.to_device(&device)?, b.to_device(&device)?)
             }
+        };
+        let b = match init {
+            Init::From(_) => order.from_hf(&path, &b)?,
+            Init::Random => b,
         };
         if a.dims() != [spec.rank, in_dim] || b.dims() != [out_dim, spec.rank] {
             return Err(TrainError::Config(format!(

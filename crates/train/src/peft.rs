@@ -205,6 +205,16 @@ pub fn save(decoder: &mut Decoder, spec: &LoraSpec, base_model: &str, dir: &Path
             );
         }
     }
+    // PEFT's row order, whatever order the base keeps its projections in.
+    let order = decoder.qk_row_order();
+    for (name, t) in tensors.iter_mut() {
+        if let Some(path) = name
+            .strip_prefix(PREFIX)
+            .and_then(|n| n.strip_suffix(".lora_B.weight"))
+        {
+            *t = order.to_hf(path, t)?;
+        }
+    }
     if tensors.is_empty() {
         return Err(TrainError::Config(
             "the model carries no adapter to save".into(),
