@@ -68,7 +68,7 @@ impl QkRowOrder {
             0
         };
         let d = self.head_dim;
-        if !self.interleaved || heads == 0 || d % 2 != 0 || b.dim(0)? != heads * d {
+        if !self.interleaved || heads == 0 || !d.is_multiple_of(2) || b.dim(0)? != heads * d {
             return Ok(b.clone());
         }
         let index: Vec<u32> = (0..heads * d)
