@@ -56,7 +56,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         // prompt rendering as inference, so a tuned model sees at serving time what it learned.
         (
             "forja-train",
-            &["forja-engine", "forja-models", "forja-arch"][..],
+            &["forja-engine", "forja-models", "forja-arch", "forja-quant"][..],
         ),
         ("forja-sched", &["forja-kv"][..]),
         ("forja-kv", &[][..]),

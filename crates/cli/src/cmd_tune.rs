@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use forja_engine::LoadedModel;
 use forja_models::loader::LoadOptions;
 use forja_train::examples::{pack, split, tokenize};
+use forja_train::merge_gguf;
 use forja_train::trainer::evaluate;
 use forja_train::{
     Init, LoraSpec, StepReport, TrainConfig, Trainer, attach, checkpoint, curve, dataset, peft,
@@ -34,13 +35,14 @@ enum TuneAction {
 
 #[derive(Debug, Args)]
 struct MergeArgs {
-    /// The base model: an HF model folder (config.json, safetensors)
+    /// The base model: an HF model folder (config.json, safetensors), or a .gguf file (the
+    /// adapted projections are quantized again to their own types)
     #[arg(long)]
     model: PathBuf,
     /// The adapter: a PEFT folder, as `forja tune` writes
     #[arg(long)]
     adapter: PathBuf,
-    /// The new model folder (must not exist)
+    /// The new model folder, or NAME.gguf for a GGUF base (must not exist)
     #[arg(long)]
     out: PathBuf,
 }
@@ -141,7 +143,11 @@ pub fn run(a: TuneArgs) -> Result<()> {
 
 fn merge(a: MergeArgs) -> Result<()> {
     let adapter = peft::load(&a.adapter)?;
-    let report = forja_train::merge::merge_into_folder(&a.model, &adapter, &a.out)?;
+    let report = if merge_gguf::is_gguf(&a.model) {
+        merge_gguf::merge_into_gguf(&a.model, &adapter, &merge_gguf::gguf_out(&a.out)?)?
+    } else {
+        forja_train::merge::merge_into_folder(&a.model, &adapter, &a.out)?
+    };
     println!(
         "merged {} projections; model written to {}",
         report.merged,

@@ -374,7 +374,7 @@ fn bad_data_and_settings_fail_in_one_line_naming_the_problem() {
 }
 
 #[test]
-fn merge_writes_a_model_folder_and_refuses_a_gguf_base() {
+fn merge_writes_a_model_folder_and_asks_a_gguf_name_for_a_gguf_base() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("merged");
     let tiny = forja_testkit::fixtures_dir().join("tiny/llama");
@@ -415,7 +415,7 @@ fn merge_writes_a_model_folder_and_refuses_a_gguf_base() {
     let stderr = text(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("merging needs an HF model folder"),
+        stderr.contains("a GGUF base merges into a GGUF file: give --out NAME.gguf"),
         "{stderr}"
     );
     assert!(!gguf_out.exists());

@@ -49,6 +49,16 @@ pub struct QkRowOrder {
 }
 
 impl QkRowOrder {
+    /// The order a GGUF of architecture `arch` (`general.architecture`) keeps for `cfg`.
+    pub fn of_gguf(arch: &str, cfg: &DecoderConfig) -> Self {
+        QkRowOrder {
+            interleaved: crate::weight_source::gguf_rope_style(arch) == RopeStyle::Interleaved,
+            heads: cfg.num_heads as usize,
+            kv_heads: cfg.num_kv_heads as usize,
+            head_dim: cfg.head_dim as usize,
+        }
+    }
+
     /// A LoRA `B` `[out, rank]` of module `path`, in HF's row order, put in the decoder's.
     pub fn from_hf(&self, path: &str, b: &Tensor) -> Result<Tensor> {
         self.reorder(path, b, true)

@@ -434,11 +434,16 @@ impl WeightSource for GgufSource {
     }
 
     fn rope_style(&self) -> RopeStyle {
-        // llama.cpp permutes q/k of `llama`-architecture models for the interleaved layout.
-        if self.arch == "llama" {
-            RopeStyle::Interleaved
-        } else {
-            RopeStyle::Neox
-        }
+        gguf_rope_style(&self.arch)
+    }
+}
+
+/// The rotary layout of a GGUF of architecture `arch`: llama.cpp permutes the q/k rows of
+/// `llama`-architecture models for the interleaved layout.
+pub(crate) fn gguf_rope_style(arch: &str) -> RopeStyle {
+    if arch == "llama" {
+        RopeStyle::Interleaved
+    } else {
+        RopeStyle::Neox
     }
 }

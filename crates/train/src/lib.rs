@@ -10,6 +10,7 @@ pub mod dataset;
 pub mod error;
 pub mod examples;
 pub mod merge;
+pub mod merge_gguf;
 pub mod optim;
 pub mod peft;
 pub mod plot;

@@ -29,8 +29,8 @@ pub fn merge_into_folder(
 ) -> Result<MergeReport> {
     if !model_dir.is_dir() {
         return Err(TrainError::Config(format!(
-            "{}: merging needs an HF model folder (safetensors); a GGUF base would have to be \
-             quantized again, which forja cannot do yet",
+            "{}: not an HF model folder (config.json, safetensors); a GGUF file merges into a \
+             GGUF (merge_gguf)",
             model_dir.display()
         )));
     }
