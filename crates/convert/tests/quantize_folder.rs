@@ -21,6 +21,7 @@ use forja_arch::tensors::decoder_tensors;
 use forja_arch::{GgufRecipe, quant_recipe};
 use forja_convert::{quantize_folder, read_config};
 use forja_models::{ContiguousKvCache, Decoder, SeqStep};
+use forja_testkit::vectors::rel_rms;
 
 const PROMPT: [u32; 12] = [72, 256, 257, 111, 32, 119, 258, 114, 108, 100, 10, 33];
 
@@ -81,16 +82,6 @@ fn greedy(model: &Decoder, prompt: &[u32], n: usize) -> Vec<u32> {
         next = vec![top];
     }
     out
-}
-
-fn rel_rms(reference: &[f32], other: &[f32]) -> f64 {
-    let err: f64 = reference
-        .iter()
-        .zip(other)
-        .map(|(a, b)| f64::from(a - b).powi(2))
-        .sum();
-    let norm: f64 = reference.iter().map(|a| f64::from(*a).powi(2)).sum();
-    (err / norm).sqrt()
 }
 
 fn check_family(model_type: &str, dtype: &str) {

@@ -12,6 +12,18 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// RMS of `other − reference` over the RMS of `reference` (relative distance of logits).
+pub fn rel_rms(reference: &[f32], other: &[f32]) -> f64 {
+    assert_eq!(reference.len(), other.len(), "vectors of different lengths");
+    let err: f64 = reference
+        .iter()
+        .zip(other)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum();
+    let norm: f64 = reference.iter().map(|a| f64::from(*a).powi(2)).sum();
+    (err / norm).sqrt()
+}
+
 /// Cosine similarity; the lengths must agree.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "vectors of different lengths");

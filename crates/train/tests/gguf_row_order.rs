@@ -20,7 +20,7 @@ use forja_models::weight_source::hf_name;
 use forja_quant::QuantType;
 use forja_testkit::fixtures_dir;
 use forja_testkit::gguf_builder::{GgufBuilder, Meta};
-use forja_testkit::vectors::max_abs_diff;
+use forja_testkit::vectors::{max_abs_diff, rel_rms};
 use forja_train::merge_gguf::merge_into_gguf;
 use forja_train::{Init, attach, peft};
 
@@ -122,13 +122,6 @@ fn logits(d: &Decoder) -> Vec<f32> {
         .unwrap()
         .to_vec1()
         .unwrap()
-}
-
-/// RMS of the difference over the RMS of `reference`.
-fn rel_rms(reference: &[f32], other: &[f32]) -> f64 {
-    let sq = |it: &mut dyn Iterator<Item = f64>| it.map(|v| v * v).sum::<f64>();
-    let diff = sq(&mut reference.iter().zip(other).map(|(a, b)| f64::from(a - b)));
-    (diff / sq(&mut reference.iter().map(|&a| f64::from(a)))).sqrt()
 }
 
 fn load(path: &Path) -> Decoder {
