@@ -35,10 +35,10 @@ enum BenchWhat {
 pub struct ModelBenchArgs {
     /// A .gguf file, an HF model folder, or a store, hub or catalog name (pulled if needed)
     model: String,
-    /// Prompt lengths to time (comma-separated)
+    /// Prompt lengths to time (comma-separated; 0 skips the prompt tests)
     #[arg(short = 'p', long, default_value = "512", value_delimiter = ',')]
     n_prompt: Vec<usize>,
-    /// Generation lengths to time (comma-separated)
+    /// Generation lengths to time (comma-separated; 0 skips the generation tests)
     #[arg(short = 'n', long, default_value = "128", value_delimiter = ',')]
     n_gen: Vec<usize>,
     /// Repetitions of each test
@@ -114,8 +114,14 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
     let desc = ModelDescription::from_path(&path)
         .with_context(|| format!("reading {}", path.display()))?;
     let max_ctx = desc.config.max_context as usize;
-    for &n in a.n_prompt.iter().chain(&a.n_gen) {
-        if n == 0 || n > max_ctx {
+    // A length of 0 skips that kind of test, as llama-bench's `-p 0` / `-n 0` do.
+    let n_prompt: Vec<usize> = a.n_prompt.iter().copied().filter(|&n| n > 0).collect();
+    let n_gen: Vec<usize> = a.n_gen.iter().copied().filter(|&n| n > 0).collect();
+    if n_prompt.is_empty() && n_gen.is_empty() {
+        bail!("nothing to time: every -p and -n length is 0");
+    }
+    for &n in n_prompt.iter().chain(&n_gen) {
+        if n > max_ctx {
             bail!("test length {n} must be between 1 and the model's context of {max_ctx} tokens");
         }
     }
@@ -125,16 +131,12 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
     let model_bytes = desc.stored.as_ref().map_or(0, |s| s.file_bytes);
     let n_params = desc.weights(None).params;
     // One untimed pass warms caches and page-ins the mapped weights.
-    time_prompt(
-        &decoder,
-        &tokens(a.n_prompt.first().copied().unwrap_or(8).min(8), vocab),
-    )?;
+    time_prompt(&decoder, &tokens(8.min(max_ctx), vocab))?;
     let mut results = Vec::new();
-    let tests = a
-        .n_prompt
+    let tests = n_prompt
         .iter()
         .map(|&n| ("pp", n))
-        .chain(a.n_gen.iter().map(|&n| ("tg", n)));
+        .chain(n_gen.iter().map(|&n| ("tg", n)));
     for (kind, n) in tests {
         let mut samples = Vec::with_capacity(a.repetitions);
         for _ in 0..a.repetitions {

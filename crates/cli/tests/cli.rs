@@ -541,6 +541,37 @@ fn bench_model_times_prompt_and_generation() {
     );
     let e = fails(&["bench", "model", model.to_str().unwrap(), "-r", "0"]);
     assert!(e.contains("invalid --repetitions 0"), "{e}");
+    // 0 skips a kind of test, as llama-bench's `-p 0`; nothing left to time is an error.
+    let out = ok(&[
+        "bench",
+        "model",
+        model.to_str().unwrap(),
+        "-p",
+        "0",
+        "-n",
+        "3",
+        "-r",
+        "1",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tests: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["test"].as_str().unwrap())
+        .collect();
+    assert_eq!(tests, ["tg3"]);
+    let e = fails(&[
+        "bench",
+        "model",
+        model.to_str().unwrap(),
+        "-p",
+        "0",
+        "-n",
+        "0",
+    ]);
+    assert!(e.contains("nothing to time"), "{e}");
 }
 
 #[test]
