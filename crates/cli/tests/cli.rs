@@ -506,30 +506,28 @@ fn run_reports_unusable_models_clearly() {
     assert!(e.contains("top_p 2 outside"), "{e}");
 }
 
+/// `forja bench model MODEL ARGS --json`, parsed: one result per test.
+fn bench_json(model: &std::path::Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["bench", "model", model.to_str().unwrap()];
+    all.extend(args);
+    all.push("--json");
+    let v: serde_json::Value = serde_json::from_str(&ok(&all)).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+fn test_names(results: &[serde_json::Value]) -> Vec<&str> {
+    results
+        .iter()
+        .map(|r| r["test"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn bench_model_times_prompt_and_generation() {
     let model = testdata_file("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let out = ok(&[
-        "bench",
-        "model",
-        model.to_str().unwrap(),
-        "-p",
-        "16,32",
-        "-n",
-        "4",
-        "-r",
-        "2",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let tests: Vec<&str> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["test"].as_str().unwrap())
-        .collect();
-    assert_eq!(tests, ["pp16", "pp32", "tg4"]);
-    for r in v.as_array().unwrap() {
+    let v = bench_json(&model, &["-p", "16,32", "-n", "4", "-r", "2"]);
+    assert_eq!(test_names(&v), ["pp16", "pp32", "tg4"]);
+    for r in &v {
         assert_eq!(r["samples_ns"].as_array().unwrap().len(), 2);
         assert!(r["avg_tokens_per_s"].as_f64().unwrap() > 0.0);
         assert_eq!(r["params"], 134_515_008u64);
@@ -542,26 +540,8 @@ fn bench_model_times_prompt_and_generation() {
     let e = fails(&["bench", "model", model.to_str().unwrap(), "-r", "0"]);
     assert!(e.contains("invalid --repetitions 0"), "{e}");
     // 0 skips a kind of test, as llama-bench's `-p 0`; nothing left to time is an error.
-    let out = ok(&[
-        "bench",
-        "model",
-        model.to_str().unwrap(),
-        "-p",
-        "0",
-        "-n",
-        "3",
-        "-r",
-        "1",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let tests: Vec<&str> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["test"].as_str().unwrap())
-        .collect();
-    assert_eq!(tests, ["tg3"]);
+    let v = bench_json(&model, &["-p", "0", "-n", "3", "-r", "1"]);
+    assert_eq!(test_names(&v), ["tg3"]);
     let e = fails(&[
         "bench",
         "model",
