@@ -29,8 +29,7 @@ pub fn merge_into_folder(
 ) -> Result<MergeReport> {
     if !model_dir.is_dir() {
         return Err(TrainError::Config(format!(
-            "{}: not an HF model folder (config.json, safetensors); a GGUF file merges into a \
-             GGUF (merge_gguf)",
+            "{}: not an HF model folder (config.json, safetensors) or a .gguf file",
             model_dir.display()
         )));
     }
