@@ -6,6 +6,7 @@ use candle_core::{DType, Tensor};
 use crate::cpu_attention::{self, Heads, SeqRows};
 use crate::decoder::SeqStep;
 use crate::error::Result;
+use crate::grad_ops::{self, CausalAttention};
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
 use crate::lora::AdapterRows;
@@ -202,6 +203,18 @@ impl Attention {
         let k_all = k_all.to_dtype(DType::F32)?;
         let v_all = v_all.to_dtype(DType::F32)?;
         let q = q.to_dtype(DType::F32)?;
+        let trains = q.track_op() || k_all.track_op() || v_all.track_op();
+        if trains && grad_ops::applies(&q) {
+            let op = CausalAttention {
+                scale: self.scale as f32,
+                softcap: self.softcap.map(|c| c as f32),
+                window: self.window,
+                start,
+            };
+            return Ok(grad_ops::causal_attention(&q, &k_all, &v_all, op)?
+                .transpose(0, 1)?
+                .reshape((t, self.num_heads * self.head_dim))?);
+        }
         let s = k_all.dim(1)?;
         // Query rows per chunk, so the f32 score block stays within its budget.
         let row_bytes = self.num_heads * s * 4;

@@ -11,6 +11,7 @@ pub mod encoder;
 pub mod error;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+mod grad_ops;
 pub mod kv_cache;
 pub mod linear;
 pub mod loader;

@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
 use forja_quant::QMatrix;
 
 use crate::error::{ModelError, Result};
+use crate::grad_ops::{self, FrozenWeight};
 use crate::lora::{AdapterId, AdapterRows, Lora};
 
 /// The weight of a projection, `[out, in]`.
@@ -109,9 +110,17 @@ impl Linear {
     /// [`Linear::forward`] for `x` `[tokens, in]` whose rows `rows` assigns to served adapters:
     /// each adapter present (and attached here) adds its update to its rows, as one matrix.
     pub fn forward_rows(&self, x: &Tensor, rows: &AdapterRows) -> Result<Tensor> {
-        let y = match &self.weight {
-            LinearWeight::Dense(w) => x.matmul(&w.t()?)?,
-            LinearWeight::Quantized(QuantizedWeight::Candle(q)) => {
+        // A training adapter on the CPU: base and update as one node of the gradient graph.
+        let trained = self
+            .lora
+            .as_ref()
+            .filter(|l| (l.a.track_op() || l.b.track_op()) && grad_ops::applies(x))
+            .and_then(|l| Some((l, self.frozen_weight()?)));
+        let fused = trained.is_some();
+        let y = match (trained, &self.weight) {
+            (Some((lora, w)), _) => grad_ops::lora_matmul(x, w, lora)?,
+            (None, LinearWeight::Dense(w)) => x.matmul(&w.t()?)?,
+            (None, LinearWeight::Quantized(QuantizedWeight::Candle(q))) => {
                 if x.track_op() && matches!(q, QMatMul::QTensor(_)) {
                     // candle's quantized matmul has no backward: gradients would stop here.
                     return Err(ModelError::Unsupported(
@@ -122,7 +131,7 @@ impl Linear {
                 }
                 q.forward(x)?
             }
-            LinearWeight::Quantized(QuantizedWeight::Cpu(m)) => {
+            (None, LinearWeight::Quantized(QuantizedWeight::Cpu(m))) => {
                 // No copy when `x` is already contiguous f32, as the decoder's activations are.
                 let x = x.to_dtype(DType::F32)?.contiguous()?;
                 // Records a backward only when `x` takes part in a gradient computation.
@@ -134,8 +143,8 @@ impl Linear {
             None => y,
         };
         let mut y = match &self.lora {
-            Some(lora) => lora.add_to(y, x, None)?,
-            None => y,
+            Some(lora) if !fused => lora.add_to(y, x, None)?,
+            _ => y,
         };
         if !self.served.is_empty() {
             for (id, group) in rows.groups() {
@@ -145,6 +154,19 @@ impl Linear {
             }
         }
         Ok(y)
+    }
+}
+
+impl Linear {
+    /// The weight as the training ops take it: dense f32 on the CPU, or on forja's kernels.
+    fn frozen_weight(&self) -> Option<FrozenWeight> {
+        match &self.weight {
+            LinearWeight::Dense(w) if grad_ops::applies(w) => Some(FrozenWeight::Dense(w.clone())),
+            LinearWeight::Quantized(QuantizedWeight::Cpu(m)) => {
+                Some(FrozenWeight::Quantized(Arc::clone(m)))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -205,10 +227,20 @@ impl CustomOp1 for CpuMatmul {
 impl CpuMatmul {
     fn input_grad(&self, grad_res: &Tensor) -> Result<Tensor> {
         let m = &self.0;
-        let w = m
-            .dequantize()
-            .map_err(|e| ModelError::Input(format!("dequantizing for a backward pass: {e}")))?;
-        let w = Tensor::from_vec(w, (m.rows(), m.cols()), grad_res.device())?;
-        Ok(grad_res.to_dtype(DType::F32)?.broadcast_matmul(&w)?)
+        let g = grad_res.to_dtype(DType::F32)?.contiguous()?;
+        let n = g.elem_count() / m.rows().max(1);
+        let mut dx = vec![0f32; n * m.cols()];
+        {
+            let (storage, layout) = g.storage_and_layout();
+            let Some(gv) = crate::cpu_ops::cpu_f32(&storage, layout) else {
+                return Err(ModelError::Input("a backward pass off the CPU".into()));
+            };
+            grad_ops::quantized_input_grad(m, gv, n, &mut dx, false)?;
+        }
+        let mut dims = g.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = m.cols();
+        }
+        Ok(Tensor::from_vec(dx, dims, g.device())?)
     }
 }

@@ -175,21 +175,31 @@ impl Lora {
 
     /// Inverted dropout: each element kept with probability `1 − p` and scaled by `1/(1 − p)`.
     fn drop(&self, x: &Tensor) -> Result<Tensor> {
-        let n = x.elem_count();
-        // Each call starts its stream at a hashed counter value, so calls do not overlap.
-        let mut counter = self.rng_state.fetch_add(1, Ordering::Relaxed);
-        let mut state = splitmix64(&mut counter);
-        let keep = 1.0 / (1.0 - self.dropout);
-        let threshold = (f64::from(self.dropout) * (1u64 << 53) as f64) as u64;
-        let mask: Vec<f32> = (0..n)
-            .map(|_| {
-                let r = splitmix64(&mut state) >> 11;
-                if r < threshold { 0.0 } else { keep }
-            })
-            .collect();
+        let mask = dropout_mask(self.next_dropout_stream(), self.dropout, x.elem_count());
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
         Ok((x * mask)?)
     }
+
+    /// The state one forward pass draws its dropout mask from ([`dropout_mask`]). Each call
+    /// starts its stream at a hashed counter value, so calls do not overlap.
+    pub(crate) fn next_dropout_stream(&self) -> u64 {
+        let mut counter = self.rng_state.fetch_add(1, Ordering::Relaxed);
+        splitmix64(&mut counter)
+    }
+}
+
+/// An inverted-dropout mask of `n` values drawn from `stream`: each `0` with probability `p`,
+/// else `1/(1 − p)`. The same stream gives the same mask, so a backward pass draws its forward
+/// pass's mask again instead of keeping it.
+pub(crate) fn dropout_mask(mut stream: u64, p: f32, n: usize) -> Vec<f32> {
+    let keep = 1.0 / (1.0 - p);
+    let threshold = (f64::from(p) * (1u64 << 53) as f64) as u64;
+    (0..n)
+        .map(|_| {
+            let r = splitmix64(&mut stream) >> 11;
+            if r < threshold { 0.0 } else { keep }
+        })
+        .collect()
 }
 
 /// `a·b` summed in eight lanes and then a fixed tree, the same order for every call (the

@@ -46,7 +46,13 @@ impl GatedMlp {
                 (fused.narrow(1, 0, inter)?, fused.narrow(1, inter, inter)?)
             }
         };
-        let hidden = match crate::cpu_ops::gated(&gate, &up, self.activation)? {
+        let trains = (gate.track_op() || up.track_op()) && crate::grad_ops::applies(&gate);
+        let fused = if trains {
+            crate::grad_ops::gated(&gate, &up, self.activation)?
+        } else {
+            crate::cpu_ops::gated(&gate, &up, self.activation)?
+        };
+        let hidden = match fused {
             Some(h) => h,
             None => (activate(&gate, self.activation)? * up)?,
         };

@@ -36,6 +36,9 @@ impl RmsNorm {
         if let Some(y) = crate::cpu_ops::rms_norm(x, &self.values, self.eps)? {
             return Ok(y);
         }
+        if x.track_op() && crate::grad_ops::applies(x) {
+            return crate::grad_ops::rms_norm(x, &self.values, self.eps);
+        }
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let ms = x.sqr()?.mean_keepdim(candle_core::D::Minus1)?;

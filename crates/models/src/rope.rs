@@ -155,6 +155,10 @@ impl Rope {
     /// `start..start + tokens`.
     pub fn apply(&self, x: &Tensor, start: usize) -> Result<Tensor> {
         let (_, t, head_dim) = x.dims3()?;
+        if x.track_op() && crate::grad_ops::applies(x) {
+            let table = self.table(start, t);
+            return crate::grad_ops::rotate(x, table, self.inv_freq.len(), self.style);
+        }
         let (cos, sin) = self.tables(start, t, x.device())?;
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;

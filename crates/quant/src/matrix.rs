@@ -181,6 +181,45 @@ impl QMatrix {
         Ok(out)
     }
 
+    /// Rows `first..` of the matrix in f32, row-major, as many as `out` holds (a multiple of
+    /// the columns): a block of [`QMatrix::dequantize`] that costs only its rows (each panel
+    /// they touch unpacked once).
+    pub fn dequantize_rows(&self, first: usize, out: &mut [f32]) -> Result<()> {
+        let cols = self.cols;
+        let n = out.len().checked_div(cols).unwrap_or(0);
+        if cols == 0 || n * cols != out.len() || first + n > self.rows {
+            return Err(QuantError::Shape(format!(
+                "{} values from row {first} of a {}×{cols} matrix",
+                out.len(),
+                self.rows
+            )));
+        }
+        let rb = self.row_bytes;
+        let end = first + n;
+        let mut rows_out = out.chunks_exact_mut(cols);
+        let mut r = first;
+        while r < end {
+            if let Some(len) = self.panel_len().filter(|_| r < self.panel_rows()) {
+                let group_first = r / len * len;
+                let mut group = self.data[group_first * rb..(group_first + len) * rb].to_vec();
+                self.unpack_panel(&mut group);
+                let last = (group_first + len).min(end);
+                for (row, dst) in (r..last).zip(&mut rows_out) {
+                    let at = (row - group_first) * rb;
+                    dequantize_row(self.ty, &group[at..at + rb], dst)?;
+                }
+                r = last;
+            } else {
+                let (Some(row), Some(dst)) = (self.row(r), rows_out.next()) else {
+                    return Err(QuantError::Shape(format!("row {r} of {}", self.rows)));
+                };
+                dequantize_row(self.ty, &row, dst)?;
+                r += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// `out = x · Wᵀ` for `x` of `[n, cols]` and `out` of `[n, rows]`, both row-major, on the
     /// fastest kernels this CPU runs.
     pub fn matmul(&self, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {

@@ -34,6 +34,23 @@ fn check_blocks(ty: QuantType, rows: usize, cols: usize, blocks: &[u8], x: &[f32
         *m.row(rows - 1).unwrap() == blocks[(rows - 1) * row_bytes..],
         "{ty}: last row"
     );
+    // Any run of rows dequantizes as those rows of the whole matrix (panel edges included).
+    let whole = m.dequantize().unwrap();
+    for (first, count) in [
+        (0, rows),
+        (1, rows - 1),
+        (rows / 2, rows - rows / 2),
+        (rows - 1, 1),
+    ] {
+        let mut part = vec![f32::NAN; count * cols];
+        m.dequantize_rows(first, &mut part).unwrap();
+        assert!(
+            part == whole[first * cols..(first + count) * cols],
+            "{ty}: rows {first}..{}",
+            first + count
+        );
+    }
+    assert!(m.dequantize_rows(rows, &mut vec![0.0; cols]).is_err());
     let mut acts = QuantizedActivations::new();
     acts.quantize(ty.activation().unwrap(), x, n, cols).unwrap();
     for isa in Isa::available() {

@@ -1,0 +1,283 @@
+//! RMSNorm, RoPE and the gated activation `act(gate)·up` as single ops with their backward
+//! passes: each graph node keeps its output (and its inputs, which the graph holds anyway)
+//! instead of one tensor per elementary step.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use forja_arch::decoder_config::Activation;
+use forja_quant::math;
+
+use super::{f32_values, with_values};
+use crate::error::Result;
+use crate::rope::RopeStyle;
+
+/// Values per task of the thread pool; below twice this a call stays on the calling thread.
+const CHUNK: usize = 16 * 1024;
+
+/// `f(start, part)` over `out` in chunks of whole `unit`-value rows, on the pool when large.
+fn run_chunks(out: &mut [f32], unit: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+    if out.len() < 2 * CHUNK {
+        f(0, out);
+    } else {
+        let rows = (CHUNK / unit.max(1)).max(1);
+        forja_quant::parallel_chunks_mut(out, rows * unit.max(1), f);
+    }
+}
+
+/// `x / √(mean(x²) + eps) · scale` over the last dimension.
+struct RmsNormOp {
+    scale: Vec<f32>,
+    eps: f64,
+}
+
+const RMS: &str = "forja-rms-norm";
+
+impl RmsNormOp {
+    /// `1 / √(mean(x²) + eps)` of one row.
+    fn inv_rms(&self, x: &[f32]) -> f32 {
+        let ms = x.iter().map(|v| f64::from(v * v)).sum::<f64>() / x.len().max(1) as f64;
+        (1.0 / (ms + self.eps).sqrt()) as f32
+    }
+}
+
+impl CustomOp1 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        RMS
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_values(s, l, RMS)?;
+        let dim = self.scale.len();
+        if l.dims().last() != Some(&dim) {
+            candle_core::bail!("{RMS}: input {:?} for {dim} scales", l.dims());
+        }
+        let mut y = vec![0f32; x.len()];
+        run_chunks(&mut y, dim, &|start, part| {
+            for (y, x) in part.chunks_exact_mut(dim).zip(x[start..].chunks_exact(dim)) {
+                let inv = self.inv_rms(x);
+                for ((y, &x), &s) in y.iter_mut().zip(x).zip(&self.scale) {
+                    *y = x * inv * s;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    /// `dx = r·(g·s) − x·r³·((g·s)·x)/D` per row, `r` the row's inverse RMS.
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let dim = self.scale.len();
+        let dx = with_values(x, RMS, |x| {
+            with_values(grad, RMS, |g| {
+                let mut dx = vec![0f32; x.len()];
+                run_chunks(&mut dx, dim, &|start, part| {
+                    let rows = part
+                        .chunks_exact_mut(dim)
+                        .zip(x[start..].chunks_exact(dim))
+                        .zip(g[start..].chunks_exact(dim));
+                    for ((dx, x), g) in rows {
+                        let r = self.inv_rms(x);
+                        let dot: f32 = g
+                            .iter()
+                            .zip(&self.scale)
+                            .zip(x)
+                            .map(|((g, s), x)| g * s * x)
+                            .sum();
+                        let k = r * r * r * dot / dim as f32;
+                        for (((d, &g), &s), &x) in dx.iter_mut().zip(g).zip(&self.scale).zip(x) {
+                            *d = r * g * s - x * k;
+                        }
+                    }
+                });
+                Ok(dx)
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// RMSNorm of `x` over its last dimension (`scale`: the effective scale), one graph node.
+pub(crate) fn rms_norm(x: &Tensor, scale: &[f32], eps: f64) -> Result<Tensor> {
+    let op = RmsNormOp {
+        scale: scale.to_vec(),
+        eps,
+    };
+    Ok(x.contiguous()?.apply_op1(op)?)
+}
+
+/// Rotary embedding of `[heads, t, head_dim]` with the tables of positions `start..start + t`.
+struct RotateOp {
+    /// `[t, half]` each, attention factor applied.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+    style: RopeStyle,
+}
+
+const ROPE: &str = "forja-rope";
+
+impl RotateOp {
+    /// Rotates every head row of `x` into `y` by the tables; `inverse` rotates back (the
+    /// transpose, which the backward pass applies to the gradient).
+    fn rotate(&self, x: &[f32], dims: &[usize], inverse: bool) -> candle_core::Result<Vec<f32>> {
+        let &[_, t, d] = dims else {
+            candle_core::bail!("{ROPE}: [heads, tokens, dim] expected, found {dims:?}");
+        };
+        if 2 * self.half > d
+            || self.cos.len() != t * self.half
+            || !x.len().is_multiple_of((t * d).max(1))
+        {
+            candle_core::bail!("{ROPE}: {dims:?} against {} rotary pairs", self.half);
+        }
+        let mut y = x.to_vec();
+        let sign = if inverse { -1.0 } else { 1.0 };
+        run_chunks(&mut y, t * d, &|start, part| {
+            for (i, row) in part.chunks_exact_mut(d).enumerate() {
+                let pos = (start / d + i) % t;
+                let (cos, sin) = (&self.cos[pos * self.half..], &self.sin[pos * self.half..]);
+                for p in 0..self.half {
+                    let (a, b) = match self.style {
+                        RopeStyle::Neox => (p, p + self.half),
+                        RopeStyle::Interleaved => (2 * p, 2 * p + 1),
+                    };
+                    let (c, s) = (cos[p], sign * sin[p]);
+                    let (x1, x2) = (row[a], row[b]);
+                    row[a] = x1 * c - x2 * s;
+                    row[b] = x2 * c + x1 * s;
+                }
+            }
+        });
+        Ok(y)
+    }
+}
+
+impl CustomOp1 for RotateOp {
+    fn name(&self) -> &'static str {
+        ROPE
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let y = self.rotate(f32_values(s, l, ROPE)?, l.dims(), false)?;
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let dx = with_values(grad, ROPE, |g| self.rotate(g, x.dims(), true))?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// RoPE of `x` `[heads, t, head_dim]`, one graph node; `cos`, `sin` `[t, half]` (the first
+/// `2·half` dimensions rotate).
+pub(crate) fn rotate(
+    x: &Tensor,
+    (cos, sin): (Vec<f32>, Vec<f32>),
+    half: usize,
+    style: RopeStyle,
+) -> Result<Tensor> {
+    let op = RotateOp {
+        cos,
+        sin,
+        half,
+        style,
+    };
+    Ok(x.contiguous()?.apply_op1(op)?)
+}
+
+/// `act(gate)·up`.
+struct GatedOp {
+    act: Activation,
+}
+
+const GATED: &str = "forja-gated";
+
+/// `(f(x), f'(x))` of SiLU or tanh-GELU.
+fn act_and_slope(act: Activation, x: f32) -> (f32, f32) {
+    match act {
+        Activation::GeluTanh => {
+            const C: f32 = 0.797_884_6;
+            const A: f32 = 0.044_715;
+            let z = C * x * (1.0 + A * x * x);
+            let t = 1.0 - 2.0 / (1.0 + math::exp(2.0 * z));
+            let f = 0.5 * x * (1.0 + t);
+            (
+                f,
+                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * C * (1.0 + 3.0 * A * x * x),
+            )
+        }
+        _ => {
+            let sig = 1.0 / (1.0 + math::exp(-x));
+            (x * sig, sig * (1.0 + x * (1.0 - sig)))
+        }
+    }
+}
+
+impl CustomOp2 for GatedOp {
+    fn name(&self) -> &'static str {
+        GATED
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        us: &CpuStorage,
+        ul: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g, u) = (f32_values(gs, gl, GATED)?, f32_values(us, ul, GATED)?);
+        if g.len() != u.len() {
+            candle_core::bail!("{GATED}: gate {:?} and up {:?}", gl.dims(), ul.dims());
+        }
+        let mut y = vec![0f32; g.len()];
+        run_chunks(&mut y, 1, &|start, part| {
+            for ((y, &g), &u) in part.iter_mut().zip(&g[start..]).zip(&u[start..]) {
+                *y = act_and_slope(self.act, g).0 * u;
+            }
+        });
+        Ok((CpuStorage::F32(y), gl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dg, du) = with_values(gate, GATED, |g| {
+            with_values(up, GATED, |u| {
+                with_values(grad, GATED, |dy| {
+                    let mut dg = vec![0f32; g.len()];
+                    run_chunks(&mut dg, 1, &|start, part| {
+                        for (i, d) in (start..).zip(part.iter_mut()) {
+                            *d = dy[i] * u[i] * act_and_slope(self.act, g[i]).1;
+                        }
+                    });
+                    let mut du = vec![0f32; g.len()];
+                    run_chunks(&mut du, 1, &|start, part| {
+                        for (i, d) in (start..).zip(part.iter_mut()) {
+                            *d = dy[i] * act_and_slope(self.act, g[i]).0;
+                        }
+                    });
+                    Ok((dg, du))
+                })
+            })
+        })?;
+        let grad = |t: &Tensor, g: Vec<f32>| -> candle_core::Result<Option<Tensor>> {
+            t.track_op()
+                .then(|| Tensor::from_vec(g, t.shape(), t.device()))
+                .transpose()
+        };
+        Ok((grad(gate, dg)?, grad(up, du)?))
+    }
+}
+
+/// `act(gate)·up` as one graph node, for SiLU and tanh-GELU; `None` for other activations
+/// (the caller keeps candle's ops).
+pub(crate) fn gated(gate: &Tensor, up: &Tensor, act: Activation) -> Result<Option<Tensor>> {
+    if !matches!(act, Activation::Silu | Activation::GeluTanh) || gate.shape() != up.shape() {
+        return Ok(None);
+    }
+    Ok(Some(
+        gate.contiguous()?
+            .apply_op2(&up.contiguous()?, GatedOp { act })?,
+    ))
+}

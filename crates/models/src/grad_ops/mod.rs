@@ -1,0 +1,165 @@
+//! Training ops on the CPU, each one candle op with its own backward pass, so a training step
+//! keeps only what the backward needs: a LoRA-adapted projection keeps its output alone (the
+//! dropout mask is drawn again from its stream, `x·Aᵀ` is recomputed), attention keeps no score
+//! matrix (softmax rows are recomputed from `q` and `k`), and RMSNorm, RoPE and the gated
+//! activation keep their output instead of one tensor per elementary step. candle's autograd
+//! holds every node of the graph until the backward pass ends, so the nodes a step creates are
+//! its memory.
+//!
+//! Each op applies to contiguous f32 CPU tensors (what training steps hold); elsewhere the
+//! callers keep candle's composite ops, whose gradients are the same.
+
+mod attention;
+mod elementwise;
+mod linear;
+
+pub(crate) use attention::{CausalAttention, causal_attention};
+pub(crate) use elementwise::{gated, rms_norm, rotate};
+pub(crate) use linear::{FrozenWeight, lora_matmul, quantized_input_grad};
+
+use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};
+
+/// A matrix over f32 values: `rows × cols`, element `(i, j)` at `i·rs + j·cs`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// Row-major `rows × cols`.
+    pub(crate) fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose (no copy).
+    pub(crate) fn t(self) -> Self {
+        Mat {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// Whether every element lies inside `data`.
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// Work (multiply-adds) below which a product stays on the calling thread.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// `out = alpha·a·b`, or `out += alpha·a·b` with `accumulate`; `out` is row-major
+/// `a.rows × b.cols`.
+pub(crate) fn gemm(
+    out: &mut [f32],
+    a: Mat<'_>,
+    b: Mat<'_>,
+    alpha: f32,
+    accumulate: bool,
+) -> candle_core::Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k || out.len() != m * n || !a.fits() || !b.fits() {
+        candle_core::bail!(
+            "matrix product of {}×{} and {}×{} into {} values",
+            a.rows,
+            a.cols,
+            b.rows,
+            b.cols,
+            out.len()
+        );
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            out.fill(0.0);
+        }
+        return Ok(());
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 && m * n * k >= PARALLEL_WORK {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the checks above keep every index the product reads inside `a.data` and
+    // `b.data` (`fits`) and every index it writes inside `out` (`m·n` values, row-major);
+    // `out` is borrowed mutably, so it overlaps neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            alpha,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// The values of a contiguous f32 CPU storage.
+fn f32_values<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 input expected");
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: contiguous input expected"),
+    }
+}
+
+/// Runs `f` over the values of `t` (made contiguous f32 on the CPU first).
+fn with_values<R>(
+    t: &Tensor,
+    op: &str,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let t = t.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("{op}: CPU tensor expected");
+    };
+    f(f32_values(cpu, layout, op)?)
+}
+
+/// Whether `t` is an f32 tensor on the CPU, which the ops here take.
+pub(crate) fn applies(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+#[cfg(test)]
+mod tests;
