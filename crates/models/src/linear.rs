@@ -159,7 +159,7 @@ impl Linear {
 
 impl Linear {
     /// The weight as the training ops take it: dense f32 on the CPU, or on forja's kernels.
-    fn frozen_weight(&self) -> Option<FrozenWeight> {
+    pub(crate) fn frozen_weight(&self) -> Option<FrozenWeight> {
         match &self.weight {
             LinearWeight::Dense(w) if grad_ops::applies(w) => Some(FrozenWeight::Dense(w.clone())),
             LinearWeight::Quantized(QuantizedWeight::Cpu(m)) => {

@@ -19,6 +19,7 @@ use candle_core::{D, DType, Tensor, Var};
 use crate::attention::{Masks, QkvProj};
 use crate::decoder::{Decoder, HeadRows, Layer, SeqStep};
 use crate::error::{ModelError, Result};
+use crate::grad_ops::{self, FrozenWeight};
 use crate::kv_cache::GraphKvCache;
 use crate::linear::Linear;
 use crate::lora::AdapterRows;
@@ -159,11 +160,8 @@ impl Decoder {
             x = self.layer_alone(i, &x, seqs, &mut masks)?.detach();
         }
         let mut total = 0.0;
-        for chunk in targets.chunks(self.head_chunk_rows()) {
-            let (logits, tokens) = self.head_logits(&x, chunk)?;
-            total += cross_entropy_sum(&logits, &tokens)?
-                .detach()
-                .to_scalar::<f32>()? as f64;
+        for chunk in targets.chunks(self.head_call_rows(&x, targets.len())) {
+            total += self.head_loss(&x, chunk)?.detach().to_scalar::<f32>()? as f64;
         }
         Ok(total)
     }
@@ -211,6 +209,46 @@ impl Decoder {
     }
 
     /// The logits of the rows of `x` that `targets` names, and the tokens they predict.
+    /// The output head as one op that computes its logits a block at a time (contiguous f32
+    /// on the CPU, a head without adapters or bias), if it applies.
+    fn fused_head(&self, x: &Tensor) -> Option<FrozenWeight> {
+        let head = &self.lm_head;
+        let plain = head.lora.is_none() && head.served.is_empty() && head.bias.is_none();
+        plain
+            .then(|| head.frozen_weight())
+            .flatten()
+            .filter(|_| grad_ops::applies(x))
+    }
+
+    /// Rows of targets per call of [`Decoder::head_loss`]: all of them when the fused head
+    /// bounds its own logits, else a chunk of `head_chunk_bytes`.
+    fn head_call_rows(&self, x: &Tensor, targets: usize) -> usize {
+        match self.fused_head(x) {
+            Some(_) => targets.max(1),
+            None => self.head_chunk_rows(),
+        }
+    }
+
+    /// Σ cross-entropy of `targets` given the last layer's hidden states `x` (all rows), a
+    /// scalar in the gradient graph when `x` is.
+    fn head_loss(&self, x: &Tensor, targets: &[Target]) -> Result<Tensor> {
+        let Some(weight) = self.fused_head(x) else {
+            let (logits, tokens) = self.head_logits(x, targets)?;
+            return cross_entropy_sum(&logits, &tokens);
+        };
+        let rows: Vec<u32> = targets.iter().map(|t| t.row as u32).collect();
+        let picked = x.index_select(&Tensor::new(rows.as_slice(), x.device())?, 0)?;
+        let tokens: Vec<u32> = targets.iter().map(|t| t.token).collect();
+        grad_ops::head_loss(
+            &self.norm.forward(&picked)?,
+            weight,
+            self.config.vocab_size as usize,
+            &tokens,
+            self.final_softcap,
+            self.head_chunk_rows(),
+        )
+    }
+
     fn head_logits(&self, x: &Tensor, targets: &[Target]) -> Result<(Tensor, Vec<u32>)> {
         let rows: Vec<u32> = targets.iter().map(|t| t.row as u32).collect();
         let picked = x.index_select(&Tensor::new(rows.as_slice(), x.device())?, 0)?;
@@ -243,10 +281,8 @@ impl Decoder {
         let last = Var::from_tensor(x)?;
         let mut grad = x.zeros_like()?;
         let mut loss = 0.0;
-        for chunk in targets.chunks(self.head_chunk_rows()) {
-            let (logits, tokens) = self.head_logits(last.as_tensor(), chunk)?;
-            let value = (cross_entropy_sum(&logits, &tokens)? * scale)?;
-            drop(logits);
+        for chunk in targets.chunks(self.head_call_rows(x, targets.len())) {
+            let value = (self.head_loss(last.as_tensor(), chunk)? * scale)?;
             loss += value.to_scalar::<f32>()? as f64;
             let mut grads = value.backward()?;
             on_grads(&grads)?;

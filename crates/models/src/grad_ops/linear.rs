@@ -29,7 +29,13 @@ pub(crate) enum FrozenWeight {
 
 impl FrozenWeight {
     /// `y = x·Wᵀ` for `x` `[n, in]`.
-    fn forward(&self, x: &[f32], n: usize, inp: usize, y: &mut [f32]) -> candle_core::Result<()> {
+    pub(super) fn forward(
+        &self,
+        x: &[f32],
+        n: usize,
+        inp: usize,
+        y: &mut [f32],
+    ) -> candle_core::Result<()> {
         match self {
             FrozenWeight::Dense(w) => {
                 let (storage, layout) = w.storage_and_layout();
@@ -53,7 +59,7 @@ impl FrozenWeight {
     }
 
     /// `dx (+)= g·W` for `g` `[n, out]`.
-    fn backward(
+    pub(super) fn backward(
         &self,
         g: &[f32],
         n: usize,

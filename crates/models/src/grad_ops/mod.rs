@@ -11,10 +11,12 @@
 
 mod attention;
 mod elementwise;
+mod head;
 mod linear;
 
 pub(crate) use attention::{CausalAttention, causal_attention};
 pub(crate) use elementwise::{gated, rms_norm, rotate};
+pub(crate) use head::head_loss;
 pub(crate) use linear::{FrozenWeight, lora_matmul, quantized_input_grad};
 
 use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};

@@ -306,3 +306,47 @@ fn attention_matches_softmax_attention_with_groups_windows_and_softcap() {
     };
     assert!(causal_attention(q.as_tensor(), &k, &k, op).is_err());
 }
+
+#[test]
+fn head_loss_matches_logits_then_cross_entropy_in_any_block_size() {
+    let (n, hidden, vocab) = (7, 32, 50);
+    let w = random(&[vocab, hidden], 40);
+    let targets: Vec<u32> = (0..n as u32).map(|i| (i * 13) % vocab as u32).collect();
+    for (softcap, block) in [(None, 100), (None, 3), (Some(2.5f32), 2), (Some(2.5), 1)] {
+        let x = Var::from_tensor(&(random(&[n, hidden], 41) * 2.0).unwrap()).unwrap();
+        let fused = head_loss(
+            x.as_tensor(),
+            FrozenWeight::Dense(w.clone()),
+            vocab,
+            &targets,
+            softcap.map(f64::from),
+            block,
+        )
+        .unwrap();
+        let one = Tensor::new(1f32, &Device::Cpu).unwrap();
+        let fg = grads(&fused, &one, &[&x]);
+        let mut z = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
+        if let Some(c) = softcap {
+            let c = f64::from(c);
+            z = ((z / c).unwrap().tanh().unwrap() * c).unwrap();
+        }
+        let reference = crate::training::cross_entropy_sum(&z, &targets).unwrap();
+        let rg = grads(&reference, &one, &[&x]);
+        check(
+            &format!("head softcap {softcap:?} block {block}"),
+            (&fused, fg),
+            (&reference, rg),
+            1e-5,
+        );
+    }
+    let x = random(&[2, hidden], 42);
+    let far = head_loss(
+        &x,
+        FrozenWeight::Dense(w),
+        vocab,
+        &[1, vocab as u32],
+        None,
+        4,
+    );
+    assert!(far.is_err(), "a target outside the vocabulary");
+}
