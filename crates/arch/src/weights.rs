@@ -31,6 +31,8 @@ pub struct WeightBytes {
     pub vision_params: u64,
     /// Bytes of routed-expert tensors (0 for dense models), included in `total_bytes`.
     pub expert_bytes: u64,
+    /// Bytes of the token embedding table, included in `total_bytes`.
+    pub embedding_bytes: u64,
 }
 
 impl WeightBytes {
@@ -138,6 +140,7 @@ fn sum_priced(
         bytes_by_type: BTreeMap::new(),
         vision_params: 0,
         expert_bytes: 0,
+        embedding_bytes: 0,
     };
     for (t, (label, bytes)) in tensors.iter().zip(priced) {
         let n = t.n_elems();
@@ -152,6 +155,7 @@ fn sum_priced(
                 out.active_bytes += bytes / n_exp * top_k;
             }
             TensorKind::Embedding => {
+                out.embedding_bytes += bytes;
                 out.active_params += n;
                 // Decoding reads one row of the table; with tied embeddings the head reads it all.
                 let rows = t.n_rows().max(1);

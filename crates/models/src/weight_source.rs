@@ -92,6 +92,29 @@ pub fn hf_name(family: Family, gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{mapped}"))
 }
 
+/// Drops this process's resident pages of a mapped file region whose values were copied out,
+/// so loading a checkpoint holds its weights once, not the copy and the mapped file both. The
+/// pages come back from the file if read again. Whole pages inside `bytes` only.
+fn release_mapped(bytes: &[u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE);
+        let end = (bytes.as_ptr() as usize + bytes.len()) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: `start..end` lies inside a read-only private file mapping (a safetensors
+            // file mapped by `MmapedSafetensors`, which stays mapped). MADV_DONTNEED only drops
+            // the resident pages: later reads fault them in again from the file, so every
+            // reference into the mapping stays valid and sees the same bytes.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
+}
+
 /// A memory-mapped HF checkpoint (one or more safetensors files).
 pub struct SafetensorsSource {
     files: MmapedSafetensors,
@@ -131,9 +154,14 @@ impl SafetensorsSource {
 
     fn load(&self, gguf_name: &str) -> Result<Tensor> {
         let name = hf_name(self.family, gguf_name).ok_or_else(|| self.missing(gguf_name))?;
-        self.files
+        let t = self
+            .files
             .load(&name, &self.device)
-            .map_err(|_| self.missing(&name))
+            .map_err(|_| self.missing(&name))?;
+        if let Ok(view) = self.files.get(&name) {
+            release_mapped(view.data());
+        }
+        Ok(t)
     }
 
     /// A 2-D F16/BF16 weight kept in its two bytes per value on forja's CPU kernels (instead
@@ -152,7 +180,9 @@ impl SafetensorsSource {
         let &[rows, cols] = view.shape() else {
             return Ok(None);
         };
-        forja_quant::QMatrix::new(ty, rows, cols, view.data().to_vec())
+        let data = view.data().to_vec();
+        release_mapped(view.data());
+        forja_quant::QMatrix::new(ty, rows, cols, data)
             .map(Some)
             .map_err(|e| ModelError::Weights {
                 path: self.describe(),

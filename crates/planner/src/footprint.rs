@@ -3,11 +3,11 @@
 use serde::Serialize;
 
 use forja_arch::kv_cache::kv_bytes;
-use forja_arch::training::{TrainBytes, TrainShape, train_bytes};
+use forja_arch::training::{TrainBytes, TrainShape, cpu_train_bytes, train_bytes};
 use forja_arch::workspace::{StepShape, inference_workspace_bytes};
 use forja_arch::{DecoderConfig, KvDtype, ModelDescription, WeightBytes};
 
-use crate::device::Device;
+use crate::device::{Device, DeviceKind};
 
 /// What runs: serving requests, or a training job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -96,14 +96,18 @@ pub fn inference_footprint(
     }
 }
 
-/// Footprint of a training step on one device.
+/// Footprint of a training step on one device: on the CPU, forja's own trainer
+/// ([`cpu_train_bytes`]); on a GPU, a trainer with 16-bit activations ([`train_bytes`]).
 pub fn train_footprint(
     model: &ModelDescription,
     weights: &WeightBytes,
     shape: &TrainShape,
     dev: &Device,
 ) -> Footprint {
-    let t = train_bytes(&model.config, &model.tensors, weights, shape);
+    let t = match dev.kind {
+        DeviceKind::Cpu => cpu_train_bytes(&model.config, &model.tensors, weights, shape),
+        _ => train_bytes(&model.config, &model.tensors, weights, shape),
+    };
     let weights_bytes = t.base_weights + t.trainable_weights;
     let overhead = dev.overhead_bytes();
     let total = t.total() + overhead;
