@@ -69,7 +69,8 @@ struct TrainArgs {
     /// Dropout on the adapters' input while training
     #[arg(long, default_value_t = 0.05)]
     dropout: f32,
-    /// Projections to adapt, by their PEFT names
+    /// Projections to adapt, by their PEFT names; `all-linear` (or `all`): every projection
+    /// but the output head
     #[arg(
         long,
         value_delimiter = ',',

@@ -143,6 +143,9 @@ pub struct Decoder {
     pub(crate) layers: Vec<Layer>,
     pub(crate) norm: RmsNorm,
     pub(crate) lm_head: Linear,
+    /// The output head is the token embedding table (the same values as `embed`, which the
+    /// training passes use: f32, no dequantizing per block of logits).
+    pub(crate) head_tied: bool,
     pub(crate) final_softcap: Option<f64>,
     device: Device,
     /// Served adapters attached, with the bytes they hold.
@@ -375,11 +378,12 @@ impl Decoder {
                 expected: vec![cfg.vocab_size as usize, cfg.hidden_size as usize],
             });
         }
-        let lm_head = if src.has("output.weight") || !cfg.tie_word_embeddings {
+        let head_tied = !src.has("output.weight") && cfg.tie_word_embeddings;
+        let lm_head = if head_tied {
+            Linear::new(src.linear("token_embd.weight")?, None)
+        } else {
             // An untied model without its output head fails here, naming the tensor.
             Linear::new(src.linear("output.weight")?, None)
-        } else {
-            Linear::new(src.linear("token_embd.weight")?, None)
         };
         Ok(Decoder {
             config: cfg.clone(),
@@ -388,6 +392,7 @@ impl Decoder {
             layers,
             norm: norm("output_norm.weight")?,
             lm_head,
+            head_tied,
             final_softcap: cfg.final_logit_softcap,
             device: device.clone(),
             served: Vec::new(),

@@ -214,10 +214,13 @@ impl Decoder {
     fn fused_head(&self, x: &Tensor) -> Option<FrozenWeight> {
         let head = &self.lm_head;
         let plain = head.lora.is_none() && head.served.is_empty() && head.bias.is_none();
-        plain
-            .then(|| head.frozen_weight())
-            .flatten()
-            .filter(|_| grad_ops::applies(x))
+        if !plain || !grad_ops::applies(x) {
+            return None;
+        }
+        if self.head_tied && grad_ops::applies(&self.embed) {
+            return Some(FrozenWeight::Dense(self.embed.clone()));
+        }
+        head.frozen_weight()
     }
 
     /// Rows of targets per call of [`Decoder::head_loss`]: all of them when the fused head

@@ -112,6 +112,9 @@ pub fn attach(
     let mut modules = Vec::new();
     let mut matched = vec![false; spec.targets.len()];
     let mut names = Vec::new();
+    // PEFT's "all-linear": every projection but the output head.
+    let all_linear = spec.targets.iter().any(|t| t == ALL_LINEAR || t == "all");
+    let mut adapted: Vec<String> = Vec::new();
     // PEFT adapters are in HF's row order; the decoder may keep q/k rows in another.
     let order = decoder.qk_row_order();
     for (path, linear) in decoder.linears_mut() {
@@ -127,8 +130,16 @@ pub fn attach(
                 selected = true;
             }
         }
+        if all_linear && path != "lm_head" {
+            selected = true;
+        }
         if !selected {
             continue;
+        }
+        if let Some(short) = path.rsplit('.').next()
+            && !adapted.iter().any(|n| n == short)
+        {
+            adapted.push(short.to_string());
         }
         let (out_dim, in_dim) = linear.out_in()?;
         let (a, b) = match init {
@@ -176,15 +187,24 @@ pub fn attach(
         modules.push(AdapterVars { path, a, b });
     }
     for (t, m) in spec.targets.iter().zip(&matched) {
-        if !m {
+        if !m && !(all_linear && (t == ALL_LINEAR || t == "all")) {
             return Err(TrainError::Config(format!(
                 "no projection of this model is named {t:?}; it has {}",
                 names.join(", ")
             )));
         }
     }
-    Ok(Adapters {
-        spec: spec.clone(),
-        modules,
-    })
+    // The adapter's configuration names what was adapted, as PEFT records it.
+    let spec = if all_linear {
+        LoraSpec {
+            targets: adapted,
+            ..spec.clone()
+        }
+    } else {
+        spec.clone()
+    };
+    Ok(Adapters { spec, modules })
 }
+
+/// The target that selects every projection but the output head (PEFT's name; `all` too).
+pub const ALL_LINEAR: &str = "all-linear";

@@ -290,3 +290,40 @@ fn merged_model_gives_the_adapted_logits_without_the_adapter() {
     assert!(err.contains("already exists"), "{err}");
     assert!(!dir.path().join("merged.partial").exists());
 }
+
+#[test]
+fn all_linear_adapts_every_projection_but_the_head_and_names_them() {
+    let mut decoder = tiny_llama();
+    let spec = LoraSpec {
+        rank: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        targets: vec!["all-linear".into()],
+        use_rslora: false,
+    };
+    let adapters = attach(&mut decoder, &spec, Init::Random, 1).unwrap();
+    let mut names = adapters.spec.targets.clone();
+    names.sort();
+    let mut expected = forja_models::lora::PEFT_TARGETS.map(String::from).to_vec();
+    expected.sort();
+    assert_eq!(
+        names, expected,
+        "the saved configuration names the projections"
+    );
+    for (path, linear) in decoder.linears_mut() {
+        assert_eq!(linear.lora.is_some(), path != "lm_head", "{path}");
+    }
+    // `all` is the same selection.
+    let mut other = tiny_llama();
+    let all = LoraSpec {
+        targets: vec!["all".into()],
+        ..spec
+    };
+    assert_eq!(
+        attach(&mut other, &all, Init::Random, 1)
+            .unwrap()
+            .modules
+            .len(),
+        adapters.modules.len()
+    );
+}
