@@ -7,7 +7,8 @@
 # Env: MODEL (default ~/.cache/forja-testdata/SmolLM2-135M-Instruct.Q4_1.gguf), FORJA_BIN
 #   (default target/release/forja), SEQ (256), STEPS (4; the first step is warm-up and left
 #   out of the speed), THREADS (2), RANK (16), VENV (default ~/.cache/forja-bench-venv),
-#   WORK (default: a temporary folder).
+#   WORK (default: a temporary folder), SWEEP (default "128 512": more sequence lengths at
+#   which forja's QLoRA runs, with and without checkpointing, are set beside `forja plan`).
 #
 # The HF folder both trainers load is the GGUF dequantized to f32 by transformers
 # (bench/tune/gguf_to_hf.py). Every record is longer than SEQ tokens, so each training
@@ -28,6 +29,7 @@ rank="${RANK:-16}"
 venv="${VENV:-$HOME/.cache/forja-bench-venv}"
 work="${WORK:-$(mktemp -d)}"
 targets="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+sweep="${SWEEP-128 512}"
 
 [ -x "$forja" ] || { echo "no forja binary at $forja: cargo build --release -p forja-cli" >&2; exit 1; }
 [ -f "$model" ] || { echo "no model at $model: run scripts/fetch-testdata or set MODEL" >&2; exit 1; }
@@ -117,10 +119,17 @@ plan lora-f32-ckpt "$hf" lora --quant f32 --gradient-checkpointing
 plan qlora "$model" qlora
 plan qlora-ckpt "$model" qlora --gradient-checkpointing
 plan full-f32 "$hf" full-finetune --quant f32
+for s in $sweep; do
+  echo "== forja tune and plan, QLoRA at $s tokens"
+  seq_len=$s forja_run "qlora-$s" "$model"
+  seq_len=$s forja_run "qlora-$s-ckpt" "$model" --gradient-checkpointing
+  seq_len=$s plan "qlora-$s" "$model" qlora
+  seq_len=$s plan "qlora-$s-ckpt" "$model" qlora --gradient-checkpointing
+done
 
-python3 - "$runs" "$work" "$results" "$seq_len" "$steps" "$threads" "$rank" "$model" "$("$forja" --version)" <<'EOF'
+python3 - "$runs" "$work" "$results" "$seq_len" "$steps" "$threads" "$rank" "$model" "$("$forja" --version)" "$sweep" <<'EOF'
 import datetime, json, os, platform, sys
-runs_path, work, results, seq, steps, threads, rank, model, version = sys.argv[1:10]
+runs_path, work, results, seq, steps, threads, rank, model, version, sweep = sys.argv[1:11]
 runs = {r["run"]: r for r in map(json.loads, open(runs_path))}
 def plan(name):
     p = os.path.join(work, f"plan-{name}.json")
@@ -142,8 +151,10 @@ rows = [("lora-f32", "LoRA, f32 base"), ("peft-lora-f32", "LoRA, f32 base"),
         ("peft-lora-f32-ckpt", "LoRA, f32 base, gradient checkpointing"),
         ("qlora", "QLoRA, GGUF base"), ("qlora-ckpt", "QLoRA, GGUF base, gradient checkpointing"),
         ("full-f32", "full fine-tuning, f32")]
-plans = {"lora-f32": "lora-f32", "lora-f32-ckpt": "lora-f32-ckpt", "qlora": "qlora",
-         "qlora-ckpt": "qlora-ckpt", "full-f32": "full-f32"}
+for s in sweep.split():
+    rows += [(f"qlora-{s}", f"QLoRA, GGUF base, {s} tokens"),
+             (f"qlora-{s}-ckpt", f"QLoRA, GGUF base, {s} tokens, gradient checkpointing")]
+plans = {r: r for r, _ in rows if not r.startswith("peft")}
 for name, what in rows:
     r = runs.get(name)
     if not r:

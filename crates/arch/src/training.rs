@@ -273,7 +273,7 @@ pub fn train_bytes(
 pub const CPU_RUNTIME_BYTES: u64 = 48 << 20;
 
 /// f32 logits the CPU trainer's loss head computes at once (`Decoder::set_head_chunk_bytes`).
-pub const CPU_HEAD_BLOCK_BYTES: u64 = 32 << 20;
+pub const CPU_HEAD_BLOCK_BYTES: u64 = 16 << 20;
 
 /// Rows of a quantized base weight the CPU trainer dequantizes at once in a backward pass.
 const CPU_DEQUANT_ROWS: u64 = 256;

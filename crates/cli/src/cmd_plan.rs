@@ -365,10 +365,12 @@ fn render(p: &Plan, display: Option<&str>, build: Option<&ReferenceBuild>) -> St
     t.row(vec![
         "runtime overhead".into(),
         g(f.overhead_bytes),
-        if f.overhead_bytes > 0 {
-            "CUDA context + cuBLAS workspace".into()
-        } else {
-            String::new()
+        match &f.training {
+            Some(tb) if tb.runtime > 0 => {
+                "forja tune's process (program, tokenizer, threads)".into()
+            }
+            _ if f.overhead_bytes > 0 => "CUDA context + cuBLAS workspace".into(),
+            _ => String::new(),
         },
     ]);
     t.row(vec!["total".into(), g(f.total_bytes), String::new()]);

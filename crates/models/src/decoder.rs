@@ -584,7 +584,7 @@ impl Decoder {
         }
     }
 
-    /// Bounds the f32 logits the training passes compute at once (default 32 MiB): the output
+    /// Bounds the f32 logits the training passes compute at once (default 16 MiB): the output
     /// head runs on that many bytes' worth of predicting rows at a time.
     pub fn set_head_chunk_bytes(&mut self, bytes: usize) {
         self.head_chunk_bytes = bytes.max(1);

@@ -116,7 +116,8 @@ pub fn train_footprint(
         weights_bytes,
         kv_cache_bytes: 0,
         activations_bytes: t.activations + t.logits,
-        overhead_bytes: overhead,
+        // The CPU trainer's process is its runtime, as a GPU's context is.
+        overhead_bytes: overhead + t.runtime,
         total_bytes: total,
         training: Some(t),
     }
