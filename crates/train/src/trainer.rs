@@ -329,13 +329,16 @@ fn targets_of<E: std::borrow::Borrow<Example>>(batch: &[E]) -> (Vec<&[u32]>, Vec
 
 /// L2 norm of all gradients together.
 fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
+    // Summed in f64 in one fixed order: candle's f32 reductions may group a large tensor's
+    // sum differently from one call to the next, and a resumed run must repeat the norm
+    // exactly.
     let mut sq = 0.0;
     for g in grads.iter().flatten() {
-        sq += g
-            .sqr()?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
+        let values = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        sq += values
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>();
     }
     Ok(sq.sqrt())
 }
