@@ -1,7 +1,7 @@
 //! Elementwise steps of a decoder layer fused into one pass each on the CPU (no intermediate
 //! tensors), threaded on forja-quant's worker pool: the gated MLP's `act(gate) · up` with
 //! vectorizable SiLU and tanh-GELU, and RMSNorm. Inference only: tensors that track gradients
-//! keep candle's ops, whose backward passes training needs.
+//! go to `crate::grad_ops`, whose ops carry their backward passes.
 
 use candle_core::{CpuStorage, DType, Layout, Storage, Tensor};
 use forja_arch::decoder_config::Activation;
@@ -11,6 +11,17 @@ use crate::error::Result;
 
 /// Elements per task; below twice this the call stays on the calling thread.
 const CHUNK: usize = 16 * 1024;
+
+/// `f(start, part)` over `out` in parts of whole `unit`-value rows (about [`CHUNK`] values
+/// each), on forja-quant's worker pool when `out` is large, else on the calling thread.
+pub(crate) fn run_chunks(out: &mut [f32], unit: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+    if out.len() < 2 * CHUNK {
+        f(0, out);
+    } else {
+        let rows = (CHUNK / unit.max(1)).max(1);
+        forja_quant::parallel_chunks_mut(out, rows * unit.max(1), f);
+    }
+}
 
 /// `act(gate) · up` when both are contiguous f32 CPU tensors of one shape that track no
 /// gradient and `act` is SiLU or tanh-GELU; `None` otherwise (the caller uses candle's ops).
@@ -48,11 +59,7 @@ fn gated_with(
                 *o = f(g) * u;
             }
         };
-        if out.len() < 2 * CHUNK {
-            run(0, &mut out);
-        } else {
-            forja_quant::parallel_chunks_mut(&mut out, CHUNK, &run);
-        }
+        run_chunks(&mut out, 1, &run);
         out
     };
     Ok(Some(Tensor::from_vec(out, gate.shape(), gate.device())?))
@@ -75,7 +82,6 @@ pub(crate) fn rms_norm(x: &Tensor, scale: &[f32], eps: f64) -> Result<Option<Ten
         };
         let mut out = vec![0f32; x.len()];
         // Whole rows per task.
-        let rows_per_task = (CHUNK / dim).max(1);
         let run = |start: usize, part: &mut [f32]| {
             for (o, x) in part.chunks_exact_mut(dim).zip(x[start..].chunks_exact(dim)) {
                 // Eight partial sums, so the loop vectorizes.
@@ -94,11 +100,7 @@ pub(crate) fn rms_norm(x: &Tensor, scale: &[f32], eps: f64) -> Result<Option<Ten
                 }
             }
         };
-        if out.len() < 2 * CHUNK {
-            run(0, &mut out);
-        } else {
-            forja_quant::parallel_chunks_mut(&mut out, rows_per_task * dim, &run);
-        }
+        run_chunks(&mut out, dim, &run);
         out
     };
     Ok(Some(Tensor::from_vec(out, x.shape(), x.device())?))

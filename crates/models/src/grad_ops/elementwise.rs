@@ -7,21 +7,9 @@ use forja_arch::decoder_config::Activation;
 use forja_quant::math;
 
 use super::{f32_values, with_values};
+use crate::cpu_ops::run_chunks;
 use crate::error::Result;
 use crate::rope::RopeStyle;
-
-/// Values per task of the thread pool; below twice this a call stays on the calling thread.
-const CHUNK: usize = 16 * 1024;
-
-/// `f(start, part)` over `out` in chunks of whole `unit`-value rows, on the pool when large.
-fn run_chunks(out: &mut [f32], unit: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
-    if out.len() < 2 * CHUNK {
-        f(0, out);
-    } else {
-        let rows = (CHUNK / unit.max(1)).max(1);
-        forja_quant::parallel_chunks_mut(out, rows * unit.max(1), f);
-    }
-}
 
 /// `x / √(mean(x²) + eps) · scale` over the last dimension.
 struct RmsNormOp {
