@@ -272,11 +272,13 @@ pub fn train_bytes(
 /// (97 MB of GGUF blocks and the 113 MB f32 embedding table).
 pub const CPU_RUNTIME_BYTES: u64 = 48 << 20;
 
-/// f32 logits the CPU trainer's loss head computes at once (`Decoder::set_head_chunk_bytes`).
+/// f32 logits the CPU trainer's loss head computes at once (its default; the trainer reads it
+/// from here, `Decoder::set_head_chunk_bytes` changes it).
 pub const CPU_HEAD_BLOCK_BYTES: u64 = 16 << 20;
 
-/// Rows of a quantized base weight the CPU trainer dequantizes at once in a backward pass.
-const CPU_DEQUANT_ROWS: u64 = 256;
+/// Rows of a quantized base weight the CPU trainer dequantizes at once in a backward pass (the
+/// trainer reads it from here).
+pub const CPU_DEQUANT_ROWS: u64 = 256;
 
 /// f32 values the CPU trainer's graph keeps per token and layer until the backward pass: each
 /// node's output, as the layer creates them (one node per fused op): the attention and MLP

@@ -27,7 +27,7 @@ use crate::mlp::Mlp;
 
 /// f32 logits computed at once by the output head (rows × vocabulary × 4 bytes), unless
 /// [`Decoder::set_head_chunk_bytes`] says otherwise.
-pub(crate) const HEAD_CHUNK_BYTES: usize = 16 << 20;
+pub(crate) const HEAD_CHUNK_BYTES: usize = forja_arch::training::CPU_HEAD_BLOCK_BYTES as usize;
 
 /// A predicted token: the row (of the sequences' tokens one after another) whose hidden state
 /// predicts it, and the token.

@@ -14,8 +14,8 @@ use crate::lora::{Lora, dropout_mask};
 
 const NAME: &str = "forja-lora-matmul";
 
-/// Rows of a quantized weight dequantized at once for a backward pass.
-const DEQUANT_ROWS: usize = 256;
+/// Rows of a quantized weight dequantized at once for a backward pass (what the planner prices).
+const DEQUANT_ROWS: usize = forja_arch::training::CPU_DEQUANT_ROWS as usize;
 
 /// The base weight `[out, in]` of an adapted projection.
 #[derive(Debug, Clone)]
