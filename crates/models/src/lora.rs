@@ -188,19 +188,32 @@ impl Lora {
     }
 }
 
-/// An inverted-dropout mask of `n` values drawn from `stream`: each `0` with probability `p`,
-/// else `1/(1 − p)`. The same stream gives the same mask, so a backward pass draws its forward
-/// pass's mask again instead of keeping it.
-pub(crate) fn dropout_mask(mut stream: u64, p: f32, n: usize) -> Vec<f32> {
+/// An inverted-dropout mask of `n` values drawn from `stream`: each `0` with probability `p`
+/// (to 1/65536), else `1/(1 − p)`. The same stream gives the same mask, so a backward pass
+/// draws its forward pass's mask again instead of keeping it.
+pub(crate) fn dropout_mask(stream: u64, p: f32, n: usize) -> Vec<f32> {
     let keep = 1.0 / (1.0 - p);
-    let threshold = (f64::from(p) * (1u64 << 53) as f64) as u64;
-    (0..n)
-        .map(|_| {
-            let r = splitmix64(&mut stream) >> 11;
-            if r < threshold { 0.0 } else { keep }
-        })
-        .collect()
+    let threshold = (f64::from(p) * 65536.0).round() as u64;
+    let mut mask = vec![0f32; n];
+    // Values `4i .. 4i + 4` are the four 16-bit parts of the stream's `i + 1`-th draw, and
+    // splitmix64's state after `i` draws is `stream + i·γ`: any part of the mask starting at a
+    // multiple of four is drawn on its own (on the worker pool).
+    crate::cpu_ops::run_chunks(&mut mask, DRAW_VALUES, &|start, part| {
+        let draws = (start / DRAW_VALUES) as u64;
+        let mut state = stream.wrapping_add(draws.wrapping_mul(SPLITMIX_GAMMA));
+        for values in part.chunks_mut(DRAW_VALUES) {
+            let r = splitmix64(&mut state);
+            for (k, m) in values.iter_mut().enumerate() {
+                let bits = (r >> (16 * k)) & 0xFFFF;
+                *m = if bits < threshold { 0.0 } else { keep };
+            }
+        }
+    });
+    mask
 }
+
+/// Mask values per 64-bit draw (16 bits each).
+const DRAW_VALUES: usize = 4;
 
 /// `a·b` summed in eight lanes and then a fixed tree, the same order for every call (the
 /// compiler vectorizes the lanes).
@@ -321,9 +334,12 @@ impl AdapterRows {
     }
 }
 
+/// splitmix64's increment.
+const SPLITMIX_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// One step of SplitMix64 (Steele, Lea, Flood 2014): a fast, well-mixed 64-bit generator.
 pub fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    *state = state.wrapping_add(SPLITMIX_GAMMA);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

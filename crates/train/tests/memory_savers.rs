@@ -138,7 +138,10 @@ fn checkpointed_training_learns_what_ordinary_training_learns() {
         let a = run(family, 0.2, &data, &plain);
         let b = run(family, 0.2, &data, &checkpointed);
         assert!(a.0[5].loss < a.0[0].loss, "{family}: {:?}", a.0);
-        assert_same_runs(&a, &b, 1e-5);
+        // The two sum a layer's gradients in another order. AdamW moves each value by about
+        // the learning rate whatever its gradient's size, so an entry whose gradient is near
+        // zero carries that rounding into its step: within 1 % of one step.
+        assert_same_runs(&a, &b, plain.lr as f32 * 1e-2);
     }
 }
 

@@ -6,7 +6,9 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::f32_values;
+use forja_quant::math;
+
+use super::{Failure, Mat, SyncPtr, f32_values, gemm_serial, gemm_serial_add};
 use crate::error::Result;
 
 const NAME: &str = "forja-causal-attention";
@@ -58,29 +60,72 @@ impl CausalAttention {
         self.keys(i)
     }
 
-    /// Row `i`'s softmax weights over its keys into `p` (`[keys]`), and the capped logits'
-    /// `tanh` into `t` when soft-capping (for the backward pass).
-    fn probs(&self, q: &[f32], k: &[f32], d: usize, i: usize, p: &mut [f32], t: &mut [f32]) {
-        let keys = self.keys(i);
-        let mut max = f32::NEG_INFINITY;
-        for ((pj, tj), j) in p.iter_mut().zip(t.iter_mut()).zip(keys) {
-            let mut x = self.scale * dot(q, &k[j * d..(j + 1) * d]);
-            if let Some(cap) = self.softcap {
-                *tj = (x / cap).tanh();
-                x = cap * *tj;
-            }
-            *pj = x;
-            max = max.max(x);
-        }
-        let mut sum = 0f32;
-        for pj in p.iter_mut() {
-            *pj = (*pj - max).exp();
-            sum += *pj;
-        }
-        for pj in p.iter_mut() {
-            *pj /= sum;
-        }
+    /// Values of a block's capped logits' `tanh` for `size` scores: none without soft-capping.
+    fn tanh_len(&self, size: usize) -> usize {
+        if self.softcap.is_some() { size } else { 0 }
     }
+
+    /// The keys a block of query rows `rows` sees together: from the first row's first key
+    /// to the last row's last.
+    fn block_keys(&self, rows: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+        self.keys(rows.start).start..self.keys(rows.end - 1).end
+    }
+
+    /// The softmax weights of query rows `rows` over keys `cols` into `p` (`[rows, cols]`),
+    /// from `q·kᵀ` in `p` on entry (`q` `[n, d]`, `k` `[s, d]` of one head): each row's
+    /// scaled logits soft-capped (their `tanh` kept in `t` for the backward pass), its keys
+    /// outside its own range zero.
+    fn block_probs(
+        &self,
+        (q, k, d): (&[f32], &[f32], usize),
+        rows: &std::ops::Range<usize>,
+        cols: &std::ops::Range<usize>,
+        p: &mut [f32],
+        t: &mut [f32],
+    ) -> candle_core::Result<()> {
+        let len = cols.len();
+        gemm_serial(
+            p,
+            Mat::rows(&q[rows.start * d..rows.end * d], rows.len(), d),
+            Mat::rows(&k[cols.start * d..cols.end * d], len, d).t(),
+            self.scale,
+        )?;
+        for (r, p) in p.chunks_exact_mut(len).enumerate() {
+            let keys = self.keys(rows.start + r);
+            let (a, b) = (keys.start - cols.start, keys.end - cols.start);
+            p[..a].fill(0.0);
+            p[b..].fill(0.0);
+            let p = &mut p[a..b];
+            if let Some(cap) = self.softcap {
+                let t = &mut t[r * len..(r + 1) * len];
+                t.fill(0.0);
+                for (x, tj) in p.iter_mut().zip(&mut t[a..b]) {
+                    *tj = (*x / cap).tanh();
+                    *x = cap * *tj;
+                }
+            }
+            let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let mut sum = 0f32;
+            for x in p.iter_mut() {
+                *x = math::exp(*x - max);
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            for x in p.iter_mut() {
+                *x *= inv;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Query rows per block: a block's scores (`[BLOCK, keys]`) are the only score values that
+/// exist at a time in each task.
+const BLOCK: usize = 32;
+
+/// Part `at` of `t` cut in parts of `len`.
+fn one(t: &[f32], at: usize, len: usize) -> &[f32] {
+    &t[at * len..(at + 1) * len]
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -98,12 +143,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + tail
-}
-
-fn axpy(out: &mut [f32], w: f32, x: &[f32]) {
-    for (o, x) in out.iter_mut().zip(x) {
-        *o += w * x;
-    }
 }
 
 impl CustomOp3 for CausalAttention {
@@ -128,27 +167,37 @@ impl CustomOp3 for CausalAttention {
         );
         let group = h / kv;
         let mut out = vec![0f32; h * n * d];
+        let failed = Failure::default();
         // One task per head.
         forja_quant::parallel_chunks_mut(&mut out, (n * d).max(1), &|start, o| {
             let head = start / (n * d).max(1);
             let g = head / group;
-            let (k, v) = (
+            let (q, k, v) = (
+                &q[head * n * d..(head + 1) * n * d],
                 &k[g * s * d..(g + 1) * s * d],
                 &v[g * s * d..(g + 1) * s * d],
             );
-            let mut p = vec![0f32; s];
-            let mut t = vec![0f32; s];
-            for i in 0..n {
-                let keys = self.keys(i);
-                let len = keys.len();
-                let qi = &q[(head * n + i) * d..(head * n + i + 1) * d];
-                self.probs(qi, k, d, i, &mut p[..len], &mut t[..len]);
-                let oi = &mut o[i * d..(i + 1) * d];
-                for (&pj, j) in p[..len].iter().zip(keys) {
-                    axpy(oi, pj, &v[j * d..(j + 1) * d]);
-                }
+            let mut p = vec![0f32; BLOCK.min(n) * s];
+            let mut t = vec![0f32; self.tanh_len(BLOCK.min(n) * s)];
+            for first in (0..n).step_by(BLOCK) {
+                let rows = first..(first + BLOCK).min(n);
+                let cols = self.block_keys(&rows);
+                let size = rows.len() * cols.len();
+                let (p, t) = (&mut p[..size], &mut t[..self.tanh_len(size)]);
+                failed.record(
+                    self.block_probs((q, k, d), &rows, &cols, p, t)
+                        .and_then(|()| {
+                            gemm_serial(
+                                &mut o[rows.start * d..rows.end * d],
+                                Mat::rows(p, rows.len(), cols.len()),
+                                Mat::rows(&v[cols.start * d..cols.end * d], cols.len(), d),
+                                1.0,
+                            )
+                        }),
+                );
             }
         });
+        failed.check(NAME)?;
         Ok((CpuStorage::F32(out), Shape::from((h, n, d))))
     }
 
@@ -172,53 +221,96 @@ impl CustomOp3 for CausalAttention {
             values(grad)?,
         );
         let group = h / kv;
-        // Per KV head: its query heads' dq, then its dk and dv.
-        let per = group * n * d + 2 * s * d;
-        let mut all = vec![0f32; kv * per];
-        forja_quant::parallel_chunks_mut(&mut all, per.max(1), &|start, part| {
-            let g = start / per.max(1);
-            let (dq, dkv) = part.split_at_mut(group * n * d);
+        // Per query head: its rows of dq (heads are dq's outer dimension), and its share of its
+        // KV head's dk and dv, summed over the group after.
+        let per = 2 * s * d;
+        let mut dq = vec![0f32; h * n * d];
+        let mut shares = vec![0f32; h * per];
+        let failed = Failure::default();
+        let dq_ptr = SyncPtr(dq.as_mut_ptr());
+        forja_quant::parallel_chunks_mut(&mut shares, per.max(1), &|start, dkv| {
+            let (head, dq_ptr) = (start / per.max(1), &dq_ptr);
+            let g = head / group;
+            // SAFETY: `dq` holds `h·n·d` values and outlives the tasks; this task alone writes
+            // head `head`'s `n·d` of them.
+            let dq = unsafe { std::slice::from_raw_parts_mut(dq_ptr.0.add(head * n * d), n * d) };
             let (dk, dv) = dkv.split_at_mut(s * d);
-            let (k, v) = (
-                &kvv[g * s * d..(g + 1) * s * d],
-                &vv[g * s * d..(g + 1) * s * d],
+            let (q, o, dout) = (
+                one(&qv, head, n * d),
+                one(&ov, head, n * d),
+                one(&gv, head, n * d),
             );
-            let mut p = vec![0f32; s];
-            let mut t = vec![0f32; s];
-            for hh in 0..group {
-                let head = g * group + hh;
-                for i in 0..n {
-                    let row = (head * n + i) * d..(head * n + i + 1) * d;
-                    let (qi, oi, doi) = (&qv[row.clone()], &ov[row.clone()], &gv[row]);
-                    let keys = self.keys(i);
-                    let len = keys.len();
-                    self.probs(qi, k, d, i, &mut p[..len], &mut t[..len]);
-                    let di = dot(doi, oi);
-                    let dqi = &mut dq[(hh * n + i) * d..(hh * n + i + 1) * d];
-                    for ((&pj, &tj), j) in p[..len].iter().zip(&t[..len]).zip(keys) {
-                        let (kj, vj) = (&k[j * d..(j + 1) * d], &v[j * d..(j + 1) * d]);
-                        let mut ds = pj * (dot(doi, vj) - di);
+            let (k, v) = (one(&kvv, g, s * d), one(&vv, g, s * d));
+            let block = BLOCK.min(n) * s;
+            let (mut p, mut ds) = (vec![0f32; block], vec![0f32; block]);
+            let mut t = vec![0f32; self.tanh_len(block)];
+            for first in (0..n).step_by(BLOCK) {
+                let rows = first..(first + BLOCK).min(n);
+                let cols = self.block_keys(&rows);
+                let (b, len) = (rows.len(), cols.len());
+                let (p, ds) = (&mut p[..b * len], &mut ds[..b * len]);
+                let t = &mut t[..self.tanh_len(b * len)];
+                let (qb, ob, dob) = (
+                    &q[rows.start * d..rows.end * d],
+                    &o[rows.start * d..rows.end * d],
+                    &dout[rows.start * d..rows.end * d],
+                );
+                let (kb, vb) = (
+                    &k[cols.start * d..cols.end * d],
+                    &v[cols.start * d..cols.end * d],
+                );
+                let mut step = || -> candle_core::Result<()> {
+                    self.block_probs((q, k, d), &rows, &cols, p, t)?;
+                    // dP = dO·Vᵀ, then dS = P ∘ (dP − rowsum(dO ∘ O)) through the cap and scale.
+                    gemm_serial(ds, Mat::rows(dob, b, d), Mat::rows(vb, len, d).t(), 1.0)?;
+                    for (r, (ds, p)) in ds
+                        .chunks_exact_mut(len)
+                        .zip(p.chunks_exact(len))
+                        .enumerate()
+                    {
+                        let di = dot(&dob[r * d..(r + 1) * d], &ob[r * d..(r + 1) * d]);
                         if self.softcap.is_some() {
-                            ds *= 1.0 - tj * tj;
+                            let t = &t[r * len..(r + 1) * len];
+                            for ((x, &pj), &tj) in ds.iter_mut().zip(p).zip(t) {
+                                *x = pj * (*x - di) * (1.0 - tj * tj) * self.scale;
+                            }
+                        } else {
+                            for (x, &pj) in ds.iter_mut().zip(p) {
+                                *x = pj * (*x - di) * self.scale;
+                            }
                         }
-                        ds *= self.scale;
-                        axpy(dqi, ds, kj);
-                        axpy(&mut dk[j * d..(j + 1) * d], ds, qi);
-                        axpy(&mut dv[j * d..(j + 1) * d], pj, doi);
                     }
-                }
+                    let (ds, p) = (Mat::rows(ds, b, len), Mat::rows(p, b, len));
+                    gemm_serial(
+                        &mut dq[rows.start * d..rows.end * d],
+                        ds,
+                        Mat::rows(kb, len, d),
+                        1.0,
+                    )?;
+                    let (dkb, dvb) = (
+                        &mut dk[cols.start * d..cols.end * d],
+                        &mut dv[cols.start * d..cols.end * d],
+                    );
+                    gemm_serial_add(dkb, ds.t(), Mat::rows(qb, b, d))?;
+                    gemm_serial_add(dvb, p.t(), Mat::rows(dob, b, d))
+                };
+                failed.record(step());
             }
         });
-        let mut dq = Vec::with_capacity(h * n * d);
-        let mut dk = Vec::with_capacity(kv * s * d);
-        let mut dv = Vec::with_capacity(kv * s * d);
-        for part in all.chunks_exact(per.max(1)) {
-            let (pq, pkv) = part.split_at(group * n * d);
-            let (pk, pv) = pkv.split_at(s * d);
-            dq.extend_from_slice(pq);
-            dk.extend_from_slice(pk);
-            dv.extend_from_slice(pv);
+        failed.check(NAME)?;
+        let mut dk = vec![0f32; kv * s * d];
+        let mut dv = vec![0f32; kv * s * d];
+        for (head, part) in shares.chunks_exact(per.max(1)).enumerate() {
+            let (pk, pv) = part.split_at(s * d);
+            let g = head / group;
+            for (acc, x) in dk[g * s * d..(g + 1) * s * d].iter_mut().zip(pk) {
+                *acc += x;
+            }
+            for (acc, x) in dv[g * s * d..(g + 1) * s * d].iter_mut().zip(pv) {
+                *acc += x;
+            }
         }
+        drop(shares);
         // Only inputs in the graph get a gradient (candle would keep any other until the end).
         let grad = |t: &Tensor, g: Vec<f32>| -> candle_core::Result<Option<Tensor>> {
             t.track_op()

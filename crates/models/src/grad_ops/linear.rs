@@ -8,7 +8,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use forja_quant::QMatrix;
 
-use super::{Mat, f32_values, gemm};
+use super::{Failure, Mat, f32_values, gemm};
 use crate::error::Result;
 use crate::lora::{Lora, dropout_mask};
 
@@ -16,6 +16,8 @@ const NAME: &str = "forja-lora-matmul";
 
 /// Rows of a quantized weight dequantized at once for a backward pass (what the planner prices).
 const DEQUANT_ROWS: usize = forja_arch::training::CPU_DEQUANT_ROWS as usize;
+/// Rows one worker dequantizes: a multiple of every panel's rows (8 or 16).
+const DEQUANT_TASK_ROWS: usize = 32;
 
 /// The base weight `[out, in]` of an adapted projection.
 #[derive(Debug, Clone)]
@@ -109,8 +111,15 @@ pub(crate) fn quantized_input_grad(
     for first in (0..out).step_by(DEQUANT_ROWS) {
         let rows = DEQUANT_ROWS.min(out - first);
         let w = &mut block[..rows * inp];
-        m.dequantize_rows(first, w)
-            .map_err(|e| candle_core::Error::Msg(format!("{NAME}: dequantizing: {e}")))?;
+        // The rows dequantized on the worker pool, a whole number of panels per task.
+        let failed = Failure::default();
+        forja_quant::parallel_chunks_mut(w, DEQUANT_TASK_ROWS * inp, &|start, part| {
+            failed.record(
+                m.dequantize_rows(first + start / inp, part)
+                    .map_err(|e| candle_core::Error::Msg(format!("{NAME}: dequantizing: {e}"))),
+            );
+        });
+        failed.check(NAME)?;
         let g_cols = Mat {
             data: &g[first..],
             rows: n,

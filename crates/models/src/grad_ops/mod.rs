@@ -74,6 +74,32 @@ pub(crate) fn gemm(
     alpha: f32,
     accumulate: bool,
 ) -> candle_core::Result<()> {
+    product(out, a, b, alpha, accumulate, true)
+}
+
+/// `out = alpha·a·b` on the calling thread (inside a worker pool's task).
+pub(crate) fn gemm_serial(
+    out: &mut [f32],
+    a: Mat<'_>,
+    b: Mat<'_>,
+    alpha: f32,
+) -> candle_core::Result<()> {
+    product(out, a, b, alpha, false, false)
+}
+
+/// `out += a·b` on the calling thread.
+pub(crate) fn gemm_serial_add(out: &mut [f32], a: Mat<'_>, b: Mat<'_>) -> candle_core::Result<()> {
+    product(out, a, b, 1.0, true, false)
+}
+
+fn product(
+    out: &mut [f32],
+    a: Mat<'_>,
+    b: Mat<'_>,
+    alpha: f32,
+    accumulate: bool,
+    parallel: bool,
+) -> candle_core::Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k || out.len() != m * n || !a.fits() || !b.fits() {
         candle_core::bail!(
@@ -94,23 +120,80 @@ pub(crate) fn gemm(
         }
         return Ok(());
     }
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 && m * n * k >= PARALLEL_WORK {
-        gemm::Parallelism::Rayon(threads)
+    let threads = forja_quant::parallel_threads();
+    if !parallel || threads < 2 || m * n * k < PARALLEL_WORK {
+        // SAFETY: `out` holds `m·n` values row-major and is borrowed mutably (checked above).
+        unsafe { kernel(out.as_mut_ptr(), n, a, b, alpha, accumulate) };
+        return Ok(());
+    }
+    // Parts of the output on forja's worker pool (the one the quantized matmuls use, so the
+    // training step does not keep a second pool's threads spinning beside it): bands of the
+    // longer side, rows or columns (each task packs the whole of the other operand).
+    let tasks = 2 * threads;
+    let by_rows = m >= n && m >= tasks * MIN_PART;
+    let (len, min) = if by_rows {
+        (m, MIN_PART)
     } else {
-        gemm::Parallelism::None
+        (n, 2 * MIN_PART)
     };
-    // SAFETY: the checks above keep every index the product reads inside `a.data` and
-    // `b.data` (`fits`) and every index it writes inside `out` (`m·n` values, row-major);
-    // `out` is borrowed mutably, so it overlaps neither input.
+    let part = len.div_ceil(tasks).max(min);
+    let dst = SyncPtr(out.as_mut_ptr());
+    forja_quant::parallel_for(len.div_ceil(part), &|t| {
+        let (lo, hi) = (t * part, ((t + 1) * part).min(len));
+        let dst = &dst;
+        // SAFETY: task `t` writes rows (or columns) `lo..hi` of `out` alone; the sub-matrices
+        // lie inside the checked ones.
+        unsafe {
+            if by_rows {
+                let a = Mat {
+                    data: &a.data[lo * a.rs..],
+                    rows: hi - lo,
+                    ..a
+                };
+                kernel(dst.0.add(lo * n), n, a, b, alpha, accumulate);
+            } else {
+                let b = Mat {
+                    data: &b.data[lo * b.cs..],
+                    cols: hi - lo,
+                    ..b
+                };
+                kernel(dst.0.add(lo), n, a, b, alpha, accumulate);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Rows (columns: twice as many) below which a part of a product is not worth a task.
+const MIN_PART: usize = 16;
+
+/// The output's pointer, shared by the tasks that write disjoint parts of it.
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
+// SAFETY: each task writes its own part of the output only.
+unsafe impl Sync for SyncPtr {}
+
+/// `dst (+)= alpha·a·b` on the calling thread, `dst` row-major with row stride `dst_rs`.
+///
+/// # Safety
+/// `dst` must be valid for writes of `a.rows` rows of `b.cols` values at stride `dst_rs`, not
+/// overlap `a` or `b`, and `a`, `b` must fit their data ([`Mat::fits`]) with `a.cols == b.rows`.
+unsafe fn kernel(
+    dst: *mut f32,
+    dst_rs: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    alpha: f32,
+    accumulate: bool,
+) {
+    // SAFETY: as the caller promises.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
+            a.rows,
+            b.cols,
+            a.cols,
+            dst,
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -123,10 +206,31 @@ pub(crate) fn gemm(
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
     }
-    Ok(())
+}
+
+/// The first error a pool's tasks met (they return nothing themselves).
+#[derive(Default)]
+pub(crate) struct Failure(std::sync::Mutex<Option<candle_core::Error>>);
+
+impl Failure {
+    pub(crate) fn record(&self, r: candle_core::Result<()>) {
+        if let Err(e) = r
+            && let Ok(mut first) = self.0.lock()
+        {
+            first.get_or_insert(e);
+        }
+    }
+
+    pub(crate) fn check(self, op: &str) -> candle_core::Result<()> {
+        match self.0.into_inner() {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(e),
+            Err(_) => candle_core::bail!("{op}: a worker panicked"),
+        }
+    }
 }
 
 /// The values of a contiguous f32 CPU storage.

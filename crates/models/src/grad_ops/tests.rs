@@ -271,6 +271,9 @@ fn attention_matches_softmax_attention_with_groups_windows_and_softcap() {
         (6, 2, 5, 12, 8, 7, Some(4), None),
         (2, 1, 11, 11, 16, 0, Some(3), Some(5.0f32)),
         (3, 3, 1, 6, 8, 5, None, None),
+        // Several blocks of query rows.
+        (2, 1, 150, 160, 16, 10, Some(70), None),
+        (4, 2, 130, 130, 8, 0, None, Some(3.0)),
     ];
     for (i, &(h, kv, n, s, d, start, window, softcap)) in cases.iter().enumerate() {
         let seed = 20 + 5 * i as u64;
@@ -349,4 +352,66 @@ fn head_loss_matches_logits_then_cross_entropy_in_any_block_size() {
         4,
     );
     assert!(far.is_err(), "a target outside the vocabulary");
+}
+
+#[test]
+fn dropout_mask_drawn_in_parts_is_the_streams_sequence() {
+    // Long enough to be drawn in parts on the worker pool.
+    let (stream, p, n) = (0x1234_5678_9abc_def0u64, 0.3f32, 100_003);
+    let mask = crate::lora::dropout_mask(stream, p, n);
+    let mut state = stream;
+    let threshold = (f64::from(p) * 65536.0).round() as u64;
+    let mut dropped = 0;
+    let mut draw = 0;
+    for (i, &m) in mask.iter().enumerate() {
+        if i % 4 == 0 {
+            draw = crate::lora::splitmix64(&mut state);
+        }
+        let bits = (draw >> (16 * (i % 4))) & 0xFFFF;
+        let want = if bits < threshold {
+            0.0
+        } else {
+            1.0 / (1.0 - p)
+        };
+        assert_eq!(m, want, "value {i}");
+        dropped += usize::from(m == 0.0);
+    }
+    let rate = dropped as f64 / n as f64;
+    assert!((rate - 0.3).abs() < 0.01, "dropped {rate}");
+}
+
+#[test]
+fn products_split_over_the_pool_match_the_definition() {
+    let values = |n: usize, seed: u64| -> Vec<f32> { random(&[n], seed).to_vec1::<f32>().unwrap() };
+    // (m, k, n, a transposed, accumulate): bands of rows, bands of columns, a small product.
+    let cases = [
+        (200, 64, 50, false, false),
+        (8, 300, 300, true, true),
+        (3, 5, 7, false, true),
+    ];
+    for (i, &(m, k, n, at, acc)) in cases.iter().enumerate() {
+        let (av, bv) = (values(m * k, 1 + i as u64), values(k * n, 9 + i as u64));
+        let a = if at {
+            Mat::rows(&av, k, m).t()
+        } else {
+            Mat::rows(&av, m, k)
+        };
+        let b = Mat::rows(&bv, k, n);
+        let start = values(m * n, 20 + i as u64);
+        let mut out = start.clone();
+        gemm(&mut out, a, b, 0.5, acc).unwrap();
+        for r in 0..m {
+            for c in 0..n {
+                let sum: f32 = (0..k)
+                    .map(|j| a.data[r * a.rs + j * a.cs] * b.data[j * b.rs + c * b.cs])
+                    .sum();
+                let want = 0.5 * sum + if acc { start[r * n + c] } else { 0.0 };
+                let got = out[r * n + c];
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "case {i} ({r}, {c}): {got} vs {want}"
+                );
+            }
+        }
+    }
 }
