@@ -192,24 +192,35 @@ impl Lora {
 /// (to 1/65536), else `1/(1 − p)`. The same stream gives the same mask, so a backward pass
 /// draws its forward pass's mask again instead of keeping it.
 pub(crate) fn dropout_mask(stream: u64, p: f32, n: usize) -> Vec<f32> {
+    let mut mask = vec![1f32; n];
+    apply_dropout(stream, p, &mut mask);
+    mask
+}
+
+/// `values` times [`dropout_mask`]`(stream, p, values.len())`, in place, without the mask.
+pub(crate) fn apply_dropout(stream: u64, p: f32, values: &mut [f32]) {
     let keep = 1.0 / (1.0 - p);
     let threshold = (f64::from(p) * 65536.0).round() as u64;
-    let mut mask = vec![0f32; n];
-    // Values `4i .. 4i + 4` are the four 16-bit parts of the stream's `i + 1`-th draw, and
-    // splitmix64's state after `i` draws is `stream + i·γ`: any part of the mask starting at a
-    // multiple of four is drawn on its own (on the worker pool).
-    crate::cpu_ops::run_chunks(&mut mask, DRAW_VALUES, &|start, part| {
+    // Values `4i .. 4i + 4` take the four 16-bit parts of the stream's `i + 1`-th draw, and
+    // splitmix64's state after `i` draws is `stream + i·γ`: any part starting at a multiple of
+    // four is drawn on its own (on the worker pool).
+    crate::cpu_ops::run_chunks(values, DRAW_VALUES, &|start, part| {
         let draws = (start / DRAW_VALUES) as u64;
         let mut state = stream.wrapping_add(draws.wrapping_mul(SPLITMIX_GAMMA));
-        for values in part.chunks_mut(DRAW_VALUES) {
+        let mut quads = part.chunks_exact_mut(DRAW_VALUES);
+        for quad in &mut quads {
             let r = splitmix64(&mut state);
-            for (k, m) in values.iter_mut().enumerate() {
+            for (k, v) in quad.iter_mut().enumerate() {
                 let bits = (r >> (16 * k)) & 0xFFFF;
-                *m = if bits < threshold { 0.0 } else { keep };
+                *v = if bits < threshold { 0.0 } else { *v * keep };
             }
         }
+        let r = splitmix64(&mut state);
+        for (k, v) in quads.into_remainder().iter_mut().enumerate() {
+            let bits = (r >> (16 * k)) & 0xFFFF;
+            *v = if bits < threshold { 0.0 } else { *v * keep };
+        }
     });
-    mask
 }
 
 /// Mask values per 64-bit draw (16 bits each).

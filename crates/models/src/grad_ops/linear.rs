@@ -10,7 +10,7 @@ use forja_quant::QMatrix;
 
 use super::{Failure, Mat, f32_values, gemm};
 use crate::error::Result;
-use crate::lora::{Lora, dropout_mask};
+use crate::lora::{Lora, apply_dropout};
 
 const NAME: &str = "forja-lora-matmul";
 
@@ -174,17 +174,17 @@ impl LoraMatmul {
         })
     }
 
-    /// The dropout mask of this call, if it has dropout.
-    fn mask(&self, len: usize) -> Option<Vec<f32>> {
-        self.dropout.map(|(stream, p)| dropout_mask(stream, p, len))
-    }
-}
-
-/// `x` with the mask applied (borrowed when there is none).
-fn masked<'a>(x: &'a [f32], mask: Option<&[f32]>) -> Cow<'a, [f32]> {
-    match mask {
-        Some(m) => Cow::Owned(x.iter().zip(m).map(|(x, m)| x * m).collect()),
-        None => Cow::Borrowed(x),
+    /// `x` with this call's dropout applied (borrowed when it has none): the mask is drawn
+    /// again from the call's stream, never kept.
+    fn masked<'a>(&self, x: &'a [f32]) -> Cow<'a, [f32]> {
+        match self.dropout {
+            Some((stream, p)) => {
+                let mut xd = x.to_vec();
+                apply_dropout(stream, p, &mut xd);
+                Cow::Owned(xd)
+            }
+            None => Cow::Borrowed(x),
+        }
     }
 }
 
@@ -210,8 +210,7 @@ impl CustomOp3 for LoraMatmul {
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let mut y = vec![0f32; d.n * d.out];
         self.weight.forward(x, d.n, d.inp, &mut y)?;
-        let mask = self.mask(x.len());
-        let xd = masked(x, mask.as_deref());
+        let xd = self.masked(x);
         let mut xa = vec![0f32; d.n * d.rank];
         gemm(
             &mut xa,
@@ -258,8 +257,7 @@ impl CustomOp3 for LoraMatmul {
             .dims(xv, xl.dims(), al.dims(), bl.dims())
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let (n, inp, out, rank) = (d.n, d.inp, d.out, d.rank);
-        let mask = self.mask(xv.len());
-        let xd = masked(xv, mask.as_deref());
+        let xd = self.masked(xv);
         // gb = g·B, [n, rank]: what reaches A's output.
         let mut gb = vec![0f32; n * rank];
         gemm(
@@ -307,13 +305,16 @@ impl CustomOp3 for LoraMatmul {
             let mut dx = vec![0f32; n * inp];
             self.weight.backward(g, n, out, &mut dx, false)?;
             let through_a = (Mat::rows(&gb, n, rank), Mat::rows(av, rank, inp));
-            match &mask {
+            match self.dropout {
                 None => gemm(&mut dx, through_a.0, through_a.1, self.scale, true)?,
-                Some(mask) => {
+                Some((stream, p)) => {
+                    // The adapter's share reaches x through the same mask.
+                    drop(xd);
                     let mut t = vec![0f32; n * inp];
                     gemm(&mut t, through_a.0, through_a.1, self.scale, false)?;
-                    for ((d, t), m) in dx.iter_mut().zip(&t).zip(mask) {
-                        *d += t * m;
+                    apply_dropout(stream, p, &mut t);
+                    for (d, t) in dx.iter_mut().zip(&t) {
+                        *d += t;
                     }
                 }
             }
