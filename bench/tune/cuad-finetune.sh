@@ -8,7 +8,7 @@
 # DATE-tune-cuad-loss.csv.
 #
 # Usage: bench/tune/cuad-finetune.sh [RESULTS_DIR]        (default: bench/results)
-# Env (defaults sized for ~30-40 minutes on 2 CPU cores, training at ~40 tokens/s):
+# Env (defaults sized for ~10 minutes on 2 CPU cores, training at ~150 tokens/s):
 #   MODEL        base model (default ~/.cache/forja-testdata/SmolLM2-135M-Instruct.Q4_1.gguf)
 #   FORJA_BIN    forja binary (default target/release/forja)
 #   CUAD         folder holding master_clauses.csv (default ../shared/data/cuad beside the repo)
@@ -19,7 +19,7 @@
 #   MAX_TOKENS (40), CONCURRENCY (4)                                 accuracy requests
 #   PORT         port for forja serve (default: a free one)
 # With the defaults training sees 65 x 4 = 260 sequences of ~236 tokens with SmolLM2's chat
-# template (~61k tokens, about 26 minutes at 40 tokens/s); the two accuracy passes and forja
+# template (~61k tokens, about 7 minutes at 150 tokens/s); the two accuracy passes and forja
 # tune's evaluations take a few minutes together.
 #
 # Eval loss and accuracy are both measured on the held-out contracts' records (`forja tune
@@ -104,8 +104,8 @@ s = json.load(open(sys.argv[1]))
 # chars / 4, plus ~15 tokens of chat template a sequence
 per = s["approx_tokens"]["train"] / max(1, s["records"]["train"]) + 15
 tokens = per * int(sys.argv[2]) * int(sys.argv[3])
-print(f"training will see ~{tokens:.0f} tokens (~{per:.0f} a sequence): ~{tokens / 40 / 60:.0f} "
-      f"minutes at 40 tokens/s")
+print(f"training will see ~{tokens:.0f} tokens (~{per:.0f} a sequence): ~{tokens / 150 / 60:.0f} "
+      f"minutes at 150 tokens/s")
 EOF
 
 echo "== base model accuracy"

@@ -72,9 +72,9 @@ impl CausalAttention {
     }
 
     /// The softmax weights of query rows `rows` over keys `cols` into `p` (`[rows, cols]`),
-    /// from `q·kᵀ` in `p` on entry (`q` `[n, d]`, `k` `[s, d]` of one head): each row's
-    /// scaled logits soft-capped (their `tanh` kept in `t` for the backward pass), its keys
-    /// outside its own range zero.
+    /// from `q` `[n, d]` and `k` `[s, d]` of one head: each row's scaled logits soft-capped
+    /// (their `tanh` kept in `t` for the backward pass; `t` is empty without soft-capping), its
+    /// keys outside its own range zero.
     fn block_probs(
         &self,
         (q, k, d): (&[f32], &[f32], usize),
@@ -172,11 +172,7 @@ impl CustomOp3 for CausalAttention {
         forja_quant::parallel_chunks_mut(&mut out, (n * d).max(1), &|start, o| {
             let head = start / (n * d).max(1);
             let g = head / group;
-            let (q, k, v) = (
-                &q[head * n * d..(head + 1) * n * d],
-                &k[g * s * d..(g + 1) * s * d],
-                &v[g * s * d..(g + 1) * s * d],
-            );
+            let (q, k, v) = (one(q, head, n * d), one(k, g, s * d), one(v, g, s * d));
             let mut p = vec![0f32; BLOCK.min(n) * s];
             let mut t = vec![0f32; self.tanh_len(BLOCK.min(n) * s)];
             for first in (0..n).step_by(BLOCK) {
