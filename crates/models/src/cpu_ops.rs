@@ -26,24 +26,7 @@ pub(crate) fn run_chunks(out: &mut [f32], unit: usize, f: &(dyn Fn(usize, &mut [
 /// `act(gate) · up` when both are contiguous f32 CPU tensors of one shape that track no
 /// gradient and `act` is SiLU or tanh-GELU; `None` otherwise (the caller uses candle's ops).
 pub(crate) fn gated(gate: &Tensor, up: &Tensor, act: Activation) -> Result<Option<Tensor>> {
-    match act {
-        Activation::Silu => gated_with(gate, up, math::silu),
-        Activation::GeluTanh => gated_with(gate, up, math::gelu_tanh),
-        Activation::Gelu | Activation::Relu => Ok(None),
-    }
-}
-
-/// [`gated`] for one activation function (a type of its own, so the loop inlines and
-/// vectorizes it).
-fn gated_with(
-    gate: &Tensor,
-    up: &Tensor,
-    f: impl Fn(f32) -> f32 + Copy + Sync,
-) -> Result<Option<Tensor>> {
-    if gate.shape() != up.shape() {
-        return Ok(None);
-    }
-    if !fusable(gate) || !fusable(up) {
+    if gate.shape() != up.shape() || !fusable(gate) || !fusable(up) {
         return Ok(None);
     }
     let out = {
@@ -52,17 +35,36 @@ fn gated_with(
         let (Some(g), Some(u)) = (cpu_f32(&gs, gl), cpu_f32(&us, ul)) else {
             return Ok(None);
         };
-        let mut out = vec![0f32; g.len()];
-        let run = |start: usize, part: &mut [f32]| {
-            let (g, u) = (&g[start..start + part.len()], &u[start..start + part.len()]);
-            for ((o, &g), &u) in part.iter_mut().zip(g).zip(u) {
-                *o = f(g) * u;
-            }
-        };
-        run_chunks(&mut out, 1, &run);
-        out
+        match gated_values(g, u, act) {
+            Some(out) => out,
+            None => return Ok(None),
+        }
     };
     Ok(Some(Tensor::from_vec(out, gate.shape(), gate.device())?))
+}
+
+/// `act(g) · u` over two slices of one length, for SiLU and tanh-GELU (`None` for other
+/// activations): the pass inference and the training op's forward share.
+pub(crate) fn gated_values(g: &[f32], u: &[f32], act: Activation) -> Option<Vec<f32>> {
+    match act {
+        Activation::Silu => Some(gated_with(g, u, math::silu)),
+        Activation::GeluTanh => Some(gated_with(g, u, math::gelu_tanh)),
+        Activation::Gelu | Activation::Relu => None,
+    }
+}
+
+/// [`gated_values`] for one activation function (a type of its own, so the loop inlines and
+/// vectorizes it).
+fn gated_with(g: &[f32], u: &[f32], f: impl Fn(f32) -> f32 + Copy + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; g.len().min(u.len())];
+    let run = |start: usize, part: &mut [f32]| {
+        let (g, u) = (&g[start..start + part.len()], &u[start..start + part.len()]);
+        for ((o, &g), &u) in part.iter_mut().zip(g).zip(u) {
+            *o = f(g) * u;
+        }
+    };
+    run_chunks(&mut out, 1, &run);
+    out
 }
 
 /// `x / √(mean(x²) + eps) · scale` over the last dimension of a contiguous f32 CPU tensor that

@@ -198,16 +198,6 @@ fn silu_and_slope(x: f32) -> (f32, f32) {
     (x * sig, sig * (1.0 + x * (1.0 - sig)))
 }
 
-/// `y = f(g)·u` over chunks of `y` (the loop is specialised per activation, so it vectorizes).
-#[inline(always)]
-fn gated_forward(f: impl Fn(f32) -> (f32, f32) + Sync, g: &[f32], u: &[f32], y: &mut [f32]) {
-    run_chunks(y, 1, &|start, part| {
-        for ((y, &g), &u) in part.iter_mut().zip(&g[start..]).zip(&u[start..]) {
-            *y = f(g).0 * u;
-        }
-    });
-}
-
 /// `dg = dy·u·f'(g)` and `du = dy·f(g)`.
 #[inline(always)]
 fn gated_backward(
@@ -250,11 +240,10 @@ impl CustomOp2 for GatedOp {
         if g.len() != u.len() {
             candle_core::bail!("{GATED}: gate {:?} and up {:?}", gl.dims(), ul.dims());
         }
-        let mut y = vec![0f32; g.len()];
-        match self.act {
-            Activation::GeluTanh => gated_forward(gelu_tanh_and_slope, g, u, &mut y),
-            _ => gated_forward(silu_and_slope, g, u, &mut y),
-        }
+        // Inference's pass: training's forward gives the values serving does.
+        let Some(y) = crate::cpu_ops::gated_values(g, u, self.act) else {
+            candle_core::bail!("{GATED}: {:?} has no fused pass", self.act);
+        };
         Ok((CpuStorage::F32(y), gl.shape().clone()))
     }
 
