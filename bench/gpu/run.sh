@@ -17,20 +17,9 @@ echo "forja (f16 weights dequantized from the file, f16 KV cache, greedy on the 
 echo
 "$bin" "$model" --prompt 512 --gen 128 --check 32 --batches 1,16,64 2>&1
 if [ -n "$src" ]; then
-  work=/tmp/forja-llama-cuda
-  if [ ! -x "$work/build/bin/llama-bench" ]; then
-    rm -rf "$work" && mkdir -p "$work"
-    tar xJf "$src" -C "$work"
-    cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
-    cmake -S "$work/llama.cpp" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$cap" -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-      -DLLAMA_BUILD_APP=OFF >"$work/cmake.log" 2>&1 || { tail -30 "$work/cmake.log"; exit 1; }
-    cmake --build "$work/build" --target llama-bench -j "$(nproc)" >"$work/build.log" 2>&1 ||
-      { tail -30 "$work/build.log"; exit 1; }
-  fi
+  bench="$("$(dirname "$0")/build-llama-bench.sh" "$src")"
   echo
   echo "llama.cpp (llama-bench, CUDA, all layers on the GPU, flash attention on):"
   echo
-  "$work/build/bin/llama-bench" -m "$model" -p 512 -n 128 -ngl 99 -fa 1 -r 3 -o md 2>/dev/null
+  "$bench" -m "$model" -p 512 -n 128 -ngl 99 -fa 1 -r 3 -o md 2>/dev/null
 fi

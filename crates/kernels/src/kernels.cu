@@ -316,116 +316,335 @@ extern "C" __global__ void zero_u64(unsigned long long* x, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = 0;
 }
 
-// ---- GGUF block-quantized weights, read as stored -----------------------------------------
-// A row is read in groups of 8 consecutive values; decode8 writes group k of a row. Types (as
-// forja_kernels::cuda::QuantKind numbers them): 0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q4_K, 4 Q6_K. Q4_K
-// groups load their 8 nibbles as one 8-byte word (144-byte blocks keep 8-byte alignment).
+// ---- GGUF block-quantized weights, read as stored ------------------------------------------
+// Rows in the device layout of forja_kernels::quant: each row's quantized values first (all
+// blocks, 16-byte aligned), then the blocks' scales. Types (QuantKind::code): 0 Q8_0, 1 Q4_0,
+// 2 Q4_1, 3 Q4_K, 4 Q6_K. Products over a few activation rows quantize the activations to 8 bits
+// in blocks of 32 (quantize_q8) and sum with dp4a, as llama.cpp's mmvq does; over many rows the
+// weight is dequantized to f16 (dequant_f16) for cuBLAS.
 
 __device__ __forceinline__ float h2f_at(const unsigned char* p) {
-    return h2f((unsigned short)(p[0] | (p[1] << 8)));
+    return h2f(*(const unsigned short*)p);
 }
 
-__device__ __forceinline__ void decode8(int ty, const unsigned char* row, int k, float* v) {
-    if (ty == 3) {  // Q4_K: 256 values; d, dmin, 12 bytes of 6-bit scales/mins, 128 bytes
-        const unsigned char* b = row + (size_t)(k / 32) * 144;
-        const int t = k % 32, j = t / 4;  // sub-block of 32, and which 8 of it
-        const float d = h2f_at(b), dmin = h2f_at(b + 2);
-        const unsigned char* s = b + 4;
+__device__ __forceinline__ int dp4a(int a, int b, int c) {
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+
+// Byte i (0..15) of a 16-byte word, for i known at compile time after unrolling or not.
+__device__ __forceinline__ int byte_of(uint4 w, int i) {
+    const unsigned v = i < 4 ? w.x : i < 8 ? w.y : i < 12 ? w.z : w.w;
+    return (v >> (8 * (i & 3))) & 0xFF;
+}
+
+// Q4_K's 6-bit scale and min of sub-block j (0..7) from the 12 scale bytes (bytes 4..15 of hd),
+// without branches (j is not known at compile time).
+__device__ __forceinline__ void k4_scale_min(uint4 hd, int j, int* sc, int* m) {
+    const int lo = byte_of(hd, 4 + (j & 3)), hi = byte_of(hd, 8 + (j & 3));
+    const int top = byte_of(hd, 12 + (j & 3));
+    *sc = j < 4 ? (lo & 63) : ((top & 0xF) | ((lo >> 6) << 4));
+    *m = j < 4 ? (hi & 63) : ((top >> 4) | ((hi >> 6) << 4));
+}
+
+// Group k (8 consecutive values) of a row of nb blocks, as f32.
+__device__ void decode8(int ty, const unsigned char* row, int nb, int k, float* v) {
+    if (ty == 3) {  // Q4_K: values 64c + l (low nibble of qs[32c + l]) and 64c + 32 + l (high)
+        const int b = k / 32, t = k % 32, c = t / 8, p = t % 8;
+        const uint4 hd = *(const uint4*)(row + (size_t)nb * 128 + b * 16);
         int sc, m;
-        if (j < 4) {
-            sc = s[j] & 63;
-            m = s[j + 4] & 63;
-        } else {
-            sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-            m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-        }
-        const uint2 q = *(const uint2*)(b + 16 + (j / 2) * 32 + (t % 4) * 8);
-        const int shift = 4 * (j & 1);
-        const float d1 = d * (float)sc, m1 = dmin * (float)m;
+        k4_scale_min(hd, 2 * c + p / 4, &sc, &m);
+        const float d = h2f((unsigned short)(hd.x & 0xFFFF)) * (float)sc;
+        const float dm = h2f((unsigned short)(hd.x >> 16)) * (float)m;
+        const uint2 q = *(const uint2*)(row + (size_t)b * 128 + c * 32 + (p % 4) * 8);
+        const int shift = 4 * (p / 4);
         for (int l = 0; l < 4; l++) {
-            v[l] = d1 * (float)((q.x >> (8 * l + shift)) & 0xF) - m1;
-            v[l + 4] = d1 * (float)((q.y >> (8 * l + shift)) & 0xF) - m1;
+            v[l] = d * (float)((q.x >> (8 * l + shift)) & 0xF) - dm;
+            v[l + 4] = d * (float)((q.y >> (8 * l + shift)) & 0xF) - dm;
         }
-    } else if (ty == 4) {  // Q6_K: 256 values; ql[128], qh[64], i8 scales[16], f16 d
-        const unsigned char* b = row + (size_t)(k / 32) * 210;
-        const int t = k % 32, h = t / 16, g = (t % 16) / 4, l0 = (t % 4) * 8;
-        const unsigned char* ql = b + h * 64 + (g & 1) * 32 + l0;
-        const unsigned char* qh = b + 128 + h * 32 + l0;
-        const signed char* sc = (const signed char*)(b + 192 + h * 8);
-        const float ds = h2f_at(b + 208) * (float)sc[l0 / 16 + 2 * g];
+    } else if (ty == 4) {  // Q6_K: halves of 128 values, each four groups of 32 (sub-block g)
+        const int b = k / 32, t = k % 32, n = t / 16, g = (t % 16) / 4, l0 = (t % 4) * 8;
+        const unsigned char* ql = row + (size_t)b * 128 + n * 64 + (g & 1) * 32 + l0;
+        const unsigned char* qh = row + (size_t)nb * 128 + b * 64 + n * 32 + l0;
+        const signed char* sc = (const signed char*)(row + (size_t)nb * 192 + b * 16 + n * 8);
+        const float ds = h2f_at(row + (size_t)nb * 208 + b * 2) * (float)sc[l0 / 16 + 2 * g];
         for (int l = 0; l < 8; l++) {
             const int lo = (g < 2) ? (ql[l] & 0xF) : (ql[l] >> 4);
             v[l] = ds * (float)((lo | (((qh[l] >> (2 * g)) & 3) << 4)) - 32);
         }
-    } else if (ty == 0) {  // Q8_0: f16 d, 32 × i8
-        const unsigned char* b = row + (size_t)(k / 4) * 34;
-        const float d = h2f_at(b);
-        const signed char* q = (const signed char*)(b + 2 + (k % 4) * 8);
+    } else if (ty == 0) {  // Q8_0
+        const int b = k / 4;
+        const float d = h2f_at(row + (size_t)nb * 32 + b * 2);
+        const signed char* q = (const signed char*)(row + (size_t)b * 32 + (k % 4) * 8);
         for (int l = 0; l < 8; l++) v[l] = d * (float)q[l];
-    } else {  // Q4_0 / Q4_1: f16 d (, f16 m), 16 bytes: low nibbles 0..15, high 16..31
-        const int bytes = ty == 1 ? 18 : 20;
-        const unsigned char* b = row + (size_t)(k / 4) * bytes;
-        const float d = h2f_at(b);
-        const float m = ty == 1 ? -8.0f * d : h2f_at(b + 2);
-        const unsigned char* q = b + (bytes - 16) + (k % 2) * 8;
+    } else {  // Q4_0 (value (q - 8) d) / Q4_1 (q d + m): low nibbles 0..15, high 16..31
+        const int b = k / 4;
+        const unsigned char* s = row + (size_t)nb * 16 + b * (ty == 1 ? 2 : 4);
+        const float d = h2f_at(s);
+        const float m = ty == 1 ? -8.0f * d : h2f_at(s + 2);
+        const unsigned char* q = row + (size_t)b * 16 + (k % 2) * 8;
         const int shift = (k % 4) < 2 ? 0 : 4;
         for (int l = 0; l < 8; l++) v[l] = d * (float)((q[l] >> shift) & 0xF) + m;
     }
 }
 
-// y[r, y_col + o] = Σ_k x[r, k] · w[o, k] (+ beta · y[r, y_col + o]) for activation rows
-// row0..row0 + rows, rows ≤ 8 (f32, or f16 when x_half; y rows ldy apart): one warp per output
-// row, each lane taking every 32nd group of 8 values (a warp reads 256 consecutive values at a
-// time: one K-quant block, or 8 small blocks).
-extern "C" __global__ void gemv_quant(float* y, const unsigned char* w, const void* x, int rows,
-                                      int out, int in, int row_bytes, int ty, float beta,
-                                      int x_half, int ldy, int y_col, int row0) {
-    const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-    if (warp >= out) return;
-    const unsigned char* wr = w + (size_t)warp * row_bytes;
-    float acc[8];
-    for (int r = 0; r < 8; r++) acc[r] = 0.0f;
-    float v[8];
-    for (int k = lane; k < in / 8; k += 32) {
-        decode8(ty, wr, k, v);
-        for (int r = 0; r < rows; r++) {
-            float s = 0.0f;
-            if (x_half) {
-                const uint4 xv = *(const uint4*)((const unsigned short*)x + (size_t)(row0 + r) * in + k * 8);
-                const unsigned int words[4] = {xv.x, xv.y, xv.z, xv.w};
-                for (int l = 0; l < 4; l++) {
-                    s += v[2 * l] * h2f((unsigned short)(words[l] & 0xFFFF));
-                    s += v[2 * l + 1] * h2f((unsigned short)(words[l] >> 16));
-                }
-            } else {
-                const float* xr = (const float*)x + (size_t)(row0 + r) * in + k * 8;
-                for (int l = 0; l < 8; l++) s += v[l] * xr[l];
-            }
-            acc[r] += s;
+// Activation values to 8 bits per block of 32 (one warp a block): q = rint(x / d) with
+// d = max|x| / 127; s[block] = (d, d·Σq). As reference::quantize_q8.
+extern "C" __global__ void quantize_q8(signed char* q, float2* s, const void* x, int n,
+                                       int x_half) {
+    const int blk = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (blk >= n / 32) return;
+    const size_t i = (size_t)blk * 32 + lane;
+    const float v = x_half ? h2f(((const unsigned short*)x)[i]) : ((const float*)x)[i];
+    float amax = fabsf(v);
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float d = amax / 127.0f;
+    const int qi = amax == 0.0f ? 0 : __float2int_rn(v / d);
+    int sum = qi;
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    q[i] = (signed char)qi;
+    if (lane == 0) s[blk] = make_float2(d, d * (float)sum);
+}
+
+// A lane's unit of a weight row, loaded once and multiplied with each activation row. Units
+// per block: Q8_0/Q4_0/Q4_1 one (32 values), Q4_K eight (32 values: 16 of two sub-blocks),
+// Q6_K four (64 values: 16 of four sub-blocks).
+struct Unit {
+    uint4 a, b, c;  // quantized values
+    float f[4];     // per-type scales
+    int x;          // first activation value (in the row) the unit multiplies
+    int xb;         // its activation block
+};
+
+template <int TY>
+__device__ __forceinline__ Unit load_unit(const unsigned char* row, int nb, int u) {
+    Unit t;
+    if (TY == 0) {
+        t.a = *(const uint4*)(row + (size_t)u * 32);
+        t.b = *(const uint4*)(row + (size_t)u * 32 + 16);
+        t.f[0] = h2f_at(row + (size_t)nb * 32 + u * 2);
+        t.x = u * 32;
+        t.xb = u;
+    } else if (TY == 1 || TY == 2) {
+        t.a = *(const uint4*)(row + (size_t)u * 16);
+        const unsigned char* s = row + (size_t)nb * 16 + u * (TY == 1 ? 2 : 4);
+        t.f[0] = h2f_at(s);
+        t.f[1] = TY == 1 ? -8.0f * t.f[0] : h2f_at(s + 2);
+        t.x = u * 32;
+        t.xb = u;
+    } else if (TY == 3) {
+        const int b = u / 8, w = u % 8, c = w / 2, h = w % 2;
+        t.a = *(const uint4*)(row + (size_t)b * 128 + w * 16);
+        const uint4 hd = *(const uint4*)(row + (size_t)nb * 128 + b * 16);
+        const float d = h2f((unsigned short)(hd.x & 0xFFFF));
+        const float dmin = h2f((unsigned short)(hd.x >> 16));
+        int sc, m;
+        k4_scale_min(hd, 2 * c, &sc, &m);
+        t.f[0] = d * (float)sc;
+        t.f[2] = h == 0 ? dmin * (float)m : 0.0f;  // the sub-block's min, added by one lane
+        k4_scale_min(hd, 2 * c + 1, &sc, &m);
+        t.f[1] = d * (float)sc;
+        t.f[3] = h == 0 ? dmin * (float)m : 0.0f;
+        t.x = b * 256 + c * 64 + h * 16;
+        t.xb = b * 8 + c * 2;
+    } else {
+        const int b = u / 4, n = (u % 4) / 2, l0 = (u % 2) * 16;
+        const unsigned char* ql = row + (size_t)b * 128 + n * 64 + l0;
+        t.a = *(const uint4*)ql;
+        t.b = *(const uint4*)(ql + 32);
+        t.c = *(const uint4*)(row + (size_t)nb * 128 + b * 64 + n * 32 + l0);
+        const uint2 sc = *(const uint2*)(row + (size_t)nb * 192 + b * 16 + n * 8);
+        const float d = h2f_at(row + (size_t)nb * 208 + b * 2);
+        const int i0 = u % 2;  // scale (i0 + 2g) of the half's eight
+        for (int g = 0; g < 4; g++) {
+            const int i = i0 + 2 * g;
+            const unsigned word = i < 4 ? sc.x : sc.y;
+            t.f[g] = d * (float)(signed char)((word >> (8 * (i & 3))) & 0xFF);
+        }
+        t.x = b * 256 + n * 128 + l0;
+        t.xb = b * 8 + n * 4;
+    }
+    return t;
+}
+
+__device__ __forceinline__ uint4 nibbles(uint4 w, int shift) {
+    const unsigned m = 0x0F0F0F0Fu;
+    return make_uint4((w.x >> shift) & m, (w.y >> shift) & m, (w.z >> shift) & m,
+                      (w.w >> shift) & m);
+}
+
+// Q6_K's 6-bit values of group g as signed bytes (q - 32).
+__device__ __forceinline__ uint4 six_bits(uint4 lo, uint4 hi, int lo_shift, int hi_shift) {
+    const unsigned m4 = 0x0F0F0F0Fu, m2 = 0x03030303u;
+    unsigned r[4];
+    const unsigned l[4] = {lo.x, lo.y, lo.z, lo.w}, h[4] = {hi.x, hi.y, hi.z, hi.w};
+    for (int i = 0; i < 4; i++) {
+        const unsigned q = ((l[i] >> lo_shift) & m4) | (((h[i] >> hi_shift) & m2) << 4);
+        r[i] = (q + 0x60606060u) ^ 0x80808080u;  // each byte q - 32, no carries (q < 64)
+    }
+    return make_uint4(r[0], r[1], r[2], r[3]);
+}
+
+// The activations a unit multiplies, for one activation row (xq: the row's 8-bit values, xs:
+// its blocks' (d, d·Σq)): loaded once and used for every weight row a warp computes.
+struct XUnit {
+    uint4 q[4];
+    float d[4];
+    float s[2];
+};
+
+template <int TY>
+__device__ __forceinline__ XUnit load_x(const Unit& t, const signed char* xq, const float2* xs) {
+    XUnit v;
+    const signed char* x = xq + t.x;
+    if (TY == 4) {
+        for (int g = 0; g < 4; g++) {
+            v.q[g] = *(const uint4*)(x + 32 * g);
+            v.d[g] = xs[t.xb + g].x;
+        }
+    } else {
+        // Q4_K: 16 values of two blocks, 32 apart; the others: one whole block.
+        v.q[0] = *(const uint4*)x;
+        v.q[1] = *(const uint4*)(x + (TY == 3 ? 32 : 16));
+        const float2 a = xs[t.xb];
+        v.d[0] = a.x;
+        v.s[0] = a.y;
+        if (TY == 3) {
+            const float2 b = xs[t.xb + 1];
+            v.d[1] = b.x;
+            v.s[1] = b.y;
         }
     }
-    for (int r = 0; r < rows; r++) {
-        float s = acc[r];
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        if (lane == 0) {
-            float* dst = y + (size_t)(row0 + r) * ldy + y_col + warp;
-            *dst = s + (beta != 0.0f ? beta * *dst : 0.0f);
+    return v;
+}
+
+__device__ __forceinline__ int dot16(uint4 w, uint4 x) {
+    return dp4a((int)w.w, (int)x.w, dp4a((int)w.z, (int)x.z,
+                dp4a((int)w.y, (int)x.y, dp4a((int)w.x, (int)x.x, 0))));
+}
+
+// The unit's share of one activation row's dot product.
+template <int TY>
+__device__ __forceinline__ float unit_dot(const Unit& t, const XUnit& x) {
+    if (TY == 0) {
+        const int s = dot16(t.b, x.q[1]) + dot16(t.a, x.q[0]);
+        return t.f[0] * x.d[0] * (float)s;
+    } else if (TY == 1 || TY == 2) {
+        const int s = dot16(nibbles(t.a, 4), x.q[1]) + dot16(nibbles(t.a, 0), x.q[0]);
+        return t.f[0] * x.d[0] * (float)s + t.f[1] * x.s[0];
+    } else if (TY == 3) {
+        const int lo = dot16(nibbles(t.a, 0), x.q[0]), hi = dot16(nibbles(t.a, 4), x.q[1]);
+        return t.f[0] * x.d[0] * (float)lo + t.f[1] * x.d[1] * (float)hi -
+               (t.f[2] * x.s[0] + t.f[3] * x.s[1]);
+    } else {
+        float r = 0.0f;
+        for (int g = 0; g < 4; g++) {
+            const uint4 lo = (g & 1) ? t.b : t.a;
+            const int s = dot16(six_bits(lo, t.c, 4 * (g / 2), 2 * g), x.q[g]);
+            r += t.f[g] * x.d[g] * (float)s;
+        }
+        return r;
+    }
+}
+
+// y[r, y_col + o] = Σ_k x[r, k] · w[o, k] (+ beta · y[r, y_col + o]) for activation rows
+// row0 ≤ r < row0 + rows, rows ≤ ROWS (quantized by quantize_q8; y rows ldy apart). A warp
+// computes OPW consecutive output rows (each activation unit loaded once for all of them), its
+// lanes taking every 32nd unit of the rows, DEPTH units of each row loaded before any is used
+// (so each lane has OPW · DEPTH loads in flight; a unit past the row's end, or a row past the
+// last, loads the last one again and adds nothing).
+template <int TY, int UNITS, int ROWS, int OPW, int DEPTH>
+__device__ void gemv(float* y, const unsigned char* w, const signed char* xq, const float2* xs,
+                     int rows, int out, int in, int stride, float beta, int ldy, int y_col,
+                     int row0) {
+    const int o0 = ((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * OPW, lane = threadIdx.x & 31;
+    if (o0 >= out) return;
+    xq += (size_t)row0 * in;
+    xs += (size_t)row0 * (in / 32);
+    y += (size_t)row0 * ldy;
+    const unsigned char* wr[OPW];
+#pragma unroll
+    for (int j = 0; j < OPW; j++) wr[j] = w + (size_t)min(o0 + j, out - 1) * stride;
+    const int nb = in / (TY >= 3 ? 256 : 32), units = nb * UNITS;
+    float acc[OPW][ROWS];
+#pragma unroll
+    for (int j = 0; j < OPW; j++)
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) acc[j][r] = 0.0f;
+    for (int u0 = lane; u0 < units; u0 += 32 * DEPTH) {
+        Unit t[DEPTH][OPW];
+#pragma unroll
+        for (int i = 0; i < DEPTH; i++)
+#pragma unroll
+            for (int j = 0; j < OPW; j++)
+                t[i][j] = load_unit<TY>(wr[j], nb, min(u0 + 32 * i, units - 1));
+#pragma unroll
+        for (int i = 0; i < DEPTH; i++) {
+            if (u0 + 32 * i < units) {
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+                    if (ROWS == 1 || r < rows) {
+                        const XUnit x = load_x<TY>(t[i][0], xq + (size_t)r * in,
+                                                   xs + (size_t)r * (in / 32));
+#pragma unroll
+                        for (int j = 0; j < OPW; j++) acc[j][r] += unit_dot<TY>(t[i][j], x);
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < OPW; j++) {
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            if (ROWS == 1 || r < rows) {
+                float s = acc[j][r];
+                for (int m = 16; m > 0; m >>= 1) s += __shfl_xor_sync(0xffffffffu, s, m);
+                if (lane == 0 && o0 + j < out) {
+                    float* dst = y + (size_t)r * ldy + y_col + o0 + j;
+                    *dst = s + (beta != 0.0f ? beta * *dst : 0.0f);
+                }
+            }
         }
     }
 }
 
+// One kernel per type (each gets the registers its own unit needs) and for one activation row
+// (decode of one sequence: two output rows a warp, four units of each in flight) or up to eight
+// (two or four output rows a warp, whichever was faster on an H200 for the type); 128 threads a
+// block. QuantKind::gemv_kernel (quant.rs) must name the same output rows per warp.
+#define GEMV_KERNEL(NAME, TY, UNITS, ROWS, OPW, DEPTH)                                       \
+    extern "C" __global__ void __launch_bounds__(128)                                      \
+        NAME(float* y, const unsigned char* w, const signed char* xq, const float2* xs,    \
+             int rows, int out, int in, int stride, float beta, int ldy, int y_col,        \
+             int row0) {                                                                   \
+        gemv<TY, UNITS, ROWS, OPW, DEPTH>(y, w, xq, xs, rows, out, in, stride, beta, ldy,  \
+                                          y_col, row0);                                    \
+    }
+GEMV_KERNEL(gemv_q8_0_1, 0, 1, 1, 2, 4)
+GEMV_KERNEL(gemv_q4_0_1, 1, 1, 1, 2, 4)
+GEMV_KERNEL(gemv_q4_1_1, 2, 1, 1, 2, 4)
+GEMV_KERNEL(gemv_q4_k_1, 3, 8, 1, 2, 4)
+GEMV_KERNEL(gemv_q6_k_1, 4, 4, 1, 2, 4)
+GEMV_KERNEL(gemv_q8_0_8, 0, 1, 8, 4, 1)
+GEMV_KERNEL(gemv_q4_0_8, 1, 1, 8, 2, 2)
+GEMV_KERNEL(gemv_q4_1_8, 2, 1, 8, 2, 2)
+GEMV_KERNEL(gemv_q4_k_8, 3, 8, 8, 2, 2)
+GEMV_KERNEL(gemv_q6_k_8, 4, 4, 8, 4, 1)
+
 // The whole matrix to f16 rows out_row.. of `out` (for products over many rows, which cuBLAS
 // then runs): one thread per group of 8 values.
 extern "C" __global__ void dequant_f16(unsigned short* out, const unsigned char* w, int rows,
-                                       int in, int row_bytes, int ty, int out_row) {
-    const int groups = in / 8;
+                                       int in, int stride, int ty, int out_row) {
+    const int groups = in / 8, nb = in / (ty >= 3 ? 256 : 32);
     const size_t n = (size_t)rows * groups;
     float v[8];
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         const size_t r = i / groups;
         const int k = (int)(i % groups);
-        decode8(ty, w + r * row_bytes, k, v);
+        decode8(ty, w + r * stride, nb, k, v);
         unsigned short* o = out + (r + out_row) * in + (size_t)k * 8;
         for (int l = 0; l < 8; l++) o[l] = f2h(v[l]);
     }

@@ -6,6 +6,7 @@
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod quant;
 pub mod reference;
 
 /// Errors of the kernels and their setup.

@@ -320,6 +320,30 @@ pub fn argmax_rows(x: &[f32], cols: usize) -> Result<Vec<u32>> {
         .collect())
 }
 
+/// Activation rows as the quantized GEMV reads them: blocks of 32 values (`x.len()` a multiple
+/// of 32), each as 8-bit integers `q = round(x / d)` (ties to even) with `d = max|x| / 127`, and
+/// `(d, d · Σq)` per block.
+pub fn quantize_q8(x: &[f32]) -> Result<(Vec<i8>, Vec<[f32; 2]>)> {
+    shapes::rows(x.len(), 32)?;
+    let mut q = Vec::with_capacity(x.len());
+    let mut scales = Vec::with_capacity(x.len() / 32);
+    for b in x.chunks_exact(32) {
+        let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let start = q.len();
+        q.extend(b.iter().map(|v| {
+            if amax == 0.0 {
+                0
+            } else {
+                (v / d).round_ties_even() as i8
+            }
+        }));
+        let sum: i32 = q[start..].iter().map(|&v| i32::from(v)).sum();
+        scales.push([d, d * sum as f32]);
+    }
+    Ok((q, scales))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "test code fails loudly")]
 mod tests {
@@ -352,6 +376,23 @@ mod tests {
         for (a, b) in x.chunks(4).zip(y.chunks(4)) {
             assert!((norm(a) - norm(b)).abs() < 1e-3);
         }
+    }
+
+    #[test]
+    fn q8_blocks_round_to_the_largest_magnitude() {
+        let mut x: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) / 8.0).collect();
+        x[32..].fill(0.0);
+        let (q, s) = quantize_q8(&x).unwrap();
+        // The first block's largest magnitude is 20/8 (x[0]): it becomes -127.
+        assert_eq!(q[0], -127);
+        assert_eq!(s[0][0], 2.5 / 127.0);
+        let sum: i32 = q[..32].iter().map(|&v| i32::from(v)).sum();
+        assert_eq!(s[0][1], s[0][0] * sum as f32);
+        for (v, qv) in x[..32].iter().zip(&q) {
+            assert!((v - f32::from(*qv) * s[0][0]).abs() <= s[0][0] / 2.0 + 1e-7);
+        }
+        assert!(q[32..].iter().all(|&v| v == 0) && s[1] == [0.0, 0.0]);
+        assert!(quantize_q8(&[1.0; 40]).is_err());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!
 //! `gpu_decode MODEL [--f32 | --quantized] [--prompt N] [--gen N] [--check N] [--batches 1,16,64]`
 //! `gpu_decode --random-llama HIDDEN,LAYERS,FF,HEADS,KV_HEADS,VOCAB DIR ...` first writes a
-//! Llama-shaped model with random f16 weights to DIR (for shapes no small file has).
+//! Llama-shaped model with random f16 weights to DIR (for shapes no small file has), then runs
+//! on it unless `--write-only` is given. `gpu_decode --gemv-bench` times the quantized GEMV
+//! kernels alone.
 
 #![allow(
     clippy::unwrap_used,
@@ -51,11 +53,32 @@ fn random_llama(spec: &str, dir: &Path) {
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let mut t = HashMap::new();
+    // Uniform values of the given standard deviation, made on every core (an 8B model has
+    // 8·10⁹ of them; shapes and value ranges are what a speed measurement needs).
+    let seed = std::cell::Cell::new(1u64);
     let r = |shape: &[usize], std: f64| {
-        Tensor::randn(0f32, std as f32, shape, &Device::Cpu)
-            .unwrap()
-            .to_dtype(DType::F16)
-            .unwrap()
+        let n: usize = shape.iter().product();
+        let mut v = vec![half::f16::ZERO; n];
+        let a = (std * 3f64.sqrt()) as f32;
+        let base = seed.get();
+        seed.set(base + 1);
+        let threads = std::thread::available_parallelism().map_or(4, |t| t.get());
+        let chunk = n.div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            for (c, part) in v.chunks_mut(chunk).enumerate() {
+                s.spawn(move || {
+                    let mut x = (base << 32) ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    for o in part {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let u = (x >> 40) as f32 / (1u64 << 24) as f32;
+                        *o = half::f16::from_f32(a * (2.0 * u - 1.0));
+                    }
+                });
+            }
+        });
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     };
     let ones = |n: usize| Tensor::ones(n, DType::F16, &Device::Cpu).unwrap();
     let s = 1.0 / (hidden as f64).sqrt();
@@ -91,6 +114,8 @@ struct Args {
     generate: usize,
     check: usize,
     batches: Vec<usize>,
+    /// Only write the `--random-llama` model.
+    write_only: bool,
 }
 
 fn args() -> Args {
@@ -103,11 +128,13 @@ fn args() -> Args {
         generate: 128,
         check: 32,
         batches: vec![1, 16, 64],
+        write_only: false,
     };
     while let Some(x) = a.next() {
         match x.as_str() {
             "--f32" => out.half = false,
             "--quantized" => out.quantized = true,
+            "--write-only" => out.write_only = true,
             "--prompt" => out.prompt = a.next().unwrap().parse().unwrap(),
             "--gen" => out.generate = a.next().unwrap().parse().unwrap(),
             "--check" => out.check = a.next().unwrap().parse().unwrap(),
@@ -178,55 +205,96 @@ fn rel_diff(got: &[f32], want: &[f32]) -> f32 {
         / scale
 }
 
-/// Bandwidth of the quantized GEMV on an 8B-class matrix (`[14336, 4096]`) of random blocks with
-/// valid scales, one activation row.
+/// Mean seconds per call of `f` over `reps` calls, after a warm-up.
+fn time(gpu: &Gpu, reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..5 {
+        f();
+    }
+    gpu.synchronize().unwrap();
+    let t = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    gpu.synchronize().unwrap();
+    t.elapsed().as_secs_f64() / reps as f64
+}
+
+/// The quantized GEMV on Llama-3-8B's matrix shapes (random blocks with valid scales) at 1 to
+/// 32 activation rows, the f16 product through cuBLAS beside it, and the device's copy
+/// bandwidth (read + write) for scale. Prints markdown rows.
 fn gemv_bench(gpu: &Gpu) {
     use forja_kernels::cuda::{Act, QuantKind};
-    let (out, inp) = (14336, 4096);
-    for kind in [
-        QuantKind::Q4K,
-        QuantKind::Q6K,
-        QuantKind::Q8_0,
-        QuantKind::Q4_1,
-    ] {
-        let rb = kind.row_bytes(inp).unwrap();
-        let mut bytes: Vec<u8> = (0..out * rb)
-            .map(|i| ((i * 2_654_435_761) >> 7) as u8)
-            .collect();
-        // Valid f16 scales where each block keeps them.
-        let (block, at): (usize, &[usize]) = match kind {
-            QuantKind::Q4K => (144, &[0, 2]),
-            QuantKind::Q6K => (210, &[208]),
-            QuantKind::Q8_0 => (34, &[0]),
-            QuantKind::Q4_0 => (18, &[0]),
-            QuantKind::Q4_1 => (20, &[0, 2]),
+    let copy_bytes = 1usize << 30;
+    let src = gpu.alloc::<u8>(copy_bytes).unwrap();
+    let mut dst = gpu.alloc::<u8>(copy_bytes).unwrap();
+    let secs = time(gpu, 20, || gpu.copy(&src, &mut dst).unwrap());
+    let copy_bw = 2.0 * copy_bytes as f64 / secs / 1e9;
+    drop((src, dst));
+    println!("device copy of 1 GiB: {copy_bw:.0} GB/s (bytes read + written)");
+    println!();
+    println!("| weight | shape | rows | time | weight bytes / time | % of copy bandwidth |");
+    println!("|---|---|---|---|---|---|");
+    let shapes = [(4096, 4096), (14336, 4096), (4096, 14336), (128_256, 4096)];
+    for (out, inp) in shapes {
+        let kinds: &[QuantKind] = if out > 100_000 {
+            &[QuantKind::Q6K]
+        } else {
+            &[
+                QuantKind::Q4K,
+                QuantKind::Q6K,
+                QuantKind::Q8_0,
+                QuantKind::Q4_0,
+                QuantKind::Q4_1,
+            ]
         };
-        let scale = half::f16::from_f32(0.01).to_le_bytes();
-        for b in bytes.chunks_exact_mut(block) {
-            for &o in at {
-                b[o..o + 2].copy_from_slice(&scale);
+        let row = |name: &str, rows: usize, secs: f64, bytes: usize| {
+            let bw = bytes as f64 / secs / 1e9;
+            println!(
+                "| {name} | [{out}, {inp}] | {rows} | {:.1} µs | {bw:.0} GB/s | {:.0} % |",
+                secs * 1e6,
+                100.0 * bw / copy_bw
+            );
+        };
+        for &kind in kinds {
+            let rb = kind.row_bytes(inp).unwrap();
+            let mut bytes: Vec<u8> = (0..out * rb)
+                .map(|i| ((i * 2_654_435_761) >> 7) as u8)
+                .collect();
+            // Valid f16 scales where each block keeps them.
+            let (block, at): (usize, &[usize]) = match kind {
+                QuantKind::Q4K => (144, &[0, 2]),
+                QuantKind::Q6K => (210, &[208]),
+                QuantKind::Q8_0 => (34, &[0]),
+                QuantKind::Q4_0 => (18, &[0]),
+                QuantKind::Q4_1 => (20, &[0, 2]),
+            };
+            let scale = half::f16::from_f32(0.01).to_le_bytes();
+            for b in bytes.chunks_exact_mut(block) {
+                for &o in at {
+                    b[o..o + 2].copy_from_slice(&scale);
+                }
+            }
+            let w = gpu.upload_quant(&[(kind, out, &bytes[..])], inp).unwrap();
+            let mut deq = gpu.alloc::<u16>(w.dequant_len()).unwrap();
+            for rows in [1, 2, 8, 16, 32] {
+                let x = Act::F16(gpu.upload(&vec![0x3c00u16; rows * inp]).unwrap());
+                let mut y = gpu.alloc::<f32>(rows * out).unwrap();
+                let secs = time(gpu, 100, || {
+                    gpu.gemm_quant(&mut y, &x, rows, &w, 0.0, &mut deq).unwrap()
+                });
+                row(&format!("{kind:?}"), rows, secs, w.bytes());
             }
         }
-        let w = gpu.upload_quant(&[(kind, out, &bytes[..])], inp).unwrap();
-        let x = Act::F16(gpu.upload(&vec![0x3c00u16; inp]).unwrap());
-        let mut y = gpu.alloc::<f32>(out).unwrap();
-        let mut deq = gpu.alloc::<u16>(1).unwrap();
-        let reps = 200;
-        for _ in 0..10 {
-            gpu.gemm_quant(&mut y, &x, 1, &w, 0.0, &mut deq).unwrap();
+        let dense: Vec<f32> = (0..out * inp)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1e5)
+            .collect();
+        let w = gpu.upload_weight(&dense, out, inp, true).unwrap();
+        for rows in [1, 8, 16, 32, 64] {
+            let x = Act::F16(gpu.upload(&vec![0x3c00u16; rows * inp]).unwrap());
+            let mut y = gpu.alloc::<f32>(rows * out).unwrap();
+            let secs = time(gpu, 100, || gpu.gemm(&mut y, &x, rows, &w, 0.0).unwrap());
+            row("f16 (cuBLAS)", rows, secs, w.bytes());
         }
-        gpu.synchronize().unwrap();
-        let t = Instant::now();
-        for _ in 0..reps {
-            gpu.gemm_quant(&mut y, &x, 1, &w, 0.0, &mut deq).unwrap();
-        }
-        gpu.synchronize().unwrap();
-        let secs = t.elapsed().as_secs_f64() / reps as f64;
-        println!(
-            "| GEMV {kind:?} [{out}, {inp}], 1 row | {:.1} µs | {:.0} GB/s |",
-            secs * 1e6,
-            (out * rb) as f64 / secs / 1e9
-        );
     }
 }
 
@@ -236,6 +304,9 @@ fn main() {
         return;
     }
     let a = args();
+    if a.write_only {
+        return;
+    }
     let t = Instant::now();
     let model = forja_models::loader::load(&a.model, &Device::Cpu).unwrap();
     eprintln!(

@@ -314,9 +314,11 @@ fn random_blocks(ty: forja_quant::QuantType, rows: usize, cols: usize, seed: u64
     out
 }
 
-/// Products with GGUF blocks read as stored — the GEMV kernel for a few rows, dequantization to
-/// f16 plus cuBLAS for many, weights of mixed types joined by rows — against f64 sums over the
-/// rows forja's CPU dequantizes (checked against gguf-py elsewhere), on f16-rounded inputs.
+/// Products with GGUF blocks read as stored — the GEMV kernels for a few rows (activations
+/// quantized to 8 bits), dequantization to f16 plus cuBLAS for many, weights of mixed types
+/// joined by rows — against f64 sums over the rows forja's CPU dequantizes (checked against
+/// gguf-py elsewhere), on f16-rounded inputs (8-bit ones as the reference quantizes them, for
+/// the GEMV).
 #[test]
 fn quantized_weights_multiply_as_their_dequantized_rows() {
     use forja_kernels::cuda::{Act, QuantKind};
@@ -346,7 +348,7 @@ fn quantized_weights_multiply_as_their_dequantized_rows() {
     let parts: Vec<_> = blocks.iter().map(|(k, r, b)| (*k, *r, &b[..])).collect();
     let w = g.upload_quant(&parts, cols).unwrap();
     let mut deq = g.alloc::<u16>(w.dequant_len()).unwrap();
-    for rows in [1, 3, 8, 9, 40, 100] {
+    for rows in [1, 3, 8, 9, 17, 32, 40, 100] {
         let x: Vec<f32> = (0..rows * cols)
             .map(|i| half::f16::from_f32(((i * 7919) % 1000) as f32 / 500.0 - 1.0).to_f32())
             .collect();
@@ -361,19 +363,29 @@ fn quantized_weights_multiply_as_their_dequantized_rows() {
             g.gemm_quant(&mut y, &xa, rows, &w, beta, &mut deq).unwrap();
             let got = g.download(&y).unwrap();
             // Many rows go through an f16 copy of the weights: their rounding is the tolerance.
-            let wr: Vec<f32> = if rows > forja_kernels::cuda::GEMV_ROWS {
+            // A few rows multiply 8-bit activations, exactly as the reference rounds them.
+            let gemv = rows <= forja_kernels::cuda::GEMV_ROWS;
+            let wr: Vec<f32> = if gemv {
+                dense.clone()
+            } else {
                 dense
                     .iter()
                     .map(|v| half::f16::from_f32(*v).to_f32())
                     .collect()
+            };
+            let xr: Vec<f64> = if gemv {
+                let (q, s) = forja_kernels::reference::quantize_q8(&x).unwrap();
+                let q8 = q.iter().enumerate();
+                q8.map(|(i, &v)| f64::from(v) * f64::from(s[i / 32][0]))
+                    .collect()
             } else {
-                dense.clone()
+                x.iter().map(|&v| f64::from(v)).collect()
             };
             let want: Vec<f32> = (0..rows * out)
                 .map(|i| {
                     let (r, o) = (i / out, i % out);
                     let dot: f64 = (0..cols)
-                        .map(|k| f64::from(x[r * cols + k]) * f64::from(wr[o * cols + k]))
+                        .map(|k| xr[r * cols + k] * f64::from(wr[o * cols + k]))
                         .sum();
                     (dot + f64::from(beta) * f64::from(y0[i])) as f32
                 })

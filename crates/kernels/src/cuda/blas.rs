@@ -8,6 +8,7 @@ use cudarc::cublas::sys::{
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
 
 use super::{Act, Gpu};
+use crate::quant::QuantKind;
 use crate::{KernelError, Result};
 
 /// A weight `[out, in]`, row-major, on the device.
@@ -29,54 +30,28 @@ pub enum GemmData {
     Quant(Vec<QuantPart>),
 }
 
-/// The GGUF block types the GPU reads as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuantKind {
-    Q8_0,
-    Q4_0,
-    Q4_1,
-    Q4K,
-    Q6K,
-}
-
-impl QuantKind {
-    /// Bytes of a row of `cols` values (`cols` a multiple of the block).
-    pub fn row_bytes(self, cols: usize) -> Option<usize> {
-        let (block, bytes) = match self {
-            QuantKind::Q8_0 => (32, 34),
-            QuantKind::Q4_0 => (32, 18),
-            QuantKind::Q4_1 => (32, 20),
-            QuantKind::Q4K => (256, 144),
-            QuantKind::Q6K => (256, 210),
-        };
-        cols.is_multiple_of(block).then_some(cols / block * bytes)
-    }
-
-    /// The number `decode32` in kernels.cu knows the type by.
-    fn code(self) -> i32 {
-        match self {
-            QuantKind::Q8_0 => 0,
-            QuantKind::Q4_0 => 1,
-            QuantKind::Q4_1 => 2,
-            QuantKind::Q4K => 3,
-            QuantKind::Q6K => 4,
-        }
-    }
-}
-
 /// Rows `first..first + rows` of a quantized weight.
 #[derive(Debug)]
 pub struct QuantPart {
     pub kind: QuantKind,
     pub first: usize,
     pub rows: usize,
+    /// The rows in the device layout of [`crate::quant`], `stride` bytes apart.
     pub data: CudaSlice<u8>,
+    pub stride: usize,
 }
 
-/// Products over at most this many rows read quantized weights directly (eight rows per read
-/// of the weight); more rows go through an f16 copy and cuBLAS. (Measured on an H200 with
-/// SmolLM2: two or more GEMV passes cost more than the copy plus cuBLAS.)
-pub const GEMV_ROWS: usize = 8;
+/// Products over at most this many rows read quantized weights directly (their activations
+/// quantized to 8 bits, one read of the weight per eight rows); more rows go through an f16
+/// copy and cuBLAS. (On an H200 with Llama-3-8B's shapes, two passes of eight rows cost about
+/// what the copy plus cuBLAS do, four passes twice as much.)
+pub const GEMV_ROWS: usize = 16;
+
+/// `u16`s of scratch the GEMV's 8-bit activations take for `rows` rows of `inp` values: the
+/// values (a byte each), then `(d, d·Σq)` as two f32 per block of 32.
+fn q8_scratch(rows: usize, inp: usize) -> (usize, usize) {
+    (rows * inp / 2, rows * inp / 8)
+}
 
 /// The activation side of a product: `[rows, in]` in the weight's type.
 pub type GemmInput = Act;
@@ -96,10 +71,14 @@ impl GemmWeight {
         }
     }
 
-    /// f16 values a product over many rows dequantizes this weight to (0 when not quantized).
+    /// `u16`s of scratch a product with this weight needs (0 when not quantized): the f16 copy
+    /// a product over many rows dequantizes it to, or a few rows' 8-bit activations.
     pub fn dequant_len(&self) -> usize {
         match self.data {
-            GemmData::Quant(_) => self.out * self.inp,
+            GemmData::Quant(_) => {
+                let (q, s) = q8_scratch(GEMV_ROWS, self.inp);
+                (self.out * self.inp).max(q + s)
+            }
             _ => 0,
         }
     }
@@ -132,8 +111,8 @@ impl Gpu {
         Ok(GemmWeight { out, inp, data })
     }
 
-    /// Uploads GGUF block rows as stored: `parts` are `(kind, rows, bytes)` one after another,
-    /// together `[out, inp]`.
+    /// Uploads GGUF block rows (in the device layout of [`crate::quant`]): `parts` are
+    /// `(kind, rows, bytes)` one after another, together `[out, inp]`.
     pub fn upload_quant(
         &self,
         parts: &[(QuantKind, usize, &[u8])],
@@ -155,7 +134,8 @@ impl Gpu {
                 kind,
                 first: out,
                 rows,
-                data: self.upload(bytes)?,
+                data: self.upload(&crate::quant::to_device(kind, inp, bytes)?)?,
+                stride: kind.device_stride(inp).unwrap_or(rb),
             });
             out += rows;
         }
@@ -191,39 +171,60 @@ impl Gpu {
             )));
         }
         if rows <= GEMV_ROWS {
-            let f = self.function("gemv_quant")?;
-            // Eight activation rows per launch: each launch reads the weight once.
+            let (qn, sn) = q8_scratch(rows, w.inp);
+            if scratch.len() < qn + sn {
+                return Err(KernelError::Shape(format!(
+                    "scratch of {} values for {rows} rows of {} quantized to 8 bits",
+                    scratch.len(),
+                    w.inp
+                )));
+            }
+            let (mut xq, mut xs) = scratch.split_at_mut(qn);
+            let n = (rows * w.inp) as i32;
+            let f = self.function("quantize_q8")?;
+            let mut l = self.stream.launch_builder(&f);
+            l.arg(&mut xq).arg(&mut xs);
+            match x {
+                Act::F32(b) => l.arg(b),
+                Act::F16(b) => l.arg(b),
+            };
+            let half = x.half();
+            l.arg(&n).arg(&half);
+            // One warp per block of 32 values.
+            let cfg = cudarc::driver::LaunchConfig {
+                grid_dim: (((rows * w.inp / 32) as u32).div_ceil(8).max(1), 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: the arguments match the kernel; `x` holds `n` values (checked above) and
+            // the scratch's two parts hold their values and block scales.
+            unsafe { l.launch(cfg) }
+                .map_err(|e| KernelError::Cuda(format!("quantize_q8: {e:?}")))?;
             for (p, row0) in parts
                 .iter()
                 .flat_map(|p| (0..rows).step_by(8).map(move |r0| (p, r0)))
             {
-                let rows = (rows - row0).min(8);
-                let rb = p.kind.row_bytes(w.inp).unwrap_or(0) as i32;
-                let ints = [rows, p.rows, w.inp].map(|v| v as i32);
-                let (code, half) = (p.kind.code(), x.half());
+                let pass = (rows - row0).min(8);
+                let (name, outputs) = p.kind.gemv_kernel(pass == 1);
+                let f = self.function(name)?;
+                let ints = [pass, p.rows, w.inp, p.stride].map(|v| v as i32);
                 let (ldy, col) = (w.out as i32, p.first as i32);
                 let mut l = self.stream.launch_builder(&f);
-                l.arg(&mut *y).arg(&p.data);
-                match x {
-                    Act::F32(b) => l.arg(b),
-                    Act::F16(b) => l.arg(b),
-                };
-                l.arg(&ints[0])
-                    .arg(&ints[1])
-                    .arg(&ints[2])
-                    .arg(&rb)
-                    .arg(&code);
+                l.arg(&mut *y).arg(&p.data).arg(&mut xq).arg(&mut xs);
+                for v in &ints {
+                    l.arg(v);
+                }
                 let row0 = row0 as i32;
-                l.arg(&beta).arg(&half).arg(&ldy).arg(&col).arg(&row0);
-                // Eight warps per block, one per output row.
+                l.arg(&beta).arg(&ldy).arg(&col).arg(&row0);
+                // Four warps per block, `outputs` output rows per warp.
                 let cfg = cudarc::driver::LaunchConfig {
-                    grid_dim: ((p.rows as u32).div_ceil(8), 1, 1),
-                    block_dim: (256, 1, 1),
+                    grid_dim: ((p.rows as u32).div_ceil(4 * outputs), 1, 1),
+                    block_dim: (128, 1, 1),
                     shared_mem_bytes: 0,
                 };
                 // SAFETY: the arguments match the kernel; sizes checked above and at upload.
                 unsafe { l.launch(cfg) }
-                    .map_err(|e| KernelError::Cuda(format!("gemv_quant: {e:?}")))?;
+                    .map_err(|e| KernelError::Cuda(format!("{name}: {e:?}")))?;
             }
             return Ok(());
         }
@@ -237,7 +238,7 @@ impl Gpu {
         }
         let f = self.function("dequant_f16")?;
         for p in parts {
-            let rb = p.kind.row_bytes(w.inp).unwrap_or(0) as i32;
+            let rb = p.stride as i32;
             let ints = [p.rows, w.inp].map(|v| v as i32);
             let (code, first) = (p.kind.code(), p.first as i32);
             let mut l = self.stream.launch_builder(&f);

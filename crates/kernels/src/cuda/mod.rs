@@ -15,7 +15,8 @@ use crate::{KernelError, PagedAttention, Result, shapes};
 mod blas;
 mod ops;
 
-pub use blas::{GEMV_ROWS, GemmData, GemmInput, GemmWeight, QuantKind, QuantPart};
+pub use crate::quant::QuantKind;
+pub use blas::{GEMV_ROWS, GemmData, GemmInput, GemmWeight, QuantPart};
 pub use cudarc::driver::CudaSlice;
 pub use ops::{
     Act, AttentionLaunch, AttentionTables, StepGraph, argmax_index, attention_fits,
@@ -24,7 +25,7 @@ pub use ops::{
 
 const SOURCE: &str = include_str!("../kernels.cu");
 /// The kernels `SOURCE` defines.
-const KERNELS: [&str; 16] = [
+const KERNELS: [&str; 26] = [
     "rms_norm_f32",
     "silu_mul_f32",
     "rope_neox_f32",
@@ -39,7 +40,17 @@ const KERNELS: [&str; 16] = [
     "softcap_f32",
     "argmax_rows",
     "zero_u64",
-    "gemv_quant",
+    "quantize_q8",
+    "gemv_q8_0_1",
+    "gemv_q4_0_1",
+    "gemv_q4_1_1",
+    "gemv_q4_k_1",
+    "gemv_q6_k_1",
+    "gemv_q8_0_8",
+    "gemv_q4_0_8",
+    "gemv_q4_1_8",
+    "gemv_q4_k_8",
+    "gemv_q6_k_8",
     "dequant_f16",
 ];
 /// cuBLAS's workspace, set once so that captured graphs never allocate.

@@ -230,6 +230,15 @@ impl Gpu {
             .map_err(cuda("download"))
     }
 
+    /// Copies `src` into the start of `dst` on the device (queued on the stream).
+    pub fn copy<T: DeviceRepr>(&self, src: &CudaSlice<T>, dst: &mut CudaSlice<T>) -> Result<()> {
+        need("copy", dst.len(), src.len())?;
+        let mut view = dst.slice_mut(..src.len());
+        self.stream
+            .memcpy_dtod(src, &mut view)
+            .map_err(cuda("copy"))
+    }
+
     /// Waits for everything queued so far.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(cuda("synchronize"))

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# On the GPU machine: a Llama-3-8B-shaped model (random weights, Llama 3.1's tokenizer) quantized
+# to Q4_K_M by `forja quantize`, then forja's GPU decoder on that file — GGUF blocks read by the
+# GEMV kernels (`--quantized`), and dequantized to f16 for cuBLAS — and, when the pruned
+# llama.cpp source is given, llama-bench (CUDA) on the same file. Prints a markdown report.
+#   bench/gpu/q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]
+# TOKENIZER_DIR holds tokenizer.json and tokenizer_config.json (forja-testdata's llama3_1).
+# WORK (default /tmp/forja-8b) keeps the model between runs on the same machine; GEMV_BENCH=0
+# and F16=0 leave out the kernel benchmark and the f16 run.
+set -euo pipefail
+forja="${1:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
+bin="${2:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
+tok="${3:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
+src="${4:-}"
+work="${WORK:-/tmp/forja-8b}"
+if [ -d /usr/local/cuda/lib64 ]; then
+  export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+mkdir -p "$work"
+gguf="$work/llama-8b-shape.q4_k_m.gguf"
+echo "## Llama-3-8B shape, Q4_K_M, on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+echo
+if [ "${GEMV_BENCH:-1}" = 1 ]; then
+  "$bin" --gemv-bench
+  echo
+fi
+# llama.cpp builds while the model is made (both only once per machine); the timed runs wait
+# for both.
+if [ -n "$src" ]; then
+  "$(dirname "$0")/build-llama-bench.sh" "$src" >"$work.llama-bench" 2>"$work.llama-build.log" &
+  build=$!
+fi
+if [ ! -f "$gguf" ]; then
+  mkdir -p "$work"
+  t0=$(date +%s)
+  "$bin" --random-llama 4096,32,14336,32,8,128256 "$work/hf" --write-only
+  cp "$tok/tokenizer.json" "$tok/tokenizer_config.json" "$work/hf/"
+  t1=$(date +%s)
+  "$forja" quantize "$work/hf" --to q4_k_m -o "$gguf" >&2
+  t2=$(date +%s)
+  rm -rf "$work/hf"
+  echo "made the f16 folder in $((t1 - t0)) s, quantized it to Q4_K_M in $((t2 - t1)) s" \
+    "($(nproc) cores): $(du -h "$gguf" | cut -f1)"
+  echo
+fi
+if [ -n "$src" ]; then
+  wait "$build" || { cat "$work.llama-build.log"; exit 1; }
+fi
+echo "forja, GGUF blocks read as stored (GEMV kernels up to 16 rows, f16 copy + cuBLAS above):"
+echo
+"$bin" "$gguf" --quantized --prompt 512 --gen 128 --check 0 --batches 1,16,64 2>&1
+if [ "${F16:-1}" = 1 ]; then
+  echo
+  echo "forja, weights dequantized to f16 at load:"
+  echo
+  "$bin" "$gguf" --prompt 512 --gen 128 --check 0 --batches 1 2>&1
+fi
+if [ -n "$src" ]; then
+  echo
+  echo "llama.cpp (llama-bench, CUDA, all layers on the GPU, flash attention on):"
+  echo
+  "$(cat "$work.llama-bench")" -m "$gguf" -p 512 -n 128 -ngl 99 -fa 1 -r 3 -o md 2>/dev/null
+fi

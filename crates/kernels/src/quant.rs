@@ -1,0 +1,184 @@
+//! GGUF block-quantized weights as the GPU keeps them. A GGUF block interleaves its scales with
+//! its quantized values (Q8_0: a 2-byte scale, then 32 bytes), so its values are not aligned for
+//! wide loads and a warp's lanes would read scattered bytes. At upload each row is split by
+//! field: all blocks' quantized values first (16-byte aligned, read as `uint4`), then their
+//! scales; rows start 16 bytes apart. Per row of `nb` blocks:
+//!
+//! | type | areas, in order |
+//! |---|---|
+//! | Q8_0 | `qs[nb·32]`, `d[nb]` (f16) |
+//! | Q4_0 | `qs[nb·16]`, `d[nb]` |
+//! | Q4_1 | `qs[nb·16]`, `(d, m)[nb]` |
+//! | Q4_K | `qs[nb·128]`, `(d, dmin, scales[12])[nb]` |
+//! | Q6_K | `ql[nb·128]`, `qh[nb·64]`, `scales[nb·16]`, `d[nb]` |
+//!
+//! Every area keeps the GGUF bytes of its field in block order, so the values' bit layout inside
+//! a block is GGUF's (kernels.cu reads it so).
+
+use crate::{KernelError, Result};
+
+/// The GGUF block types the GPU reads as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantKind {
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q4K,
+    Q6K,
+}
+
+impl QuantKind {
+    /// `(values, bytes)` of one GGUF block.
+    fn block(self) -> (usize, usize) {
+        match self {
+            QuantKind::Q8_0 => (32, 34),
+            QuantKind::Q4_0 => (32, 18),
+            QuantKind::Q4_1 => (32, 20),
+            QuantKind::Q4K => (256, 144),
+            QuantKind::Q6K => (256, 210),
+        }
+    }
+
+    /// The fields of a GGUF block as `(offset, len)`, in the order of the device's areas.
+    fn fields(self) -> &'static [(usize, usize)] {
+        match self {
+            QuantKind::Q8_0 => &[(2, 32), (0, 2)],
+            QuantKind::Q4_0 => &[(2, 16), (0, 2)],
+            QuantKind::Q4_1 => &[(4, 16), (0, 4)],
+            QuantKind::Q4K => &[(16, 128), (0, 16)],
+            QuantKind::Q6K => &[(0, 128), (128, 64), (192, 16), (208, 2)],
+        }
+    }
+
+    /// Bytes of a GGUF row of `cols` values (`None` unless `cols` is a multiple of the block).
+    pub fn row_bytes(self, cols: usize) -> Option<usize> {
+        let (values, bytes) = self.block();
+        cols.is_multiple_of(values).then_some(cols / values * bytes)
+    }
+
+    /// Bytes from one device row to the next: the row's bytes rounded up to 16.
+    pub fn device_stride(self, cols: usize) -> Option<usize> {
+        self.row_bytes(cols).map(|b| b.next_multiple_of(16))
+    }
+
+    /// The GEMV kernel for this type in kernels.cu — the one for a single activation row, or
+    /// the one for up to eight — and the output rows each of its warps computes.
+    pub fn gemv_kernel(self, one_row: bool) -> (&'static str, u32) {
+        match (self, one_row) {
+            (QuantKind::Q8_0, true) => ("gemv_q8_0_1", 2),
+            (QuantKind::Q4_0, true) => ("gemv_q4_0_1", 2),
+            (QuantKind::Q4_1, true) => ("gemv_q4_1_1", 2),
+            (QuantKind::Q4K, true) => ("gemv_q4_k_1", 2),
+            (QuantKind::Q6K, true) => ("gemv_q6_k_1", 2),
+            (QuantKind::Q8_0, false) => ("gemv_q8_0_8", 4),
+            (QuantKind::Q4_0, false) => ("gemv_q4_0_8", 2),
+            (QuantKind::Q4_1, false) => ("gemv_q4_1_8", 2),
+            (QuantKind::Q4K, false) => ("gemv_q4_k_8", 2),
+            (QuantKind::Q6K, false) => ("gemv_q6_k_8", 4),
+        }
+    }
+
+    /// The number kernels.cu knows the type by.
+    pub fn code(self) -> i32 {
+        match self {
+            QuantKind::Q8_0 => 0,
+            QuantKind::Q4_0 => 1,
+            QuantKind::Q4_1 => 2,
+            QuantKind::Q4K => 3,
+            QuantKind::Q6K => 4,
+        }
+    }
+}
+
+/// GGUF rows of `cols` values (`gguf` holds whole rows) in the device layout (module docs).
+pub fn to_device(kind: QuantKind, cols: usize, gguf: &[u8]) -> Result<Vec<u8>> {
+    let (rb, stride) = match (kind.row_bytes(cols), kind.device_stride(cols)) {
+        (Some(rb), Some(stride)) if rb > 0 && gguf.len().is_multiple_of(rb) => (rb, stride),
+        _ => {
+            return Err(KernelError::Shape(format!(
+                "{} bytes are not whole {kind:?} rows of {cols} values",
+                gguf.len()
+            )));
+        }
+    };
+    let block = kind.block().1;
+    let mut out = vec![0u8; gguf.len() / rb * stride];
+    for (src, dst) in gguf.chunks_exact(rb).zip(out.chunks_exact_mut(stride)) {
+        let mut at = 0;
+        for &(offset, len) in kind.fields() {
+            for b in src.chunks_exact(block) {
+                dst[at..at + len].copy_from_slice(&b[offset..offset + len]);
+                at += len;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [QuantKind; 5] = [
+        QuantKind::Q8_0,
+        QuantKind::Q4_0,
+        QuantKind::Q4_1,
+        QuantKind::Q4K,
+        QuantKind::Q6K,
+    ];
+
+    #[test]
+    fn the_fields_cover_each_block_once() {
+        for kind in KINDS {
+            let mut seen = vec![0; kind.block().1];
+            for &(offset, len) in kind.fields() {
+                seen[offset..offset + len].iter_mut().for_each(|s| *s += 1);
+            }
+            assert!(seen.iter().all(|&s| s == 1), "{kind:?}: {seen:?}");
+        }
+    }
+
+    /// Each byte of every block lands in its field's area, at its block's place, and rows start
+    /// 16-byte aligned.
+    #[test]
+    fn rows_are_split_by_field_and_aligned() {
+        for kind in KINDS {
+            let (values, block) = kind.block();
+            for nb in [1usize, 3, 16] {
+                let cols = nb * values;
+                let rows = 3;
+                let gguf: Vec<u8> = (0..rows * nb * block)
+                    .map(|i| (i * 7 % 251) as u8)
+                    .collect();
+                let dev = to_device(kind, cols, &gguf).unwrap();
+                let stride = kind.device_stride(cols).unwrap();
+                assert_eq!(stride % 16, 0);
+                assert!(stride >= nb * block && stride < nb * block + 16);
+                assert_eq!(dev.len(), rows * stride);
+                for r in 0..rows {
+                    let mut area = r * stride;
+                    for &(offset, len) in kind.fields() {
+                        for b in 0..nb {
+                            let src = r * nb * block + b * block + offset;
+                            assert_eq!(
+                                dev[area + b * len..area + (b + 1) * len],
+                                gguf[src..src + len],
+                                "{kind:?}, {nb} blocks, row {r}, block {b}, field at {offset}"
+                            );
+                        }
+                        area += nb * len;
+                    }
+                    assert!(dev[area..(r + 1) * stride].iter().all(|&p| p == 0));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn partial_rows_are_refused() {
+        let e = to_device(QuantKind::Q4K, 256, &[0; 145]).unwrap_err();
+        assert!(e.to_string().contains("145 bytes"), "{e}");
+        assert!(to_device(QuantKind::Q8_0, 48, &[0; 34]).is_err());
+        assert!(to_device(QuantKind::Q6K, 0, &[]).is_err());
+    }
+}
