@@ -133,8 +133,8 @@ impl Attention {
             .iter()
             .flat_map(|s| s.cache.len()..s.cache.len() + s.tokens.len())
             .collect();
-        self.rope.apply_rows(&mut q, h, d, &positions);
-        self.rope.apply_rows(&mut k, kvh, d, &positions);
+        self.rope
+            .apply_rows(&mut [(&mut q, h), (&mut k, kvh)], d, &positions);
         let device = v.device().clone();
         let k = Tensor::from_vec(k, (rows, kvh, d), &device)?;
         let v = v.contiguous()?.reshape((rows, kvh, d))?;

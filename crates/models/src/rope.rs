@@ -200,29 +200,51 @@ impl Rope {
         Ok(out.to_dtype(dtype)?)
     }
 
-    /// Rotates rows in place: `x` is `[rows, heads · head_dim]` (f32), row `r` at absolute
-    /// position `positions[r]`. Same values as [`Rope::apply`], without tensors.
-    pub fn apply_rows(&self, x: &mut [f32], heads: usize, head_dim: usize, positions: &[usize]) {
+    /// Rotates rows in place: each `(x, heads)` of `xs` is `[rows, heads · head_dim]` (f32),
+    /// row `r` at absolute position `positions[r]` (a step's queries and keys). Same values as
+    /// [`Rope::apply`], without tensors. Each row's cos/sin are computed once for all of `xs`,
+    /// on forja-quant's worker pool when the step is long.
+    pub fn apply_rows(&self, xs: &mut [(&mut [f32], usize)], head_dim: usize, positions: &[usize]) {
         let half = self.inv_freq.len();
-        let mut cos = vec![0f32; half];
-        let mut sin = vec![0f32; half];
-        for (row, &p) in x.chunks_exact_mut(heads * head_dim).zip(positions) {
-            for ((c, s), &f) in cos.iter_mut().zip(&mut sin).zip(&self.inv_freq) {
-                let angle = p as f64 * f64::from(f);
-                *c = angle.cos() as f32 * self.mscale;
-                *s = angle.sin() as f32 * self.mscale;
-            }
-            for head in row.chunks_exact_mut(head_dim) {
-                for i in 0..half {
-                    let (a, b) = match self.style {
-                        RopeStyle::Neox => (i, i + half),
-                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-                    };
-                    let (x1, x2) = (head[a], head[b]);
-                    head[a] = x1 * cos[i] - x2 * sin[i];
-                    head[b] = x2 * cos[i] + x1 * sin[i];
+        if half == 0 {
+            return;
+        }
+        // Per row: cos of every frequency, then sin.
+        let mut table = vec![0f32; positions.len() * 2 * half];
+        crate::cpu_ops::run_chunks(&mut table, 2 * half, &|start, part| {
+            let first = start / (2 * half);
+            for (row, &p) in part.chunks_exact_mut(2 * half).zip(&positions[first..]) {
+                let (cos, sin) = row.split_at_mut(half);
+                for ((c, s), &f) in cos.iter_mut().zip(sin).zip(&self.inv_freq) {
+                    // f64 angle: f32 loses precision at large positions.
+                    let (sn, cs) = (p as f64 * f64::from(f)).sin_cos();
+                    *c = cs as f32 * self.mscale;
+                    *s = sn as f32 * self.mscale;
                 }
             }
+        });
+        let style = self.style;
+        for (x, heads) in xs.iter_mut() {
+            let width = *heads * head_dim;
+            let table = &table;
+            crate::cpu_ops::run_chunks(x, width, &|start, part| {
+                let first = start / width.max(1);
+                for (r, row) in part.chunks_exact_mut(width).enumerate() {
+                    let t = &table[(first + r) * 2 * half..(first + r + 1) * 2 * half];
+                    let (cos, sin) = t.split_at(half);
+                    for head in row.chunks_exact_mut(head_dim) {
+                        for i in 0..half {
+                            let (a, b) = match style {
+                                RopeStyle::Neox => (i, i + half),
+                                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                            };
+                            let (x1, x2) = (head[a], head[b]);
+                            head[a] = x1 * cos[i] - x2 * sin[i];
+                            head[b] = x2 * cos[i] + x1 * sin[i];
+                        }
+                    }
+                }
+            });
         }
     }
 
@@ -296,5 +318,40 @@ mod tests {
         }
         let short = RopeScaling::Factors { factors: vec![1.0] };
         assert!(Rope::new(64, 1.0, 500_000.0, &short, RopeStyle::Neox, 1).is_err());
+    }
+
+    /// The row path (one table for queries and keys, long steps on the worker pool) gives the
+    /// tensor path's values, for both layouts, partial rotation and a step long enough to be
+    /// split into tasks.
+    #[test]
+    fn rows_rotate_as_the_tensor_path() {
+        let (d, qh, kh, rows, start) = (64, 4, 2, 300, 1000);
+        for (style, partial) in [(RopeStyle::Neox, 1.0), (RopeStyle::Interleaved, 0.5)] {
+            let rope = Rope::new(d, partial, 10_000.0, &RopeScaling::None, style, 4096).unwrap();
+            let values = |heads: usize| -> Vec<f32> {
+                (0..rows * heads * d)
+                    .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                    .collect()
+            };
+            let (mut q, mut k) = (values(qh), values(kh));
+            let want = |x: &[f32], heads: usize| -> Vec<f32> {
+                let t = Tensor::from_vec(x.to_vec(), (rows, heads, d), &Device::Cpu).unwrap();
+                let t = t.transpose(0, 1).unwrap().contiguous().unwrap();
+                let r = rope.apply(&t, start).unwrap().transpose(0, 1).unwrap();
+                r.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            };
+            let (wq, wk) = (want(&q, qh), want(&k, kh));
+            let positions: Vec<usize> = (start..start + rows).collect();
+            rope.apply_rows(&mut [(&mut q, qh), (&mut k, kh)], d, &positions);
+            for (got, want) in [(&q, &wq), (&k, &wk)] {
+                let worst = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst <= 1e-6, "{style:?}: {worst}");
+            }
+            assert_ne!(q, values(qh), "rotated");
+        }
     }
 }
