@@ -27,11 +27,10 @@ fi
 # llama.cpp builds while the model is made (both only once per machine); the timed runs wait
 # for both.
 if [ -n "$src" ]; then
-  "$(dirname "$0")/build-llama-bench.sh" "$src" >"$work.llama-bench" 2>"$work.llama-build.log" &
+  "$(dirname "$0")/llama-bench.sh" "$src" >"$work.llama-build.log" 2>&1 &
   build=$!
 fi
 if [ ! -f "$gguf" ]; then
-  mkdir -p "$work"
   t0=$(date +%s)
   "$bin" --random-llama 4096,32,14336,32,8,128256 "$work/hf" --write-only
   cp "$tok/tokenizer.json" "$tok/tokenizer_config.json" "$work/hf/"
@@ -56,8 +55,5 @@ if [ "${F16:-1}" = 1 ]; then
   "$bin" "$gguf" --prompt 512 --gen 128 --check 0 --batches 1 2>&1
 fi
 if [ -n "$src" ]; then
-  echo
-  echo "llama.cpp (llama-bench, CUDA, all layers on the GPU, flash attention on):"
-  echo
-  "$(cat "$work.llama-bench")" -m "$gguf" -p 512 -n 128 -ngl 99 -fa 1 -r 3 -o md 2>/dev/null
+  "$(dirname "$0")/llama-bench.sh" "$src" "$gguf"
 fi

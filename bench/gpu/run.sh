@@ -17,9 +17,5 @@ echo "forja (f16 weights dequantized from the file, f16 KV cache, greedy on the 
 echo
 "$bin" "$model" --prompt 512 --gen 128 --check 32 --batches 1,16,64 2>&1
 if [ -n "$src" ]; then
-  bench="$("$(dirname "$0")/build-llama-bench.sh" "$src")"
-  echo
-  echo "llama.cpp (llama-bench, CUDA, all layers on the GPU, flash attention on):"
-  echo
-  "$bench" -m "$model" -p 512 -n 128 -ngl 99 -fa 1 -r 3 -o md 2>/dev/null
+  "$(dirname "$0")/llama-bench.sh" "$src" "$model"
 fi

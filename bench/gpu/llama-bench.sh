@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # On the GPU machine: builds llama.cpp's llama-bench with CUDA for the card present, from the
-# pruned source that bench/gpu/pack-llama-cpp.sh makes (once per machine), and prints its path.
-#   bench/gpu/build-llama-bench.sh LLAMA_SRC.tar.xz
+# pruned source that bench/gpu/pack-llama-cpp.sh makes (once per machine), then, given a model,
+# runs it the way forja's GPU benchmarks compare against (prompt 512, 128 generated, every layer
+# on the GPU, flash attention on, 3 repetitions) and prints its markdown table.
+#   bench/gpu/llama-bench.sh LLAMA_SRC.tar.xz [MODEL.gguf]
 set -euo pipefail
-src="${1:?usage: build-llama-bench.sh LLAMA_SRC.tar.xz}"
+src="${1:?usage: llama-bench.sh LLAMA_SRC.tar.xz [MODEL.gguf]}"
+model="${2:-}"
 work=/tmp/forja-llama-cuda
 if [ ! -x "$work/build/bin/llama-bench" ]; then
   rm -rf "$work" && mkdir -p "$work"
@@ -16,4 +19,9 @@ if [ ! -x "$work/build/bin/llama-bench" ]; then
   cmake --build "$work/build" --target llama-bench -j "$(nproc)" >"$work/build.log" 2>&1 ||
     { tail -30 "$work/build.log" >&2; exit 1; }
 fi
-echo "$work/build/bin/llama-bench"
+if [ -n "$model" ]; then
+  echo
+  echo "llama.cpp (llama-bench, CUDA, all layers on the GPU, flash attention on):"
+  echo
+  "$work/build/bin/llama-bench" -m "$model" -p 512 -n 128 -ngl 99 -fa 1 -r 3 -o md 2>/dev/null
+fi
