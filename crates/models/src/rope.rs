@@ -216,10 +216,7 @@ impl Rope {
             for (row, &p) in part.chunks_exact_mut(2 * half).zip(&positions[first..]) {
                 let (cos, sin) = row.split_at_mut(half);
                 for ((c, s), &f) in cos.iter_mut().zip(sin).zip(&self.inv_freq) {
-                    // f64 angle: f32 loses precision at large positions.
-                    let (sn, cs) = (p as f64 * f64::from(f)).sin_cos();
-                    *c = cs as f32 * self.mscale;
-                    *s = sn as f32 * self.mscale;
+                    (*c, *s) = self.cos_sin(p, f);
                 }
             }
         });
@@ -256,13 +253,19 @@ impl Rope {
         let mut sin = Vec::with_capacity(t * half);
         for p in start..start + t {
             for &f in &self.inv_freq {
-                // f64 angle: f32 loses precision at large positions.
-                let angle = p as f64 * f64::from(f);
-                cos.push(angle.cos() as f32 * self.mscale);
-                sin.push(angle.sin() as f32 * self.mscale);
+                let (c, s) = self.cos_sin(p, f);
+                cos.push(c);
+                sin.push(s);
             }
         }
         (cos, sin)
+    }
+
+    /// `(cos, sin)` of position `p` at inverse frequency `f`, times the attention factor.
+    fn cos_sin(&self, p: usize, f: f32) -> (f32, f32) {
+        // f64 angle: f32 loses precision at large positions.
+        let (sin, cos) = (p as f64 * f64::from(f)).sin_cos();
+        (cos as f32 * self.mscale, sin as f32 * self.mscale)
     }
 
     /// Rotated dimensions / 2.
