@@ -48,6 +48,28 @@ fn check(what: &str, got: &[f32], want: &[f32]) {
     check_within(what, got, want, TOLERANCE);
 }
 
+/// Activations rounded to 8 bits (the quantized GEMV's input): the same integers and the same
+/// block scales as the reference, bit for bit, a block of zeros and a block at f16's range
+/// included.
+#[test]
+fn q8_rounding_matches_its_reference() {
+    let g = gpu();
+    let mut r = Rng(17);
+    for n in [32, 96, 4096, 14336] {
+        let mut x = r.values(n, 3.0);
+        x[..32].fill(0.0);
+        if n > 64 {
+            x[32] = 65504.0;
+        }
+        let (q, s) = g.quantize_q8(&x).unwrap();
+        let (wq, ws) = reference::quantize_q8(&x).unwrap();
+        assert_eq!(q, wq, "{n} values");
+        assert_eq!(s, ws, "{n} values");
+        println!("quantize_q8 {n}: {} blocks equal", s.len());
+    }
+    assert!(g.quantize_q8(&[1.0; 40]).is_err());
+}
+
 #[test]
 fn elementwise_kernels_match_their_references() {
     let g = gpu();

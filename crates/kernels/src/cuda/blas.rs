@@ -5,7 +5,7 @@ use cudarc::cublas::result::gemm_ex;
 use cudarc::cublas::sys::{
     cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t,
 };
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaViewMut, DevicePtr, DevicePtrMut, PushKernelArg};
 
 use super::{Act, Gpu};
 use crate::quant::QuantKind;
@@ -171,35 +171,7 @@ impl Gpu {
             )));
         }
         if rows <= GEMV_ROWS {
-            let (qn, sn) = q8_scratch(rows, w.inp);
-            if scratch.len() < qn + sn {
-                return Err(KernelError::Shape(format!(
-                    "scratch of {} values for {rows} rows of {} quantized to 8 bits",
-                    scratch.len(),
-                    w.inp
-                )));
-            }
-            let (mut xq, mut xs) = scratch.split_at_mut(qn);
-            let n = (rows * w.inp) as i32;
-            let f = self.function("quantize_q8")?;
-            let mut l = self.stream.launch_builder(&f);
-            l.arg(&mut xq).arg(&mut xs);
-            match x {
-                Act::F32(b) => l.arg(b),
-                Act::F16(b) => l.arg(b),
-            };
-            let half = x.half();
-            l.arg(&n).arg(&half);
-            // One warp per block of 32 values.
-            let cfg = cudarc::driver::LaunchConfig {
-                grid_dim: (((rows * w.inp / 32) as u32).div_ceil(8).max(1), 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: the arguments match the kernel; `x` holds `n` values (checked above) and
-            // the scratch's two parts hold their values and block scales.
-            unsafe { l.launch(cfg) }
-                .map_err(|e| KernelError::Cuda(format!("quantize_q8: {e:?}")))?;
+            let (mut xq, mut xs) = self.quantize_q8_into(scratch, x, rows * w.inp)?;
             for (p, row0) in parts
                 .iter()
                 .flat_map(|p| (0..rows).step_by(8).map(move |r0| (p, r0)))
@@ -263,6 +235,64 @@ impl Gpu {
             ));
         }
         self.gemm_raw(y, x, rows, w.out, w.inp, scratch, true, beta)
+    }
+
+    /// Rounds the first `n` values of `x` (`n` a multiple of 32) to 8 bits per block of 32 into
+    /// the start of `scratch` (at least `n / 2 + n / 8` values), as
+    /// [`crate::reference::quantize_q8`] does: the values, then `(d, d·Σq)` per block. Returns
+    /// the two parts.
+    fn quantize_q8_into<'a>(
+        &self,
+        scratch: &'a mut CudaSlice<u16>,
+        x: &GemmInput,
+        n: usize,
+    ) -> Result<(CudaViewMut<'a, u16>, CudaViewMut<'a, u16>)> {
+        let (qn, sn) = q8_scratch(1, n);
+        if !n.is_multiple_of(32) || x.len() < n || scratch.len() < qn + sn {
+            return Err(KernelError::Shape(format!(
+                "{n} of {} values to 8 bits in a scratch of {}",
+                x.len(),
+                scratch.len()
+            )));
+        }
+        let (mut xq, mut xs) = scratch.split_at_mut(qn);
+        let n_i = n as i32;
+        let f = self.function("quantize_q8")?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&mut xq).arg(&mut xs);
+        match x {
+            Act::F32(b) => l.arg(b),
+            Act::F16(b) => l.arg(b),
+        };
+        let half = x.half();
+        l.arg(&n_i).arg(&half);
+        // One warp per block of 32 values.
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (((n / 32) as u32).div_ceil(8).max(1), 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match the kernel; `x` holds `n` values and the scratch's two
+        // parts hold their values and block scales (checked above).
+        unsafe { l.launch(cfg) }.map_err(|e| KernelError::Cuda(format!("quantize_q8: {e:?}")))?;
+        Ok((xq, xs))
+    }
+
+    /// As [`crate::reference::quantize_q8`]: the 8-bit values and each block's `(d, d·Σq)`.
+    pub fn quantize_q8(&self, x: &[f32]) -> Result<(Vec<i8>, Vec<[f32; 2]>)> {
+        let (qn, sn) = q8_scratch(1, x.len());
+        let mut scratch = self.alloc::<u16>(qn + sn)?;
+        let xd = Act::F32(self.upload(x)?);
+        self.quantize_q8_into(&mut scratch, &xd, x.len())?;
+        let words = self.download(&scratch)?;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let (q, s) = bytes.split_at(2 * qn);
+        let q = q.iter().map(|&b| b as i8).collect();
+        let f: Vec<f32> = s
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok((q, f.chunks_exact(2).map(|p| [p[0], p[1]]).collect()))
     }
 
     /// `y[rows, out] = x[rows, in] · Wᵀ + beta · y`, f32 accumulation. `beta = 1` adds the
