@@ -1,8 +1,9 @@
-//! `forja tune --model M --data FILE --out DIR`: LoRA fine-tuning into a PEFT adapter folder;
+//! `forja tune --model M --data FILE --out DIR`: LoRA fine-tuning into a PEFT adapter folder
+//! (`--full`: every weight trained, the model written as an HF folder);
 //! `forja tune merge --model M --adapter A --out DIR`: the adapter merged into the model.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,12 +11,14 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use forja_engine::LoadedModel;
 use forja_models::loader::LoadOptions;
+use forja_models::training::TrainedWeight;
+use forja_train::checkpoint::Trained;
 use forja_train::examples::{pack, split, tokenize};
 use forja_train::merge_gguf;
 use forja_train::trainer::evaluate;
 use forja_train::{
-    Init, LoraSpec, StepReport, TrainConfig, Trainer, attach, checkpoint, curve, dataset, peft,
-    plot,
+    Adapters, Init, LoraSpec, StepReport, TrainConfig, Trainer, attach, checkpoint, curve, dataset,
+    peft, plot,
 };
 
 #[derive(Debug, Args)]
@@ -56,10 +59,15 @@ struct TrainArgs {
     /// (`instruction`, `input`, `output`)
     #[arg(long, required = true)]
     data: Option<PathBuf>,
-    /// Folder for the adapter (adapter_config.json, adapter_model.safetensors), loss.csv and
-    /// loss.png
+    /// Folder for the adapter (adapter_config.json, adapter_model.safetensors) — with --full
+    /// the trained model — and loss.csv and loss.png
     #[arg(long, required = true)]
     out: Option<PathBuf>,
+    /// Train every weight of the model instead of a LoRA adapter (in f32 on the CPU: about 16
+    /// bytes a parameter with AdamW); OUT becomes the trained model's HF folder. The model must
+    /// be an HF folder
+    #[arg(long, conflicts_with_all = ["rank", "alpha", "dropout", "targets"])]
+    full: bool,
     /// LoRA rank
     #[arg(long, default_value_t = 16)]
     rank: usize,
@@ -77,9 +85,9 @@ struct TrainArgs {
         default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
     )]
     targets: Vec<String>,
-    /// Peak learning rate (AdamW)
-    #[arg(long, default_value_t = 2e-4)]
-    lr: f64,
+    /// Peak learning rate (AdamW) [default: 2e-4, with --full 2e-5]
+    #[arg(long)]
+    lr: Option<f64>,
     /// AdamW weight decay
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
@@ -171,8 +179,16 @@ fn tune(a: TrainArgs) -> Result<()> {
     }
     if out.is_file() {
         bail!(
-            "--out {} is a file; give a folder for the adapter",
-            out.display()
+            "--out {} is a file; give a folder for the {}",
+            out.display(),
+            if a.full { "trained model" } else { "adapter" }
+        );
+    }
+    if a.full && !model_path.is_dir() {
+        bail!(
+            "--full trains every weight in f32 and writes an HF model folder: give the model's HF \
+             folder (config.json, safetensors), not {} (a quantized GGUF trains with LoRA: QLoRA)",
+            model_path.display()
         );
     }
     let spec = LoraSpec {
@@ -218,7 +234,7 @@ fn tune(a: TrainArgs) -> Result<()> {
         TrainConfig::steps_for_epochs(train_set.len(), a.epochs, a.batch, a.grad_accum)
     });
     let cfg = TrainConfig {
-        lr: a.lr,
+        lr: a.lr.unwrap_or(if a.full { 2e-5 } else { 2e-4 }),
         weight_decay: a.weight_decay,
         beta1: 0.9,
         beta2: 0.999,
@@ -235,17 +251,30 @@ fn tune(a: TrainArgs) -> Result<()> {
         gradient_checkpointing: a.gradient_checkpointing,
     };
     cfg.validate()?;
-    let adapters = attach(&mut model.decoder, &spec, Init::Random, a.seed)?;
+    let trained = if a.full {
+        Method::Full(model.decoder.make_trainable()?)
+    } else {
+        Method::Lora(attach(&mut model.decoder, &spec, Init::Random, a.seed)?)
+    };
     let train_tokens: usize = train_set.iter().map(|e| e.ids.len()).sum();
+    let what = match &trained {
+        Method::Lora(adapters) => format!(
+            "LoRA rank {} on {} projections, {} trainable parameters",
+            spec.rank,
+            adapters.modules.len(),
+            adapters.num_params()
+        ),
+        Method::Full(weights) => format!(
+            "full fine-tuning of {} weights, {} trainable parameters",
+            weights.len(),
+            weights.iter().map(|w| w.var.elem_count()).sum::<usize>()
+        ),
+    };
     eprintln!(
-        "{}: {} train / {} eval examples ({train_tokens} train tokens); LoRA rank {} on {} \
-         projections, {} trainable parameters; {steps} steps",
+        "{}: {} train / {} eval examples ({train_tokens} train tokens); {what}; {steps} steps",
         model.name,
         train_set.len(),
         eval_set.len(),
-        spec.rank,
-        adapters.modules.len(),
-        adapters.num_params(),
     );
     let before = if eval_set.is_empty() {
         None
@@ -262,14 +291,15 @@ fn tune(a: TrainArgs) -> Result<()> {
         "model": model_path.display().to_string(),
         "train_examples": examples_fingerprint(&train_set),
         "eval_examples": examples_fingerprint(&eval_set),
-        "lora": {"rank": spec.rank, "alpha": spec.alpha, "dropout": spec.dropout,
-                 "targets": spec.targets},
+        "lora": (!a.full).then(|| serde_json::json!({"rank": spec.rank, "alpha": spec.alpha,
+                 "dropout": spec.dropout, "targets": spec.targets})),
+        "full": a.full,
         "train": cfg,
         "max_len": max_len,
         "packing": a.packing,
     });
     let ck_dir = out.join("checkpoint");
-    let mut trainer = Trainer::new(&adapters, train_set.len(), &cfg)?;
+    let mut trainer = Trainer::new(trained.vars(), train_set.len(), &cfg)?;
     if a.resume {
         let ck = checkpoint::load(&ck_dir)?.with_context(|| {
             format!(
@@ -277,7 +307,7 @@ fn tune(a: TrainArgs) -> Result<()> {
                 ck_dir.display()
             )
         })?;
-        trainer.resume(&ck, &mut model.decoder, &adapters, &settings)?;
+        trainer.resume(&ck, &mut model.decoder, trained.as_trained(), &settings)?;
         eprintln!("resuming after step {}/{steps}", ck.steps_done());
     } else if ck_dir.exists() {
         bail!(
@@ -295,7 +325,7 @@ fn tune(a: TrainArgs) -> Result<()> {
     let progress = Progress::new();
     let save = |trainer: &Trainer, decoder: &mut forja_models::Decoder| -> Result<()> {
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        checkpoint::save(&ck_dir, trainer, decoder, &adapters, &settings)?;
+        checkpoint::save(&ck_dir, trainer, decoder, trained.as_trained(), &settings)?;
         curve::write_csv(&out.join("loss.csv"), &trainer.reports)?;
         plot::write_loss_png(&out.join("loss.png"), &trainer.reports)?;
         Ok(())
@@ -322,15 +352,19 @@ fn tune(a: TrainArgs) -> Result<()> {
     let reports = std::mem::take(&mut trainer.reports);
     progress.finish();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    peft::save(
-        &mut model.decoder,
-        &spec,
-        &model_path.display().to_string(),
-        &out,
-    )?;
+    match &trained {
+        Method::Lora(_) => peft::save(
+            &mut model.decoder,
+            &spec,
+            &model_path.display().to_string(),
+            &out,
+        )?,
+        Method::Full(weights) => write_model(&model_path, weights, &out)?,
+    }
     curve::write_csv(&out.join("loss.csv"), &reports)?;
     plot::write_loss_png(&out.join("loss.png"), &reports)?;
-    // The adapter is the result: a finished run leaves no checkpoint to resume by mistake.
+    // The adapter (or model) is the result: a finished run leaves no checkpoint to resume by
+    // mistake.
     if ck_dir.exists() {
         std::fs::remove_dir_all(&ck_dir)
             .with_context(|| format!("removing the checkpoint {}", ck_dir.display()))?;
@@ -341,7 +375,50 @@ fn tune(a: TrainArgs) -> Result<()> {
             after.loss, b.loss, after.perplexity, b.perplexity
         );
     }
-    println!("adapter written to {}", out.display());
+    match trained {
+        Method::Lora(_) => println!("adapter written to {}", out.display()),
+        Method::Full(_) => println!("trained model written to {}", out.display()),
+    }
+    Ok(())
+}
+
+/// What a run trains.
+enum Method {
+    Lora(Adapters),
+    Full(Vec<TrainedWeight>),
+}
+
+impl Method {
+    fn vars(&self) -> Vec<candle_core::Var> {
+        match self {
+            Method::Lora(adapters) => adapters.vars(),
+            Method::Full(weights) => weights.iter().map(|w| w.var.clone()).collect(),
+        }
+    }
+
+    fn as_trained(&self) -> Trained<'_> {
+        match self {
+            Method::Lora(adapters) => Trained::Adapters(adapters),
+            Method::Full(weights) => Trained::Weights(weights),
+        }
+    }
+}
+
+/// The fully trained model as an HF folder's files in `out` (beside the loss curve): built
+/// whole in a hidden folder there, then each file moved in.
+fn write_model(base: &Path, weights: &[TrainedWeight], out: &Path) -> Result<()> {
+    let staged = out.join(".trained-model");
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged)
+            .with_context(|| format!("removing {}", staged.display()))?;
+    }
+    let files = forja_train::merge::save_trained_folder(base, weights, &staged)?;
+    for f in files {
+        let Some(name) = f.file_name() else { continue };
+        let target = out.join(name);
+        std::fs::rename(&f, &target).with_context(|| format!("writing {}", target.display()))?;
+    }
+    std::fs::remove_dir_all(&staged).with_context(|| format!("removing {}", staged.display()))?;
     Ok(())
 }
 

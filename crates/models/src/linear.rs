@@ -1,12 +1,13 @@
 //! `Linear`: a projection whose weight is dense or quantized, optionally with a LoRA adapter —
-//! properties of the layer, not separate models. The base weight is never trained: gradients
-//! flow through it to the input (quantized weights included, by their dequantized rows), and to
-//! the adapter's matrices.
+//! properties of the layer, not separate models. With an adapter the base weight is not trained:
+//! gradients flow through it to the input (quantized weights included, by their dequantized
+//! rows), and to the adapter's matrices; full fine-tuning makes the weight itself a dense f32
+//! variable ([`Linear::make_trainable`]).
 
 use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor, Var};
 use forja_quant::QMatrix;
 
 use crate::error::{ModelError, Result};
@@ -158,6 +159,39 @@ impl Linear {
 }
 
 impl Linear {
+    /// Makes the weight (dequantized to dense f32 if it is not already) and the bias training
+    /// variables (full fine-tuning) and returns them. Refused with an adapter attached: full
+    /// fine-tuning trains the weights themselves.
+    pub fn make_trainable(&mut self) -> Result<(Var, Option<Var>)> {
+        if self.lora.is_some() || !self.served.is_empty() {
+            return Err(ModelError::Input(
+                "full fine-tuning of a projection that carries a LoRA adapter".into(),
+            ));
+        }
+        let (out, inp) = self.out_in()?;
+        let w = match &self.weight {
+            LinearWeight::Dense(w) if w.is_variable() => Var::from_tensor(w)?,
+            _ => {
+                let rows = self.dense_rows()?;
+                Var::from_tensor(&Tensor::from_vec(
+                    rows,
+                    (out, inp),
+                    &candle_core::Device::Cpu,
+                )?)?
+            }
+        };
+        self.weight = LinearWeight::Dense(w.as_tensor().clone());
+        let bias = match &self.bias {
+            Some(b) => {
+                let v = Var::from_tensor(&b.to_dtype(DType::F32)?)?;
+                self.bias = Some(v.as_tensor().clone());
+                Some(v)
+            }
+            None => None,
+        };
+        Ok((w, bias))
+    }
+
     /// The weight as the training ops take it: dense f32 on the CPU, or on forja's kernels.
     pub(crate) fn frozen_weight(&self) -> Option<FrozenWeight> {
         match &self.weight {

@@ -1,6 +1,6 @@
 //! The decoder's training passes: the loss of predicting chosen tokens of whole sequences,
-//! differentiated with respect to the trainable tensors (the LoRA adapters), and the same loss
-//! without gradients.
+//! differentiated with respect to the trainable tensors (the LoRA adapters, or with full
+//! fine-tuning every weight: [`Decoder::make_trainable`]), and the same loss without gradients.
 //!
 //! Backward needs what the forward pass computed. Either the forward keeps the graph of every
 //! layer, or, with activation checkpointing ("gradient checkpointing"), it keeps only the hidden
@@ -21,7 +21,7 @@ use crate::decoder::{Decoder, HeadRows, Layer, SeqStep};
 use crate::error::{ModelError, Result};
 use crate::grad_ops::{self, FrozenWeight};
 use crate::kv_cache::GraphKvCache;
-use crate::linear::Linear;
+use crate::linear::{Linear, LinearWeight};
 use crate::lora::AdapterRows;
 use crate::mlp::Mlp;
 
@@ -83,7 +83,87 @@ impl Layer {
     }
 }
 
+/// A weight full fine-tuning trains: its name in an HF checkpoint of the model, and the
+/// variable the decoder now reads.
+#[derive(Debug, Clone)]
+pub struct TrainedWeight {
+    pub name: String,
+    pub var: Var,
+}
+
 impl Decoder {
+    /// Makes every weight a dense f32 training variable for full fine-tuning (quantized and
+    /// 16-bit weights are dequantized; a tied output head stays the embedding table, one
+    /// variable), each named as in an HF checkpoint. Refused for mixture-of-experts layers and
+    /// with LoRA adapters attached.
+    pub fn make_trainable(&mut self) -> Result<Vec<TrainedWeight>> {
+        if self.layers.iter().any(|l| matches!(l.mlp, Mlp::Moe(_))) {
+            return Err(ModelError::Unsupported(
+                "full fine-tuning of a mixture-of-experts model".into(),
+            ));
+        }
+        if !grad_ops::applies(&self.embed) {
+            return Err(ModelError::Unsupported(
+                "full fine-tuning off the CPU (it trains in f32 on the CPU)".into(),
+            ));
+        }
+        let family = self.config.family;
+        let named = |gguf: &str| {
+            crate::weight_source::hf_name(family, gguf)
+                .ok_or_else(|| ModelError::Input(format!("no HF name for {gguf}")))
+        };
+        let mut out = Vec::new();
+        let embed = Var::from_tensor(&self.embed)?;
+        self.embed = embed.as_tensor().clone();
+        out.push(TrainedWeight {
+            name: named("token_embd.weight")?,
+            var: embed.clone(),
+        });
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let norms = [
+                ("attn_norm", Some(&mut l.attn_norm)),
+                ("attn_q_norm", l.attn.q_norm.as_mut()),
+                ("attn_k_norm", l.attn.k_norm.as_mut()),
+                ("post_attention_norm", l.post_attn_norm.as_mut()),
+                ("ffn_norm", Some(&mut l.ffn_norm)),
+                ("post_ffw_norm", l.post_ffn_norm.as_mut()),
+            ];
+            for (name, norm) in norms {
+                if let Some(norm) = norm {
+                    out.push(TrainedWeight {
+                        name: named(&format!("blk.{i}.{name}.weight"))?,
+                        var: norm.make_trainable()?,
+                    });
+                }
+            }
+        }
+        out.push(TrainedWeight {
+            name: named("output_norm.weight")?,
+            var: self.norm.make_trainable()?,
+        });
+        let tied = self.head_tied;
+        for (path, linear) in self.linears_mut() {
+            if path == "lm_head" && tied {
+                linear.weight = LinearWeight::Dense(embed.as_tensor().clone());
+                continue;
+            }
+            let (w, b) = linear
+                .make_trainable()
+                .map_err(|e| ModelError::Input(format!("{path}: {e}")))?;
+            out.push(TrainedWeight {
+                name: format!("{path}.weight"),
+                var: w,
+            });
+            if let Some(b) = b {
+                out.push(TrainedWeight {
+                    name: format!("{path}.bias"),
+                    var: b,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// The loss `scale · Σ −log p(target)` over `targets` of `seqs` (each a sequence from
     /// position 0), differentiated: `on_grads` receives each partial gradient store — the
     /// output head's, a chunk of rows at a time, then the layers' (all at once, or with
@@ -106,7 +186,14 @@ impl Decoder {
     {
         self.check_seqs(seqs, targets)?;
         let mut masks = Masks::default();
-        let mut x = self.embed_tokens(seqs)?.detach();
+        // Full fine-tuning trains the embedding table: the graph starts at it.
+        let embed_trained = self.embed.is_variable();
+        let embedded = self.embed_tokens(seqs)?;
+        let mut x = if embed_trained && !checkpointing {
+            embedded
+        } else {
+            embedded.detach()
+        };
         if !checkpointing {
             // The whole graph: every layer's intermediates stay until the backward below.
             for i in 0..self.layers.len() {
@@ -141,11 +228,16 @@ impl Decoder {
             let surrogate = (out * &grad)?.sum_all()?;
             let mut grads = surrogate.backward()?;
             on_grads(&grads)?;
-            if i > 0 {
+            if i > 0 || embed_trained {
                 grad = grads.remove(input.as_tensor()).ok_or_else(|| {
                     ModelError::Input(format!("layer {i}'s output does not depend on its input"))
                 })?;
             }
+        }
+        if embed_trained {
+            // The embedding table's gradient from the first layer's input's.
+            let surrogate = (self.embed_tokens(seqs)? * &grad)?.sum_all()?;
+            on_grads(&surrogate.backward()?)?;
         }
         Ok(loss)
     }

@@ -1,5 +1,5 @@
 //! Checkpoints: everything a training run needs to go on exactly where it stopped — the adapters'
-//! matrices, AdamW's moments and step count, the position in the (shuffled) example order, the
+//! matrices (or with full fine-tuning the model's weights), AdamW's moments and step count, the position in the (shuffled) example order, the
 //! dropout masks' generators, the loss curve so far — plus the settings it was started with, so a
 //! resume with other settings is refused instead of silently training something else.
 //!
@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use forja_models::Decoder;
+use forja_models::training::TrainedWeight;
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::Adapters;
@@ -56,8 +57,46 @@ impl Checkpoint {
     }
 }
 
-/// The dropout generators of `adapters`' modules in `decoder`, in the adapters' order.
-fn dropout_states(decoder: &mut Decoder, adapters: &Adapters) -> Result<Vec<u64>> {
+/// What a run trains: LoRA adapters attached to the decoder, or the decoder's own weights.
+#[derive(Debug, Clone, Copy)]
+pub enum Trained<'a> {
+    Adapters(&'a Adapters),
+    /// Full fine-tuning ([`Decoder::make_trainable`]).
+    Weights(&'a [TrainedWeight]),
+}
+
+impl Trained<'_> {
+    /// The tensors a checkpoint keeps for it, by their names there.
+    fn tensors(&self) -> Vec<(String, &Var)> {
+        match self {
+            Trained::Adapters(adapters) => adapters
+                .modules
+                .iter()
+                .enumerate()
+                .flat_map(|(i, m)| [(format!("a.{i}"), &m.a), (format!("b.{i}"), &m.b)])
+                .collect(),
+            Trained::Weights(weights) => weights
+                .iter()
+                .map(|w| (format!("w.{}", w.name), &w.var))
+                .collect(),
+        }
+    }
+
+    /// Modules with a dropout generator (adapters only).
+    fn dropout_modules(&self) -> usize {
+        match self {
+            Trained::Adapters(a) => a.modules.len(),
+            Trained::Weights(_) => 0,
+        }
+    }
+}
+
+/// The dropout generators of the trained adapters' modules in `decoder`, in the adapters'
+/// order (none for trained weights).
+fn dropout_states(decoder: &mut Decoder, trained: Trained<'_>) -> Result<Vec<u64>> {
+    let Trained::Adapters(adapters) = trained else {
+        return Ok(Vec::new());
+    };
     let mut by_path: HashMap<String, u64> = decoder
         .linears_mut()
         .into_iter()
@@ -80,14 +119,13 @@ pub fn save(
     dir: &Path,
     trainer: &Trainer,
     decoder: &mut Decoder,
-    adapters: &Adapters,
+    trained: Trained<'_>,
     settings: &serde_json::Value,
 ) -> Result<()> {
     let (moments, optimizer_steps) = trainer.opt.state();
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for (i, m) in adapters.modules.iter().enumerate() {
-        tensors.insert(format!("a.{i}"), m.a.as_tensor().clone());
-        tensors.insert(format!("b.{i}"), m.b.as_tensor().clone());
+    for (name, var) in trained.tensors() {
+        tensors.insert(name, var.as_tensor().clone());
     }
     for (i, (m, v)) in moments.into_iter().enumerate() {
         tensors.insert(format!("m.{i}"), m);
@@ -101,7 +139,7 @@ pub fn save(
         order_pos: trainer.order.pos,
         order_rng: trainer.order.rng.state(),
         consumed: trainer.order.consumed,
-        dropout: dropout_states(decoder, adapters)?,
+        dropout: dropout_states(decoder, trained)?,
         elapsed_s: trainer.elapsed_before + trainer.started.elapsed().as_secs_f64(),
         reports: trainer.reports.clone(),
         settings: settings.clone(),
@@ -200,7 +238,7 @@ impl Trainer {
         &mut self,
         ck: &Checkpoint,
         decoder: &mut Decoder,
-        adapters: &Adapters,
+        trained: Trained<'_>,
         settings: &serde_json::Value,
     ) -> Result<()> {
         let diff = differences(&ck.state.settings, settings);
@@ -214,7 +252,7 @@ impl Trainer {
         }
         let s = &ck.state;
         if s.steps_done > self.cfg.steps
-            || s.dropout.len() != adapters.modules.len()
+            || s.dropout.len() != trained.dropout_modules()
             || s.order.len() != self.order.order.len()
         {
             return Err(TrainError::Config(format!(
@@ -232,9 +270,8 @@ impl Trainer {
                 })
         };
         let device = decoder.device().clone();
-        for (i, m) in adapters.modules.iter().enumerate() {
-            m.a.set(&tensor(format!("a.{i}"))?.to_device(&device)?)?;
-            m.b.set(&tensor(format!("b.{i}"))?.to_device(&device)?)?;
+        for (name, var) in trained.tensors() {
+            var.set(&tensor(name)?.to_device(&device)?)?;
         }
         let moments = (0..self.vars.len())
             .map(|i| {
@@ -245,12 +282,15 @@ impl Trainer {
             })
             .collect::<Result<Vec<_>>>()?;
         self.opt.restore(&moments, s.optimizer_steps)?;
-        let mut seeds: HashMap<&str, u64> = adapters
-            .modules
-            .iter()
-            .map(|m| m.path.as_str())
-            .zip(s.dropout.iter().copied())
-            .collect();
+        let mut seeds: HashMap<&str, u64> = match trained {
+            Trained::Adapters(adapters) => adapters
+                .modules
+                .iter()
+                .map(|m| m.path.as_str())
+                .zip(s.dropout.iter().copied())
+                .collect(),
+            Trained::Weights(_) => HashMap::new(),
+        };
         for (path, l) in decoder.linears_mut() {
             if let (Some(lora), Some(seed)) = (l.lora.as_ref(), seeds.remove(path.as_str())) {
                 lora.seed_dropout(seed);

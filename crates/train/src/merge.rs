@@ -1,6 +1,6 @@
-//! Merging an adapter into its base model: `W' = W + s·B·A` for every adapted projection,
-//! written as a new HF model folder — the same tensor names, dtypes and shards, the other files
-//! copied — that loads anywhere without the adapter.
+//! Writing a new HF model folder from a base one — the same tensor names, dtypes and shards,
+//! the other files copied — that loads anywhere: an adapter merged into its base
+//! (`W' = W + s·B·A` for every adapted projection), or the weights full fine-tuning trained.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use forja_arch::{Container, ModelDescription};
 
 use crate::error::{Result, TrainError};
 use crate::peft::PeftAdapter;
+use forja_models::training::TrainedWeight;
 
 /// What a merge wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,16 +28,152 @@ pub fn merge_into_folder(
     adapter: &PeftAdapter,
     out: &Path,
 ) -> Result<MergeReport> {
-    if !model_dir.is_dir() {
-        return Err(TrainError::Config(format!(
-            "{}: not an HF model folder (config.json, safetensors) or a .gguf file",
-            model_dir.display()
-        )));
-    }
     if out.exists() {
         return Err(TrainError::Config(format!(
             "{} already exists: merge into a new folder",
             out.display()
+        )));
+    }
+    let scale = adapter.spec.scale();
+    let mut remaining: BTreeSet<&str> = adapter.modules.keys().map(String::as_str).collect();
+    let partial = partial_beside(out);
+    let files = write_folder(model_dir, &partial, |name, w| {
+        let module = name.strip_suffix(".weight").unwrap_or_default();
+        let Some((a, b)) = adapter.modules.get(module) else {
+            return Ok(w);
+        };
+        let delta = (b.matmul(a)? * scale)?; // [out, in]
+        if delta.dims() != w.dims() {
+            return Err(TrainError::Adapter {
+                path: adapter.dir.clone(),
+                what: format!(
+                    "{module}: the update is {:?}, the weight {:?}",
+                    delta.dims(),
+                    w.dims()
+                ),
+            });
+        }
+        remaining.remove(module);
+        Ok((w.to_dtype(DType::F32)? + delta)?.to_dtype(w.dtype())?)
+    })
+    .and_then(|files| {
+        if remaining.is_empty() {
+            Ok(files)
+        } else {
+            Err(TrainError::Adapter {
+                path: adapter.dir.clone(),
+                what: format!(
+                    "adapts projections the model's files do not hold as weights: {} (tied \
+                     embeddings cannot take an lm_head update)",
+                    remaining.iter().copied().collect::<Vec<_>>().join(", ")
+                ),
+            })
+        }
+    });
+    let files = finish(files, &partial, out)?;
+    Ok(MergeReport {
+        merged: adapter.modules.len(),
+        files,
+    })
+}
+
+/// Writes the weights full fine-tuning trained (`weights`, named as in the checkpoint) as an
+/// HF model folder `out` (which must not exist): the files of `model_dir` with the trained
+/// values in each tensor's own dtype, the other files copied. Every trained weight must be in
+/// the files; a tied `lm_head.weight` stored there gets the trained embedding table. Built
+/// beside `out` and renamed into place, so a failure leaves nothing.
+pub fn save_trained_folder(
+    model_dir: &Path,
+    weights: &[TrainedWeight],
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
+    if out.exists() {
+        return Err(TrainError::Config(format!(
+            "{} already exists: write the model into a new folder",
+            out.display()
+        )));
+    }
+    let by_name: HashMap<&str, &TrainedWeight> =
+        weights.iter().map(|w| (w.name.as_str(), w)).collect();
+    let embed = by_name.get("model.embed_tokens.weight").copied();
+    let mut remaining: BTreeSet<&str> = by_name.keys().copied().collect();
+    let partial = partial_beside(out);
+    let files = write_folder(model_dir, &partial, |name, w| {
+        let trained = match by_name.get(name) {
+            Some(t) => {
+                remaining.remove(name);
+                t
+            }
+            // A tied head stored anyway: it is the embedding table.
+            None if name == "lm_head.weight" => match embed {
+                Some(e) => e,
+                None => return Ok(w),
+            },
+            None => return Ok(w),
+        };
+        let value = trained.var.as_tensor().detach();
+        if value.dims() != w.dims() {
+            return Err(TrainError::Config(format!(
+                "{name}: trained as {:?}, stored as {:?}",
+                value.dims(),
+                w.dims()
+            )));
+        }
+        Ok(value.to_dtype(w.dtype())?)
+    })
+    .and_then(|files| {
+        if remaining.is_empty() {
+            Ok(files)
+        } else {
+            Err(TrainError::Config(format!(
+                "{}: the model's files do not hold the trained weights {}",
+                model_dir.display(),
+                remaining.iter().copied().collect::<Vec<_>>().join(", ")
+            )))
+        }
+    });
+    finish(files, &partial, out)
+}
+
+/// The folder a write to `out` is built in.
+fn partial_beside(out: &Path) -> PathBuf {
+    out.with_file_name(format!(
+        "{}.partial",
+        out.file_name()
+            .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
+    ))
+}
+
+/// Renames the finished folder `partial` to `out` (the files' paths with it), or removes it
+/// after a failure.
+fn finish(files: Result<Vec<PathBuf>>, partial: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    match files {
+        Ok(files) => {
+            std::fs::rename(partial, out).map_err(|e| TrainError::io(out, e))?;
+            Ok(files
+                .into_iter()
+                .map(|f| f.file_name().map_or(f.clone(), |n| out.join(n)))
+                .collect())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(partial);
+            Err(e)
+        }
+    }
+}
+
+/// Writes the HF model folder `model_dir` into the new folder `dest`: each safetensors file
+/// with every tensor passed through `map(name, tensor)` (same names, files and shards), and
+/// every other file copied. Returns the files written.
+fn write_folder(
+    model_dir: &Path,
+    dest: &Path,
+    mut map: impl FnMut(&str, Tensor) -> Result<Tensor>,
+) -> Result<Vec<PathBuf>> {
+    if !model_dir.is_dir() {
+        return Err(TrainError::Config(format!(
+            "{}: not an HF model folder (config.json, safetensors) or a .gguf file",
+            model_dir.display()
         )));
     }
     let desc = ModelDescription::from_path(model_dir).map_err(forja_models::ModelError::from)?;
@@ -47,84 +184,26 @@ pub fn merge_into_folder(
         .ok_or_else(|| {
             TrainError::Config(format!("{}: no safetensors weights", model_dir.display()))
         })?;
-    let partial = out.with_file_name(format!(
-        "{}.partial",
-        out.file_name()
-            .map_or_else(|| "merged".into(), |n| n.to_string_lossy().into_owned())
-    ));
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(|e| TrainError::io(&partial, e))?;
+    if dest.exists() {
+        std::fs::remove_dir_all(dest).map_err(|e| TrainError::io(dest, e))?;
     }
-    std::fs::create_dir_all(&partial).map_err(|e| TrainError::io(&partial, e))?;
-    let result = write_merged(model_dir, &stored.files, adapter, &partial);
-    match result {
-        Ok(mut report) => {
-            std::fs::rename(&partial, out).map_err(|e| TrainError::io(out, e))?;
-            for f in &mut report.files {
-                if let Some(name) = f.file_name() {
-                    *f = out.join(name);
-                }
-            }
-            Ok(report)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            Err(e)
-        }
-    }
-}
-
-fn write_merged(
-    model_dir: &Path,
-    weight_files: &[PathBuf],
-    adapter: &PeftAdapter,
-    dest: &Path,
-) -> Result<MergeReport> {
-    let scale = adapter.spec.scale();
-    let mut remaining: BTreeSet<&str> = adapter.modules.keys().map(String::as_str).collect();
+    std::fs::create_dir_all(dest).map_err(|e| TrainError::io(dest, e))?;
     let mut files = Vec::new();
-    for file in weight_files {
+    for file in &stored.files {
         let tensors = candle_core::safetensors::load(file, &Device::Cpu)
             .map_err(|e| TrainError::io(file, e))?;
-        let mut merged: HashMap<String, Tensor> = HashMap::with_capacity(tensors.len());
+        let mut written: HashMap<String, Tensor> = HashMap::with_capacity(tensors.len());
         for (name, w) in tensors {
-            let module = name.strip_suffix(".weight").unwrap_or_default();
-            let w = match adapter.modules.get(module) {
-                Some((a, b)) => {
-                    let delta = (b.matmul(a)? * scale)?; // [out, in]
-                    if delta.dims() != w.dims() {
-                        return Err(TrainError::Adapter {
-                            path: adapter.dir.clone(),
-                            what: format!(
-                                "{module}: the update is {:?}, the weight {:?}",
-                                delta.dims(),
-                                w.dims()
-                            ),
-                        });
-                    }
-                    remaining.remove(module);
-                    (w.to_dtype(DType::F32)? + delta)?.to_dtype(w.dtype())?
-                }
-                None => w,
-            };
-            merged.insert(name, w);
+            let w = map(&name, w)?;
+            written.insert(name, w);
         }
         let name = file
             .file_name()
             .ok_or_else(|| TrainError::io(file, "no file name"))?;
         let target = dest.join(name);
-        candle_core::safetensors::save(&merged, &target).map_err(|e| TrainError::io(&target, e))?;
+        candle_core::safetensors::save(&written, &target)
+            .map_err(|e| TrainError::io(&target, e))?;
         files.push(target);
-    }
-    if !remaining.is_empty() {
-        return Err(TrainError::Adapter {
-            path: adapter.dir.clone(),
-            what: format!(
-                "adapts projections the model's files do not hold as weights: {} (tied \
-                 embeddings cannot take an lm_head update)",
-                remaining.into_iter().collect::<Vec<_>>().join(", ")
-            ),
-        });
     }
     // Everything else the folder needs (config, tokenizer, generation settings, shard index).
     let entries = std::fs::read_dir(model_dir).map_err(|e| TrainError::io(model_dir, e))?;
@@ -138,8 +217,5 @@ fn write_merged(
             files.push(target);
         }
     }
-    Ok(MergeReport {
-        merged: adapter.modules.len(),
-        files,
-    })
+    Ok(files)
 }

@@ -1,4 +1,5 @@
-//! The training loop: micro-batches through the decoder with the adapters attached, loss on the
+//! The training loop: micro-batches through the decoder with the adapters attached (or its own
+//! weights trained), loss on the
 //! trained tokens only, gradients accumulated over micro-batches and clipped to a global norm,
 //! AdamW (`optim.rs`, whose state a checkpoint keeps) on a warmup + cosine schedule, evaluation
 //! loss and perplexity.
@@ -10,6 +11,7 @@ use candle_core::{DType, Tensor, Var};
 use forja_models::Decoder;
 use forja_models::training::Target;
 
+#[cfg(doc)]
 use crate::adapter::Adapters;
 use crate::error::{Result, TrainError};
 use crate::examples::Example;
@@ -110,17 +112,18 @@ pub struct StepReport {
     pub eval: Option<EvalReport>,
 }
 
-/// Trains the adapters attached to `decoder` on `train`, evaluating on `eval` when it is not
-/// empty; `on_step` sees each step as it ends (an error from it stops training).
+/// Trains `vars` — the adapters attached to `decoder` ([`Adapters::vars`]), or its own weights
+/// ([`Decoder::make_trainable`]) — on `train`, evaluating on `eval` when it is not empty;
+/// `on_step` sees each step as it ends (an error from it stops training).
 pub fn train(
     decoder: &mut Decoder,
-    adapters: &Adapters,
+    vars: Vec<Var>,
     train: &[Example],
     eval: &[Example],
     cfg: &TrainConfig,
     mut on_step: impl FnMut(&StepReport) -> Result<()>,
 ) -> Result<Vec<StepReport>> {
-    let mut t = Trainer::new(adapters, train.len(), cfg)?;
+    let mut t = Trainer::new(vars, train.len(), cfg)?;
     while !t.finished() {
         let r = t.step(decoder, train, eval)?;
         on_step(&r)?;
@@ -146,12 +149,12 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    pub fn new(adapters: &Adapters, num_train: usize, cfg: &TrainConfig) -> Result<Self> {
+    /// A run training `vars` on `num_train` examples.
+    pub fn new(vars: Vec<Var>, num_train: usize, cfg: &TrainConfig) -> Result<Self> {
         cfg.validate()?;
         if num_train == 0 {
             return Err(TrainError::Config("no training examples".into()));
         }
-        let vars = adapters.vars();
         let opt = AdamW::new(
             vars.clone(),
             AdamWParams {

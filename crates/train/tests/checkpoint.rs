@@ -12,7 +12,7 @@
 use candle_core::Device;
 use forja_models::Decoder;
 use forja_testkit::fixtures_dir;
-use forja_train::checkpoint;
+use forja_train::checkpoint::{self, Trained};
 use forja_train::{Adapters, Example, Init, LoraSpec, TrainConfig, Trainer, attach};
 
 fn tiny() -> Decoder {
@@ -78,7 +78,7 @@ fn a_resumed_run_repeats_the_uninterrupted_one_exactly() {
     let settings = serde_json::json!({"data": "five", "cfg": cfg});
 
     let (mut d, adapters) = start();
-    let mut whole = Trainer::new(&adapters, train.len(), &cfg).unwrap();
+    let mut whole = Trainer::new(adapters.vars(), train.len(), &cfg).unwrap();
     while !whole.finished() {
         whole.step(&mut d, &train, &eval).unwrap();
     }
@@ -88,14 +88,28 @@ fn a_resumed_run_repeats_the_uninterrupted_one_exactly() {
     let ck_dir = dir.path().join("checkpoint");
     {
         let (mut d, adapters) = start();
-        let mut first = Trainer::new(&adapters, train.len(), &cfg).unwrap();
+        let mut first = Trainer::new(adapters.vars(), train.len(), &cfg).unwrap();
         for _ in 0..3 {
             first.step(&mut d, &train, &eval).unwrap();
         }
-        checkpoint::save(&ck_dir, &first, &mut d, &adapters, &settings).unwrap();
+        checkpoint::save(
+            &ck_dir,
+            &first,
+            &mut d,
+            Trained::Adapters(&adapters),
+            &settings,
+        )
+        .unwrap();
         // A later save replaces the earlier one whole.
         first.step(&mut d, &train, &eval).unwrap();
-        checkpoint::save(&ck_dir, &first, &mut d, &adapters, &settings).unwrap();
+        checkpoint::save(
+            &ck_dir,
+            &first,
+            &mut d,
+            Trained::Adapters(&adapters),
+            &settings,
+        )
+        .unwrap();
     }
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -106,8 +120,9 @@ fn a_resumed_run_repeats_the_uninterrupted_one_exactly() {
     let (mut d, adapters) = start();
     let ck = checkpoint::load(&ck_dir).unwrap().unwrap();
     assert_eq!(ck.steps_done(), 4);
-    let mut rest = Trainer::new(&adapters, train.len(), &cfg).unwrap();
-    rest.resume(&ck, &mut d, &adapters, &settings).unwrap();
+    let mut rest = Trainer::new(adapters.vars(), train.len(), &cfg).unwrap();
+    rest.resume(&ck, &mut d, Trained::Adapters(&adapters), &settings)
+        .unwrap();
     assert_eq!(rest.steps_done(), 4);
     while !rest.finished() {
         rest.step(&mut d, &train, &eval).unwrap();
@@ -129,17 +144,17 @@ fn a_checkpoint_is_refused_by_a_run_with_other_settings() {
     let dir = tempfile::tempdir().unwrap();
     let ck_dir = dir.path().join("checkpoint");
     let (mut d, adapters) = start();
-    let mut t = Trainer::new(&adapters, train.len(), &cfg).unwrap();
+    let mut t = Trainer::new(adapters.vars(), train.len(), &cfg).unwrap();
     t.step(&mut d, &train, &eval).unwrap();
     let settings = serde_json::json!({"lr": 5e-3, "rank": 4});
-    checkpoint::save(&ck_dir, &t, &mut d, &adapters, &settings).unwrap();
+    checkpoint::save(&ck_dir, &t, &mut d, Trained::Adapters(&adapters), &settings).unwrap();
 
     let ck = checkpoint::load(&ck_dir).unwrap().unwrap();
     let (mut d, adapters) = start();
-    let mut t = Trainer::new(&adapters, train.len(), &cfg).unwrap();
+    let mut t = Trainer::new(adapters.vars(), train.len(), &cfg).unwrap();
     let other = serde_json::json!({"lr": 1e-3, "rank": 4});
     let e = t
-        .resume(&ck, &mut d, &adapters, &other)
+        .resume(&ck, &mut d, Trained::Adapters(&adapters), &other)
         .unwrap_err()
         .to_string();
     assert!(

@@ -109,7 +109,7 @@ fn measure(family: &str, checkpointing: bool) -> (f64, f64) {
     };
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
-    train(&mut d, &adapters, &data, &[], &cfg, |_| Ok(())).unwrap();
+    train(&mut d, adapters.vars(), &data, &[], &cfg, |_| Ok(())).unwrap();
     let measured = (PEAK.load(Ordering::Relaxed) - before) as f64;
 
     let shape = TrainShape {

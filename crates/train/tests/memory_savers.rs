@@ -80,7 +80,7 @@ fn run(
     cfg: &TrainConfig,
 ) -> (Vec<StepReport>, Vec<f32>) {
     let (mut d, adapters) = start(family, dropout);
-    let reports = train(&mut d, &adapters, data, &data[..2], cfg, |_| Ok(())).unwrap();
+    let reports = train(&mut d, adapters.vars(), data, &data[..2], cfg, |_| Ok(())).unwrap();
     (reports, matrices(&adapters))
 }
 
@@ -158,7 +158,7 @@ fn the_output_head_in_chunks_of_rows_gives_the_whole_heads_gradients() {
             gradient_checkpointing: checkpointing,
             ..cfg.clone()
         };
-        let r = train(&mut d, &adapters, &data, &data[..2], &cfg, |_| Ok(())).unwrap();
+        let r = train(&mut d, adapters.vars(), &data, &data[..2], &cfg, |_| Ok(())).unwrap();
         assert_same_runs(&whole, &(r, matrices(&adapters)), 1e-5);
     }
 }
@@ -222,7 +222,7 @@ fn packed_examples_score_and_train_as_the_examples_one_by_one() {
             ..config(batch, 1, 3, false)
         };
         let (mut d, adapters) = start("llama", 0.0);
-        let r = train(&mut d, &adapters, data, &[], &cfg, |_| Ok(())).unwrap();
+        let r = train(&mut d, adapters.vars(), data, &[], &cfg, |_| Ok(())).unwrap();
         (r, matrices(&adapters))
     };
     // A pack puts the rows in another order (longest first), so sums over rows round

@@ -94,7 +94,7 @@ fn twenty_lora_steps_give_peft_losses() {
     let cfg = config_from(&g);
     let reports = train(
         &mut decoder,
-        &adapters,
+        adapters.vars(),
         &examples_from(&g),
         &[],
         &cfg,

@@ -63,9 +63,14 @@ fn qlora_lowers_the_loss_and_trains_adapters_behind_quantized_projections() {
         eval_every: None,
         gradient_checkpointing: false,
     };
-    let reports = train(&mut model.decoder, &adapters, &examples, &[], &cfg, |_| {
-        Ok(())
-    })
+    let reports = train(
+        &mut model.decoder,
+        adapters.vars(),
+        &examples,
+        &[],
+        &cfg,
+        |_| Ok(()),
+    )
     .unwrap();
     let losses: Vec<f64> = reports.iter().map(|r| r.loss).collect();
     assert!(losses[2] < losses[0] - 0.1, "{losses:?}");

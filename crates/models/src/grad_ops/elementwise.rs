@@ -11,20 +11,77 @@ use crate::cpu_ops::run_chunks;
 use crate::error::Result;
 use crate::rope::RopeStyle;
 
-/// `x / √(mean(x²) + eps) · scale` over the last dimension.
+/// `x / √(mean(x²) + eps) · scale` over the last dimension, the scale fixed.
 struct RmsNormOp {
     scale: Vec<f32>,
     eps: f64,
 }
 
+/// The same with the scale as the op's second input, which gets its gradient (a trained norm).
+struct RmsNormScaled {
+    eps: f64,
+}
+
 const RMS: &str = "forja-rms-norm";
 
-impl RmsNormOp {
-    /// `1 / √(mean(x²) + eps)` of one row.
-    fn inv_rms(&self, x: &[f32]) -> f32 {
-        let ms = x.iter().map(|v| f64::from(v * v)).sum::<f64>() / x.len().max(1) as f64;
-        (1.0 / (ms + self.eps).sqrt()) as f32
+/// `1 / √(mean(x²) + eps)` of one row.
+fn inv_rms(x: &[f32], eps: f64) -> f32 {
+    let ms = x.iter().map(|v| f64::from(v * v)).sum::<f64>() / x.len().max(1) as f64;
+    (1.0 / (ms + eps).sqrt()) as f32
+}
+
+/// The normed rows of `x` (`l` its layout).
+fn norm_rows(x: &[f32], l: &Layout, scale: &[f32], eps: f64) -> candle_core::Result<Vec<f32>> {
+    let dim = scale.len();
+    if l.dims().last() != Some(&dim) {
+        candle_core::bail!("{RMS}: input {:?} for {dim} scales", l.dims());
     }
+    let mut y = vec![0f32; x.len()];
+    run_chunks(&mut y, dim, &|start, part| {
+        for (y, x) in part.chunks_exact_mut(dim).zip(x[start..].chunks_exact(dim)) {
+            let inv = inv_rms(x, eps);
+            for ((y, &x), &s) in y.iter_mut().zip(x).zip(scale) {
+                *y = x * inv * s;
+            }
+        }
+    });
+    Ok(y)
+}
+
+/// `dx = r·(g·s) − x·r³·((g·s)·x)/D` per row, `r` the row's inverse RMS.
+fn norm_input_grad(
+    x: &Tensor,
+    grad: &Tensor,
+    scale: &[f32],
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    let dim = scale.len();
+    let dx = with_values(x, RMS, |x| {
+        with_values(grad, RMS, |g| {
+            let mut dx = vec![0f32; x.len()];
+            run_chunks(&mut dx, dim, &|start, part| {
+                let rows = part
+                    .chunks_exact_mut(dim)
+                    .zip(x[start..].chunks_exact(dim))
+                    .zip(g[start..].chunks_exact(dim));
+                for ((dx, x), g) in rows {
+                    let r = inv_rms(x, eps);
+                    let dot: f32 = g
+                        .iter()
+                        .zip(scale)
+                        .zip(x)
+                        .map(|((g, s), x)| g * s * x)
+                        .sum();
+                    let k = r * r * r * dot / dim as f32;
+                    for (((d, &g), &s), &x) in dx.iter_mut().zip(g).zip(scale).zip(x) {
+                        *d = r * g * s - x * k;
+                    }
+                }
+            });
+            Ok(dx)
+        })
+    })?;
+    Tensor::from_vec(dx, x.shape(), x.device())
 }
 
 impl CustomOp1 for RmsNormOp {
@@ -33,52 +90,60 @@ impl CustomOp1 for RmsNormOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_values(s, l, RMS)?;
-        let dim = self.scale.len();
-        if l.dims().last() != Some(&dim) {
-            candle_core::bail!("{RMS}: input {:?} for {dim} scales", l.dims());
-        }
-        let mut y = vec![0f32; x.len()];
-        run_chunks(&mut y, dim, &|start, part| {
-            for (y, x) in part.chunks_exact_mut(dim).zip(x[start..].chunks_exact(dim)) {
-                let inv = self.inv_rms(x);
-                for ((y, &x), &s) in y.iter_mut().zip(x).zip(&self.scale) {
-                    *y = x * inv * s;
-                }
-            }
-        });
+        let y = norm_rows(f32_values(s, l, RMS)?, l, &self.scale, self.eps)?;
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
-    /// `dx = r·(g·s) − x·r³·((g·s)·x)/D` per row, `r` the row's inverse RMS.
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let dim = self.scale.len();
-        let dx = with_values(x, RMS, |x| {
+        norm_input_grad(x, grad, &self.scale, self.eps).map(Some)
+    }
+}
+
+impl CustomOp2 for RmsNormScaled {
+    fn name(&self) -> &'static str {
+        RMS
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let scale = f32_values(s2, l2, RMS)?;
+        let y = norm_rows(f32_values(s1, l1, RMS)?, l1, scale, self.eps)?;
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    /// The input's gradient as above; the scale's is `Σ_rows g·x·r`.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let s = scale
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let dim = s.len();
+        let dx = norm_input_grad(x, grad, &s, self.eps)?;
+        let ds = with_values(x, RMS, |x| {
             with_values(grad, RMS, |g| {
-                let mut dx = vec![0f32; x.len()];
-                run_chunks(&mut dx, dim, &|start, part| {
-                    let rows = part
-                        .chunks_exact_mut(dim)
-                        .zip(x[start..].chunks_exact(dim))
-                        .zip(g[start..].chunks_exact(dim));
-                    for ((dx, x), g) in rows {
-                        let r = self.inv_rms(x);
-                        let dot: f32 = g
-                            .iter()
-                            .zip(&self.scale)
-                            .zip(x)
-                            .map(|((g, s), x)| g * s * x)
-                            .sum();
-                        let k = r * r * r * dot / dim as f32;
-                        for (((d, &g), &s), &x) in dx.iter_mut().zip(g).zip(&self.scale).zip(x) {
-                            *d = r * g * s - x * k;
-                        }
+                let mut ds = vec![0f64; dim];
+                for (x, g) in x.chunks_exact(dim).zip(g.chunks_exact(dim)) {
+                    let r = inv_rms(x, self.eps);
+                    for ((d, &x), &g) in ds.iter_mut().zip(x).zip(g) {
+                        *d += f64::from(g * x * r);
                     }
-                });
-                Ok(dx)
+                }
+                Ok(ds.into_iter().map(|v| v as f32).collect::<Vec<f32>>())
             })
         })?;
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        let ds = Tensor::from_vec(ds, scale.shape(), scale.device())?;
+        Ok((Some(dx), Some(ds)))
     }
 }
 
@@ -89,6 +154,13 @@ pub(crate) fn rms_norm(x: &Tensor, scale: &[f32], eps: f64) -> Result<Tensor> {
         eps,
     };
     Ok(x.contiguous()?.apply_op1(op)?)
+}
+
+/// RMSNorm of `x` whose effective scale `scale` `[dim]` is trained: one graph node whose
+/// backward gives both gradients.
+pub(crate) fn rms_norm_scaled(x: &Tensor, scale: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(x.contiguous()?
+        .apply_op2(&scale.contiguous()?, RmsNormScaled { eps })?)
 }
 
 /// Rotary embedding of `[heads, t, head_dim]` with the tables of positions `start..start + t`.

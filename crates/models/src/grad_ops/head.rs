@@ -2,11 +2,12 @@
 //! with `z = x·Wᵀ` (soft-capped when the model caps its logits). The logits exist one block of
 //! rows at a time, in the forward pass and again in the backward pass, which recomputes them
 //! and sends `softmax(z) − onehot(target)` back through `W`; the graph node keeps nothing of
-//! vocabulary size.
+//! vocabulary size. A weight being trained (full fine-tuning) gets its gradient from the same
+//! blocks.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::{FrozenWeight, f32_values};
+use super::{FrozenWeight, Mat, f32_values, gemm};
 use crate::error::Result;
 
 const NAME: &str = "forja-head-loss";
@@ -80,6 +81,48 @@ impl CustomOp1 for HeadLoss {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(self.grads(x, grad, false)?.0))
+    }
+}
+
+/// The same op with the (dense, trained) weight as its second input, for its gradient too:
+/// `dW = Σ_blocks gᵀ·x` over the same blocks of logits.
+impl CustomOp2 for HeadLoss {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        _w: &CpuStorage,
+        _wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        // `self.weight` is the same tensor as the second input.
+        CustomOp1::cpu_fwd(self, s, l)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = self.grads(x, grad, true)?;
+        Ok((Some(dx), dw))
+    }
+}
+
+impl HeadLoss {
+    /// The gradient of the input and, with `weight_grad`, of the weight.
+    fn grads(
+        &self,
+        x: &Tensor,
+        grad: &Tensor,
+        weight_grad: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let scale = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
         let xs = x.contiguous()?;
         let (storage, layout) = xs.storage_and_layout();
@@ -89,6 +132,11 @@ impl CustomOp1 for HeadLoss {
         let xv = f32_values(cpu, layout, NAME)?;
         let hidden = layout.dims().last().copied().unwrap_or(0);
         let mut dx = vec![0f32; xv.len()];
+        let mut dw = if weight_grad {
+            vec![0f32; self.vocab * hidden]
+        } else {
+            Vec::new()
+        };
         self.blocks(xv, hidden, |first, rows, z| {
             for (row, t) in z.chunks_exact_mut(self.vocab).zip(&self.targets[first..]) {
                 let (max, lse) = log_sum_exp(row);
@@ -103,10 +151,26 @@ impl CustomOp1 for HeadLoss {
                 }
             }
             let g = &*z;
+            let block = &xv[first * hidden..(first + rows) * hidden];
+            if weight_grad {
+                gemm(
+                    &mut dw,
+                    Mat::rows(g, rows, self.vocab).t(),
+                    Mat::rows(block, rows, hidden),
+                    1.0,
+                    true,
+                )?;
+            }
             let out = &mut dx[first * hidden..(first + rows) * hidden];
             self.weight.backward(g, rows, self.vocab, out, false)
         })?;
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
+        let dw = if weight_grad {
+            Some(Tensor::from_vec(dw, (self.vocab, hidden), x.device())?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
     }
 }
 
@@ -128,5 +192,12 @@ pub(crate) fn head_loss(
         softcap: softcap.map(|c| c as f32),
         block_rows,
     };
-    Ok(x.contiguous()?.apply_op1(op)?)
+    match &op.weight {
+        // A weight being trained (full fine-tuning) gets its gradient through a second input.
+        FrozenWeight::Dense(w) if w.is_variable() => {
+            let w = w.clone();
+            Ok(x.contiguous()?.apply_op2(&w, op)?)
+        }
+        _ => Ok(x.contiguous()?.apply_op1(op)?),
+    }
 }

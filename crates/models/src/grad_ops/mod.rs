@@ -15,7 +15,7 @@ mod head;
 mod linear;
 
 pub(crate) use attention::{CausalAttention, causal_attention};
-pub(crate) use elementwise::{gated, rms_norm, rotate};
+pub(crate) use elementwise::{gated, rms_norm, rms_norm_scaled, rotate};
 pub(crate) use head::head_loss;
 pub(crate) use linear::{FrozenWeight, lora_matmul, quantized_input_grad};
 
