@@ -1,0 +1,99 @@
+"""Full fine-tuning goldens from transformers, for `forja tune --full`'s trainer.
+
+On the tiny random models of fixtures/tiny/{llama,qwen2,gemma3} (f32; separate and tied heads,
+q/k/v biases, Gemma's (1 + w) norms, QK-norm, post-norms and embedding scale): every parameter
+trained, the token data and step semantics of lora.py (loss on marked tokens, summed and divided
+by the step's trained tokens; AdamW with warmup + cosine schedule, accumulation, clipping), 10
+optimizer steps. Written to OUT_DIR/FAMILY.json: the hyper-parameters, the examples, each step's
+loss, and a few trained values (row 1 — the BOS token's — of the embedding table and of layer
+0's q projection, the final norm's weight) after the last step.
+
+Usage: python full_finetune.py TINY_DIR OUT_DIR   (pinned versions: reference.requirements.txt)
+"""
+import json
+import os
+import sys
+
+import torch
+from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
+
+HYPER = dict(
+    lr=2e-3,
+    weight_decay=0.01,
+    beta1=0.9,
+    beta2=0.999,
+    eps=1e-8,
+    warmup_steps=2,
+    steps=10,
+    batch=2,
+    grad_accum=2,
+    max_grad_norm=1.0,
+)
+
+# (ids, index of the first trained token), as lora.py.
+EXAMPLES = [
+    ([1, 17, 42, 99, 3, 250, 7, 7, 2], 5),
+    ([1, 5, 200, 13, 13, 77, 250, 8, 31, 64, 2], 6),
+    ([1, 10, 11, 12, 13, 14, 15, 250, 16, 17, 18, 19, 2], 8),
+    ([1, 90, 250, 91, 2], 3),
+    ([1, 33, 34, 35, 36, 37, 38, 39, 40, 250, 120, 121, 122, 123, 2], 10),
+    ([1, 7, 250, 7, 7, 7, 2], 3),
+]
+
+PROBES = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"]
+
+
+def run(model_dir):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+                                                 attn_implementation="eager")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=HYPER["lr"], betas=(HYPER["beta1"], HYPER["beta2"]),
+                            eps=HYPER["eps"], weight_decay=HYPER["weight_decay"])
+    sched = get_cosine_schedule_with_warmup(opt, HYPER["warmup_steps"], HYPER["steps"])
+    model.train()
+    per_step = HYPER["batch"] * HYPER["grad_accum"]
+    cursor = 0
+    losses = []
+    for _ in range(HYPER["steps"]):
+        chosen = [EXAMPLES[(cursor + i) % len(EXAMPLES)] for i in range(per_step)]
+        cursor += per_step
+        trained_tokens = sum(len(ids) - first for ids, first in chosen)
+        opt.zero_grad()
+        total = 0.0
+        for ids, first in chosen:
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+            pred = logits[first - 1:len(ids) - 1]
+            target = torch.tensor(ids[first:])
+            loss = torch.nn.functional.cross_entropy(pred, target, reduction="sum") / trained_tokens
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, HYPER["max_grad_norm"])
+        opt.step()
+        sched.step()
+        losses.append(total)
+    state = model.state_dict()
+    probes = {name: state[name].reshape(-1)[:16].tolist() if state[name].dim() == 1
+              else state[name][1, :16].tolist() for name in PROBES}
+    return losses, probes
+
+
+def main(tiny_dir, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    for family in ("llama", "qwen2", "gemma3"):
+        torch.manual_seed(0)
+        losses, probes = run(os.path.join(tiny_dir, family))
+        golden = dict(
+            hyper=HYPER,
+            examples=[dict(ids=ids, trained=[i >= first for i in range(len(ids))])
+                      for ids, first in EXAMPLES],
+            losses=losses,
+            probes=probes,
+        )
+        with open(os.path.join(out_dir, f"{family}.json"), "w") as f:
+            json.dump(golden, f, indent=1)
+            f.write("\n")
+        print(family, "losses:", " ".join(f"{l:.5f}" for l in losses))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
