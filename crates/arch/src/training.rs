@@ -316,22 +316,22 @@ fn cpu_backward_floats_per_token(cfg: &DecoderConfig) -> u64 {
     4 * cfg.hidden_size + 4 * active_intermediate(cfg)
 }
 
-/// Memory of `forja tune` on the CPU (LoRA over an f32/f16/bf16 base, QLoRA over a GGUF),
-/// everything in f32: the base as loaded (the token embedding widened to f32; a tied head keeps
-/// its own copy in the stored format), the adapter with its gradients and AdamW moments, the
-/// graph's nodes ([`cpu_floats_per_token_layer`]; with gradient checkpointing each layer's
-/// input plus one layer's nodes), then the larger of one block of logits (every token counted
-/// as trained: an upper bound) and one layer's backward in flight, and the process. Full fine-tuning is not something the CPU trainer does: it is priced by
-/// [`train_bytes`].
+/// Memory of `forja tune` on the CPU (LoRA over an f32/f16/bf16 base, QLoRA over a GGUF, full
+/// fine-tuning), everything in f32: the base as loaded (the token embedding widened to f32; a
+/// tied head keeps its own copy in the stored format) with the adapter, its gradients and AdamW
+/// moments — or, fully fine-tuned, every weight in f32 with as much again of gradients and twice
+/// that of moments —, the graph's nodes ([`cpu_floats_per_token_layer`]; with gradient
+/// checkpointing each layer's input plus one layer's nodes), then the larger of one block of
+/// logits (every token counted as trained: an upper bound) and one layer's backward in flight,
+/// and the process. Full fine-tuning adds the weights' gradients as they are formed: the
+/// embedding table's (a zeroed table and the sum its rows are added into) and the largest
+/// projection's (its product and the zeroed sum).
 pub fn cpu_train_bytes(
     cfg: &DecoderConfig,
     tensors: &[TensorSpec],
     base: &WeightBytes,
     shape: &TrainShape,
 ) -> TrainBytes {
-    if shape.mode == TrainMode::FullFinetune {
-        return train_bytes(cfg, tensors, base, shape);
-    }
     let sequences = shape.micro_batch.max(1);
     let tokens = sequences * shape.seq_len.max(1);
     let (h, vocab, layers) = (cfg.hidden_size, cfg.vocab_size, cfg.num_layers.max(1));
@@ -366,6 +366,30 @@ pub fn cpu_train_bytes(
         .map(|t| t.row_len())
         .max()
         .unwrap_or(0);
+    let activations = 4 * tokens * kept + in_flight;
+    if shape.mode == TrainMode::FullFinetune {
+        let p = base.params;
+        let largest = tensors
+            .iter()
+            .filter(|t| t.kind == TensorKind::Linear)
+            .map(TensorSpec::n_elems)
+            .max()
+            .unwrap_or(0);
+        let forming = 4 * 2 * vocab * h + 4 * 2 * largest;
+        return TrainBytes {
+            trainable_params: p,
+            lora_params: 0,
+            base_weights: 0,
+            trainable_weights: 4 * p,
+            master_weights: 0,
+            gradients: 4 * p,
+            optimizer_states: (p as f64 * shape.optimizer.state_bytes_per_param()).ceil() as u64,
+            activations: activations + forming,
+            logits,
+            dequant_workspace: 0,
+            runtime: CPU_RUNTIME_BYTES,
+        };
+    }
     TrainBytes {
         trainable_params: lora,
         lora_params: lora,
@@ -374,7 +398,7 @@ pub fn cpu_train_bytes(
         master_weights: 0,
         gradients: 4 * lora,
         optimizer_states: (lora as f64 * shape.optimizer.state_bytes_per_param()).ceil() as u64,
-        activations: 4 * tokens * kept + in_flight,
+        activations,
         logits,
         dequant_workspace: if shape.mode == TrainMode::Qlora {
             4 * CPU_DEQUANT_ROWS * widest_in
