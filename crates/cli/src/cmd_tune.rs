@@ -350,6 +350,8 @@ fn tune(a: TrainArgs) -> Result<()> {
         }
     }
     let reports = std::mem::take(&mut trainer.reports);
+    // The optimizer's moments are no longer needed: freed before the result is written.
+    drop(trainer);
     progress.finish();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     match &trained {

@@ -37,7 +37,8 @@ pub fn merge_into_folder(
     let scale = adapter.spec.scale();
     let mut remaining: BTreeSet<&str> = adapter.modules.keys().map(String::as_str).collect();
     let partial = partial_beside(out);
-    let files = write_folder(model_dir, &partial, |name, w| {
+    let files = write_folder(model_dir, &partial, |name, stored| {
+        let w = stored.load()?;
         let module = name.strip_suffix(".weight").unwrap_or_default();
         let Some((a, b)) = adapter.modules.get(module) else {
             return Ok(w);
@@ -98,7 +99,7 @@ pub fn save_trained_folder(
     let embed = by_name.get("model.embed_tokens.weight").copied();
     let mut remaining: BTreeSet<&str> = by_name.keys().copied().collect();
     let partial = partial_beside(out);
-    let files = write_folder(model_dir, &partial, |name, w| {
+    let files = write_folder(model_dir, &partial, |name, stored| {
         let trained = match by_name.get(name) {
             Some(t) => {
                 remaining.remove(name);
@@ -107,19 +108,19 @@ pub fn save_trained_folder(
             // A tied head stored anyway: it is the embedding table.
             None if name == "lm_head.weight" => match embed {
                 Some(e) => e,
-                None => return Ok(w),
+                None => return stored.load(),
             },
-            None => return Ok(w),
+            None => return stored.load(),
         };
         let value = trained.var.as_tensor().detach();
-        if value.dims() != w.dims() {
+        if value.dims() != stored.dims {
             return Err(TrainError::Config(format!(
                 "{name}: trained as {:?}, stored as {:?}",
                 value.dims(),
-                w.dims()
+                stored.dims
             )));
         }
-        Ok(value.to_dtype(w.dtype())?)
+        Ok(value.to_dtype(stored.dtype)?)
     })
     .and_then(|files| {
         if remaining.is_empty() {
@@ -162,13 +163,27 @@ fn finish(files: Result<Vec<PathBuf>>, partial: &Path, out: &Path) -> Result<Vec
     }
 }
 
+/// A tensor of a base model's file: its dtype and shape, and its values read on demand (a
+/// tensor being replaced is never read).
+struct Stored<'a> {
+    dtype: DType,
+    dims: Vec<usize>,
+    read: &'a dyn Fn() -> Result<Tensor>,
+}
+
+impl Stored<'_> {
+    fn load(&self) -> Result<Tensor> {
+        (self.read)()
+    }
+}
+
 /// Writes the HF model folder `model_dir` into the new folder `dest`: each safetensors file
-/// with every tensor passed through `map(name, tensor)` (same names, files and shards), and
+/// with every tensor passed through `map(name, stored)` (same names, files and shards), and
 /// every other file copied. Returns the files written.
 fn write_folder(
     model_dir: &Path,
     dest: &Path,
-    mut map: impl FnMut(&str, Tensor) -> Result<Tensor>,
+    mut map: impl FnMut(&str, &Stored<'_>) -> Result<Tensor>,
 ) -> Result<Vec<PathBuf>> {
     if !model_dir.is_dir() {
         return Err(TrainError::Config(format!(
@@ -190,11 +205,24 @@ fn write_folder(
     std::fs::create_dir_all(dest).map_err(|e| TrainError::io(dest, e))?;
     let mut files = Vec::new();
     for file in &stored.files {
-        let tensors = candle_core::safetensors::load(file, &Device::Cpu)
+        // SAFETY: the mapping is only read, while this function runs; the file is the model's
+        // own weights, which forja does not write.
+        let mapped = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
             .map_err(|e| TrainError::io(file, e))?;
-        let mut written: HashMap<String, Tensor> = HashMap::with_capacity(tensors.len());
-        for (name, w) in tensors {
-            let w = map(&name, w)?;
+        let mut written: HashMap<String, Tensor> = HashMap::new();
+        for (name, view) in mapped.tensors() {
+            let dtype = DType::try_from(view.dtype()).map_err(|e| TrainError::io(file, e))?;
+            let read = || -> Result<Tensor> {
+                mapped
+                    .load(&name, &Device::Cpu)
+                    .map_err(|e| TrainError::io(file, e))
+            };
+            let stored = Stored {
+                dtype,
+                dims: view.shape().to_vec(),
+                read: &read,
+            };
+            let w = map(&name, &stored)?;
             written.insert(name, w);
         }
         let name = file
