@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# LoRA training speed and peak memory: `forja tune` beside HF PEFT + transformers on the same
-# model, sequence length, batch, rank and target modules, on the CPU; and what `forja plan`
-# predicts for each run. Writes RESULTS_DIR/DATE-tune-vs-peft.md and .json.
+# Fine-tuning speed and peak memory on the CPU: `forja tune` beside HF PEFT + transformers on
+# the same model, sequence length, batch, rank and target modules (LoRA), and beside
+# transformers alone for full fine-tuning (`forja tune --full`); and what `forja plan` predicts
+# for each forja run. Writes RESULTS_DIR/DATE-tune-vs-peft.md and .json.
 #
 # Usage: bench/tune/peft-compare.sh [RESULTS_DIR]        (default: bench/results)
 # Env: MODEL (default ~/.cache/forja-testdata/SmolLM2-135M-Instruct.Q4_1.gguf), FORJA_BIN
@@ -66,14 +67,16 @@ EOF
 
 runs="$work/runs.jsonl"
 : > "$runs"
-forja_run() { # NAME MODEL [extra tune options...]
+forja_run() { # NAME MODEL [extra tune options...]; --full as the first option: no LoRA options
   local name="$1" base="$2"
   shift 2
   local out="$work/out-$name"
+  local method=(--rank "$rank" --targets "$targets" --dropout 0.05)
+  if [ "${1:-}" = --full ]; then method=(); fi
   rm -rf "$out"
   /usr/bin/time -f "%M" -o "$work/$name.rss" "$forja" tune --model "$base" --data "$data" \
     --out "$out" --steps "$steps" --batch 1 --grad-accum 1 --eval-split 0 --save-every 0 \
-    --max-len "$seq_len" --rank "$rank" --targets "$targets" --dropout 0.05 "$@" \
+    --max-len "$seq_len" "${method[@]}" "$@" \
     2> "$work/$name.log" >/dev/null || { cat "$work/$name.log" >&2; exit 1; }
   python3 - "$name" "$out/loss.csv" "$work/$name.rss" "$*" >> "$runs" <<'EOF'
 import csv, json, sys
@@ -111,14 +114,19 @@ forja_run qlora-ckpt "$model" --gradient-checkpointing
 echo "== PEFT + transformers, LoRA on the f32 HF folder"
 peft_run peft-lora-f32
 peft_run peft-lora-f32-ckpt --gradient-checkpointing
+echo "== forja tune --full (f32)"
+forja_run full-f32 "$hf" --full
+forja_run full-f32-ckpt "$hf" --full --gradient-checkpointing
 echo "== transformers, full fine-tuning (f32)"
-peft_run full-f32 --full
+peft_run tf-full-f32 --full
+peft_run tf-full-f32-ckpt --full --gradient-checkpointing
 echo "== forja plan"
 plan lora-f32 "$hf" lora --quant f32
 plan lora-f32-ckpt "$hf" lora --quant f32 --gradient-checkpointing
 plan qlora "$model" qlora
 plan qlora-ckpt "$model" qlora --gradient-checkpointing
 plan full-f32 "$hf" full-finetune --quant f32
+plan full-f32-ckpt "$hf" full-finetune --quant f32 --gradient-checkpointing
 for s in $sweep; do
   echo "== forja tune and plan, QLoRA at $s tokens"
   seq_len=$s forja_run "qlora-$s" "$model"
@@ -138,7 +146,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
             if l.startswith("model name")), "?")
 gib = lambda b: f"{b / 2**30:.2f}"
 date = datetime.date.today().isoformat()
-out = [f"# LoRA training on the CPU: forja tune vs HF PEFT ({date})", "",
+out = [f"# Fine-tuning on the CPU: forja tune vs HF PEFT and transformers ({date})", "",
        f"Machine: {cpu}, {os.cpu_count()} cores, {threads} threads each. Model: "
        f"`{os.path.basename(model)}` ({'dequantized to an f32 HF folder by transformers for the LoRA rows'}). "
        f"{version}. Sequences of {seq} tokens, batch 1, no accumulation, LoRA rank {rank} "
@@ -150,11 +158,13 @@ rows = [("lora-f32", "LoRA, f32 base"), ("peft-lora-f32", "LoRA, f32 base"),
         ("lora-f32-ckpt", "LoRA, f32 base, gradient checkpointing"),
         ("peft-lora-f32-ckpt", "LoRA, f32 base, gradient checkpointing"),
         ("qlora", "QLoRA, GGUF base"), ("qlora-ckpt", "QLoRA, GGUF base, gradient checkpointing"),
-        ("full-f32", "full fine-tuning, f32")]
+        ("full-f32", "full fine-tuning, f32"), ("tf-full-f32", "full fine-tuning, f32"),
+        ("full-f32-ckpt", "full fine-tuning, f32, gradient checkpointing"),
+        ("tf-full-f32-ckpt", "full fine-tuning, f32, gradient checkpointing")]
 for s in sweep.split():
     rows += [(f"qlora-{s}", f"QLoRA, GGUF base, {s} tokens"),
              (f"qlora-{s}-ckpt", f"QLoRA, GGUF base, {s} tokens, gradient checkpointing")]
-plans = {r: r for r, _ in rows if not r.startswith("peft")}
+plans = {r: r for r, _ in rows if not r.startswith(("peft", "tf-"))}
 for name, what in rows:
     r = runs.get(name)
     if not r:
@@ -163,7 +173,7 @@ for name, what in rows:
     ratio = f"{p / r['peak_rss_bytes']:.2f}" if p else ""
     out.append(f"| {what} | {r['trainer']} | {r['tokens_per_s']:.1f} | {gib(r['peak_rss_bytes'])} "
                f"| {gib(p) if p else ''} | {ratio} |")
-for name in ("peft-lora-f32", "peft-lora-f32-ckpt", "full-f32"):
+for name in ("peft-lora-f32", "peft-lora-f32-ckpt", "tf-full-f32", "tf-full-f32-ckpt"):
     r = runs.get(name)
     if r:
         out.append("")
