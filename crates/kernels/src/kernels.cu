@@ -170,6 +170,29 @@ __device__ __forceinline__ void store(void* out, size_t i, float v, int half_out
     else ((float*)out)[i] = v;
 }
 
+// Value i of a block of 32 (one per lane of a warp, i's block aligned to 32) to 8 bits:
+// q = rint(v / d) with d = max|v| / 127 over the block; s[block] = (d, d·Σq). As
+// reference::quantize_q8. Every lane of the warp calls it.
+__device__ __forceinline__ void q8_lane(signed char* q, float2* s, size_t i, float v) {
+    float amax = fabsf(v);
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float d = amax / 127.0f;
+    const int qi = amax == 0.0f ? 0 : __float2int_rn(v / d);
+    int sum = qi;
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    q[i] = (signed char)qi;
+    if ((threadIdx.x & 31) == 0) s[i / 32] = make_float2(d, d * (float)sum);
+}
+
+// store(), and when q is given also the value as stored (f16-rounded when half_out) to 8 bits
+// for a quantized product's input: the value indices of a warp's lanes are one aligned block
+// of 32 (blockDim.x and the row length multiples of 32).
+__device__ __forceinline__ void store_q8(void* out, size_t i, float v, int half_out,
+                                         signed char* q, float2* s) {
+    store(out, i, v, half_out);
+    if (q) q8_lane(q, s, i, half_out ? h2f(f2h(v)) : v);
+}
+
 // One block per token: row ids[r] of the f32 embedding table, times scale.
 extern "C" __global__ void embed_rows(float* out, const float* table, const unsigned* ids,
                                      int cols, float scale) {
@@ -180,8 +203,10 @@ extern "C" __global__ void embed_rows(float* out, const float* table, const unsi
 
 // One block per row: row rows[r] of x (or row r when rows is null), RMS-normalized with
 // weight w (the effective scale: Gemma's 1 + w already added), to out as f32 or f16.
+// With q, the rows also go to 8 bits (store_q8).
 extern "C" __global__ void rms_norm_rows(void* out, const float* x, const unsigned* rows,
-                                         const float* w, int cols, float eps, int half_out) {
+                                         const float* w, int cols, float eps, int half_out,
+                                         signed char* q, float2* s) {
     const size_t src = (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * cols;
     const float* xr = x + src;
     float ss = 0.0f;
@@ -190,7 +215,7 @@ extern "C" __global__ void rms_norm_rows(void* out, const float* x, const unsign
     const float inv = rsqrtf(ss / cols + eps);
     const size_t dst = (size_t)blockIdx.x * cols;
     for (int i = threadIdx.x; i < cols; i += blockDim.x)
-        store(out, dst + i, xr[i] * inv * w[i], half_out);
+        store_q8(out, dst + i, xr[i] * inv * w[i], half_out, q, s);
 }
 
 // x += RMSNorm(y) · w, row by row (Gemma 2/3's norm of a block's output before the residual).
@@ -255,9 +280,9 @@ extern "C" __global__ void qkv_rope_cache(
 }
 
 // act(gate) · up from a fused gate/up product ([rows, 2·ff], gate first) into [rows, ff].
-// act: 0 SiLU, 1 GELU (tanh), 2 GELU (erf), 3 ReLU.
+// act: 0 SiLU, 1 GELU (tanh), 2 GELU (erf), 3 ReLU. With q, also to 8 bits (store_q8).
 extern "C" __global__ void gated_act(void* out, const float* gate_up, int rows, int ff, int act,
-                                     int half_out) {
+                                     int half_out, signed char* q, float2* s) {
     const size_t n = (size_t)rows * ff;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
@@ -268,14 +293,16 @@ extern "C" __global__ void gated_act(void* out, const float* gate_up, int rows, 
         else if (act == 1) a = 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g)));
         else if (act == 2) a = 0.5f * g * (1.0f + erff(g * 0.7071067812f));
         else a = fmaxf(g, 0.0f);
-        store(out, i, a * u, half_out);
+        store_q8(out, i, a * u, half_out, q, s);
     }
 }
 
-// f32 → f32 or f16 copy (the attention output into the output projection's input type).
-extern "C" __global__ void convert(void* out, const float* x, int n, int half_out) {
+// f32 → f32 or f16 copy (the attention output into the output projection's input type); with
+// q, also to 8 bits (store_q8).
+extern "C" __global__ void convert(void* out, const float* x, int n, int half_out,
+                                   signed char* q, float2* s) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
-        store(out, i, x[i], half_out);
+        store_q8(out, i, x[i], half_out, q, s);
 }
 
 // Final logit soft-capping in place: cap · tanh(x / cap).
@@ -396,15 +423,7 @@ extern "C" __global__ void quantize_q8(signed char* q, float2* s, const void* x,
     const int blk = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (blk >= n / 32) return;
     const size_t i = (size_t)blk * 32 + lane;
-    const float v = x_half ? h2f(((const unsigned short*)x)[i]) : ((const float*)x)[i];
-    float amax = fabsf(v);
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float d = amax / 127.0f;
-    const int qi = amax == 0.0f ? 0 : __float2int_rn(v / d);
-    int sum = qi;
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    q[i] = (signed char)qi;
-    if (lane == 0) s[blk] = make_float2(d, d * (float)sum);
+    q8_lane(q, s, i, x_half ? h2f(((const unsigned short*)x)[i]) : ((const float*)x)[i]);
 }
 
 // A lane's unit of a weight row, loaded once and multiplied with each activation row. Units

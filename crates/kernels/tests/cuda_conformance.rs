@@ -305,7 +305,7 @@ fn decoder_step_kernels_match_their_references() {
     );
     for half in [false, true] {
         let mut o = g.alloc_act(pick.len() * cols, half).unwrap();
-        g.rms_norm_rows(&mut o, &xd, Some(&pd), pick.len(), &wd, 1e-5)
+        g.rms_norm_rows(&mut o, &xd, Some(&pd), pick.len(), &wd, 1e-5, None)
             .unwrap();
         let tol = if half { 1e-3 } else { TOLERANCE };
         check_within(
@@ -328,7 +328,7 @@ fn decoder_step_kernels_match_their_references() {
     let gud = g.upload(&gu).unwrap();
     for act in 0..4 {
         let mut o = g.alloc_act(rows * ff, false).unwrap();
-        g.gated_act(&mut o, &gud, rows, ff, act).unwrap();
+        g.gated_act(&mut o, &gud, rows, ff, act, None).unwrap();
         check(
             &format!("gated_act {act}"),
             &act_out(&g, &o),
@@ -471,7 +471,7 @@ fn products_and_graphs_match_their_references() {
             let (wr, xr) = (round(&w), round(&x));
             let wd = g.upload_weight(&w, out, inp, half).unwrap();
             let mut xa = g.alloc_act(rows * inp, half).unwrap();
-            g.convert(&mut xa, &g.upload(&x).unwrap(), rows * inp)
+            g.convert(&mut xa, &g.upload(&x).unwrap(), rows * inp, None)
                 .unwrap();
             for beta in [0.0f32, 1.0] {
                 let want: Vec<f32> = (0..rows * out)
@@ -505,7 +505,7 @@ fn products_and_graphs_match_their_references() {
         let run = |o: &mut Act,
                    keys: &mut forja_kernels::cuda::CudaSlice<u64>,
                    x: &forja_kernels::cuda::CudaSlice<f32>| {
-            g.rms_norm_rows(o, x, None, 2, &wd, 1e-6)?;
+            g.rms_norm_rows(o, x, None, 2, &wd, 1e-6, None)?;
             match o {
                 Act::F32(b) => g.argmax_rows(keys, b, 2, cols),
                 Act::F16(_) => unreachable!(),

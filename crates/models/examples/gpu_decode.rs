@@ -280,7 +280,8 @@ fn gemv_bench(gpu: &Gpu) {
                 let x = Act::F16(gpu.upload(&vec![0x3c00u16; rows * inp]).unwrap());
                 let mut y = gpu.alloc::<f32>(rows * out).unwrap();
                 let secs = time(gpu, 100, || {
-                    gpu.gemm_quant(&mut y, &x, rows, &w, 0.0, &mut deq).unwrap()
+                    gpu.gemm_quant(&mut y, &x, rows, &w, 0.0, &mut deq, false)
+                        .unwrap()
                 });
                 row(&format!("{kind:?}"), rows, secs, w.bytes());
             }

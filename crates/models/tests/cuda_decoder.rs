@@ -320,6 +320,58 @@ fn random_blocks(ty: forja_quant::QuantType, rows: usize, cols: usize, seed: u64
 /// gguf-py elsewhere), on f16-rounded inputs (8-bit ones as the reference quantizes them, for
 /// the GEMV).
 #[test]
+fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
+    use forja_kernels::cuda::{Act, GEMV_ROWS, QuantKind};
+    use forja_quant::QuantType as T;
+    let g = gpu();
+    let (cols, out) = (512, 24);
+    let b = random_blocks(T::Q4K, out, cols, 7);
+    let w = g
+        .upload_quant(&[(QuantKind::Q4K, out, &b[..])], cols)
+        .unwrap();
+    let mut deq = g.alloc::<u16>(w.dequant_len()).unwrap();
+    let scale: Vec<f32> = (0..cols).map(|i| 0.5 + (i % 7) as f32 / 7.0).collect();
+    let norm_w = g.upload(&scale).unwrap();
+    for rows in [1, 5, GEMV_ROWS, GEMV_ROWS + 1] {
+        let src: Vec<f32> = (0..rows * 2 * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        let xs = g.upload(&src).unwrap();
+        for producer in ["rms_norm_rows", "convert", "gated_act"] {
+            let run = |act: &mut Act, sink| match producer {
+                "rms_norm_rows" => g.rms_norm_rows(act, &xs, None, rows, &norm_w, 1e-6, sink),
+                "convert" => g.convert(act, &xs, rows * cols, sink),
+                _ => g.gated_act(act, &xs, rows, cols, 0, sink),
+            };
+            let mut act = g.alloc_act(rows * cols, true).unwrap();
+            let sink = g.q8_sink(&mut deq, &w, rows);
+            let pre = sink.is_some();
+            assert_eq!(pre, rows <= GEMV_ROWS, "{producer}, {rows} rows");
+            run(&mut act, sink).unwrap();
+            let mut fused = g.upload(&vec![0f32; rows * out]).unwrap();
+            g.gemm_quant(&mut fused, &act, rows, &w, 0.0, &mut deq, pre)
+                .unwrap();
+            // The same input rounded by the product's own pass.
+            let mut apart = g.upload(&vec![0f32; rows * out]).unwrap();
+            g.gemm_quant(&mut apart, &act, rows, &w, 0.0, &mut deq, false)
+                .unwrap();
+            assert_eq!(
+                g.download(&fused).unwrap(),
+                g.download(&apart).unwrap(),
+                "{producer}, {rows} rows"
+            );
+            println!("{producer}, {rows} rows: the fused rounding gives the same product");
+        }
+        // A sink for another number of values is refused.
+        if rows <= GEMV_ROWS {
+            let mut act = g.alloc_act(rows * cols, true).unwrap();
+            let sink = g.q8_sink(&mut deq, &w, rows);
+            assert!(g.convert(&mut act, &xs, rows * cols - 32, sink).is_err());
+        }
+    }
+}
+
+#[test]
 fn quantized_weights_multiply_as_their_dequantized_rows() {
     use forja_kernels::cuda::{Act, QuantKind};
     use forja_quant::{QMatrix, QuantType as T};
@@ -360,7 +412,8 @@ fn quantized_weights_multiply_as_their_dequantized_rows() {
         let y0: Vec<f32> = (0..rows * out).map(|i| (i % 13) as f32 / 13.0).collect();
         for beta in [0.0f32, 1.0] {
             let mut y = g.upload(&y0).unwrap();
-            g.gemm_quant(&mut y, &xa, rows, &w, beta, &mut deq).unwrap();
+            g.gemm_quant(&mut y, &xa, rows, &w, beta, &mut deq, false)
+                .unwrap();
             let got = g.download(&y).unwrap();
             // Many rows go through an f16 copy of the weights: their rounding is the tolerance.
             // A few rows multiply 8-bit activations, exactly as the reference rounds them.

@@ -53,8 +53,43 @@ fn q8_scratch(rows: usize, inp: usize) -> (usize, usize) {
     (rows * inp / 2, rows * inp / 8)
 }
 
+/// The two parts of `scratch` that hold `n` values in 8 bits (`n` a multiple of 32).
+fn q8_parts(
+    scratch: &mut CudaSlice<u16>,
+    n: usize,
+) -> Result<(CudaViewMut<'_, u16>, CudaViewMut<'_, u16>)> {
+    let (qn, sn) = q8_scratch(1, n);
+    if n == 0 || !n.is_multiple_of(32) || scratch.len() < qn + sn {
+        return Err(KernelError::Shape(format!(
+            "{n} values to 8 bits in a scratch of {}",
+            scratch.len()
+        )));
+    }
+    let (q, rest) = scratch.split_at_mut(qn);
+    Ok((q, rest))
+}
+
 /// The activation side of a product: `[rows, in]` in the weight's type.
 pub type GemmInput = Act;
+
+/// Where the kernel that makes a quantized product's input (RMSNorm rows, the attention
+/// output's conversion, the gated activation) also writes it rounded to 8 bits: the part of the
+/// product's scratch its GEMV reads, so the product skips its own rounding pass
+/// ([`Gpu::q8_sink`], then [`Gpu::gemm_quant`] with `prequantized`).
+pub struct Q8Sink<'a> {
+    pub(crate) q: CudaViewMut<'a, u16>,
+    pub(crate) s: CudaViewMut<'a, u16>,
+    /// Values the sink holds (the producer's must be this many).
+    pub(crate) n: usize,
+}
+
+impl std::fmt::Debug for Q8Sink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Q8Sink")
+            .field("n", &self.n)
+            .finish_non_exhaustive()
+    }
+}
 
 impl GemmWeight {
     /// Whether activations must be f16 to multiply this weight.
@@ -148,7 +183,12 @@ impl Gpu {
 
     /// `y[rows, out] = x[rows, in] · Wᵀ + beta · y` for a quantized weight: a GEMV kernel on
     /// the blocks for a few rows, else the weight dequantized into `scratch` (f16, at least
-    /// `w.dequant_len()`) and cuBLAS.
+    /// `w.dequant_len()`) and cuBLAS. `prequantized`: the kernel that made `x` also wrote it
+    /// in 8 bits into `scratch` (the sink [`Gpu::q8_sink`] gave for this product).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one product's operands and its scratch"
+    )]
     pub fn gemm_quant(
         &self,
         y: &mut CudaSlice<f32>,
@@ -157,6 +197,7 @@ impl Gpu {
         w: &GemmWeight,
         beta: f32,
         scratch: &mut CudaSlice<u16>,
+        prequantized: bool,
     ) -> Result<()> {
         let GemmData::Quant(parts) = &w.data else {
             return self.gemm(y, x, rows, w, beta);
@@ -171,7 +212,12 @@ impl Gpu {
             )));
         }
         if rows <= GEMV_ROWS {
-            let (mut xq, mut xs) = self.quantize_q8_into(scratch, x, rows * w.inp)?;
+            // Rounded to 8 bits by the input's producer already (through `q8_sink`), or now.
+            let (mut xq, mut xs) = if prequantized {
+                q8_parts(scratch, rows * w.inp)?
+            } else {
+                self.quantize_q8_into(scratch, x, rows * w.inp)?
+            };
             for (p, row0) in parts
                 .iter()
                 .flat_map(|p| (0..rows).step_by(8).map(move |r0| (p, r0)))
@@ -237,6 +283,24 @@ impl Gpu {
         self.gemm_raw(y, x, rows, w.out, w.inp, scratch, true, beta)
     }
 
+    /// Where `rows` rows of input to a product with `w` go in 8 bits, when the product reads
+    /// them so — a quantized weight, at most [`GEMV_ROWS`] rows, rows of a multiple of 32
+    /// values —, else `None` (the producer writes only its usual output).
+    pub fn q8_sink<'a>(
+        &self,
+        scratch: &'a mut CudaSlice<u16>,
+        w: &GemmWeight,
+        rows: usize,
+    ) -> Option<Q8Sink<'a>> {
+        let quantized = matches!(w.data, GemmData::Quant(_));
+        if !quantized || rows > GEMV_ROWS {
+            return None;
+        }
+        let n = rows * w.inp;
+        let (q, s) = q8_parts(scratch, n).ok()?;
+        Some(Q8Sink { q, s, n })
+    }
+
     /// Rounds the first `n` values of `x` (`n` a multiple of 32) to 8 bits per block of 32 into
     /// the start of `scratch` (at least `n / 2 + n / 8` values), as
     /// [`crate::reference::quantize_q8`] does: the values, then `(d, d·Σq)` per block. Returns
@@ -247,15 +311,13 @@ impl Gpu {
         x: &GemmInput,
         n: usize,
     ) -> Result<(CudaViewMut<'a, u16>, CudaViewMut<'a, u16>)> {
-        let (qn, sn) = q8_scratch(1, n);
-        if !n.is_multiple_of(32) || x.len() < n || scratch.len() < qn + sn {
+        if x.len() < n {
             return Err(KernelError::Shape(format!(
-                "{n} of {} values to 8 bits in a scratch of {}",
-                x.len(),
-                scratch.len()
+                "{n} of {} values to 8 bits",
+                x.len()
             )));
         }
-        let (mut xq, mut xs) = scratch.split_at_mut(qn);
+        let (mut xq, mut xs) = q8_parts(scratch, n)?;
         let n_i = n as i32;
         let f = self.function("quantize_q8")?;
         let mut l = self.stream.launch_builder(&f);

@@ -16,7 +16,7 @@ mod blas;
 mod ops;
 
 pub use crate::quant::QuantKind;
-pub use blas::{GEMV_ROWS, GemmData, GemmInput, GemmWeight, QuantPart};
+pub use blas::{GEMV_ROWS, GemmData, GemmInput, GemmWeight, Q8Sink, QuantPart};
 pub use cudarc::driver::CudaSlice;
 pub use ops::{
     Act, AttentionLaunch, AttentionTables, StepGraph, argmax_index, attention_fits,

@@ -5,6 +5,7 @@ use cudarc::driver::{
     CudaGraph, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 
+use super::blas::Q8Sink;
 use super::{Gpu, SHARED_BYTES, THREADS, cuda};
 use crate::{KernelError, PagedAttention, Result};
 
@@ -97,6 +98,36 @@ fn elementwise_cfg(n: usize) -> LaunchConfig {
         grid_dim: ((n as u32).div_ceil(THREADS).clamp(1, 65_535), 1, 1),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
+    }
+}
+
+/// `q8` when it takes exactly the producer's `n` values in rows of `row` values — whole blocks
+/// of 32 per row, which the kernels' warps round at once —, an error when it does not fit.
+fn q8_fits(q8: Option<Q8Sink<'_>>, n: usize, row: usize) -> Result<Option<Q8Sink<'_>>> {
+    match q8 {
+        Some(s) if s.n != n || !row.is_multiple_of(32) || !THREADS.is_multiple_of(32) => {
+            Err(KernelError::Shape(format!(
+                "an 8-bit copy of {} values for {n} values in rows of {row}",
+                s.n
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+/// The kernel's last two arguments: the 8-bit values and block scales, or two null pointers.
+fn push_q8<'a>(
+    l: &mut cudarc::driver::LaunchArgs<'a>,
+    q8: Option<&'a mut Q8Sink<'_>>,
+    null: &'a u64,
+) {
+    match q8 {
+        Some(s) => {
+            l.arg(&mut s.q).arg(&mut s.s);
+        }
+        None => {
+            l.arg(null).arg(null);
+        }
     }
 }
 
@@ -275,9 +306,11 @@ impl Gpu {
         rows: usize,
         w: &CudaSlice<f32>,
         eps: f32,
+        q8: Option<Q8Sink<'_>>,
     ) -> Result<()> {
         let cols = w.len();
         need("rms_norm_rows out", out.len(), rows * cols)?;
+        let mut q8 = q8_fits(q8, rows * cols, cols)?;
         let f = self.function("rms_norm_rows")?;
         let (cols_i, half) = (cols as i32, out.half());
         let pick = opt_ptr(pick, self);
@@ -287,8 +320,17 @@ impl Gpu {
             Act::F16(b) => l.arg(b),
         };
         l.arg(x).arg(&pick).arg(w).arg(&cols_i).arg(&eps).arg(&half);
+        let null = 0u64;
+        push_q8(&mut l, q8.as_mut(), &null);
+        // A row per block, of 1024 threads: a decode step's one row is one block, whose
+        // threads' passes over the row (each with a warp's 8-bit rounding when `q8` is given)
+        // are its latency.
+        let cfg = LaunchConfig {
+            block_dim: (1024, 1, 1),
+            ..rows_cfg(rows)
+        };
         // SAFETY: as above; `pick` rows are inside `x` (the caller's row indices).
-        unsafe { l.launch(rows_cfg(rows)) }.map_err(cuda("rms_norm_rows"))?;
+        unsafe { l.launch(cfg) }.map_err(cuda("rms_norm_rows"))?;
         Ok(())
     }
 
@@ -422,9 +464,11 @@ impl Gpu {
         rows: usize,
         ff: usize,
         act: i32,
+        q8: Option<Q8Sink<'_>>,
     ) -> Result<()> {
         need("gated_act in", gate_up.len(), rows * 2 * ff)?;
         need("gated_act out", out.len(), rows * ff)?;
+        let mut q8 = q8_fits(q8, rows * ff, ff)?;
         let f = self.function("gated_act")?;
         let (rows_i, ff_i, half) = (rows as i32, ff as i32, out.half());
         let mut l = self.stream.launch_builder(&f);
@@ -433,14 +477,24 @@ impl Gpu {
             Act::F16(b) => l.arg(b),
         };
         l.arg(gate_up).arg(&rows_i).arg(&ff_i).arg(&act).arg(&half);
+        let null = 0u64;
+        push_q8(&mut l, q8.as_mut(), &null);
         // SAFETY: as above.
         unsafe { l.launch(elementwise_cfg(rows * ff)) }.map_err(cuda("gated_act"))?;
         Ok(())
     }
 
-    /// The first `n` values of `x` into `out` (f32 or f16).
-    pub fn convert(&self, out: &mut Act, x: &CudaSlice<f32>, n: usize) -> Result<()> {
+    /// The first `n` values of `x` into `out` (f32 or f16), and into `q8` in 8 bits when given
+    /// (`n / rows` values a row).
+    pub fn convert(
+        &self,
+        out: &mut Act,
+        x: &CudaSlice<f32>,
+        n: usize,
+        q8: Option<Q8Sink<'_>>,
+    ) -> Result<()> {
         need("convert", out.len().min(x.len()), n)?;
+        let mut q8 = q8_fits(q8, n, n)?;
         let f = self.function("convert")?;
         let (n_i, half) = (n as i32, out.half());
         let mut l = self.stream.launch_builder(&f);
@@ -449,6 +503,8 @@ impl Gpu {
             Act::F16(b) => l.arg(b),
         };
         l.arg(x).arg(&n_i).arg(&half);
+        let null = 0u64;
+        push_q8(&mut l, q8.as_mut(), &null);
         // SAFETY: as above.
         unsafe { l.launch(elementwise_cfg(n)) }.map_err(cuda("convert"))?;
         Ok(())

@@ -461,7 +461,9 @@ struct Steps<'a> {
     output: Output,
 }
 
-/// `y = x · Wᵀ + beta · y` for a dense or quantized weight.
+/// `y = x · Wᵀ + beta · y` for a dense or quantized weight; `pre`: the kernel that made `x`
+/// also wrote it in 8 bits into `deq` (it was given [`Gpu::q8_sink`]'s sink for this product).
+#[allow(clippy::too_many_arguments, reason = "one product's operands")]
 fn prod(
     g: &Gpu,
     y: &mut CudaSlice<f32>,
@@ -470,8 +472,9 @@ fn prod(
     w: &GemmWeight,
     beta: f32,
     deq: &mut CudaSlice<u16>,
+    pre: bool,
 ) -> Result<()> {
-    g.gemm_quant(y, x, rows, w, beta, deq).map_err(kernel)
+    g.gemm_quant(y, x, rows, w, beta, deq, pre).map_err(kernel)
 }
 
 fn kernel_back(e: ModelError) -> forja_kernels::KernelError {
@@ -485,9 +488,13 @@ impl Steps<'_> {
         g.embed_rows(&mut sc.x, &w.embed, &sc.ids, rows, d.hidden, w.embed_scale)
             .map_err(k)?;
         for (l, (kc, vc)) in w.layers.iter().zip(kv.iter_mut()) {
-            g.rms_norm_rows(&mut sc.act, &sc.x, None, rows, &l.attn_norm, w.eps)
+            // Each product's input is rounded to 8 bits by the kernel that makes it, when the
+            // product reads it so.
+            let sink = g.q8_sink(&mut sc.deq, &l.qkv, rows);
+            let pre = sink.is_some();
+            g.rms_norm_rows(&mut sc.act, &sc.x, None, rows, &l.attn_norm, w.eps, sink)
                 .map_err(k)?;
-            prod(g, &mut sc.qkv, &sc.act, rows, &l.qkv, 0.0, &mut sc.deq)?;
+            prod(g, &mut sc.qkv, &sc.act, rows, &l.qkv, 0.0, &mut sc.deq, pre)?;
             let rope = &w.ropes[l.rope];
             g.qkv_rope_cache(
                 &sc.qkv,
@@ -517,42 +524,61 @@ impl Steps<'_> {
             };
             g.attention(&mut sc.att, &sc.q, kc, vc, &sc.tables, &launch)
                 .map_err(k)?;
-            g.convert(&mut sc.act, &sc.att, rows * d.heads * d.head_dim)
+            let sink = g.q8_sink(&mut sc.deq, &l.o, rows);
+            let pre = sink.is_some();
+            g.convert(&mut sc.act, &sc.att, rows * d.heads * d.head_dim, sink)
                 .map_err(k)?;
             match &l.post_attn_norm {
                 Some(n) => {
-                    prod(g, &mut sc.tmp, &sc.act, rows, &l.o, 0.0, &mut sc.deq)?;
+                    prod(g, &mut sc.tmp, &sc.act, rows, &l.o, 0.0, &mut sc.deq, pre)?;
                     g.add_rms_norm(&mut sc.x, &sc.tmp, n, rows, w.eps)
                         .map_err(k)?;
                 }
-                None => prod(g, &mut sc.x, &sc.act, rows, &l.o, 1.0, &mut sc.deq)?,
+                None => prod(g, &mut sc.x, &sc.act, rows, &l.o, 1.0, &mut sc.deq, pre)?,
             }
-            g.rms_norm_rows(&mut sc.act, &sc.x, None, rows, &l.ffn_norm, w.eps)
+            let sink = g.q8_sink(&mut sc.deq, &l.gate_up, rows);
+            let pre = sink.is_some();
+            g.rms_norm_rows(&mut sc.act, &sc.x, None, rows, &l.ffn_norm, w.eps, sink)
                 .map_err(k)?;
-            prod(
-                g,
-                &mut sc.gate_up,
-                &sc.act,
-                rows,
-                &l.gate_up,
-                0.0,
-                &mut sc.deq,
-            )?;
-            g.gated_act(&mut sc.act, &sc.gate_up, rows, w.ff, w.act)
+            let (gate_up, act) = (&mut sc.gate_up, &sc.act);
+            prod(g, gate_up, act, rows, &l.gate_up, 0.0, &mut sc.deq, pre)?;
+            let sink = g.q8_sink(&mut sc.deq, &l.down, rows);
+            let pre = sink.is_some();
+            g.gated_act(&mut sc.act, &sc.gate_up, rows, w.ff, w.act, sink)
                 .map_err(k)?;
             match &l.post_ffn_norm {
                 Some(n) => {
-                    prod(g, &mut sc.tmp, &sc.act, rows, &l.down, 0.0, &mut sc.deq)?;
+                    prod(
+                        g,
+                        &mut sc.tmp,
+                        &sc.act,
+                        rows,
+                        &l.down,
+                        0.0,
+                        &mut sc.deq,
+                        pre,
+                    )?;
                     g.add_rms_norm(&mut sc.x, &sc.tmp, n, rows, w.eps)
                         .map_err(k)?;
                 }
-                None => prod(g, &mut sc.x, &sc.act, rows, &l.down, 1.0, &mut sc.deq)?,
+                None => prod(g, &mut sc.x, &sc.act, rows, &l.down, 1.0, &mut sc.deq, pre)?,
             }
         }
         let n = self.n;
-        g.rms_norm_rows(&mut sc.act, &sc.x, Some(&sc.pick), n, &w.norm, w.eps)
+        let sink = g.q8_sink(&mut sc.deq, &w.lm_head, n);
+        let pre = sink.is_some();
+        g.rms_norm_rows(&mut sc.act, &sc.x, Some(&sc.pick), n, &w.norm, w.eps, sink)
             .map_err(k)?;
-        prod(g, &mut sc.logits, &sc.act, n, &w.lm_head, 0.0, &mut sc.deq)?;
+        prod(
+            g,
+            &mut sc.logits,
+            &sc.act,
+            n,
+            &w.lm_head,
+            0.0,
+            &mut sc.deq,
+            pre,
+        )?;
         if let Some(cap) = w.final_softcap {
             g.softcap(&mut sc.logits, n * d.vocab, cap).map_err(k)?;
         }
