@@ -17,6 +17,9 @@ import sys
 import torch
 from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
 
+# (ids, index of the first trained token): the data of the LoRA goldens.
+from lora import EXAMPLES
+
 HYPER = dict(
     lr=2e-3,
     weight_decay=0.01,
@@ -29,16 +32,6 @@ HYPER = dict(
     grad_accum=2,
     max_grad_norm=1.0,
 )
-
-# (ids, index of the first trained token), as lora.py.
-EXAMPLES = [
-    ([1, 17, 42, 99, 3, 250, 7, 7, 2], 5),
-    ([1, 5, 200, 13, 13, 77, 250, 8, 31, 64, 2], 6),
-    ([1, 10, 11, 12, 13, 14, 15, 250, 16, 17, 18, 19, 2], 8),
-    ([1, 90, 250, 91, 2], 3),
-    ([1, 33, 34, 35, 36, 37, 38, 39, 40, 250, 120, 121, 122, 123, 2], 10),
-    ([1, 7, 250, 7, 7, 7, 2], 3),
-]
 
 PROBES = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"]
 

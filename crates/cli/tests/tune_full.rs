@@ -10,30 +10,12 @@
 )]
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use candle_core::Device;
 use forja_testkit::{fixtures_dir, testdata_file};
 
-fn forja(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_forja"))
-        .args(args)
-        .env("FORJA_LOG", "off")
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-const DATA: &str = r#"{"messages": [{"role": "user", "content": "Classify: the tenant may end the lease with 30 days notice."}, {"role": "assistant", "content": "Termination"}]}
-{"messages": [{"role": "user", "content": "Classify: neither party is liable for indirect damages."}, {"role": "assistant", "content": "Limitation of liability"}]}
-{"instruction": "Classify the clause.", "input": "This agreement is governed by the laws of Spain.", "output": "Governing law"}
-{"instruction": "Classify the clause.", "input": "The supplier keeps all intellectual property.", "output": "IP ownership"}
-{"instruction": "Classify the clause.", "input": "Either party may terminate for material breach.", "output": "Termination"}
-{"instruction": "Classify the clause.", "input": "Disputes go to arbitration in Madrid.", "output": "Dispute resolution"}
-"#;
+mod tune_common;
+use tune_common::{DATA, forja, text};
 
 /// The tiny Llama (vocabulary of 256) as a model folder with a word-level tokenizer over the
 /// words of `DATA` and a chat template.

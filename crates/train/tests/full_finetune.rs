@@ -13,60 +13,15 @@
 use candle_core::Device;
 use forja_testkit::fixtures_dir;
 use forja_train::checkpoint::{self, Trained};
-use forja_train::examples::Example;
-use forja_train::{TrainConfig, Trainer, train};
+use forja_train::{Trainer, train};
 use serde_json::Value;
+
+mod common;
+use common::{config_from, examples_from};
 
 fn golden(family: &str) -> Value {
     let path = fixtures_dir().join(format!("goldens/full_finetune/{family}.json"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn config_from(g: &Value, checkpointing: bool) -> TrainConfig {
-    let h = &g["hyper"];
-    let f = |k: &str| h[k].as_f64().unwrap();
-    let u = |k: &str| h[k].as_u64().unwrap() as usize;
-    TrainConfig {
-        lr: f("lr"),
-        weight_decay: f("weight_decay"),
-        beta1: f("beta1"),
-        beta2: f("beta2"),
-        eps: f("eps"),
-        warmup_steps: u("warmup_steps"),
-        steps: u("steps"),
-        batch: u("batch"),
-        grad_accum: u("grad_accum"),
-        max_grad_norm: Some(f("max_grad_norm")),
-        shuffle: false,
-        seed: 0,
-        eval_every: None,
-        gradient_checkpointing: checkpointing,
-    }
-}
-
-fn examples_from(g: &Value) -> Vec<Example> {
-    let ints = |v: &Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    g["examples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| Example {
-            ids: ints(&e["ids"]),
-            trained: e["trained"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_bool().unwrap())
-                .collect(),
-            packed: Vec::new(),
-        })
-        .collect()
 }
 
 fn floats(v: &Value) -> Vec<f64> {

@@ -12,9 +12,11 @@ use std::path::PathBuf;
 use candle_core::Device;
 use forja_models::Decoder;
 use forja_testkit::{fixtures_dir, vectors::max_abs_diff};
-use forja_train::examples::Example;
-use forja_train::{Init, LoraSpec, TrainConfig, attach, peft, train};
+use forja_train::{Init, LoraSpec, attach, peft, train};
 use serde_json::Value;
+
+mod common;
+use common::{config_from, examples_from};
 
 fn golden_dir() -> PathBuf {
     fixtures_dir().join("goldens/lora")
@@ -34,51 +36,6 @@ fn logits_of(decoder: &Decoder, ids: &[u32]) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1().unwrap()
 }
 
-fn config_from(g: &Value) -> TrainConfig {
-    let h = &g["hyper"];
-    let f = |k: &str| h[k].as_f64().unwrap();
-    let u = |k: &str| h[k].as_u64().unwrap() as usize;
-    TrainConfig {
-        lr: f("lr"),
-        weight_decay: f("weight_decay"),
-        beta1: f("beta1"),
-        beta2: f("beta2"),
-        eps: f("eps"),
-        warmup_steps: u("warmup_steps"),
-        steps: u("steps"),
-        batch: u("batch"),
-        grad_accum: u("grad_accum"),
-        max_grad_norm: Some(f("max_grad_norm")),
-        shuffle: false,
-        seed: 0,
-        eval_every: None,
-        gradient_checkpointing: false,
-    }
-}
-
-fn examples_from(g: &Value) -> Vec<Example> {
-    g["examples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| Example {
-            ids: e["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect(),
-            trained: e["trained"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_bool().unwrap())
-                .collect(),
-            packed: Vec::new(),
-        })
-        .collect()
-}
-
 #[test]
 fn twenty_lora_steps_give_peft_losses() {
     let g = golden();
@@ -91,7 +48,7 @@ fn twenty_lora_steps_give_peft_losses() {
     assert_eq!(spec.rank, g["hyper"]["rank"].as_u64().unwrap() as usize);
     let adapters = attach(&mut decoder, &spec, Init::From(&init), 0).unwrap();
     assert_eq!(adapters.modules.len(), 3 * 7);
-    let cfg = config_from(&g);
+    let cfg = config_from(&g, false);
     let reports = train(
         &mut decoder,
         adapters.vars(),
