@@ -15,10 +15,10 @@ import os
 import sys
 
 import torch
-from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
+from transformers import AutoModelForCausalLM
 
 # (ids, index of the first trained token): the data of the LoRA goldens.
-from lora import EXAMPLES
+from lora import EXAMPLES, train_steps
 
 HYPER = dict(
     lr=2e-3,
@@ -39,31 +39,7 @@ PROBES = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
 def run(model_dir):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                  attn_implementation="eager")
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=HYPER["lr"], betas=(HYPER["beta1"], HYPER["beta2"]),
-                            eps=HYPER["eps"], weight_decay=HYPER["weight_decay"])
-    sched = get_cosine_schedule_with_warmup(opt, HYPER["warmup_steps"], HYPER["steps"])
-    model.train()
-    per_step = HYPER["batch"] * HYPER["grad_accum"]
-    cursor = 0
-    losses = []
-    for _ in range(HYPER["steps"]):
-        chosen = [EXAMPLES[(cursor + i) % len(EXAMPLES)] for i in range(per_step)]
-        cursor += per_step
-        trained_tokens = sum(len(ids) - first for ids, first in chosen)
-        opt.zero_grad()
-        total = 0.0
-        for ids, first in chosen:
-            logits = model(input_ids=torch.tensor([ids])).logits[0]
-            pred = logits[first - 1:len(ids) - 1]
-            target = torch.tensor(ids[first:])
-            loss = torch.nn.functional.cross_entropy(pred, target, reduction="sum") / trained_tokens
-            loss.backward()
-            total += loss.item()
-        torch.nn.utils.clip_grad_norm_(params, HYPER["max_grad_norm"])
-        opt.step()
-        sched.step()
-        losses.append(total)
+    losses = train_steps(model, HYPER)
     state = model.state_dict()
     probes = {name: state[name].reshape(-1)[:16].tolist() if state[name].dim() == 1
               else state[name][1, :16].tolist() for name in PROBES}

@@ -69,6 +69,40 @@ def save_adapter(model, path):
     os.remove(os.path.join(path, "README.md"))
 
 
+def train_steps(model, hyper):
+    """The step semantics above, for every parameter that requires a gradient: each step takes
+    batch × grad_accum examples in order (cycling), sums the cross-entropy of their trained
+    tokens divided by the step's trained tokens, clips, and steps AdamW on the schedule.
+    Returns each step's loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=hyper["lr"], betas=(hyper["beta1"], hyper["beta2"]),
+                            eps=hyper["eps"], weight_decay=hyper["weight_decay"])
+    sched = get_cosine_schedule_with_warmup(opt, hyper["warmup_steps"], hyper["steps"])
+    model.train()
+    per_step = hyper["batch"] * hyper["grad_accum"]
+    cursor = 0
+    losses = []
+    for _ in range(hyper["steps"]):
+        chosen = [EXAMPLES[(cursor + i) % len(EXAMPLES)] for i in range(per_step)]
+        cursor += per_step
+        trained_tokens = sum(len(ids) - first for ids, first in chosen)
+        opt.zero_grad()
+        total = 0.0
+        for ids, first in chosen:
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+            # position t predicts token t + 1; trained tokens are first..len
+            pred = logits[first - 1:len(ids) - 1]
+            target = torch.tensor(ids[first:])
+            loss = torch.nn.functional.cross_entropy(pred, target, reduction="sum") / trained_tokens
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, hyper["max_grad_norm"])
+        opt.step()
+        sched.step()
+        losses.append(total)
+    return losses
+
+
 def main(tiny_dir, out_dir):
     for sub in ("init", "trained"):
         shutil.rmtree(os.path.join(out_dir, sub), ignore_errors=True)
@@ -88,33 +122,7 @@ def main(tiny_dir, out_dir):
                 b.copy_((torch.rand(b.shape, generator=gen) * 2 - 1) * 0.05)
     save_adapter(model, os.path.join(out_dir, "init"))
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=HYPER["lr"], betas=(HYPER["beta1"], HYPER["beta2"]),
-                            eps=HYPER["eps"], weight_decay=HYPER["weight_decay"])
-    sched = get_cosine_schedule_with_warmup(opt, HYPER["warmup_steps"], HYPER["steps"])
-    model.train()
-    per_step = HYPER["batch"] * HYPER["grad_accum"]
-    cursor = 0
-    losses = []
-    for _ in range(HYPER["steps"]):
-        chosen = [EXAMPLES[(cursor + i) % len(EXAMPLES)] for i in range(per_step)]
-        cursor += per_step
-        trained_tokens = sum(len(ids) - first for ids, first in chosen)
-        opt.zero_grad()
-        total = 0.0
-        for ids, first in chosen:
-            x = torch.tensor([ids])
-            logits = model(input_ids=x).logits[0]
-            # position t predicts token t + 1; trained tokens are first..len
-            pred = logits[first - 1:len(ids) - 1]
-            target = torch.tensor(ids[first:])
-            loss = torch.nn.functional.cross_entropy(pred, target, reduction="sum") / trained_tokens
-            loss.backward()
-            total += loss.item()
-        torch.nn.utils.clip_grad_norm_(params, HYPER["max_grad_norm"])
-        opt.step()
-        sched.step()
-        losses.append(total)
+    losses = train_steps(model, HYPER)
     model.eval()
     save_adapter(model, os.path.join(out_dir, "trained"))
     with torch.no_grad():
