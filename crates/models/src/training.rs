@@ -102,6 +102,17 @@ impl Decoder {
                 "full fine-tuning of a mixture-of-experts model".into(),
             ));
         }
+        let adapted = self
+            .linears_mut()
+            .into_iter()
+            .find(|(_, l)| l.lora.is_some() || !l.served.is_empty())
+            .map(|(path, _)| path);
+        if let Some(path) = adapted {
+            // Checked before anything changes: a refused call leaves the decoder as it was.
+            return Err(ModelError::Input(format!(
+                "full fine-tuning with a LoRA adapter attached (at {path}): remove it first"
+            )));
+        }
         if !grad_ops::applies(&self.embed) {
             return Err(ModelError::Unsupported(
                 "full fine-tuning off the CPU (it trains in f32 on the CPU)".into(),

@@ -136,3 +136,33 @@ fn a_full_fine_tuning_run_resumes_exactly() {
         "a resumed run must repeat the whole one exactly"
     );
 }
+
+#[test]
+fn a_decoder_with_an_adapter_is_refused_and_left_as_it_was() {
+    let dir = fixtures_dir().join("tiny/llama");
+    let mut d = forja_models::loader::load(&dir, &Device::Cpu).unwrap();
+    let spec = forja_train::LoraSpec {
+        rank: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        targets: vec!["v_proj".into()],
+        use_rslora: false,
+    };
+    forja_train::attach(&mut d, &spec, forja_train::Init::Random, 1).unwrap();
+    let before = d.prompt_logits(&[1, 17, 42]).unwrap();
+    let e = d.make_trainable().unwrap_err().to_string();
+    assert!(e.contains("LoRA adapter") && e.contains("v_proj"), "{e}");
+    let after = d.prompt_logits(&[1, 17, 42]).unwrap();
+    let diff = (before - after)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0);
+    // Without the adapter, the same decoder trains in full.
+    d.clear_lora();
+    assert_eq!(d.make_trainable().unwrap().len(), 30);
+}
