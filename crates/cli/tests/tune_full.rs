@@ -73,15 +73,9 @@ fn tensors(path: &Path) -> Vec<(String, Vec<usize>, candle_core::DType)> {
     t
 }
 
-#[test]
-fn full_tuning_writes_a_model_folder_that_run_loads() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny");
-    tiny_model_folder(&model);
-    let data = dir.path().join("clauses.jsonl");
-    std::fs::write(&data, DATA).unwrap();
-    let out = dir.path().join("trained");
-    let r = forja(&[
+/// `forja tune --full` of `model` on `data` into `out`, with `extra` options.
+fn tune_full(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
         "tune",
         "--model",
         model.to_str().unwrap(),
@@ -90,19 +84,38 @@ fn full_tuning_writes_a_model_folder_that_run_loads() {
         "--out",
         out.to_str().unwrap(),
         "--full",
-        "--steps",
-        "8",
-        "--batch",
-        "2",
-        "--grad-accum",
-        "1",
-        "--eval-split",
-        "0.34",
-        "--lr",
-        "1e-2",
-        "--seed",
-        "3",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    forja(&args)
+}
+
+#[test]
+fn full_tuning_writes_a_model_folder_that_run_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    tiny_model_folder(&model);
+    let data = dir.path().join("clauses.jsonl");
+    std::fs::write(&data, DATA).unwrap();
+    let out = dir.path().join("trained");
+    let r = tune_full(
+        &model,
+        &data,
+        &out,
+        &[
+            "--steps",
+            "8",
+            "--batch",
+            "2",
+            "--grad-accum",
+            "1",
+            "--eval-split",
+            "0.34",
+            "--lr",
+            "1e-2",
+            "--seed",
+            "3",
+        ],
+    );
     let stderr = text(&r.stderr);
     assert!(r.status.success(), "tune failed: {stderr}");
     assert!(
@@ -190,16 +203,7 @@ fn full_tuning_refuses_a_gguf_and_lora_settings() {
     std::fs::write(&data, DATA).unwrap();
     let out = dir.path().join("out");
     let gguf = testdata_file("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let r = forja(&[
-        "tune",
-        "--model",
-        gguf.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--full",
-    ]);
+    let r = tune_full(&gguf, &data, &out, &[]);
     assert!(!r.status.success());
     let stderr = text(&r.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -211,18 +215,7 @@ fn full_tuning_refuses_a_gguf_and_lora_settings() {
 
     let model = dir.path().join("tiny");
     tiny_model_folder(&model);
-    let r = forja(&[
-        "tune",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--full",
-        "--rank",
-        "4",
-    ]);
+    let r = tune_full(&model, &data, &out, &["--rank", "4"]);
     assert!(!r.status.success());
     let stderr = text(&r.stderr);
     assert!(

@@ -360,7 +360,11 @@ fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
                 g.download(&apart).unwrap(),
                 "{producer}, {rows} rows"
             );
-            println!("{producer}, {rows} rows: the fused rounding gives the same product");
+            if pre {
+                println!("{producer}, {rows} rows: the fused rounding gives the same product");
+            } else {
+                println!("{producer}, {rows} rows: no sink past GEMV_ROWS, the product rounds");
+            }
         }
         // A sink for another number of values is refused.
         if rows <= GEMV_ROWS {

@@ -89,27 +89,16 @@ fn a_resumed_run_repeats_the_uninterrupted_one_exactly() {
     {
         let (mut d, adapters) = start();
         let mut first = Trainer::new(adapters.vars(), train.len(), &cfg).unwrap();
+        let save = |t: &Trainer, d: &mut Decoder| {
+            checkpoint::save(&ck_dir, t, d, Trained::Adapters(&adapters), &settings).unwrap();
+        };
         for _ in 0..3 {
             first.step(&mut d, &train, &eval).unwrap();
         }
-        checkpoint::save(
-            &ck_dir,
-            &first,
-            &mut d,
-            Trained::Adapters(&adapters),
-            &settings,
-        )
-        .unwrap();
+        save(&first, &mut d);
         // A later save replaces the earlier one whole.
         first.step(&mut d, &train, &eval).unwrap();
-        checkpoint::save(
-            &ck_dir,
-            &first,
-            &mut d,
-            Trained::Adapters(&adapters),
-            &settings,
-        )
-        .unwrap();
+        save(&first, &mut d);
     }
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
