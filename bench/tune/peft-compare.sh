@@ -148,7 +148,7 @@ gib = lambda b: f"{b / 2**30:.2f}"
 date = datetime.date.today().isoformat()
 out = [f"# Fine-tuning on the CPU: forja tune vs HF PEFT and transformers ({date})", "",
        f"Machine: {cpu}, {os.cpu_count()} cores, {threads} threads each. Model: "
-       f"`{os.path.basename(model)}` ({'dequantized to an f32 HF folder by transformers for the LoRA rows'}). "
+       f"`{os.path.basename(model)}` ({'dequantized to an f32 HF folder by transformers for the LoRA and full fine-tuning rows'}). "
        f"{version}. Sequences of {seq} tokens, batch 1, no accumulation, LoRA rank {rank} "
        f"on q,k,v,o,gate,up,down, dropout 0.05, AdamW; {steps} steps, the first left out of "
        "the speed. Produced by `bench/tune/peft-compare.sh`.", "",
