@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # On the GPU machine: a Llama-3-8B-shaped model (random weights, Llama 3.1's tokenizer) quantized
 # to Q4_K_M by `forja quantize`, then forja's GPU decoder on that file — GGUF blocks read by the
-# GEMV kernels (`--quantized`), and dequantized to f16 for cuBLAS — and, when the pruned
-# llama.cpp source is given, llama-bench (CUDA) on the same file. Prints a markdown report.
+# GEMV and tensor-core kernels (`--quantized`), and dequantized to f16 for cuBLAS — and, when
+# the pruned llama.cpp source is given, llama-bench (CUDA) on the same file. Prints a markdown
+# report.
 #   bench/gpu/q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]
 # TOKENIZER_DIR holds tokenizer.json and tokenizer_config.json (forja-testdata's llama3_1).
 # WORK (default /tmp/forja-8b) keeps the model between runs on the same machine; GEMV_BENCH=0
-# and F16=0 leave out the kernel benchmark and the f16 run.
+# and F16=0 leave out the kernel benchmark and the f16 run; BATCHES (default 1,16,64,256) are
+# the decode batch sizes of the quantized run.
 set -euo pipefail
 forja="${1:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
 bin="${2:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
@@ -45,9 +47,10 @@ fi
 if [ -n "$src" ]; then
   wait "$build" || { cat "$work.llama-build.log"; exit 1; }
 fi
-echo "forja, GGUF blocks read as stored (GEMV kernels up to 16 rows, f16 copy + cuBLAS above):"
+echo "forja, GGUF blocks read as stored (GEMV for one row, tensor-core tiles up to 128 rows," \
+  "f16 copy + cuBLAS above):"
 echo
-"$bin" "$gguf" --quantized --prompt 512 --gen 128 --check 0 --batches 1,16,64 2>&1
+"$bin" "$gguf" --quantized --prompt 512 --gen 128 --check 0 --batches "${BATCHES:-1,16,64,256}" 2>&1
 if [ "${F16:-1}" = 1 ]; then
   echo
   echo "forja, weights dequantized to f16 at load:"

@@ -493,16 +493,20 @@ __device__ __forceinline__ uint4 nibbles(uint4 w, int shift) {
                       (w.w >> shift) & m);
 }
 
-// Q6_K's 6-bit values of group g as signed bytes (q - 32).
+// Q6_K's 6-bit values of four bytes as signed bytes (q - 32): low 4 bits from `lo`, high 2
+// bits from `hi`.
+__device__ __forceinline__ unsigned six_bits1(unsigned lo, unsigned hi, int lo_shift,
+                                              int hi_shift) {
+    const unsigned q = ((lo >> lo_shift) & 0x0F0F0F0Fu) | (((hi >> hi_shift) & 0x03030303u) << 4);
+    return (q + 0x60606060u) ^ 0x80808080u;  // each byte q - 32, no carries (q < 64)
+}
+
+// The same for 16 bytes (group g of a Q6_K unit).
 __device__ __forceinline__ uint4 six_bits(uint4 lo, uint4 hi, int lo_shift, int hi_shift) {
-    const unsigned m4 = 0x0F0F0F0Fu, m2 = 0x03030303u;
-    unsigned r[4];
-    const unsigned l[4] = {lo.x, lo.y, lo.z, lo.w}, h[4] = {hi.x, hi.y, hi.z, hi.w};
-    for (int i = 0; i < 4; i++) {
-        const unsigned q = ((l[i] >> lo_shift) & m4) | (((h[i] >> hi_shift) & m2) << 4);
-        r[i] = (q + 0x60606060u) ^ 0x80808080u;  // each byte q - 32, no carries (q < 64)
-    }
-    return make_uint4(r[0], r[1], r[2], r[3]);
+    return make_uint4(six_bits1(lo.x, hi.x, lo_shift, hi_shift),
+                      six_bits1(lo.y, hi.y, lo_shift, hi_shift),
+                      six_bits1(lo.z, hi.z, lo_shift, hi_shift),
+                      six_bits1(lo.w, hi.w, lo_shift, hi_shift));
 }
 
 // The activations a unit multiplies, for one activation row (xq: the row's 8-bit values, xs:

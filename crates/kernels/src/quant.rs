@@ -78,6 +78,26 @@ impl QuantKind {
         }
     }
 
+    /// The tensor-core kernel (mmq.cu) for a product over `rows` activation rows (at least
+    /// one), and the activation rows each of its blocks computes: the narrowest tile of 8, 16,
+    /// 32 or 64 rows that holds them, else 64.
+    pub fn mmq_kernel(self, rows: usize) -> (&'static str, u32) {
+        let names = match self {
+            QuantKind::Q8_0 => ["mmq_q8_0_1", "mmq_q8_0_2", "mmq_q8_0_4", "mmq_q8_0_8"],
+            QuantKind::Q4_0 => ["mmq_q4_0_1", "mmq_q4_0_2", "mmq_q4_0_4", "mmq_q4_0_8"],
+            QuantKind::Q4_1 => ["mmq_q4_1_1", "mmq_q4_1_2", "mmq_q4_1_4", "mmq_q4_1_8"],
+            QuantKind::Q4K => ["mmq_q4_k_1", "mmq_q4_k_2", "mmq_q4_k_4", "mmq_q4_k_8"],
+            QuantKind::Q6K => ["mmq_q6_k_1", "mmq_q6_k_2", "mmq_q6_k_4", "mmq_q6_k_8"],
+        };
+        let i = match rows {
+            0..=8 => 0,
+            9..=16 => 1,
+            17..=32 => 2,
+            _ => 3,
+        };
+        (names[i], 8 << i)
+    }
+
     /// The number kernels.cu knows the type by.
     pub fn code(self) -> i32 {
         match self {
@@ -172,6 +192,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The narrowest tile that holds the rows, 64 past them; each kind's own kernels.
+    #[test]
+    fn tensor_core_tiles_hold_the_rows() {
+        for kind in KINDS {
+            for (rows, want) in [
+                (1, 8),
+                (8, 8),
+                (9, 16),
+                (16, 16),
+                (17, 32),
+                (33, 64),
+                (500, 64),
+            ] {
+                let (name, tile) = kind.mmq_kernel(rows);
+                assert_eq!(tile, want, "{kind:?}, {rows} rows");
+                assert!(name.ends_with(&format!("_{}", want / 8)), "{name}");
+            }
+            let names: std::collections::HashSet<_> =
+                [1, 9, 17, 33].map(|r| kind.mmq_kernel(r).0).into();
+            assert_eq!(names.len(), 4);
+        }
+        assert_ne!(
+            QuantKind::Q4K.mmq_kernel(4).0,
+            QuantKind::Q6K.mmq_kernel(4).0
+        );
     }
 
     #[test]

@@ -219,11 +219,12 @@ fn time(gpu: &Gpu, reps: usize, mut f: impl FnMut()) -> f64 {
     t.elapsed().as_secs_f64() / reps as f64
 }
 
-/// The quantized GEMV on Llama-3-8B's matrix shapes (random blocks with valid scales) at 1 to
-/// 32 activation rows, the f16 product through cuBLAS beside it, and the device's copy
-/// bandwidth (read + write) for scale. Prints markdown rows.
+/// Products with quantized weights on Llama-3-8B's matrix shapes (random blocks with valid
+/// scales) at 1 to 512 activation rows, each way they can run (GEMV, tensor-core tiles, f16
+/// copy + cuBLAS), the f16 product through cuBLAS beside them, and the device's copy bandwidth
+/// (read + write) for scale. Prints markdown rows.
 fn gemv_bench(gpu: &Gpu) {
-    use forja_kernels::cuda::{Act, QuantKind};
+    use forja_kernels::cuda::{Act, QuantKind, QuantPath};
     let copy_bytes = 1usize << 30;
     let src = gpu.alloc::<u8>(copy_bytes).unwrap();
     let mut dst = gpu.alloc::<u8>(copy_bytes).unwrap();
@@ -276,21 +277,28 @@ fn gemv_bench(gpu: &Gpu) {
             }
             let w = gpu.upload_quant(&[(kind, out, &bytes[..])], inp).unwrap();
             let mut deq = gpu.alloc::<u16>(w.dequant_len()).unwrap();
-            for rows in [1, 2, 8, 16, 32] {
+            for rows in [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] {
                 let x = Act::F16(gpu.upload(&vec![0x3c00u16; rows * inp]).unwrap());
                 let mut y = gpu.alloc::<f32>(rows * out).unwrap();
-                let secs = time(gpu, 100, || {
-                    gpu.gemm_quant(&mut y, &x, rows, &w, 0.0, &mut deq, false)
-                        .unwrap()
-                });
-                row(&format!("{kind:?}"), rows, secs, w.bytes());
+                let paths = [
+                    (QuantPath::Gemv, rows <= 16),
+                    (QuantPath::Mmq, rows > 1 && gpu.mmq_available()),
+                    (QuantPath::F16, rows >= 16),
+                ];
+                for (path, _) in paths.iter().filter(|p| p.1) {
+                    let secs = time(gpu, 100, || {
+                        gpu.gemm_quant_via(*path, &mut y, &x, rows, &w, 0.0, &mut deq, false)
+                            .unwrap()
+                    });
+                    row(&format!("{kind:?} {path:?}"), rows, secs, w.bytes());
+                }
             }
         }
         let dense: Vec<f32> = (0..out * inp)
             .map(|i| ((i * 7919) % 1000) as f32 / 1e5)
             .collect();
         let w = gpu.upload_weight(&dense, out, inp, true).unwrap();
-        for rows in [1, 8, 16, 32, 64] {
+        for rows in [1, 16, 64, 128, 512] {
             let x = Act::F16(gpu.upload(&vec![0x3c00u16; rows * inp]).unwrap());
             let mut y = gpu.alloc::<f32>(rows * out).unwrap();
             let secs = time(gpu, 100, || gpu.gemm(&mut y, &x, rows, &w, 0.0).unwrap());

@@ -314,17 +314,22 @@ fn random_blocks(ty: forja_quant::QuantType, rows: usize, cols: usize, seed: u64
     out
 }
 
-/// Products with GGUF blocks read as stored — the GEMV kernels for a few rows (activations
-/// quantized to 8 bits), dequantization to f16 plus cuBLAS for many, weights of mixed types
-/// joined by rows — against f64 sums over the rows forja's CPU dequantizes (checked against
-/// gguf-py elsewhere), on f16-rounded inputs (8-bit ones as the reference quantizes them, for
-/// the GEMV).
+/// The kernels that make a quantized product's input (RMSNorm rows, the attention output's
+/// conversion, the gated activation) and round it to 8 bits on the way give the product, bit
+/// for bit, what it computes when it rounds the same input itself — over one row (GEMV), several
+/// (tensor-core tiles), and up to the most rows read as blocks; past them no sink is given; a
+/// sink for another number of values is refused.
 #[test]
 fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
-    use forja_kernels::cuda::{Act, GEMV_ROWS, QuantKind};
+    use forja_kernels::cuda::{Act, QuantKind, QuantPath};
     use forja_quant::QuantType as T;
     let g = gpu();
     let (cols, out) = (512, 24);
+    // The most rows a product reads as blocks here, and one more.
+    let most = (1..=1024)
+        .take_while(|&r| g.quant_path(r) != QuantPath::F16)
+        .last()
+        .unwrap();
     let b = random_blocks(T::Q4K, out, cols, 7);
     let w = g
         .upload_quant(&[(QuantKind::Q4K, out, &b[..])], cols)
@@ -332,7 +337,7 @@ fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
     let mut deq = g.alloc::<u16>(w.dequant_len()).unwrap();
     let scale: Vec<f32> = (0..cols).map(|i| 0.5 + (i % 7) as f32 / 7.0).collect();
     let norm_w = g.upload(&scale).unwrap();
-    for rows in [1, 5, GEMV_ROWS, GEMV_ROWS + 1] {
+    for rows in [1, 5, 16, most, most + 1] {
         let src: Vec<f32> = (0..rows * 2 * cols)
             .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
             .collect();
@@ -346,7 +351,7 @@ fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
             let mut act = g.alloc_act(rows * cols, true).unwrap();
             let sink = g.q8_sink(&mut deq, &w, rows);
             let pre = sink.is_some();
-            assert_eq!(pre, rows <= GEMV_ROWS, "{producer}, {rows} rows");
+            assert_eq!(pre, rows <= most, "{producer}, {rows} rows");
             run(&mut act, sink).unwrap();
             let mut fused = g.upload(&vec![0f32; rows * out]).unwrap();
             g.gemm_quant(&mut fused, &act, rows, &w, 0.0, &mut deq, pre)
@@ -363,11 +368,11 @@ fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
             if pre {
                 println!("{producer}, {rows} rows: the fused rounding gives the same product");
             } else {
-                println!("{producer}, {rows} rows: no sink past GEMV_ROWS, the product rounds");
+                println!("{producer}, {rows} rows: no sink past {most} rows, the product rounds");
             }
         }
         // A sink for another number of values is refused.
-        if rows <= GEMV_ROWS {
+        if rows <= most {
             let mut act = g.alloc_act(rows * cols, true).unwrap();
             let sink = g.q8_sink(&mut deq, &w, rows);
             assert!(g.convert(&mut act, &xs, rows * cols - 32, sink).is_err());
@@ -375,81 +380,99 @@ fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
     }
 }
 
+/// Every way a product with GGUF blocks runs — the GEMV kernels (passes of up to eight rows),
+/// the tensor-core tiles (any number of rows, tiles of 8 to 64), dequantization to f16 plus
+/// cuBLAS — on weights of mixed types joined by rows whose parts are not multiples of the
+/// tiles, rows of 512 and 1280 values (one and several runs of blocks per warp) and of 1312
+/// (a run cut short), against f64 sums over the rows forja's CPU dequantizes (checked against
+/// gguf-py elsewhere): 8-bit activations exactly as the reference rounds them for the first
+/// two, the f16-rounded weights for the last.
 #[test]
 fn quantized_weights_multiply_as_their_dequantized_rows() {
-    use forja_kernels::cuda::{Act, QuantKind};
+    use forja_kernels::cuda::{Act, QuantKind, QuantPath};
     use forja_quant::{QMatrix, QuantType as T};
     let g = gpu();
-    let cols = 512;
-    let kinds = [
+    let all = [
         (T::Q8_0, QuantKind::Q8_0, 40),
         (T::Q4_0, QuantKind::Q4_0, 24),
         (T::Q4_1, QuantKind::Q4_1, 8),
         (T::Q4K, QuantKind::Q4K, 33),
         (T::Q6K, QuantKind::Q6K, 17),
     ];
-    let mut dense = Vec::new();
-    let mut blocks = Vec::new();
-    for (i, &(ty, kind, rows)) in kinds.iter().enumerate() {
-        let b = random_blocks(ty, rows, cols, 99 + i as u64);
-        dense.extend(
-            QMatrix::new(ty, rows, cols, b.clone())
-                .unwrap()
-                .dequantize()
-                .unwrap(),
-        );
-        blocks.push((kind, rows, b));
-    }
-    let out: usize = kinds.iter().map(|k| k.2).sum();
-    let parts: Vec<_> = blocks.iter().map(|(k, r, b)| (*k, *r, &b[..])).collect();
-    let w = g.upload_quant(&parts, cols).unwrap();
-    let mut deq = g.alloc::<u16>(w.dequant_len()).unwrap();
-    for rows in [1, 3, 8, 9, 17, 32, 40, 100] {
-        let x: Vec<f32> = (0..rows * cols)
-            .map(|i| half::f16::from_f32(((i * 7919) % 1000) as f32 / 500.0 - 1.0).to_f32())
-            .collect();
-        let bits: Vec<u16> = x
+    let cases = [(512, &all[..]), (1280, &all[..]), (1312, &all[..3])];
+    for (cols, kinds) in cases {
+        let mut dense = Vec::new();
+        let mut blocks = Vec::new();
+        for (i, &(ty, kind, rows)) in kinds.iter().enumerate() {
+            let b = random_blocks(ty, rows, cols, 99 + i as u64);
+            let m = QMatrix::new(ty, rows, cols, b.clone()).unwrap();
+            dense.extend(m.dequantize().unwrap());
+            blocks.push((kind, rows, b));
+        }
+        let out: usize = kinds.iter().map(|k| k.2).sum();
+        let parts: Vec<_> = blocks.iter().map(|(k, r, b)| (*k, *r, &b[..])).collect();
+        let w = g.upload_quant(&parts, cols).unwrap();
+        let mut deq = g.alloc::<u16>(w.dequant_len()).unwrap();
+        let f16_weights: Vec<f32> = dense
             .iter()
-            .map(|v| half::f16::from_f32(*v).to_bits())
+            .map(|v| half::f16::from_f32(*v).to_f32())
             .collect();
-        let xa = Act::F16(g.upload(&bits).unwrap());
-        let y0: Vec<f32> = (0..rows * out).map(|i| (i % 13) as f32 / 13.0).collect();
-        for beta in [0.0f32, 1.0] {
-            let mut y = g.upload(&y0).unwrap();
-            g.gemm_quant(&mut y, &xa, rows, &w, beta, &mut deq, false)
-                .unwrap();
-            let got = g.download(&y).unwrap();
-            // Many rows go through an f16 copy of the weights: their rounding is the tolerance.
-            // A few rows multiply 8-bit activations, exactly as the reference rounds them.
-            let gemv = rows <= forja_kernels::cuda::GEMV_ROWS;
-            let wr: Vec<f32> = if gemv {
-                dense.clone()
-            } else {
-                dense
-                    .iter()
-                    .map(|v| half::f16::from_f32(*v).to_f32())
-                    .collect()
-            };
-            let xr: Vec<f64> = if gemv {
-                let (q, s) = forja_kernels::reference::quantize_q8(&x).unwrap();
-                let q8 = q.iter().enumerate();
-                q8.map(|(i, &v)| f64::from(v) * f64::from(s[i / 32][0]))
-                    .collect()
-            } else {
-                x.iter().map(|&v| f64::from(v)).collect()
-            };
-            let want: Vec<f32> = (0..rows * out)
-                .map(|i| {
-                    let (r, o) = (i / out, i % out);
-                    let dot: f64 = (0..cols)
-                        .map(|k| xr[r * cols + k] * f64::from(wr[o * cols + k]))
-                        .sum();
-                    (dot + f64::from(beta) * f64::from(y0[i])) as f32
-                })
+        for rows in [1, 3, 8, 9, 17, 32, 40, 65, 100] {
+            let x: Vec<f32> = (0..rows * cols)
+                .map(|i| half::f16::from_f32(((i * 7919) % 1000) as f32 / 500.0 - 1.0).to_f32())
                 .collect();
-            let e = rel_diff(&got, &want);
-            println!("{rows} rows × {out} mixed-type outputs, beta {beta}: relative error {e:.2e}");
-            assert!(e <= 1e-5, "{rows} rows, beta {beta}: relative error {e}");
+            let bits: Vec<u16> = x
+                .iter()
+                .map(|v| half::f16::from_f32(*v).to_bits())
+                .collect();
+            let xa = Act::F16(g.upload(&bits).unwrap());
+            let (q, s) = forja_kernels::reference::quantize_q8(&x).unwrap();
+            let x8: Vec<f64> = q
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| f64::from(v) * f64::from(s[i / 32][0]))
+                .collect();
+            let x16: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+            let y0: Vec<f32> = (0..rows * out).map(|i| (i % 13) as f32 / 13.0).collect();
+            let mut paths = vec![QuantPath::F16];
+            if rows <= 17 {
+                paths.push(QuantPath::Gemv);
+            }
+            if g.mmq_available() && rows > 1 {
+                paths.push(QuantPath::Mmq);
+            }
+            for path in paths {
+                // Through f16 weights their rounding is the tolerance; on the blocks, the
+                // 8-bit activations are rounded exactly as the reference rounds them.
+                let (wr, xr) = match path {
+                    QuantPath::F16 => (&f16_weights, &x16),
+                    _ => (&dense, &x8),
+                };
+                for beta in [0.0f32, 1.0] {
+                    let mut y = g.upload(&y0).unwrap();
+                    g.gemm_quant_via(path, &mut y, &xa, rows, &w, beta, &mut deq, false)
+                        .unwrap();
+                    let got = g.download(&y).unwrap();
+                    let want: Vec<f32> = (0..rows * out)
+                        .map(|i| {
+                            let (r, o) = (i / out, i % out);
+                            let dot: f64 = (0..cols)
+                                .map(|k| xr[r * cols + k] * f64::from(wr[o * cols + k]))
+                                .sum();
+                            (dot + f64::from(beta) * f64::from(y0[i])) as f32
+                        })
+                        .collect();
+                    let e = rel_diff(&got, &want);
+                    println!(
+                        "{path:?}: {rows} rows × {out} mixed-type outputs of {cols}, beta \
+                         {beta}: relative error {e:.2e}"
+                    );
+                    assert!(
+                        e <= 1e-5,
+                        "{path:?}, {rows} rows of {cols}, beta {beta}: {e}"
+                    );
+                }
+            }
         }
     }
 }

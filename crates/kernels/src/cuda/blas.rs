@@ -41,11 +41,39 @@ pub struct QuantPart {
     pub stride: usize,
 }
 
-/// Products over at most this many rows read quantized weights directly (their activations
-/// quantized to 8 bits, one read of the weight per eight rows); more rows go through an f16
-/// copy and cuBLAS. (On an H200 with Llama-3-8B's shapes, two passes of eight rows cost about
-/// what the copy plus cuBLAS do, four passes twice as much.)
+/// On GPUs without int8 tensor-core instructions (before sm_80), products over at most this
+/// many rows read quantized weights with the GEMV kernels (activations quantized to 8 bits, one
+/// read of the weight per eight rows); more rows go through an f16 copy and cuBLAS. (On an H200
+/// with Llama-3-8B's shapes, two passes of eight rows cost about what the copy plus cuBLAS do,
+/// four passes twice as much.)
 pub const GEMV_ROWS: usize = 16;
+
+/// From sm_80 on, products over at most this many rows read quantized weights directly: the
+/// GEMV below [`MMQ_MIN_ROWS`] rows, the tensor-core tiles of `mmq.cu` from there; more rows go
+/// through an f16 copy and cuBLAS. (On an H200 with Llama-3-8B's shapes the tiles take 0.6–1.1×
+/// the time of the f16 copy plus cuBLAS at 128 rows, 1.1–2.0× at 256.)
+pub const QUANT_ROWS: usize = 128;
+
+/// The fewest rows the tensor-core tiles take (sm_80 on): below, one GEMV pass of up to eight
+/// rows is faster (H200, Llama-3-8B's shapes: the GEMV takes 0.3–1.0× the tiles' time at 2 and
+/// 4 rows; the tiles take 0.7–1.4× the GEMV's at 8 rows and 0.4–0.8× at 16).
+pub const MMQ_MIN_ROWS: usize = 8;
+
+/// Blocks a tensor-core product should have to keep the GPU busy (about two per SM on an H100
+/// or H200); fewer tiles split their runs of values over more blocks.
+const MMQ_BLOCKS: usize = 256;
+
+/// How a product with a quantized weight runs. [`Gpu::gemm_quant`] picks one by the number of
+/// rows ([`Gpu::quant_path`]); [`Gpu::gemm_quant_via`] runs the one given (benchmarks, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantPath {
+    /// GEMV kernels on the blocks (`dp4a`), passes of up to eight activation rows.
+    Gemv,
+    /// Tensor-core tiles on the blocks (`mma.sync`, sm_80 and newer), any number of rows.
+    Mmq,
+    /// The weight dequantized to f16 into the scratch, then cuBLAS.
+    F16,
+}
 
 /// `u16`s of scratch the GEMV's 8-bit activations take for `rows` rows of `inp` values: the
 /// values (a byte each), then `(d, d·Σq)` as two f32 per block of 32.
@@ -111,7 +139,7 @@ impl GemmWeight {
     pub fn dequant_len(&self) -> usize {
         match self.data {
             GemmData::Quant(_) => {
-                let (q, s) = q8_scratch(GEMV_ROWS, self.inp);
+                let (q, s) = q8_scratch(QUANT_ROWS.max(GEMV_ROWS), self.inp);
                 (self.out * self.inp).max(q + s)
             }
             _ => 0,
@@ -165,11 +193,15 @@ impl Gpu {
                     bytes.len()
                 )));
             }
+            // The tensor-core kernels copy runs of 256 values in 16-byte units: a run cut short
+            // at the end of the last row reads up to 256 bytes past it.
+            let mut dev = crate::quant::to_device(kind, inp, bytes)?;
+            dev.resize(dev.len() + 256, 0);
             up.push(QuantPart {
                 kind,
                 first: out,
                 rows,
-                data: self.upload(&crate::quant::to_device(kind, inp, bytes)?)?,
+                data: self.upload(&dev)?,
                 stride: kind.device_stride(inp).unwrap_or(rb),
             });
             out += rows;
@@ -181,16 +213,58 @@ impl Gpu {
         })
     }
 
-    /// `y[rows, out] = x[rows, in] · Wᵀ + beta · y` for a quantized weight: a GEMV kernel on
-    /// the blocks for a few rows, else the weight dequantized into `scratch` (f16, at least
-    /// `w.dequant_len()`) and cuBLAS. `prequantized`: the kernel that made `x` also wrote it
-    /// in 8 bits into `scratch` (the sink [`Gpu::q8_sink`] gave for this product).
+    /// How a product over `rows` rows with a quantized weight runs here.
+    pub fn quant_path(&self, rows: usize) -> QuantPath {
+        if self.mmq_available() && rows <= QUANT_ROWS {
+            if rows < MMQ_MIN_ROWS {
+                QuantPath::Gemv
+            } else {
+                QuantPath::Mmq
+            }
+        } else if rows <= GEMV_ROWS {
+            QuantPath::Gemv
+        } else {
+            QuantPath::F16
+        }
+    }
+
+    /// Whether the GPU has the int8 `mma.sync` shapes the tensor-core kernels use (sm_80+).
+    pub fn mmq_available(&self) -> bool {
+        self.capability() >= (8, 0)
+    }
+
+    /// `y[rows, out] = x[rows, in] · Wᵀ + beta · y` for a quantized weight, the way
+    /// [`Gpu::quant_path`] picks: kernels on the blocks for a few rows, else the weight
+    /// dequantized into `scratch` (f16, at least `w.dequant_len()`) and cuBLAS.
+    /// `prequantized`: the kernel that made `x` also wrote it in 8 bits into `scratch` (the
+    /// sink [`Gpu::q8_sink`] gave for this product).
     #[allow(
         clippy::too_many_arguments,
         reason = "one product's operands and its scratch"
     )]
     pub fn gemm_quant(
         &self,
+        y: &mut CudaSlice<f32>,
+        x: &GemmInput,
+        rows: usize,
+        w: &GemmWeight,
+        beta: f32,
+        scratch: &mut CudaSlice<u16>,
+        prequantized: bool,
+    ) -> Result<()> {
+        let path = self.quant_path(rows);
+        self.gemm_quant_via(path, y, x, rows, w, beta, scratch, prequantized)
+    }
+
+    /// [`Gpu::gemm_quant`] the way `path` says (`prequantized` only with a path that reads
+    /// 8-bit activations; `Mmq` needs [`Gpu::mmq_available`]).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one product's operands, its scratch and the way"
+    )]
+    pub fn gemm_quant_via(
+        &self,
+        path: QuantPath,
         y: &mut CudaSlice<f32>,
         x: &GemmInput,
         rows: usize,
@@ -211,17 +285,40 @@ impl Gpu {
                 y.len()
             )));
         }
-        if rows <= GEMV_ROWS {
-            // Rounded to 8 bits by the input's producer already (through `q8_sink`), or now.
-            let (mut xq, mut xs) = if prequantized {
-                q8_parts(scratch, rows * w.inp)?
-            } else {
-                self.quantize_q8_into(scratch, x, rows * w.inp)?
-            };
-            for (p, row0) in parts
-                .iter()
-                .flat_map(|p| (0..rows).step_by(8).map(move |r0| (p, r0)))
-            {
+        if path == QuantPath::Mmq && !self.mmq_available() {
+            return Err(KernelError::Cuda(format!(
+                "tensor-core products need sm_80 or newer, this GPU is sm_{}{}",
+                self.capability.0, self.capability.1
+            )));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        if path == QuantPath::F16 {
+            if prequantized {
+                return Err(KernelError::Shape(
+                    "8-bit activations for a product through f16 weights".into(),
+                ));
+            }
+            return self.gemm_dequant(y, x, rows, w, beta, scratch);
+        }
+        // Rounded to 8 bits by the input's producer already (through `q8_sink`), or now.
+        let (mut xq, rest) = if prequantized {
+            q8_parts(scratch, rows * w.inp)?
+        } else {
+            self.quantize_q8_into(scratch, x, rows * w.inp)?
+        };
+        // The block scales, then room for the tiles' partial products.
+        let mut rest = rest;
+        let (mut xs, mut tail) = rest.split_at_mut(q8_scratch(rows, w.inp).1);
+        for p in parts {
+            if path == QuantPath::Mmq {
+                self.mmq(y, p, w, rows, beta, [&mut xq, &mut xs, &mut tail])?;
+                continue;
+            }
+            // The GEMV in passes of up to eight rows; four warps per block, `outputs` output
+            // rows per warp.
+            for row0 in (0..rows).step_by(8) {
                 let pass = (rows - row0).min(8);
                 let (name, outputs) = p.kind.gemv_kernel(pass == 1);
                 let f = self.function(name)?;
@@ -234,7 +331,6 @@ impl Gpu {
                 }
                 let row0 = row0 as i32;
                 l.arg(&beta).arg(&ldy).arg(&col).arg(&row0);
-                // Four warps per block, `outputs` output rows per warp.
                 let cfg = cudarc::driver::LaunchConfig {
                     grid_dim: ((p.rows as u32).div_ceil(4 * outputs), 1, 1),
                     block_dim: (128, 1, 1),
@@ -244,8 +340,97 @@ impl Gpu {
                 unsafe { l.launch(cfg) }
                     .map_err(|e| KernelError::Cuda(format!("{name}: {e:?}")))?;
             }
+        }
+        Ok(())
+    }
+
+    /// One part of a quantized weight times `rows` 8-bit activation rows on the tensor cores
+    /// (`mmq.cu`): 64 weight rows by a tile of activation rows per block. When the tiles leave
+    /// fewer than [`MMQ_BLOCKS`] blocks, the runs of 256 values are split over more blocks, each
+    /// writing its partial product into `tail` (the scratch past the activations), then added
+    /// up in order (`mmq_sum`) — as long as they fit and each part keeps two runs.
+    fn mmq(
+        &self,
+        y: &mut CudaSlice<f32>,
+        p: &QuantPart,
+        w: &GemmWeight,
+        rows: usize,
+        beta: f32,
+        [xq, xs, tail]: [&mut CudaViewMut<'_, u16>; 3],
+    ) -> Result<()> {
+        let (name, tile) = p.kind.mmq_kernel(rows);
+        let grid = ((rows as u32).div_ceil(tile), (p.rows as u32).div_ceil(64));
+        let blocks = (grid.0 * grid.1) as usize;
+        let part = rows * p.rows * 2; // u16s of one partial product
+        let splits = if blocks >= MMQ_BLOCKS {
+            1
+        } else {
+            MMQ_BLOCKS
+                .div_ceil(blocks)
+                .min(w.inp.div_ceil(256) / 2)
+                .min(tail.len() / part)
+                .max(1)
+        };
+        let f = self.function(name)?;
+        let ints = [rows, p.rows, w.inp, p.stride].map(|v| v as i32);
+        let mut l = self.stream.launch_builder(&f);
+        let (ldy, col, b) = if splits == 1 {
+            l.arg(&mut *y);
+            (w.out as i32, p.first as i32, beta)
+        } else {
+            l.arg(&mut *tail);
+            (p.rows as i32, 0, 0.0)
+        };
+        l.arg(&p.data).arg(&mut *xq).arg(&mut *xs);
+        for v in &ints {
+            l.arg(v);
+        }
+        let row0 = 0i32;
+        l.arg(&b).arg(&ldy).arg(&col).arg(&row0);
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (grid.0, grid.1, splits as u32),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match the kernel; sizes checked by the caller and at upload;
+        // `splits` parts of `rows × p.rows` f32 fit in `tail` (checked above).
+        unsafe { l.launch(cfg) }.map_err(|e| KernelError::Cuda(format!("{name}: {e:?}")))?;
+        if splits == 1 {
             return Ok(());
         }
+        let f = self.function("mmq_sum")?;
+        let ints = [splits, rows, p.rows].map(|v| v as i32);
+        let (ldy, col) = (w.out as i32, p.first as i32);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&mut *y).arg(&mut *tail);
+        for v in &ints {
+            l.arg(v);
+        }
+        l.arg(&beta).arg(&ldy).arg(&col).arg(&row0);
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (((rows * p.rows) as u32).div_ceil(256), 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: as above; `tail` holds the `splits` partial products just written.
+        unsafe { l.launch(cfg) }.map_err(|e| KernelError::Cuda(format!("mmq_sum: {e:?}")))?;
+        Ok(())
+    }
+
+    /// The f16 way of [`Gpu::gemm_quant_via`]: the weight dequantized into `scratch`, then
+    /// cuBLAS.
+    fn gemm_dequant(
+        &self,
+        y: &mut CudaSlice<f32>,
+        x: &GemmInput,
+        rows: usize,
+        w: &GemmWeight,
+        beta: f32,
+        scratch: &mut CudaSlice<u16>,
+    ) -> Result<()> {
+        let GemmData::Quant(parts) = &w.data else {
+            return self.gemm(y, x, rows, w, beta);
+        };
         if scratch.len() < w.out * w.inp {
             return Err(KernelError::Shape(format!(
                 "a dequantization buffer of {} values for [{}, {}]",
@@ -284,8 +469,9 @@ impl Gpu {
     }
 
     /// Where `rows` rows of input to a product with `w` go in 8 bits, when the product reads
-    /// them so — a quantized weight, at most [`GEMV_ROWS`] rows, rows of a multiple of 32
-    /// values —, else `None` (the producer writes only its usual output).
+    /// them so — a quantized weight, rows few enough for a path on the blocks
+    /// ([`Gpu::quant_path`]), rows of a multiple of 32 values —, else `None` (the producer
+    /// writes only its usual output).
     pub fn q8_sink<'a>(
         &self,
         scratch: &'a mut CudaSlice<u16>,
@@ -293,7 +479,7 @@ impl Gpu {
         rows: usize,
     ) -> Option<Q8Sink<'a>> {
         let quantized = matches!(w.data, GemmData::Quant(_));
-        if !quantized || rows > GEMV_ROWS {
+        if !quantized || self.quant_path(rows) == QuantPath::F16 {
             return None;
         }
         let n = rows * w.inp;

@@ -1,5 +1,6 @@
 //! The kernels on an NVIDIA GPU through the CUDA driver API (cudarc, libraries loaded at run
-//! time). [`Gpu::open`] compiles `kernels.cu` with NVRTC for the device's compute capability.
+//! time). [`Gpu::open`] compiles `kernels.cu` and `mmq.cu` with NVRTC for the device's compute
+//! capability.
 //! The methods here take and return host slices: one call uploads, launches, waits and
 //! downloads, which is what the conformance tests need; the decoder's GPU runner keeps its
 //! buffers on the device.
@@ -16,16 +17,20 @@ mod blas;
 mod ops;
 
 pub use crate::quant::QuantKind;
-pub use blas::{GEMV_ROWS, GemmData, GemmInput, GemmWeight, Q8Sink, QuantPart};
+pub use blas::{
+    GEMV_ROWS, GemmData, GemmInput, GemmWeight, MMQ_MIN_ROWS, Q8Sink, QUANT_ROWS, QuantPart,
+    QuantPath,
+};
 pub use cudarc::driver::CudaSlice;
 pub use ops::{
     Act, AttentionLaunch, AttentionTables, StepGraph, argmax_index, attention_fits,
     attention_shared_bytes,
 };
 
-const SOURCE: &str = include_str!("../kernels.cu");
+/// `kernels.cu`, then `mmq.cu` (which uses its helpers).
+const SOURCE: &str = concat!(include_str!("../kernels.cu"), include_str!("../mmq.cu"));
 /// The kernels `SOURCE` defines.
-const KERNELS: [&str; 26] = [
+const KERNELS: [&str; 47] = [
     "rms_norm_f32",
     "silu_mul_f32",
     "rope_neox_f32",
@@ -52,6 +57,27 @@ const KERNELS: [&str; 26] = [
     "gemv_q4_k_8",
     "gemv_q6_k_8",
     "dequant_f16",
+    "mmq_q8_0_1",
+    "mmq_q8_0_2",
+    "mmq_q8_0_4",
+    "mmq_q8_0_8",
+    "mmq_q4_0_1",
+    "mmq_q4_0_2",
+    "mmq_q4_0_4",
+    "mmq_q4_0_8",
+    "mmq_q4_1_1",
+    "mmq_q4_1_2",
+    "mmq_q4_1_4",
+    "mmq_q4_1_8",
+    "mmq_q4_k_1",
+    "mmq_q4_k_2",
+    "mmq_q4_k_4",
+    "mmq_q4_k_8",
+    "mmq_q6_k_1",
+    "mmq_q6_k_2",
+    "mmq_q6_k_4",
+    "mmq_q6_k_8",
+    "mmq_sum",
 ];
 /// cuBLAS's workspace, set once so that captured graphs never allocate.
 const BLAS_WORKSPACE: usize = 32 << 20;
