@@ -7,8 +7,8 @@
 #   bench/gpu/q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]
 # TOKENIZER_DIR holds tokenizer.json and tokenizer_config.json (forja-testdata's llama3_1).
 # WORK (default /tmp/forja-8b) keeps the model between runs on the same machine; GEMV_BENCH=0
-# and F16=0 leave out the kernel benchmark and the f16 run; BATCHES (default 1,16,64,256) are
-# the decode batch sizes of the quantized run.
+# and F16=0 leave out the kernel benchmark and the f16 run; BATCHES (default 1,16,64,256) and
+# F16_BATCHES (default 1) are the decode batch sizes of the quantized and the f16 run.
 set -euo pipefail
 forja="${1:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
 bin="${2:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
@@ -47,7 +47,7 @@ fi
 if [ -n "$src" ]; then
   wait "$build" || { cat "$work.llama-build.log"; exit 1; }
 fi
-echo "forja, GGUF blocks read as stored (GEMV for one row, tensor-core tiles up to 128 rows," \
+echo "forja, GGUF blocks read as stored (GEMV below 4 rows, tensor-core tiles up to 64 rows," \
   "f16 copy + cuBLAS above):"
 echo
 "$bin" "$gguf" --quantized --prompt 512 --gen 128 --check 0 --batches "${BATCHES:-1,16,64,256}" 2>&1
@@ -55,7 +55,7 @@ if [ "${F16:-1}" = 1 ]; then
   echo
   echo "forja, weights dequantized to f16 at load:"
   echo
-  "$bin" "$gguf" --prompt 512 --gen 128 --check 0 --batches 1 2>&1
+  "$bin" "$gguf" --prompt 512 --gen 128 --check 0 --batches "${F16_BATCHES:-1}" 2>&1
 fi
 if [ -n "$src" ]; then
   "$(dirname "$0")/llama-bench.sh" "$src" "$gguf"

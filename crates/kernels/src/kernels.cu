@@ -657,18 +657,19 @@ GEMV_KERNEL(gemv_q4_k_8, 3, 8, 8, 2, 2)
 GEMV_KERNEL(gemv_q6_k_8, 4, 4, 8, 4, 1)
 
 // The whole matrix to f16 rows out_row.. of `out` (for products over many rows, which cuBLAS
-// then runs): one thread per group of 8 values.
+// then runs): one thread per group of 8 values, stored as one 16-byte word. rows · in / 8 <
+// 2^32 (checked by the caller).
 extern "C" __global__ void dequant_f16(unsigned short* out, const unsigned char* w, int rows,
                                        int in, int stride, int ty, int out_row) {
-    const int groups = in / 8, nb = in / (ty >= 3 ? 256 : 32);
-    const size_t n = (size_t)rows * groups;
+    const unsigned groups = in / 8, nb = in / (ty >= 3 ? 256 : 32);
+    const unsigned n = (unsigned)rows * groups;
     float v[8];
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const size_t r = i / groups;
-        const int k = (int)(i % groups);
-        decode8(ty, w + r * stride, nb, k, v);
-        unsigned short* o = out + (r + out_row) * in + (size_t)k * 8;
-        for (int l = 0; l < 8; l++) o[l] = f2h(v[l]);
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const unsigned r = i / groups, k = i - r * groups;
+        decode8(ty, w + (size_t)r * stride, nb, k, v);
+        unsigned h[4];
+        for (int l = 0; l < 4; l++) h[l] = f2h(v[2 * l]) | ((unsigned)f2h(v[2 * l + 1]) << 16);
+        *(uint4*)(out + ((size_t)r + out_row) * in + (size_t)k * 8) =
+            make_uint4(h[0], h[1], h[2], h[3]);
     }
 }

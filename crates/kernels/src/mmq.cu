@@ -136,6 +136,70 @@ __device__ __forceinline__ RowFrag row_frag(const unsigned char* s, int i, int t
 // bytes a row (84 words: the 8 rows of a fragment load fall in different banks).
 constexpr int MMQ_XROW = 336;
 
+// A thread's share (thread tid of 128) of copying run c to shared memory: weight unit tid +
+// 128·i of the block's 64 rows, activation unit tid + 128·i of its 8·NT rows (16 a row), block
+// scale tid + 128·i (8 a row). Activation values past the row's last block are zeros. The next
+// run's weights are loaded while this one is multiplied; its activations too when the tile is
+// narrow (PREFETCH_X; wider ones would need more registers than a thread has to spare).
+template <int TY, int NT>
+struct RunCopy {
+    static constexpr int U = Run<TY>::UNITS, WU = (64 * U + 127) / 128, XU = NT,
+                         SV = (64 * NT + 127) / 128;
+    static constexpr bool PREFETCH_X = NT <= 2;
+    uint4 wv[WU], xv[XU];
+    float2 sv[SV];
+
+    __device__ __forceinline__ void load_w(const unsigned char* w, int c, int o0, int out,
+                                           int stride, int nb) {
+        const int tid = threadIdx.x;
+#pragma unroll
+        for (int i = 0; i < WU; i++) {
+            const int u = min(tid + 128 * i, 64 * U - 1), r = u / U, k = u % U;
+            const unsigned char* src = w + (size_t)min(o0 + r, out - 1) * stride;
+            wv[i] = *(const uint4*)(src + unit_offset<TY>(k, nb, c));
+        }
+    }
+
+    __device__ __forceinline__ void load_x(const signed char* xq, const float2* xs, int c,
+                                           int blocks, int in, int row0, int n0, int rows) {
+        const int tid = threadIdx.x;
+#pragma unroll
+        for (int i = 0; i < XU; i++) {
+            const int u = tid + 128 * i, r = u / 16, k = u % 16;
+            const int x = row0 + min(n0 + r, rows - 1);
+            xv[i] = c * 8 + k / 2 < blocks
+                        ? *(const uint4*)(xq + (size_t)x * in + c * 256 + 16 * k)
+                        : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int i = 0; i < SV; i++) {
+            const int u = min(tid + 128 * i, 64 * NT - 1), r = u / 8, b = u % 8;
+            const int x = row0 + min(n0 + r, rows - 1);
+            sv[i] = c * 8 + b < blocks ? xs[(size_t)x * blocks + c * 8 + b]
+                                       : make_float2(0.0f, 0.0f);
+        }
+    }
+
+    __device__ __forceinline__ void store(uint4* sw, uint4* sx) const {
+        const int tid = threadIdx.x;
+#pragma unroll
+        for (int i = 0; i < WU; i++) {
+            const int u = tid + 128 * i;
+            if (u < 64 * U) sw[(u / U) * Run<TY>::STRIDE + u % U] = wv[i];
+        }
+#pragma unroll
+        for (int i = 0; i < XU; i++) {
+            const int u = tid + 128 * i;
+            sx[(u / 16) * (MMQ_XROW / 16) + u % 16] = xv[i];
+        }
+#pragma unroll
+        for (int i = 0; i < SV; i++) {
+            const int u = tid + 128 * i;
+            if (u < 64 * NT) ((float2*)((unsigned char*)sx + (u / 8) * MMQ_XROW + 256))[u % 8] = sv[i];
+        }
+    }
+};
+
 // y[r, y_col + o] = Σ_k x[r, k] · w[o, k] (+ beta · y[r, y_col + o]) for activation rows
 // row0 ≤ r < row0 + rows and weight rows o < out. A block (four warps) computes 64 weight rows
 // (16 a warp) × 8·NT activation rows, one run of 256 values at a time: the block copies the
@@ -159,27 +223,24 @@ __device__ void mmq(float* y, const unsigned char* w, const signed char* xq, con
 #pragma unroll
         for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
     y += (size_t)blockIdx.z * rows * ldy;
+    const int c0 = (int)((long long)runs * blockIdx.z / gridDim.z);
     const int c_end = (int)((long long)runs * (blockIdx.z + 1) / gridDim.z);
-    for (int c = (int)((long long)runs * blockIdx.z / gridDim.z); c < c_end; c++) {
-        for (int u = tid; u < 64 * U; u += 128) {
-            const int r = u / U, k = u % U;
-            const unsigned char* src = w + (size_t)min(o0 + r, out - 1) * stride;
-            sw[r * SU + k] = *(const uint4*)(src + unit_offset<TY>(k, nb, c));
-        }
-        for (int u = tid; u < TN * 16; u += 128) {
-            const int r = u / 16, k = u % 16, x = row0 + min(n0 + r, rows - 1);
-            const bool real = c * 8 + k / 2 < blocks;
-            sx[r * (MMQ_XROW / 16) + k] =
-                real ? *(const uint4*)(xq + (size_t)x * in + c * 256 + 16 * k)
-                     : make_uint4(0, 0, 0, 0);
-        }
-        for (int u = tid; u < TN * 8; u += 128) {
-            const int r = u / 8, b = u % 8, x = row0 + min(n0 + r, rows - 1);
-            const bool real = c * 8 + b < blocks;
-            ((float2*)((unsigned char*)sx + r * MMQ_XROW + 256))[b] =
-                real ? xs[(size_t)x * blocks + c * 8 + b] : make_float2(0.0f, 0.0f);
-        }
+    // Each thread's share of a run's copy, loaded into registers all at once (and the next
+    // run's while this one is multiplied), then stored to shared memory.
+    using Copy = RunCopy<TY, NT>;
+    Copy copy;
+    if (c0 < c_end) {
+        copy.load_w(w, c0, o0, out, stride, nb);
+        if (Copy::PREFETCH_X) copy.load_x(xq, xs, c0, blocks, in, row0, n0, rows);
+    }
+    for (int c = c0; c < c_end; c++) {
+        if (!Copy::PREFETCH_X) copy.load_x(xq, xs, c, blocks, in, row0, n0, rows);
+        copy.store(sw, sx);
         __syncthreads();
+        if (c + 1 < c_end) {
+            copy.load_w(w, c + 1, o0, out, stride, nb);
+            if (Copy::PREFETCH_X) copy.load_x(xq, xs, c + 1, blocks, in, row0, n0, rows);
+        }
         const unsigned char* s0 = (const unsigned char*)(sw + (16 * warp + g) * SU);
         const unsigned char* s1 = s0 + 8 * SU * 16;
         const unsigned char* xb = (const unsigned char*)sx;

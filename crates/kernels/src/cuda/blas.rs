@@ -50,14 +50,14 @@ pub const GEMV_ROWS: usize = 16;
 
 /// From sm_80 on, products over at most this many rows read quantized weights directly: the
 /// GEMV below [`MMQ_MIN_ROWS`] rows, the tensor-core tiles of `mmq.cu` from there; more rows go
-/// through an f16 copy and cuBLAS. (On an H200 with Llama-3-8B's shapes the tiles take 0.6–1.1×
-/// the time of the f16 copy plus cuBLAS at 128 rows, 1.1–2.0× at 256.)
-pub const QUANT_ROWS: usize = 128;
+/// through an f16 copy and cuBLAS. (On an H200 with Llama-3-8B's shapes the tiles take 0.65–0.94×
+/// the time of the f16 copy plus cuBLAS at 64 rows, 1.2–1.5× at 128.)
+pub const QUANT_ROWS: usize = 64;
 
-/// The fewest rows the tensor-core tiles take (sm_80 on): below, one GEMV pass of up to eight
-/// rows is faster (H200, Llama-3-8B's shapes: the GEMV takes 0.3–1.0× the tiles' time at 2 and
-/// 4 rows; the tiles take 0.7–1.4× the GEMV's at 8 rows and 0.4–0.8× at 16).
-pub const MMQ_MIN_ROWS: usize = 8;
+/// The fewest rows the tensor-core tiles take (sm_80 on): below, one GEMV pass is faster (H200,
+/// Llama-3-8B's shapes: the GEMV takes 0.68–1.07× the tiles' time at 2 rows; the tiles take
+/// 0.72–1.14× the GEMV's at 4 rows, 0.38–0.78× at 8, 0.24–0.46× at 16).
+pub const MMQ_MIN_ROWS: usize = 4;
 
 /// Blocks a tensor-core product should have to keep the GPU busy (about two per SM on an H100
 /// or H200); fewer tiles split their runs of values over more blocks.
@@ -437,6 +437,12 @@ impl Gpu {
                 scratch.len(),
                 w.out,
                 w.inp
+            )));
+        }
+        if w.out * w.inp / 8 >= u32::MAX as usize {
+            return Err(KernelError::Shape(format!(
+                "[{}, {}] is too large to dequantize in one pass",
+                w.out, w.inp
             )));
         }
         let f = self.function("dequant_f16")?;
