@@ -181,6 +181,7 @@ impl Gpu {
         parts: &[(QuantKind, usize, &[u8])],
         inp: usize,
     ) -> Result<GemmWeight> {
+        self.load_quant_kernels()?;
         let mut out = 0;
         let mut up = Vec::with_capacity(parts.len());
         for &(kind, rows, bytes) in parts {

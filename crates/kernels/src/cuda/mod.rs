@@ -27,10 +27,13 @@ pub use ops::{
     attention_shared_bytes,
 };
 
-/// `kernels.cu`, then `mmq.cu` (which uses its helpers).
-const SOURCE: &str = concat!(include_str!("../kernels.cu"), include_str!("../mmq.cu"));
+/// The kernels every GPU loads.
+const SOURCE: &str = include_str!("../kernels.cu");
+/// With the tensor-core kernels for GGUF blocks (`mmq.cu` uses `kernels.cu`'s helpers): compiled
+/// only once a quantized weight is uploaded, as NVRTC takes about four times as long on it.
+const QUANT_SOURCE: &str = concat!(include_str!("../kernels.cu"), include_str!("../mmq.cu"));
 /// The kernels `SOURCE` defines.
-const KERNELS: [&str; 47] = [
+const KERNELS: [&str; 26] = [
     "rms_norm_f32",
     "silu_mul_f32",
     "rope_neox_f32",
@@ -57,6 +60,9 @@ const KERNELS: [&str; 47] = [
     "gemv_q4_k_8",
     "gemv_q6_k_8",
     "dequant_f16",
+];
+/// The kernels `QUANT_SOURCE` adds.
+const MMQ_KERNELS: [&str; 21] = [
     "mmq_q8_0_1",
     "mmq_q8_0_2",
     "mmq_q8_0_4",
@@ -79,6 +85,37 @@ const KERNELS: [&str; 47] = [
     "mmq_q6_k_8",
     "mmq_sum",
 ];
+/// Compiles the kernels with NVRTC for compute capability `(major, minor)`, as [`Gpu::open`]
+/// does for the GPU present (and, with `quantized`, as the first quantized upload does with
+/// the tensor-core kernels added); needs NVRTC, not a GPU.
+pub fn compile_kernels(capability: (i32, i32), quantized: bool) -> Result<cudarc::nvrtc::Ptx> {
+    // SAFETY: this only tries to load the shared library.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(KernelError::NoDevice(
+            "NVRTC (libnvrtc, part of the CUDA toolkit or the nvidia-cuda-nvrtc package) \
+             is not installed"
+                .into(),
+        ));
+    }
+    compile_ptx_with_opts(
+        if quantized { QUANT_SOURCE } else { SOURCE },
+        CompileOptions {
+            options: vec![format!(
+                "--gpu-architecture=compute_{}{}",
+                capability.0, capability.1
+            )],
+            ..Default::default()
+        },
+    )
+    .map_err(|e| KernelError::Cuda(format!("compiling the kernels: {e}")))
+}
+
+/// The names of the kernels [`compile_kernels`] defines (with `quantized`, also these).
+pub fn kernel_names(quantized: bool) -> Vec<&'static str> {
+    let extra: &[&str] = if quantized { &MMQ_KERNELS } else { &[] };
+    KERNELS.iter().chain(extra).copied().collect()
+}
+
 /// cuBLAS's workspace, set once so that captured graphs never allocate.
 const BLAS_WORKSPACE: usize = 32 << 20;
 /// Threads per block of the row kernels (a multiple of 32, see `block_reduce`).
@@ -98,6 +135,9 @@ pub struct Gpu {
     _blas_workspace: cudarc::driver::CudaSlice<u8>,
     /// Every kernel of `kernels.cu`, looked up once.
     functions: Vec<(&'static str, CudaFunction)>,
+    /// The tensor-core kernels of `mmq.cu`, compiled and looked up at the first quantized
+    /// upload ([`Gpu::load_quant_kernels`]).
+    quant_functions: std::sync::OnceLock<Vec<(&'static str, CudaFunction)>>,
     name: String,
     capability: (i32, i32),
 }
@@ -112,31 +152,13 @@ impl Gpu {
                 "the NVIDIA driver library (libcuda.so.1) is not installed".into(),
             ));
         }
-        // SAFETY: as above.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err(KernelError::NoDevice(
-                "NVRTC (libnvrtc, part of the CUDA toolkit or the nvidia-cuda-nvrtc package) \
-                 is not installed"
-                    .into(),
-            ));
-        }
         let ctx = CudaContext::new(ordinal)
             .map_err(|e| KernelError::NoDevice(format!("GPU {ordinal}: {e:?}")))?;
         let capability = ctx
             .compute_capability()
             .map_err(cuda("compute capability"))?;
         let name = ctx.name().map_err(cuda("device name"))?;
-        let ptx = compile_ptx_with_opts(
-            SOURCE,
-            CompileOptions {
-                options: vec![format!(
-                    "--gpu-architecture=compute_{}{}",
-                    capability.0, capability.1
-                )],
-                ..Default::default()
-            },
-        )
-        .map_err(|e| KernelError::Cuda(format!("compiling the kernels: {e}")))?;
+        let ptx = compile_kernels(capability, false)?;
         let module = ctx.load_module(ptx).map_err(cuda("loading the kernels"))?;
         let functions = KERNELS
             .iter()
@@ -175,6 +197,7 @@ impl Gpu {
             blas,
             _blas_workspace: workspace,
             functions,
+            quant_functions: std::sync::OnceLock::new(),
             name,
             capability,
         })
@@ -198,9 +221,32 @@ impl Gpu {
             .map_err(cuda("memory info"))
     }
 
+    /// Compiles and loads the tensor-core kernels for GGUF blocks, once (a quantized upload
+    /// does it, before any product could be captured into a graph). Nothing to do before
+    /// sm_80, which never launches them.
+    pub fn load_quant_kernels(&self) -> Result<()> {
+        if !self.mmq_available() || self.quant_functions.get().is_some() {
+            return Ok(());
+        }
+        let ptx = compile_kernels(self.capability, true)?;
+        let module = self
+            .stream
+            .context()
+            .load_module(ptx)
+            .map_err(cuda("loading the tensor-core kernels"))?;
+        let functions = MMQ_KERNELS
+            .iter()
+            .map(|&n| Ok((n, module.load_function(n).map_err(cuda(n))?)))
+            .collect::<Result<Vec<_>>>()?;
+        // Another thread may have loaded them meanwhile: either copy serves.
+        let _ = self.quant_functions.set(functions);
+        Ok(())
+    }
+
     fn function(&self, name: &str) -> Result<CudaFunction> {
         self.functions
             .iter()
+            .chain(self.quant_functions.get().into_iter().flatten())
             .find(|(n, _)| *n == name)
             .map(|(_, f)| f.clone())
             .ok_or_else(|| KernelError::Cuda(format!("no kernel named {name}")))
