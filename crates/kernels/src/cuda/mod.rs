@@ -1,6 +1,6 @@
 //! The kernels on an NVIDIA GPU through the CUDA driver API (cudarc, libraries loaded at run
-//! time). [`Gpu::open`] compiles `kernels.cu` and `mmq.cu` with NVRTC for the device's compute
-//! capability.
+//! time). [`Gpu::open`] compiles `kernels.cu` with NVRTC for the device's compute capability;
+//! the first quantized upload adds `mmq.cu`'s tensor-core kernels ([`Gpu::load_quant_kernels`]).
 //! The methods here take and return host slices: one call uploads, launches, waits and
 //! downloads, which is what the conformance tests need; the decoder's GPU runner keeps its
 //! buffers on the device.
