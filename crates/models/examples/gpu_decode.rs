@@ -287,7 +287,7 @@ fn gemv_bench(gpu: &Gpu) {
                 ];
                 for (path, _) in paths.iter().filter(|p| p.1) {
                     let secs = time(gpu, 100, || {
-                        gpu.gemm_quant_via(*path, &mut y, &x, rows, &w, 0.0, &mut deq, false)
+                        gpu.gemm_quant(*path, &mut y, &x, rows, &w, 0.0, &mut deq, false)
                             .unwrap()
                     });
                     row(&format!("{kind:?} {path:?}"), rows, secs, w.bytes());

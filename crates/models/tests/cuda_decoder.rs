@@ -354,12 +354,30 @@ fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
             assert_eq!(pre, rows <= most, "{producer}, {rows} rows");
             run(&mut act, sink).unwrap();
             let mut fused = g.upload(&vec![0f32; rows * out]).unwrap();
-            g.gemm_quant(&mut fused, &act, rows, &w, 0.0, &mut deq, pre)
-                .unwrap();
+            g.gemm_quant(
+                g.quant_path(rows),
+                &mut fused,
+                &act,
+                rows,
+                &w,
+                0.0,
+                &mut deq,
+                pre,
+            )
+            .unwrap();
             // The same input rounded by the product's own pass.
             let mut apart = g.upload(&vec![0f32; rows * out]).unwrap();
-            g.gemm_quant(&mut apart, &act, rows, &w, 0.0, &mut deq, false)
-                .unwrap();
+            g.gemm_quant(
+                g.quant_path(rows),
+                &mut apart,
+                &act,
+                rows,
+                &w,
+                0.0,
+                &mut deq,
+                false,
+            )
+            .unwrap();
             assert_eq!(
                 g.download(&fused).unwrap(),
                 g.download(&apart).unwrap(),
@@ -450,7 +468,7 @@ fn quantized_weights_multiply_as_their_dequantized_rows() {
                 };
                 for beta in [0.0f32, 1.0] {
                     let mut y = g.upload(&y0).unwrap();
-                    g.gemm_quant_via(path, &mut y, &xa, rows, &w, beta, &mut deq, false)
+                    g.gemm_quant(path, &mut y, &xa, rows, &w, beta, &mut deq, false)
                         .unwrap();
                     let got = g.download(&y).unwrap();
                     let want: Vec<f32> = (0..rows * out)

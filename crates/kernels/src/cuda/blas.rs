@@ -63,8 +63,8 @@ pub const MMQ_MIN_ROWS: usize = 4;
 /// or H200); fewer tiles split their runs of values over more blocks.
 const MMQ_BLOCKS: usize = 256;
 
-/// How a product with a quantized weight runs. [`Gpu::gemm_quant`] picks one by the number of
-/// rows ([`Gpu::quant_path`]); [`Gpu::gemm_quant_via`] runs the one given (benchmarks, tests).
+/// How a product with a quantized weight runs ([`Gpu::gemm_quant`]); [`Gpu::quant_path`] picks
+/// one by the number of rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantPath {
     /// GEMV kernels on the blocks (`dp4a`), passes of up to eight activation rows.
@@ -234,36 +234,17 @@ impl Gpu {
         self.capability() >= (8, 0)
     }
 
-    /// `y[rows, out] = x[rows, in] · Wᵀ + beta · y` for a quantized weight, the way
-    /// [`Gpu::quant_path`] picks: kernels on the blocks for a few rows, else the weight
-    /// dequantized into `scratch` (f16, at least `w.dequant_len()`) and cuBLAS.
-    /// `prequantized`: the kernel that made `x` also wrote it in 8 bits into `scratch` (the
-    /// sink [`Gpu::q8_sink`] gave for this product).
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one product's operands and its scratch"
-    )]
-    pub fn gemm_quant(
-        &self,
-        y: &mut CudaSlice<f32>,
-        x: &GemmInput,
-        rows: usize,
-        w: &GemmWeight,
-        beta: f32,
-        scratch: &mut CudaSlice<u16>,
-        prequantized: bool,
-    ) -> Result<()> {
-        let path = self.quant_path(rows);
-        self.gemm_quant_via(path, y, x, rows, w, beta, scratch, prequantized)
-    }
-
-    /// [`Gpu::gemm_quant`] the way `path` says (`prequantized` only with a path that reads
-    /// 8-bit activations; `Mmq` needs [`Gpu::mmq_available`]).
+    /// `y[rows, out] = x[rows, in] · Wᵀ + beta · y` for a quantized weight, the way `path` says
+    /// ([`Gpu::quant_path`] picks the fastest for the rows; tests and benchmarks name one):
+    /// kernels on the blocks, or the weight dequantized into `scratch` (f16, at least
+    /// `w.dequant_len()`) and cuBLAS. `prequantized`: the kernel that made `x` also wrote it in
+    /// 8 bits into `scratch` (the sink [`Gpu::q8_sink`] gave for this product; only with a path
+    /// on the blocks). `Mmq` needs [`Gpu::mmq_available`]. A dense weight ignores `path`.
     #[allow(
         clippy::too_many_arguments,
         reason = "one product's operands, its scratch and the way"
     )]
-    pub fn gemm_quant_via(
+    pub fn gemm_quant(
         &self,
         path: QuantPath,
         y: &mut CudaSlice<f32>,
@@ -418,7 +399,7 @@ impl Gpu {
         Ok(())
     }
 
-    /// The f16 way of [`Gpu::gemm_quant_via`]: the weight dequantized into `scratch`, then
+    /// The f16 way of [`Gpu::gemm_quant`]: the weight dequantized into `scratch`, then
     /// cuBLAS.
     fn gemm_dequant(
         &self,

@@ -474,7 +474,8 @@ fn prod(
     deq: &mut CudaSlice<u16>,
     pre: bool,
 ) -> Result<()> {
-    g.gemm_quant(y, x, rows, w, beta, deq, pre).map_err(kernel)
+    g.gemm_quant(g.quant_path(rows), y, x, rows, w, beta, deq, pre)
+        .map_err(kernel)
 }
 
 fn kernel_back(e: ModelError) -> forja_kernels::KernelError {
