@@ -44,14 +44,14 @@ pub struct QuantPart {
 /// On GPUs without int8 tensor-core instructions (before sm_80), products over at most this
 /// many rows read quantized weights with the GEMV kernels (activations quantized to 8 bits, one
 /// read of the weight per eight rows); more rows go through an f16 copy and cuBLAS. (On an H200
-/// with Llama-3-8B's shapes, two passes of eight rows cost about what the copy plus cuBLAS do,
-/// four passes twice as much.)
+/// with Llama-3-8B's shapes, 16 rows — two passes — take the GEMV 0.8–1.5× the time of the f16
+/// copy plus cuBLAS; an older card was not measured.)
 pub const GEMV_ROWS: usize = 16;
 
 /// From sm_80 on, products over at most this many rows read quantized weights directly: the
 /// GEMV below [`MMQ_MIN_ROWS`] rows, the tensor-core tiles of `mmq.cu` from there; more rows go
 /// through an f16 copy and cuBLAS. (On an H200 with Llama-3-8B's shapes the tiles take 0.65–0.94×
-/// the time of the f16 copy plus cuBLAS at 64 rows, 1.2–1.5× at 128.)
+/// the time of the f16 copy plus cuBLAS at 64 rows, 1.2–1.6× at 128.)
 pub const QUANT_ROWS: usize = 64;
 
 /// The fewest rows the tensor-core tiles take (sm_80 on): below, one GEMV pass is faster (H200,
