@@ -91,10 +91,42 @@ extern "C" __global__ void reshape_and_cache_f16(const float* k, const float* v,
 // row_seqs[r] (its row of block_tables) and sees that sequence's first context_lens[r] positions
 // (its own position + 1: decode rows see everything, prefill rows are causal), the last `window`
 // of them when window > 0. softcap > 0 caps scores as cap·tanh(s / cap). Each warp takes every
-// ATT_WARPS-th position: its lanes split the head's dims (coalesced loads), a shuffle sums the dot
-// product; scores wait in shared memory for the softmax, then each warp sums its positions'
-// values over its lanes' dims and the warps' partial sums are added. head_dim ≤ 256.
+// ATT_WARPS-th position, ATT_POS of them at a time (their table entries, then their key or value
+// rows, loaded before any is used: a short context costs a few memory round trips, not one per
+// position); its lanes take four consecutive dims each (8-byte loads, a row in one coalesced
+// access), a shuffle sums the dot product; scores wait in shared memory for the softmax, then
+// each warp sums its positions' values over its lanes' dims and the warps' partial sums are
+// added. head_dim ≤ 256, a multiple of 4.
 #define ATT_WARPS 8
+#define ATT_POS 4
+
+// The rows of ATT_POS positions t0 + p·ATT_WARPS (past the last: the last again) of one
+// kv head in a paged cache, four halves per lane (lanes lane and lane + 32).
+__device__ __forceinline__ void att_rows(uint2 (&r)[ATT_POS][2], const unsigned short* cache,
+                                         const unsigned* table, int block_size, int first,
+                                         int t0, int n, size_t width, size_t head_off,
+                                         int lane, int quads) {
+    const unsigned short* p[ATT_POS];
+#pragma unroll
+    for (int k = 0; k < ATT_POS; k++) {
+        const int j = first + min(t0 + k * ATT_WARPS, n - 1);
+        const size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
+        p[k] = cache + slot * width + head_off;
+    }
+#pragma unroll
+    for (int k = 0; k < ATT_POS; k++)
+#pragma unroll
+        for (int c = 0; c < 2; c++) {
+            const int i = lane + 32 * c;
+            r[k][c] = i < quads ? ((const uint2*)p[k])[i] : make_uint2(0u, 0u);
+        }
+}
+
+__device__ __forceinline__ float4 h4(uint2 v) {
+    return make_float4(h2f((unsigned short)(v.x & 0xFFFF)), h2f((unsigned short)(v.x >> 16)),
+                       h2f((unsigned short)(v.y & 0xFFFF)), h2f((unsigned short)(v.y >> 16)));
+}
+
 extern "C" __global__ void paged_attention_f16(
     float* out, const float* q, const unsigned short* k_cache, const unsigned short* v_cache,
     const unsigned* block_tables, const unsigned* row_seqs, const unsigned* context_lens,
@@ -107,7 +139,8 @@ extern "C" __global__ void paged_attention_f16(
     const int first = window > 0 && ctx > window ? ctx - window : 0;
     const int n = ctx - first;
     const int g = h / (heads / kv_heads);
-    const size_t width = (size_t)kv_heads * head_dim;
+    const int quads = head_dim / 4;
+    const size_t width = (size_t)kv_heads * head_dim, head_off = (size_t)g * head_dim;
     const unsigned* table = block_tables + (size_t)row_seqs[r] * max_blocks;
     float* qs = shared;                          // [head_dim]
     float* partial = shared + head_dim;          // [ATT_WARPS][head_dim]
@@ -115,18 +148,33 @@ extern "C" __global__ void paged_attention_f16(
     const float* qh = q + ((size_t)r * heads + h) * head_dim;
     for (int i = threadIdx.x; i < head_dim; i += blockDim.x) qs[i] = qh[i];
     __syncthreads();
+    float4 qv[2];
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
+        const int i = lane + 32 * c;
+        qv[c] = i < quads ? ((const float4*)qs)[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
     float m = __int_as_float(0xff800000);
-    for (int t = warp; t < n; t += ATT_WARPS) {
-        const int j = first + t;
-        const size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
-        const unsigned short* kr = k_cache + slot * width + (size_t)g * head_dim;
-        float d = 0.0f;
-        for (int i = lane; i < head_dim; i += 32) d += qs[i] * h2f(kr[i]);
-        for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        d *= scale;
-        if (softcap > 0.0f) d = softcap * tanhf(d / softcap);
-        if (lane == 0) scores[t] = d;
-        m = fmaxf(m, d);
+    for (int t0 = warp; t0 < n; t0 += ATT_WARPS * ATT_POS) {
+        uint2 kr[ATT_POS][2];
+        att_rows(kr, k_cache, table, block_size, first, t0, n, width, head_off, lane, quads);
+#pragma unroll
+        for (int k = 0; k < ATT_POS; k++) {
+            float d = 0.0f;
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const float4 kf = h4(kr[k][c]);
+                d += qv[c].x * kf.x + qv[c].y * kf.y + qv[c].z * kf.z + qv[c].w * kf.w;
+            }
+            for (int o = 16; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+            d *= scale;
+            if (softcap > 0.0f) d = softcap * tanhf(d / softcap);
+            const int t = t0 + k * ATT_WARPS;
+            if (t < n) {
+                if (lane == 0) scores[t] = d;
+                m = fmaxf(m, d);
+            }
+        }
     }
     m = block_reduce(m, true);
     float sum = 0.0f;
@@ -136,21 +184,30 @@ extern "C" __global__ void paged_attention_f16(
         sum += e;
     }
     sum = block_reduce(sum, false);
-    float acc[8];
-    for (int c = 0; c < 8; c++) acc[c] = 0.0f;
-    for (int t = warp; t < n; t += ATT_WARPS) {
-        const int j = first + t;
-        const size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
-        const unsigned short* vr = v_cache + slot * width + (size_t)g * head_dim;
-        const float p = scores[t];
-        for (int c = 0; c < 8; c++) {
-            const int i = lane + 32 * c;
-            if (i < head_dim) acc[c] += p * h2f(vr[i]);
+    float4 acc[2];
+#pragma unroll
+    for (int c = 0; c < 2; c++) acc[c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int t0 = warp; t0 < n; t0 += ATT_WARPS * ATT_POS) {
+        uint2 vr[ATT_POS][2];
+        att_rows(vr, v_cache, table, block_size, first, t0, n, width, head_off, lane, quads);
+#pragma unroll
+        for (int k = 0; k < ATT_POS; k++) {
+            const int t = t0 + k * ATT_WARPS;
+            const float p = t < n ? scores[t] : 0.0f;
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const float4 vf = h4(vr[k][c]);
+                acc[c].x += p * vf.x;
+                acc[c].y += p * vf.y;
+                acc[c].z += p * vf.z;
+                acc[c].w += p * vf.w;
+            }
         }
     }
-    for (int c = 0; c < 8; c++) {
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
         const int i = lane + 32 * c;
-        if (i < head_dim) partial[warp * head_dim + i] = acc[c];
+        if (i < quads) ((float4*)(partial + warp * head_dim))[i] = acc[c];
     }
     __syncthreads();
     float* o = out + ((size_t)r * heads + h) * head_dim;
@@ -201,19 +258,83 @@ extern "C" __global__ void embed_rows(float* out, const float* table, const unsi
     for (int i = threadIdx.x; i < cols; i += blockDim.x) o[i] = src[i] * scale;
 }
 
+// Four consecutive values (4·i4 .. 4·i4 + 3, a lane's share of an aligned block of 32 held by
+// eight consecutive lanes) to 8 bits, as q8_lane does one value: the same scale, the same
+// rounded values, the same sums. Every lane of the warp calls it (`store`: whether this lane's
+// group of eight writes; a group writes all or none).
+__device__ __forceinline__ void q8_quad(signed char* q, float2* s, size_t i4, float4 v,
+                                        bool store) {
+    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    for (int o = 4; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float d = amax / 127.0f;
+    const int a = amax == 0.0f ? 0 : __float2int_rn(v.x / d);
+    const int b = amax == 0.0f ? 0 : __float2int_rn(v.y / d);
+    const int c = amax == 0.0f ? 0 : __float2int_rn(v.z / d);
+    const int e = amax == 0.0f ? 0 : __float2int_rn(v.w / d);
+    int sum = a + b + c + e;
+    for (int o = 4; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (store) {
+        ((char4*)q)[i4] = make_char4((signed char)a, (signed char)b, (signed char)c,
+                                     (signed char)e);
+        if ((threadIdx.x & 7) == 0) s[i4 / 8] = make_float2(d, d * (float)sum);
+    }
+}
+
+// Values per thread the register path of rms_norm_rows keeps (in float4s).
+#define NORM_VEC 4
+
 // One block per row: row rows[r] of x (or row r when rows is null), RMS-normalized with
 // weight w (the effective scale: Gemma's 1 + w already added), to out as f32 or f16.
-// With q, the rows also go to 8 bits (store_q8).
-extern "C" __global__ void rms_norm_rows(void* out, const float* x, const unsigned* rows,
+// With q, the rows also go to 8 bits (store_q8, or q8_quad: the same values).
+// Rows of a multiple of 32 values up to 4 · NORM_VEC · blockDim.x take the register path: each
+// thread loads its float4s of the row and of w at once and keeps them for the second pass, so
+// the kernel waits for memory once (the loop below waits once per iteration and pass).
+extern "C" __global__ void __launch_bounds__(1024) rms_norm_rows(void* out, const float* x, const unsigned* rows,
                                          const float* w, int cols, float eps, int half_out,
                                          signed char* q, float2* s) {
     const size_t src = (size_t)(rows ? rows[blockIdx.x] : blockIdx.x) * cols;
     const float* xr = x + src;
+    const size_t dst = (size_t)blockIdx.x * cols;
+    const int n4 = cols / 4;
+    if (cols % 32 == 0 && n4 <= NORM_VEC * (int)blockDim.x) {
+        float4 v[NORM_VEC], wv[NORM_VEC];
+        float ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NORM_VEC; k++) {
+            const int i = k * blockDim.x + threadIdx.x;
+            const bool in = i < n4;
+            v[k] = in ? ((const float4*)xr)[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            wv[k] = in ? ((const float4*)w)[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int k = 0; k < NORM_VEC; k++)
+            ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+        ss = block_reduce(ss, false);
+        const float inv = rsqrtf(ss / cols + eps);
+#pragma unroll
+        for (int k = 0; k < NORM_VEC; k++) {
+            // The warp's lanes have consecutive float4s: groups of eight are whole blocks of 32,
+            // each group inside the row or past it (n4 is a multiple of 8).
+            if (k * (int)blockDim.x >= n4) break;
+            const int i = k * blockDim.x + threadIdx.x;
+            const bool in = i < n4;
+            float4 o = make_float4(v[k].x * inv * wv[k].x, v[k].y * inv * wv[k].y,
+                                   v[k].z * inv * wv[k].z, v[k].w * inv * wv[k].w);
+            if (half_out) {
+                const ushort4 h = make_ushort4(f2h(o.x), f2h(o.y), f2h(o.z), f2h(o.w));
+                if (in) ((ushort4*)((unsigned short*)out + dst))[i] = h;
+                o = make_float4(h2f(h.x), h2f(h.y), h2f(h.z), h2f(h.w));
+            } else if (in) {
+                ((float4*)((float*)out + dst))[i] = o;
+            }
+            if (q) q8_quad(q, s, dst / 4 + i, o, in);
+        }
+        return;
+    }
     float ss = 0.0f;
     for (int i = threadIdx.x; i < cols; i += blockDim.x) ss += xr[i] * xr[i];
     ss = block_reduce(ss, false);
     const float inv = rsqrtf(ss / cols + eps);
-    const size_t dst = (size_t)blockIdx.x * cols;
     for (int i = threadIdx.x; i < cols; i += blockDim.x)
         store_q8(out, dst + i, xr[i] * inv * w[i], half_out, q, s);
 }

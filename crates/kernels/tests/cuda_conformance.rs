@@ -118,6 +118,7 @@ fn paged_cache_writes_and_decode_attention_match_their_references() {
         (32, 8, 128, 16, vec![513, 2, 64]),
         (4, 1, 256, 32, vec![1000]),
         (8, 8, 64, 8, vec![9, 8, 7, 31]),
+        (6, 2, 80, 16, vec![5, 37, 70]),
     ];
     for (heads, kv_heads, dim, bs, lens) in shapes {
         let width = kv_heads * dim;
@@ -288,33 +289,41 @@ fn decoder_step_kernels_match_their_references() {
         &g.download(&out).unwrap(),
         &reference::embed_rows(&table, &ids, cols, 1.7).unwrap(),
     );
-    // RMSNorm of picked rows into f32 and f16 inputs; the residual form.
-    let (rows, cols) = (5, 640);
+    // RMSNorm of picked rows into f32 and f16 inputs (rows the kernel keeps in registers, and
+    // rows it loops over: not a multiple of 32, or longer than its registers hold); the
+    // residual form.
+    let rows = 5;
+    for cols in [640, 4096, 100, 20_480] {
+        let x = rng.values(rows * cols, 3.0);
+        let w = rng.values(cols, 1.0);
+        let pick = [4u32, 0, 2];
+        let picked: Vec<f32> = pick
+            .iter()
+            .flat_map(|&r| x[r as usize * cols..][..cols].to_vec())
+            .collect();
+        let want = reference::rms_norm(&picked, &w, 1e-5, 0.0).unwrap();
+        let (xd, wd, pd) = (
+            g.upload(&x).unwrap(),
+            g.upload(&w).unwrap(),
+            g.upload(&pick).unwrap(),
+        );
+        for half in [false, true] {
+            let mut o = g.alloc_act(pick.len() * cols, half).unwrap();
+            g.rms_norm_rows(&mut o, &xd, Some(&pd), pick.len(), &wd, 1e-5, None)
+                .unwrap();
+            let tol = if half { 1e-3 } else { TOLERANCE };
+            check_within(
+                &format!("rms_norm_rows ({cols} values, f16 out: {half})"),
+                &act_out(&g, &o),
+                &want,
+                tol,
+            );
+        }
+    }
+    let cols = 640;
     let x = rng.values(rows * cols, 3.0);
     let w = rng.values(cols, 1.0);
-    let pick = [4u32, 0, 2];
-    let picked: Vec<f32> = pick
-        .iter()
-        .flat_map(|&r| x[r as usize * cols..][..cols].to_vec())
-        .collect();
-    let want = reference::rms_norm(&picked, &w, 1e-5, 0.0).unwrap();
-    let (xd, wd, pd) = (
-        g.upload(&x).unwrap(),
-        g.upload(&w).unwrap(),
-        g.upload(&pick).unwrap(),
-    );
-    for half in [false, true] {
-        let mut o = g.alloc_act(pick.len() * cols, half).unwrap();
-        g.rms_norm_rows(&mut o, &xd, Some(&pd), pick.len(), &wd, 1e-5, None)
-            .unwrap();
-        let tol = if half { 1e-3 } else { TOLERANCE };
-        check_within(
-            &format!("rms_norm_rows (f16 out: {half})"),
-            &act_out(&g, &o),
-            &want,
-            tol,
-        );
-    }
+    let wd = g.upload(&w).unwrap();
     let y = rng.values(rows * cols, 2.0);
     let mut xr = x.clone();
     reference::add_rms_norm(&mut xr, &y, &w, 1e-5).unwrap();

@@ -401,7 +401,7 @@ fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
 /// Every way a product with GGUF blocks runs — the GEMV kernels (passes of up to eight rows),
 /// the tensor-core tiles (any number of rows, tiles of 8 to 64), dequantization to f16 plus
 /// cuBLAS — on weights of mixed types joined by rows whose parts are not multiples of the
-/// tiles, rows of 512 and 1280 values (one and several runs of blocks per warp) and of 1312
+/// tiles (two neighbours of one kind, which upload as one part), rows of 512 and 1280 values (one and several runs of blocks per warp) and of 1312
 /// (a run cut short), against f64 sums over the rows forja's CPU dequantizes (checked against
 /// gguf-py elsewhere): 8-bit activations exactly as the reference rounds them for the first
 /// two, the f16-rounded weights for the last.
@@ -415,6 +415,8 @@ fn quantized_weights_multiply_as_their_dequantized_rows() {
         (T::Q4_0, QuantKind::Q4_0, 24),
         (T::Q4_1, QuantKind::Q4_1, 8),
         (T::Q4K, QuantKind::Q4K, 33),
+        // Neighbours of one kind: one part on the device.
+        (T::Q4K, QuantKind::Q4K, 31),
         (T::Q6K, QuantKind::Q6K, 17),
     ];
     let cases = [(512, &all[..]), (1280, &all[..]), (1312, &all[..3])];

@@ -182,8 +182,9 @@ impl Gpu {
         inp: usize,
     ) -> Result<GemmWeight> {
         self.load_quant_kernels()?;
-        let mut out = 0;
-        let mut up = Vec::with_capacity(parts.len());
+        // Neighbouring parts of one kind become one (q/k/v or gate/up of the same type): one
+        // launch per product instead of one per projection, over more rows.
+        let mut merged: Vec<(QuantKind, usize, Vec<u8>, usize)> = Vec::with_capacity(parts.len());
         for &(kind, rows, bytes) in parts {
             let rb = kind.row_bytes(inp).ok_or_else(|| {
                 KernelError::Shape(format!("rows of {inp} values in {kind:?} blocks"))
@@ -194,16 +195,27 @@ impl Gpu {
                     bytes.len()
                 )));
             }
+            let dev = crate::quant::to_device(kind, inp, bytes)?;
+            match merged.last_mut() {
+                Some(last) if last.0 == kind => {
+                    last.1 += rows;
+                    last.2.extend_from_slice(&dev);
+                }
+                _ => merged.push((kind, rows, dev, kind.device_stride(inp).unwrap_or(rb))),
+            }
+        }
+        let mut out = 0;
+        let mut up = Vec::with_capacity(merged.len());
+        for (kind, rows, mut dev, stride) in merged {
             // The tensor-core kernels copy runs of 256 values in 16-byte units: a run cut short
             // at the end of the last row reads up to 256 bytes past it.
-            let mut dev = crate::quant::to_device(kind, inp, bytes)?;
             dev.resize(dev.len() + 256, 0);
             up.push(QuantPart {
                 kind,
                 first: out,
                 rows,
                 data: self.upload(&dev)?,
-                stride: kind.device_stride(inp).unwrap_or(rb),
+                stride,
             });
             out += rows;
         }

@@ -149,7 +149,9 @@ pub fn attention_shared_bytes(head_dim: usize, positions: usize) -> usize {
 /// Whether the attention kernel takes rows that see `positions` positions (longer contexts
 /// need the split-K kernel).
 pub fn attention_fits(head_dim: usize, positions: usize) -> bool {
-    head_dim <= 256 && attention_shared_bytes(head_dim, positions) <= SHARED_BYTES
+    head_dim <= 256
+        && head_dim.is_multiple_of(4)
+        && attention_shared_bytes(head_dim, positions) <= SHARED_BYTES
 }
 
 /// The index packed in a key of [`Gpu::argmax_rows`].
@@ -418,9 +420,9 @@ impl Gpu {
         a: &AttentionLaunch,
     ) -> Result<()> {
         let visible = a.window.map_or(a.longest, |w| a.longest.min(w as usize));
-        if a.head_dim > 256 {
+        if a.head_dim > 256 || !a.head_dim.is_multiple_of(4) {
             return Err(KernelError::Shape(format!(
-                "heads of {} dims (the attention kernel takes up to 256)",
+                "heads of {} dims (the attention kernel takes multiples of 4 up to 256)",
                 a.head_dim
             )));
         }
