@@ -324,9 +324,9 @@ impl Gpu {
         l.arg(x).arg(&pick).arg(w).arg(&cols_i).arg(&eps).arg(&half);
         let null = 0u64;
         push_q8(&mut l, q8.as_mut(), &null);
-        // A row per block, of 1024 threads: a decode step's one row is one block, whose
-        // threads' passes over the row (each with a warp's 8-bit rounding when `q8` is given)
-        // are its latency.
+        // A row per block, of 1024 threads: a decode step's one row is one block; rows of up
+        // to 16,384 values (a multiple of 32) stay in the threads' registers between the two
+        // passes, so the block waits for memory once.
         let cfg = LaunchConfig {
             block_dim: (1024, 1, 1),
             ..rows_cfg(rows)
