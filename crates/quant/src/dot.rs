@@ -20,6 +20,14 @@ pub enum Isa {
     /// [`Isa::Avx512`] plus VNNI: one `vpdpbusd` multiplies and sums four byte pairs where AVX2
     /// takes `vpmaddubsw` + `vpmaddwd` (Ice Lake, Zen 4 and later).
     Avx512Vnni,
+    /// aarch64 NEON, which every 64-bit Arm CPU has: the block types kept in panels and the
+    /// grouped `Q4_K`/`Q6_K` (the others, and single GGUF-order rows, run the portable code,
+    /// which the compiler vectorizes for NEON).
+    Neon,
+    /// [`Isa::Neon`] with the dot-product extension (`sdot`: four byte products summed per
+    /// lane in one instruction; Apple M1, Graviton 2, Cortex-A76 and later), detected at run
+    /// time.
+    NeonDot,
 }
 
 impl Isa {
@@ -27,7 +35,11 @@ impl Isa {
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
-            if Isa::Avx512Vnni.is_available() {
+            if Isa::NeonDot.is_available() {
+                Isa::NeonDot
+            } else if Isa::Neon.is_available() {
+                Isa::Neon
+            } else if Isa::Avx512Vnni.is_available() {
                 Isa::Avx512Vnni
             } else if Isa::Avx512.is_available() {
                 Isa::Avx512
@@ -51,15 +63,27 @@ impl Isa {
             Isa::Avx512Vnni => crate::x86::available_vnni(),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => false,
+            Isa::Neon => cfg!(target_arch = "aarch64"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => crate::arm::available_dot(),
+            #[cfg(not(target_arch = "aarch64"))]
+            Isa::NeonDot => false,
         }
     }
 
     /// Every instruction set this CPU can run, the portable one first.
     pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni]
-            .into_iter()
-            .filter(|i| i.is_available())
-            .collect()
+        [
+            Isa::Scalar,
+            Isa::Avx2,
+            Isa::Avx512,
+            Isa::Avx512Vnni,
+            Isa::Neon,
+            Isa::NeonDot,
+        ]
+        .into_iter()
+        .filter(|i| i.is_available())
+        .collect()
     }
 
     pub(crate) fn check(self) -> Result<()> {
@@ -98,6 +122,9 @@ pub fn vec_dot(isa: Isa, ty: QuantType, w: &[u8], a: ActRow<'_>) -> Result<f32> 
         Isa::Avx512Vnni => unsafe { vnni_dot(ty, w, a) },
         #[cfg(not(target_arch = "x86_64"))]
         Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => scalar_dot(ty, w, a),
+        // A single row in GGUF order: the portable kernels (NEON serves the layouts the
+        // matrix keeps).
+        Isa::Neon | Isa::NeonDot => scalar_dot(ty, w, a),
     })
 }
 

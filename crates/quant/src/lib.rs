@@ -2,7 +2,7 @@
 //! `Q6_K`, and F32/F16/BF16 rows), their reference dequantization, the 8-bit activation blocks
 //! they multiply with (`Q8_0`, `Q8_1`, `Q8_K`, paired as llama.cpp pairs them), dot products in
 //! portable Rust, AVX2, AVX-512 and AVX-512 VNNI (chosen at run time, so one x86-64 binary runs
-//! everywhere), and [`QMatrix`], a quantized matrix whose product with f32 activations is
+//! everywhere) and NEON (with the dot-product extension where the CPU has it), and [`QMatrix`], a quantized matrix whose product with f32 activations is
 //! threaded over tiles of weight rows on the crate's own worker pool, its blocks kept in the
 //! layout its kernels read (`panels`, `grouped`); and the quantizers that write every format
 //! (`quantize.rs`), the inverse of the dequantization.
@@ -11,6 +11,8 @@
 //! property tests in `tests/`.
 
 pub mod activation;
+#[cfg(target_arch = "aarch64")]
+mod arm;
 pub mod dequant;
 pub mod dot;
 pub mod error;

@@ -12,6 +12,8 @@ use std::borrow::Cow;
 use std::cell::Cell;
 
 use crate::activation::{BlockQ8K, QuantizedActivations};
+#[cfg(target_arch = "aarch64")]
+use crate::arm::tiles as arm;
 use crate::dequant::dequantize_row;
 use crate::dot::Isa;
 use crate::error::{QuantError, Result};
@@ -335,6 +337,13 @@ impl QMatrix {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, and the CPU has AVX-512 F/VL/BW and VNNI.
             Isa::Avx512Vnni => unsafe { vnni_panels(self.ty, pw, rb, acts, bpr, &pout) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: `matmul_with` checked that the CPU has NEON; `pw` is whole panels of
+            // `self.ty` and `acts` holds `out.n` rows of `bpr` blocks of the paired type.
+            Isa::Neon => unsafe { arm::neon_panels(self.ty, pw, rb, acts, bpr, &pout) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above, and the CPU has the dot-product extension.
+            Isa::NeonDot => unsafe { arm::dot_panels(self.ty, pw, rb, acts, bpr, &pout) },
             _ => {
                 let mut rows = pw.to_vec();
                 panels::unpack(self.ty, &mut rows, rb);
@@ -361,6 +370,14 @@ impl QMatrix {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, and the CPU has AVX-512 F/VL/BW and VNNI.
             Isa::Avx512Vnni => unsafe { vnni_tile(self.ty, w, rb, acts, bpr, out) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: `matmul_with` checked that the CPU has NEON; `w` is whole rows of
+            // `self.ty` (grouped where the type is) and `acts` holds `out.n` rows of `bpr`
+            // blocks of the paired type, grouped as the weights are.
+            Isa::Neon => unsafe { arm::neon_tile(self.ty, w, rb, acts, bpr, out) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above, and the CPU has the dot-product extension.
+            Isa::NeonDot => unsafe { arm::dot_tile(self.ty, w, rb, acts, bpr, out) },
             _ => scalar_tile(self.ty, w, rb, acts, bpr, out),
         }
     }
@@ -448,7 +465,7 @@ impl OutTile {
 /// weights stay in cache while the activations stream past them, and each weight block loaded
 /// serves `R` rows.
 #[inline(always)]
-fn tile_loop<A, const R: usize>(
+pub(crate) fn tile_loop<A, const R: usize>(
     w: &[u8],
     row_bytes: usize,
     acts: &[A],
@@ -477,7 +494,7 @@ fn tile_loop<A, const R: usize>(
 /// [`tile_loop`] for rows in panels of eight: `dot` gives the eight rows of a panel row against
 /// `R` activation rows (`dot1` against one).
 #[inline(always)]
-fn panel_loop<A, const R: usize>(
+pub(crate) fn panel_loop<A, const R: usize>(
     w: &[u8],
     row_bytes: usize,
     acts: &[A],
@@ -521,7 +538,7 @@ fn tile_loop1<A>(
     tile_loop::<A, 1>(w, row_bytes, acts, bpr, out, |w, a| [dot(w, a[0])], &dot);
 }
 
-fn scalar_tile(
+pub(crate) fn scalar_tile(
     ty: QuantType,
     w: &[u8],
     rb: usize,

@@ -147,8 +147,8 @@ fn mismatched_operands_are_errors() {
     assert_eq!(QuantType::Q4K.activation(), Some(ActivationType::Q8K));
 }
 
-/// Which kernels the other tests exercised here: a test run on a CPU without AVX2 checks the
-/// portable kernels only, and says so.
+/// Which kernels the other tests exercised here: a test run on a CPU without AVX2 (or, on
+/// aarch64, without the dot-product extension) checks fewer kernel sets, and says so.
 #[test]
 fn reports_the_instruction_sets_tested() {
     let isas = Isa::available();
@@ -157,5 +157,12 @@ fn reports_the_instruction_sets_tested() {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         assert!(isas.contains(&Isa::Avx2));
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        assert!(isas.contains(&Isa::Neon));
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            assert!(isas.contains(&Isa::NeonDot));
+        }
     }
 }

@@ -1,0 +1,148 @@
+//! The NEON tiles of [`crate::QMatrix`]'s product: the kernels of this module's siblings over a
+//! tile's rows, four activation rows per weight block (a block widened once serves four), each
+//! compiled into a function with the target features it needs.
+
+use crate::activation::QuantizedActivations;
+use crate::format::QuantType;
+use crate::matrix::{OutTile, panel_loop, scalar_tile, tile_loop};
+
+/// Activation rows each weight block is multiplied with before the next is loaded.
+const R: usize = 4;
+
+/// The panel tile for `DOT` (with the dot-product extension or without), the kernels inlined.
+macro_rules! panels {
+    ($dot:literal, $ty:expr, $w:expr, $rb:expr, $acts:expr, $bpr:expr, $out:expr) => {{
+        use super::panels as p;
+        let (w, rb, bpr, out): (&[u8], usize, usize, &OutTile) = ($w, $rb, $bpr, $out);
+        macro_rules! rows {
+            ($a:expr, $kernel:ident) => {
+                // SAFETY: the caller's contract; `w` is whole panel rows of `bpr` panels and
+                // each activation row `bpr` blocks.
+                panel_loop::<_, R>(
+                    w,
+                    rb,
+                    $a,
+                    bpr,
+                    out,
+                    |w, a| unsafe { p::$kernel::<R, $dot>(w, a) },
+                    |w, a| {
+                        // SAFETY: as above.
+                        unsafe { p::$kernel::<1, $dot>(w, [a])[0] }
+                    },
+                )
+            };
+        }
+        let acts: &QuantizedActivations = $acts;
+        let (q8_0, q8_1) = (acts.q8_0_rows(), acts.q8_1_rows());
+        match $ty {
+            QuantType::Q4_0 => rows!(q8_0, dot_q4_0),
+            QuantType::Q5_0 => rows!(q8_0, dot_q5_0),
+            QuantType::Q8_0 => rows!(q8_0, dot_q8_0),
+            QuantType::Q4_1 => rows!(q8_1, dot_q4_1),
+            QuantType::Q5_1 => rows!(q8_1, dot_q5_1),
+            _ => {}
+        }
+    }};
+}
+
+/// The tile of rows in the grouped layout (`Q4_K`, `Q6_K`) for `DOT`; the other types, whose
+/// rows here are in GGUF order, go to the portable tile.
+macro_rules! rows {
+    ($dot:literal, $ty:expr, $w:expr, $rb:expr, $acts:expr, $bpr:expr, $out:expr) => {{
+        use super::grouped as g;
+        let (ty, w, rb, bpr, out): (QuantType, &[u8], usize, usize, &OutTile) =
+            ($ty, $w, $rb, $bpr, $out);
+        let acts: &QuantizedActivations = $acts;
+        let q8k = acts.q8k_rows();
+        macro_rules! grouped {
+            ($kernel:ident) => {
+                // SAFETY: the caller's contract; each `w` row holds `bpr` grouped blocks and each
+                // activation row `bpr` grouped blocks.
+                tile_loop::<_, R>(
+                    w,
+                    rb,
+                    q8k,
+                    bpr,
+                    out,
+                    |w, a| unsafe { g::$kernel::<R, $dot>(w, a) },
+                    |w, a| {
+                        // SAFETY: as above.
+                        unsafe { g::$kernel::<1, $dot>(w, [a])[0] }
+                    },
+                )
+            };
+        }
+        match ty {
+            QuantType::Q4K => grouped!(dot_q4k),
+            QuantType::Q6K => grouped!(dot_q6k),
+            _ => scalar_tile(ty, w, rb, acts, bpr, out),
+        }
+    }};
+}
+
+/// Panels on NEON.
+///
+/// # Safety
+/// The CPU has NEON; `w` is whole panel rows of `ty` (`bpr` panels each) and `acts` holds
+/// `out.n` rows of `bpr` blocks of the activation type `ty` pairs with.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn neon_panels(
+    ty: QuantType,
+    w: &[u8],
+    rb: usize,
+    acts: &QuantizedActivations,
+    bpr: usize,
+    out: &OutTile,
+) {
+    panels!(false, ty, w, rb, acts, bpr, out)
+}
+
+/// Panels with the dot-product extension.
+///
+/// # Safety
+/// As [`neon_panels`], and the CPU has the dot-product extension.
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) unsafe fn dot_panels(
+    ty: QuantType,
+    w: &[u8],
+    rb: usize,
+    acts: &QuantizedActivations,
+    bpr: usize,
+    out: &OutTile,
+) {
+    panels!(true, ty, w, rb, acts, bpr, out)
+}
+
+/// Rows outside panels on NEON.
+///
+/// # Safety
+/// The CPU has NEON; `w` is whole rows of `ty` (grouped for `Q4_K`/`Q6_K`), `bpr` blocks each,
+/// and `acts` holds `out.n` rows of `bpr` blocks of the activation type `ty` pairs with (in the
+/// grouped order for `Q4_K`/`Q6_K`).
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn neon_tile(
+    ty: QuantType,
+    w: &[u8],
+    rb: usize,
+    acts: &QuantizedActivations,
+    bpr: usize,
+    out: &OutTile,
+) {
+    rows!(false, ty, w, rb, acts, bpr, out)
+}
+
+/// Rows outside panels with the dot-product extension.
+///
+/// # Safety
+/// As [`neon_tile`], and the CPU has the dot-product extension.
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) unsafe fn dot_tile(
+    ty: QuantType,
+    w: &[u8],
+    rb: usize,
+    acts: &QuantizedActivations,
+    bpr: usize,
+    out: &OutTile,
+) {
+    rows!(true, ty, w, rb, acts, bpr, out)
+}
