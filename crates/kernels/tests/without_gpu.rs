@@ -64,3 +64,59 @@ fn the_kernels_compile_for_every_gpu_generation() {
         );
     }
 }
+
+/// The PTX a GPU process compiles is kept for the next one: a second call reads the file the
+/// first wrote (the same PTX NVRTC gives), another architecture gets a file of its own, a
+/// damaged file is compiled again and replaced, and a cache folder that cannot be written
+/// costs only the compilation. Where NVRTC is missing this says so and passes, except in CI.
+#[test]
+fn compiled_kernels_are_kept_for_the_next_run_and_damaged_copies_replaced() {
+    use forja_kernels::cuda::{PtxOrigin, compile_kernels, kernels_ptx};
+    let dir = std::env::temp_dir().join(format!("forja-kernel-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cap = (8, 0);
+    let (first, origin) = match kernels_ptx(cap, false, Some(&dir), false) {
+        Err(forja_kernels::KernelError::NoDevice(why)) if std::env::var_os("CI").is_none() => {
+            println!("{why}: run scripts/cuda/nvrtc and put its output on LD_LIBRARY_PATH");
+            return;
+        }
+        r => r.unwrap(),
+    };
+    let first = first.to_src();
+    assert_eq!(origin, PtxOrigin::Compiled);
+    assert_eq!(first, compile_kernels(cap, false).unwrap().to_src());
+    let files = || {
+        let mut f: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        f.sort();
+        f
+    };
+    let kept = files();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].extension().is_some_and(|e| e == "ptx"), "{kept:?}");
+
+    let (again, origin) = kernels_ptx(cap, false, Some(&dir), false).unwrap();
+    assert_eq!(origin, PtxOrigin::Cached);
+    assert_eq!(again.to_src(), first);
+
+    let (_, origin) = kernels_ptx((9, 0), false, Some(&dir), false).unwrap();
+    assert_eq!(origin, PtxOrigin::Compiled);
+    assert_eq!(files().len(), 2);
+
+    std::fs::write(&kept[0], &first[..first.len() / 2]).unwrap();
+    let (mended, origin) = kernels_ptx(cap, false, Some(&dir), false).unwrap();
+    assert_eq!(origin, PtxOrigin::Compiled);
+    assert_eq!(mended.to_src(), first);
+    assert_eq!(std::fs::read_to_string(&kept[0]).unwrap(), first);
+
+    let (_, origin) = kernels_ptx(cap, false, Some(&dir), true).unwrap();
+    assert_eq!(origin, PtxOrigin::Compiled, "fresh compiles");
+
+    let blocked = dir.join("a-file");
+    std::fs::write(&blocked, "not a folder").unwrap();
+    let (ptx, origin) = kernels_ptx(cap, false, Some(&blocked.join("kernels")), false).unwrap();
+    assert_eq!((ptx.to_src(), origin), (first, PtxOrigin::Compiled));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

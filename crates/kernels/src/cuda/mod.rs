@@ -1,19 +1,24 @@
 //! The kernels on an NVIDIA GPU through the CUDA driver API (cudarc, libraries loaded at run
 //! time). [`Gpu::open`] compiles `kernels.cu` with NVRTC for the device's compute capability;
 //! the first quantized upload adds `mmq.cu`'s tensor-core kernels ([`Gpu::load_quant_kernels`]).
+//! Both keep their PTX on disk for the next run ([`kernel_cache_dir`]).
 //! The methods here take and return host slices: one call uploads, launches, waits and
 //! downloads, which is what the conformance tests need; the decoder's GPU runner keeps its
 //! buffers on the device.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
-use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 use half::f16;
 
 use crate::{KernelError, PagedAttention, Result, shapes};
 
 mod blas;
+mod cache;
 mod ops;
 
 pub use crate::quant::QuantKind;
@@ -21,6 +26,7 @@ pub use blas::{
     GEMV_ROWS, GemmData, GemmInput, GemmWeight, MMQ_MIN_ROWS, Q8Sink, QUANT_ROWS, QuantPart,
     QuantPath,
 };
+pub use cache::{PtxOrigin, kernel_cache_dir};
 pub use cudarc::driver::CudaSlice;
 pub use ops::{
     Act, AttentionLaunch, AttentionTables, StepGraph, argmax_index, attention_fits,
@@ -85,29 +91,86 @@ const MMQ_KERNELS: [&str; 21] = [
     "mmq_q6_k_8",
     "mmq_sum",
 ];
-/// Compiles the kernels with NVRTC for compute capability `(major, minor)`, as [`Gpu::open`]
-/// does for the GPU present (and, with `quantized`, as the first quantized upload does with
-/// the tensor-core kernels added); needs NVRTC, not a GPU.
-pub fn compile_kernels(capability: (i32, i32), quantized: bool) -> Result<cudarc::nvrtc::Ptx> {
+/// An error unless NVRTC can be loaded.
+fn nvrtc_present() -> Result<()> {
     // SAFETY: this only tries to load the shared library.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err(KernelError::NoDevice(
+    if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(KernelError::NoDevice(
             "NVRTC (libnvrtc, part of the CUDA toolkit or the nvidia-cuda-nvrtc package) \
              is not installed"
                 .into(),
-        ));
+        ))
     }
+}
+
+/// NVRTC's option naming the virtual architecture of compute capability `(major, minor)`.
+fn arch_option(capability: (i32, i32)) -> String {
+    format!(
+        "--gpu-architecture=compute_{}{}",
+        capability.0, capability.1
+    )
+}
+
+/// Compiles the kernels with NVRTC for compute capability `(major, minor)`, as [`Gpu::open`]
+/// does for the GPU present (and, with `quantized`, as the first quantized upload does with
+/// the tensor-core kernels added) when its cache has no copy; needs NVRTC, not a GPU.
+pub fn compile_kernels(capability: (i32, i32), quantized: bool) -> Result<Ptx> {
+    nvrtc_present()?;
     compile_ptx_with_opts(
         if quantized { QUANT_SOURCE } else { SOURCE },
         CompileOptions {
-            options: vec![format!(
-                "--gpu-architecture=compute_{}{}",
-                capability.0, capability.1
-            )],
+            options: vec![arch_option(capability)],
             ..Default::default()
         },
     )
     .map_err(|e| KernelError::Cuda(format!("compiling the kernels: {e}")))
+}
+
+/// [`compile_kernels`] through the cache folder `cache` (see [`kernel_cache_dir`]): its copy
+/// when it has one from the same source, architecture and NVRTC version that defines every
+/// kernel, else compiled and stored there; `fresh` compiles (and stores) whatever the cache
+/// holds.
+pub fn kernels_ptx(
+    capability: (i32, i32),
+    quantized: bool,
+    cache: Option<&Path>,
+    fresh: bool,
+) -> Result<(Ptx, PtxOrigin)> {
+    nvrtc_present()?;
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: NVRTC is loaded (checked above); the call writes two ints.
+    let status = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    if status != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
+        return Err(KernelError::Cuda(format!("nvrtcVersion: {status:?}")));
+    }
+    let source = if quantized { QUANT_SOURCE } else { SOURCE };
+    let (arch, version) = (arch_option(capability), format!("nvrtc {major}.{minor}"));
+    let key = [source.as_bytes(), arch.as_bytes(), version.as_bytes()];
+    let (src, origin) = cache::ptx_for(cache, &key, &kernel_names(quantized), fresh, || {
+        compile_kernels(capability, quantized).map(|p| p.to_src())
+    })?;
+    Ok((Ptx::from_src(src), origin))
+}
+
+/// The kernels (with `quantized`, the tensor-core ones too) loaded into `ctx`: from the cache
+/// folder when it has them; a cached copy the driver refuses is compiled again.
+fn load_kernels(
+    ctx: &Arc<CudaContext>,
+    capability: (i32, i32),
+    quantized: bool,
+) -> Result<Arc<CudaModule>> {
+    let dir = kernel_cache_dir();
+    let (ptx, origin) = kernels_ptx(capability, quantized, dir.as_deref(), false)?;
+    match ctx.load_module(ptx) {
+        Ok(m) => Ok(m),
+        Err(_) if origin == PtxOrigin::Cached => {
+            let (ptx, _) = kernels_ptx(capability, quantized, dir.as_deref(), true)?;
+            ctx.load_module(ptx).map_err(cuda("loading the kernels"))
+        }
+        Err(e) => Err(cuda("loading the kernels")(e)),
+    }
 }
 
 /// The names of the kernels [`compile_kernels`] defines (with `quantized`, also these).
@@ -158,8 +221,7 @@ impl Gpu {
             .compute_capability()
             .map_err(cuda("compute capability"))?;
         let name = ctx.name().map_err(cuda("device name"))?;
-        let ptx = compile_kernels(capability, false)?;
-        let module = ctx.load_module(ptx).map_err(cuda("loading the kernels"))?;
+        let module = load_kernels(&ctx, capability, false)?;
         let functions = KERNELS
             .iter()
             .map(|&n| Ok((n, module.load_function(n).map_err(cuda(n))?)))
@@ -228,12 +290,7 @@ impl Gpu {
         if !self.mmq_available() || self.quant_functions.get().is_some() {
             return Ok(());
         }
-        let ptx = compile_kernels(self.capability, true)?;
-        let module = self
-            .stream
-            .context()
-            .load_module(ptx)
-            .map_err(cuda("loading the tensor-core kernels"))?;
+        let module = load_kernels(self.stream.context(), self.capability, true)?;
         let functions = MMQ_KERNELS
             .iter()
             .map(|&n| Ok((n, module.load_function(n).map_err(cuda(n))?)))
