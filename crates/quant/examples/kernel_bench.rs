@@ -1,7 +1,8 @@
 //! Throughput of `QMatrix::matmul` on the projection shapes of the test models, per type and
-//! instruction set: `cargo run --release -p forja-quant --example kernel_bench [-- N [REPS]]`
-//! (N activation rows: 1 = decode, 128 = a prompt; `RAYON_NUM_THREADS=1` for one thread).
-//! Prints weight GB/s and GMAC/s.
+//! instruction set: `cargo run --release -p forja-quant --example kernel_bench [-- N [REPS
+//! [TYPE [ISA]]]]` (N activation rows: 1 = decode, 128 = a prompt; `RAYON_NUM_THREADS=1` for one
+//! thread; TYPE such as `Q5_K` and ISA such as `Avx2` keep only those rows, e.g. to count one
+//! kernel's instructions under `valgrind --tool=callgrind`). Prints weight GB/s and GMAC/s.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark tool")]
 
@@ -13,6 +14,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1);
     let reps: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let only_type = args.get(3).filter(|t| *t != "all");
+    let only_isa = args.get(4);
+    let isas: Vec<Isa> = Isa::available()
+        .into_iter()
+        .filter(|i| only_isa.is_none_or(|o| format!("{i:?}") == *o))
+        .collect();
     // (type, rows, cols): SmolLM2 k, q, up, down and (part of) the output head, Qwen2.5-0.5B gate and down
     // (Q4_K or Q6_K), Gemma-3-270M down; then the remaining types on one shape.
     let shapes = [
@@ -43,7 +50,7 @@ fn main() {
         seed
     };
     println!("n = {n}; threads: RAYON_NUM_THREADS, else every CPU");
-    for isa in Isa::available() {
+    for &isa in isas.iter().filter(|_| only_type.is_none()) {
         let x: Vec<f32> = (0..n * 4864)
             .map(|i| ((i * 7919) % 2000) as f32 / 1000.0 - 1.0)
             .collect();
@@ -64,6 +71,9 @@ fn main() {
     println!("| type | rows×cols | isa | µs/call | weight GB/s | GMAC/s |");
     println!("|---|---|---|---|---|---|");
     for (ty, rows, cols) in shapes {
+        if only_type.is_some_and(|t| *t != ty.to_string()) {
+            continue;
+        }
         let bytes = ty.row_bytes(cols).unwrap() * rows;
         let mut data: Vec<u8> = (0..bytes).map(|_| next() as u8).collect();
         // Finite f16 scales (and f16/bf16 values): clear the exponent's top bit of every byte
@@ -83,7 +93,7 @@ fn main() {
             .map(|_| (next() % 2000) as f32 / 1000.0 - 1.0)
             .collect();
         let mut out = vec![0f32; n * rows];
-        for isa in Isa::available() {
+        for &isa in &isas {
             let call = |out: &mut [f32]| m.matmul_with(isa, &x, n, out).unwrap();
             call(&mut out);
             let reps = if reps > 0 {

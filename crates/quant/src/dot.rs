@@ -21,7 +21,7 @@ pub enum Isa {
     /// takes `vpmaddubsw` + `vpmaddwd` (Ice Lake, Zen 4 and later).
     Avx512Vnni,
     /// aarch64 NEON, which every 64-bit Arm CPU has: the block types kept in panels and the
-    /// grouped `Q4_K`/`Q6_K` (the others, and single GGUF-order rows, run the portable code,
+    /// grouped `Q4_K`/`Q5_K`/`Q6_K` (the others, and single GGUF-order rows, run the portable code,
     /// which the compiler vectorizes for NEON).
     Neon,
     /// [`Isa::Neon`] with the dot-product extension (`sdot`: four byte products summed per

@@ -1,4 +1,4 @@
-//! The grouped layout: how [`crate::QMatrix`] keeps `Q4_K` and `Q6_K` blocks in memory, and the
+//! The grouped layout: how [`crate::QMatrix`] keeps `Q4_K`, `Q5_K` and `Q6_K` blocks in memory, and the
 //! matching order of `Q8_K` activations.
 //!
 //! In GGUF order a 32-byte register of a block holds the values of one scale group, so every
@@ -11,6 +11,9 @@
 //!
 //! - `Q4_K` (8 groups of 32): register `m` holds values `32g + 4m + k`. The 128 quant bytes hold
 //!   registers `2c` (low nibbles) and `2c + 1` (high nibbles) in bytes `32c .. 32c + 32`.
+//! - `Q5_K` (8 groups of 32): the registers of `Q4_K`, their low four bits in the 128 quant
+//!   bytes as there; bit `m` of byte `b` of the 32 high-bit bytes is the fifth bit of byte `b`
+//!   of register `m`.
 //! - `Q6_K` (16 groups of 16): register `m` of half `h = m / 4` holds values
 //!   `128h + 16g + 4·(m % 4) + k`, so registers 0–3 cover groups 0–7 and 4–7 groups 8–15. The low
 //!   nibbles of registers `2c`, `2c + 1` are the low and high nibbles of bytes `32c .. 32c + 32`
@@ -22,12 +25,12 @@
 
 use crate::activation::BlockQ8K;
 use crate::format::{QK_K, QuantType};
-use crate::kquants::{self, Q4K_BYTES, Q6K_BYTES};
+use crate::kquants::{self, Q4K_BYTES, Q5K_BYTES, Q6K_BYTES};
 
 /// Values per scale group of the types kept grouped; `None` for the others.
 pub(crate) fn group_len(ty: QuantType) -> Option<usize> {
     match ty {
-        QuantType::Q4K => Some(32),
+        QuantType::Q4K | QuantType::Q5K => Some(32),
         QuantType::Q6K => Some(16),
         _ => None,
     }
@@ -59,20 +62,25 @@ const ORDER_16: [u8; QK_K] = order(16);
 
 /// The 256 quants of a block (unsigned, as stored) in GGUF value order.
 fn gguf_values(ty: QuantType, b: &[u8]) -> [u8; QK_K] {
-    if ty == QuantType::Q4K {
-        kquants::k4_values(&b[16..Q4K_BYTES], None)
-    } else {
-        kquants::six_bits(&b[..128], &b[128..192])
+    match ty {
+        QuantType::Q4K => kquants::k4_values(&b[16..Q4K_BYTES], None),
+        QuantType::Q5K => kquants::k4_values(&b[48..Q5K_BYTES], Some(&b[16..48])),
+        _ => kquants::six_bits(&b[..128], &b[128..192]),
     }
 }
 
 /// Writes 256 quants in GGUF value order into a block's quant bytes.
 fn put_gguf_values(ty: QuantType, b: &mut [u8], v: &[u8; QK_K]) {
-    if ty == QuantType::Q4K {
-        kquants::put_k4_values(v, &mut b[16..Q4K_BYTES], None);
-    } else {
-        let (ql, qh) = b.split_at_mut(128);
-        kquants::put_six_bits(v, ql, &mut qh[..64]);
+    match ty {
+        QuantType::Q4K => kquants::put_k4_values(v, &mut b[16..Q4K_BYTES], None),
+        QuantType::Q5K => {
+            let (head, qs) = b.split_at_mut(48);
+            kquants::put_k4_values(v, &mut qs[..128], Some(&mut head[16..48]));
+        }
+        _ => {
+            let (ql, qh) = b.split_at_mut(128);
+            kquants::put_six_bits(v, ql, &mut qh[..64]);
+        }
     }
 }
 
@@ -85,6 +93,10 @@ fn grouped_slots(ty: QuantType, b: &[u8]) -> [u8; QK_K] {
             if ty == QuantType::Q4K {
                 let q = b[16 + 32 * c + byte];
                 (s[lo], s[hi]) = (q & 0x0F, q >> 4);
+            } else if ty == QuantType::Q5K {
+                let (q, h) = (b[48 + 32 * c + byte], b[16 + byte]);
+                s[lo] = (q & 0x0F) | ((h >> (2 * c)) & 1) << 4;
+                s[hi] = (q >> 4) | ((h >> (2 * c + 1)) & 1) << 4;
             } else {
                 let q = b[32 * c + byte];
                 let top = b[128 + 32 * (c / 2) + byte] >> (4 * (c % 2));
@@ -103,6 +115,11 @@ fn put_grouped_slots(ty: QuantType, b: &mut [u8], s: &[u8; QK_K]) {
             let (lo, hi) = (s[64 * c + byte], s[64 * c + 32 + byte]);
             if ty == QuantType::Q4K {
                 b[16 + 32 * c + byte] = lo | hi << 4;
+            } else if ty == QuantType::Q5K {
+                b[48 + 32 * c + byte] = (lo & 0x0F) | (hi & 0x0F) << 4;
+                let bits = (lo >> 4) << (2 * c) | (hi >> 4) << (2 * c + 1);
+                let keep = !(3u8 << (2 * c));
+                b[16 + byte] = (b[16 + byte] & keep) | bits;
             } else {
                 b[32 * c + byte] = (lo & 0x0F) | (hi & 0x0F) << 4;
                 let top = (lo >> 4) | (hi >> 4) << 2;
@@ -118,15 +135,15 @@ fn put_grouped_slots(ty: QuantType, b: &mut [u8], s: &[u8; QK_K]) {
 }
 
 fn block_bytes(ty: QuantType) -> usize {
-    if ty == QuantType::Q4K {
-        Q4K_BYTES
-    } else {
-        Q6K_BYTES
+    match ty {
+        QuantType::Q4K => Q4K_BYTES,
+        QuantType::Q5K => Q5K_BYTES,
+        _ => Q6K_BYTES,
     }
 }
 
 fn order_of(ty: QuantType) -> &'static [u8; QK_K] {
-    if ty == QuantType::Q4K {
+    if group_len(ty) == Some(32) {
         &ORDER_32
     } else {
         &ORDER_16

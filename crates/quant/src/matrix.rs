@@ -32,7 +32,7 @@ const SERIAL_BLOCKS: usize = 1024;
 /// A `[rows, cols]` matrix stored as GGUF blocks, row-major: row `r` is bytes
 /// `r · row_bytes .. (r + 1) · row_bytes`. The blocks are kept in the layout the SIMD kernels
 /// read, in the same bytes: the 32-value types in panels of eight rows (`crate::panels`; rows
-/// past the last multiple of eight stay in GGUF order), `Q4_K` and `Q6_K` grouped
+/// past the last multiple of eight stay in GGUF order), `Q4_K`, `Q5_K` and `Q6_K` grouped
 /// (`crate::grouped`). [`QMatrix::gguf_bytes`] and [`QMatrix::row`] give GGUF order back.
 #[derive(Debug, Clone)]
 pub struct QMatrix {
@@ -558,7 +558,9 @@ pub(crate) fn scalar_tile(
         QuantType::Q4K => tile_loop1(w, rb, q8k, bpr, out, |w, a| {
             ungrouped_dot(QuantType::Q4K, w, a, kquants::dot_q4k)
         }),
-        QuantType::Q5K => tile_loop1(w, rb, q8k, bpr, out, kquants::dot_q5k),
+        QuantType::Q5K => tile_loop1(w, rb, q8k, bpr, out, |w, a| {
+            ungrouped_dot(QuantType::Q5K, w, a, kquants::dot_q5k)
+        }),
         QuantType::Q6K => tile_loop1(w, rb, q8k, bpr, out, |w, a| {
             ungrouped_dot(QuantType::Q6K, w, a, kquants::dot_q6k)
         }),
@@ -633,7 +635,7 @@ macro_rules! x86_tile {
             QuantType::Q2K => rows!(q8k, dot_q2k),
             QuantType::Q3K => rows!(q8k, dot_q3k),
             QuantType::Q4K => rows!(q8k, dot_q4k, grouped),
-            QuantType::Q5K => rows!(q8k, dot_q5k),
+            QuantType::Q5K => rows!(q8k, dot_q5k, grouped),
             QuantType::Q6K => rows!(q8k, dot_q6k, grouped),
             QuantType::F32 | QuantType::F16 | QuantType::BF16 => {}
         }

@@ -1,4 +1,4 @@
-//! NEON dot products of `Q4_K` and `Q6_K` blocks in the grouped layout (`crate::grouped`) with
+//! NEON dot products of `Q4_K`, `Q5_K` and `Q6_K` blocks in the grouped layout (`crate::grouped`) with
 //! `Q8_K` activations in the same order, for `R` activation rows at once.
 //!
 //! Each four-byte lane of a grouped register belongs to one scale group, so [`dot4`] leaves
@@ -19,7 +19,7 @@ use std::arch::aarch64::*;
 
 use super::{dot4, f16_at, load16};
 use crate::activation::BlockQ8K;
-use crate::kquants::{Q4K_BYTES, Q6K_BYTES, k4_scales_mins};
+use crate::kquants::{Q4K_BYTES, Q5K_BYTES, Q6K_BYTES, k4_scales_mins};
 
 /// Eight bytes as i32 lanes, the first four and the last four (`signed`: sign-extended).
 #[inline]
@@ -84,6 +84,53 @@ pub(crate) unsafe fn dot_q4k<const R: usize, const DOT: bool>(
                     let q = vld1q_u8(p.add(16 + 32 * c + 16 * h));
                     let lo = vreinterpretq_s8_u8(vandq_u8(q, low4));
                     let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(q));
+                    for r in 0..R {
+                        let y = a[r][i].qs.as_ptr().add(64 * c + 16 * h);
+                        sums[r][h] = dot4::<DOT>(sums[r][h], lo, load16(y));
+                        sums[r][h] = dot4::<DOT>(sums[r][h], hi, load16(y.add(32)));
+                    }
+                }
+            }
+            let (scales, mins) = (lanes32(sc, false), lanes32(mn, false));
+            for r in 0..R {
+                let a = &a[r][i];
+                let s = vcvtq_f32_s32(scaled(sums[r], scales));
+                let m = vcvtq_f32_s32(scaled(bsums32(a), mins));
+                acc[r] = vfmaq_n_f32(acc[r], s, d * a.d);
+                acc[r] = vfmsq_n_f32(acc[r], m, dmin * a.d);
+            }
+        }
+        acc.map(|v| vaddvq_f32(v))
+    }
+}
+
+/// Grouped `Q5_K` · grouped `Q8_K`: `Q4_K`'s registers with a fifth bit per value (bit `m` of
+/// the high-bit bytes for register `m`).
+#[inline(always)]
+pub(crate) unsafe fn dot_q5k<const R: usize, const DOT: bool>(
+    w: &[u8],
+    a: [&[BlockQ8K]; R],
+) -> [f32; R] {
+    // SAFETY: the module's contract; offsets are within one block (d 0, dmin 2, scales 4..16,
+    // high bits 16..48, low bits 48..176) and within the activations' 256 quants.
+    unsafe {
+        let mut acc = [vdupq_n_f32(0.0); R];
+        let (low4, one) = (vdupq_n_u8(0x0F), vdupq_n_u8(1));
+        for i in 0..a[0].len() {
+            let b = &w[i * Q5K_BYTES..(i + 1) * Q5K_BYTES];
+            let p = b.as_ptr();
+            let (sc, mn) = k4_scales_mins(&b[4..16]);
+            let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
+            let mut sums = [[vdupq_n_s32(0); 2]; R];
+            for h in 0..2 {
+                let qh = vld1q_u8(p.add(16 + 16 * h));
+                // Register `m`'s fifth bits, at bit 4 of each byte.
+                let fifth = |m: i8| vshlq_n_u8::<4>(vandq_u8(vshlq_u8(qh, vdupq_n_s8(-m)), one));
+                for c in 0..4 {
+                    let q = vld1q_u8(p.add(48 + 32 * c + 16 * h));
+                    let lo = vorrq_u8(vandq_u8(q, low4), fifth(2 * c as i8));
+                    let hi = vorrq_u8(vshrq_n_u8::<4>(q), fifth(2 * c as i8 + 1));
+                    let (lo, hi) = (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi));
                     for r in 0..R {
                         let y = a[r][i].qs.as_ptr().add(64 * c + 16 * h);
                         sums[r][h] = dot4::<DOT>(sums[r][h], lo, load16(y));

@@ -4,7 +4,7 @@
 //! widening multiplies and three pairwise adds ([`dot4`]).
 //!
 //! The kernels read the layouts [`crate::QMatrix`] keeps (`crate::panels` for the 32-value
-//! block types, `crate::grouped` for `Q4_K` and `Q6_K`), whose four-byte groups are exactly what
+//! block types, `crate::grouped` for `Q4_K`, `Q5_K` and `Q6_K`), whose four-byte groups are exactly what
 //! `sdot` sums: a 32-byte register of those layouts is two NEON registers here. The integer
 //! sums are the portable kernels' (every product is exact in i32); only the scales are f32.
 

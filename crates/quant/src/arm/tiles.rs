@@ -45,7 +45,7 @@ macro_rules! panels {
     }};
 }
 
-/// The tile of rows in the grouped layout (`Q4_K`, `Q6_K`) for `DOT`; the other types, whose
+/// The tile of rows in the grouped layout (`Q4_K`, `Q5_K`, `Q6_K`) for `DOT`; the other types, whose
 /// rows here are in GGUF order, go to the portable tile.
 macro_rules! rows {
     ($dot:literal, $ty:expr, $w:expr, $rb:expr, $acts:expr, $bpr:expr, $out:expr) => {{
@@ -74,6 +74,7 @@ macro_rules! rows {
         }
         match ty {
             QuantType::Q4K => grouped!(dot_q4k),
+            QuantType::Q5K => grouped!(dot_q5k),
             QuantType::Q6K => grouped!(dot_q6k),
             _ => scalar_tile(ty, w, rb, acts, bpr, out),
         }
@@ -116,9 +117,9 @@ pub(crate) unsafe fn dot_panels(
 /// Rows outside panels on NEON.
 ///
 /// # Safety
-/// The CPU has NEON; `w` is whole rows of `ty` (grouped for `Q4_K`/`Q6_K`), `bpr` blocks each,
-/// and `acts` holds `out.n` rows of `bpr` blocks of the activation type `ty` pairs with (in the
-/// grouped order for `Q4_K`/`Q6_K`).
+/// The CPU has NEON; `w` is whole rows of `ty` (grouped for the grouped types), `bpr` blocks
+/// each, and `acts` holds `out.n` rows of `bpr` blocks of the activation type `ty` pairs with
+/// (in the grouped order for the grouped types).
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn neon_tile(
     ty: QuantType,

@@ -1,4 +1,4 @@
-//! Dot products of `Q4_K` and `Q6_K` blocks in the grouped layout (`crate::grouped`) with `Q8_K`
+//! Dot products of `Q4_K`, `Q5_K` and `Q6_K` blocks in the grouped layout (`crate::grouped`) with `Q8_K`
 //! activations in the same order, for `R` activation rows at once.
 //!
 //! Every i32 lane of a block's sum belongs to one scale group, so a block's registers add up
@@ -25,7 +25,7 @@ use std::arch::x86_64::*;
 use super::kquants::{scale_and_subtract, scaled_bsums, widen16};
 use super::{dpbusd, f16_at, hsum, load32};
 use crate::activation::BlockQ8K;
-use crate::kquants::{Q4K_BYTES, Q6K_BYTES, k4_scales_mins};
+use crate::kquants::{Q4K_BYTES, Q5K_BYTES, Q6K_BYTES, k4_scales_mins};
 
 /// 8 bytes at `p` as i16 lanes, each twice (`signed`: sign-extended).
 ///
@@ -118,6 +118,75 @@ pub(crate) unsafe fn dot_q4k<const R: usize, const VNNI: bool>(
                     _mm256_mullo_epi32(sums[r], scales)
                 } else {
                     _mm256_madd_epi16(sums[r], scales)
+                };
+                let m = scaled_bsums(group_mins, a);
+                acc[r] = scale_and_subtract(acc[r], d * a.d, s, dmin * a.d, m);
+            }
+        }
+        acc.map(|v| hsum(v))
+    }
+}
+
+/// Grouped `Q5_K` · grouped `Q8_K`: `Q4_K`'s registers with a fifth bit per value (bit `m` of
+/// the high-bit bytes for register `m`). Without VNNI the i16 sums are widened and scaled every
+/// four registers: four pairs of products of 31 and 128 stay below 2¹⁵, eight would not.
+#[inline(always)]
+pub(crate) unsafe fn dot_q5k<const R: usize, const VNNI: bool>(
+    w: &[u8],
+    a: [&[BlockQ8K]; R],
+) -> [f32; R] {
+    // SAFETY: the module's contract; offsets are within one block (d 0, dmin 2, scales 4..16,
+    // high bits 16..48, low bits 48..176) and within the activations' 256 quants.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); R];
+        let low4 = _mm256_set1_epi8(0x0F);
+        let one = _mm256_set1_epi8(1);
+        for i in 0..a[0].len() {
+            let b = &w[i * Q5K_BYTES..(i + 1) * Q5K_BYTES];
+            let p = b.as_ptr();
+            let (sc, mn) = k4_scales_mins(&b[4..16]);
+            let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
+            let qh = load32(p.add(16));
+            // Register `m`'s fifth bits, at bit 4 of each byte.
+            let fifth = |m: i32| {
+                let bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(m)), one);
+                _mm256_slli_epi16(bit, 4)
+            };
+            let scales = if VNNI {
+                lanes32(sc.as_ptr(), false)
+            } else {
+                pairs16(sc.as_ptr(), false)
+            };
+            let mut sums = [_mm256_setzero_si256(); R];
+            for half in 0..2 {
+                let mut part = [_mm256_setzero_si256(); R];
+                for c in 2 * half..2 * half + 2 {
+                    let q = load32(p.add(48 + 32 * c));
+                    let lo = _mm256_or_si256(_mm256_and_si256(q, low4), fifth(2 * c as i32));
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+                    let hi = _mm256_or_si256(hi, fifth(2 * c as i32 + 1));
+                    for r in 0..R {
+                        let y = a[r][i].qs.as_ptr().add(64 * c);
+                        part[r] = add_products::<VNNI>(part[r], lo, y);
+                        part[r] = add_products::<VNNI>(part[r], hi, y.add(32));
+                    }
+                }
+                for r in 0..R {
+                    let p = if VNNI {
+                        part[r]
+                    } else {
+                        _mm256_madd_epi16(part[r], scales)
+                    };
+                    sums[r] = _mm256_add_epi32(sums[r], p);
+                }
+            }
+            let group_mins = pairs16(mn.as_ptr(), false);
+            for r in 0..R {
+                let a = &a[r][i];
+                let s = if VNNI {
+                    _mm256_mullo_epi32(sums[r], scales)
+                } else {
+                    sums[r]
                 };
                 let m = scaled_bsums(group_mins, a);
                 acc[r] = scale_and_subtract(acc[r], d * a.d, s, dmin * a.d, m);
