@@ -61,6 +61,7 @@ const ORDER_32: [u8; QK_K] = order(32);
 const ORDER_16: [u8; QK_K] = order(16);
 
 /// The 256 quants of a block (unsigned, as stored) in GGUF value order.
+#[cfg(test)]
 fn gguf_values(ty: QuantType, b: &[u8]) -> [u8; QK_K] {
     match ty {
         QuantType::Q4K => kquants::k4_values(&b[16..Q4K_BYTES], None),
@@ -109,6 +110,7 @@ fn grouped_slots(ty: QuantType, b: &[u8]) -> [u8; QK_K] {
 }
 
 /// Writes 256 quants slot by slot into a grouped block's quant bytes.
+#[cfg(test)]
 fn put_grouped_slots(ty: QuantType, b: &mut [u8], s: &[u8; QK_K]) {
     for c in 0..4 {
         for byte in 0..32 {
@@ -150,8 +152,104 @@ fn order_of(ty: QuantType) -> &'static [u8; QK_K] {
     }
 }
 
-/// Reorders whole GGUF blocks of a grouped type in place into the grouped layout.
+/// Reorders whole GGUF blocks of a grouped type in place into the grouped layout, byte by
+/// byte from where each grouped byte's bits are in GGUF order (a few instructions a byte, so
+/// loading a model is not held up).
 pub(crate) fn pack(ty: QuantType, data: &mut [u8]) {
+    match ty {
+        QuantType::Q4K => {
+            for b in data.chunks_exact_mut(Q4K_BYTES) {
+                pack_nibbles(&mut b[16..Q4K_BYTES]);
+            }
+        }
+        QuantType::Q5K => {
+            for b in data.chunks_exact_mut(Q5K_BYTES) {
+                let (head, qs) = b.split_at_mut(48);
+                pack_nibbles(qs);
+                pack_fifth_bits(&mut head[16..48]);
+            }
+        }
+        QuantType::Q6K => {
+            for b in data.chunks_exact_mut(Q6K_BYTES) {
+                pack_sixes(b);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The 128 bytes of four-bit values of a `Q4_K`/`Q5_K` block, GGUF order to grouped: the low
+/// nibble of grouped byte `32c + 4g + k` is register `2c`'s byte `4g + k`, value
+/// `32g + 8c + k`, which GGUF keeps in nibble `g % 2` of byte `32 · (g / 2) + 8c + k`; the
+/// high nibble is register `2c + 1`'s, four values further.
+fn pack_nibbles(q: &mut [u8]) {
+    let mut src = [0u8; 128];
+    src.copy_from_slice(&q[..128]);
+    for c in 0..4 {
+        for g in 0..8 {
+            let shift = 4 * (g % 2);
+            for k in 0..4 {
+                let at = 32 * (g / 2) + 8 * c + k;
+                let (lo, hi) = ((src[at] >> shift) & 0x0F, (src[at + 4] >> shift) & 0x0F);
+                q[32 * c + 4 * g + k] = lo | hi << 4;
+            }
+        }
+    }
+}
+
+/// The 32 fifth-bit bytes of a `Q5_K` block, GGUF order (bit `g` of byte `l`: value `32g + l`)
+/// to grouped (bit `m` of byte `4g + k`: register `m`'s byte `4g + k`, value `32g + 4m + k`).
+fn pack_fifth_bits(qh: &mut [u8]) {
+    let mut src = [0u8; 32];
+    src.copy_from_slice(&qh[..32]);
+    for g in 0..8 {
+        for k in 0..4 {
+            qh[4 * g + k] = (0..8).fold(0u8, |byte, m| byte | ((src[4 * m + k] >> g) & 1) << m);
+        }
+    }
+}
+
+/// A `Q6_K` block's 192 bytes of 6-bit values, GGUF order to grouped. Grouped register `m`
+/// (half `h = m / 4`, `j = m % 4`) holds value `128h + 16g + 4j + k` at byte `4g + k`; GGUF
+/// keeps value `128n + 32s + l`'s low four bits in nibble `s / 2` of byte `64n + 32 · (s % 2) + l`
+/// and its top two at bit `2s` of byte `128 + 32n + l`.
+fn pack_sixes(b: &mut [u8]) {
+    let mut src = [0u8; 192];
+    src.copy_from_slice(&b[..192]);
+    let (ql, qh) = src.split_at(128);
+    let at = |v: usize| (v / 128, v % 128 / 32, v % 32);
+    let low = |v: usize| {
+        let (n, s, l) = at(v);
+        (ql[64 * n + 32 * (s % 2) + l] >> (4 * (s / 2))) & 0x0F
+    };
+    let top = |v: usize| {
+        let (n, s, l) = at(v);
+        (qh[32 * n + l] >> (2 * s)) & 3
+    };
+    let value = |h: usize, j: usize, g: usize, k: usize| 128 * h + 16 * g + 4 * j + k;
+    for c in 0..4 {
+        let (h, j) = (c / 2, 2 * (c % 2));
+        for g in 0..8 {
+            for k in 0..4 {
+                let (lo, hi) = (low(value(h, j, g, k)), low(value(h, j + 1, g, k)));
+                b[32 * c + 4 * g + k] = lo | hi << 4;
+            }
+        }
+    }
+    for h in 0..2 {
+        for g in 0..8 {
+            for k in 0..4 {
+                b[128 + 32 * h + 4 * g + k] =
+                    (0..4).fold(0u8, |t, j| t | top(value(h, j, g, k)) << (2 * j));
+            }
+        }
+    }
+}
+
+/// [`pack`] through the 256 values of each block (any grouped type): the definition the
+/// byte-wise reordering is tested against.
+#[cfg(test)]
+fn pack_by_values(ty: QuantType, data: &mut [u8]) {
     if group_len(ty).is_none() {
         return;
     }
@@ -187,6 +285,34 @@ pub(crate) fn group_activations(blocks: &mut [BlockQ8K], len: usize) {
         let natural = b.qs;
         for (q, &i) in b.qs.iter_mut().zip(order) {
             *q = natural[usize::from(i)];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte-by-byte reordering gives what the reordering through the values gives, on
+    /// blocks of pseudo-random bytes (every bit pattern of the quants), and unpacks to them.
+    #[test]
+    fn bytewise_packing_equals_packing_by_values() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for ty in [QuantType::Q4K, QuantType::Q5K, QuantType::Q6K] {
+            let data: Vec<u8> = (0..7 * block_bytes(ty))
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let (mut fast, mut slow) = (data.clone(), data.clone());
+            pack(ty, &mut fast);
+            pack_by_values(ty, &mut slow);
+            assert!(fast == slow, "{ty}");
+            unpack(ty, &mut fast);
+            assert!(fast == data, "{ty}: unpack(pack(x)) != x");
         }
     }
 }
