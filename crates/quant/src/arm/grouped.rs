@@ -62,28 +62,47 @@ fn bsums32(a: &BlockQ8K) -> [int32x4_t; 2] {
     ]
 }
 
-/// Grouped `Q4_K` · grouped `Q8_K`.
+/// Grouped `Q4_K` (`FIVE` false) or `Q5_K` (`FIVE`: `Q4_K`'s registers with a fifth bit per
+/// value, bit `m` of the high-bit bytes for register `m`) · grouped `Q8_K`.
 #[inline(always)]
-pub(crate) unsafe fn dot_q4k<const R: usize, const DOT: bool>(
+unsafe fn dot_k4<const R: usize, const DOT: bool, const FIVE: bool>(
     w: &[u8],
     a: [&[BlockQ8K]; R],
 ) -> [f32; R] {
-    // SAFETY: the module's contract; offsets are within one block (d 0, dmin 2, scales 4..16,
-    // quants 16..144) and within the activations' 256 quants.
+    // Block bytes and where the four-bit values start: `Q4_K` d 0, dmin 2, scales 4..16,
+    // quants 16..144; `Q5_K` the same, then high bits 16..48 and quants 48..176.
+    let (size, quants) = if FIVE {
+        (Q5K_BYTES, 48)
+    } else {
+        (Q4K_BYTES, 16)
+    };
+    // SAFETY: the module's contract; offsets are within one block and within the activations'
+    // 256 quants.
     unsafe {
         let mut acc = [vdupq_n_f32(0.0); R];
-        let low4 = vdupq_n_u8(0x0F);
+        let (low4, one) = (vdupq_n_u8(0x0F), vdupq_n_u8(1));
         for i in 0..a[0].len() {
-            let b = &w[i * Q4K_BYTES..(i + 1) * Q4K_BYTES];
+            let b = &w[i * size..(i + 1) * size];
             let p = b.as_ptr();
             let (sc, mn) = k4_scales_mins(&b[4..16]);
             let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
             let mut sums = [[vdupq_n_s32(0); 2]; R];
-            for c in 0..4 {
-                for h in 0..2 {
-                    let q = vld1q_u8(p.add(16 + 32 * c + 16 * h));
-                    let lo = vreinterpretq_s8_u8(vandq_u8(q, low4));
-                    let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(q));
+            for h in 0..2 {
+                let qh = if FIVE {
+                    vld1q_u8(p.add(16 + 16 * h))
+                } else {
+                    vdupq_n_u8(0)
+                };
+                // Register `m`'s fifth bits (`Q5_K`), at bit 4 of each byte.
+                let fifth = |m: i8| vshlq_n_u8::<4>(vandq_u8(vshlq_u8(qh, vdupq_n_s8(-m)), one));
+                for c in 0..4 {
+                    let q = vld1q_u8(p.add(quants + 32 * c + 16 * h));
+                    let (mut lo, mut hi) = (vandq_u8(q, low4), vshrq_n_u8::<4>(q));
+                    if FIVE {
+                        lo = vorrq_u8(lo, fifth(2 * c as i8));
+                        hi = vorrq_u8(hi, fifth(2 * c as i8 + 1));
+                    }
+                    let (lo, hi) = (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi));
                     for r in 0..R {
                         let y = a[r][i].qs.as_ptr().add(64 * c + 16 * h);
                         sums[r][h] = dot4::<DOT>(sums[r][h], lo, load16(y));
@@ -104,51 +123,24 @@ pub(crate) unsafe fn dot_q4k<const R: usize, const DOT: bool>(
     }
 }
 
-/// Grouped `Q5_K` · grouped `Q8_K`: `Q4_K`'s registers with a fifth bit per value (bit `m` of
-/// the high-bit bytes for register `m`).
+/// Grouped `Q4_K` · grouped `Q8_K`.
+#[inline(always)]
+pub(crate) unsafe fn dot_q4k<const R: usize, const DOT: bool>(
+    w: &[u8],
+    a: [&[BlockQ8K]; R],
+) -> [f32; R] {
+    // SAFETY: forwarded contract.
+    unsafe { dot_k4::<R, DOT, false>(w, a) }
+}
+
+/// Grouped `Q5_K` · grouped `Q8_K`.
 #[inline(always)]
 pub(crate) unsafe fn dot_q5k<const R: usize, const DOT: bool>(
     w: &[u8],
     a: [&[BlockQ8K]; R],
 ) -> [f32; R] {
-    // SAFETY: the module's contract; offsets are within one block (d 0, dmin 2, scales 4..16,
-    // high bits 16..48, low bits 48..176) and within the activations' 256 quants.
-    unsafe {
-        let mut acc = [vdupq_n_f32(0.0); R];
-        let (low4, one) = (vdupq_n_u8(0x0F), vdupq_n_u8(1));
-        for i in 0..a[0].len() {
-            let b = &w[i * Q5K_BYTES..(i + 1) * Q5K_BYTES];
-            let p = b.as_ptr();
-            let (sc, mn) = k4_scales_mins(&b[4..16]);
-            let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
-            let mut sums = [[vdupq_n_s32(0); 2]; R];
-            for h in 0..2 {
-                let qh = vld1q_u8(p.add(16 + 16 * h));
-                // Register `m`'s fifth bits, at bit 4 of each byte.
-                let fifth = |m: i8| vshlq_n_u8::<4>(vandq_u8(vshlq_u8(qh, vdupq_n_s8(-m)), one));
-                for c in 0..4 {
-                    let q = vld1q_u8(p.add(48 + 32 * c + 16 * h));
-                    let lo = vorrq_u8(vandq_u8(q, low4), fifth(2 * c as i8));
-                    let hi = vorrq_u8(vshrq_n_u8::<4>(q), fifth(2 * c as i8 + 1));
-                    let (lo, hi) = (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi));
-                    for r in 0..R {
-                        let y = a[r][i].qs.as_ptr().add(64 * c + 16 * h);
-                        sums[r][h] = dot4::<DOT>(sums[r][h], lo, load16(y));
-                        sums[r][h] = dot4::<DOT>(sums[r][h], hi, load16(y.add(32)));
-                    }
-                }
-            }
-            let (scales, mins) = (lanes32(sc, false), lanes32(mn, false));
-            for r in 0..R {
-                let a = &a[r][i];
-                let s = vcvtq_f32_s32(scaled(sums[r], scales));
-                let m = vcvtq_f32_s32(scaled(bsums32(a), mins));
-                acc[r] = vfmaq_n_f32(acc[r], s, d * a.d);
-                acc[r] = vfmsq_n_f32(acc[r], m, dmin * a.d);
-            }
-        }
-        acc.map(|v| vaddvq_f32(v))
-    }
+    // SAFETY: forwarded contract.
+    unsafe { dot_k4::<R, DOT, true>(w, a) }
 }
 
 /// Grouped `Q6_K` · grouped `Q8_K`: unsigned 6-bit values, minus 32 · Σ scale · bsum.

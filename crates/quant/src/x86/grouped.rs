@@ -79,78 +79,43 @@ unsafe fn add_products<const VNNI: bool>(acc: __m256i, u: __m256i, y: *const i8)
     }
 }
 
-/// Grouped `Q4_K` · grouped `Q8_K`.
+/// Grouped `Q4_K` (`FIVE` false) or `Q5_K` (`FIVE`: `Q4_K`'s registers with a fifth bit per
+/// value, bit `m` of the high-bit bytes for register `m`) · grouped `Q8_K`. Without VNNI the
+/// i16 sums are widened and scaled once per block for `Q4_K` and every four registers for
+/// `Q5_K` (four pairs of products of 31 and 128 stay below 2¹⁵, eight would not).
 #[inline(always)]
-pub(crate) unsafe fn dot_q4k<const R: usize, const VNNI: bool>(
+unsafe fn dot_k4<const R: usize, const VNNI: bool, const FIVE: bool>(
     w: &[u8],
     a: [&[BlockQ8K]; R],
 ) -> [f32; R] {
-    // SAFETY: the module's contract; offsets are within one block (d 0, dmin 2, scales 4..16,
-    // quants 16..144) and within the activations' 256 quants.
-    unsafe {
-        let mut acc = [_mm256_setzero_ps(); R];
-        let low4 = _mm256_set1_epi8(0x0F);
-        for i in 0..a[0].len() {
-            let b = &w[i * Q4K_BYTES..(i + 1) * Q4K_BYTES];
-            let p = b.as_ptr();
-            let (sc, mn) = k4_scales_mins(&b[4..16]);
-            let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
-            let mut sums = [_mm256_setzero_si256(); R];
-            for c in 0..4 {
-                let q = load32(p.add(16 + 32 * c));
-                let lo = _mm256_and_si256(q, low4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-                for r in 0..R {
-                    let y = a[r][i].qs.as_ptr().add(64 * c);
-                    sums[r] = add_products::<VNNI>(sums[r], lo, y);
-                    sums[r] = add_products::<VNNI>(sums[r], hi, y.add(32));
-                }
-            }
-            let scales = if VNNI {
-                lanes32(sc.as_ptr(), false)
-            } else {
-                pairs16(sc.as_ptr(), false)
-            };
-            let group_mins = pairs16(mn.as_ptr(), false);
-            for r in 0..R {
-                let a = &a[r][i];
-                let s = if VNNI {
-                    _mm256_mullo_epi32(sums[r], scales)
-                } else {
-                    _mm256_madd_epi16(sums[r], scales)
-                };
-                let m = scaled_bsums(group_mins, a);
-                acc[r] = scale_and_subtract(acc[r], d * a.d, s, dmin * a.d, m);
-            }
-        }
-        acc.map(|v| hsum(v))
-    }
-}
-
-/// Grouped `Q5_K` · grouped `Q8_K`: `Q4_K`'s registers with a fifth bit per value (bit `m` of
-/// the high-bit bytes for register `m`). Without VNNI the i16 sums are widened and scaled every
-/// four registers: four pairs of products of 31 and 128 stay below 2¹⁵, eight would not.
-#[inline(always)]
-pub(crate) unsafe fn dot_q5k<const R: usize, const VNNI: bool>(
-    w: &[u8],
-    a: [&[BlockQ8K]; R],
-) -> [f32; R] {
-    // SAFETY: the module's contract; offsets are within one block (d 0, dmin 2, scales 4..16,
-    // high bits 16..48, low bits 48..176) and within the activations' 256 quants.
+    // Block bytes and where the four-bit values start: `Q4_K` d 0, dmin 2, scales 4..16,
+    // quants 16..144; `Q5_K` the same, then high bits 16..48 and quants 48..176.
+    let (size, quants) = if FIVE {
+        (Q5K_BYTES, 48)
+    } else {
+        (Q4K_BYTES, 16)
+    };
+    let parts = if FIVE && !VNNI { 2 } else { 1 };
+    // SAFETY: the module's contract; offsets are within one block and within the activations'
+    // 256 quants.
     unsafe {
         let mut acc = [_mm256_setzero_ps(); R];
         let low4 = _mm256_set1_epi8(0x0F);
         let one = _mm256_set1_epi8(1);
         for i in 0..a[0].len() {
-            let b = &w[i * Q5K_BYTES..(i + 1) * Q5K_BYTES];
+            let b = &w[i * size..(i + 1) * size];
             let p = b.as_ptr();
             let (sc, mn) = k4_scales_mins(&b[4..16]);
             let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
-            let qh = load32(p.add(16));
-            // Register `m`'s fifth bits, at bit 4 of each byte.
-            let fifth = |m: i32| {
-                let bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(m)), one);
-                _mm256_slli_epi16(bit, 4)
+            // Register `m`'s fifth bits (`Q5_K`), at bit 4 of each byte.
+            let qh = if FIVE {
+                load32(p.add(16))
+            } else {
+                _mm256_setzero_si256()
+            };
+            let fifth = |m: usize| {
+                let bit = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(m as i32));
+                _mm256_slli_epi16(_mm256_and_si256(bit, one), 4)
             };
             let scales = if VNNI {
                 lanes32(sc.as_ptr(), false)
@@ -158,26 +123,29 @@ pub(crate) unsafe fn dot_q5k<const R: usize, const VNNI: bool>(
                 pairs16(sc.as_ptr(), false)
             };
             let mut sums = [_mm256_setzero_si256(); R];
-            for half in 0..2 {
-                let mut part = [_mm256_setzero_si256(); R];
-                for c in 2 * half..2 * half + 2 {
-                    let q = load32(p.add(48 + 32 * c));
-                    let lo = _mm256_or_si256(_mm256_and_si256(q, low4), fifth(2 * c as i32));
-                    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-                    let hi = _mm256_or_si256(hi, fifth(2 * c as i32 + 1));
+            for part in 0..parts {
+                let mut s = [_mm256_setzero_si256(); R];
+                for c in part * 4 / parts..(part + 1) * 4 / parts {
+                    let q = load32(p.add(quants + 32 * c));
+                    let mut lo = _mm256_and_si256(q, low4);
+                    let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+                    if FIVE {
+                        lo = _mm256_or_si256(lo, fifth(2 * c));
+                        hi = _mm256_or_si256(hi, fifth(2 * c + 1));
+                    }
                     for r in 0..R {
                         let y = a[r][i].qs.as_ptr().add(64 * c);
-                        part[r] = add_products::<VNNI>(part[r], lo, y);
-                        part[r] = add_products::<VNNI>(part[r], hi, y.add(32));
+                        s[r] = add_products::<VNNI>(s[r], lo, y);
+                        s[r] = add_products::<VNNI>(s[r], hi, y.add(32));
                     }
                 }
                 for r in 0..R {
-                    let p = if VNNI {
-                        part[r]
+                    let s = if VNNI {
+                        s[r]
                     } else {
-                        _mm256_madd_epi16(part[r], scales)
+                        _mm256_madd_epi16(s[r], scales)
                     };
-                    sums[r] = _mm256_add_epi32(sums[r], p);
+                    sums[r] = _mm256_add_epi32(sums[r], s);
                 }
             }
             let group_mins = pairs16(mn.as_ptr(), false);
@@ -194,6 +162,26 @@ pub(crate) unsafe fn dot_q5k<const R: usize, const VNNI: bool>(
         }
         acc.map(|v| hsum(v))
     }
+}
+
+/// Grouped `Q4_K` · grouped `Q8_K`.
+#[inline(always)]
+pub(crate) unsafe fn dot_q4k<const R: usize, const VNNI: bool>(
+    w: &[u8],
+    a: [&[BlockQ8K]; R],
+) -> [f32; R] {
+    // SAFETY: forwarded contract.
+    unsafe { dot_k4::<R, VNNI, false>(w, a) }
+}
+
+/// Grouped `Q5_K` · grouped `Q8_K`.
+#[inline(always)]
+pub(crate) unsafe fn dot_q5k<const R: usize, const VNNI: bool>(
+    w: &[u8],
+    a: [&[BlockQ8K]; R],
+) -> [f32; R] {
+    // SAFETY: forwarded contract.
+    unsafe { dot_k4::<R, VNNI, true>(w, a) }
 }
 
 /// Grouped `Q6_K` · grouped `Q8_K`: unsigned 6-bit values, minus 32 · Σ scale · bsum.
