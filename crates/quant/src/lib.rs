@@ -10,6 +10,9 @@
 //! Every kernel is checked against the reference (dequantize, then an f32 dot product) by the
 //! property tests in `tests/`.
 
+#[macro_use]
+mod macros;
+
 pub mod activation;
 #[cfg(target_arch = "aarch64")]
 mod arm;

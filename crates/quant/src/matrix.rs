@@ -713,44 +713,6 @@ unsafe fn vnni_tile(
     }
 }
 
-/// The x86 tile over panels for `R` activation rows at a time, the kernels of
-/// `crate::x86::panels` inlined into the function it expands in.
-#[cfg(target_arch = "x86_64")]
-macro_rules! x86_panels {
-    ($r:literal, $vnni:literal, $ty:expr, $w:expr, $rb:expr, $acts:expr, $bpr:expr, $out:expr) => {{
-        use crate::x86::panels as p;
-        let (w, rb, bpr, out): (&[u8], usize, usize, &OutTile) = ($w, $rb, $bpr, $out);
-        macro_rules! rows {
-            ($a:expr, $dot:ident) => {
-                // SAFETY: the caller's contract; `w` is whole panel rows of `bpr` panels and
-                // each activation row `bpr` blocks.
-                panel_loop::<_, $r>(
-                    w,
-                    rb,
-                    $a,
-                    bpr,
-                    out,
-                    |w, a| unsafe { p::$dot::<$r, $vnni>(w, a) },
-                    |w, a| {
-                        // SAFETY: as above.
-                        unsafe { p::$dot::<1, $vnni>(w, [a])[0] }
-                    },
-                )
-            };
-        }
-        let acts: &QuantizedActivations = $acts;
-        let (q8_0, q8_1) = (acts.q8_0_rows(), acts.q8_1_rows());
-        match $ty {
-            QuantType::Q4_0 => rows!(q8_0, dot_q4_0),
-            QuantType::Q5_0 => rows!(q8_0, dot_q5_0),
-            QuantType::Q8_0 => rows!(q8_0, dot_q8_0),
-            QuantType::Q4_1 => rows!(q8_1, dot_q4_1),
-            QuantType::Q5_1 => rows!(q8_1, dot_q5_1),
-            _ => {}
-        }
-    }};
-}
-
 /// Panels on AVX2.
 ///
 /// # Safety
@@ -766,7 +728,7 @@ unsafe fn avx2_panels(
     bpr: usize,
     out: &OutTile,
 ) {
-    x86_panels!(4, false, ty, w, rb, acts, bpr, out)
+    panel_tile!(crate::x86::panels, 4, false, ty, w, rb, acts, bpr, out)
 }
 
 /// Panels with VNNI.
@@ -783,5 +745,5 @@ unsafe fn vnni_panels(
     bpr: usize,
     out: &OutTile,
 ) {
-    x86_panels!(4, true, ty, w, rb, acts, bpr, out)
+    panel_tile!(crate::x86::panels, 4, true, ty, w, rb, acts, bpr, out)
 }

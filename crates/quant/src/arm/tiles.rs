@@ -1,49 +1,14 @@
 //! The NEON tiles of [`crate::QMatrix`]'s product: the kernels of this module's siblings over a
 //! tile's rows, four activation rows per weight block (a block widened once serves four), each
-//! compiled into a function with the target features it needs.
+//! compiled into a function with the target features it needs (the panels through the
+//! `panel_tile!` the x86 tiles use too).
 
 use crate::activation::QuantizedActivations;
 use crate::format::QuantType;
-use crate::matrix::{OutTile, panel_loop, scalar_tile, tile_loop};
+use crate::matrix::{OutTile, scalar_tile, tile_loop};
 
 /// Activation rows each weight block is multiplied with before the next is loaded.
 const R: usize = 4;
-
-/// The panel tile for `DOT` (with the dot-product extension or without), the kernels inlined.
-macro_rules! panels {
-    ($dot:literal, $ty:expr, $w:expr, $rb:expr, $acts:expr, $bpr:expr, $out:expr) => {{
-        use super::panels as p;
-        let (w, rb, bpr, out): (&[u8], usize, usize, &OutTile) = ($w, $rb, $bpr, $out);
-        macro_rules! rows {
-            ($a:expr, $kernel:ident) => {
-                // SAFETY: the caller's contract; `w` is whole panel rows of `bpr` panels and
-                // each activation row `bpr` blocks.
-                panel_loop::<_, R>(
-                    w,
-                    rb,
-                    $a,
-                    bpr,
-                    out,
-                    |w, a| unsafe { p::$kernel::<R, $dot>(w, a) },
-                    |w, a| {
-                        // SAFETY: as above.
-                        unsafe { p::$kernel::<1, $dot>(w, [a])[0] }
-                    },
-                )
-            };
-        }
-        let acts: &QuantizedActivations = $acts;
-        let (q8_0, q8_1) = (acts.q8_0_rows(), acts.q8_1_rows());
-        match $ty {
-            QuantType::Q4_0 => rows!(q8_0, dot_q4_0),
-            QuantType::Q5_0 => rows!(q8_0, dot_q5_0),
-            QuantType::Q8_0 => rows!(q8_0, dot_q8_0),
-            QuantType::Q4_1 => rows!(q8_1, dot_q4_1),
-            QuantType::Q5_1 => rows!(q8_1, dot_q5_1),
-            _ => {}
-        }
-    }};
-}
 
 /// The tile of rows in the grouped layout (`Q4_K`, `Q5_K`, `Q6_K`) for `DOT`; the other types, whose
 /// rows here are in GGUF order, go to the portable tile.
@@ -95,7 +60,7 @@ pub(crate) unsafe fn neon_panels(
     bpr: usize,
     out: &OutTile,
 ) {
-    panels!(false, ty, w, rb, acts, bpr, out)
+    panel_tile!(crate::arm::panels, 4, false, ty, w, rb, acts, bpr, out)
 }
 
 /// Panels with the dot-product extension.
@@ -111,7 +76,7 @@ pub(crate) unsafe fn dot_panels(
     bpr: usize,
     out: &OutTile,
 ) {
-    panels!(true, ty, w, rb, acts, bpr, out)
+    panel_tile!(crate::arm::panels, 4, true, ty, w, rb, acts, bpr, out)
 }
 
 /// Rows outside panels on NEON.
