@@ -87,6 +87,36 @@ extern "C" __global__ void reshape_and_cache_f16(const float* k, const float* v,
     }
 }
 
+// Stores of a product's input: f32 or f16 (`half_out`), and optionally also rounded to 8
+// bits for a quantized product (used by the attention kernel below and the decoder's step).
+__device__ __forceinline__ void store(void* out, size_t i, float v, int half_out) {
+    if (half_out) ((unsigned short*)out)[i] = f2h(v);
+    else ((float*)out)[i] = v;
+}
+
+// Value i of a block of 32 (one per lane of a warp, i's block aligned to 32) to 8 bits:
+// q = rint(v / d) with d = max|v| / 127 over the block; s[block] = (d, d·Σq). As
+// reference::quantize_q8. Every lane of the warp calls it.
+__device__ __forceinline__ void q8_lane(signed char* q, float2* s, size_t i, float v) {
+    float amax = fabsf(v);
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float d = amax / 127.0f;
+    const int qi = amax == 0.0f ? 0 : __float2int_rn(v / d);
+    int sum = qi;
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    q[i] = (signed char)qi;
+    if ((threadIdx.x & 31) == 0) s[i / 32] = make_float2(d, d * (float)sum);
+}
+
+// store(), and when q is given also the value as stored (f16-rounded when half_out) to 8 bits
+// for a quantized product's input: the value indices of a warp's lanes are one aligned block
+// of 32 (blockDim.x and the row length multiples of 32).
+__device__ __forceinline__ void store_q8(void* out, size_t i, float v, int half_out,
+                                         signed char* q, float2* s) {
+    store(out, i, v, half_out);
+    if (q) q8_lane(q, s, i, half_out ? h2f(f2h(v)) : v);
+}
+
 // Attention over the paged cache, one block per (head, query row): row r belongs to sequence
 // row_seqs[r] (its row of block_tables) and sees that sequence's first context_lens[r] positions
 // (its own position + 1: decode rows see everything, prefill rows are causal), the last `window`
@@ -96,7 +126,8 @@ extern "C" __global__ void reshape_and_cache_f16(const float* k, const float* v,
 // position); its lanes take four consecutive dims each (8-byte loads, a row in one coalesced
 // access), a shuffle sums the dot product; scores wait in shared memory for the softmax, then
 // each warp sums its positions' values over its lanes' dims and the warps' partial sums are
-// added. head_dim ≤ 256, a multiple of 4.
+// added, then written as f32 or f16 (and, with q8, also in 8 bits for a quantized product).
+// head_dim ≤ 256, a multiple of 4.
 #define ATT_WARPS 8
 #define ATT_POS 4
 
@@ -128,10 +159,10 @@ __device__ __forceinline__ float4 h4(uint2 v) {
 }
 
 extern "C" __global__ void paged_attention_f16(
-    float* out, const float* q, const unsigned short* k_cache, const unsigned short* v_cache,
+    void* out, const float* q, const unsigned short* k_cache, const unsigned short* v_cache,
     const unsigned* block_tables, const unsigned* row_seqs, const unsigned* context_lens,
     int max_blocks, int block_size, int heads, int kv_heads, int head_dim, float scale,
-    int window, float softcap) {
+    int window, float softcap, int half_out, signed char* q8, float2* s8) {
     extern __shared__ float shared[];
     const int h = blockIdx.x, r = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -210,45 +241,19 @@ extern "C" __global__ void paged_attention_f16(
         if (i < quads) ((float4*)(partial + warp * head_dim))[i] = acc[c];
     }
     __syncthreads();
-    float* o = out + ((size_t)r * heads + h) * head_dim;
+    // The output as the next product reads it (store_q8: with q8, head_dim a multiple of 32, so
+    // each warp's lanes hold one block of 32).
+    const size_t o = ((size_t)r * heads + h) * head_dim;
     for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
         float v = 0.0f;
         for (int w = 0; w < ATT_WARPS; w++) v += partial[w * head_dim + i];
-        o[i] = v / sum;
+        store_q8(out, o + i, v / sum, half_out, q8, s8);
     }
 }
 
 // ---- The decoder's step (runner.rs) -------------------------------------------------------
 // Matrix products run in cuBLAS; these kernels do everything between them. Inputs of a matrix
 // product are f32 or f16 (`half_out`), as the weights are.
-
-__device__ __forceinline__ void store(void* out, size_t i, float v, int half_out) {
-    if (half_out) ((unsigned short*)out)[i] = f2h(v);
-    else ((float*)out)[i] = v;
-}
-
-// Value i of a block of 32 (one per lane of a warp, i's block aligned to 32) to 8 bits:
-// q = rint(v / d) with d = max|v| / 127 over the block; s[block] = (d, d·Σq). As
-// reference::quantize_q8. Every lane of the warp calls it.
-__device__ __forceinline__ void q8_lane(signed char* q, float2* s, size_t i, float v) {
-    float amax = fabsf(v);
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float d = amax / 127.0f;
-    const int qi = amax == 0.0f ? 0 : __float2int_rn(v / d);
-    int sum = qi;
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    q[i] = (signed char)qi;
-    if ((threadIdx.x & 31) == 0) s[i / 32] = make_float2(d, d * (float)sum);
-}
-
-// store(), and when q is given also the value as stored (f16-rounded when half_out) to 8 bits
-// for a quantized product's input: the value indices of a warp's lanes are one aligned block
-// of 32 (blockDim.x and the row length multiples of 32).
-__device__ __forceinline__ void store_q8(void* out, size_t i, float v, int half_out,
-                                         signed char* q, float2* s) {
-    store(out, i, v, half_out);
-    if (q) q8_lane(q, s, i, half_out ? h2f(f2h(v)) : v);
-}
 
 // One block per token: row ids[r] of the f32 embedding table, times scale.
 extern "C" __global__ void embed_rows(float* out, const float* table, const unsigned* ids,

@@ -160,6 +160,9 @@ fn args() -> Args {
     out
 }
 
+/// Tokens of the prompt the check against the CPU starts from.
+const CHECK_PROMPT: usize = 24;
+
 /// Pseudo-random prompt ids in the vocabulary.
 fn prompt(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     let mut x = seed;
@@ -326,7 +329,10 @@ fn main() {
     let vocab = model.config.vocab_size as usize;
     let gpu = Arc::new(Gpu::open(0).unwrap());
     let max_batch = a.batches.iter().copied().max().unwrap_or(1);
-    let ctx = (a.prompt + a.generate + 1).max(16 + a.generate + 2);
+    // Room for the timed runs, and for the check: a prompt of `CHECK_PROMPT` then `check` steps.
+    let ctx = (a.prompt + a.generate + 1)
+        .max(16 + a.generate + 2)
+        .max(CHECK_PROMPT + a.check + 1);
     let bs = 16;
     let per_seq = ctx.div_ceil(bs);
     let opts = GpuOptions {
@@ -357,7 +363,7 @@ fn main() {
     // Logits and greedy tokens against the CPU: every prompt row, then each decode step fed
     // the CPU's token.
     if a.check > 0 {
-        let p = prompt(24, vocab, 7);
+        let p = prompt(CHECK_PROMPT, vocab, 7);
         // The reference: f32 arithmetic on dequantized weights (the CPU's quantized kernels
         // round activations to 8 bits, as llama.cpp's do; the GPU computes in f32/f16).
         let exact = forja_models::loader::load_with(

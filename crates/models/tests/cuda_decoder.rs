@@ -315,13 +315,14 @@ fn random_blocks(ty: forja_quant::QuantType, rows: usize, cols: usize, seed: u64
 }
 
 /// The kernels that make a quantized product's input (RMSNorm rows, the attention output's
-/// conversion, the gated activation) and round it to 8 bits on the way give the product, bit
-/// for bit, what it computes when it rounds the same input itself — over one row (GEMV), several
-/// (tensor-core tiles), and up to the most rows read as blocks; past them no sink is given; a
-/// sink for another number of values is refused.
+/// conversion, the gated activation, the attention writing the output projection's input) and
+/// round it to 8 bits on the way give the product, bit for bit, what it computes when it
+/// rounds the same input itself — over one row (GEMV), several (tensor-core tiles), and up to
+/// the most rows read as blocks; past them no sink is given; a sink for another number of
+/// values is refused.
 #[test]
 fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
-    use forja_kernels::cuda::{Act, QuantKind, QuantPath};
+    use forja_kernels::cuda::{Act, AttentionLaunch, AttentionTables, QuantKind, QuantPath};
     use forja_quant::QuantType as T;
     let g = gpu();
     let (cols, out) = (512, 24);
@@ -342,10 +343,39 @@ fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
             .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
             .collect();
         let xs = g.upload(&src).unwrap();
-        for producer in ["rms_norm_rows", "convert", "gated_act"] {
+        // Attention: the rows' queries from `xs` (4 heads of 128 = `cols`), one sequence of 70
+        // positions in blocks of 16 (random f16 keys and values), row r seeing r % 70 + 1.
+        let (heads, kv_heads, dim, ctx) = (4, 2, 128, 70usize);
+        let kv: Vec<u16> = (0..ctx.next_multiple_of(16) * kv_heads * dim)
+            .map(|i| half::f16::from_f32(((i * 7919) % 997) as f32 / 500.0 - 1.0).to_bits())
+            .collect();
+        let cache = g.upload(&kv).unwrap();
+        let tables = AttentionTables {
+            block_tables: g
+                .upload(&(0..ctx.div_ceil(16) as u32).collect::<Vec<_>>())
+                .unwrap(),
+            row_seqs: g.upload(&vec![0u32; rows]).unwrap(),
+            context_lens: g
+                .upload(&(0..rows).map(|r| (r % ctx + 1) as u32).collect::<Vec<_>>())
+                .unwrap(),
+        };
+        let launch = AttentionLaunch {
+            rows,
+            heads,
+            kv_heads,
+            head_dim: dim,
+            block_size: 16,
+            max_blocks: ctx.div_ceil(16),
+            scale: 0.09,
+            window: None,
+            softcap: None,
+            longest: ctx,
+        };
+        for producer in ["rms_norm_rows", "convert", "gated_act", "attention"] {
             let run = |act: &mut Act, sink| match producer {
                 "rms_norm_rows" => g.rms_norm_rows(act, &xs, None, rows, &norm_w, 1e-6, sink),
                 "convert" => g.convert(act, &xs, rows * cols, sink),
+                "attention" => g.attention(act, &xs, &cache, &cache, &tables, &launch, sink),
                 _ => g.gated_act(act, &xs, rows, cols, 0, sink),
             };
             let mut act = g.alloc_act(rows * cols, true).unwrap();

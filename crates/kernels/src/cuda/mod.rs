@@ -467,8 +467,11 @@ impl Gpu {
             context_lens: self.upload(&p.context_lens)?,
         };
         let longest = p.context_lens.iter().copied().max().unwrap_or(0) as usize;
-        let mut out = self.alloc::<f32>(q.len())?;
-        self.attention(&mut out, &qd, &kd, &vd, &tables, &p.launch(longest))?;
-        self.download(&out)
+        let mut out = Act::F32(self.alloc::<f32>(q.len())?);
+        self.attention(&mut out, &qd, &kd, &vd, &tables, &p.launch(longest), None)?;
+        match &out {
+            Act::F32(b) => self.download(b),
+            Act::F16(_) => Err(KernelError::Shape("an f32 output was asked for".into())),
+        }
     }
 }

@@ -408,16 +408,19 @@ impl Gpu {
         Ok(())
     }
 
-    /// Paged attention of `a.rows` query rows (see [`PagedAttention`]) into `out` (f32).
+    /// Paged attention of `a.rows` query rows (see [`PagedAttention`]) into `out` (f32 or f16:
+    /// the next product's input), and with `q8` also in 8 bits for a quantized product (heads
+    /// of a multiple of 32 dims).
     #[allow(clippy::too_many_arguments, reason = "one launch's arguments")]
     pub fn attention(
         &self,
-        out: &mut CudaSlice<f32>,
+        out: &mut Act,
         q: &CudaSlice<f32>,
         k_cache: &CudaSlice<u16>,
         v_cache: &CudaSlice<u16>,
         t: &AttentionTables,
         a: &AttentionLaunch,
+        q8: Option<Q8Sink<'_>>,
     ) -> Result<()> {
         let visible = a.window.map_or(a.longest, |w| a.longest.min(w as usize));
         if a.head_dim > 256 || !a.head_dim.is_multiple_of(4) {
@@ -433,19 +436,28 @@ impl Gpu {
                  kernel has {SHARED_BYTES}"
             )));
         }
-        need("attention q", q.len(), a.rows * a.heads * a.head_dim)?;
-        need("attention out", out.len(), a.rows * a.heads * a.head_dim)?;
+        let n = a.rows * a.heads * a.head_dim;
+        need("attention q", q.len(), n)?;
+        need("attention out", out.len(), n)?;
+        let mut q8 = q8_fits(q8, n, a.head_dim)?;
         let f = self.function("paged_attention_f16")?;
         let ints = [a.max_blocks, a.block_size, a.heads, a.kv_heads, a.head_dim].map(|x| x as i32);
         let window = a.window.map_or(0, |w| w as i32);
         let softcap = a.softcap.unwrap_or(0.0);
+        let half = out.half();
         let mut l = self.stream.launch_builder(&f);
-        l.arg(out).arg(q).arg(k_cache).arg(v_cache);
+        match out {
+            Act::F32(b) => l.arg(b),
+            Act::F16(b) => l.arg(b),
+        };
+        l.arg(q).arg(k_cache).arg(v_cache);
         l.arg(&t.block_tables).arg(&t.row_seqs).arg(&t.context_lens);
         for i in &ints {
             l.arg(i);
         }
-        l.arg(&a.scale).arg(&window).arg(&softcap);
+        l.arg(&a.scale).arg(&window).arg(&softcap).arg(&half);
+        let null = 0u64;
+        push_q8(&mut l, q8.as_mut(), &null);
         let cfg = LaunchConfig {
             grid_dim: (a.heads as u32, a.rows as u32, 1),
             block_dim: (256, 1, 1),

@@ -64,7 +64,9 @@ struct Scratch {
     act: Act,
     qkv: CudaSlice<f32>,
     q: CudaSlice<f32>,
-    att: CudaSlice<f32>,
+    /// The attention output in f32, for heads whose 8-bit rounding the attention kernel cannot
+    /// do itself (not a multiple of 32 dims).
+    att: Act,
     gate_up: CudaSlice<f32>,
     tmp: CudaSlice<f32>,
     logits: CudaSlice<f32>,
@@ -429,7 +431,7 @@ impl GpuDecoder {
                 .map_err(kernel)?,
             qkv: f(rows * total)?,
             q: f(rows * d.heads * d.head_dim)?,
-            att: f(rows * d.heads * d.head_dim)?,
+            att: Act::F32(f(rows * d.heads * d.head_dim)?),
             gate_up: f(rows * 2 * ff)?,
             tmp: f(rows * d.hidden)?,
             logits: f(rows * d.vocab)?,
@@ -523,12 +525,23 @@ impl Steps<'_> {
                 softcap: l.softcap,
                 longest: self.longest,
             };
-            g.attention(&mut sc.att, &sc.q, kc, vc, &sc.tables, &launch)
-                .map_err(k)?;
+            // The attention writes the output projection's input itself (rounded to 8 bits
+            // too when the product reads blocks), unless those blocks of 32 would straddle
+            // heads: then it writes f32 and one pass converts and rounds.
             let sink = g.q8_sink(&mut sc.deq, &l.o, rows);
             let pre = sink.is_some();
-            g.convert(&mut sc.act, &sc.att, rows * d.heads * d.head_dim, sink)
-                .map_err(k)?;
+            if pre && !d.head_dim.is_multiple_of(32) {
+                g.attention(&mut sc.att, &sc.q, kc, vc, &sc.tables, &launch, None)
+                    .map_err(k)?;
+                let Act::F32(att) = &sc.att else {
+                    return Err(ModelError::Input("attention scratch is not f32".into()));
+                };
+                g.convert(&mut sc.act, att, rows * d.heads * d.head_dim, sink)
+                    .map_err(k)?;
+            } else {
+                g.attention(&mut sc.act, &sc.q, kc, vc, &sc.tables, &launch, sink)
+                    .map_err(k)?;
+            }
             match &l.post_attn_norm {
                 Some(n) => {
                     prod(g, &mut sc.tmp, &sc.act, rows, &l.o, 0.0, &mut sc.deq, pre)?;
