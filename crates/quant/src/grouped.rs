@@ -297,16 +297,8 @@ mod tests {
     /// blocks of pseudo-random bytes (every bit pattern of the quants), and unpacks to them.
     #[test]
     fn bytewise_packing_equals_packing_by_values() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
         for ty in [QuantType::Q4K, QuantType::Q5K, QuantType::Q6K] {
-            let data: Vec<u8> = (0..7 * block_bytes(ty))
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let data = crate::test_bytes(7 * block_bytes(ty), 0x9E37_79B9_7F4A_7C15);
             let (mut fast, mut slow) = (data.clone(), data.clone());
             pack(ty, &mut fast);
             pack_by_values(ty, &mut slow);

@@ -72,3 +72,17 @@ pub fn parallel_chunks_mut<T: Send>(
         f(start, part);
     });
 }
+
+/// `n` pseudo-random bytes (xorshift64 from `seed`, which must not be 0), for the unit tests.
+#[cfg(test)]
+pub(crate) fn test_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -216,7 +216,6 @@ mod tests {
     /// type kept in panels, on rows of pseudo-random bytes; and the panels unpack to the rows.
     #[test]
     fn bytewise_packing_equals_packing_by_values() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
         for ty in [
             QuantType::Q4_0,
             QuantType::Q4_1,
@@ -225,14 +224,7 @@ mod tests {
             QuantType::Q8_0,
         ] {
             let row_bytes = 3 * ty.block_bytes();
-            let rows: Vec<u8> = (0..2 * ROWS * row_bytes)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let rows = crate::test_bytes(2 * ROWS * row_bytes, 0x2545_F491_4F6C_DD1D);
             let (mut fast, mut slow) = (rows.clone(), rows.clone());
             pack(ty, &mut fast, row_bytes);
             pack_with(ty, &mut slow, row_bytes, |ty, p, blocks| {

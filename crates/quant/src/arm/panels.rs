@@ -23,6 +23,7 @@ use std::arch::aarch64::*;
 
 use super::{dot4, f16x8, load16};
 use crate::activation::{BlockQ8_0, BlockQ8_1};
+use crate::legacy::{Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES};
 use crate::panels::ROWS;
 
 /// How a panel stores its quants.
@@ -159,7 +160,7 @@ pub(crate) unsafe fn dot_q4_0<const R: usize, const DOT: bool>(
     a: [&[BlockQ8_0]; R],
 ) -> [[f32; ROWS]; R] {
     // SAFETY: forwarded contract.
-    unsafe { panels_q8_0::<R, DOT, FOUR_BITS>(w, a, 8 * 18, 8) }
+    unsafe { panels_q8_0::<R, DOT, FOUR_BITS>(w, a, ROWS * Q4_0_BYTES, 8) }
 }
 
 /// `Q5_0` panels: 5-bit values minus 16.
@@ -169,7 +170,7 @@ pub(crate) unsafe fn dot_q5_0<const R: usize, const DOT: bool>(
     a: [&[BlockQ8_0]; R],
 ) -> [[f32; ROWS]; R] {
     // SAFETY: forwarded contract.
-    unsafe { panels_q8_0::<R, DOT, FIVE_BITS>(w, a, 8 * 22, 16) }
+    unsafe { panels_q8_0::<R, DOT, FIVE_BITS>(w, a, ROWS * Q5_0_BYTES, 16) }
 }
 
 /// `Q8_0` panels: signed × signed bytes.
@@ -179,7 +180,7 @@ pub(crate) unsafe fn dot_q8_0<const R: usize, const DOT: bool>(
     a: [&[BlockQ8_0]; R],
 ) -> [[f32; ROWS]; R] {
     // SAFETY: forwarded contract.
-    unsafe { panels_q8_0::<R, DOT, BYTES>(w, a, 8 * 34, 0) }
+    unsafe { panels_q8_0::<R, DOT, BYTES>(w, a, ROWS * Q8_0_BYTES, 0) }
 }
 
 /// `Q4_1` panels.
@@ -189,7 +190,7 @@ pub(crate) unsafe fn dot_q4_1<const R: usize, const DOT: bool>(
     a: [&[BlockQ8_1]; R],
 ) -> [[f32; ROWS]; R] {
     // SAFETY: forwarded contract.
-    unsafe { panels_q8_1::<R, DOT, FOUR_BITS>(w, a, 8 * 20) }
+    unsafe { panels_q8_1::<R, DOT, FOUR_BITS>(w, a, ROWS * Q4_1_BYTES) }
 }
 
 /// `Q5_1` panels.
@@ -199,5 +200,5 @@ pub(crate) unsafe fn dot_q5_1<const R: usize, const DOT: bool>(
     a: [&[BlockQ8_1]; R],
 ) -> [[f32; ROWS]; R] {
     // SAFETY: forwarded contract.
-    unsafe { panels_q8_1::<R, DOT, FIVE_BITS>(w, a, 8 * 24) }
+    unsafe { panels_q8_1::<R, DOT, FIVE_BITS>(w, a, ROWS * Q5_1_BYTES) }
 }

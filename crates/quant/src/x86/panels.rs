@@ -24,6 +24,7 @@ use std::arch::x86_64::*;
 
 use super::{dpbssd, dpbusd, load32};
 use crate::activation::{BlockQ8_0, BlockQ8_1};
+use crate::legacy::{Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES};
 use crate::panels::ROWS;
 
 /// Eight f16 at `p` as f32 lanes.
@@ -203,7 +204,7 @@ pub(crate) unsafe fn dot_q4_0<const R: usize, const VNNI: bool>(
     a: [&[BlockQ8_0]; R],
 ) -> [[f32; ROWS]; R] {
     // SAFETY: forwarded contract.
-    unsafe { panels_q8_0::<R, VNNI, FOUR_BITS>(w, a, 8 * 18, 8) }
+    unsafe { panels_q8_0::<R, VNNI, FOUR_BITS>(w, a, ROWS * Q4_0_BYTES, 8) }
 }
 
 /// `Q5_0` panels: 5-bit values minus 16.
@@ -213,7 +214,7 @@ pub(crate) unsafe fn dot_q5_0<const R: usize, const VNNI: bool>(
     a: [&[BlockQ8_0]; R],
 ) -> [[f32; ROWS]; R] {
     // SAFETY: forwarded contract.
-    unsafe { panels_q8_0::<R, VNNI, FIVE_BITS>(w, a, 8 * 22, 16) }
+    unsafe { panels_q8_0::<R, VNNI, FIVE_BITS>(w, a, ROWS * Q5_0_BYTES, 16) }
 }
 
 /// `Q8_0` panels: with VNNI the signed bytes shifted to unsigned (`^ 0x80` = `+ 128`), then 128
@@ -225,7 +226,7 @@ pub(crate) unsafe fn dot_q8_0<const R: usize, const VNNI: bool>(
 ) -> [[f32; ROWS]; R] {
     let offset = if VNNI { 128 } else { 0 };
     // SAFETY: forwarded contract.
-    unsafe { panels_q8_0::<R, VNNI, BYTES>(w, a, 8 * 34, offset) }
+    unsafe { panels_q8_0::<R, VNNI, BYTES>(w, a, ROWS * Q8_0_BYTES, offset) }
 }
 
 /// `Q4_1` panels.
@@ -235,7 +236,7 @@ pub(crate) unsafe fn dot_q4_1<const R: usize, const VNNI: bool>(
     a: [&[BlockQ8_1]; R],
 ) -> [[f32; ROWS]; R] {
     // SAFETY: forwarded contract.
-    unsafe { panels_q8_1::<R, VNNI, FOUR_BITS>(w, a, 8 * 20) }
+    unsafe { panels_q8_1::<R, VNNI, FOUR_BITS>(w, a, ROWS * Q4_1_BYTES) }
 }
 
 /// `Q5_1` panels.
@@ -245,5 +246,5 @@ pub(crate) unsafe fn dot_q5_1<const R: usize, const VNNI: bool>(
     a: [&[BlockQ8_1]; R],
 ) -> [[f32; ROWS]; R] {
     // SAFETY: forwarded contract.
-    unsafe { panels_q8_1::<R, VNNI, FIVE_BITS>(w, a, 8 * 24) }
+    unsafe { panels_q8_1::<R, VNNI, FIVE_BITS>(w, a, ROWS * Q5_1_BYTES) }
 }
