@@ -23,5 +23,7 @@ if [ -n "$model" ]; then
   echo
   echo "llama.cpp (llama-bench, CUDA, all layers on the GPU, flash attention on):"
   echo
-  "$work/build/bin/llama-bench" -m "$model" -p 512 -n 128 -ngl 99 -fa 1 -r 3 -o md 2>/dev/null
+  # DEPTHS: context already in the cache before each test (llama-bench's -d), 0 by default.
+  "$work/build/bin/llama-bench" -m "$model" -p 512 -n 128 -d "${DEPTHS:-0}" -ngl 99 -fa 1 -r 3 \
+    -o md 2>/dev/null
 fi

@@ -8,7 +8,10 @@
 # TOKENIZER_DIR holds tokenizer.json and tokenizer_config.json (forja-testdata's llama3_1).
 # WORK (default /tmp/forja-8b) keeps the model between runs on the same machine; GEMV_BENCH=0
 # and F16=0 leave out the kernel benchmark and the f16 run; BATCHES (default 1,16,64,256) and
-# F16_BATCHES (default 1) are the decode batch sizes of the quantized and the f16 run.
+# F16_BATCHES (default 1) are the decode batch sizes of the quantized and the f16 run;
+# SAMPLE=1 adds a quantized decode run with tokens sampled on the GPU (temperature 0.7, top-k 40,
+# top-p 0.95, min-p 0.05) instead of greedy picks; DEPTHS=0,4096,16384 also times batch-1 decode
+# (and llama-bench's tests) after that many tokens already in the cache.
 set -euo pipefail
 forja="${1:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
 bin="${2:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
@@ -51,6 +54,18 @@ echo "forja, GGUF blocks read as stored (GEMV below 4 rows, tensor-core tiles up
   "f16 copy + cuBLAS above):"
 echo
 "$bin" "$gguf" --quantized --prompt 512 --gen 128 --check 0 --batches "${BATCHES:-1,16,64,256}" 2>&1
+if [ "${SAMPLE:-0}" = 1 ]; then
+  echo
+  echo "forja, GGUF blocks, tokens sampled on the GPU:"
+  echo
+  "$bin" "$gguf" --quantized --prompt 16 --gen 128 --check 0 --batches "${BATCHES:-1,16,64,256}" \
+    --sample 2>&1 | grep tg
+fi
+for d in $(echo "${DEPTHS:-}" | tr , ' '); do
+  [ "$d" = 0 ] && continue
+  "$bin" "$gguf" --quantized --prompt 16 --gen 128 --check 0 --depth "$d" --batches 1 2>&1 |
+    grep tg
+done
 if [ "${F16:-1}" = 1 ]; then
   echo
   echo "forja, weights dequantized to f16 at load:"

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use forja_models::DevicePick;
+
 use crate::error::{EngineError, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +114,11 @@ impl Rng {
         mix64(self.0)
     }
 
+    /// The state the next draw starts from.
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
     /// Uniform in [0, 1).
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
@@ -138,6 +145,33 @@ impl Sampler {
         params.validate()?;
         let rng = Rng::new(params.seed);
         Ok(Sampler { params, rng })
+    }
+
+    /// These rules for a pick made on the device (`forja_models::SeqOutput::Picked`), where
+    /// they need nothing but the logits: no penalties or logit bias (those read the history).
+    /// Requests that mask logits (structured output) or report alternatives stay on the host;
+    /// the caller knows those.
+    pub fn device_pick(&self) -> Option<DevicePick> {
+        let p = &self.params;
+        let host_only = !p.logit_bias.is_empty()
+            || p.repetition_penalty != 1.0
+            || p.frequency_penalty != 0.0
+            || p.presence_penalty != 0.0;
+        (!host_only).then(|| DevicePick {
+            temperature: p.temperature,
+            top_k: u32::try_from(p.top_k).unwrap_or(u32::MAX),
+            top_p: p.top_p,
+            min_p: p.min_p,
+            rng_state: self.rng.state(),
+        })
+    }
+
+    /// Records a pick made on the device by [`Sampler::device_pick`]'s rules: the generator
+    /// moves on as [`Sampler::sample`] would have moved it (one draw unless greedy).
+    pub fn picked_on_device(&mut self) {
+        if self.params.temperature != 0.0 {
+            self.rng.next_u64();
+        }
     }
 
     /// Picks the next token. `history` is every token of the sequence so far (for penalties);
@@ -324,6 +358,56 @@ fn best_first<T>(v: &mut [T], n: usize, mut cmp: impl FnMut(&T, &T) -> std::cmp:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_picks_carry_the_generator_and_move_it_as_a_host_pick_does() {
+        let params = SamplingParams {
+            seed: 7,
+            ..Default::default()
+        };
+        let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let mut host = Sampler::new(params.clone()).unwrap();
+        let mut device = Sampler::new(params.clone()).unwrap();
+        let pick = device.device_pick().unwrap();
+        assert_eq!(
+            (pick.temperature, pick.top_k, pick.top_p, pick.min_p),
+            (0.7, 40, 0.95, 0.05)
+        );
+        assert_eq!(pick.rng_state, 7);
+        host.sample(&logits, &[], 0).unwrap();
+        device.picked_on_device();
+        assert_eq!(host.device_pick(), device.device_pick());
+        assert_ne!(device.device_pick().unwrap().rng_state, 7);
+        assert_eq!(
+            host.sample(&logits, &[], 0).unwrap(),
+            device.sample(&logits, &[], 0).unwrap()
+        );
+        // A greedy pick draws nothing.
+        let mut greedy = Sampler::new(SamplingParams::greedy()).unwrap();
+        greedy.picked_on_device();
+        assert_eq!(greedy.device_pick().unwrap().rng_state, 0);
+        // Rules that read the history stay on the host.
+        for p in [
+            SamplingParams {
+                repetition_penalty: 1.1,
+                ..params.clone()
+            },
+            SamplingParams {
+                frequency_penalty: 0.5,
+                ..params.clone()
+            },
+            SamplingParams {
+                presence_penalty: -0.5,
+                ..params.clone()
+            },
+            SamplingParams {
+                logit_bias: HashMap::from([(3, 2.0)]),
+                ..params.clone()
+            },
+        ] {
+            assert!(Sampler::new(p).unwrap().device_pick().is_none());
+        }
+    }
 
     #[test]
     fn the_one_pass_ranking_agrees_with_a_full_sort() {

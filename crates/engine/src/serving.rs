@@ -16,7 +16,9 @@ use candle_core::DType;
 use forja_arch::KvDtype;
 use forja_arch::kv_cache::kv_bytes_per_token;
 use forja_kv::KvManager;
-use forja_models::{AdapterId, PoolShape, RunnerDevice, RunnerSeq, StepRunner, open_runner};
+use forja_models::{
+    AdapterId, PoolShape, RunnerDevice, RunnerSeq, SeqOutput, StepRunner, open_runner,
+};
 use forja_sched::{FinishReason as SchedFinish, Request, SchedConfig, Scheduler, StepPlan};
 
 use crate::constrain::Constraint;
@@ -601,11 +603,17 @@ impl Actor {
             let seqs: Vec<RunnerSeq<'_>> = plan
                 .seqs
                 .iter()
-                .map(|s| RunnerSeq {
-                    tokens: &s.tokens,
-                    start: s.start,
-                    blocks: &s.block_table,
-                    adapter: reqs.get(&s.id).and_then(|r| r.adapter),
+                .map(|s| {
+                    let r = reqs.get(&s.id);
+                    RunnerSeq {
+                        tokens: &s.tokens,
+                        start: s.start,
+                        blocks: &s.block_table,
+                        adapter: r.and_then(|r| r.adapter),
+                        pick: r
+                            .filter(|r| s.sample && r.constraint.is_none() && r.top_logprobs == 0)
+                            .and_then(|r| r.sampler.device_pick()),
+                    }
                 })
                 .collect();
             let (runner, decoder) = (&mut self.runner, &self.model.decoder);
@@ -617,7 +625,7 @@ impl Actor {
                     ))
                 })
         };
-        let logits = match logits {
+        let outputs = match logits {
             Ok(l) => l,
             Err(e) => {
                 let msg = format!("the model failed on this step: {e}");
@@ -629,22 +637,45 @@ impl Actor {
         };
         let t_sample = std::time::Instant::now();
         add_micros(&self.gauges.model_micros, t_sample - t_model);
-        // Each sequence's sampler, constraint and history are its own: with many sequences
-        // the picks are made on several threads.
-        let mut rows: HashMap<u64, (usize, Vec<f32>)> = plan
-            .seqs
-            .iter()
-            .zip(logits)
-            .enumerate()
-            .filter(|(_, (s, _))| s.sample)
-            .map(|(i, (s, l))| (s.id, (i, l)))
-            .collect();
+        // Tokens the device picked are taken as they are; each other sequence's sampler,
+        // constraint and history are its own: with many sequences those picks are made on
+        // several threads.
+        let mut rows: HashMap<u64, (usize, Vec<f32>)> = HashMap::new();
+        let mut picked = Vec::new();
+        for (i, (s, out)) in plan.seqs.iter().zip(outputs).enumerate() {
+            if !s.sample {
+                continue;
+            }
+            match out {
+                SeqOutput::Logits(l) => {
+                    rows.insert(s.id, (i, l));
+                }
+                SeqOutput::Picked { token, logprob } => {
+                    if let Some(r) = self.reqs.get_mut(&s.id) {
+                        r.sampler.picked_on_device();
+                    }
+                    let top = Vec::new();
+                    picked.push((
+                        i,
+                        s.id,
+                        Ok(Sampled {
+                            token,
+                            logprob,
+                            top,
+                        }),
+                    ));
+                }
+                SeqOutput::NoFiniteLogit => {
+                    picked.push((i, s.id, Err("every token is masked out".to_string())));
+                }
+            }
+        }
         let jobs: Vec<Pick<'_>> = self
             .reqs
             .iter_mut()
             .filter_map(|(id, r)| rows.remove(id).map(|(i, row)| (i, *id, r, row)))
             .collect();
-        let mut picked = pick_all(jobs);
+        picked.extend(pick_all(jobs));
         picked.sort_by_key(|(i, _, _)| *i);
         let mut sampled = Vec::new();
         let mut failed = Vec::new();

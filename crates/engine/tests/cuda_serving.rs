@@ -20,11 +20,14 @@ const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// arithmetic may pick either, and the sequences part ways there.
 const CLEAR: f32 = 0.3;
 
-/// Every prompt's sampled tokens, all submitted at once to an engine on `device`.
+/// Every prompt's sampled tokens, all submitted at once to an engine on `device`. Asking for
+/// no alternatives (`top_logprobs` 0) lets a GPU runner pick the tokens itself.
 fn serve(
     model: &Arc<LoadedModel>,
     device: RunnerDevice,
     prompts: &[Vec<u32>],
+    sampling: &SamplingParams,
+    top_logprobs: usize,
 ) -> Vec<Vec<Sampled>> {
     let cfg = ServingConfig {
         kv_bytes: 64 << 20,
@@ -47,13 +50,10 @@ fn serve(
             let job = Job {
                 prompt: p.clone(),
                 params: GenerateParams {
-                    sampling: SamplingParams {
-                        temperature: 0.0,
-                        ..Default::default()
-                    },
+                    sampling: sampling.clone(),
                     max_tokens: 24,
                     stop: Vec::new(),
-                    top_logprobs: 2,
+                    top_logprobs,
                 },
                 priority: 0,
                 constraint: None,
@@ -106,10 +106,19 @@ fn the_scheduler_drives_the_gpu_runner_to_the_cpu_tokens() {
                 .unwrap()
         })
         .collect();
-    let cpu = serve(&model, RunnerDevice::Cpu, &prompts);
-    let gpu = serve(&model, RunnerDevice::Cuda(0), &prompts);
+    let greedy = SamplingParams::greedy();
+    let cpu = serve(&model, RunnerDevice::Cpu, &prompts, &greedy, 2);
+    // Picked on the host from the GPU's logits, then on the GPU itself.
+    let gpu = serve(&model, RunnerDevice::Cuda(0), &prompts, &greedy, 2);
+    let gpu_picked = serve(&model, RunnerDevice::Cuda(0), &prompts, &greedy, 0);
+    compare_clear(&cpu, &gpu);
+    compare_clear(&cpu, &gpu_picked);
+}
+
+/// The GPU's tokens equal the CPU's wherever the CPU's top-2 gap is clear.
+fn compare_clear(cpu: &[Vec<Sampled>], gpu: &[Vec<Sampled>]) {
     let mut compared = 0;
-    for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+    for (i, (c, g)) in cpu.iter().zip(gpu).enumerate() {
         let mut same = 0;
         for (a, b) in c.iter().zip(g) {
             let gap = match a.top.as_slice() {
@@ -139,4 +148,72 @@ fn the_scheduler_drives_the_gpu_runner_to_the_cpu_tokens() {
         compared >= 40,
         "only {compared} tokens were clear enough to compare"
     );
+}
+
+/// The tiny random Llama of `fixtures/tiny/llama` with a word-level tokenizer of its 256 ids
+/// (`w0` … `w255`), in `dir`: a model the engine loads without any download.
+fn tiny_llama(dir: &std::path::Path) -> Arc<LoadedModel> {
+    let tiny = forja_testkit::fixtures_dir().join("tiny").join("llama");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(tiny.join(f), dir.join(f)).unwrap();
+    }
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        (0..256).map(|i| (format!("w{i}"), i.into())).collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"},
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    Arc::new(LoadedModel::load_cpu(dir, None).unwrap())
+}
+
+#[test]
+fn tokens_sampled_on_the_gpu_are_the_hosts_picks_from_the_same_logits() {
+    // One request at a time, so both runs make the same steps and see the same logits: the
+    // host (asked for one alternative, which keeps the pick there) and the GPU must agree.
+    // A random model's flat distributions make every draw count.
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path());
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 37 % 250 + 3) as u32).collect();
+    let settings = [
+        (0.8, 40, 0.95, 0.05, 1),
+        (1.0, 0, 1.0, 0.0, 2),
+        (1.2, 0, 0.9, 0.0, 3),
+        (0.6, 5, 1.0, 0.2, 4),
+        (0.0, 0, 1.0, 0.0, 5),
+    ];
+    for (temperature, top_k, top_p, min_p, seed) in settings {
+        let sampling = SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            seed,
+            ..Default::default()
+        };
+        let prompts = [prompt.clone()];
+        let host = serve(&model, RunnerDevice::Cuda(0), &prompts, &sampling, 1);
+        let device = serve(&model, RunnerDevice::Cuda(0), &prompts, &sampling, 0);
+        let tokens = |s: &[Sampled]| s.iter().map(|x| x.token).collect::<Vec<_>>();
+        assert_eq!(
+            tokens(&host[0]),
+            tokens(&device[0]),
+            "{sampling:?}: host and GPU picks differ"
+        );
+        for (h, d) in host[0].iter().zip(&device[0]) {
+            assert!(
+                (h.logprob - d.logprob).abs() < 1e-4,
+                "{sampling:?}: log-probability {} on the host, {} on the GPU",
+                h.logprob,
+                d.logprob
+            );
+        }
+        eprintln!(
+            "{sampling:?}: {} tokens, the same: {:?}",
+            host[0].len(),
+            tokens(&host[0])
+        );
+    }
 }

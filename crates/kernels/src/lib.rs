@@ -6,6 +6,7 @@
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod pick;
 pub mod quant;
 pub mod reference;
 
@@ -20,6 +21,8 @@ pub enum KernelError {
     #[error("CUDA: {0}")]
     Cuda(String),
 }
+
+pub use pick::{DevicePick, PICK_WORDS, picked};
 
 pub type Result<T> = std::result::Result<T, KernelError>;
 

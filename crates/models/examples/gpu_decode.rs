@@ -3,7 +3,9 @@
 //! markdown table rows. Built with `--features cuda`; run on the GPU machine by
 //! `bench/gpu/run.sh`.
 //!
-//! `gpu_decode MODEL [--f32 | --quantized] [--prompt N] [--gen N] [--check N] [--batches 1,16,64]`
+//! `gpu_decode MODEL [--f32 | --quantized] [--prompt N] [--gen N] [--check N] [--batches 1,16,64]
+//! [--sample] [--check-prompt N] [--depth N]`: `--depth` tokens precede the timed decode steps
+//! (16 by default), the check starts after `--check-prompt` tokens (24).
 //! `gpu_decode --random-llama HIDDEN,LAYERS,FF,HEADS,KV_HEADS,VOCAB DIR ...` first writes a
 //! Llama-shaped model with random f16 weights to DIR (for shapes no small file has), then runs
 //! on it unless `--write-only` is given. `gpu_decode --gemv-bench` times the quantized GEMV
@@ -23,7 +25,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use forja_kernels::cuda::Gpu;
 use forja_models::gpu::{GpuDecoder, GpuOptions, GpuSeq};
-use forja_models::{Decoder, SeqStep};
+use forja_models::{Decoder, DevicePick, SeqOutput, SeqStep};
 
 fn argmax(v: &[f32]) -> (u32, f32) {
     let mut best = (0, f32::NEG_INFINITY, f32::NEG_INFINITY);
@@ -35,6 +37,32 @@ fn argmax(v: &[f32]) -> (u32, f32) {
         }
     }
     (best.0 as u32, best.1 - best.2)
+}
+
+/// One decode step with each sequence's token sampled on the GPU (the server's default rules).
+fn sampled(g: &mut GpuDecoder, seqs: &[GpuSeq<'_>], step: u64) -> Vec<u32> {
+    let picked: Vec<GpuSeq<'_>> = seqs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| GpuSeq {
+            pick: Some(DevicePick {
+                temperature: 0.7,
+                top_k: 40,
+                top_p: 0.95,
+                min_p: 0.05,
+                rng_state: (i as u64) << 32 | step,
+            }),
+            ..*s
+        })
+        .collect();
+    g.step(&picked)
+        .unwrap()
+        .into_iter()
+        .map(|o| match o {
+            SeqOutput::Picked { token, .. } => token,
+            other => panic!("no token picked: {other:?}"),
+        })
+        .collect()
 }
 
 fn random_llama(spec: &str, dir: &Path) {
@@ -116,6 +144,13 @@ struct Args {
     batches: Vec<usize>,
     /// Only write the `--random-llama` model.
     write_only: bool,
+    /// Tokens of the prompt the check against the CPU starts from.
+    check_prompt: usize,
+    /// Tokens each sequence holds before the timed decode steps.
+    depth: usize,
+    /// Decode with tokens sampled on the GPU (temperature 0.7, top-k 40, top-p 0.95, min-p
+    /// 0.05) instead of greedy picks.
+    sample: bool,
 }
 
 fn args() -> Args {
@@ -129,12 +164,18 @@ fn args() -> Args {
         check: 32,
         batches: vec![1, 16, 64],
         write_only: false,
+        sample: false,
+        check_prompt: 24,
+        depth: 16,
     };
     while let Some(x) = a.next() {
         match x.as_str() {
             "--f32" => out.half = false,
             "--quantized" => out.quantized = true,
             "--write-only" => out.write_only = true,
+            "--sample" => out.sample = true,
+            "--check-prompt" => out.check_prompt = a.next().unwrap().parse().unwrap(),
+            "--depth" => out.depth = a.next().unwrap().parse().unwrap(),
             "--prompt" => out.prompt = a.next().unwrap().parse().unwrap(),
             "--gen" => out.generate = a.next().unwrap().parse().unwrap(),
             "--check" => out.check = a.next().unwrap().parse().unwrap(),
@@ -159,9 +200,6 @@ fn args() -> Args {
     }
     out
 }
-
-/// Tokens of the prompt the check against the CPU starts from.
-const CHECK_PROMPT: usize = 24;
 
 /// Pseudo-random prompt ids in the vocabulary.
 fn prompt(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
@@ -329,10 +367,10 @@ fn main() {
     let vocab = model.config.vocab_size as usize;
     let gpu = Arc::new(Gpu::open(0).unwrap());
     let max_batch = a.batches.iter().copied().max().unwrap_or(1);
-    // Room for the timed runs, and for the check: a prompt of `CHECK_PROMPT` then `check` steps.
+    // Room for the timed runs, and for the check: its prompt then `check` steps.
     let ctx = (a.prompt + a.generate + 1)
-        .max(16 + a.generate + 2)
-        .max(CHECK_PROMPT + a.check + 1);
+        .max(a.depth + a.generate + 2)
+        .max(a.check_prompt + a.check + 1);
     let bs = 16;
     let per_seq = ctx.div_ceil(bs);
     let opts = GpuOptions {
@@ -363,7 +401,7 @@ fn main() {
     // Logits and greedy tokens against the CPU: every prompt row, then each decode step fed
     // the CPU's token.
     if a.check > 0 {
-        let p = prompt(CHECK_PROMPT, vocab, 7);
+        let p = prompt(a.check_prompt, vocab, 7);
         // The reference: f32 arithmetic on dequantized weights (the CPU's quantized kernels
         // round activations to 8 bits, as llama.cpp's do; the GPU computes in f32/f16).
         let exact = forja_models::loader::load_with(
@@ -385,6 +423,7 @@ fn main() {
                     start: 0,
                     blocks: &blocks,
                     all_logits: true,
+                    pick: None,
                 }])
                 .unwrap()
                 .remove(0);
@@ -410,6 +449,7 @@ fn main() {
                         start: p.len() + i - 1,
                         blocks: &blocks,
                         all_logits: false,
+                        pick: None,
                     }])
                     .unwrap()
                     .remove(0)
@@ -448,6 +488,7 @@ fn main() {
             start: 0,
             blocks: &b0,
             all_logits: false,
+            pick: None,
         }])
         .unwrap();
     };
@@ -460,25 +501,29 @@ fn main() {
     let pp = (a.prompt * reps) as f64 / t.elapsed().as_secs_f64();
     println!("| pp{} | batch 1 | {pp:.0} tok/s |", a.prompt);
 
-    // Decode: `batch` sequences after a short prompt each, `gen` steps.
+    // Decode: `batch` sequences after a prompt of `depth` tokens each, `gen` steps.
     for &batch in &a.batches {
         let tables: Vec<Vec<u32>> = (0..batch).map(table).collect();
         let prompts: Vec<Vec<u32>> = (0..batch)
-            .map(|s| prompt(16, vocab, 100 + s as u64))
-            .collect();
-        let seqs: Vec<GpuSeq> = prompts
-            .iter()
-            .zip(&tables)
-            .map(|(p, t)| GpuSeq {
-                tokens: p,
-                start: 0,
-                blocks: t,
-                all_logits: false,
-            })
+            .map(|s| prompt(a.depth, vocab, 100 + s as u64))
             .collect();
         for graphs in [true, false] {
             g.set_graphs(graphs);
-            let first = g.forward_greedy(&seqs).unwrap();
+            // Prompts one at a time: long ones would not fit the step buffers together.
+            let first: Vec<u32> = prompts
+                .iter()
+                .zip(&tables)
+                .map(|(p, t)| {
+                    g.forward_greedy(&[GpuSeq {
+                        tokens: p,
+                        start: 0,
+                        blocks: t,
+                        all_logits: false,
+                        pick: None,
+                    }])
+                    .unwrap()[0]
+                })
+                .collect();
             let mut next: Vec<[u32; 1]> = first.iter().map(|&t| [t]).collect();
             // One untimed step records the graph of this batch size.
             let mut timed = None;
@@ -491,27 +536,32 @@ fn main() {
                     .zip(&tables)
                     .map(|(tok, t)| GpuSeq {
                         tokens: tok,
-                        start: 16 + step,
+                        start: a.depth + step,
                         blocks: t,
                         all_logits: false,
+                        pick: None,
                     })
                     .collect();
-                next = g
-                    .forward_greedy(&seqs)
-                    .unwrap()
-                    .iter()
-                    .map(|&t| [t])
-                    .collect();
+                next = if a.sample {
+                    sampled(&mut g, &seqs, step as u64)
+                } else {
+                    g.forward_greedy(&seqs).unwrap()
+                }
+                .iter()
+                .map(|&t| [t])
+                .collect();
             }
             let secs = timed.unwrap().elapsed().as_secs_f64();
             println!(
-                "| tg{} | batch {batch} | {} | {:.1} tok/s | {:.2} ms/step |",
+                "| tg{} @ {} | batch {batch} | {}{} | {:.1} tok/s | {:.2} ms/step |",
                 a.generate,
+                a.depth,
                 if graphs {
                     "CUDA graphs"
                 } else {
                     "launch by launch"
                 },
+                if a.sample { ", sampled on the GPU" } else { "" },
                 (a.generate * batch) as f64 / secs,
                 secs * 1e3 / a.generate as f64
             );

@@ -33,4 +33,6 @@ pub use error::{ModelError, Result};
 pub use kv_cache::{ContiguousKvCache, GraphKvCache, KvCache, KvView};
 pub use lora::{AdapterId, AdapterRows, Lora, LoraSlot, LoraWeights};
 pub use paged_kv::{PagedKvStore, PagedSeq};
-pub use runner::{PoolShape, RunnerDevice, RunnerSeq, StepRunner, open_runner};
+pub use runner::{
+    DevicePick, PoolShape, RunnerDevice, RunnerSeq, SeqOutput, StepRunner, open_runner,
+};

@@ -14,6 +14,7 @@ use crate::decoder::{Decoder, SeqStep};
 use crate::error::{ModelError, Result};
 use crate::lora::AdapterId;
 use crate::paged_kv::PagedKvStore;
+pub use forja_kernels::DevicePick;
 
 /// The device a runner steps on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,12 +72,28 @@ pub struct RunnerSeq<'a> {
     pub blocks: &'a [u32],
     /// The served LoRA adapter the sequence asked for.
     pub adapter: Option<AdapterId>,
+    /// Pick the next token on the device by these rules, when the runner can (a GPU runner
+    /// does; the CPU runner returns the logits).
+    pub pick: Option<DevicePick>,
+}
+
+/// What a step gives one sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeqOutput {
+    /// The logits for the token after its last one (`vocab` values).
+    Logits(Vec<f32>),
+    /// The token picked on the device by the sequence's [`DevicePick`], with its
+    /// log-probability under the tempered distribution.
+    Picked { token: u32, logprob: f32 },
+    /// Picked on the device, but no logit was finite.
+    NoFiniteLogit,
 }
 
 /// Runs scheduler steps on one device, over a KV pool of its own.
 pub trait StepRunner {
-    /// Each sequence's logits for the token after its last one (`vocab` values each).
-    fn step(&mut self, decoder: &Decoder, seqs: &[RunnerSeq<'_>]) -> Result<Vec<Vec<f32>>>;
+    /// Each sequence's next token, picked on the device where it asked to be and the runner
+    /// can, else its logits.
+    fn step(&mut self, decoder: &Decoder, seqs: &[RunnerSeq<'_>]) -> Result<Vec<SeqOutput>>;
     /// Blocks in the pool (what the scheduler may hand out).
     fn blocks(&self) -> usize;
     /// The KV element type.
@@ -93,7 +110,7 @@ struct CpuRunner {
 }
 
 impl StepRunner for CpuRunner {
-    fn step(&mut self, decoder: &Decoder, seqs: &[RunnerSeq<'_>]) -> Result<Vec<Vec<f32>>> {
+    fn step(&mut self, decoder: &Decoder, seqs: &[RunnerSeq<'_>]) -> Result<Vec<SeqOutput>> {
         let mut views: Vec<_> = seqs
             .iter()
             .map(|s| self.store.sequence(s.blocks, s.start))
@@ -111,7 +128,7 @@ impl StepRunner for CpuRunner {
         decoder
             .forward(&mut steps)?
             .into_iter()
-            .map(|l| Ok(l.flatten_all()?.to_vec1::<f32>()?))
+            .map(|l| Ok(SeqOutput::Logits(l.flatten_all()?.to_vec1::<f32>()?)))
             .collect()
     }
 

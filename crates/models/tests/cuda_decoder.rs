@@ -112,6 +112,7 @@ fn check_family(gpu: &Arc<Gpu>, name: &str, half: bool, tolerance: f32) {
             start: 0,
             blocks: t,
             all_logits: true,
+            pick: None,
         })
         .collect();
     let got = gpu_model.forward(&seqs).unwrap();
@@ -136,6 +137,7 @@ fn check_family(gpu: &Arc<Gpu>, name: &str, half: bool, tolerance: f32) {
                 start: p.len() + step,
                 blocks: t,
                 all_logits: false,
+                pick: None,
             })
             .collect();
         let got = gpu_model.forward(&seqs).unwrap();
@@ -214,6 +216,7 @@ fn gpu_greedy_and_graphs_change_nothing() {
                         start: if step == 0 { 0 } else { p.len() + step - 1 },
                         blocks: t,
                         all_logits: false,
+                        pick: None,
                     })
                     .collect();
                 let tokens = if graphs {
@@ -257,6 +260,7 @@ fn bad_steps_are_refused() {
             start,
             blocks,
             all_logits: false,
+            pick: None,
         }])
         .unwrap_err()
         .to_string()
@@ -343,22 +347,25 @@ fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
             .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
             .collect();
         let xs = g.upload(&src).unwrap();
-        // Attention: the rows' queries from `xs` (4 heads of 128 = `cols`), one sequence of 70
-        // positions in blocks of 16 (random f16 keys and values), row r seeing r % 70 + 1.
-        let (heads, kv_heads, dim, ctx) = (4, 2, 128, 70usize);
+        // Attention: the rows' queries from `xs` (4 heads of 128 = `cols`), one sequence of
+        // 1,100 positions in blocks of 16 (random f16 keys and values), row r seeing 1,100 − r
+        // (in three split-K parts, the last block of each row writing the output).
+        let (heads, kv_heads, dim, ctx) = (4, 2, 128, 1100usize);
         let kv: Vec<u16> = (0..ctx.next_multiple_of(16) * kv_heads * dim)
             .map(|i| half::f16::from_f32(((i * 7919) % 997) as f32 / 500.0 - 1.0).to_bits())
             .collect();
         let cache = g.upload(&kv).unwrap();
-        let tables = AttentionTables {
-            block_tables: g
-                .upload(&(0..ctx.div_ceil(16) as u32).collect::<Vec<_>>())
-                .unwrap(),
-            row_seqs: g.upload(&vec![0u32; rows]).unwrap(),
-            context_lens: g
-                .upload(&(0..rows).map(|r| (r % ctx + 1) as u32).collect::<Vec<_>>())
-                .unwrap(),
-        };
+        let mut tables = AttentionTables::new(&g, rows, ctx.div_ceil(16), heads, dim, ctx).unwrap();
+        g.upload_into(
+            &(0..ctx.div_ceil(16) as u32).collect::<Vec<_>>(),
+            &mut tables.block_tables,
+        )
+        .unwrap();
+        g.upload_into(
+            &(0..rows).map(|r| (ctx - r) as u32).collect::<Vec<_>>(),
+            &mut tables.context_lens,
+        )
+        .unwrap();
         let launch = AttentionLaunch {
             rows,
             heads,

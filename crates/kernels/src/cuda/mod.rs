@@ -1,5 +1,5 @@
 //! The kernels on an NVIDIA GPU through the CUDA driver API (cudarc, libraries loaded at run
-//! time). [`Gpu::open`] compiles `kernels.cu` with NVRTC for the device's compute capability;
+//! time). [`Gpu::open`] compiles `kernels.cu` (with `attention.cu` and `sample.cu`) with NVRTC for the device's compute capability;
 //! the first quantized upload adds `mmq.cu`'s tensor-core kernels ([`Gpu::load_quant_kernels`]).
 //! Both keep their PTX on disk for the next run ([`kernel_cache_dir`]).
 //! The methods here take and return host slices: one call uploads, launches, waits and
@@ -30,16 +30,25 @@ pub use cache::{PtxOrigin, kernel_cache_dir};
 pub use cudarc::driver::CudaSlice;
 pub use ops::{
     Act, AttentionLaunch, AttentionTables, StepGraph, argmax_index, attention_fits,
-    attention_shared_bytes,
+    attention_partials_len, attention_shared_bytes, attention_split,
 };
 
-/// The kernels every GPU loads.
-const SOURCE: &str = include_str!("../kernels.cu");
+/// The kernels every GPU loads (`attention.cu` and `sample.cu` use `kernels.cu`'s helpers).
+const SOURCE: &str = concat!(
+    include_str!("../kernels.cu"),
+    include_str!("../attention.cu"),
+    include_str!("../sample.cu")
+);
 /// With the tensor-core kernels for GGUF blocks (`mmq.cu` uses `kernels.cu`'s helpers): compiled
 /// only once a quantized weight is uploaded, as NVRTC takes about four times as long on it.
-const QUANT_SOURCE: &str = concat!(include_str!("../kernels.cu"), include_str!("../mmq.cu"));
+const QUANT_SOURCE: &str = concat!(
+    include_str!("../kernels.cu"),
+    include_str!("../attention.cu"),
+    include_str!("../sample.cu"),
+    include_str!("../mmq.cu")
+);
 /// The kernels `SOURCE` defines.
-const KERNELS: [&str; 26] = [
+const KERNELS: [&str; 27] = [
     "rms_norm_f32",
     "silu_mul_f32",
     "rope_neox_f32",
@@ -66,6 +75,7 @@ const KERNELS: [&str; 26] = [
     "gemv_q4_k_8",
     "gemv_q6_k_8",
     "dequant_f16",
+    "sample_rows",
 ];
 /// The kernels `QUANT_SOURCE` adds.
 const MMQ_KERNELS: [&str; 21] = [
@@ -461,12 +471,13 @@ impl Gpu {
         let bits = |c: &[f16]| c.iter().map(|h| h.to_bits()).collect::<Vec<u16>>();
         let (kd, vd) = (self.upload(&bits(k))?, self.upload(&bits(v))?);
         let qd = self.upload(q)?;
-        let tables = AttentionTables {
-            block_tables: self.upload(&p.block_tables)?,
-            row_seqs: self.upload(&p.row_seqs)?,
-            context_lens: self.upload(&p.context_lens)?,
-        };
         let longest = p.context_lens.iter().copied().max().unwrap_or(0) as usize;
+        let rows = p.context_lens.len();
+        let mut tables =
+            AttentionTables::new(self, rows, p.max_blocks, p.heads, p.head_dim, longest)?;
+        self.upload_into(&p.block_tables, &mut tables.block_tables)?;
+        self.upload_into(&p.row_seqs, &mut tables.row_seqs)?;
+        self.upload_into(&p.context_lens, &mut tables.context_lens)?;
         let mut out = Act::F32(self.alloc::<f32>(q.len())?);
         self.attention(&mut out, &qd, &kd, &vd, &tables, &p.launch(longest), None)?;
         match &out {

@@ -34,12 +34,38 @@ impl Act {
     }
 }
 
-/// The per-row tables of an attention call, on the device (see [`PagedAttention`]).
+/// The per-row tables of an attention call, on the device (see [`PagedAttention`]), and the
+/// buffers its split-K parts meet in ([`AttentionTables::new`] sizes them).
 #[derive(Debug)]
 pub struct AttentionTables {
     pub block_tables: CudaSlice<u32>,
     pub row_seqs: CudaSlice<u32>,
     pub context_lens: CudaSlice<u32>,
+    /// Each part's sums, max and exponent sum: [`attention_partials_len`] values.
+    pub partials: CudaSlice<f32>,
+    /// Parts finished per (row, head); zero between launches (the kernel resets them).
+    pub arrivals: CudaSlice<u32>,
+}
+
+impl AttentionTables {
+    /// Tables of `rows` rows of up to `max_blocks` blocks, for launches of up to `rows` rows
+    /// of `heads` heads × `head_dim` seeing at most `longest` positions.
+    pub fn new(
+        g: &Gpu,
+        rows: usize,
+        max_blocks: usize,
+        heads: usize,
+        head_dim: usize,
+        longest: usize,
+    ) -> Result<Self> {
+        Ok(AttentionTables {
+            block_tables: g.alloc(rows * max_blocks)?,
+            row_seqs: g.alloc(rows)?,
+            context_lens: g.alloc(rows)?,
+            partials: g.alloc(attention_partials_len(rows, heads, head_dim, longest))?,
+            arrivals: g.alloc(rows * heads)?,
+        })
+    }
 }
 
 /// The scalar arguments of an attention launch.
@@ -131,6 +157,9 @@ fn push_q8<'a>(
     }
 }
 
+/// Threads of a `sample_rows` block (`PICK_THREADS` in sample.cu).
+const PICK_THREADS: u32 = 1024;
+
 fn need(what: &str, have: usize, want: usize) -> Result<()> {
     if have < want {
         return Err(KernelError::Shape(format!(
@@ -146,12 +175,57 @@ pub fn attention_shared_bytes(head_dim: usize, positions: usize) -> usize {
     (9 * head_dim + positions) * 4
 }
 
-/// Whether the attention kernel takes rows that see `positions` positions (longer contexts
-/// need the split-K kernel).
-pub fn attention_fits(head_dim: usize, positions: usize) -> bool {
-    head_dim <= 256
-        && head_dim.is_multiple_of(4)
-        && attention_shared_bytes(head_dim, positions) <= SHARED_BYTES
+/// Whether the attention kernel takes heads of `head_dim` dims (any context: long ones are
+/// split).
+pub fn attention_fits(head_dim: usize) -> bool {
+    head_dim <= 256 && head_dim.is_multiple_of(4)
+}
+
+/// Fewest positions per split-K part.
+const PART_MIN: usize = 512;
+/// Most parts per row.
+const MAX_PARTS: usize = 64;
+/// Below this many (row, head) blocks the GPU has idle SMs, and long rows are split to fill
+/// them; above it rows are split only where the scores outgrow shared memory.
+const SPLIT_BELOW: usize = 1024;
+
+/// Positions per part and parts per row of an attention over `rows` rows of `heads` heads
+/// whose rows see at most `visible` positions.
+pub fn attention_split(
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+    visible: usize,
+) -> (usize, usize) {
+    // Positions whose scores fit in shared memory beside q, the warps' sums and the kernel's
+    // static shared variables (under 256 bytes).
+    let most = ((SHARED_BYTES - 256) / 4)
+        .saturating_sub(9 * head_dim)
+        .max(1);
+    let visible = visible.max(1);
+    let part = if rows * heads < SPLIT_BELOW {
+        PART_MIN.max(visible.div_ceil(MAX_PARTS)).min(most)
+    } else {
+        most
+    };
+    let part = part.min(visible);
+    (part, visible.div_ceil(part))
+}
+
+/// Values of [`AttentionTables::partials`] for launches of up to `rows` rows (any fewer rows
+/// may split more).
+pub fn attention_partials_len(rows: usize, heads: usize, head_dim: usize, longest: usize) -> usize {
+    let len = |r: usize| {
+        let (_, parts) = attention_split(r, heads, head_dim, longest);
+        if parts > 1 {
+            r * heads * parts * (head_dim + 2)
+        } else {
+            0
+        }
+    };
+    // Within each side of `SPLIT_BELOW` the length grows with the rows.
+    let below = rows.min((SPLIT_BELOW - 1) / heads.max(1));
+    len(rows).max(len(below))
 }
 
 /// The index packed in a key of [`Gpu::argmax_rows`].
@@ -226,6 +300,42 @@ impl Gpu {
     }
 
     /// A zeroed device buffer of `n` values.
+    /// Each of `rows` rows of `logits` (`[rows, vocab]`) picks its next token by its
+    /// [`DevicePick`](crate::DevicePick) (`params`: [`PICK_WORDS`](crate::PICK_WORDS) words a
+    /// row, from [`DevicePick::words`](crate::DevicePick::words)); `out[row]` unpacks with
+    /// [`picked`](crate::picked). One block per row.
+    pub fn sample_rows(
+        &self,
+        out: &mut CudaSlice<u64>,
+        logits: &CudaSlice<f32>,
+        params: &CudaSlice<u32>,
+        rows: usize,
+        vocab: usize,
+    ) -> Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        if vocab == 0 || vocab >= 1 << 31 {
+            return Err(KernelError::Shape(format!("sampling over {vocab} logits")));
+        }
+        need("sample_rows", logits.len(), rows * vocab)?;
+        need("sample_rows params", params.len(), rows * crate::PICK_WORDS)?;
+        need("sample_rows out", out.len(), rows)?;
+        let f = self.function("sample_rows")?;
+        let vocab_i = vocab as i32;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(out).arg(logits).arg(params).arg(&vocab_i);
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (PICK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the buffers hold `rows` rows (checked above); 1024 threads, as the kernel's
+        // shared arrays and launch bounds are sized.
+        unsafe { l.launch(cfg) }.map_err(cuda("sample_rows"))?;
+        Ok(())
+    }
+
     pub fn alloc<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
         self.stream
             .alloc_zeros::<T>(n.max(1))
@@ -423,18 +533,21 @@ impl Gpu {
         q8: Option<Q8Sink<'_>>,
     ) -> Result<()> {
         let visible = a.window.map_or(a.longest, |w| a.longest.min(w as usize));
-        if a.head_dim > 256 || !a.head_dim.is_multiple_of(4) {
+        if !attention_fits(a.head_dim) {
             return Err(KernelError::Shape(format!(
                 "heads of {} dims (the attention kernel takes multiples of 4 up to 256)",
                 a.head_dim
             )));
         }
-        let shared = attention_shared_bytes(a.head_dim, visible);
-        if shared > SHARED_BYTES {
-            return Err(KernelError::Shape(format!(
-                "a context of {visible} positions needs {shared} bytes of shared memory; this \
-                 kernel has {SHARED_BYTES}"
-            )));
+        let (part, parts) = attention_split(a.rows, a.heads, a.head_dim, visible);
+        let shared = attention_shared_bytes(a.head_dim, part);
+        if parts > 1 {
+            need(
+                "attention partials",
+                t.partials.len(),
+                a.rows * a.heads * parts * (a.head_dim + 2),
+            )?;
+            need("attention arrivals", t.arrivals.len(), a.rows * a.heads)?;
         }
         let n = a.rows * a.heads * a.head_dim;
         need("attention q", q.len(), n)?;
@@ -458,8 +571,10 @@ impl Gpu {
         l.arg(&a.scale).arg(&window).arg(&softcap).arg(&half);
         let null = 0u64;
         push_q8(&mut l, q8.as_mut(), &null);
+        let part_i = part as i32;
+        l.arg(&part_i).arg(&t.partials).arg(&t.arrivals);
         let cfg = LaunchConfig {
-            grid_dim: (a.heads as u32, a.rows as u32, 1),
+            grid_dim: (a.heads as u32, a.rows as u32, parts as u32),
             block_dim: (256, 1, 1),
             shared_mem_bytes: shared as u32,
         };

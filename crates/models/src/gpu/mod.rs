@@ -18,9 +18,11 @@ use forja_kernels::cuda::{
     Act, AttentionLaunch, AttentionTables, CudaSlice, GemmWeight, Gpu, StepGraph, argmax_index,
     attention_fits,
 };
+use forja_kernels::{DevicePick, PICK_WORDS, picked};
 
 use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
+use crate::runner::SeqOutput;
 use weights::{GpuWeights, kernel};
 
 mod runner;
@@ -52,6 +54,9 @@ pub struct GpuSeq<'a> {
     pub blocks: &'a [u32],
     /// Logits for every token instead of the last.
     pub all_logits: bool,
+    /// Pick the next token on the GPU by these rules ([`GpuDecoder::step`]; not with
+    /// `all_logits`).
+    pub pick: Option<DevicePick>,
 }
 
 /// Device buffers of one step, sized for `rows` token rows. Graphs hold their addresses: they
@@ -72,8 +77,10 @@ struct Scratch {
     logits: CudaSlice<f32>,
     /// A quantized matrix dequantized to f16, for products over many rows.
     deq: CudaSlice<u16>,
-    /// Greedy picks, packed (see `argmax_index`).
+    /// Greedy picks, packed (see `argmax_index`), or sampled ones (see `picked`).
     tokens: CudaSlice<u64>,
+    /// Each picked row's [`DevicePick`] words.
+    picks: CudaSlice<u32>,
     ids: CudaSlice<u32>,
     positions: CudaSlice<u32>,
     slots: CudaSlice<u32>,
@@ -86,6 +93,8 @@ struct Scratch {
 enum Output {
     Logits,
     Argmax,
+    /// Each picked row's token by its [`DevicePick`] (and the logits).
+    Sample,
 }
 
 /// Host-side description of a step, padded when it runs as a graph.
@@ -97,6 +106,8 @@ struct Plan {
     row_seqs: Vec<u32>,
     context_lens: Vec<u32>,
     pick: Vec<u32>,
+    /// [`DevicePick`] words of each picked row.
+    picks: Vec<u32>,
     tables: Vec<u32>,
     /// Wanted rows per sequence.
     counts: Vec<usize>,
@@ -251,6 +262,50 @@ impl GpuDecoder {
         Ok(out)
     }
 
+    /// Runs one step: each sequence with a [`GpuSeq::pick`] gets its next token picked on the
+    /// GPU (only the token comes back), the others their last logits.
+    pub fn step(&mut self, seqs: &[GpuSeq<'_>]) -> Result<Vec<SeqOutput>> {
+        if seqs.iter().any(|s| s.all_logits) {
+            return Err(ModelError::Input(
+                "a serving step gives one row per sequence (no all_logits)".into(),
+            ));
+        }
+        let picking = seqs.iter().any(|s| s.pick.is_some());
+        let (plan, rows, graphed) = self.plan(seqs)?;
+        let output = if picking {
+            Output::Sample
+        } else {
+            Output::Logits
+        };
+        self.run(&plan, rows, graphed, output)?;
+        let sc = self.buffers()?;
+        let n = seqs.len();
+        let vocab = self.dims.vocab;
+        let tokens = if picking {
+            self.gpu.download_first(&sc.tokens, n).map_err(kernel)?
+        } else {
+            Vec::new()
+        };
+        let logits = if seqs.iter().any(|s| s.pick.is_none()) {
+            self.gpu
+                .download_first(&sc.logits, n * vocab)
+                .map_err(kernel)?
+        } else {
+            Vec::new()
+        };
+        Ok(seqs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s.pick {
+                Some(_) => match tokens.get(i).copied().and_then(picked) {
+                    Some((token, logprob)) => SeqOutput::Picked { token, logprob },
+                    None => SeqOutput::NoFiniteLogit,
+                },
+                None => SeqOutput::Logits(logits[i * vocab..(i + 1) * vocab].to_vec()),
+            })
+            .collect())
+    }
+
     /// Runs one step and returns each sequence's greedy next token (the largest logit of its
     /// last row), computed on the GPU: only the ids come back.
     pub fn forward_greedy(&mut self, seqs: &[GpuSeq<'_>]) -> Result<Vec<u32>> {
@@ -320,6 +375,7 @@ impl GpuDecoder {
                 let pos = q.start + i;
                 if q.all_logits || i + 1 == q.tokens.len() {
                     p.pick.push(p.ids.len() as u32);
+                    p.picks.extend(q.pick.unwrap_or(DevicePick::GREEDY).words());
                 }
                 p.ids.push(t);
                 p.positions.push(pos as u32);
@@ -346,6 +402,7 @@ impl GpuDecoder {
             p.row_seqs.push(r as u32);
             p.context_lens.push(1);
             p.pick.push(r as u32);
+            p.picks.extend(DevicePick::GREEDY.words());
             p.tables.extend(std::iter::repeat_n(trash, d.max_blocks));
             p.counts.push(1);
         }
@@ -354,13 +411,12 @@ impl GpuDecoder {
         Ok((p, bucket, true))
     }
 
-    /// Decode steps (one token per sequence, last logits only) of a bucketed size, with a
-    /// context whose scores fit the attention kernel's shared memory.
+    /// Decode steps (one token per sequence, last logits only) of a bucketed size.
     fn graphable(&self, seqs: &[GpuSeq<'_>]) -> bool {
         self.use_graphs
             && seqs.len() <= MAX_GRAPH_BATCH
             && seqs.iter().all(|s| s.tokens.len() == 1 && !s.all_logits)
-            && attention_fits(self.dims.head_dim, self.opts.max_context)
+            && attention_fits(self.dims.head_dim)
     }
 
     fn run(&mut self, plan: &Plan, rows: usize, graphed: bool, output: Output) -> Result<()> {
@@ -377,6 +433,7 @@ impl GpuDecoder {
             (&plan.row_seqs, &mut sc.tables.row_seqs),
             (&plan.context_lens, &mut sc.tables.context_lens),
             (&plan.pick, &mut sc.pick),
+            (&plan.picks, &mut sc.picks),
             (&plan.tables, &mut sc.tables.block_tables),
         ] {
             gpu.upload_into(host, dev).map_err(kernel)?;
@@ -394,7 +451,12 @@ impl GpuDecoder {
         if !graphed {
             return steps.launch(sc, &mut self.kv);
         }
-        let graph_key = rows * 2 + usize::from(output == Output::Argmax);
+        let graph_key = rows * 3
+            + match output {
+                Output::Logits => 0,
+                Output::Argmax => 1,
+                Output::Sample => 2,
+            };
         if let Some(g) = self.graphs.get(&graph_key) {
             return gpu.replay(g).map_err(kernel);
         }
@@ -437,15 +499,20 @@ impl GpuDecoder {
             logits: f(rows * d.vocab)?,
             deq: g.alloc::<u16>(self.w.dequant_len).map_err(kernel)?,
             tokens: g.alloc::<u64>(rows).map_err(kernel)?,
+            picks: u(rows * PICK_WORDS)?,
             ids: u(rows)?,
             positions: u(rows)?,
             slots: u(rows)?,
             pick: u(rows)?,
-            tables: AttentionTables {
-                block_tables: u(rows * d.max_blocks)?,
-                row_seqs: u(rows)?,
-                context_lens: u(rows)?,
-            },
+            tables: AttentionTables::new(
+                g,
+                rows,
+                d.max_blocks,
+                d.heads,
+                d.head_dim,
+                self.opts.max_context,
+            )
+            .map_err(kernel)?,
         });
         Ok(())
     }
@@ -596,9 +663,14 @@ impl Steps<'_> {
         if let Some(cap) = w.final_softcap {
             g.softcap(&mut sc.logits, n * d.vocab, cap).map_err(k)?;
         }
-        if self.output == Output::Argmax {
-            g.argmax_rows(&mut sc.tokens, &sc.logits, n, d.vocab)
-                .map_err(k)?;
+        match self.output {
+            Output::Logits => {}
+            Output::Argmax => g
+                .argmax_rows(&mut sc.tokens, &sc.logits, n, d.vocab)
+                .map_err(k)?,
+            Output::Sample => g
+                .sample_rows(&mut sc.tokens, &sc.logits, &sc.picks, n, d.vocab)
+                .map_err(k)?,
         }
         Ok(())
     }

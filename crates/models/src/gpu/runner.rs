@@ -9,7 +9,7 @@ use forja_kernels::cuda::Gpu;
 use super::{GpuDecoder, GpuOptions, GpuSeq, kernel};
 use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
-use crate::runner::{PoolShape, RunnerSeq, StepRunner};
+use crate::runner::{PoolShape, RunnerSeq, SeqOutput, StepRunner};
 
 struct GpuRunner {
     decoder: GpuDecoder,
@@ -42,7 +42,7 @@ pub(crate) fn runner(
 }
 
 impl StepRunner for GpuRunner {
-    fn step(&mut self, _: &Decoder, seqs: &[RunnerSeq<'_>]) -> Result<Vec<Vec<f32>>> {
+    fn step(&mut self, _: &Decoder, seqs: &[RunnerSeq<'_>]) -> Result<Vec<SeqOutput>> {
         if seqs.iter().any(|s| s.adapter.is_some()) {
             return Err(ModelError::Input(
                 "LoRA adapters are served on the CPU only: serve the adapter without --device \
@@ -57,9 +57,10 @@ impl StepRunner for GpuRunner {
                 start: s.start,
                 blocks: s.blocks,
                 all_logits: false,
+                pick: s.pick,
             })
             .collect();
-        self.decoder.forward(&steps)
+        self.decoder.step(&steps)
     }
 
     fn blocks(&self) -> usize {
