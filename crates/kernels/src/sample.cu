@@ -154,6 +154,10 @@ __device__ __forceinline__ bool reached(u64 total, double target, bool strict) {
 // Passes narrow a group (near digit, then key bytes) until it holds one element or one key.
 __device__ Cut select(const Row& r, Cut within, bool by_mass, double target, bool strict,
                       u64* hist, unsigned* count, u64* part) {
+    // Weights are whole units and every cut keeps the best logit (one unit at least): a target
+    // of 0 or less is reached at the first element, which a target of one unit says without
+    // letting an empty bin before it reach it.
+    if (!strict) target = fmax(target, 1.0);
     __shared__ unsigned found_bin, found_count;
     __shared__ u64 found_above;
     unsigned near = 0, prefix = 0, mask = 0;
@@ -329,10 +333,8 @@ extern "C" __global__ void __launch_bounds__(PICK_THREADS)
             keep = select(r, keep, false, (double)top_k, false, hist, count, part);
         Cut cut = keep;
         if (top_p < 1.0f) {
-            // At least one unit: a target of 0 is reached at the best logit, not before it.
             const double total = (double)kept_mass(r, keep, part);
-            const double target = fmax((double)top_p * total, 1.0);
-            cut = tighter(cut, select(r, keep, true, target, false, hist, count, part));
+            cut = tighter(cut, select(r, keep, true, top_p * total, false, hist, count, part));
         }
         if (min_p > 0.0f) {
             // The last element at least min_p times as likely as the best (always the best
