@@ -180,8 +180,9 @@ fn a_device_pick_follows_the_generator_state() {
 }
 
 #[test]
-fn sampling_time_per_step() {
-    // Printed, not asserted (benchmarks live under bench/): the pick's cost beside a step.
+fn many_full_vocabulary_rows_pick_the_same_tokens_every_launch() {
+    // 256 rows of 128,256 logits: every launch gives the first launch's picks, greedy rows
+    // the argmax. The time per launch is printed for reading beside a step, not asserted.
     let gpu = Gpu::open(0).unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
     let mut rng = Rng(7);
     let vocab = 128_256;
@@ -216,7 +217,7 @@ fn sampling_time_per_step() {
             let dev_params = gpu.upload(&words).unwrap();
             gpu.sample_rows(&mut out, &dev_logits, &dev_params, rows, vocab)
                 .unwrap();
-            gpu.synchronize().unwrap();
+            let first = gpu.download(&out).unwrap();
             let reps = 20;
             let t = std::time::Instant::now();
             for _ in 0..reps {
@@ -224,9 +225,27 @@ fn sampling_time_per_step() {
                     .unwrap();
             }
             gpu.synchronize().unwrap();
+            let elapsed = t.elapsed();
+            let last = gpu.download(&out).unwrap();
+            assert_eq!(
+                first, last,
+                "{rows} rows, {name}: picks changed between launches"
+            );
+            for (r, &word) in last.iter().enumerate().take(rows) {
+                let (token, _) = picked(word).unwrap();
+                assert!(
+                    (token as usize) < vocab,
+                    "{rows} rows, {name}: token {token}"
+                );
+                if pick.temperature == 0.0 {
+                    let row = &flat[r * vocab..(r + 1) * vocab];
+                    let best = (0..vocab).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+                    assert_eq!(token as usize, best, "{rows} rows, greedy row {r}");
+                }
+            }
             println!(
                 "{rows} rows × {vocab}: {name}: {:.1} µs",
-                t.elapsed().as_secs_f64() * 1e6 / f64::from(reps)
+                elapsed.as_secs_f64() * 1e6 / f64::from(reps)
             );
         }
     }
