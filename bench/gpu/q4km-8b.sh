@@ -11,7 +11,9 @@
 # F16_BATCHES (default 1) are the decode batch sizes of the quantized and the f16 run;
 # SAMPLE=1 adds a quantized decode run with tokens sampled on the GPU (temperature 0.7, top-k 40,
 # top-p 0.95, min-p 0.05) instead of greedy picks; DEPTHS=0,4096,16384 also times batch-1 decode
-# (and llama-bench's tests) after that many tokens already in the cache.
+# (and llama-bench's tests) after that many tokens already in the cache; LAYERS (default 32)
+# builds the model with fewer layers of the same shape (quicker to make: the 32-layer file takes
+# ~6 min to write and quantize on a 16-core machine).
 set -euo pipefail
 forja="${1:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
 bin="${2:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
@@ -22,8 +24,10 @@ if [ -d /usr/local/cuda/lib64 ]; then
   export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 mkdir -p "$work"
-gguf="$work/llama-8b-shape.q4_k_m.gguf"
-echo "## Llama-3-8B shape, Q4_K_M, on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+layers="${LAYERS:-32}"
+gguf="$work/llama-8b-shape-$layers.q4_k_m.gguf"
+echo "## Llama-3-8B shape ($layers layers), Q4_K_M, on" \
+  "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
 echo
 if [ "${GEMV_BENCH:-1}" = 1 ]; then
   "$bin" --gemv-bench
@@ -37,7 +41,7 @@ if [ -n "$src" ]; then
 fi
 if [ ! -f "$gguf" ]; then
   t0=$(date +%s)
-  "$bin" --random-llama 4096,32,14336,32,8,128256 "$work/hf" --write-only
+  "$bin" --random-llama "4096,$layers,14336,32,8,128256" "$work/hf" --write-only
   cp "$tok/tokenizer.json" "$tok/tokenizer_config.json" "$work/hf/"
   t1=$(date +%s)
   "$forja" quantize "$work/hf" --to q4_k_m -o "$gguf" >&2

@@ -112,20 +112,27 @@ fn elementwise_kernels_match_their_references() {
 fn paged_cache_writes_and_decode_attention_match_their_references() {
     let g = gpu();
     let mut rng = Rng(0xCAFE);
-    // (heads, kv_heads, head_dim, block size, context lengths). Rows longer than 512
-    // positions are split into parts (split-K) when the rows' heads leave SMs idle; the
-    // 16 × 64 heads of 12,500 positions are split only because their scores outgrow shared
-    // memory.
+    // (heads, kv_heads, head_dim, block size, context lengths, query heads per block). A
+    // block takes up to 8 heads of one KV group (4 over 128 dims). Rows longer than 256
+    // positions are split into parts (split-K) when the blocks leave SMs idle; the 128 rows of
+    // 64/8 heads (1,024 blocks) of 1,600 positions are split only because eight heads' scores
+    // outgrow shared memory.
     let shapes = [
-        (14, 2, 64, 16, vec![1u32, 17, 300]),
-        (32, 8, 128, 16, vec![513, 2, 64]),
-        (4, 1, 256, 32, vec![1000]),
-        (8, 8, 64, 8, vec![9, 8, 7, 31]),
-        (6, 2, 80, 16, vec![5, 37, 70]),
-        (8, 2, 128, 16, vec![1, 3000, 20_000]),
-        (64, 1, 32, 16, vec![12_500; 16]),
+        (14, 2, 64, 16, vec![1u32, 17, 300], 7),
+        (32, 8, 128, 16, vec![513, 2, 64], 4),
+        (4, 1, 256, 32, vec![1000], 4),
+        (8, 8, 64, 8, vec![9, 8, 7, 31], 1),
+        (6, 2, 80, 16, vec![5, 37, 70], 3),
+        (12, 2, 96, 16, vec![700, 5], 6),
+        (10, 2, 64, 16, vec![2600], 5),
+        (16, 2, 128, 16, vec![1500, 1], 8),
+        (16, 1, 256, 16, vec![900, 3], 4),
+        (8, 4, 256, 16, vec![40, 300], 2),
+        (8, 2, 128, 16, vec![1, 3000, 20_000], 4),
+        (64, 1, 32, 16, vec![12_500; 16], 8),
+        (64, 8, 32, 16, vec![1600; 128], 8),
     ];
-    for (heads, kv_heads, dim, bs, lens) in shapes {
+    for (heads, kv_heads, dim, bs, lens, group) in shapes {
         let width = kv_heads * dim;
         let max_blocks = lens
             .iter()
@@ -183,19 +190,30 @@ fn paged_cache_writes_and_decode_attention_match_their_references() {
                 softcap,
                 ..p.clone()
             };
-            let (_, parts) = forja_kernels::cuda::attention_split(
+            let split = forja_kernels::cuda::attention_split(
                 lens.len(),
                 heads,
+                kv_heads,
                 dim,
                 lens.iter()
                     .map(|&l| window.unwrap_or(l).min(l))
                     .max()
                     .unwrap() as usize,
             );
+            assert_eq!(
+                split.group, group,
+                "heads per block, {heads}/{kv_heads} × {dim}"
+            );
+            if lens.len() == 128 && window.is_none() {
+                assert!(
+                    split.parts > 1,
+                    "{split:?}: 8 heads' scores over 1,600 positions"
+                );
+            }
             check(
                 &format!(
                     "paged_attention {heads}/{kv_heads} heads × {dim}, blocks of {bs}, {:?}, \
-                     window {window:?}, {parts} parts",
+                     window {window:?}, {split:?}",
                     &lens[..lens.len().min(4)]
                 ),
                 &g.paged_attention(&p, &q, &kc, &vc).unwrap(),

@@ -349,13 +349,15 @@ fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
         let xs = g.upload(&src).unwrap();
         // Attention: the rows' queries from `xs` (4 heads of 128 = `cols`), one sequence of
         // 1,100 positions in blocks of 16 (random f16 keys and values), row r seeing 1,100 − r
-        // (in three split-K parts, the last block of each row writing the output).
+        // (in split-K parts, the last block of each row writing the output; a block takes both
+        // heads of a KV group).
         let (heads, kv_heads, dim, ctx) = (4, 2, 128, 1100usize);
         let kv: Vec<u16> = (0..ctx.next_multiple_of(16) * kv_heads * dim)
             .map(|i| half::f16::from_f32(((i * 7919) % 997) as f32 / 500.0 - 1.0).to_bits())
             .collect();
         let cache = g.upload(&kv).unwrap();
-        let mut tables = AttentionTables::new(&g, rows, ctx.div_ceil(16), heads, dim, ctx).unwrap();
+        let mut tables =
+            AttentionTables::new(&g, rows, ctx.div_ceil(16), (heads, kv_heads, dim), ctx).unwrap();
         g.upload_into(
             &(0..ctx.div_ceil(16) as u32).collect::<Vec<_>>(),
             &mut tables.block_tables,

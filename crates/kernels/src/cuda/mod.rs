@@ -29,8 +29,8 @@ pub use blas::{
 pub use cache::{PtxOrigin, kernel_cache_dir};
 pub use cudarc::driver::CudaSlice;
 pub use ops::{
-    Act, AttentionLaunch, AttentionTables, StepGraph, argmax_index, attention_fits,
-    attention_partials_len, attention_shared_bytes, attention_split,
+    Act, AttentionLaunch, AttentionSplit, AttentionTables, StepGraph, argmax_index, attention_fits,
+    attention_group, attention_partials_len, attention_split,
 };
 
 /// The kernels every GPU loads (`attention.cu` and `sample.cu` use `kernels.cu`'s helpers).
@@ -48,12 +48,23 @@ const QUANT_SOURCE: &str = concat!(
     include_str!("../mmq.cu")
 );
 /// The kernels `SOURCE` defines.
-const KERNELS: [&str; 27] = [
+const KERNELS: [&str; 38] = [
     "rms_norm_f32",
     "silu_mul_f32",
     "rope_neox_f32",
     "reshape_and_cache_f16",
-    "paged_attention_f16",
+    "paged_attention_g1_c1",
+    "paged_attention_g2_c1",
+    "paged_attention_g3_c1",
+    "paged_attention_g4_c1",
+    "paged_attention_g5_c1",
+    "paged_attention_g6_c1",
+    "paged_attention_g7_c1",
+    "paged_attention_g8_c1",
+    "paged_attention_g1_c2",
+    "paged_attention_g2_c2",
+    "paged_attention_g3_c2",
+    "paged_attention_g4_c2",
     "embed_rows",
     "rms_norm_rows",
     "add_rms_norm",
@@ -458,8 +469,8 @@ impl Gpu {
         Ok(())
     }
 
-    /// As [`crate::reference::paged_attention`]. The scores of a row live in shared memory:
-    /// contexts up to about 12k positions (longer ones need the split-K kernel).
+    /// As [`crate::reference::paged_attention`], through the kernel the decoder launches (any
+    /// context length: long rows are split, see [`attention_split`]).
     pub fn paged_attention(
         &self,
         p: &PagedAttention,
@@ -473,8 +484,14 @@ impl Gpu {
         let qd = self.upload(q)?;
         let longest = p.context_lens.iter().copied().max().unwrap_or(0) as usize;
         let rows = p.context_lens.len();
-        let mut tables =
-            AttentionTables::new(self, rows, p.max_blocks, p.heads, p.head_dim, longest)?;
+        // Block tables are per sequence: a call may name sequences no row reads.
+        let mut tables = AttentionTables::new(
+            self,
+            rows.max(p.seqs()),
+            p.max_blocks,
+            (p.heads, p.kv_heads, p.head_dim),
+            longest,
+        )?;
         self.upload_into(&p.block_tables, &mut tables.block_tables)?;
         self.upload_into(&p.row_seqs, &mut tables.row_seqs)?;
         self.upload_into(&p.context_lens, &mut tables.context_lens)?;

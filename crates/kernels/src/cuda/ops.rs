@@ -49,20 +49,22 @@ pub struct AttentionTables {
 
 impl AttentionTables {
     /// Tables of `rows` rows of up to `max_blocks` blocks, for launches of up to `rows` rows
-    /// of `heads` heads × `head_dim` seeing at most `longest` positions.
+    /// of `heads` heads (over `kv_heads` key/value heads) × `head_dim` seeing at most `longest`
+    /// positions.
     pub fn new(
         g: &Gpu,
         rows: usize,
         max_blocks: usize,
-        heads: usize,
-        head_dim: usize,
+        (heads, kv_heads, head_dim): (usize, usize, usize),
         longest: usize,
     ) -> Result<Self> {
         Ok(AttentionTables {
             block_tables: g.alloc(rows * max_blocks)?,
             row_seqs: g.alloc(rows)?,
             context_lens: g.alloc(rows)?,
-            partials: g.alloc(attention_partials_len(rows, heads, head_dim, longest))?,
+            partials: g.alloc(attention_partials_len(
+                rows, heads, kv_heads, head_dim, longest,
+            ))?,
             arrivals: g.alloc(rows * heads)?,
         })
     }
@@ -169,12 +171,6 @@ fn need(what: &str, have: usize, want: usize) -> Result<()> {
     Ok(())
 }
 
-/// Shared memory of an attention block whose rows see `positions` positions: q, the eight
-/// warps' partial sums, the scores.
-pub fn attention_shared_bytes(head_dim: usize, positions: usize) -> usize {
-    (9 * head_dim + positions) * 4
-}
-
 /// Whether the attention kernel takes heads of `head_dim` dims (any context: long ones are
 /// split).
 pub fn attention_fits(head_dim: usize) -> bool {
@@ -182,50 +178,106 @@ pub fn attention_fits(head_dim: usize) -> bool {
 }
 
 /// Fewest positions per split-K part.
-const PART_MIN: usize = 512;
-/// Most parts per row.
-const MAX_PARTS: usize = 64;
-/// Below this many (row, head) blocks the GPU has idle SMs, and long rows are split to fill
+const PART_MIN: usize = 256;
+/// Most parts per row (`ATT_MAX_PARTS` in attention.cu).
+const MAX_PARTS: usize = 128;
+/// Below this many blocks per part the GPU has idle SMs, and long rows are split to fill
 /// them; above it rows are split only where the scores outgrow shared memory.
 const SPLIT_BELOW: usize = 1024;
+/// Shared memory kept for the attention kernel's static variables (336 bytes at most, as
+/// `ptxas -v` reports for the eight-head kernel).
+const ATT_STATIC_SHARED: usize = 512;
 
-/// Positions per part and parts per row of an attention over `rows` rows of `heads` heads
+/// How an attention launch is laid out: query heads per block (heads of one KV group, whose
+/// key and value rows the block reads once), positions per split-K part, parts per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionSplit {
+    pub group: usize,
+    pub part: usize,
+    pub parts: usize,
+}
+
+impl AttentionSplit {
+    /// Shared memory of one block: the group's queries, then room for the scores, the warps'
+    /// sums (eight warps) or the combining block's weights, whichever is largest.
+    pub fn shared_bytes(&self, head_dim: usize) -> usize {
+        let gd = self.group * head_dim;
+        (gd + (self.group * self.part)
+            .max(8 * gd)
+            .max(self.group * self.parts))
+            * 4
+    }
+
+    /// The kernel compiled for this layout (attention.cu's `PAGED_ATTENTION` instances).
+    fn kernel(&self, head_dim: usize) -> String {
+        format!(
+            "paged_attention_g{}_c{}",
+            self.group,
+            head_dim.div_ceil(128)
+        )
+    }
+}
+
+/// Query heads per attention block: the largest divisor of the KV group up to 8 (up to 4 for
+/// heads of more than 128 dims, whose sums would not fit the registers).
+pub fn attention_group(heads: usize, kv_heads: usize, head_dim: usize) -> usize {
+    let group = heads / kv_heads.max(1);
+    let most = if head_dim > 128 { 4 } else { 8 };
+    (1..=most.min(group.max(1)))
+        .rev()
+        .find(|g| group.is_multiple_of(*g))
+        .unwrap_or(1)
+}
+
+/// The layout of an attention over `rows` rows of `heads` heads (`kv_heads` key/value heads)
 /// whose rows see at most `visible` positions.
 pub fn attention_split(
     rows: usize,
     heads: usize,
+    kv_heads: usize,
     head_dim: usize,
     visible: usize,
-) -> (usize, usize) {
-    // Positions whose scores fit in shared memory beside q, the warps' sums and the kernel's
-    // static shared variables (under 256 bytes).
-    let most = ((SHARED_BYTES - 256) / 4)
-        .saturating_sub(9 * head_dim)
-        .max(1);
+) -> AttentionSplit {
+    let group = attention_group(heads, kv_heads, head_dim);
+    // Positions whose scores fit in shared memory beside the queries and the kernel's static
+    // shared variables (the warps' sums take the scores' place once they are used).
+    let floats = (SHARED_BYTES - ATT_STATIC_SHARED) / 4;
+    let most = (floats / group).saturating_sub(head_dim).max(1);
     let visible = visible.max(1);
-    let part = if rows * heads < SPLIT_BELOW {
-        PART_MIN.max(visible.div_ceil(MAX_PARTS)).min(most)
+    let blocks = (rows * heads / group).max(1);
+    let part = if blocks < SPLIT_BELOW {
+        let fill = SPLIT_BELOW.div_ceil(blocks).min(MAX_PARTS);
+        PART_MIN.max(visible.div_ceil(fill)).min(most)
     } else {
         most
     };
     let part = part.min(visible);
-    (part, visible.div_ceil(part))
+    AttentionSplit {
+        group,
+        part,
+        parts: visible.div_ceil(part),
+    }
 }
 
-/// Values of [`AttentionTables::partials`] for launches of up to `rows` rows (any fewer rows
-/// may split more).
-pub fn attention_partials_len(rows: usize, heads: usize, head_dim: usize, longest: usize) -> usize {
-    let len = |r: usize| {
-        let (_, parts) = attention_split(r, heads, head_dim, longest);
-        if parts > 1 {
-            r * heads * parts * (head_dim + 2)
-        } else {
-            0
-        }
-    };
-    // Within each side of `SPLIT_BELOW` the length grows with the rows.
-    let below = rows.min((SPLIT_BELOW - 1) / heads.max(1));
-    len(rows).max(len(below))
+/// Values of [`AttentionTables::partials`] for launches of 1 to `rows` rows.
+pub fn attention_partials_len(
+    rows: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    longest: usize,
+) -> usize {
+    (1..=rows)
+        .map(|r| {
+            let s = attention_split(r, heads, kv_heads, head_dim, longest);
+            if s.parts > 1 {
+                r * heads * s.parts * (head_dim + 2)
+            } else {
+                0
+            }
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The index packed in a key of [`Gpu::argmax_rows`].
@@ -539,8 +591,16 @@ impl Gpu {
                 a.head_dim
             )));
         }
-        let (part, parts) = attention_split(a.rows, a.heads, a.head_dim, visible);
-        let shared = attention_shared_bytes(a.head_dim, part);
+        if a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) {
+            return Err(KernelError::Shape(format!(
+                "{} query heads over {} key/value heads (a whole number of query heads per \
+                 key/value head is needed)",
+                a.heads, a.kv_heads
+            )));
+        }
+        let split = attention_split(a.rows, a.heads, a.kv_heads, a.head_dim, visible);
+        let (part, parts) = (split.part, split.parts);
+        let shared = split.shared_bytes(a.head_dim);
         if parts > 1 {
             need(
                 "attention partials",
@@ -553,7 +613,7 @@ impl Gpu {
         need("attention q", q.len(), n)?;
         need("attention out", out.len(), n)?;
         let mut q8 = q8_fits(q8, n, a.head_dim)?;
-        let f = self.function("paged_attention_f16")?;
+        let f = self.function(&split.kernel(a.head_dim))?;
         let ints = [a.max_blocks, a.block_size, a.heads, a.kv_heads, a.head_dim].map(|x| x as i32);
         let window = a.window.map_or(0, |w| w as i32);
         let softcap = a.softcap.unwrap_or(0.0);
@@ -574,13 +634,13 @@ impl Gpu {
         let part_i = part as i32;
         l.arg(&part_i).arg(&t.partials).arg(&t.arrivals);
         let cfg = LaunchConfig {
-            grid_dim: (a.heads as u32, a.rows as u32, parts as u32),
+            grid_dim: ((a.heads / split.group) as u32, a.rows as u32, parts as u32),
             block_dim: (256, 1, 1),
             shared_mem_bytes: shared as u32,
         };
         // SAFETY: as above; the tables were checked (`PagedAttention::check`) or built by the
         // runner from its own block pool.
-        unsafe { l.launch(cfg) }.map_err(cuda("paged_attention_f16"))?;
+        unsafe { l.launch(cfg) }.map_err(cuda("paged_attention"))?;
         Ok(())
     }
 

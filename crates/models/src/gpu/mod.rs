@@ -508,8 +508,7 @@ impl GpuDecoder {
                 g,
                 rows,
                 d.max_blocks,
-                d.heads,
-                d.head_dim,
+                (d.heads, d.kv_heads, d.head_dim),
                 self.opts.max_context,
             )
             .map_err(kernel)?,
