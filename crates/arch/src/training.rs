@@ -268,8 +268,8 @@ pub fn train_bytes(
 
 /// Resident memory of the CPU trainer's process beyond what the other components count: the
 /// program, the tokenizer, the thread pools and allocator slack. Measured: `forja tune` on
-/// SmolLM2-135M-Instruct Q4_1 holds 247 MiB once loaded, 200 MiB of which are its tensors
-/// (97 MB of GGUF blocks and the 113 MB f32 embedding table).
+/// SmolLM2-135M-Instruct Q4_1 held 247 MiB once loaded, 200 MiB of which were its tensors
+/// (97 MB of GGUF blocks and, then, the embedding table widened to 113 MB of f32).
 pub const CPU_RUNTIME_BYTES: u64 = 48 << 20;
 
 /// f32 logits the CPU trainer's loss head computes at once (its default; the trainer reads it
@@ -317,8 +317,9 @@ fn cpu_backward_floats_per_token(cfg: &DecoderConfig) -> u64 {
 }
 
 /// Memory of `forja tune` on the CPU (LoRA over an f32/f16/bf16 base, QLoRA over a GGUF, full
-/// fine-tuning), everything in f32: the base as loaded (the token embedding widened to f32; a
-/// tied head keeps its own copy in the stored format) with the adapter, its gradients and AdamW
+/// fine-tuning), everything in f32: the base as stored (the token embedding too: its rows are
+/// dequantized as they are looked up, and a tied head multiplies the same bytes) with the
+/// adapter, its gradients and AdamW
 /// moments — or, fully fine-tuned, every weight in f32 with as much again of gradients and twice
 /// that of moments —, the graph's nodes ([`cpu_floats_per_token_layer`]; with gradient
 /// checkpointing each layer's input plus one layer's nodes), then the larger of one block of
@@ -336,14 +337,7 @@ pub fn cpu_train_bytes(
     let tokens = sequences * shape.seq_len.max(1);
     let (h, vocab, layers) = (cfg.hidden_size, cfg.vocab_size, cfg.num_layers.max(1));
     let lora = lora_params(tensors, &shape.lora_targets, shape.lora_rank);
-    let embed_f32 = 4 * vocab * h;
-    let tied_head = if cfg.tie_word_embeddings {
-        base.embedding_bytes
-    } else {
-        0
-    };
-    let base_weights =
-        base.total_bytes - base.embedding_bytes.min(base.total_bytes) + embed_f32 + tied_head;
+    let base_weights = base.total_bytes;
     let per_layer = cpu_floats_per_token_layer(cfg, sequences);
     // The embedded tokens (Gemma scales them: one more node), and the head's side of the step:
     // the last hidden states as the head's input, their gradient with candle's zeros and sum,

@@ -312,25 +312,26 @@ fn act_out(g: &Gpu, a: &Act) -> Vec<f32> {
 fn decoder_step_kernels_match_their_references() {
     let g = gpu();
     let mut rng = Rng(0xD1CE);
-    // Embedding rows.
+    // Embedding rows, from a table in f32 and in f16.
     let (vocab, cols) = (50, 96);
     let table = rng.values(vocab * cols, 1.0);
     let ids = [3u32, 49, 0, 3];
-    let mut out = g.alloc::<f32>(ids.len() * cols).unwrap();
-    g.embed_rows(
-        &mut out,
-        &g.upload(&table).unwrap(),
-        &g.upload(&ids).unwrap(),
-        4,
-        cols,
-        1.7,
-    )
-    .unwrap();
-    check(
-        "embed_rows",
-        &g.download(&out).unwrap(),
-        &reference::embed_rows(&table, &ids, cols, 1.7).unwrap(),
-    );
+    for half in [false, true] {
+        let mut out = g.alloc::<f32>(ids.len() * cols).unwrap();
+        let w = g.upload_weight(&table, vocab, cols, half).unwrap();
+        g.embed_rows(&mut out, &w, &g.upload(&ids).unwrap(), 4, 1.7)
+            .unwrap();
+        let stored: Vec<f32> = if half {
+            table.iter().map(|v| f16::from_f32(*v).to_f32()).collect()
+        } else {
+            table.clone()
+        };
+        check(
+            &format!("embed_rows, f16 table {half}"),
+            &g.download(&out).unwrap(),
+            &reference::embed_rows(&stored, &ids, cols, 1.7).unwrap(),
+        );
+    }
     // RMSNorm of picked rows into f32 and f16 inputs (rows the kernel keeps in registers, and
     // rows it loops over: not a multiple of 32, or longer than its registers hold); the
     // residual form.

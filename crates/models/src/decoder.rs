@@ -7,6 +7,7 @@ use forja_arch::decoder_config::{LayerAttention, NormKind, RopeScaling};
 use forja_arch::{DecoderConfig, Family};
 
 use crate::attention::{Attention, Masks, QkvProj, SCORE_BLOCK_BYTES};
+use crate::embedding::Embedding;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::{ContiguousKvCache, KvCache};
 use crate::linear::{Linear, LinearWeight};
@@ -138,7 +139,7 @@ impl std::fmt::Debug for SeqStep<'_> {
 pub struct Decoder {
     pub config: DecoderConfig,
     /// `[vocab, hidden]`, f32.
-    pub(crate) embed: Tensor,
+    pub(crate) embed: Embedding,
     pub(crate) embed_scale: Option<f64>,
     pub(crate) layers: Vec<Layer>,
     pub(crate) norm: RmsNorm,
@@ -369,8 +370,9 @@ impl Decoder {
                 post_ffn_norm: post("post_ffw_norm.weight")?,
             });
         }
-        let embed = src.tensor("token_embd.weight")?;
-        let (vocab, hidden) = embed.dims2()?;
+        let embed_weight = src.linear("token_embd.weight")?;
+        let embed = Embedding::of(&embed_weight, || src.tensor("token_embd.weight"))?;
+        let (vocab, hidden) = embed.dims()?;
         if vocab as u64 != cfg.vocab_size || hidden as u64 != cfg.hidden_size {
             return Err(ModelError::Shape {
                 name: "token_embd.weight".into(),
@@ -380,7 +382,8 @@ impl Decoder {
         }
         let head_tied = !src.has("output.weight") && cfg.tie_word_embeddings;
         let lm_head = if head_tied {
-            Linear::new(src.linear("token_embd.weight")?, None)
+            // The table's own bytes, not a second copy.
+            Linear::new(embed_weight, None)
         } else {
             // An untied model without its output head fails here, naming the tensor.
             Linear::new(src.linear("output.weight")?, None)
@@ -473,11 +476,20 @@ impl Decoder {
         self.head(&x, &outputs, adapters)
     }
 
+    /// The embedding rows of `ids` as the first layer receives them (scaled where the model
+    /// scales them), `[ids.len(), hidden]` row-major in f32.
+    pub fn embed_rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        Ok(self
+            .embed_tokens(&[ids])?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()?)
+    }
+
     /// The embeddings `[tokens, hidden]` of every sequence's tokens, one after another.
     pub(crate) fn embed_tokens(&self, tokens: &[&[u32]]) -> Result<Tensor> {
         let ids: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
-        let ids = Tensor::new(ids.as_slice(), &self.device)?;
-        let x = self.embed.index_select(&ids, 0)?;
+        let x = self.embed.rows(&ids, &self.device)?;
         match self.embed_scale {
             // Gemma multiplies by sqrt(hidden) rounded to the activation dtype.
             Some(s) => Ok((x * f64::from(s as f32))?),

@@ -7,6 +7,7 @@ pub mod attention;
 mod cpu_attention;
 mod cpu_ops;
 pub mod decoder;
+mod embedding;
 pub mod encoder;
 pub mod error;
 #[cfg(feature = "cuda")]

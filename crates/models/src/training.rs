@@ -18,6 +18,7 @@ use candle_core::{D, DType, Tensor, Var};
 
 use crate::attention::{Masks, QkvProj};
 use crate::decoder::{Decoder, HeadRows, Layer, SeqStep};
+use crate::embedding::Embedding;
 use crate::error::{ModelError, Result};
 use crate::grad_ops::{self, FrozenWeight};
 use crate::kv_cache::GraphKvCache;
@@ -113,7 +114,7 @@ impl Decoder {
                 "full fine-tuning with a LoRA adapter attached (at {path}): remove it first"
             )));
         }
-        if !grad_ops::applies(&self.embed) {
+        if !self.device().is_cpu() {
             return Err(ModelError::Unsupported(
                 "full fine-tuning off the CPU (it trains in f32 on the CPU)".into(),
             ));
@@ -124,8 +125,9 @@ impl Decoder {
                 .ok_or_else(|| ModelError::Input(format!("no HF name for {gguf}")))
         };
         let mut out = Vec::new();
-        let embed = Var::from_tensor(&self.embed)?;
-        self.embed = embed.as_tensor().clone();
+        // A stored (quantized or 16-bit) table is dequantized: it trains in f32.
+        let embed = Var::from_tensor(&self.embed.to_dense(self.device())?)?;
+        self.embed = Embedding::Dense(embed.as_tensor().clone());
         out.push(TrainedWeight {
             name: named("token_embd.weight")?,
             var: embed.clone(),
@@ -320,8 +322,11 @@ impl Decoder {
         if !plain || !grad_ops::applies(x) {
             return None;
         }
-        if self.head_tied && grad_ops::applies(&self.embed) {
-            return Some(FrozenWeight::Dense(self.embed.clone()));
+        if self.head_tied
+            && let Some(table) = self.embed.dense_f32()
+        {
+            // Full fine-tuning's variable (the head's weight is the table).
+            return Some(FrozenWeight::Dense(table.clone()));
         }
         head.frozen_weight()
     }

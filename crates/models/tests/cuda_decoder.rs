@@ -469,6 +469,31 @@ fn quantized_weights_multiply_as_their_dequantized_rows() {
             blocks.push((kind, rows, b));
         }
         let out: usize = kinds.iter().map(|k| k.2).sum();
+        // Each type as an embedding table: looked-up rows are the dequantized rows × scale.
+        let mut first = 0;
+        for (&(_, kind, rows), (_, _, b)) in kinds.iter().zip(&blocks) {
+            let table = g.upload_quant(&[(kind, rows, &b[..])], cols).unwrap();
+            let ids = [0u32, rows as u32 - 1, 5, 5];
+            let mut got = g.alloc::<f32>(ids.len() * cols).unwrap();
+            g.embed_rows(&mut got, &table, &g.upload(&ids).unwrap(), ids.len(), 0.5)
+                .unwrap();
+            let want: Vec<f32> = ids
+                .iter()
+                .flat_map(|&i| dense[(first + i as usize) * cols..][..cols].to_vec())
+                .map(|v| v * 0.5)
+                .collect();
+            let got = g.download(&got).unwrap();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 1e-6,
+                "embedding rows of {kind:?} × {cols}: {worst:e}"
+            );
+            first += rows;
+        }
         let parts: Vec<_> = blocks.iter().map(|(k, r, b)| (*k, *r, &b[..])).collect();
         let w = g.upload_quant(&parts, cols).unwrap();
         let mut deq = g.alloc::<u16>(w.dequant_len()).unwrap();

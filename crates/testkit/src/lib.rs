@@ -1,7 +1,9 @@
 //! Test support shared by forja's crates: where the real test models are, the repository's
-//! fixtures, and a GGUF writer for building valid and deliberately broken headers.
+//! fixtures, a GGUF writer for building valid and deliberately broken headers, and a counting
+//! allocator.
 
 pub mod gguf_builder;
+pub mod heap;
 pub mod vectors;
 
 use std::path::PathBuf;

@@ -10,65 +10,15 @@
     reason = "test code fails loudly"
 )]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use candle_core::Device;
 use forja_arch::ModelDescription;
 use forja_arch::training::{LoraTarget, Optimizer, TrainMode, TrainShape, cpu_train_bytes};
 use forja_testkit::fixtures_dir;
+use forja_testkit::heap::{self, Counting};
 use forja_train::{Example, Init, LoraSpec, TrainConfig, attach, train};
 
-/// The system allocator, counting the bytes live now and the most live since the last reset.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to `System` unchanged; the counters only observe sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's layout.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grow(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded with the caller's layout.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grow(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` with this layout.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded with the caller's pointer, layout and size.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            grow(new_size);
-        }
-        p
-    }
-}
-
-fn grow(n: usize) {
-    let now = LIVE.fetch_add(n, Ordering::Relaxed) + n;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
 #[global_allocator]
-static COUNTING: Counting = Counting;
+static HEAP: Counting = Counting;
 
 const SEQ: usize = 256;
 
@@ -113,10 +63,9 @@ fn measure(family: &str, checkpointing: bool, full: bool) -> (f64, f64) {
         eval_every: None,
         gradient_checkpointing: checkpointing,
     };
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
+    let before = heap::reset_peak();
     train(&mut d, vars, &data, &[], &cfg, |_| Ok(())).unwrap();
-    let measured = (PEAK.load(Ordering::Relaxed) - before) as f64;
+    let measured = (heap::peak() - before) as f64;
 
     let shape = TrainShape {
         mode: if full {

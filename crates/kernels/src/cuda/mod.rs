@@ -48,7 +48,7 @@ const QUANT_SOURCE: &str = concat!(
     include_str!("../mmq.cu")
 );
 /// The kernels `SOURCE` defines.
-const KERNELS: [&str; 38] = [
+const KERNELS: [&str; 40] = [
     "rms_norm_f32",
     "silu_mul_f32",
     "rope_neox_f32",
@@ -66,6 +66,8 @@ const KERNELS: [&str; 38] = [
     "paged_attention_g3_c2",
     "paged_attention_g4_c2",
     "embed_rows",
+    "embed_rows_f16",
+    "embed_rows_quant",
     "rms_norm_rows",
     "add_rms_norm",
     "qkv_rope_cache",

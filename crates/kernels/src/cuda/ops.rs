@@ -5,7 +5,7 @@ use cudarc::driver::{
     CudaGraph, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 
-use super::blas::Q8Sink;
+use super::blas::{GemmData, GemmWeight, Q8Sink};
 use super::{Gpu, SHARED_BYTES, THREADS, cuda};
 use crate::{KernelError, PagedAttention, Result};
 
@@ -439,24 +439,60 @@ impl Gpu {
         self.stream.synchronize().map_err(cuda("synchronize"))
     }
 
-    /// `out[r] = table[ids[r]] · scale` for `rows` rows of `cols`.
+    /// `out[r] = table[ids[r]] · scale` for `rows` rows of `table.inp` values: a table in f32,
+    /// f16 or GGUF blocks (one type: rows decoded as `dequant_f16` decodes them).
     pub fn embed_rows(
         &self,
         out: &mut CudaSlice<f32>,
-        table: &CudaSlice<f32>,
+        table: &GemmWeight,
         ids: &CudaSlice<u32>,
         rows: usize,
-        cols: usize,
         scale: f32,
     ) -> Result<()> {
+        let cols = table.inp;
         need("embed_rows out", out.len(), rows * cols)?;
-        let f = self.function("embed_rows")?;
+        need("embed_rows ids", ids.len(), rows)?;
         let cols_i = cols as i32;
+        let name = match &table.data {
+            GemmData::F32(_) => "embed_rows",
+            GemmData::F16(_) => "embed_rows_f16",
+            GemmData::Quant(_) => "embed_rows_quant",
+        };
+        let f = self.function(name)?;
         let mut l = self.stream.launch_builder(&f);
-        l.arg(out).arg(table).arg(ids).arg(&cols_i).arg(&scale);
-        // SAFETY: the arguments match the kernel; ids index rows of `table` (the caller's token
-        // ids, checked against the vocabulary before upload).
-        unsafe { l.launch(rows_cfg(rows)) }.map_err(cuda("embed_rows"))?;
+        l.arg(out);
+        let (stride, code);
+        match &table.data {
+            GemmData::F32(t) => {
+                l.arg(t);
+            }
+            GemmData::F16(t) => {
+                l.arg(t);
+            }
+            GemmData::Quant(parts) => {
+                let [p] = &parts[..] else {
+                    return Err(KernelError::Shape(format!(
+                        "an embedding table of {} block types (one is read)",
+                        parts.len()
+                    )));
+                };
+                stride = p.stride as i32;
+                code = p.kind.code();
+                l.arg(&p.data)
+                    .arg(ids)
+                    .arg(&cols_i)
+                    .arg(&stride)
+                    .arg(&code)
+                    .arg(&scale);
+                // SAFETY: the arguments match the kernel; ids index rows of `table` (the
+                // caller's token ids, checked against the vocabulary before upload).
+                unsafe { l.launch(rows_cfg(rows)) }.map_err(cuda(name))?;
+                return Ok(());
+            }
+        }
+        l.arg(ids).arg(&cols_i).arg(&scale);
+        // SAFETY: as above.
+        unsafe { l.launch(rows_cfg(rows)) }.map_err(cuda(name))?;
         Ok(())
     }
 

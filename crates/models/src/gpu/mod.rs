@@ -554,7 +554,7 @@ impl Steps<'_> {
     fn launch(&self, sc: &mut Scratch, kv: &mut [(CudaSlice<u16>, CudaSlice<u16>)]) -> Result<()> {
         let (g, w, d, rows) = (self.gpu, self.w, self.dims, self.rows);
         let k = kernel;
-        g.embed_rows(&mut sc.x, &w.embed, &sc.ids, rows, d.hidden, w.embed_scale)
+        g.embed_rows(&mut sc.x, &w.embed, &sc.ids, rows, w.embed_scale)
             .map_err(k)?;
         for (l, (kc, vc)) in w.layers.iter().zip(kv.iter_mut()) {
             // Each product's input is rounded to 8 bits by the kernel that makes it, when the

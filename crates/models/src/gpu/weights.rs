@@ -11,6 +11,7 @@ use forja_quant::QuantType;
 
 use crate::attention::QkvProj;
 use crate::decoder::{Decoder, Layer};
+use crate::embedding::Embedding;
 use crate::error::{ModelError, Result};
 use crate::linear::{Linear, LinearWeight, QuantizedWeight};
 use crate::mlp::Mlp;
@@ -54,7 +55,7 @@ pub(super) struct RopeTable {
 /// Everything but the KV pool.
 #[derive(Debug)]
 pub(super) struct GpuWeights {
-    pub embed: CudaSlice<f32>,
+    pub embed: GemmWeight,
     pub embed_scale: f32,
     pub layers: Vec<GpuLayer>,
     pub norm: CudaSlice<f32>,
@@ -90,15 +91,38 @@ fn gpu_kind(l: &Linear) -> Option<(QuantKind, Cow<'_, [u8]>)> {
     let LinearWeight::Quantized(QuantizedWeight::Cpu(m)) = &l.weight else {
         return None;
     };
-    let kind = match m.ty() {
+    Some((kind_of(m)?, m.gguf_bytes()))
+}
+
+/// The device's name for a matrix's block type, if the GPU reads it.
+fn kind_of(m: &forja_quant::QMatrix) -> Option<QuantKind> {
+    Some(match m.ty() {
         QuantType::Q8_0 => QuantKind::Q8_0,
         QuantType::Q4_0 => QuantKind::Q4_0,
         QuantType::Q4_1 => QuantKind::Q4_1,
         QuantType::Q4K => QuantKind::Q4K,
         QuantType::Q6K => QuantKind::Q6K,
         _ => return None,
-    };
-    Some((kind, m.gguf_bytes()))
+    })
+}
+
+/// The token embedding table: as stored when `quantized` and its blocks are of a type the GPU
+/// reads (the lookup decodes the rows it needs), else dense (f16 when `half`).
+fn embedding(gpu: &Gpu, e: &Embedding, (half, quantized): (bool, bool)) -> Result<GemmWeight> {
+    if let (true, Embedding::Stored(m)) = (quantized, e)
+        && let Some(kind) = kind_of(m)
+    {
+        return gpu
+            .upload_quant(&[(kind, m.rows(), &m.gguf_bytes())], m.cols())
+            .map_err(kernel);
+    }
+    let (vocab, hidden) = e.dims()?;
+    let dense: Vec<f32> = e
+        .to_dense(&candle_core::Device::Cpu)?
+        .flatten_all()?
+        .to_vec1()?;
+    gpu.upload_weight(&dense, vocab, hidden, half)
+        .map_err(kernel)
 }
 
 /// The rows of several projections joined into one `[Σ out, in]` weight: as stored when
@@ -274,11 +298,7 @@ impl GpuWeights {
                 ));
             }
         };
-        let embed: Vec<f32> = d
-            .embed
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
+        let embed = embedding(gpu, &d.embed, half)?;
         let (norm_w, eps) = norm(gpu, &d.norm)?;
         let lm_head = joined(gpu, &[&d.lm_head], half, "the output head")?;
         let act = match d.config.activation {
@@ -292,7 +312,7 @@ impl GpuWeights {
             .map(|l| l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes())
             .sum::<usize>()
             + lm_head.bytes()
-            + embed.len() * 4;
+            + embed.bytes();
         let dequant_len = layers
             .iter()
             .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
@@ -302,7 +322,7 @@ impl GpuWeights {
             .unwrap_or(0);
         Ok(GpuWeights {
             dequant_len,
-            embed: gpu.upload(&embed).map_err(kernel)?,
+            embed,
             embed_scale: d.embed_scale.map_or(1.0, |s| s as f32),
             layers,
             norm: norm_w,
