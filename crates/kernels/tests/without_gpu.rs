@@ -120,3 +120,32 @@ fn compiled_kernels_are_kept_for_the_next_run_and_damaged_copies_replaced() {
     assert_eq!((ptx.to_src(), origin), (first, PtxOrigin::Compiled));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// How attention launches are laid out (host arithmetic, no GPU): a decode row of Llama-3-8B's
+/// 32/8 heads takes its KV group's four heads a block and is split to fill the GPU; a launch of
+/// many long prompt rows is split only as shared memory requires, with one head a block, so the
+/// parts' partial sums stay within what one head a block needs (grouping them would need up to
+/// four times as many parts: 1.5 GB more for 2,048 rows at 131,072 positions).
+#[test]
+fn attention_launches_group_heads_and_bound_their_partial_sums() {
+    use forja_kernels::cuda::{attention_partials_len, attention_split};
+    let decode = attention_split(1, 32, 8, 128, 16_384);
+    assert_eq!(decode.group, 4);
+    assert!(decode.parts >= 32, "{decode:?}");
+    assert_eq!(decode.parts, 16_384usize.div_ceil(decode.part));
+    // 256 rows after 2,000 positions: enough blocks, the group's scores fit whole.
+    let batch = attention_split(256, 32, 8, 128, 2000);
+    assert_eq!((batch.group, batch.parts), (4, 1), "{batch:?}");
+    // A long prompt's rows: one head a block, the fewest parts shared memory allows.
+    let prompt = attention_split(2048, 32, 8, 128, 131_072);
+    assert_eq!(prompt.group, 1, "{prompt:?}");
+    let one_head = ((48 << 10) - 512) / 4 - 128;
+    assert_eq!(prompt.parts, 131_072usize.div_ceil(one_head), "{prompt:?}");
+    let len = attention_partials_len(2048, 32, 8, 128, 131_072);
+    assert_eq!(
+        len,
+        2048 * 32 * prompt.parts * 130,
+        "the launch of the most rows needs the most"
+    );
+    assert!(len * 4 < 500 << 20, "{len} partial values");
+}

@@ -238,18 +238,29 @@ pub fn attention_split(
     head_dim: usize,
     visible: usize,
 ) -> AttentionSplit {
-    let group = attention_group(heads, kv_heads, head_dim);
-    // Positions whose scores fit in shared memory beside the queries and the kernel's static
-    // shared variables (the warps' sums take the scores' place once they are used).
+    // Positions whose scores fit in shared memory beside `g` heads' queries and the kernel's
+    // static shared variables (the warps' sums take the scores' place once they are used).
     let floats = (SHARED_BYTES - ATT_STATIC_SHARED) / 4;
-    let most = (floats / group).saturating_sub(head_dim).max(1);
+    let most = |g: usize| (floats / g).saturating_sub(head_dim).max(1);
+    let blocks = |g: usize| (rows * heads / g).max(1);
     let visible = visible.max(1);
-    let blocks = (rows * heads / group).max(1);
-    let part = if blocks < SPLIT_BELOW {
-        let fill = SPLIT_BELOW.div_ceil(blocks).min(MAX_PARTS);
-        PART_MIN.max(visible.div_ceil(fill)).min(most)
+    let widest = attention_group(heads, kv_heads, head_dim);
+    let (group, part) = if blocks(widest) < SPLIT_BELOW {
+        // Idle SMs: split to fill them.
+        let fill = SPLIT_BELOW.div_ceil(blocks(widest)).min(MAX_PARTS);
+        let part = PART_MIN.max(visible.div_ceil(fill)).min(most(widest));
+        (widest, part)
     } else {
-        most
+        // Enough blocks: split only where the scores outgrow shared memory. Every part leaves
+        // head_dim + 2 values per row and head, so a launch of many long rows takes the widest
+        // group whose scores fit whole, else one head a block (the longest parts) — the
+        // partials of a long prompt's rows would otherwise take gigabytes.
+        let group = (1..=widest)
+            .rev()
+            .filter(|g| widest.is_multiple_of(*g))
+            .find(|&g| visible <= most(g))
+            .unwrap_or(1);
+        (group, most(group))
     };
     let part = part.min(visible);
     AttentionSplit {
