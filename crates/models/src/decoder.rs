@@ -138,7 +138,7 @@ impl std::fmt::Debug for SeqStep<'_> {
 #[derive(Debug)]
 pub struct Decoder {
     pub config: DecoderConfig,
-    /// `[vocab, hidden]`, f32.
+    /// The token embedding table `[vocab, hidden]`, as stored (`embedding.rs`).
     pub(crate) embed: Embedding,
     pub(crate) embed_scale: Option<f64>,
     pub(crate) layers: Vec<Layer>,
