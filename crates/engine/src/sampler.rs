@@ -9,6 +9,10 @@ use forja_models::DevicePick;
 
 use crate::error::{EngineError, Result};
 
+/// The error of a pick with no finite logit left (masked out by a constraint or a bias, or
+/// picked on the device over such logits).
+pub(crate) const ALL_MASKED: &str = "every token is masked out";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
     /// 0 = greedy.
@@ -240,7 +244,7 @@ impl Sampler {
             idx
         };
         if idx.is_empty() {
-            return Err(EngineError::Input("every token is masked out".into()));
+            return Err(EngineError::Input(ALL_MASKED.into()));
         }
         let max = l[idx[0]];
         let log_z = max + sum_exp(l, max, t).ln() * t;

@@ -25,7 +25,7 @@ use crate::constrain::Constraint;
 use crate::error::{EngineError, Result};
 use crate::generate::{FinishReason, GenerateParams};
 use crate::model::LoadedModel;
-use crate::sampler::{Sampled, Sampler};
+use crate::sampler::{ALL_MASKED, Sampled, Sampler};
 use crate::text_stream::TextStream;
 
 /// How the actor sizes its KV pool and batches.
@@ -666,7 +666,11 @@ impl Actor {
                     ));
                 }
                 SeqOutput::NoFiniteLogit => {
-                    picked.push((i, s.id, Err("every token is masked out".to_string())));
+                    picked.push((
+                        i,
+                        s.id,
+                        Err(EngineError::Input(ALL_MASKED.into()).to_string()),
+                    ));
                 }
             }
         }
