@@ -48,7 +48,8 @@ pub struct AttentionTables {
 }
 
 impl AttentionTables {
-    /// Tables of `rows` rows of up to `max_blocks` blocks, for launches of up to `rows` rows
+    /// Tables for launches of up to `rows` rows — and up to `rows` sequences' block tables of
+    /// up to `max_blocks` blocks (a step has no more sequences than rows) —
     /// of `heads` heads (over `kv_heads` key/value heads) × `head_dim` seeing at most `longest`
     /// positions.
     pub fn new(
