@@ -9,7 +9,9 @@
 #   (default target/release/forja), SEQ (256), STEPS (4; the first step is warm-up and left
 #   out of the speed), THREADS (2), RANK (16), VENV (default ~/.cache/forja-bench-venv),
 #   WORK (default: a temporary folder), SWEEP (default "128 512": more sequence lengths at
-#   which forja's QLoRA runs, with and without checkpointing, are set beside `forja plan`).
+#   which forja's QLoRA runs, with and without checkpointing, are set beside `forja plan`),
+#   PEERS (default 1; 0: forja's QLoRA runs on the GGUF and their plans only — no Python
+#   environment, no f32 folder, no PEFT or transformers rows).
 #
 # The HF folder both trainers load is the GGUF dequantized to f32 by transformers
 # (bench/tune/gguf_to_hf.py). Every record is longer than SEQ tokens, so each training
@@ -31,21 +33,23 @@ venv="${VENV:-$HOME/.cache/forja-bench-venv}"
 work="${WORK:-$(mktemp -d)}"
 targets="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 sweep="${SWEEP-128 512}"
+peers="${PEERS:-1}"
 
 [ -x "$forja" ] || { echo "no forja binary at $forja: cargo build --release -p forja-cli" >&2; exit 1; }
 [ -f "$model" ] || { echo "no model at $model: run scripts/fetch-testdata or set MODEL" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "GNU time is needed: apt-get install time" >&2; exit 1; }
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet -r "$here/requirements.txt"
-py="$venv/bin/python"
 mkdir -p "$work" "$results"
 export FORJA_HOME="$work/home" RAYON_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads"
-
 hf="$work/hf-f32"
-if [ ! -f "$hf/config.json" ]; then
-  "$py" "$here/gguf_to_hf.py" "$model" "$hf" --dtype f32
+if [ "$peers" != 0 ]; then
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --quiet -r "$here/requirements.txt"
+  py="$venv/bin/python"
+  if [ ! -f "$hf/config.json" ]; then
+    "$py" "$here/gguf_to_hf.py" "$model" "$hf" --dtype f32
+  fi
 fi
 
 # Records longer than any SEQ: contract text from CUAD, else repeated alpaca answers.
@@ -105,28 +109,34 @@ plan() { # NAME MODEL MODE [extra plan options...]
     --lora-rank "$rank" --lora-targets all "$@" --json > "$work/plan-$name.json"
 }
 
-echo "== forja tune, LoRA on the f32 HF folder"
-forja_run lora-f32 "$hf"
-forja_run lora-f32-ckpt "$hf" --gradient-checkpointing
+if [ "$peers" != 0 ]; then
+  echo "== forja tune, LoRA on the f32 HF folder"
+  forja_run lora-f32 "$hf"
+  forja_run lora-f32-ckpt "$hf" --gradient-checkpointing
+fi
 echo "== forja tune, QLoRA on the GGUF"
 forja_run qlora "$model"
 forja_run qlora-ckpt "$model" --gradient-checkpointing
-echo "== PEFT + transformers, LoRA on the f32 HF folder"
-peft_run peft-lora-f32
-peft_run peft-lora-f32-ckpt --gradient-checkpointing
-echo "== forja tune --full (f32)"
-forja_run full-f32 "$hf" --full
-forja_run full-f32-ckpt "$hf" --full --gradient-checkpointing
-echo "== transformers, full fine-tuning (f32)"
-peft_run tf-full-f32 --full
-peft_run tf-full-f32-ckpt --full --gradient-checkpointing
+if [ "$peers" != 0 ]; then
+  echo "== PEFT + transformers, LoRA on the f32 HF folder"
+  peft_run peft-lora-f32
+  peft_run peft-lora-f32-ckpt --gradient-checkpointing
+  echo "== forja tune --full (f32)"
+  forja_run full-f32 "$hf" --full
+  forja_run full-f32-ckpt "$hf" --full --gradient-checkpointing
+  echo "== transformers, full fine-tuning (f32)"
+  peft_run tf-full-f32 --full
+  peft_run tf-full-f32-ckpt --full --gradient-checkpointing
+fi
 echo "== forja plan"
-plan lora-f32 "$hf" lora --quant f32
-plan lora-f32-ckpt "$hf" lora --quant f32 --gradient-checkpointing
+if [ "$peers" != 0 ]; then
+  plan lora-f32 "$hf" lora --quant f32
+  plan lora-f32-ckpt "$hf" lora --quant f32 --gradient-checkpointing
+  plan full-f32 "$hf" full-finetune --quant f32
+  plan full-f32-ckpt "$hf" full-finetune --quant f32 --gradient-checkpointing
+fi
 plan qlora "$model" qlora
 plan qlora-ckpt "$model" qlora --gradient-checkpointing
-plan full-f32 "$hf" full-finetune --quant f32
-plan full-f32-ckpt "$hf" full-finetune --quant f32 --gradient-checkpointing
 for s in $sweep; do
   echo "== forja tune and plan, QLoRA at $s tokens"
   seq_len=$s forja_run "qlora-$s" "$model"
@@ -135,9 +145,9 @@ for s in $sweep; do
   seq_len=$s plan "qlora-$s-ckpt" "$model" qlora --gradient-checkpointing
 done
 
-python3 - "$runs" "$work" "$results" "$seq_len" "$steps" "$threads" "$rank" "$model" "$("$forja" --version)" "$sweep" <<'EOF'
+python3 - "$runs" "$work" "$results" "$seq_len" "$steps" "$threads" "$rank" "$model" "$("$forja" --version)" "$sweep" "$peers" <<'EOF'
 import datetime, json, os, platform, sys
-runs_path, work, results, seq, steps, threads, rank, model, version, sweep = sys.argv[1:11]
+runs_path, work, results, seq, steps, threads, rank, model, version, sweep, peers = sys.argv[1:12]
 runs = {r["run"]: r for r in map(json.loads, open(runs_path))}
 def plan(name):
     p = os.path.join(work, f"plan-{name}.json")
@@ -146,9 +156,12 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
             if l.startswith("model name")), "?")
 gib = lambda b: f"{b / 2**30:.2f}"
 date = datetime.date.today().isoformat()
-out = [f"# Fine-tuning on the CPU: forja tune vs HF PEFT and transformers ({date})", "",
+folder = ("dequantized to an f32 HF folder by transformers for the LoRA and full fine-tuning rows"
+          if peers != "0" else "QLoRA rows only: run with PEERS=0")
+title = "forja tune vs HF PEFT and transformers" if peers != "0" else "forja tune's QLoRA runs"
+out = [f"# Fine-tuning on the CPU: {title} ({date})", "",
        f"Machine: {cpu}, {os.cpu_count()} cores, {threads} threads each. Model: "
-       f"`{os.path.basename(model)}` ({'dequantized to an f32 HF folder by transformers for the LoRA and full fine-tuning rows'}). "
+       f"`{os.path.basename(model)}` ({folder}). "
        f"{version}. Sequences of {seq} tokens, batch 1, no accumulation, LoRA rank {rank} "
        f"on q,k,v,o,gate,up,down, dropout 0.05, AdamW; {steps} steps, the first left out of "
        "the speed. Produced by `bench/tune/peft-compare.sh`.", "",
@@ -179,7 +192,7 @@ for name in ("peft-lora-f32", "peft-lora-f32-ckpt", "tf-full-f32", "tf-full-f32-
         out.append("")
         out.append(f"{name}: the Python process held {gib(r['rss_start_bytes'])} GiB before loading "
                    f"the model (interpreter, PyTorch) and {gib(r['rss_loaded_bytes'])} GiB after.")
-path = os.path.join(results, f"{date}-tune-vs-peft")
+path = os.path.join(results, f"{date}-tune-vs-peft" if peers != "0" else f"{date}-tune-qlora")
 json.dump({"runs": runs, "plans": {k: plan(k) for k in plans}}, open(path + ".json", "w"), indent=1)
 open(path + ".md", "w").write("\n".join(out) + "\n")
 print("\n".join(out))

@@ -139,6 +139,10 @@ pub struct TrainBytes {
     pub logits: u64,
     /// QLoRA: one base matrix dequantized to bf16 for forward and backward.
     pub dequant_workspace: u64,
+    /// Bytes the gradients, activations, logits and dequantization workspace above count that
+    /// are never alive at once: a step's peak is that of its worst phase (the head's pass, or
+    /// the layers' backward), not the sum of every phase's memory. `total` subtracts them.
+    pub not_together: u64,
     /// The trainer process itself (CPU trainer: program, tokenizer, thread pools); a GPU's
     /// runtime is the device's overhead instead.
     pub runtime: u64,
@@ -155,6 +159,7 @@ impl TrainBytes {
             + self.logits
             + self.dequant_workspace
             + self.runtime
+            - self.not_together
     }
 }
 
@@ -227,6 +232,7 @@ pub fn train_bytes(
                 activations,
                 logits,
                 dequant_workspace: 0,
+                not_together: 0,
                 runtime: 0,
             }
         }
@@ -260,6 +266,7 @@ pub fn train_bytes(
                 } else {
                     0
                 },
+                not_together: 0,
                 runtime: 0,
             }
         }
@@ -316,17 +323,23 @@ fn cpu_backward_floats_per_token(cfg: &DecoderConfig) -> u64 {
     4 * cfg.hidden_size + 4 * active_intermediate(cfg)
 }
 
+/// f32 values the attention's backward holds per token while it runs, beside the residual
+/// stream's gradient: its inputs' contiguous copies (q, k, v, the output and its gradient), dq,
+/// each query head's share of dk and dv before the group's sum, then dk and dv.
+fn cpu_attention_backward_floats_per_token(cfg: &DecoderConfig) -> u64 {
+    let (q, k, v) = (cfg.q_dim(), cfg.k_dim(), cfg.v_dim());
+    (3 * q + k + v) + q + 2 * q + (k + v) + cfg.hidden_size
+}
+
 /// Memory of `forja tune` on the CPU (LoRA over an f32/f16/bf16 base, QLoRA over a GGUF, full
-/// fine-tuning), everything in f32: the base as stored (the token embedding too: its rows are
-/// dequantized as they are looked up, and a tied head multiplies the same bytes) with the
-/// adapter, its gradients and AdamW
-/// moments — or, fully fine-tuned, every weight in f32 with as much again of gradients and twice
-/// that of moments —, the graph's nodes ([`cpu_floats_per_token_layer`]; with gradient
-/// checkpointing each layer's input plus one layer's nodes), then the larger of one block of
-/// logits (every token counted as trained: an upper bound) and one layer's backward in flight,
-/// and the process. Full fine-tuning adds the weights' gradients as they are formed: the
-/// embedding table's (a zeroed table and the sum its rows are added into) and the largest
-/// projection's (its product and the zeroed sum).
+/// fine-tuning, [`cpu_full_finetune_bytes`]), everything in f32: the base as stored (the token
+/// embedding too: its rows are dequantized as they are looked up, and a tied head multiplies
+/// the same bytes) with the adapter, its gradients and AdamW moments, and the process; then the
+/// step's worst phase: the head's pass (what the forward kept — every layer's graph
+/// ([`cpu_floats_per_token_layer`]), or with gradient checkpointing each layer's input — and
+/// one block of logits, every token counted as trained: an upper bound) or the layers'
+/// backward (the gradients, one layer's backward in flight and, checkpointed, its recomputed
+/// graph). [`TrainBytes::not_together`] holds what the components count beyond that phase.
 pub fn cpu_train_bytes(
     cfg: &DecoderConfig,
     tensors: &[TensorSpec],
@@ -337,68 +350,129 @@ pub fn cpu_train_bytes(
     let tokens = sequences * shape.seq_len.max(1);
     let (h, vocab, layers) = (cfg.hidden_size, cfg.vocab_size, cfg.num_layers.max(1));
     let lora = lora_params(tensors, &shape.lora_targets, shape.lora_rank);
-    let base_weights = base.total_bytes;
     let per_layer = cpu_floats_per_token_layer(cfg, sequences);
     // The embedded tokens (Gemma scales them: one more node), and the head's side of the step:
     // the last hidden states as the head's input, their gradient with candle's zeros and sum,
     // the picked and normed rows.
     let embedded = if cfg.embedding_scale.is_some() { 2 } else { 1 } * h;
-    let head_side = 6 * h;
-    let kept = if shape.gradient_checkpointing {
-        layers * h + per_layer + head_side
-    } else {
-        layers * per_layer + embedded + head_side
-    };
-    // The head's block of logits and a layer's backward are never alive at once: the head's
-    // backward pass finishes before the layers' begins.
+    let head_side = 4 * tokens * 6 * h;
+    let hidden = 4 * tokens * h;
+    let nodes = 4 * tokens * per_layer;
     let head_rows = (CPU_HEAD_BLOCK_BYTES / (4 * vocab.max(1))).clamp(1, tokens);
     let logits = 4 * head_rows * vocab;
-    let in_flight = (4 * tokens * cpu_backward_floats_per_token(cfg)).saturating_sub(logits);
+    // The larger of the MLP's and the attention's backward, and the layer's own ends: its input
+    // as a variable, the surrogate product `out · grad`, the gradients in and out.
+    let in_flight = 4
+        * tokens
+        * (cpu_backward_floats_per_token(cfg).max(cpu_attention_backward_floats_per_token(cfg))
+            + 4 * h);
+    if shape.mode == TrainMode::FullFinetune {
+        return cpu_full_finetune_bytes(cfg, tensors, base, shape, tokens, logits);
+    }
     let widest_in = tensors
         .iter()
         .filter(|t| t.kind == TensorKind::Linear)
         .map(|t| t.row_len())
         .max()
         .unwrap_or(0);
-    let activations = 4 * tokens * kept + in_flight;
-    if shape.mode == TrainMode::FullFinetune {
-        let p = base.params;
-        let largest = tensors
-            .iter()
-            .filter(|t| t.kind == TensorKind::Linear)
-            .map(TensorSpec::n_elems)
-            .max()
-            .unwrap_or(0);
-        let forming = 4 * 2 * vocab * h + 4 * 2 * largest;
-        return TrainBytes {
-            trainable_params: p,
-            lora_params: 0,
-            base_weights: 0,
-            trainable_weights: 4 * p,
-            master_weights: 0,
-            gradients: 4 * p,
-            optimizer_states: (p as f64 * shape.optimizer.state_bytes_per_param()).ceil() as u64,
-            activations: activations + forming,
-            logits,
-            dequant_workspace: 0,
-            runtime: CPU_RUNTIME_BYTES,
+    let dequant_workspace = if shape.mode == TrainMode::Qlora {
+        4 * CPU_DEQUANT_ROWS * widest_in
+    } else {
+        0
+    };
+    let gradients = 4 * lora;
+    // The step in phases, each with what is alive at its worst. The head's pass comes first,
+    // before any adapter gradient exists (the last step's were freed by the optimizer), with
+    // what the forward kept. Then the layers' backward, with the gradient arriving from above:
+    // without checkpointing over the whole kept graph; with it one recomputed layer at a time
+    // from the last down, each saved input freed once its layer is done — at the top every
+    // input is still saved and one layer's gradients exist, at the bottom one input is left
+    // and every gradient exists (in between is a straight line between the two).
+    let (saved, layer_phase) = if shape.gradient_checkpointing {
+        let saved = layers * hidden;
+        let one_layer = nodes + in_flight + hidden + dequant_workspace;
+        let top = saved + one_layer + gradients / layers;
+        let bottom = hidden + one_layer + gradients;
+        (saved, top.max(bottom))
+    } else {
+        let saved = layers * nodes + 4 * tokens * embedded;
+        (
+            saved,
+            saved + in_flight + hidden + gradients + dequant_workspace,
+        )
+    };
+    let head_phase = saved + head_side + logits;
+    // Every piece of activation memory the phases draw on; the peak is the larger phase.
+    let activations = saved
+        + head_side
+        + in_flight
+        + hidden
+        + if shape.gradient_checkpointing {
+            nodes
+        } else {
+            0
         };
-    }
+    let components = gradients + activations + logits + dequant_workspace;
     TrainBytes {
         trainable_params: lora,
         lora_params: lora,
-        base_weights,
+        base_weights: base.total_bytes,
         trainable_weights: 4 * lora,
         master_weights: 0,
-        gradients: 4 * lora,
+        gradients,
         optimizer_states: (lora as f64 * shape.optimizer.state_bytes_per_param()).ceil() as u64,
         activations,
         logits,
-        dequant_workspace: if shape.mode == TrainMode::Qlora {
-            4 * CPU_DEQUANT_ROWS * widest_in
-        } else {
-            0
-        },
+        dequant_workspace,
+        not_together: components.saturating_sub(head_phase.max(layer_phase)),
+        runtime: CPU_RUNTIME_BYTES,
+    }
+}
+
+/// [`cpu_train_bytes`] of full fine-tuning: every weight in f32 with as much again of
+/// gradients and twice that of moments, the graph's nodes, the larger of the head's logits and
+/// a layer's backward in flight, and the weights' gradients as they are formed: the embedding
+/// table's (a zeroed table and the sum its rows are added into) and the largest projection's
+/// (its product and the zeroed sum).
+fn cpu_full_finetune_bytes(
+    cfg: &DecoderConfig,
+    tensors: &[TensorSpec],
+    base: &WeightBytes,
+    shape: &TrainShape,
+    tokens: u64,
+    logits: u64,
+) -> TrainBytes {
+    let (h, vocab, layers) = (cfg.hidden_size, cfg.vocab_size, cfg.num_layers.max(1));
+    let per_layer = cpu_floats_per_token_layer(cfg, shape.micro_batch.max(1));
+    let embedded = if cfg.embedding_scale.is_some() { 2 } else { 1 } * h;
+    let kept = if shape.gradient_checkpointing {
+        layers * h + per_layer + 6 * h
+    } else {
+        layers * per_layer + embedded + 6 * h
+    };
+    // The head's block of logits and a layer's backward are never alive at once: the head's
+    // backward pass finishes before the layers' begins.
+    let in_flight = (4 * tokens * cpu_backward_floats_per_token(cfg)).saturating_sub(logits);
+    let largest = tensors
+        .iter()
+        .filter(|t| t.kind == TensorKind::Linear)
+        .map(TensorSpec::n_elems)
+        .max()
+        .unwrap_or(0);
+    let forming = 4 * 2 * vocab * h + 4 * 2 * largest;
+    let p = base.params;
+    TrainBytes {
+        trainable_params: p,
+        lora_params: 0,
+        base_weights: 0,
+        trainable_weights: 4 * p,
+        master_weights: 0,
+        gradients: 4 * p,
+        optimizer_states: (p as f64 * shape.optimizer.state_bytes_per_param()).ceil() as u64,
+        activations: 4 * tokens * kept + in_flight + forming,
+        logits,
+        dequant_workspace: 0,
+        not_together: 0,
         runtime: CPU_RUNTIME_BYTES,
     }
 }

@@ -360,6 +360,14 @@ fn render(p: &Plan, display: Option<&str>, build: Option<&ReferenceBuild>) -> St
                     String::new(),
                 ]);
             }
+            if tb.not_together > 0 {
+                t.row(vec![
+                    "not alive at once".into(),
+                    format!("-{}", g(tb.not_together)),
+                    "the step's peak is its worst phase: the head's pass or the layers' backward"
+                        .into(),
+                ]);
+            }
         }
     }
     t.row(vec![

@@ -115,7 +115,7 @@ pub fn train_footprint(
         devices: 1,
         weights_bytes,
         kv_cache_bytes: 0,
-        activations_bytes: t.activations + t.logits,
+        activations_bytes: (t.activations + t.logits).saturating_sub(t.not_together),
         // The CPU trainer's process is its runtime, as a GPU's context is.
         overhead_bytes: overhead + t.runtime,
         total_bytes: total,

@@ -1,6 +1,6 @@
 //! The planner's model of the CPU trainer (`forja_arch::training::cpu_train_bytes`) against the
 //! heap the trainer really allocates: this test binary counts every allocation, runs training
-//! steps on the tiny models, and compares the peak bytes a step adds to what the model predicts
+//! steps on the tiny models and a real GGUF, and compares the peak bytes a step adds to what the model predicts
 //! for that step (optimizer states, gradients, the graph's nodes, the head's logits and the
 //! backward in flight). The process's own memory is measured by `bench/tune/peft-compare.sh`.
 
@@ -10,26 +10,39 @@
     reason = "test code fails loudly"
 )]
 
+use std::path::{Path, PathBuf};
+
 use candle_core::Device;
-use forja_arch::ModelDescription;
 use forja_arch::training::{LoraTarget, Optimizer, TrainMode, TrainShape, cpu_train_bytes};
-use forja_testkit::fixtures_dir;
+use forja_arch::{Container, ModelDescription};
 use forja_testkit::heap::{self, Counting};
+use forja_testkit::{fixtures_dir, testdata_file};
 use forja_train::{Example, Init, LoraSpec, TrainConfig, attach, train};
 
 #[global_allocator]
 static HEAP: Counting = Counting;
 
-const SEQ: usize = 256;
+/// What one run trains.
+struct Run<'a> {
+    path: &'a Path,
+    seq: usize,
+    rank: usize,
+    checkpointing: bool,
+    full: bool,
+}
 
-/// Peak heap bytes one training run of `steps` steps adds, and what the model predicts: LoRA
+fn tiny(family: &str) -> PathBuf {
+    fixtures_dir().join("tiny").join(family)
+}
+
+/// Peak heap bytes one training run of two steps adds, and what the model predicts: LoRA
 /// on every projection, or with `full` every weight trained.
-fn measure(family: &str, checkpointing: bool, full: bool) -> (f64, f64) {
-    let dir = fixtures_dir().join("tiny").join(family);
-    let desc = ModelDescription::from_path(&dir).unwrap();
-    let mut d = forja_models::loader::load(&dir, &Device::Cpu).unwrap();
+fn measure(run: &Run) -> (f64, f64) {
+    let (seq, checkpointing, full) = (run.seq, run.checkpointing, run.full);
+    let desc = ModelDescription::from_path(run.path).unwrap();
+    let mut d = forja_models::loader::load(run.path, &Device::Cpu).unwrap();
     let spec = LoraSpec {
-        rank: 8,
+        rank: run.rank,
         alpha: 16.0,
         dropout: 0.1,
         targets: forja_models::lora::PEFT_TARGETS.map(String::from).to_vec(),
@@ -43,10 +56,10 @@ fn measure(family: &str, checkpointing: bool, full: bool) -> (f64, f64) {
     };
     // Every token trained, as the model assumes.
     let vocab = desc.config.vocab_size as u32;
-    let ids: Vec<u32> = (0..SEQ as u32)
+    let ids: Vec<u32> = (0..seq as u32)
         .map(|i| (i * 31 + 7) % (vocab - 3) + 3)
         .collect();
-    let data = vec![Example::new(ids, vec![true; SEQ])];
+    let data = vec![Example::new(ids, vec![true; seq])];
     let cfg = TrainConfig {
         lr: 1e-3,
         weight_decay: 0.0,
@@ -70,19 +83,28 @@ fn measure(family: &str, checkpointing: bool, full: bool) -> (f64, f64) {
     let shape = TrainShape {
         mode: if full {
             TrainMode::FullFinetune
+        } else if desc
+            .stored
+            .as_ref()
+            .is_some_and(|s| s.container == Container::Gguf)
+        {
+            TrainMode::Qlora
         } else {
             TrainMode::Lora
         },
-        lora_rank: 8,
+        lora_rank: run.rank as u64,
         lora_targets: LoraTarget::ALL.to_vec(),
         optimizer: Optimizer::Adamw,
         gradient_checkpointing: checkpointing,
         micro_batch: 1,
-        seq_len: SEQ as u64,
+        seq_len: seq as u64,
     };
     let t = cpu_train_bytes(&desc.config, &desc.tensors, &desc.weights(None), &shape);
+    eprintln!("{t:?}");
     // What a run adds to a loaded model with its adapter attached.
-    let predicted = t.gradients + t.optimizer_states + t.activations + t.logits;
+    let predicted =
+        t.gradients + t.optimizer_states + t.activations + t.logits + t.dequant_workspace
+            - t.not_together;
     (measured, predicted as f64)
 }
 
@@ -91,25 +113,59 @@ fn the_cpu_training_model_predicts_the_heap_a_step_adds() {
     // Thread pools and the matrix kernels' per-thread workspaces are allocated on first use
     // and kept: first runs pay for them, and are not measured.
     // (Full fine-tuning's products go through candle's matmul, with workspaces of its own.)
-    measure("llama", false, false);
-    measure("llama", true, false);
-    measure("llama", false, true);
-    // Llama; Qwen2 (q/k/v biases); Gemma 3 (QK-norm, post-norms, embedding scale, windows).
-    let mut failed = Vec::new();
+    let llama = tiny("llama");
+    for (checkpointing, full) in [(false, false), (true, false), (false, true)] {
+        measure(&Run {
+            path: &llama,
+            seq: 256,
+            rank: 8,
+            checkpointing,
+            full,
+        });
+    }
+    // Llama; Qwen2 (q/k/v biases); Gemma 3 (QK-norm, post-norms, embedding scale, windows):
+    // 256 tokens over a 1k vocabulary. Then QLoRA on a real GGUF, whose 49k-entry vocabulary
+    // makes the head's block of logits outweigh a layer's backward.
+    let mut runs = Vec::new();
     for family in ["llama", "qwen2", "gemma3"] {
         for (checkpointing, full) in [(false, false), (true, false), (false, true), (true, true)] {
-            let (measured, predicted) = measure(family, checkpointing, full);
-            let ratio = predicted / measured;
-            eprintln!(
-                "{family} checkpointing={checkpointing} full={full}: measured {measured:.0} B, \
-                 predicted {predicted:.0} B, ratio {ratio:.3}"
-            );
-            if !(0.9..=1.1).contains(&ratio) {
-                failed.push(format!(
-                    "{family} checkpointing={checkpointing} full={full}: predicted \
-                     {predicted:.0} B for {measured:.0} B measured (ratio {ratio:.3})"
-                ));
-            }
+            runs.push((
+                family.to_string(),
+                tiny(family),
+                256,
+                8,
+                checkpointing,
+                full,
+            ));
+        }
+    }
+    let smollm2 = testdata_file("SmolLM2-135M-Instruct.Q4_1.gguf");
+    for (seq, checkpointing) in [(128, true), (128, false), (512, true)] {
+        runs.push((
+            "SmolLM2 Q4_1".into(),
+            smollm2.clone(),
+            seq,
+            16,
+            checkpointing,
+            false,
+        ));
+    }
+    let mut failed = Vec::new();
+    for (name, path, seq, rank, checkpointing, full) in runs {
+        let (measured, predicted) = measure(&Run {
+            path: &path,
+            seq,
+            rank,
+            checkpointing,
+            full,
+        });
+        let ratio = predicted / measured;
+        let what = format!("{name} {seq} tokens checkpointing={checkpointing} full={full}");
+        eprintln!("{what}: measured {measured:.0} B, predicted {predicted:.0} B, ratio {ratio:.3}");
+        if !(0.9..=1.1).contains(&ratio) {
+            failed.push(format!(
+                "{what}: predicted {predicted:.0} B for {measured:.0} B measured (ratio {ratio:.3})"
+            ));
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
