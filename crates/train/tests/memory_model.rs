@@ -1,8 +1,8 @@
 //! The planner's model of the CPU trainer (`forja_arch::training::cpu_train_bytes`) against the
 //! heap the trainer really allocates: this test binary counts every allocation, runs training
-//! steps on the tiny models and a real GGUF, and compares the peak bytes a step adds to what the model predicts
-//! for that step (optimizer states, gradients, the graph's nodes, the head's logits and the
-//! backward in flight). The process's own memory is measured by `bench/tune/peft-compare.sh`.
+//! steps on the tiny models and a real GGUF, and compares the peak bytes a step adds to what
+//! the model predicts for that step (optimizer states, gradients, the graph's nodes, the head's
+//! logits and the backward in flight). The process's own memory is measured by `bench/tune/peft-compare.sh`.
 
 #![allow(
     clippy::unwrap_used,
