@@ -7,8 +7,11 @@
 // a target, found by radix passes — first over bins of the tempered logit's distance from the
 // best (an eighth wide: logits crowd into few bins of their float bits, and a pass whose
 // threads all add to one bin is serialized), then the 32-bit keys 8 bits at a time within the
-// chosen bin — and, among equal keys, a pass in id order. Probabilities are summed in fixed
-// point (integers), so every run picks the same token.
+// chosen bin — and, among equal keys, a pass in id order. Under a top_k cut the row's few
+// leading elements are gathered into shared memory and sorted instead, and every cut is an
+// index there (`gather_top`, `cand_pick`): the same token, ~0.2 ms instead of ~0.4 for a
+// 128k row. Probabilities are summed in fixed point (integers), so every run picks the same
+// token.
 //
 // One block of PICK_THREADS per row. params: PICK_WORDS words a row — temperature (f32 bits),
 // top_k (0: off), top_p (f32 bits, 1: off), min_p (f32 bits, 0: off), generator state (low,
@@ -280,11 +283,135 @@ __device__ u64 kept_mass(const Row& r, Cut within, u64* part) {
     return pick_sum(s, part);
 }
 
+// A top_k cut's fast path: the row's few best elements sorted in shared memory, every cut and
+// the draw taken there. Composite keys: the value's key above, the id's complement below, so
+// that larger composites come first in (value desc, id asc) order.
+#define PICK_CANDIDATES 2048
+__device__ __forceinline__ float cand_value(u64 c) { return key_value((unsigned)(c >> 32)); }
+__device__ __forceinline__ unsigned cand_id(u64 c) {
+    return (unsigned)(0xffffffffull - (c & 0xffffffffull));
+}
+
+// Gathers the elements of the lowest near digit (and every digit above it) that hold at least
+// top_k finite elements into `cand`, sorted; returns how many, or 0 when they are not within
+// 32 tempered units of the best or outnumber PICK_CANDIDATES (the radix passes then run).
+__device__ __noinline__ int gather_top(const Row& r, unsigned top_k, u64* cand, unsigned* count) {
+    __shared__ unsigned digit_found, members, filled;
+    for (int b = threadIdx.x; b < 256; b += PICK_THREADS) count[b] = 0;
+    __syncthreads();
+    each(r.x, r.vocab, [&](int i, float v) {
+        if (!isfinite(v)) return;
+        const unsigned d = near_digit(r, v);
+        if (d == 0) return;
+        // One add per distinct digit of the warp: nearby values share digits.
+        const unsigned peers = __match_any_sync(__activemask(), d);
+        if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&count[d], __popc(peers));
+    });
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned total = 0, found = 0;
+        for (unsigned d = 255; d >= 1; --d) {
+            total += count[d];
+            if (total >= top_k) {
+                found = d;
+                break;
+            }
+        }
+        digit_found = found;
+        members = total;
+        filled = 0;
+    }
+    __syncthreads();
+    const unsigned lowest = digit_found;
+    const int n = (int)members;
+    if (lowest == 0 || n > PICK_CANDIDATES) return 0;
+    each(r.x, r.vocab, [&](int i, float v) {
+        if (!isfinite(v) || near_digit(r, v) < lowest) return;
+        cand[atomicAdd(&filled, 1u)] = ((u64)order_key(v) << 32) | (0xffffffffull - (u64)i);
+    });
+    int size = 1;
+    while (size < n) size <<= 1;
+    __syncthreads();
+    for (int j = n + threadIdx.x; j < size; j += PICK_THREADS) cand[j] = 0;
+    __syncthreads();
+    // Bitonic sort, descending.
+    for (int k = 2; k <= size; k <<= 1) {
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            for (int i = threadIdx.x; i < size; i += PICK_THREADS) {
+                const int l = i ^ j;
+                if (l > i) {
+                    const u64 a = cand[i], b = cand[l];
+                    if ((i & k) == 0 ? a < b : a > b) {
+                        cand[i] = b;
+                        cand[l] = a;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    }
+    return n;
+}
+
+// Σ of the first n candidates' probabilities.
+__device__ u64 cand_mass(const Row& r, const u64* cand, int n, u64* part) {
+    u64 s = 0;
+    for (int i = threadIdx.x; i < n; i += PICK_THREADS) s += mass(r, cand_value(cand[i]));
+    return pick_sum(s, part);
+}
+
+// `select` over the first n sorted candidates: the index at which the running total of their
+// probabilities first reaches `target`.
+__device__ int cand_select(const Row& r, const u64* cand, int n, double target, bool strict,
+                           u64* part) {
+    if (!strict) target = fmax(target, 1.0);
+    u64 above = 0;
+    for (int base = 0; base < n; base += PICK_THREADS) {
+        const int i = base + threadIdx.x;
+        const u64 w = i < n ? mass(r, cand_value(cand[i])) : 0ull;
+        const u64 incl = pick_scan(w, part);
+        const u64 chunk = pick_max(incl, part);
+        const bool hit = i < n && reached(above + incl, target, strict);
+        const u64 first = pick_max(hit ? 0xffffffffull - (u64)i : 0ull, part);
+        if (first) return (int)(0xffffffffull - first);
+        above += chunk;
+    }
+    // The target is reached somewhere; were rounding to say otherwise, the last.
+    return n - 1;
+}
+
+// The token `sample_rows` picks under a top_k cut, from the sorted candidates (n ≥ top_k):
+// the same cuts in the same order, each an index into them.
+__device__ __noinline__ unsigned cand_pick(const Row& r, const u64* cand, unsigned top_k, float t,
+                              float top_p, float min_p, u64 state, u64* part) {
+    int n = (int)top_k;
+    if (top_p < 1.0f) {
+        const double total = (double)cand_mass(r, cand, (int)top_k, part);
+        n = min(n, cand_select(r, cand, (int)top_k, top_p * total, false, part) + 1);
+    }
+    if (min_p > 0.0f) {
+        // Those at least min_p times as likely as the best: a prefix of the order.
+        const float min_log = logf(min_p) - 1e-3f;
+        u64 last = 0;
+        for (int i = threadIdx.x; i < (int)top_k; i += PICK_THREADS) {
+            const float d = (cand_value(cand[i]) - r.max) / t;
+            if (d >= min_log && exp((double)d) >= (double)min_p) last = max(last, (u64)i + 1);
+        }
+        n = min(n, (int)pick_max(last, part));
+    }
+    const u64 sum = cand_mass(r, cand, n, part);
+    const double u = (double)(splitmix(state + 0x9E3779B97F4A7C15ull) >> 11) *
+                     (1.0 / 9007199254740992.0);
+    const double target = fmin(u * (double)sum, nextafter((double)sum, 0.0));
+    return cand_id(cand[cand_select(r, cand, n, target, true, part)]);
+}
+
 extern "C" __global__ void __launch_bounds__(PICK_THREADS)
     sample_rows(u64* out, const float* logits, const unsigned* params, int vocab) {
     __shared__ u64 hist[256];
     __shared__ unsigned count[256];
     __shared__ u64 part[PICK_THREADS / 32];
+    __shared__ u64 cand[PICK_CANDIDATES];
     const unsigned* p = params + (size_t)blockIdx.x * PICK_WORDS;
     const float temperature = __uint_as_float(p[0]), top_p = __uint_as_float(p[2]),
                 min_p = __uint_as_float(p[3]);
@@ -323,10 +450,18 @@ extern "C" __global__ void __launch_bounds__(PICK_THREADS)
     r.max = top;
     r.inv = inv;
     unsigned token = best_id;
+    int fast = 0;
     if (!greedy) {
         int bits = 0;
         while ((1ull << bits) < (u64)vocab) ++bits;
         r.scale = ldexp(1.0, 63 - bits);
+        // A top_k cut keeps few: gather them once (min_p above 1 keeps nothing: the radix path
+        // says what that gives).
+        if (top_k > 0 && (u64)top_k < finite && min_p <= 1.0f)
+            fast = gather_top(r, top_k, cand, count);
+        if (fast) token = cand_pick(r, cand, top_k, t, top_p, min_p, state, part);
+    }
+    if (!greedy && !fast) {
         // Everything finite, then the top_k best.
         Cut keep = {0u, 0xffffffffu};
         if (top_k > 0 && (u64)top_k < finite)
