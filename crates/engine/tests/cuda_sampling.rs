@@ -181,13 +181,25 @@ fn a_device_pick_follows_the_generator_state() {
 
 #[test]
 fn many_full_vocabulary_rows_pick_the_same_tokens_every_launch() {
-    // 256 rows of 128,256 logits: every launch gives the first launch's picks, greedy rows
-    // the argmax. The time per launch is printed for reading beside a step, not asserted.
+    // Up to 256 rows of 128,256 logits: every launch gives the first launch's picks, greedy
+    // rows the argmax. The time per launch is printed for reading beside a step, not asserted.
     let gpu = Gpu::open(0).unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
     let mut rng = Rng(7);
     let vocab = 128_256;
-    for rows in [1, 16, 64, 256] {
-        let flat: Vec<f32> = (0..rows).flat_map(|_| logits(&mut rng, vocab, 0)).collect();
+    // Uniform logits (wide nuclei: a top-p cut takes the radix passes), then a few clear
+    // favourites (the few leading elements a cut keeps are sorted in shared memory).
+    for (rows, kind) in [
+        (1, 0),
+        (16, 0),
+        (64, 0),
+        (256, 0),
+        (1, 1),
+        (64, 1),
+        (256, 1),
+    ] {
+        let flat: Vec<f32> = (0..rows)
+            .flat_map(|_| logits(&mut rng, vocab, kind))
+            .collect();
         let dev_logits = gpu.upload(&flat).unwrap();
         let mut out = gpu.alloc::<u64>(rows).unwrap();
         for (name, pick) in [
@@ -243,8 +255,9 @@ fn many_full_vocabulary_rows_pick_the_same_tokens_every_launch() {
                     assert_eq!(token as usize, best, "{rows} rows, greedy row {r}");
                 }
             }
+            let logits_kind = if kind == 0 { "uniform" } else { "favourites" };
             println!(
-                "{rows} rows × {vocab}: {name}: {:.1} µs",
+                "{rows} rows × {vocab} ({logits_kind}): {name}: {:.1} µs",
                 elapsed.as_secs_f64() * 1e6 / f64::from(reps)
             );
         }

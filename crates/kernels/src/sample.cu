@@ -7,10 +7,10 @@
 // a target, found by radix passes — first over bins of the tempered logit's distance from the
 // best (an eighth wide: logits crowd into few bins of their float bits, and a pass whose
 // threads all add to one bin is serialized), then the 32-bit keys 8 bits at a time within the
-// chosen bin — and, among equal keys, a pass in id order. Under a top_k cut the row's few
-// leading elements are gathered into shared memory and sorted instead, and every cut is an
-// index there (`gather_top`, `cand_pick`): the same token, ~0.2 ms instead of ~0.4 for a
-// 128k row. Probabilities are summed in fixed point (integers), so every run picks the same
+// chosen bin — and, among equal keys, a pass in id order. Under a top_k or top_p cut the
+// row's few leading elements are gathered into shared memory and sorted instead, and every
+// cut is an index there (`gather_top`, `cand_pick`): the same token, ~0.2 ms instead of ~0.4
+// for a 128k row. Probabilities are summed in fixed point (integers), so every run picks the same
 // token.
 //
 // One block of PICK_THREADS per row. params: PICK_WORDS words a row — temperature (f32 bits),
@@ -283,36 +283,59 @@ __device__ u64 kept_mass(const Row& r, Cut within, u64* part) {
     return pick_sum(s, part);
 }
 
-// A top_k cut's fast path: the row's few best elements sorted in shared memory, every cut and
-// the draw taken there. Composite keys: the value's key above, the id's complement below, so
-// that larger composites come first in (value desc, id asc) order.
+// The fast path of a top_k or top_p cut: the row's few leading elements sorted in shared
+// memory, every cut and the draw taken there. Composite keys: the value's key above, the id's
+// complement below, so that larger composites come first in (value desc, id asc) order.
 #define PICK_CANDIDATES 2048
 __device__ __forceinline__ float cand_value(u64 c) { return key_value((unsigned)(c >> 32)); }
 __device__ __forceinline__ unsigned cand_id(u64 c) {
     return (unsigned)(0xffffffffull - (c & 0xffffffffull));
 }
 
-// Gathers the elements of the lowest near digit (and every digit above it) that hold at least
-// top_k finite elements into `cand`, sorted; returns how many, or 0 when they are not within
-// 32 tempered units of the best or outnumber PICK_CANDIDATES (the radix passes then run).
-__device__ __noinline__ int gather_top(const Row& r, unsigned top_k, u64* cand, unsigned* count) {
+// What the leading elements must hold: top_k of them (`top_k` > 0), else `top_p` of the
+// probability of every finite element (whose sum the gathering pass leaves in `total`).
+struct Lead {
+    unsigned top_k;
+    float top_p;
+    u64 total;
+};
+
+// Gathers the elements of the lowest near digit (and every digit above it) that hold what
+// `lead` asks into `cand`, sorted; returns how many, or 0 when they are not within 32 tempered
+// units of the best or outnumber PICK_CANDIDATES (the radix passes then run).
+__device__ __noinline__ int gather_top(const Row& r, Lead& lead, u64* cand, unsigned* count,
+                                       u64* part) {
     __shared__ unsigned digit_found, members, filled;
+    const bool by_mass = lead.top_k == 0;
     for (int b = threadIdx.x; b < 256; b += PICK_THREADS) count[b] = 0;
     __syncthreads();
+    u64 own = 0;
     each(r.x, r.vocab, [&](int i, float v) {
         if (!isfinite(v)) return;
         const unsigned d = near_digit(r, v);
+        if (by_mass) own += mass(r, v);
         if (d == 0) return;
         // One add per distinct digit of the warp: nearby values share digits.
         const unsigned peers = __match_any_sync(__activemask(), d);
         if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&count[d], __popc(peers));
     });
+    if (by_mass) lead.total = pick_sum(own, part);
     __syncthreads();
     if (threadIdx.x == 0) {
+        // As `select` reaches its target: at least one unit, at or past it.
+        const double target = fmax((double)lead.top_p * (double)lead.total, 1.0);
         unsigned total = 0, found = 0;
+        double held = 0.0;
         for (unsigned d = 255; d >= 1; --d) {
             total += count[d];
-            if (total >= top_k) {
+            // At least the probability of the digit's far edge, (256 − d)/8 tempered units
+            // below the best, less a margin for the f32 exp and the rounding to whole units:
+            // the leading elements then surely hold the target (counting exact sums per digit
+            // instead serialized on shared-memory atomics).
+            const double low = fmax(r.scale * exp(-(256.0 - d) * 0.125 * (1.0 + 1e-5)) *
+                                        (1.0 - 1e-5) - 1.0, 0.0);
+            held += count[d] * low;
+            if (by_mass ? held >= target : total >= lead.top_k) {
                 found = d;
                 break;
             }
@@ -380,30 +403,35 @@ __device__ int cand_select(const Row& r, const u64* cand, int n, double target, 
     return n - 1;
 }
 
-// The token `sample_rows` picks under a top_k cut, from the sorted candidates (n ≥ top_k):
-// the same cuts in the same order, each an index into them.
-__device__ __noinline__ unsigned cand_pick(const Row& r, const u64* cand, unsigned top_k, float t,
-                              float top_p, float min_p, u64 state, u64* part) {
-    int n = (int)top_k;
+// The token `sample_rows` picks from the n sorted candidates `gather_top` left: the same cuts
+// in the same order, each an index into them. The top_k cut keeps the first top_k; without
+// one every finite element is kept, the candidates first, and each later cut ends within them
+// (top_p's by how they were gathered; min_p's then only matters where it ends sooner).
+__device__ __noinline__ unsigned cand_pick(const Row& r, const u64* cand, int n,
+                                           const Lead& lead, float t, float top_p, float min_p,
+                                           u64 state, u64* part) {
+    const int keep = lead.top_k > 0 ? (int)lead.top_k : n;
+    int end = keep;
     if (top_p < 1.0f) {
-        const double total = (double)cand_mass(r, cand, (int)top_k, part);
-        n = min(n, cand_select(r, cand, (int)top_k, top_p * total, false, part) + 1);
+        const double total =
+            lead.top_k > 0 ? (double)cand_mass(r, cand, keep, part) : (double)lead.total;
+        end = min(end, cand_select(r, cand, keep, top_p * total, false, part) + 1);
     }
     if (min_p > 0.0f) {
         // Those at least min_p times as likely as the best: a prefix of the order.
         const float min_log = logf(min_p) - 1e-3f;
         u64 last = 0;
-        for (int i = threadIdx.x; i < (int)top_k; i += PICK_THREADS) {
+        for (int i = threadIdx.x; i < keep; i += PICK_THREADS) {
             const float d = (cand_value(cand[i]) - r.max) / t;
             if (d >= min_log && exp((double)d) >= (double)min_p) last = max(last, (u64)i + 1);
         }
-        n = min(n, (int)pick_max(last, part));
+        end = min(end, (int)pick_max(last, part));
     }
-    const u64 sum = cand_mass(r, cand, n, part);
+    const u64 sum = cand_mass(r, cand, end, part);
     const double u = (double)(splitmix(state + 0x9E3779B97F4A7C15ull) >> 11) *
                      (1.0 / 9007199254740992.0);
     const double target = fmin(u * (double)sum, nextafter((double)sum, 0.0));
-    return cand_id(cand[cand_select(r, cand, n, target, true, part)]);
+    return cand_id(cand[cand_select(r, cand, end, target, true, part)]);
 }
 
 extern "C" __global__ void __launch_bounds__(PICK_THREADS)
@@ -455,11 +483,13 @@ extern "C" __global__ void __launch_bounds__(PICK_THREADS)
         int bits = 0;
         while ((1ull << bits) < (u64)vocab) ++bits;
         r.scale = ldexp(1.0, 63 - bits);
-        // A top_k cut keeps few: gather them once (min_p above 1 keeps nothing: the radix path
-        // says what that gives).
-        if (top_k > 0 && (u64)top_k < finite && min_p <= 1.0f)
-            fast = gather_top(r, top_k, cand, count);
-        if (fast) token = cand_pick(r, cand, top_k, t, top_p, min_p, state, part);
+        // A top_k or top_p cut keeps few: gather them once (min_p above 1 keeps nothing: the
+        // radix path says what that gives).
+        const bool by_count = top_k > 0 && (u64)top_k < finite;
+        Lead lead = {by_count ? top_k : 0u, top_p, 0ull};
+        if ((by_count || top_p < 1.0f) && min_p <= 1.0f)
+            fast = gather_top(r, lead, cand, count, part);
+        if (fast) token = cand_pick(r, cand, fast, lead, t, top_p, min_p, state, part);
     }
     if (!greedy && !fast) {
         // Everything finite, then the top_k best.
