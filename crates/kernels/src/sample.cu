@@ -152,6 +152,25 @@ __device__ __forceinline__ bool reached(u64 total, double target, bool strict) {
     return strict ? t > target : t >= target;
 }
 
+// The first i < n, in thread order a block at a time, whose element (`at(i, w)`: whether i
+// counts, and its weight into w) brings `above` plus the running total of the weights to
+// `target`; −1 when none does.
+template <typename F>
+__device__ int first_reaching(int n, F at, u64 above, double target, bool strict, u64* part) {
+    for (int base = 0; base < n; base += PICK_THREADS) {
+        const int i = base + threadIdx.x;
+        u64 w = 0;
+        const bool mine = i < n && at(i, w);
+        const u64 incl = pick_scan(w, part);
+        const u64 chunk = pick_max(incl, part);
+        const bool hit = mine && reached(above + incl, target, strict);
+        const u64 best = pick_max(hit ? 0xffffffffull - (u64)i : 0ull, part);
+        if (best) return (int)(0xffffffffull - best);
+        above += chunk;
+    }
+    return -1;
+}
+
 // The element, among those `within` keeps, at which the running total of weights (1 each, or
 // the probability) first reaches `target`. The caller guarantees that the whole total does.
 // Passes narrow a group (near digit, then key bytes) until it holds one element or one key.
@@ -255,21 +274,16 @@ __device__ Cut select(const Row& r, Cut within, bool by_mass, double target, boo
     const unsigned low_id = n ? (unsigned)(0xffffffffull - low) : 0u;
     Cut c = {order_key(r.x[low_id]), low_id};
     if (n <= 1) return c;
-    for (int base = 0; base < r.vocab; base += PICK_THREADS) {
-        const int i = base + threadIdx.x;
-        const float v = i < r.vocab ? r.x[i] : 0.0f;
-        const bool mine = i < r.vocab && member(i, v);
-        const u64 w = mine ? weight(r, v, by_mass) : 0ull;
-        const u64 incl = pick_scan(w, part);
-        const u64 chunk = pick_max(incl, part);
-        const bool hit = mine && reached(above + incl, target, strict);
-        const u64 best = pick_max(hit ? 0xffffffffull - (u64)i : 0ull, part);
-        if (best) {
-            c.id = (unsigned)(0xffffffffull - best);
-            return c;
-        }
-        above += chunk;
-    }
+    const int hit = first_reaching(
+        r.vocab,
+        [&](int i, u64& w) {
+            const float v = r.x[i];
+            if (!member(i, v)) return false;
+            w = weight(r, v, by_mass);
+            return true;
+        },
+        above, target, strict, part);
+    if (hit >= 0) c.id = (unsigned)hit;
     return c;
 }
 
@@ -388,19 +402,15 @@ __device__ u64 cand_mass(const Row& r, const u64* cand, int n, u64* part) {
 __device__ int cand_select(const Row& r, const u64* cand, int n, double target, bool strict,
                            u64* part) {
     if (!strict) target = fmax(target, 1.0);
-    u64 above = 0;
-    for (int base = 0; base < n; base += PICK_THREADS) {
-        const int i = base + threadIdx.x;
-        const u64 w = i < n ? mass(r, cand_value(cand[i])) : 0ull;
-        const u64 incl = pick_scan(w, part);
-        const u64 chunk = pick_max(incl, part);
-        const bool hit = i < n && reached(above + incl, target, strict);
-        const u64 first = pick_max(hit ? 0xffffffffull - (u64)i : 0ull, part);
-        if (first) return (int)(0xffffffffull - first);
-        above += chunk;
-    }
+    const int hit = first_reaching(
+        n,
+        [&](int i, u64& w) {
+            w = mass(r, cand_value(cand[i]));
+            return true;
+        },
+        0ull, target, strict, part);
     // The target is reached somewhere; were rounding to say otherwise, the last.
-    return n - 1;
+    return hit >= 0 ? hit : n - 1;
 }
 
 // The token `sample_rows` picks from the n sorted candidates `gather_top` left: the same cuts
