@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::str::FromStr;
 
 use candle_core::quantized::gguf_file;
 use serde_json::{Value, json};
@@ -15,9 +14,10 @@ use crate::spm::SpmVocab;
 /// The tokenizer implementation behind the interface.
 #[derive(Debug)]
 enum Backend {
-    /// `tokenizers` pipelines: HF files and GGUF byte-level BPE vocabularies. The second copy
-    /// encodes special-token text as plain text.
-    Hf(Box<tokenizers::Tokenizer>, Box<tokenizers::Tokenizer>),
+    /// `tokenizers` pipelines: HF files and GGUF byte-level BPE vocabularies, with a copy of the
+    /// pipeline's added tokens that leaves special-token text as plain text (the model, the
+    /// largest part, is shared).
+    Hf(Box<tokenizers::Tokenizer>, Box<tokenizers::AddedVocabulary>),
     /// GGUF SentencePiece-style vocabularies.
     Spm(Box<SpmVocab>),
 }
@@ -134,9 +134,85 @@ fn is_byte_level(b: &Backend) -> bool {
 }
 
 fn hf_backend(parse: tokenizers::Tokenizer) -> Backend {
-    let mut plain = parse.clone();
+    let mut plain = parse.get_added_vocabulary().clone();
     plain.set_encode_special_tokens(true);
     Backend::Hf(Box::new(parse), Box::new(plain))
+}
+
+/// The `tokenizers` pipeline of a GGUF byte-level BPE vocabulary: `tokens` by id, `types` their
+/// GGUF token types (3 control, 4 user-defined: added tokens, matched before the model), merges
+/// as "left right" by rank, and the pre-tokenizer's JSON. Built in place rather than through a
+/// `tokenizer.json` text, which would hold the vocabulary several times over while loading.
+fn byte_level_bpe(
+    tokens: &[String],
+    types: &[i32],
+    merges: Vec<String>,
+    pre: Value,
+    ignore_merges: bool,
+) -> std::result::Result<tokenizers::Tokenizer, String> {
+    let merges = merges
+        .into_iter()
+        .enumerate()
+        .map(|(rank, m)| {
+            let mut parts = m.split(' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(left), Some(right), None) => Ok((left.to_string(), right.to_string())),
+                _ => Err(format!(
+                    "tokenizer.ggml.merges[{rank}] ({m:?}) is not two tokens separated by a space"
+                )),
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(id, t)| (t.clone(), id as u32))
+        .collect();
+    let bpe = tokenizers::models::bpe::BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(ignore_merges)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let pre: tokenizers::PreTokenizerWrapper =
+        serde_json::from_value(pre).map_err(|e| e.to_string())?;
+    let decoder: tokenizers::DecoderWrapper =
+        serde_json::from_value(byte_level(true)).map_err(|e| e.to_string())?;
+    let mut t = tokenizers::Tokenizer::new(bpe);
+    t.with_pre_tokenizer(Some(pre)).with_decoder(Some(decoder));
+    let added = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, ty)| matches!(**ty, 3 | 4))
+        .map(|(t, ty)| {
+            tokenizers::AddedToken::from(t.as_str(), *ty == 3)
+                .single_word(false)
+                .lstrip(false)
+                .rstrip(false)
+                .normalized(false)
+        });
+    t.add_tokens(added).map_err(|e| e.to_string())?;
+    Ok(t)
+}
+
+/// Token ids of `text` through `t`'s pipeline with `added` in place of its own added tokens:
+/// what `t.encode(text, false)` gives (no post-processor, padding or truncation) when `t` is set
+/// to encode special tokens as text.
+fn encode_with(
+    t: &tokenizers::Tokenizer,
+    added: &tokenizers::AddedVocabulary,
+    text: &str,
+) -> tokenizers::Result<Vec<u32>> {
+    use tokenizers::{Model, OffsetType, PreTokenizer};
+    let mut pieces = added.extract_and_normalize(t.get_normalizer(), text);
+    if let Some(pre) = t.get_pre_tokenizer() {
+        pre.pre_tokenize(&mut pieces)?;
+    }
+    let model = t.get_model();
+    pieces.tokenize(|piece| model.tokenize(piece.get()))?;
+    Ok(pieces
+        .into_encoding(None, 0, OffsetType::None)?
+        .get_ids()
+        .to_vec())
 }
 
 /// A piece of text to encode, and whether special-token text in it becomes special tokens.
@@ -167,7 +243,7 @@ impl Tokenizer {
         // llama.cpp's default for adding BOS when the file does not say: SentencePiece and
         // Llama 3 style byte-level vocabularies add it.
         let mut default_bos = model == "llama";
-        let json = match model.as_str() {
+        let inner = match model.as_str() {
             "gpt2" => {
                 let pre_name = meta(c, "tokenizer.ggml.pre")
                     .and_then(|v| v.to_string().ok().cloned())
@@ -186,58 +262,29 @@ impl Tokenizer {
                 default_bos = ignore_merges;
                 let merges = meta_strings(c, "tokenizer.ggml.merges")
                     .ok_or_else(|| err("tokenizer.ggml.merges missing".into()))?;
-                let vocab: serde_json::Map<String, Value> = tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (t.clone(), json!(i)))
-                    .collect();
-                let added: Vec<Value> = tokens
-                    .iter()
-                    .zip(&types)
-                    .enumerate()
-                    .filter(|(_, (_, ty))| matches!(**ty, 3 | 4))
-                    .map(|(id, (t, ty))| {
-                        json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-                               "normalized": false, "special": *ty == 3})
-                    })
-                    .collect();
-                json!({
-                    "version": "1.0",
-                    "added_tokens": added,
-                    "normalizer": null,
-                    "pre_tokenizer": pre,
-                    "post_processor": null,
-                    "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
-                    "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                              "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                              "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges},
-                })
+                hf_backend(
+                    byte_level_bpe(&tokens, &types, merges, pre, ignore_merges).map_err(err)?,
+                )
             }
-            "llama" => Value::Null,
+            "llama" => {
+                let scores: Vec<f32> = meta(c, "tokenizer.ggml.scores")
+                    .and_then(|v| v.to_vec().ok())
+                    .map(|a| a.iter().map(|x| x.to_f32().unwrap_or(0.0)).collect())
+                    .unwrap_or_else(|| vec![0.0; tokens.len()]);
+                let add_space_prefix = meta(c, "tokenizer.ggml.add_space_prefix")
+                    .and_then(|v| v.to_bool().ok())
+                    .unwrap_or(true);
+                let unk = meta_u32(c, "tokenizer.ggml.unknown_token_id");
+                Backend::Spm(Box::new(
+                    SpmVocab::new(tokens.clone(), scores, types.clone(), unk, add_space_prefix)
+                        .map_err(err)?,
+                ))
+            }
             other => {
                 return Err(err(format!(
                     "the {other:?} vocabulary type of GGUF files is not supported yet (\"gpt2\" byte-level BPE and \"llama\" SentencePiece are)"
                 )));
             }
-        };
-        let inner = if model == "llama" {
-            let scores: Vec<f32> = meta(c, "tokenizer.ggml.scores")
-                .and_then(|v| v.to_vec().ok())
-                .map(|a| a.iter().map(|x| x.to_f32().unwrap_or(0.0)).collect())
-                .unwrap_or_else(|| vec![0.0; tokens.len()]);
-            let add_space_prefix = meta(c, "tokenizer.ggml.add_space_prefix")
-                .and_then(|v| v.to_bool().ok())
-                .unwrap_or(true);
-            let unk = meta_u32(c, "tokenizer.ggml.unknown_token_id");
-            Backend::Spm(Box::new(
-                SpmVocab::new(tokens.clone(), scores, types.clone(), unk, add_space_prefix)
-                    .map_err(err)?,
-            ))
-        } else {
-            hf_backend(
-                tokenizers::Tokenizer::from_str(&json.to_string())
-                    .map_err(|e| err(e.to_string()))?,
-            )
         };
         let control = types
             .iter()
@@ -401,8 +448,6 @@ impl Tokenizer {
         )
     }
 
-    /// Token ids of the concatenation of `parts`; special-token text becomes a special token only
-    /// in parts that allow it (a chat template's own markup, not what a user typed).
     /// Token ids of `text` as plain text: special-token look-alikes stay text, no BOS.
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         self.encode_parts(
@@ -414,20 +459,24 @@ impl Tokenizer {
         )
     }
 
+    /// Token ids of the concatenation of `parts`; special-token text becomes a special token only
+    /// in parts that allow it (a chat template's own markup, not what a user typed).
     pub fn encode_parts(&self, parts: &[Part<'_>], add_bos: bool) -> Result<Vec<u32>> {
         let mut body: Vec<u32> = Vec::new();
         let mut prev_special = true;
         for part in parts.iter().filter(|p| !p.text.is_empty()) {
             match &self.inner {
-                Backend::Hf(parse, plain) => {
-                    let t = if part.parse_special { parse } else { plain };
-                    let enc = t
-                        .encode(part.text, false)
-                        .map_err(|e| EngineError::Tokenizer {
-                            origin: self.origin.clone(),
-                            what: e.to_string(),
-                        })?;
-                    body.extend_from_slice(enc.get_ids());
+                Backend::Hf(t, plain) => {
+                    let ids = if part.parse_special {
+                        t.encode(part.text, false).map(|e| e.get_ids().to_vec())
+                    } else {
+                        encode_with(t, plain, part.text)
+                    }
+                    .map_err(|e| EngineError::Tokenizer {
+                        origin: self.origin.clone(),
+                        what: e.to_string(),
+                    })?;
+                    body.extend_from_slice(&ids);
                 }
                 Backend::Spm(v) => {
                     v.encode_into(part.text, part.parse_special, &mut prev_special, &mut body)
@@ -586,3 +635,60 @@ impl IncrementalDecoder {
 
 /// Prompt tokens decoded before the first new one.
 const CONTEXT_TOKENS: usize = 4;
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "test code fails loudly"
+    )]
+
+    use super::*;
+
+    /// Plain-text encoding runs the pipeline with a copy of the added tokens only; it must give
+    /// what the whole tokenizer gives when set to encode special tokens as text.
+    #[test]
+    fn plain_encoding_equals_the_library_flag_on_real_tokenizers() {
+        let data = forja_testkit::testdata_dir();
+        let mut tokenizers = vec![
+            Tokenizer::from_gguf_path(&data.join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap(),
+            Tokenizer::from_gguf_path(&data.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
+                .unwrap(),
+            // A lower-casing normalizer, so added tokens are also matched after normalizing.
+            Tokenizer::from_hf_dir(&data.join("all-minilm-l6-v2")).unwrap(),
+        ];
+        for name in ["llama3_1", "qwen3", "mistral_7b", "gemma3"] {
+            tokenizers
+                .push(Tokenizer::from_hf_dir(&data.join("hf-tokenizers").join(name)).unwrap());
+        }
+        let texts = [
+            "Hello world",
+            "<|im_start|>user\nhi<|im_end|> and <|endoftext|>",
+            "<|begin_of_text|><|eot_id|>[INST] [CLS] hola [SEP] [MASK]</s><s>",
+            "  leading spaces, 12345 digits,\ttabs\n\nnewlines  ",
+            "¿Qué cláusulas de rescisión hay? 東京 🙂 naïve",
+            "def f(x):\n    return x ** 2  # <|fim_prefix|>",
+        ];
+        for tok in &tokenizers {
+            let Backend::Hf(t, _) = &tok.inner else {
+                panic!("{}: not a tokenizers pipeline", tok.origin);
+            };
+            let mut flagged = (**t).clone();
+            flagged.set_encode_special_tokens(true);
+            for text in texts {
+                let want = flagged.encode(text, false).unwrap().get_ids().to_vec();
+                assert_eq!(
+                    tok.encode_plain(text).unwrap(),
+                    want,
+                    "{}: {text:?}",
+                    tok.origin
+                );
+            }
+            // And special-token text is still parsed where allowed.
+            let parsed = tok.encode(texts[1], false).unwrap();
+            let whole = t.encode(texts[1], false).unwrap().get_ids().to_vec();
+            assert_eq!(parsed, whole, "{}", tok.origin);
+        }
+    }
+}
