@@ -104,6 +104,9 @@ impl GgufTensorInfo {
 pub struct GgufHeader {
     pub version: u32,
     pub metadata: BTreeMap<String, GgufValue>,
+    /// Bytes each array value's elements take in the file, by key (a string array: 8 a string
+    /// plus its text), kept also where the elements are not.
+    pub array_bytes: BTreeMap<String, u64>,
     pub tensors: Vec<GgufTensorInfo>,
     pub alignment: u64,
     /// Absolute file offset where tensor data starts.
@@ -167,11 +170,17 @@ impl GgufHeader {
             )));
         }
         let mut metadata = BTreeMap::new();
+        let mut array_bytes = BTreeMap::new();
         for _ in 0..n_kv {
             let at = r.pos;
             let key = r.string()?;
             let value_type = r.u32()?;
+            let start = r.pos;
             let value = r.value(value_type, 0)?;
+            if value_type == GGUF_TYPE_ARRAY {
+                // After the element type (4 bytes) and the length (8).
+                array_bytes.insert(key.clone(), (r.pos - start).saturating_sub(12));
+            }
             if metadata.insert(key.clone(), value).is_some() {
                 return Err(r.err(at, format!("duplicate metadata key {key:?}")));
             }
@@ -269,6 +278,7 @@ impl GgufHeader {
         Ok(GgufHeader {
             version,
             metadata,
+            array_bytes,
             tensors,
             alignment,
             data_offset,

@@ -13,6 +13,7 @@ use crate::gguf_config::from_gguf;
 use crate::hf_config::from_hf_value;
 use crate::safetensors_header::SafetensorsHeader;
 use crate::tensors::{TensorSpec, decoder_tensors, gguf_tensors};
+use crate::tokenizer::TokenizerShape;
 use crate::weight_format::WeightFormat;
 use crate::weights::{WeightBytes, price_stored, price_weights};
 
@@ -50,6 +51,8 @@ pub struct ModelDescription {
     pub stored: Option<StoredWeights>,
     /// GGML type of each tensor, for GGUF files.
     pub stored_types: Option<Vec<GgmlType>>,
+    /// The vocabulary: counted from a GGUF file, estimated from the vocabulary size otherwise.
+    pub tokenizer: TokenizerShape,
 }
 
 impl ModelDescription {
@@ -59,6 +62,7 @@ impl ModelDescription {
         let tensors = decoder_tensors(&config);
         Ok(ModelDescription {
             origin: origin.to_string(),
+            tokenizer: TokenizerShape::estimated(config.vocab_size),
             config,
             tensors,
             stored: None,
@@ -146,6 +150,8 @@ impl ModelDescription {
         };
         Ok(ModelDescription {
             origin: origin.to_string(),
+            tokenizer: TokenizerShape::from_gguf(header)
+                .unwrap_or_else(|| TokenizerShape::estimated(config.vocab_size)),
             config,
             tensors,
             stored: Some(stored),

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::decoder_config::DecoderConfig;
 use crate::tensors::{TensorKind, TensorSpec};
+use crate::tokenizer::TokenizerShape;
 use crate::weights::WeightBytes;
 use crate::workspace::active_intermediate;
 
@@ -146,6 +147,8 @@ pub struct TrainBytes {
     /// The trainer process itself (CPU trainer: program, tokenizer, thread pools); a GPU's
     /// runtime is the device's overhead instead.
     pub runtime: u64,
+    /// Of `runtime`, the tokenizer's tables (CPU trainer).
+    pub tokenizer: u64,
 }
 
 impl TrainBytes {
@@ -234,6 +237,7 @@ pub fn train_bytes(
                 dequant_workspace: 0,
                 not_together: 0,
                 runtime: 0,
+                tokenizer: 0,
             }
         }
         TrainMode::Lora | TrainMode::Qlora => {
@@ -268,16 +272,25 @@ pub fn train_bytes(
                 },
                 not_together: 0,
                 runtime: 0,
+                tokenizer: 0,
             }
         }
     }
 }
 
-/// Resident memory of the CPU trainer's process beyond what the other components count: the
-/// program, the tokenizer, the thread pools and allocator slack. Measured: `forja tune` on
-/// SmolLM2-135M-Instruct Q4_1 held 247 MiB once loaded, 200 MiB of which were its tensors
-/// (97 MB of GGUF blocks and, then, the embedding table widened to 113 MB of f32).
-pub const CPU_RUNTIME_BYTES: u64 = 48 << 20;
+/// Resident memory of the CPU trainer's process beyond its tensors and its tokenizer: the
+/// program, thread pools and allocator slack (see [`cpu_runtime_bytes`]). Measured as a QLoRA
+/// run's peak resident size less the rest of the plan: 27–41 MB for SmolLM2-135M's runs at
+/// 128–512 tokens, 30–66 MB for Qwen2.5-Coder-0.5B's at 128–256
+/// (`bench/results/2026-11-29-tune-qlora.md`).
+pub const CPU_RUNTIME_BYTES: u64 = 32 << 20;
+
+/// Resident memory of the CPU trainer's process beyond what a step's components count:
+/// [`CPU_RUNTIME_BYTES`] and the tokenizer's tables, which grow with the vocabulary (6 MB for
+/// SmolLM2's 49k tokens, 25 MB for Qwen2.5's 152k).
+pub fn cpu_runtime_bytes(tokenizer: &TokenizerShape) -> u64 {
+    CPU_RUNTIME_BYTES + tokenizer.heap_bytes()
+}
 
 /// f32 logits the CPU trainer's loss head computes at once (its default; the trainer reads it
 /// from here, `Decoder::set_head_chunk_bytes` changes it).
@@ -345,7 +358,10 @@ pub fn cpu_train_bytes(
     tensors: &[TensorSpec],
     base: &WeightBytes,
     shape: &TrainShape,
+    tokenizer: &TokenizerShape,
 ) -> TrainBytes {
+    let runtime = cpu_runtime_bytes(tokenizer);
+    let tokenizer_bytes = tokenizer.heap_bytes();
     let sequences = shape.micro_batch.max(1);
     let tokens = sequences * shape.seq_len.max(1);
     let (h, vocab, layers) = (cfg.hidden_size, cfg.vocab_size, cfg.num_layers.max(1));
@@ -367,7 +383,7 @@ pub fn cpu_train_bytes(
         * (cpu_backward_floats_per_token(cfg).max(cpu_attention_backward_floats_per_token(cfg))
             + 4 * h);
     if shape.mode == TrainMode::FullFinetune {
-        return cpu_full_finetune_bytes(cfg, tensors, base, shape, tokens, logits);
+        return cpu_full_finetune_bytes(cfg, tensors, base, shape, tokens, logits, tokenizer);
     }
     let widest_in = tensors
         .iter()
@@ -425,7 +441,8 @@ pub fn cpu_train_bytes(
         logits,
         dequant_workspace,
         not_together: components.saturating_sub(head_phase.max(layer_phase)),
-        runtime: CPU_RUNTIME_BYTES,
+        runtime,
+        tokenizer: tokenizer_bytes,
     }
 }
 
@@ -441,6 +458,7 @@ fn cpu_full_finetune_bytes(
     shape: &TrainShape,
     tokens: u64,
     logits: u64,
+    tokenizer: &TokenizerShape,
 ) -> TrainBytes {
     let (h, vocab, layers) = (cfg.hidden_size, cfg.vocab_size, cfg.num_layers.max(1));
     let per_layer = cpu_floats_per_token_layer(cfg, shape.micro_batch.max(1));
@@ -473,6 +491,7 @@ fn cpu_full_finetune_bytes(
         logits,
         dequant_workspace: 0,
         not_together: 0,
-        runtime: CPU_RUNTIME_BYTES,
+        runtime: cpu_runtime_bytes(tokenizer),
+        tokenizer: tokenizer.heap_bytes(),
     }
 }

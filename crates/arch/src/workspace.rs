@@ -13,6 +13,10 @@ use crate::decoder_config::DecoderConfig;
 /// Score tile width of flash-style attention.
 pub const ATTENTION_TILE: u64 = 256;
 
+/// Tokens of one forward step unless told otherwise: a prompt longer than this is computed in
+/// chunks of it (`forja run`, the server's scheduler), and `forja plan --batch` prices it.
+pub const DEFAULT_STEP_TOKENS: u64 = 512;
+
 /// The shape of one engine step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct StepShape {

@@ -48,7 +48,7 @@ pub struct PlanArgs {
     #[arg(long, default_value_t = 1)]
     pub users: u64,
     /// Tokens per forward step (prefill chunk)
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = forja_arch::workspace::DEFAULT_STEP_TOKENS)]
     pub batch: u64,
     /// KV-cache element type: f16, bf16, f32, fp8, q8_0, q4_0
     #[arg(long, default_value = "f16")]
@@ -374,9 +374,14 @@ fn render(p: &Plan, display: Option<&str>, build: Option<&ReferenceBuild>) -> St
         "runtime overhead".into(),
         g(f.overhead_bytes),
         match &f.training {
-            Some(tb) if tb.runtime > 0 => {
-                "forja tune's process (program, tokenizer, threads)".into()
-            }
+            Some(tb) if tb.runtime > 0 => format!(
+                "forja tune's process: tokenizer {:.1} MiB, program, threads",
+                tb.tokenizer as f64 / (1u64 << 20) as f64
+            ),
+            None if f.tokenizer_bytes > 0 => format!(
+                "forja's process: tokenizer {:.1} MiB, program, threads",
+                f.tokenizer_bytes as f64 / (1u64 << 20) as f64
+            ),
             _ if f.overhead_bytes > 0 => "CUDA context + cuBLAS workspace".into(),
             _ => String::new(),
         },

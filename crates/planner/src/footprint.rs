@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 use forja_arch::kv_cache::kv_bytes;
-use forja_arch::training::{TrainBytes, TrainShape, cpu_train_bytes, train_bytes};
+use forja_arch::training::{
+    TrainBytes, TrainShape, cpu_runtime_bytes, cpu_train_bytes, train_bytes,
+};
 use forja_arch::workspace::{StepShape, inference_workspace_bytes};
 use forja_arch::{DecoderConfig, KvDtype, ModelDescription, WeightBytes};
 
@@ -36,7 +38,10 @@ pub struct Footprint {
     pub weights_bytes: u64,
     pub kv_cache_bytes: u64,
     pub activations_bytes: u64,
+    /// Memory before any model byte: a GPU's runtime; on a CPU, forja's own process.
     pub overhead_bytes: u64,
+    /// Of `overhead_bytes`, the tokenizer's tables (on a CPU).
+    pub tokenizer_bytes: u64,
     /// Training components beyond the weights (gradients, optimizer, …), when training.
     pub training: Option<TrainBytes>,
     pub total_bytes: u64,
@@ -81,13 +86,21 @@ pub fn inference_footprint(
             act_bytes: dev.act_bytes(),
         },
     );
-    let overhead = dev.overhead_bytes();
+    // On a CPU the process itself shares the memory: program, threads and the tokenizer.
+    let cpu = dev.kind == DeviceKind::Cpu;
+    let overhead = dev.overhead_bytes()
+        + if cpu {
+            cpu_runtime_bytes(&model.tokenizer)
+        } else {
+            0
+        };
     Footprint {
         devices: n as u32,
         weights_bytes: w,
         kv_cache_bytes: kv,
         activations_bytes: act,
         overhead_bytes: overhead,
+        tokenizer_bytes: if cpu { model.tokenizer.heap_bytes() } else { 0 },
         training: None,
         total_bytes: w
             .saturating_add(kv)
@@ -105,7 +118,13 @@ pub fn train_footprint(
     dev: &Device,
 ) -> Footprint {
     let t = match dev.kind {
-        DeviceKind::Cpu => cpu_train_bytes(&model.config, &model.tensors, weights, shape),
+        DeviceKind::Cpu => cpu_train_bytes(
+            &model.config,
+            &model.tensors,
+            weights,
+            shape,
+            &model.tokenizer,
+        ),
         _ => train_bytes(&model.config, &model.tensors, weights, shape),
     };
     let weights_bytes = t.base_weights + t.trainable_weights;
@@ -118,6 +137,7 @@ pub fn train_footprint(
         activations_bytes: (t.activations + t.logits).saturating_sub(t.not_together),
         // The CPU trainer's process is its runtime, as a GPU's context is.
         overhead_bytes: overhead + t.runtime,
+        tokenizer_bytes: t.tokenizer,
         total_bytes: total,
         training: Some(t),
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use forja_arch::kv_cache::kv_bytes_per_token;
 use forja_arch::workspace::{StepShape, inference_workspace_bytes};
-use forja_arch::{DecoderConfig, KvDtype, ModelDescription};
+use forja_arch::{DecoderConfig, KvDtype, ModelDescription, TokenizerShape};
 use forja_engine::LoadedModel;
 use forja_engine::LoraWeights;
 use forja_engine::RunnerDevice;
@@ -75,6 +75,8 @@ pub struct Footprint {
     pub workspace: u64,
     /// The served LoRA adapters' matrices (f32).
     pub adapters: u64,
+    /// The tokenizer's tables (in this machine's memory wherever the model runs).
+    pub tokenizer: u64,
     /// The KV cache lives in GPU memory, not in this machine's.
     pub kv_on_gpu: bool,
 }
@@ -83,7 +85,7 @@ impl Footprint {
     /// Bytes of this machine's memory the model holds (what the memory budget counts).
     pub fn total(&self) -> u64 {
         let kv = if self.kv_on_gpu { 0 } else { self.kv_cache };
-        self.weights + kv + self.workspace + self.adapters
+        self.weights + kv + self.workspace + self.adapters + self.tokenizer
     }
 }
 
@@ -318,6 +320,7 @@ impl ModelPool {
                     },
                 ),
                 adapters: 0,
+                tokenizer: desc.tokenizer.heap_bytes(),
             };
             entries.push(Arc::new(ModelEntry {
                 name,
@@ -654,6 +657,12 @@ fn encoder_footprint(dir: &std::path::Path, card: &ModelCard) -> Result<Footprin
         kv_cache: 0,
         workspace: cfg.inference_workspace_bytes(DEFAULT_MAX_BATCH_TOKENS as u64),
         adapters: 0,
+        // A WordPiece vocabulary: the token tables without merges.
+        tokenizer: TokenizerShape {
+            merges: 0,
+            ..TokenizerShape::estimated(cfg.vocab_size as u64)
+        }
+        .heap_bytes(),
         kv_on_gpu: false,
     })
 }

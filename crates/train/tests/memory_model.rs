@@ -99,7 +99,13 @@ fn measure(run: &Run) -> (f64, f64) {
         micro_batch: 1,
         seq_len: seq as u64,
     };
-    let t = cpu_train_bytes(&desc.config, &desc.tensors, &desc.weights(None), &shape);
+    let t = cpu_train_bytes(
+        &desc.config,
+        &desc.tensors,
+        &desc.weights(None),
+        &shape,
+        &desc.tokenizer,
+    );
     eprintln!("{t:?}");
     // What a run adds to a loaded model with its adapter attached.
     let predicted =
