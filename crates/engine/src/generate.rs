@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use forja_models::{KvCache, SeqStep};
+use candle_core::Tensor;
+use forja_arch::workspace::DEFAULT_STEP_TOKENS;
+use forja_models::{Decoder, KvCache, SeqStep};
 
 use crate::error::{EngineError, Result};
 use crate::model::LoadedModel;
@@ -53,6 +55,30 @@ pub struct Generation {
     pub decode_secs: f64,
 }
 
+/// Computes `tokens` after what `cache` holds, `step_tokens` at a time, and returns the last
+/// token's logits. `cached` (the tokens the cache holds) grows with each step, so that it
+/// still lists what the cache holds if a step fails.
+pub fn prefill(
+    decoder: &Decoder,
+    tokens: &[u32],
+    cache: &mut dyn KvCache,
+    cached: &mut Vec<u32>,
+    step_tokens: usize,
+) -> Result<Tensor> {
+    let mut last = None;
+    for chunk in tokens.chunks(step_tokens.max(1)) {
+        let mut step = [SeqStep {
+            tokens: chunk,
+            cache: &mut *cache,
+            all_logits: false,
+            adapter: None,
+        }];
+        last = decoder.forward(&mut step)?.into_iter().next();
+        cached.extend_from_slice(chunk);
+    }
+    last.ok_or_else(|| EngineError::Input("nothing to compute: no tokens".into()))
+}
+
 /// Feeds `prompt` (all tokens of the sequence so far) and generates. The cache is reused up to
 /// where `cached` (the tokens it holds) and the prompt part ways, and truncated there; only the
 /// rest is computed. `cached` is updated to what the cache holds at the end. `on_text` receives
@@ -98,14 +124,15 @@ pub fn generate(
     }
     let to_feed = &prompt[keep..];
     let mut history: Vec<u32> = prompt.to_vec();
-    let mut step = [SeqStep {
-        tokens: to_feed,
+    // A long prompt in steps of the planner's size, so that a step's activations are what
+    // `forja plan` prices whatever the prompt's length.
+    let mut logits = prefill(
+        &model.decoder,
+        to_feed,
         cache,
-        all_logits: false,
-        adapter: None,
-    }];
-    let mut logits = model.decoder.forward(&mut step)?.remove(0);
-    cached.extend_from_slice(to_feed);
+        cached,
+        DEFAULT_STEP_TOKENS as usize,
+    )?;
     let prefill_secs = start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
     let mut stream = TextStream::new(prompt, &params.stop);

@@ -50,7 +50,7 @@ impl Default for ServingConfig {
         ServingConfig {
             block_size: 16,
             kv_bytes: 1 << 30,
-            max_batched_tokens: 512,
+            max_batched_tokens: forja_arch::workspace::DEFAULT_STEP_TOKENS as usize,
             max_running: 64,
             max_pending: 256,
             device: RunnerDevice::Cpu,

@@ -523,3 +523,45 @@ fn a_gpu_asked_for_where_none_can_run_says_why_and_the_cpu_still_serves() {
         (16 << 20) / (16 * 30 * 2 * 3 * 64 * 2)
     );
 }
+
+/// A prompt longer than a step is computed in steps (`forja run` takes 512 tokens at a time, the
+/// step `forja plan` prices): the last token's logits are those of the whole prompt in one pass.
+#[test]
+fn a_prompt_computed_in_steps_gives_the_logits_of_one_pass() {
+    let m = load("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let text = "The river rises in the northern hills and runs south through farms, towns and a \
+                long valley before it meets the sea. "
+        .repeat(4);
+    let prompt = m.tokenizer.encode(&text, false).unwrap();
+    assert!(prompt.len() > 64, "{} tokens", prompt.len());
+    let whole = last_logits(&m, &prompt);
+    // Steps of 16 and a ragged last one; then on top of a cache that already holds a prefix.
+    for (held, step) in [(0, 16), (0, 23), (40, 7)] {
+        let mut cache = m.new_cache();
+        let mut cached = Vec::new();
+        if held > 0 {
+            forja_engine::prefill(&m.decoder, &prompt[..held], &mut cache, &mut cached, held)
+                .unwrap();
+        }
+        let stepped =
+            forja_engine::prefill(&m.decoder, &prompt[held..], &mut cache, &mut cached, step)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+        assert_eq!(cached, prompt, "the cache lists every prompt token");
+        let worst = whole
+            .iter()
+            .zip(&stepped)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-3,
+            "held {held}, steps of {step}: logits differ by {worst}"
+        );
+        assert_eq!(argmax(&stepped), argmax(&whole));
+    }
+    let empty = forja_engine::prefill(&m.decoder, &[], &mut m.new_cache(), &mut Vec::new(), 16);
+    assert!(empty.unwrap_err().to_string().contains("no tokens"));
+}
