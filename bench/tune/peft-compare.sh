@@ -11,7 +11,8 @@
 #   WORK (default: a temporary folder), SWEEP (default "128 512": more sequence lengths at
 #   which forja's QLoRA runs, with and without checkpointing, are set beside `forja plan`),
 #   PEERS (default 1; 0: forja's QLoRA runs on the GGUF and their plans only — no Python
-#   environment, no f32 folder, no PEFT or transformers rows).
+#   environment, no f32 folder, no PEFT or transformers rows), RECORDS (alpaca, the default,
+#   or text: plain `{"text"}` records, for base models without a chat template; PEERS=0 only).
 #
 # The HF folder both trainers load is the GGUF dequantized to f32 by transformers
 # (bench/tune/gguf_to_hf.py). Every record is longer than SEQ tokens, so each training
@@ -34,6 +35,12 @@ work="${WORK:-$(mktemp -d)}"
 targets="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 sweep="${SWEEP-128 512}"
 peers="${PEERS:-1}"
+records="${RECORDS:-alpaca}"
+case "$records" in
+  alpaca) ;;
+  text) [ "$peers" = 0 ] || { echo "RECORDS=text needs PEERS=0 (the peers' script reads alpaca records)" >&2; exit 1; } ;;
+  *) echo "RECORDS must be alpaca or text, not $records" >&2; exit 1 ;;
+esac
 
 [ -x "$forja" ] || { echo "no forja binary at $forja: cargo build --release -p forja-cli" >&2; exit 1; }
 [ -f "$model" ] || { echo "no model at $model: run scripts/fetch-testdata or set MODEL" >&2; exit 1; }
@@ -54,9 +61,9 @@ fi
 
 # Records longer than any SEQ: contract text from CUAD, else repeated alpaca answers.
 data="$work/long.jsonl"
-python3 - "$data" "$root/../shared/data" <<'EOF'
+python3 - "$data" "$root/../shared/data" "$records" <<'EOF'
 import glob, json, os, sys
-out, shared = sys.argv[1], sys.argv[2]
+out, shared, records = sys.argv[1], sys.argv[2], sys.argv[3]
 texts = [open(p, errors="replace").read()
          for p in sorted(glob.glob(os.path.join(shared, "cuad/full_contract_txt/*.txt")))[:40]]
 if not texts:
@@ -65,8 +72,11 @@ if not texts:
 with open(out, "w") as f:
     for t in texts:
         t = " ".join(t.split())[:12000]
-        f.write(json.dumps({"instruction": "Continue the text.", "input": t[:200],
-                            "output": t[200:]}) + "\n")
+        if records == "text":
+            f.write(json.dumps({"text": t}) + "\n")
+        else:
+            f.write(json.dumps({"instruction": "Continue the text.", "input": t[:200],
+                                "output": t[200:]}) + "\n")
 EOF
 
 runs="$work/runs.jsonl"
@@ -145,9 +155,9 @@ for s in $sweep; do
   seq_len=$s plan "qlora-$s-ckpt" "$model" qlora --gradient-checkpointing
 done
 
-python3 - "$runs" "$work" "$results" "$seq_len" "$steps" "$threads" "$rank" "$model" "$("$forja" --version)" "$sweep" "$peers" <<'EOF'
+python3 - "$runs" "$work" "$results" "$seq_len" "$steps" "$threads" "$rank" "$model" "$("$forja" --version)" "$sweep" "$peers" "$records" <<'EOF'
 import datetime, json, os, platform, sys
-runs_path, work, results, seq, steps, threads, rank, model, version, sweep, peers = sys.argv[1:12]
+runs_path, work, results, seq, steps, threads, rank, model, version, sweep, peers, records = sys.argv[1:13]
 runs = {r["run"]: r for r in map(json.loads, open(runs_path))}
 def plan(name):
     p = os.path.join(work, f"plan-{name}.json")
@@ -164,7 +174,7 @@ out = [f"# Fine-tuning on the CPU: {title} ({date})", "",
        f"`{os.path.basename(model)}` ({folder}). "
        f"{version}. Sequences of {seq} tokens, batch 1, no accumulation, LoRA rank {rank} "
        f"on q,k,v,o,gate,up,down, dropout 0.05, AdamW; {steps} steps, the first left out of "
-       "the speed. Produced by `bench/tune/peft-compare.sh`.", "",
+       f"the speed; {records} records. Produced by `bench/tune/peft-compare.sh`.", "",
        "| run | trainer | tokens/s | peak RSS GiB | forja plan GiB | plan / measured |",
        "|---|---|---|---|---|---|"]
 rows = [("lora-f32", "LoRA, f32 base"), ("peft-lora-f32", "LoRA, f32 base"),

@@ -55,8 +55,9 @@ struct TrainArgs {
     /// The base model: a .gguf file (its weights stay quantized: QLoRA) or an HF model folder
     #[arg(long, required = true)]
     model: Option<PathBuf>,
-    /// Training data, JSONL or a JSON array: chat records (`messages`) or alpaca records
-    /// (`instruction`, `input`, `output`)
+    /// Training data, JSONL or a JSON array: chat records (`messages`), alpaca records
+    /// (`instruction`, `input`, `output`), ShareGPT records (`conversations`) or plain text
+    /// (`text`)
     #[arg(long, required = true)]
     data: Option<PathBuf>,
     /// Folder for the adapter (adapter_config.json, adapter_model.safetensors) — with --full

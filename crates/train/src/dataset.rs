@@ -1,8 +1,9 @@
 //! Training data files: conversations in chat format (`{"messages": [{"role", "content"}, …]}`),
 //! instructions in alpaca format (`{"instruction", "input", "output"}`, optional `system`), or
 //! ShareGPT conversations (`{"conversations": [{"from", "value"}, …]}`, with `function_call` and
-//! `observation` turns), each optionally with the `tools` offered; as JSON Lines (one record a
-//! line) or one JSON array. Every record is checked before any
+//! `observation` turns), each optionally with the `tools` offered, or plain text (`{"text"}`:
+//! learned as written, every token — for base models without a chat template, or documents);
+//! as JSON Lines (one record a line) or one JSON array. Every record is checked before any
 //! training starts; a bad one is reported by its line (JSONL) or position (JSON array).
 
 use std::path::Path;
@@ -20,6 +21,8 @@ pub struct Record {
     pub messages: Vec<Message>,
     /// Tool definitions the conversation was held with (given to the chat template).
     pub tools: Option<Value>,
+    /// A `text` record's text, learned as written (every token); `messages` is then empty.
+    pub text: Option<String>,
 }
 
 const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
@@ -47,12 +50,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Record>> {
         })?;
         for (i, v) in values.iter().enumerate() {
             let at = format!("record {}", i + 1);
-            let (messages, tools) = record_messages(v).map_err(|what| err(at.clone(), what))?;
-            records.push(Record {
-                at,
-                messages,
-                tools,
-            });
+            records.push(record(at, v).map_err(|(at, what)| err(at, what))?);
         }
     } else {
         for (i, line) in text.lines().enumerate() {
@@ -62,18 +60,51 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Record>> {
             let at = format!("line {}", i + 1);
             let v: Value = serde_json::from_str(line)
                 .map_err(|e| err(at.clone(), format!("not valid JSON: {e}")))?;
-            let (messages, tools) = record_messages(&v).map_err(|what| err(at.clone(), what))?;
-            records.push(Record {
-                at,
-                messages,
-                tools,
-            });
+            records.push(record(at, &v).map_err(|(at, what)| err(at, what))?);
         }
     }
     if records.is_empty() {
         return Err(err("the whole file".into(), "no records".into()));
     }
     Ok(records)
+}
+
+/// One record, or where and what is wrong with it.
+fn record(at: String, v: &Value) -> std::result::Result<Record, (String, String)> {
+    if let Value::Object(o) = v
+        && let Some(t) = o.get("text")
+    {
+        let other: Vec<&str> = ["messages", "conversations", "instruction", "output"]
+            .into_iter()
+            .filter(|k| o.contains_key(*k))
+            .collect();
+        let text = match t {
+            _ if !other.is_empty() => {
+                Err(format!("mixes formats: has both `text` and `{}`", other[0]))
+            }
+            Value::String(s) if s.trim().is_empty() => Err("`text` is empty".to_string()),
+            Value::String(s) => Ok(s.clone()),
+            v => Err(format!("`text` must be a string, found {}", kind(v))),
+        };
+        return match text {
+            Ok(text) => Ok(Record {
+                at,
+                messages: Vec::new(),
+                tools: None,
+                text: Some(text),
+            }),
+            Err(what) => Err((at, what)),
+        };
+    }
+    match record_messages(v) {
+        Ok((messages, tools)) => Ok(Record {
+            at,
+            messages,
+            tools,
+            text: None,
+        }),
+        Err(what) => Err((at, what)),
+    }
 }
 
 /// The conversation of one record and its tools, or what is wrong with it.
@@ -99,8 +130,8 @@ fn record_messages(v: &Value) -> std::result::Result<(Vec<Message>, Option<Value
         alpaca_messages(o)?
     } else {
         return Err(
-            "neither `messages` (chat format), `conversations` (ShareGPT) nor \
-             `instruction` + `output` (alpaca format)"
+            "neither `messages` (chat format), `conversations` (ShareGPT), \
+             `instruction` + `output` (alpaca format) nor `text` (plain text)"
                 .into(),
         );
     };

@@ -108,8 +108,30 @@ pub struct TokenizeStats {
     pub dropped: Vec<String>,
 }
 
-/// Each record through the model's chat template; sequences longer than `max_len` tokens keep
-/// their first `max_len`.
+/// A `text` record as the model reads a document: BOS where the model adds it, the text (its
+/// special-token look-alikes kept as text), EOS; every token after the first is trained.
+fn text_example(
+    model: &LoadedModel,
+    text: &str,
+) -> std::result::Result<Example, forja_engine::EngineError> {
+    let tok = &model.tokenizer;
+    let mut ids: Vec<u32> = tok
+        .special
+        .bos
+        .filter(|_| tok.special.add_bos)
+        .into_iter()
+        .collect();
+    ids.extend(tok.encode_plain(text)?);
+    let eos = Some(tok.special.eos_text.as_str())
+        .filter(|t| !t.is_empty())
+        .and_then(|t| tok.token_to_id(t));
+    ids.extend(eos);
+    let trained = (0..ids.len()).map(|i| i > 0).collect();
+    Ok(Example::new(ids, trained))
+}
+
+/// Each record through the model's chat template (a `text` record as written); sequences
+/// longer than `max_len` tokens keep their first `max_len`.
 pub fn tokenize(
     model: &LoadedModel,
     records: &[Record],
@@ -124,14 +146,20 @@ pub fn tokenize(
     let mut stats = TokenizeStats::default();
     let mut out = Vec::with_capacity(records.len());
     for r in records {
-        let labeled = model
-            .chat_training_ids(&r.messages, r.tools.as_ref())
-            .map_err(|e| TrainError::Dataset {
-                path: path.to_path_buf(),
-                at: r.at.clone(),
-                what: e.to_string(),
-            })?;
-        let mut ex = Example::new(labeled.ids, labeled.trained);
+        let dataset_err = |e: forja_engine::EngineError| TrainError::Dataset {
+            path: path.to_path_buf(),
+            at: r.at.clone(),
+            what: e.to_string(),
+        };
+        let mut ex = match &r.text {
+            Some(text) => text_example(model, text).map_err(dataset_err)?,
+            None => {
+                let labeled = model
+                    .chat_training_ids(&r.messages, r.tools.as_ref())
+                    .map_err(dataset_err)?;
+                Example::new(labeled.ids, labeled.trained)
+            }
+        };
         if ex.ids.len() > max_len {
             ex.ids.truncate(max_len);
             ex.trained.truncate(max_len);
@@ -147,7 +175,10 @@ pub fn tokenize(
         return Err(TrainError::Dataset {
             path: path.to_path_buf(),
             at: "all records".into(),
-            what: format!("no record has an assistant token within the first {max_len} tokens"),
+            what: format!(
+                "no record has an assistant token (or a `text` token) within the first \
+                 {max_len} tokens"
+            ),
         });
     }
     Ok((out, stats))

@@ -66,7 +66,10 @@ fn bad_records_are_named_by_line_and_reason() {
             "no assistant message with content",
         ),
         (r#"{"messages": [{"role": "user", "content": 3}]}"#.into(), "message 1", "must be a string"),
-        (r#"{"text": "plain"}"#.into(), "line 1", "neither `messages`"),
+        (r#"{"prompt": "plain"}"#.into(), "line 1", "neither `messages`"),
+        (r#"{"text": "  "}"#.into(), "line 1", "`text` is empty"),
+        (r#"{"text": ["a"]}"#.into(), "line 1", "`text` must be a string, found an array"),
+        (r#"{"text": "a", "output": "b"}"#.into(), "line 1", "both `text` and `output`"),
         (
             r#"{"conversations": [{"from": "human", "value": "x"}, {"from": "bot", "value": "y"}]}"#.into(),
             "turn 2",
@@ -114,6 +117,7 @@ fn only_assistant_tokens_are_trained_and_the_prompt_is_the_inference_prompt() {
         at: "line 1".into(),
         messages: conversation.clone(),
         tools: None,
+        text: None,
     };
     let (examples, stats) = tokenize(&model, &[record], 4096, Path::new("d.jsonl")).unwrap();
     assert_eq!(stats.truncated, 0);
@@ -171,6 +175,7 @@ fn long_examples_are_cut_and_those_left_with_nothing_to_learn_dropped() {
                 Message::new("assistant", "Hello there."),
             ],
             tools: None,
+            text: None,
         },
         Record {
             at: "line 2".into(),
@@ -179,6 +184,7 @@ fn long_examples_are_cut_and_those_left_with_nothing_to_learn_dropped() {
                 Message::new("assistant", "Ok."),
             ],
             tools: None,
+            text: None,
         },
     ];
     let (examples, stats) = tokenize(&model, &records, 64, Path::new("d.jsonl")).unwrap();
@@ -284,4 +290,38 @@ fn templates_that_rewrite_earlier_turns_are_refused_with_the_reason() {
         err.contains("message 2") && err.contains("differently"),
         "{err}"
     );
+}
+
+#[test]
+fn text_records_are_learned_as_written_beside_conversations() {
+    let model = smollm2();
+    let text = r#"{"text": "Clause 4.2: the tenant may end the lease with <|im_end|> notice."}
+{"instruction": "Say yes.", "output": "Yes."}
+"#;
+    let records = parse(text, Path::new("d.jsonl")).unwrap();
+    assert!(records[0].messages.is_empty());
+    assert_eq!(records[1].text, None);
+    let (examples, _) = tokenize(&model, &records, 4096, Path::new("d.jsonl")).unwrap();
+    let written = records[0].text.as_deref().unwrap();
+    let tok = &model.tokenizer;
+    let mut want: Vec<u32> = tok
+        .special
+        .bos
+        .filter(|_| tok.special.add_bos)
+        .into_iter()
+        .collect();
+    want.extend(tok.encode_plain(written).unwrap());
+    let eos = tok.token_to_id(&tok.special.eos_text).unwrap();
+    want.push(eos);
+    let ex = &examples[0];
+    assert_eq!(ex.ids, want);
+    // The look-alike stays text: the control token appears only as the closing EOS.
+    let im_end = tok.token_to_id("<|im_end|>").unwrap();
+    assert_eq!(
+        ex.ids.iter().filter(|&&i| i == im_end).count(),
+        usize::from(eos == im_end)
+    );
+    assert!(!ex.trained[0] && ex.trained[1..].iter().all(|&t| t));
+    // The conversation beside it keeps its template and its assistant-only loss.
+    assert!(examples[1].trained.iter().any(|&t| !t));
 }
