@@ -278,14 +278,16 @@ pub fn train_bytes(
     }
 }
 
-/// Resident memory of the CPU trainer's process beyond its tensors and its tokenizer: the
+/// Resident memory of a forja process computing on the CPU (`forja tune`, and the planner uses
+/// it for `forja run` and `forja serve` too) beyond its tensors and its tokenizer: the
 /// program, thread pools and allocator slack (see [`cpu_runtime_bytes`]). Measured as a QLoRA
 /// run's peak resident size less the rest of the plan: 27–41 MB for SmolLM2-135M's runs at
 /// 128–512 tokens, 30–66 MB for Qwen2.5-Coder-0.5B's at 128–256
-/// (`bench/results/2026-11-29-tune-qlora.md`).
+/// (`bench/results/2026-11-29-tune-qlora.md`); `forja run`'s peaks against its plans are in
+/// `bench/results/2026-11-29-cpu-run-memory.md`.
 pub const CPU_RUNTIME_BYTES: u64 = 32 << 20;
 
-/// Resident memory of the CPU trainer's process beyond what a step's components count:
+/// Resident memory of a CPU process beyond what its tensors and buffers count:
 /// [`CPU_RUNTIME_BYTES`] and the tokenizer's tables, which grow with the vocabulary (6 MB for
 /// SmolLM2's 49k tokens, 25 MB for Qwen2.5's 152k).
 pub fn cpu_runtime_bytes(tokenizer: &TokenizerShape) -> u64 {
