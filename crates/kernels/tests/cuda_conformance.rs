@@ -116,7 +116,9 @@ fn paged_cache_writes_and_decode_attention_match_their_references() {
     // block takes up to 8 heads of one KV group (4 over 128 dims). Rows longer than 256
     // positions are split into parts (split-K) when the blocks leave SMs idle; the 128 rows of
     // 64/8 heads (1,024 blocks or more) of 1,600 positions need no split, and eight heads'
-    // scores would outgrow shared memory: a block takes four.
+    // scores would outgrow 48 KiB of shared memory: a block takes four (eight where
+    // `FORJA_ATTENTION_SHARED_KB` allows them).
+    let eight_fit = g.attention_shared() >= 4 * 8 * (1600 + 32) + 512;
     let shapes = [
         (14, 2, 64, 16, vec![1u32, 17, 300], 7),
         (32, 8, 128, 16, vec![513, 2, 64], 4),
@@ -130,7 +132,14 @@ fn paged_cache_writes_and_decode_attention_match_their_references() {
         (8, 4, 256, 16, vec![40, 300], 2),
         (8, 2, 128, 16, vec![1, 3000, 20_000], 4),
         (64, 1, 32, 16, vec![12_500; 16], 8),
-        (64, 8, 32, 16, vec![1600; 128], 4),
+        (
+            64,
+            8,
+            32,
+            16,
+            vec![1600; 128],
+            if eight_fit { 8 } else { 4 },
+        ),
     ];
     for (heads, kv_heads, dim, bs, lens, group) in shapes {
         let width = kv_heads * dim;
@@ -199,6 +208,7 @@ fn paged_cache_writes_and_decode_attention_match_their_references() {
                     .map(|&l| window.unwrap_or(l).min(l))
                     .max()
                     .unwrap() as usize,
+                g.attention_shared(),
             );
             assert_eq!(
                 split.group, group,

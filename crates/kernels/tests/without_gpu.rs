@@ -129,23 +129,65 @@ fn compiled_kernels_are_kept_for_the_next_run_and_damaged_copies_replaced() {
 #[test]
 fn attention_launches_group_heads_and_bound_their_partial_sums() {
     use forja_kernels::cuda::{attention_partials_len, attention_split};
-    let decode = attention_split(1, 32, 8, 128, 16_384);
+    let kb48 = 48 << 10;
+    let decode = attention_split(1, 32, 8, 128, 16_384, kb48);
     assert_eq!(decode.group, 4);
     assert!(decode.parts >= 32, "{decode:?}");
     assert_eq!(decode.parts, 16_384usize.div_ceil(decode.part));
     // 256 rows after 2,000 positions: enough blocks, the group's scores fit whole.
-    let batch = attention_split(256, 32, 8, 128, 2000);
+    let batch = attention_split(256, 32, 8, 128, 2000, kb48);
     assert_eq!((batch.group, batch.parts), (4, 1), "{batch:?}");
     // A long prompt's rows: one head a block, the fewest parts shared memory allows.
-    let prompt = attention_split(2048, 32, 8, 128, 131_072);
+    let prompt = attention_split(2048, 32, 8, 128, 131_072, kb48);
     assert_eq!(prompt.group, 1, "{prompt:?}");
     let one_head = ((48 << 10) - 512) / 4 - 128;
     assert_eq!(prompt.parts, 131_072usize.div_ceil(one_head), "{prompt:?}");
-    let len = attention_partials_len(2048, 32, 8, 128, 131_072);
+    let len = attention_partials_len(2048, 32, 8, 128, 131_072, kb48);
     assert_eq!(
         len,
         2048 * 32 * prompt.parts * 130,
         "the launch of the most rows needs the most"
     );
     assert!(len * 4 < 500 << 20, "{len} partial values");
+}
+
+/// With more shared memory a block, 256 rows of 4,096 positions keep their KV group's four heads
+/// a block (one read of K and V for four heads) where 48 KiB allows two; 100 KiB by default
+/// where the device allows it; a setting is checked against what the device allows.
+#[test]
+fn more_shared_memory_keeps_long_rows_grouped() {
+    use forja_kernels::cuda::{attention_shared_bytes, attention_split};
+    let at = |kib: usize| attention_split(256, 32, 8, 128, 4096, kib << 10);
+    assert_eq!((at(48).group, at(48).parts), (2, 1), "{:?}", at(48));
+    assert_eq!((at(100).group, at(100).parts), (4, 1), "{:?}", at(100));
+    // Launches that leave SMs idle keep the parts 48 KiB allows: more blocks fill the GPU.
+    let split = |kib: usize| attention_split(64, 32, 8, 128, 8192, kib << 10);
+    assert_eq!(split(100), split(48));
+    assert_eq!(
+        (split(100).group, split(100).parts),
+        (4, 3),
+        "{:?}",
+        split(100)
+    );
+    let h200 = 227 << 10;
+    assert_eq!(attention_shared_bytes(h200, None).unwrap(), 100 << 10);
+    assert_eq!(
+        attention_shared_bytes(99 << 10, None).unwrap(),
+        99 << 10,
+        "sm_86 / sm_89"
+    );
+    assert_eq!(
+        attention_shared_bytes(h200, Some("100")).unwrap(),
+        100 << 10
+    );
+    for (bad, says) in [
+        ("300", "48 to 227 KiB"),
+        ("32", "48 to 227 KiB"),
+        ("lots", "whole number"),
+    ] {
+        let e = attention_shared_bytes(h200, Some(bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
 }
