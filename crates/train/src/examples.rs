@@ -114,14 +114,9 @@ fn text_example(
     model: &LoadedModel,
     text: &str,
 ) -> std::result::Result<Example, forja_engine::EngineError> {
+    // What `forja run --raw` sends for the text, then the end of the document.
+    let mut ids = model.completion_prompt(text)?;
     let tok = &model.tokenizer;
-    let mut ids: Vec<u32> = tok
-        .special
-        .bos
-        .filter(|_| tok.special.add_bos)
-        .into_iter()
-        .collect();
-    ids.extend(tok.encode_plain(text)?);
     let eos = Some(tok.special.eos_text.as_str())
         .filter(|t| !t.is_empty())
         .and_then(|t| tok.token_to_id(t));
