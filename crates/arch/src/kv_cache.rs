@@ -16,10 +16,17 @@ pub fn kv_elems_per_token(cfg: &DecoderConfig, layer: usize) -> u64 {
     }
 }
 
-/// Tokens layer `i` keeps for a sequence of `ctx_tokens`.
-pub fn kv_tokens_kept(cfg: &DecoderConfig, layer: usize, ctx_tokens: u64) -> u64 {
+/// A sliding-window layer's cache holds a whole number of blocks of this many positions.
+pub const KV_RING_ALIGN: u64 = 64;
+
+/// Tokens layer `i` keeps for a sequence of `ctx_tokens` computed `step_tokens` at a time. A
+/// sliding-window layer keeps its window and a step: while a step writes its tokens, its first
+/// query still sees the `window − 1` positions before it (what llama.cpp's sliding-window cache
+/// keeps too), rounded up to whole blocks of [`KV_RING_ALIGN`].
+pub fn kv_tokens_kept(cfg: &DecoderConfig, layer: usize, ctx_tokens: u64, step_tokens: u64) -> u64 {
     match cfg.layers.get(layer) {
-        Some(LayerAttention::Sliding { window }) => ctx_tokens.min(*window),
+        Some(LayerAttention::Sliding { window }) => ctx_tokens
+            .min((window.saturating_sub(1) + step_tokens.max(1)).next_multiple_of(KV_RING_ALIGN)),
         Some(LayerAttention::Cross) => 0,
         _ => ctx_tokens,
     }
@@ -33,11 +40,13 @@ pub fn kv_bytes_per_token(cfg: &DecoderConfig, dtype: KvDtype) -> f64 {
     elems as f64 * dtype.bytes_per_elem()
 }
 
-/// Bytes of the cache of one sequence holding `ctx_tokens` tokens.
-pub fn kv_bytes(cfg: &DecoderConfig, ctx_tokens: u64, dtype: KvDtype) -> u64 {
+/// Bytes of the cache of one sequence holding `ctx_tokens` tokens, computed `step_tokens` at a
+/// time (see [`kv_tokens_kept`]; a decode step is 1).
+pub fn kv_bytes(cfg: &DecoderConfig, ctx_tokens: u64, step_tokens: u64, dtype: KvDtype) -> u64 {
     let elems: u128 = (0..cfg.layers.len())
         .map(|i| {
-            u128::from(kv_elems_per_token(cfg, i)) * u128::from(kv_tokens_kept(cfg, i, ctx_tokens))
+            u128::from(kv_elems_per_token(cfg, i))
+                * u128::from(kv_tokens_kept(cfg, i, ctx_tokens, step_tokens))
         })
         .sum();
     // `as` saturates for floats: an absurd request becomes u64::MAX bytes, never a wrap.

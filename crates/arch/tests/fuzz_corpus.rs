@@ -26,7 +26,7 @@ fn corpus_inputs_never_panic() {
             parsed += 1;
             let tensors = forja_arch::tensors::gguf_tensors(&h);
             let _ = forja_arch::weights::price_weights(&cfg, &tensors, WeightFormat::Bf16);
-            let _ = forja_arch::kv_cache::kv_bytes(&cfg, 4096, KvDtype::F16);
+            let _ = forja_arch::kv_cache::kv_bytes(&cfg, 4096, 512, KvDtype::F16);
         }
     }
     assert!(n >= 4, "corpus has only {n} inputs");

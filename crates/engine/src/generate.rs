@@ -118,6 +118,8 @@ pub fn generate(
         .take_while(|(a, b)| a == b)
         .count();
     let keep = common.min(prompt.len() - 1);
+    // A cache whose sliding-window layers dropped the positions before `keep` starts over.
+    let keep = if cache.can_keep(keep) { keep } else { 0 };
     if keep < cached.len() {
         cache.truncate(keep)?;
         cached.truncate(keep);

@@ -5,7 +5,7 @@ use candle_core::{DType, Tensor};
 
 use crate::cpu_attention::{self, Heads, SeqRows};
 use crate::decoder::SeqStep;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::grad_ops::{self, CausalAttention};
 use crate::kv_cache::KvCache;
 use crate::linear::Linear;
@@ -199,11 +199,16 @@ impl Attention {
         let start = cache.len();
         let q = self.rope.apply(&q, start)?;
         let k = self.rope.apply(&k, start)?;
-        let (k_all, v_all) = cache.append(layer, &k, &v)?;
-        let k_all = k_all.to_dtype(DType::F32)?;
-        let v_all = v_all.to_dtype(DType::F32)?;
+        let span = cache.append(layer, &k, &v)?;
+        let k_all = span.keys.to_dtype(DType::F32)?;
+        let v_all = span.values.to_dtype(DType::F32)?;
         let q = q.to_dtype(DType::F32)?;
         let trains = q.track_op() || k_all.track_op() || v_all.track_op();
+        if trains && span.first > 0 {
+            return Err(ModelError::Input(
+                "a step that trains needs a cache that keeps every position".into(),
+            ));
+        }
         if trains && grad_ops::applies(&q) {
             let op = CausalAttention {
                 scale: self.scale as f32,
@@ -215,6 +220,7 @@ impl Attention {
                 .transpose(0, 1)?
                 .reshape((t, self.num_heads * self.head_dim))?);
         }
+        // Positions `span.first..start + t` are held.
         let s = k_all.dim(1)?;
         // Query rows per chunk, so the f32 score block stays within its budget.
         let row_bytes = self.num_heads * s * 4;
@@ -226,8 +232,14 @@ impl Attention {
             let first_pos = start + i0;
             let k_end = first_pos + n;
             let k_begin = self.window.map_or(0, |w| (first_pos + 1).saturating_sub(w));
-            let k = k_all.narrow(1, k_begin, k_end - k_begin)?.contiguous()?;
-            let v = v_all.narrow(1, k_begin, k_end - k_begin)?.contiguous()?;
+            let at = k_begin.checked_sub(span.first).ok_or_else(|| {
+                ModelError::Input(format!(
+                    "position {first_pos} sees keys from {k_begin}; the cache holds them from {}",
+                    span.first
+                ))
+            })?;
+            let k = k_all.narrow(1, at, k_end - k_begin)?.contiguous()?;
+            let v = v_all.narrow(1, at, k_end - k_begin)?.contiguous()?;
             let q = if n == t {
                 q.clone()
             } else {

@@ -789,8 +789,10 @@ impl Decoder {
             .ok_or_else(|| ModelError::Input("a step gave no logits".into()))
     }
 
-    /// An empty cache for one sequence, in [`Decoder::kv_dtype`].
+    /// An empty cache for one sequence, in [`Decoder::kv_dtype`], that keeps each sliding-window
+    /// layer's window (plus a step) rather than the whole sequence.
     pub fn new_cache(&self) -> ContiguousKvCache {
-        ContiguousKvCache::with_dtype(self.num_layers(), self.kv_dtype())
+        let windows: Vec<Option<usize>> = self.layers.iter().map(|l| l.attn.window).collect();
+        ContiguousKvCache::for_layers(&windows, self.kv_dtype(), self.config.max_context as usize)
     }
 }

@@ -31,7 +31,7 @@ pub mod weight_source;
 pub use decoder::{Decoder, QkRowOrder, SeqStep};
 pub use encoder::{BertEncoder, EncoderInput, SequenceClassifier};
 pub use error::{ModelError, Result};
-pub use kv_cache::{ContiguousKvCache, GraphKvCache, KvCache, KvView};
+pub use kv_cache::{ContiguousKvCache, GraphKvCache, KvCache, KvSpan, KvView};
 pub use lora::{AdapterId, AdapterRows, Lora, LoraSlot, LoraWeights};
 pub use paged_kv::{PagedKvStore, PagedSeq};
 pub use runner::{

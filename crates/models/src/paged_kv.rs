@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::kv_cache::{KvCache, KvView};
+use crate::kv_cache::{KvCache, KvSpan, KvView};
 
 /// Preallocated keys and values of every layer, addressed by slot
 /// (`block · block_size + offset`).
@@ -108,7 +108,7 @@ impl KvCache for PagedSeq<'_> {
         self.len
     }
 
-    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<KvSpan> {
         // [heads, new, dim] → [new, heads, dim], the slot-major layout of the store.
         let k = k.transpose(0, 1)?.contiguous()?;
         let v = v.transpose(0, 1)?.contiguous()?;
@@ -120,9 +120,11 @@ impl KvCache for PagedSeq<'_> {
             .map(|p| store.slot(self.blocks, p).map(|s| s as u32))
             .collect::<Result<Vec<u32>>>()?;
         let slots = Tensor::new(slots.as_slice(), kc.device())?;
-        let k_all = kc.index_select(&slots, 0)?.transpose(0, 1)?;
-        let v_all = vc.index_select(&slots, 0)?.transpose(0, 1)?;
-        Ok((k_all, v_all))
+        Ok(KvSpan {
+            keys: kc.index_select(&slots, 0)?.transpose(0, 1)?,
+            values: vc.index_select(&slots, 0)?.transpose(0, 1)?,
+            first: 0,
+        })
     }
 
     fn write(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<()> {
@@ -204,10 +206,11 @@ mod tests {
             for layer in 0..2 {
                 let k = random(2, n, 3, (step * 2 + layer) as u64);
                 let v = random(2, n, 3, (step * 2 + layer + 50) as u64);
-                let (pk, pv) = paged.append(layer, &k, &v).unwrap();
-                let (ck, cv) = plain.append(layer, &k, &v).unwrap();
-                assert_eq!(max_abs_diff(&pk, &ck), 0.0);
-                assert_eq!(max_abs_diff(&pv, &cv), 0.0);
+                let p = paged.append(layer, &k, &v).unwrap();
+                let c = plain.append(layer, &k, &v).unwrap();
+                assert_eq!((p.first, c.first), (0, 0));
+                assert_eq!(max_abs_diff(&p.keys, &c.keys), 0.0);
+                assert_eq!(max_abs_diff(&p.values, &c.values), 0.0);
             }
             paged.advance(n);
             plain.advance(n);

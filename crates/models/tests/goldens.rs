@@ -227,7 +227,7 @@ impl<C: forja_models::KvCache> forja_models::KvCache for FailingCache<C> {
         layer: usize,
         k: &Tensor,
         v: &Tensor,
-    ) -> forja_models::error::Result<(Tensor, Tensor)> {
+    ) -> forja_models::error::Result<forja_models::KvSpan> {
         if self.fail_at_layer == Some(layer) {
             return Err(forja_models::error::ModelError::Input("injected".into()));
         }
@@ -248,6 +248,9 @@ impl<C: forja_models::KvCache> forja_models::KvCache for FailingCache<C> {
     fn advance(&mut self, n: usize) {
         self.inner.advance(n)
     }
+    fn can_keep(&self, len: usize) -> bool {
+        self.inner.can_keep(len)
+    }
     fn truncate(&mut self, len: usize) -> forja_models::error::Result<()> {
         self.inner.truncate(len)
     }
@@ -261,6 +264,21 @@ impl<C: forja_models::KvCache> forja_models::KvCache for FailingCache<C> {
 fn failed_steps_and_truncation_keep_the_cache_consistent() {
     let (model, _) = golden("gemma3");
     check_failed_steps_and_truncation(ContiguousKvCache::new(model.num_layers()));
+    // Sliding layers kept as rings, in f32 as the reference.
+    let windows: Vec<Option<usize>> = model
+        .config
+        .layers
+        .iter()
+        .map(|l| match l {
+            forja_arch::LayerAttention::Sliding { window } => Some(*window as usize),
+            _ => None,
+        })
+        .collect();
+    check_failed_steps_and_truncation(ContiguousKvCache::for_layers(
+        &windows,
+        candle_core::DType::F32,
+        512,
+    ));
     check_failed_steps_and_truncation(GraphKvCache::new(model.num_layers()));
 }
 
@@ -296,6 +314,71 @@ fn check_failed_steps_and_truncation<C: forja_models::KvCache>(inner: C) {
     let d = max_abs_diff(&c, &whole.narrow(0, 3, p.len() - 3).unwrap());
     assert!(d <= 1e-5, "after truncation: {d}");
     assert!(forja_models::KvCache::truncate(&mut cache, p.len() + 1).is_err());
+}
+
+/// The model's own cache keeps a sliding-window layer's window and a step, wrapping around
+/// its buffer: over a sequence many windows long, in steps of one token and steps longer than
+/// the ring held so far, it gives the logits a cache keeping every token gives — on the CPU
+/// kernel (reading through the ring's block table) and on the tensor path — while its sliding
+/// layers hold a window and a step of slots. It goes back only as far as the windows reach.
+#[test]
+fn sliding_window_layers_keep_their_window_and_a_step() {
+    for name in ["mistral", "gemma2", "gemma3"] {
+        for fused in [true, false] {
+            let (mut model, _) = golden(name);
+            model.set_fused_cpu_attention(fused);
+            let ids: Vec<u32> = (0..300u32).map(|i| (i * 37 + 11) % 256).collect();
+            let steps = [5usize, 1, 1, 60, 1, 1, 90, 1, 1, 1, 40, 1, 1, 70, 1, 1];
+            let mut ring = model.new_cache();
+            let mut full = ContiguousKvCache::with_dtype(model.num_layers(), model.kv_dtype());
+            let run = |cache: &mut ContiguousKvCache, tokens: &[u32]| {
+                let mut s = [SeqStep {
+                    tokens,
+                    cache,
+                    all_logits: true,
+                    adapter: None,
+                }];
+                model.forward(&mut s).unwrap().remove(0)
+            };
+            let mut at = 0;
+            for n in steps {
+                let a = run(&mut ring, &ids[at..at + n]);
+                let b = run(&mut full, &ids[at..at + n]);
+                let d = max_abs_diff(&a, &b);
+                assert_eq!(
+                    d, 0.0,
+                    "{name} (fused {fused}): step at {at} differs by {d}"
+                );
+                at += n;
+            }
+            let sliding: Vec<bool> = (0..model.num_layers())
+                .map(|i| {
+                    matches!(
+                        model.config.layers.get(i),
+                        Some(forja_arch::LayerAttention::Sliding { .. })
+                    )
+                })
+                .collect();
+            assert!(sliding.iter().any(|&s| s), "{name} has sliding layers");
+            for (i, &s) in sliding.iter().enumerate() {
+                // Window 6, longest step 90: 5 + 90 positions, whole blocks of 64.
+                let expected = if s { 128 } else { 512 };
+                assert_eq!(ring.capacity(i).unwrap(), expected, "{name} layer {i}");
+                assert_eq!(full.capacity(i).unwrap(), 512, "{name} layer {i}");
+            }
+            // Back to where the windows still reach, and on: the same logits again.
+            use forja_models::KvCache;
+            assert!(!ring.can_keep(100) && ring.can_keep(at - 60) && ring.can_keep(0));
+            let e = ring.truncate(100).unwrap_err().to_string();
+            assert!(e.contains("no longer hold"), "{e}");
+            let back = at - 60;
+            ring.truncate(back).unwrap();
+            full.truncate(back).unwrap();
+            let a = run(&mut ring, &ids[back..back + 30]);
+            let b = run(&mut full, &ids[back..back + 30]);
+            assert_eq!(max_abs_diff(&a, &b), 0.0, "{name} after going back");
+        }
+    }
 }
 
 /// LongRoPE picks its factors by the context the model runs with: beyond the original context

@@ -75,7 +75,7 @@ pub fn inference_footprint(
     n: u64,
 ) -> Footprint {
     let cfg = &model.config;
-    let kv_total = kv_bytes(cfg, s.ctx_tokens, s.kv_dtype).saturating_mul(s.users);
+    let kv_total = kv_bytes(cfg, s.ctx_tokens, s.step_tokens, s.kv_dtype).saturating_mul(s.users);
     let kv = kv_share(cfg, kv_total, n);
     let w = weights.total_bytes.div_ceil(n);
     let act = inference_workspace_bytes(

@@ -248,7 +248,8 @@ fn decode_bounds(
     });
     let expert_active = w.expert_bytes as f64 * k / e;
     let dense_active = w.active_bytes as f64 - expert_active;
-    let kv_one = kv_bytes(cfg, s.ctx_tokens, s.kv_dtype) as f64;
+    // A decode step reads what one token sees.
+    let kv_one = kv_bytes(cfg, s.ctx_tokens, 1, s.kv_dtype) as f64;
     let kv_split = |bytes: f64| {
         if cfg.mla.is_some() || n == 1 {
             bytes

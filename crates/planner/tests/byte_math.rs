@@ -22,11 +22,15 @@ fn gemma3_27b_sliding_window_kv() {
     // 62 layers; every 6th is global, the other 52 keep a 1024-token window.
     // One token in one layer: K and V, 16 KV heads × 128 dims, f16 = 8192 bytes.
     let per_layer_token = 2 * 16 * 128 * 2;
+    // A decode step (1 token) needs the window; a step of 512 tokens also needs the 1,023
+    // positions before its first token and its own, 1,535 → 1,536 (whole blocks of 64).
     let expected = 10 * 32768 * per_layer_token + 52 * 1024 * per_layer_token;
-    assert_eq!(kv_bytes(&m.config, 32768, KvDtype::F16), expected);
+    assert_eq!(kv_bytes(&m.config, 32768, 1, KvDtype::F16), expected);
+    let stepped = 10 * 32768 * per_layer_token + 52 * 1536 * per_layer_token;
+    assert_eq!(kv_bytes(&m.config, 32768, 512, KvDtype::F16), stepped);
     // Below the window every layer keeps every token.
     assert_eq!(
-        kv_bytes(&m.config, 512, KvDtype::F16),
+        kv_bytes(&m.config, 512, 512, KvDtype::F16),
         62 * 512 * per_layer_token
     );
 }
@@ -80,7 +84,7 @@ fn moe_aggregate_bound_equals_single_user_bound_at_one_user() {
     assert!((single - d.aggregate_tok_s_upper.unwrap()).abs() < 1e-6);
     // One token reads the active bytes: 2 of 8 experts plus everything shared, and its KV.
     let w = m.weights(req.format);
-    let kv = kv_bytes(&m.config, 4096, KvDtype::F16) as f64;
+    let kv = kv_bytes(&m.config, 4096, 1, KvDtype::F16) as f64;
     assert!((single - 3350e9 / (w.active_bytes as f64 + kv)).abs() / single < 1e-9);
     // 64 users touch nearly all experts: the bound per user falls, the total rises.
     let busy = plan(
