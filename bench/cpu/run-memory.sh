@@ -16,12 +16,13 @@ models="${MODELS:-SmolLM2-135M-Instruct.Q4_1.gguf qwen2.5-coder-0.5b-instruct-q4
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 # Common English words in a fixed pseudo-random order: ~1 token a word.
-python3 - "$work/words.txt" <<'PY'
+python3 - "$work/words.txt" "$ctx" <<'PY'
 import random, sys
 random.seed(1)
 words = ("the of and to in a is that for it as was with be by on not he this are or his from at "
          "which but have an they you were her she there been one all we their").split()
-open(sys.argv[1], "w").write(" ".join(random.choice(words) for _ in range(4000)))
+count = max(4000, int(sys.argv[2]))
+open(sys.argv[1], "w").write(" ".join(random.choice(words) for _ in range(count)))
 PY
 echo "| model | prompt | context | plan MB (weights / KV / activations / process) | peak MB | plan / peak |"
 echo "|---|---|---|---|---|---|"
