@@ -20,15 +20,27 @@ use std::arch::x86_64::*;
 
 use super::{f16_at, hsum, load32};
 use crate::activation::BlockQ8K;
-use crate::kquants::{
-    Q2K_BYTES, Q3K_BYTES, Q4K_BYTES, Q5K_BYTES, Q6K_BYTES, k4_scales_mins, q3k_scales,
-};
+use crate::kquants::{Q2K_BYTES, Q3K_BYTES, Q4K_BYTES, Q5K_BYTES, Q6K_BYTES, k4_scales_mins};
 
-/// i16 lanes: `lo` in the first 8, `hi` in the last 8 (scales of two 16-value groups).
+/// Shuffles that spread byte lanes `2p` and `2p + 1` over 8 bytes each, for `p` in 0..8: with
+/// [`pair`], the scales of two 16-value groups.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn pair_scales(lo: i16, hi: i16) -> __m256i {
-    _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+fn pair_shuffles() -> [__m128i; 8] {
+    std::array::from_fn(|p| {
+        let (lo, hi) = ((2 * p) as i8, (2 * p + 1) as i8);
+        _mm_set_epi8(
+            hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo,
+        )
+    })
+}
+
+/// i16 lanes from 16 signed i8 `scales`: scale `2p` in the first 8, `2p + 1` in the last 8,
+/// `shuffle` being `pair_shuffles()[p]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pair(scales: __m128i, shuffle: __m128i) -> __m256i {
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuffle))
 }
 
 /// Σ over 32 values of `u · y` scaled per 16-value group, as 8 i32 lanes.
@@ -83,17 +95,20 @@ pub(crate) fn scale_and_subtract(
 pub(crate) unsafe fn dot_q2k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [f32; R] {
     let mut acc = [_mm256_setzero_ps(); R];
     let three = _mm256_set1_epi8(3);
+    let nibble = _mm_set1_epi8(0x0F);
+    let shuffles = pair_shuffles();
     for i in 0..a[0].len() {
         let b = &w[i * Q2K_BYTES..(i + 1) * Q2K_BYTES];
         // SAFETY: `b` is one whole block: scales at 0..16 (min in the high nibble), d at 80,
         // dmin at 82.
-        let (d, dmin, group_mins) = unsafe {
+        let (d, dmin, scales, group_mins) = unsafe {
             let p = b.as_ptr();
             let packed = _mm_loadu_si128(p.cast());
-            let high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
+            let high = _mm_and_si128(_mm_srli_epi16(packed, 4), nibble);
             (
                 f16_at(p.add(80)),
                 f16_at(p.add(82)),
+                _mm_and_si128(packed, nibble),
                 _mm256_cvtepu8_epi16(high),
             )
         };
@@ -104,8 +119,7 @@ pub(crate) unsafe fn dot_q2k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
             for j in 0..4 {
                 let u =
                     _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32)), three);
-                let g = 8 * h + 2 * j;
-                let sc = pair_scales(i16::from(b[g] & 0x0F), i16::from(b[g + 1] & 0x0F));
+                let sc = pair(scales, shuffles[4 * h + j]);
                 for r in 0..R {
                     // SAFETY: activation values 128h + 32j .. + 32 lie within `qs`.
                     let y = unsafe { load32(a[r][i].qs.as_ptr().add(128 * h + 32 * j)) };
@@ -122,6 +136,39 @@ pub(crate) unsafe fn dot_q2k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
     acc.map(|v| hsum(v))
 }
 
+/// The 16 signed scales of a `Q3_K` block as i8 lanes, from its 12 packed bytes at `p`
+/// ([`crate::kquants::q3k_scales`] without a loop): the low nibbles of bytes 0–7 then their high
+/// nibbles, each with two more bits from byte `8 + j % 4` at bit `2·(j / 4)`, minus 32.
+///
+/// # Safety
+/// `p` points at 12 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_scales_i8(p: *const u8) -> __m128i {
+    let nibble = _mm_set1_epi8(0x0F);
+    // SAFETY: the caller guarantees 12 readable bytes: 8 here, 4 at 8.
+    let (low8, top) = unsafe {
+        (
+            _mm_loadl_epi64(p.cast()),
+            std::ptr::read_unaligned(p.add(8).cast::<i32>()),
+        )
+    };
+    let low = _mm_unpacklo_epi64(
+        _mm_and_si128(low8, nibble),
+        _mm_and_si128(_mm_srli_epi16(low8, 4), nibble),
+    );
+    // Lane k of 32 bits holds the four top bytes shifted right by 2k: byte 4k + m is scale
+    // 4k + m's two bits.
+    let high = _mm_and_si128(
+        _mm_srlv_epi32(_mm_set1_epi32(top), _mm_set_epi32(6, 4, 2, 0)),
+        _mm_set1_epi8(3),
+    );
+    _mm_sub_epi8(
+        _mm_or_si128(low, _mm_slli_epi16(high, 4)),
+        _mm_set1_epi8(32),
+    )
+}
+
 /// `Q3_K` · `Q8_K`: values as `u - 4` with `u = q2 | high bit << 2` in 0..8.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -129,11 +176,14 @@ pub(crate) unsafe fn dot_q3k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
     let mut acc = [_mm256_setzero_ps(); R];
     let three = _mm256_set1_epi8(3);
     let four = _mm256_set1_epi8(4);
+    let shuffles = pair_shuffles();
     for i in 0..a[0].len() {
         let b = &w[i * Q3K_BYTES..(i + 1) * Q3K_BYTES];
-        let scales = q3k_scales(&b[96..108]);
-        // SAFETY: `b` is one whole block: hmask at 0..32, d at 108.
-        let (d, hmask) = unsafe { (f16_at(b.as_ptr().add(108)), load32(b.as_ptr())) };
+        // SAFETY: `b` is one whole block: hmask at 0..32, scales at 96..108, d at 108.
+        let (d, hmask, scales) = unsafe {
+            let p = b.as_ptr();
+            (f16_at(p.add(108)), load32(p), q3k_scales_i8(p.add(96)))
+        };
         let mut sumi = [_mm256_setzero_si256(); R];
         for h in 0..2 {
             // SAFETY: bytes 32 + 32h .. 64 + 32h of the block are quants.
@@ -144,8 +194,7 @@ pub(crate) unsafe fn dot_q3k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
                 let bit = _mm256_set1_epi8((1u8 << (4 * h + j)) as i8);
                 let set = _mm256_cmpeq_epi8(_mm256_and_si256(hmask, bit), bit);
                 let u = _mm256_or_si256(low, _mm256_and_si256(set, four));
-                let g = 8 * h + 2 * j;
-                let sc = pair_scales(i16::from(scales[g]), i16::from(scales[g + 1]));
+                let sc = pair(scales, shuffles[4 * h + j]);
                 for r in 0..R {
                     // SAFETY: activation values 128h + 32j .. + 32 lie within `qs`.
                     let y = unsafe { load32(a[r][i].qs.as_ptr().add(128 * h + 32 * j)) };
@@ -153,8 +202,7 @@ pub(crate) unsafe fn dot_q3k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
                 }
             }
         }
-        // SAFETY: `scales` is 16 bytes.
-        let scales16 = unsafe { widen16(scales.as_ptr().cast(), true) };
+        let scales16 = _mm256_cvtepi8_epi16(scales);
         for r in 0..R {
             let a = &a[r][i];
             let offset = _mm256_slli_epi32(scaled_bsums(scales16, a), 2);
@@ -251,11 +299,14 @@ pub(crate) unsafe fn dot_q6k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
     let mut acc = [_mm256_setzero_ps(); R];
     let low4 = _mm256_set1_epi8(0x0F);
     let two_bits = _mm256_set1_epi8(3);
+    let shuffles = pair_shuffles();
     for i in 0..a[0].len() {
         let b = &w[i * Q6K_BYTES..(i + 1) * Q6K_BYTES];
-        let sc = |g: usize| i16::from(b[192 + g] as i8);
-        // SAFETY: `b` is one whole block: d at 208.
-        let d = unsafe { f16_at(b.as_ptr().add(208)) };
+        // SAFETY: `b` is one whole block: the 16 scales at 192, d at 208.
+        let (scales, d) = unsafe {
+            let p = b.as_ptr();
+            (_mm_loadu_si128(p.add(192).cast()), f16_at(p.add(208)))
+        };
         let mut sumi = [_mm256_setzero_si256(); R];
         for h in 0..2 {
             // SAFETY: half h's low bits are bytes 64h .. 64h + 64, its high bits bytes
@@ -279,17 +330,15 @@ pub(crate) unsafe fn dot_q6k<const R: usize>(w: &[u8], a: [&[BlockQ8K]; R]) -> [
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q1, 4), low4), hb(3)),
             ];
             for (k, u) in u.into_iter().enumerate() {
-                let g = 8 * h + 2 * k;
-                let scales = pair_scales(sc(g), sc(g + 1));
+                let sc = pair(scales, shuffles[4 * h + k]);
                 for r in 0..R {
                     // SAFETY: activation values 128h + 32k .. + 32 lie within `qs`.
                     let y = unsafe { load32(a[r][i].qs.as_ptr().add(128 * h + 32 * k)) };
-                    sumi[r] = _mm256_add_epi32(sumi[r], scaled_dot(u, y, scales));
+                    sumi[r] = _mm256_add_epi32(sumi[r], scaled_dot(u, y, sc));
                 }
             }
         }
-        // SAFETY: the 16 scales are bytes 192..208 of the block.
-        let scales16 = unsafe { widen16(b.as_ptr().add(192), true) };
+        let scales16 = _mm256_cvtepi8_epi16(scales);
         for r in 0..R {
             let a = &a[r][i];
             let offset = _mm256_slli_epi32(scaled_bsums(scales16, a), 5);
