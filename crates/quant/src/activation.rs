@@ -183,7 +183,10 @@ fn quantize_blocks<B>(
     one: impl Fn(&[f32], &mut B),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+    if matches!(
+        isa,
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::AvxVnni
+    ) {
         // SAFETY: the callers pass only instruction sets `Isa::is_available` confirmed.
         unsafe { blocks_avx2(x, out, block_len, one) };
         return;

@@ -20,6 +20,9 @@ pub enum Isa {
     /// [`Isa::Avx512`] plus VNNI: one `vpdpbusd` multiplies and sums four byte pairs where AVX2
     /// takes `vpmaddubsw` + `vpmaddwd` (Ice Lake, Zen 4 and later).
     Avx512Vnni,
+    /// The AVX2 kernels with AVX-VNNI's `vpdpbusd` on 256-bit registers, for CPUs that have it
+    /// without AVX-512 (Alder Lake and later Intel cores, Zen 5 desktop parts).
+    AvxVnni,
     /// aarch64 NEON, which every 64-bit Arm CPU has: the block types kept in panels and the
     /// grouped `Q4_K`/`Q5_K`/`Q6_K` (the others, and single GGUF-order rows, run the portable code,
     /// which the compiler vectorizes for NEON).
@@ -41,6 +44,8 @@ impl Isa {
                 Isa::Neon
             } else if Isa::Avx512Vnni.is_available() {
                 Isa::Avx512Vnni
+            } else if Isa::AvxVnni.is_available() {
+                Isa::AvxVnni
             } else if Isa::Avx512.is_available() {
                 Isa::Avx512
             } else if Isa::Avx2.is_available() {
@@ -61,8 +66,10 @@ impl Isa {
             Isa::Avx512 => crate::x86::available_avx512(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => crate::x86::available_vnni(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => crate::x86::available_avx_vnni(),
             #[cfg(not(target_arch = "x86_64"))]
-            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => false,
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::AvxVnni => false,
             Isa::Neon => cfg!(target_arch = "aarch64"),
             #[cfg(target_arch = "aarch64")]
             Isa::NeonDot => crate::arm::available_dot(),
@@ -78,6 +85,7 @@ impl Isa {
             Isa::Avx2,
             Isa::Avx512,
             Isa::Avx512Vnni,
+            Isa::AvxVnni,
             Isa::Neon,
             Isa::NeonDot,
         ]
@@ -120,8 +128,11 @@ pub fn vec_dot(isa: Isa, ty: QuantType, w: &[u8], a: ActRow<'_>) -> Result<f32> 
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `check` confirmed AVX-512 VNNI as well.
         Isa::Avx512Vnni => unsafe { vnni_dot(ty, w, a) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `check` confirmed AVX2/FMA/F16C and AVX-VNNI.
+        Isa::AvxVnni => unsafe { avx_vnni_dot(ty, w, a) },
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => scalar_dot(ty, w, a),
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::AvxVnni => scalar_dot(ty, w, a),
         // A single row in GGUF order: the portable kernels (NEON serves the layouts the
         // matrix keeps).
         Isa::Neon | Isa::NeonDot => scalar_dot(ty, w, a),
@@ -145,7 +156,9 @@ fn scalar_dot(ty: QuantType, w: &[u8], a: ActRow<'_>) -> f32 {
     }
 }
 
-/// The x86 single-row dot product, the kernels inlined into the function it expands in.
+/// The x86 single-row dot product, the kernels inlined into the function it expands in;
+/// `$vnni` is the kernels' `VNNI` parameter (`crate::x86::NO_VNNI`, `VNNI_512`, `VNNI_VEX`:
+/// 0, 1, 2).
 #[cfg(target_arch = "x86_64")]
 macro_rules! x86_dot {
     ($vnni:literal, $ty:expr, $w:expr, $a:expr) => {{
@@ -176,7 +189,15 @@ macro_rules! x86_dot {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn avx2_dot(ty: QuantType, w: &[u8], a: ActRow<'_>) -> f32 {
-    x86_dot!(false, ty, w, a)
+    x86_dot!(0, ty, w, a)
+}
+
+/// # Safety
+/// As [`avx2_dot`], and the CPU has AVX-VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn avx_vnni_dot(ty: QuantType, w: &[u8], a: ActRow<'_>) -> f32 {
+    x86_dot!(2, ty, w, a)
 }
 
 /// # Safety
@@ -184,5 +205,5 @@ unsafe fn avx2_dot(ty: QuantType, w: &[u8], a: ActRow<'_>) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 unsafe fn vnni_dot(ty: QuantType, w: &[u8], a: ActRow<'_>) -> f32 {
-    x86_dot!(true, ty, w, a)
+    x86_dot!(1, ty, w, a)
 }

@@ -332,9 +332,9 @@ pub(crate) unsafe fn half_tile(
     // SAFETY (every arm): the caller's contract.
     match (isa, bf) {
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, false) => unsafe { avx2_tile::<false>(w, x, cols, out) },
+        (Isa::Avx2 | Isa::AvxVnni, false) => unsafe { avx2_tile::<false>(w, x, cols, out) },
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2, true) => unsafe { avx2_tile::<true>(w, x, cols, out) },
+        (Isa::Avx2 | Isa::AvxVnni, true) => unsafe { avx2_tile::<true>(w, x, cols, out) },
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx512 | Isa::Avx512Vnni, false) => unsafe { avx512_tile::<false>(w, x, cols, out) },
         #[cfg(target_arch = "x86_64")]

@@ -337,6 +337,9 @@ impl QMatrix {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, and the CPU has AVX-512 F/VL/BW and VNNI.
             Isa::Avx512Vnni => unsafe { vnni_panels(self.ty, pw, rb, acts, bpr, &pout) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, and the CPU has AVX-VNNI.
+            Isa::AvxVnni => unsafe { avx_vnni_panels(self.ty, pw, rb, acts, bpr, &pout) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: `matmul_with` checked that the CPU has NEON; `pw` is whole panels of
             // `self.ty` and `acts` holds `out.n` rows of `bpr` blocks of the paired type.
@@ -370,6 +373,9 @@ impl QMatrix {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, and the CPU has AVX-512 F/VL/BW and VNNI.
             Isa::Avx512Vnni => unsafe { vnni_tile(self.ty, w, rb, acts, bpr, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, and the CPU has AVX-VNNI.
+            Isa::AvxVnni => unsafe { avx_vnni_tile(self.ty, w, rb, acts, bpr, out) },
             #[cfg(target_arch = "aarch64")]
             // SAFETY: `matmul_with` checked that the CPU has NEON; `w` is whole rows of
             // `self.ty` (grouped where the type is) and `acts` holds `out.n` rows of `bpr`
@@ -657,7 +663,7 @@ unsafe fn avx2_tile(
     bpr: usize,
     out: &OutTile,
 ) {
-    x86_tile!(4, false, ty, w, rb, acts, bpr, out)
+    x86_tile!(4, 0, ty, w, rb, acts, bpr, out)
 }
 
 /// The same kernels compiled for AVX-512: with 32 vector registers a weight block serves
@@ -680,7 +686,7 @@ unsafe fn avx512_tile(
 ) {
     match ty {
         QuantType::Q3K | QuantType::Q2K | QuantType::Q5_0 | QuantType::Q5_1 => {
-            x86_tile!(8, false, ty, w, rb, acts, bpr, out)
+            x86_tile!(8, 0, ty, w, rb, acts, bpr, out)
         }
         // SAFETY: the caller's contract covers the AVX2 tile's.
         _ => unsafe { avx2_tile(ty, w, rb, acts, bpr, out) },
@@ -703,13 +709,13 @@ unsafe fn vnni_tile(
 ) {
     match ty {
         QuantType::Q3K | QuantType::Q2K | QuantType::Q5_0 | QuantType::Q5_1 => {
-            x86_tile!(8, true, ty, w, rb, acts, bpr, out)
+            x86_tile!(8, 1, ty, w, rb, acts, bpr, out)
         }
         // Measured slower with `vpdpbusd` (its signed × signed trick costs two `vpsignb` per
         // row either way, and the four-row AVX2 tile keeps more loads in flight).
         // SAFETY: the caller's contract covers the AVX2 tile's.
         QuantType::Q8_0 => unsafe { avx2_tile(ty, w, rb, acts, bpr, out) },
-        _ => x86_tile!(4, true, ty, w, rb, acts, bpr, out),
+        _ => x86_tile!(4, 1, ty, w, rb, acts, bpr, out),
     }
 }
 
@@ -728,7 +734,7 @@ unsafe fn avx2_panels(
     bpr: usize,
     out: &OutTile,
 ) {
-    panel_tile!(crate::x86::panels, 4, false, ty, w, rb, acts, bpr, out)
+    panel_tile!(crate::x86::panels, 4, 0, ty, w, rb, acts, bpr, out)
 }
 
 /// Panels with VNNI.
@@ -745,5 +751,43 @@ unsafe fn vnni_panels(
     bpr: usize,
     out: &OutTile,
 ) {
-    panel_tile!(crate::x86::panels, 4, true, ty, w, rb, acts, bpr, out)
+    panel_tile!(crate::x86::panels, 4, 1, ty, w, rb, acts, bpr, out)
+}
+
+/// The four-row AVX2 tile with AVX-VNNI's `vpdpbusd`, `Q8_0` excepted (as in [`vnni_tile`]).
+///
+/// # Safety
+/// As [`avx2_tile`], and the CPU has AVX-VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn avx_vnni_tile(
+    ty: QuantType,
+    w: &[u8],
+    rb: usize,
+    acts: &QuantizedActivations,
+    bpr: usize,
+    out: &OutTile,
+) {
+    match ty {
+        // SAFETY: the caller's contract covers the AVX2 tile's.
+        QuantType::Q8_0 => unsafe { avx2_tile(ty, w, rb, acts, bpr, out) },
+        _ => x86_tile!(4, 2, ty, w, rb, acts, bpr, out),
+    }
+}
+
+/// Panels with AVX-VNNI.
+///
+/// # Safety
+/// As [`avx2_panels`], and the CPU has AVX-VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn avx_vnni_panels(
+    ty: QuantType,
+    w: &[u8],
+    rb: usize,
+    acts: &QuantizedActivations,
+    bpr: usize,
+    out: &OutTile,
+) {
+    panel_tile!(crate::x86::panels, 4, 2, ty, w, rb, acts, bpr, out)
 }

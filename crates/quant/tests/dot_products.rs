@@ -157,6 +157,10 @@ fn reports_the_instruction_sets_tested() {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         assert!(isas.contains(&Isa::Avx2));
+        assert_eq!(
+            isas.contains(&Isa::AvxVnni),
+            std::is_x86_feature_detected!("avxvnni")
+        );
     }
     #[cfg(target_arch = "aarch64")]
     {

@@ -23,7 +23,7 @@
 use std::arch::x86_64::*;
 
 use super::kquants::{scale_and_subtract, scaled_bsums, widen16};
-use super::{dpbusd, f16_at, hsum, load32};
+use super::{NO_VNNI, dpbusd, f16_at, hsum, load32};
 use crate::activation::BlockQ8K;
 use crate::kquants::{Q4K_BYTES, Q5K_BYTES, Q6K_BYTES, k4_scales_mins};
 
@@ -68,10 +68,10 @@ unsafe fn lanes32(p: *const u8, signed: bool) -> __m256i {
 /// # Safety
 /// `y` points at 32 readable bytes; the CPU has the features of [`dpbusd`].
 #[inline(always)]
-unsafe fn add_products<const VNNI: bool>(acc: __m256i, u: __m256i, y: *const i8) -> __m256i {
+unsafe fn add_products<const VNNI: u8>(acc: __m256i, u: __m256i, y: *const i8) -> __m256i {
     // SAFETY: the caller's contract.
     unsafe {
-        if VNNI {
+        if VNNI != NO_VNNI {
             dpbusd::<VNNI>(acc, u, load32(y))
         } else {
             _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, load32(y)))
@@ -84,7 +84,7 @@ unsafe fn add_products<const VNNI: bool>(acc: __m256i, u: __m256i, y: *const i8)
 /// i16 sums are widened and scaled once per block for `Q4_K` and every four registers for
 /// `Q5_K` (four pairs of products of 31 and 128 stay below 2¹⁵, eight would not).
 #[inline(always)]
-unsafe fn dot_k4<const R: usize, const VNNI: bool, const FIVE: bool>(
+unsafe fn dot_k4<const R: usize, const VNNI: u8, const FIVE: bool>(
     w: &[u8],
     a: [&[BlockQ8K]; R],
 ) -> [f32; R] {
@@ -95,7 +95,7 @@ unsafe fn dot_k4<const R: usize, const VNNI: bool, const FIVE: bool>(
     } else {
         (Q4K_BYTES, 16)
     };
-    let parts = if FIVE && !VNNI { 2 } else { 1 };
+    let parts = if FIVE && VNNI == NO_VNNI { 2 } else { 1 };
     // SAFETY: the module's contract; offsets are within one block and within the activations'
     // 256 quants.
     unsafe {
@@ -117,7 +117,7 @@ unsafe fn dot_k4<const R: usize, const VNNI: bool, const FIVE: bool>(
                 let bit = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(m as i32));
                 _mm256_slli_epi16(_mm256_and_si256(bit, one), 4)
             };
-            let scales = if VNNI {
+            let scales = if VNNI != NO_VNNI {
                 lanes32(sc.as_ptr(), false)
             } else {
                 pairs16(sc.as_ptr(), false)
@@ -140,7 +140,7 @@ unsafe fn dot_k4<const R: usize, const VNNI: bool, const FIVE: bool>(
                     }
                 }
                 for r in 0..R {
-                    let s = if VNNI {
+                    let s = if VNNI != NO_VNNI {
                         s[r]
                     } else {
                         _mm256_madd_epi16(s[r], scales)
@@ -151,7 +151,7 @@ unsafe fn dot_k4<const R: usize, const VNNI: bool, const FIVE: bool>(
             let group_mins = pairs16(mn.as_ptr(), false);
             for r in 0..R {
                 let a = &a[r][i];
-                let s = if VNNI {
+                let s = if VNNI != NO_VNNI {
                     _mm256_mullo_epi32(sums[r], scales)
                 } else {
                     sums[r]
@@ -166,7 +166,7 @@ unsafe fn dot_k4<const R: usize, const VNNI: bool, const FIVE: bool>(
 
 /// Grouped `Q4_K` · grouped `Q8_K`.
 #[inline(always)]
-pub(crate) unsafe fn dot_q4k<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q4k<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8K]; R],
 ) -> [f32; R] {
@@ -176,7 +176,7 @@ pub(crate) unsafe fn dot_q4k<const R: usize, const VNNI: bool>(
 
 /// Grouped `Q5_K` · grouped `Q8_K`.
 #[inline(always)]
-pub(crate) unsafe fn dot_q5k<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q5k<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8K]; R],
 ) -> [f32; R] {
@@ -186,7 +186,7 @@ pub(crate) unsafe fn dot_q5k<const R: usize, const VNNI: bool>(
 
 /// Grouped `Q6_K` · grouped `Q8_K`: unsigned 6-bit values, minus 32 · Σ scale · bsum.
 #[inline(always)]
-pub(crate) unsafe fn dot_q6k<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q6k<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8K]; R],
 ) -> [f32; R] {
@@ -201,7 +201,7 @@ pub(crate) unsafe fn dot_q6k<const R: usize, const VNNI: bool>(
             let d = f16_at(p.add(208));
             let scales = |h: usize| {
                 let at = p.add(192 + 8 * h);
-                if VNNI {
+                if VNNI != NO_VNNI {
                     lanes32(at, true)
                 } else {
                     pairs16(at, true)
@@ -225,7 +225,7 @@ pub(crate) unsafe fn dot_q6k<const R: usize, const VNNI: bool>(
                 );
                 for r in 0..R {
                     let y = a[r][i].qs.as_ptr().add(64 * c);
-                    if VNNI {
+                    if VNNI != NO_VNNI {
                         let s = add_products::<VNNI>(sums[r][h], u0, y);
                         sums[r][h] = add_products::<VNNI>(s, u1, y.add(32));
                     } else {
@@ -239,7 +239,7 @@ pub(crate) unsafe fn dot_q6k<const R: usize, const VNNI: bool>(
             let all_scales = widen16(p.add(192), true);
             for r in 0..R {
                 let a = &a[r][i];
-                let s = if VNNI {
+                let s = if VNNI != NO_VNNI {
                     _mm256_add_epi32(
                         _mm256_mullo_epi32(sums[r][0], half_scales[0]),
                         _mm256_mullo_epi32(sums[r][1], half_scales[1]),

@@ -23,7 +23,7 @@ use crate::legacy::{Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES};
 /// The weight blocks of one row against `R` rows of `Q8_0` blocks: `widen` turns block `i`
 /// (its first byte at the pointer) into its scale and 32 signed bytes.
 #[inline(always)]
-unsafe fn rows_q8_0<const R: usize, const VNNI: bool>(
+unsafe fn rows_q8_0<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_0]; R],
     block_bytes: usize,
@@ -48,7 +48,7 @@ unsafe fn rows_q8_0<const R: usize, const VNNI: bool>(
 /// As [`rows_q8_0`] for `Q8_1` activations and unsigned weights with an offset `m` per block:
 /// `widen` gives the scale, the offset and 32 unsigned bytes.
 #[inline(always)]
-unsafe fn rows_q8_1<const R: usize, const VNNI: bool>(
+unsafe fn rows_q8_1<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_1]; R],
     block_bytes: usize,
@@ -78,7 +78,7 @@ unsafe fn rows_q8_1<const R: usize, const VNNI: bool>(
 
 /// `Q4_0` · `Q8_0`: nibbles minus 8, signed × signed.
 #[inline(always)]
-pub(crate) unsafe fn dot_q4_0<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q4_0<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_0]; R],
 ) -> [f32; R] {
@@ -93,7 +93,7 @@ pub(crate) unsafe fn dot_q4_0<const R: usize, const VNNI: bool>(
 
 /// `Q4_1` · `Q8_1`: unsigned nibbles × signed bytes, plus `m · s` per block.
 #[inline(always)]
-pub(crate) unsafe fn dot_q4_1<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q4_1<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_1]; R],
 ) -> [f32; R] {
@@ -107,7 +107,7 @@ pub(crate) unsafe fn dot_q4_1<const R: usize, const VNNI: bool>(
 
 /// `Q5_0` · `Q8_0`: the fifth bit selects between `n` and `n - 16` (0xF0 | n as i8).
 #[inline(always)]
-pub(crate) unsafe fn dot_q5_0<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q5_0<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_0]; R],
 ) -> [f32; R] {
@@ -124,7 +124,7 @@ pub(crate) unsafe fn dot_q5_0<const R: usize, const VNNI: bool>(
 
 /// `Q5_1` · `Q8_1`: unsigned 5-bit values × signed bytes, plus `m · s` per block.
 #[inline(always)]
-pub(crate) unsafe fn dot_q5_1<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q5_1<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_1]; R],
 ) -> [f32; R] {
@@ -141,7 +141,7 @@ pub(crate) unsafe fn dot_q5_1<const R: usize, const VNNI: bool>(
 
 /// `Q8_0` · `Q8_0`: signed × signed bytes.
 #[inline(always)]
-pub(crate) unsafe fn dot_q8_0<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q8_0<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_0]; R],
 ) -> [f32; R] {

@@ -35,6 +35,11 @@ pub(crate) fn available_vnni() -> bool {
     available_avx512() && is_x86_feature_detected!("avx512vnni")
 }
 
+/// Whether this CPU has AVX-VNNI (`vpdpbusd` on 256-bit registers without AVX-512).
+pub(crate) fn available_avx_vnni() -> bool {
+    available() && is_x86_feature_detected!("avxvnni")
+}
+
 /// The f16 at `p` (two bytes, little-endian, any alignment) as f32.
 ///
 /// # Safety
@@ -95,20 +100,29 @@ pub(crate) fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
 }
 
+/// The kernels' `VNNI` parameter: byte products summed by `vpmaddubsw` + `vpmaddwd` (AVX2)…
+pub(crate) const NO_VNNI: u8 = 0;
+/// …by AVX-512 VNNI's `vpdpbusd` (EVEX-encoded; the caller is compiled for AVX-512 VNNI + VL)…
+pub(crate) const VNNI_512: u8 = 1;
+/// …or by AVX-VNNI's `vpdpbusd` (VEX-encoded, on CPUs without AVX-512: Alder Lake and later
+/// Intel cores, Zen 5; the caller is compiled for `avxvnni`).
+pub(crate) const VNNI_VEX: u8 = 2;
+
 /// `acc` plus the sums of `u · s` over groups of 4 bytes (u unsigned bytes ≤ 128, s signed):
-/// one `vpdpbusd` with `VNNI` (the caller is compiled for AVX-512 VNNI + VL), else
-/// [`dot_u8_i8`] and an add. Both give the same i32 lanes.
+/// one `vpdpbusd` with `VNNI` ([`VNNI_512`] or [`VNNI_VEX`]), else [`dot_u8_i8`] and an add.
+/// All give the same i32 lanes.
 ///
 /// # Safety
-/// The CPU has AVX2, and AVX-512 VNNI + VL when `VNNI`.
+/// The CPU has AVX2, and AVX-512 VNNI + VL with [`VNNI_512`], AVX-VNNI with [`VNNI_VEX`].
 #[inline(always)]
-pub(crate) unsafe fn dpbusd<const VNNI: bool>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
-    if VNNI {
+pub(crate) unsafe fn dpbusd<const VNNI: u8>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    match VNNI {
         // SAFETY: the caller's contract.
-        unsafe { _mm256_dpbusd_epi32(acc, u, s) }
-    } else {
+        VNNI_512 => unsafe { _mm256_dpbusd_epi32(acc, u, s) },
         // SAFETY: the caller's contract.
-        unsafe { _mm256_add_epi32(acc, dot_u8_i8(u, s)) }
+        VNNI_VEX => unsafe { _mm256_dpbusd_avx_epi32(acc, u, s) },
+        // SAFETY: the caller's contract.
+        _ => unsafe { _mm256_add_epi32(acc, dot_u8_i8(u, s)) },
     }
 }
 
@@ -117,7 +131,7 @@ pub(crate) unsafe fn dpbusd<const VNNI: bool>(acc: __m256i, u: __m256i, s: __m25
 /// # Safety
 /// As [`dpbusd`].
 #[inline(always)]
-pub(crate) unsafe fn dpbssd<const VNNI: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+pub(crate) unsafe fn dpbssd<const VNNI: u8>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     // SAFETY: the caller's contract.
     unsafe { dpbusd::<VNNI>(acc, _mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a)) }
 }

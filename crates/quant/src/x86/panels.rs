@@ -22,7 +22,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{dpbssd, dpbusd, load32};
+use super::{NO_VNNI, dpbssd, dpbusd, load32};
 use crate::activation::{BlockQ8_0, BlockQ8_1};
 use crate::legacy::{Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES};
 use crate::panels::ROWS;
@@ -58,12 +58,12 @@ const BYTES: u8 = 2;
 /// # Safety
 /// `q` points at the panel's quants; the CPU has AVX2.
 #[inline(always)]
-unsafe fn register<const KIND: u8, const VNNI: bool>(q: *const u8, k: usize) -> __m256i {
+unsafe fn register<const KIND: u8, const VNNI: u8>(q: *const u8, k: usize) -> __m256i {
     // SAFETY: the caller's contract.
     unsafe {
         if KIND == BYTES {
             let v = load32(q.add(32 * k));
-            return if VNNI {
+            return if VNNI != NO_VNNI {
                 _mm256_xor_si256(v, _mm256_set1_epi8(-128))
             } else {
                 v
@@ -90,14 +90,14 @@ const WIDEN_EVERY: usize = 4;
 
 /// The integer dot products of a panel's quants at `q` with `R` activation rows' quants.
 #[inline(always)]
-unsafe fn block_dots<const R: usize, const VNNI: bool, const KIND: u8>(
+unsafe fn block_dots<const R: usize, const VNNI: u8, const KIND: u8>(
     q: *const u8,
     qs: [&[i8; 32]; R],
 ) -> [__m256i; R] {
     // SAFETY: the module's contract.
     unsafe {
         let mut dots = [_mm256_setzero_si256(); R];
-        if !VNNI && KIND != BYTES {
+        if VNNI == NO_VNNI && KIND != BYTES {
             // Without VNNI, `vpmaddubsw`'s i16 pair sums of four registers are added as i16
             // before one widening `vpmaddwd`: a pair of 4- or 5-bit weights (≤ 31) and
             // activations (|a| ≤ 128) is at most 7,936, four of them 31,744 < 2¹⁵. The same
@@ -124,7 +124,7 @@ unsafe fn block_dots<const R: usize, const VNNI: bool, const KIND: u8>(
             let u = register::<KIND, VNNI>(q, k);
             for r in 0..R {
                 let y = broadcast4(qs[r], k);
-                dots[r] = if KIND == BYTES && !VNNI {
+                dots[r] = if KIND == BYTES && VNNI == NO_VNNI {
                     dpbssd::<VNNI>(dots[r], u, y)
                 } else {
                     dpbusd::<VNNI>(dots[r], u, y)
@@ -148,7 +148,7 @@ fn lanes<const R: usize>(acc: [__m256; R]) -> [[f32; ROWS]; R] {
 
 /// Panels of a type paired with `Q8_0` activations: `d · (u - offset)` per value.
 #[inline(always)]
-unsafe fn panels_q8_0<const R: usize, const VNNI: bool, const KIND: u8>(
+unsafe fn panels_q8_0<const R: usize, const VNNI: u8, const KIND: u8>(
     w: &[u8],
     a: [&[BlockQ8_0]; R],
     panel_bytes: usize,
@@ -174,7 +174,7 @@ unsafe fn panels_q8_0<const R: usize, const VNNI: bool, const KIND: u8>(
 
 /// Panels of a type paired with `Q8_1` activations: `d · u + m` per value.
 #[inline(always)]
-unsafe fn panels_q8_1<const R: usize, const VNNI: bool, const KIND: u8>(
+unsafe fn panels_q8_1<const R: usize, const VNNI: u8, const KIND: u8>(
     w: &[u8],
     a: [&[BlockQ8_1]; R],
     panel_bytes: usize,
@@ -199,7 +199,7 @@ unsafe fn panels_q8_1<const R: usize, const VNNI: bool, const KIND: u8>(
 
 /// `Q4_0` panels: nibbles minus 8.
 #[inline(always)]
-pub(crate) unsafe fn dot_q4_0<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q4_0<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_0]; R],
 ) -> [[f32; ROWS]; R] {
@@ -209,7 +209,7 @@ pub(crate) unsafe fn dot_q4_0<const R: usize, const VNNI: bool>(
 
 /// `Q5_0` panels: 5-bit values minus 16.
 #[inline(always)]
-pub(crate) unsafe fn dot_q5_0<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q5_0<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_0]; R],
 ) -> [[f32; ROWS]; R] {
@@ -220,18 +220,18 @@ pub(crate) unsafe fn dot_q5_0<const R: usize, const VNNI: bool>(
 /// `Q8_0` panels: with VNNI the signed bytes shifted to unsigned (`^ 0x80` = `+ 128`), then 128
 /// times the activation sum taken back; without, signed × signed.
 #[inline(always)]
-pub(crate) unsafe fn dot_q8_0<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q8_0<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_0]; R],
 ) -> [[f32; ROWS]; R] {
-    let offset = if VNNI { 128 } else { 0 };
+    let offset = if VNNI != NO_VNNI { 128 } else { 0 };
     // SAFETY: forwarded contract.
     unsafe { panels_q8_0::<R, VNNI, BYTES>(w, a, ROWS * Q8_0_BYTES, offset) }
 }
 
 /// `Q4_1` panels.
 #[inline(always)]
-pub(crate) unsafe fn dot_q4_1<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q4_1<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_1]; R],
 ) -> [[f32; ROWS]; R] {
@@ -241,7 +241,7 @@ pub(crate) unsafe fn dot_q4_1<const R: usize, const VNNI: bool>(
 
 /// `Q5_1` panels.
 #[inline(always)]
-pub(crate) unsafe fn dot_q5_1<const R: usize, const VNNI: bool>(
+pub(crate) unsafe fn dot_q5_1<const R: usize, const VNNI: u8>(
     w: &[u8],
     a: [&[BlockQ8_1]; R],
 ) -> [[f32; ROWS]; R] {
