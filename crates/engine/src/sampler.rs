@@ -233,48 +233,54 @@ impl Sampler {
         } else {
             usize::MAX
         };
-        // Candidates sorted by logit, best first (ties by lower id, for determinism).
-        let idx: Vec<usize> = if ordered <= FEW {
-            best_few(l, ordered)
+        // Candidates best first (ties by lower id, for determinism), ranked as far as the pick
+        // walks: the best few in one pass, a top-k by selection, a whole vocabulary on demand.
+        let mut rank = if ordered <= FEW {
+            Ranking::sorted(l, best_few(l, ordered))
         } else {
-            let mut idx: Vec<usize> = (0..l.len()).filter(|&i| l[i].is_finite()).collect();
-            best_first(&mut idx, ordered, |&a, &b| {
-                l[b].total_cmp(&l[a]).then(a.cmp(&b))
-            });
-            idx
+            let idx: Vec<usize> = (0..l.len()).filter(|&i| l[i].is_finite()).collect();
+            Ranking::ranked(l, idx, ordered)
         };
-        if idx.is_empty() {
+        if rank.len() == 0 {
             return Err(EngineError::Input(ALL_MASKED.into()));
         }
-        let max = l[idx[0]];
-        let log_z = max + sum_exp(l, max, t).ln() * t;
+        let best = rank.at(0);
+        let max = l[best];
+        let inv = 1.0 / t;
+        // Every finite candidate's weight `q = e^((x − max)/t)`, summed once.
+        let all = sum_exp(l, max, inv);
+        let log_z = max + (all.ln() as f32) * t;
         let logprob = |i: usize| (l[i] - log_z) / t;
-        let top: Vec<(u32, f32)> = idx
-            .iter()
-            .take(top_logprobs)
-            .map(|&i| (i as u32, logprob(i)))
+        let top: Vec<(u32, f32)> = (0..top_logprobs.min(rank.len()))
+            .map(|k| {
+                let i = rank.at(k);
+                (i as u32, logprob(i))
+            })
             .collect();
         if greedy {
             return Ok(Sampled {
-                token: idx[0] as u32,
-                logprob: logprob(idx[0]),
+                token: best as u32,
+                logprob: logprob(best),
                 top,
             });
         }
-        let mut keep = idx.len().min(ordered);
+        let mut keep = rank.len().min(ordered);
         if p.top_k > 0 {
             keep = keep.min(p.top_k);
         }
-        let probs: Vec<f64> = idx[..keep]
-            .iter()
-            .map(|&i| f64::from((l[i] - max) / t).exp())
-            .collect();
-        let total: f64 = probs.iter().sum();
+        let q = |i: usize| f64::from(forja_quant::math::exp((l[i] - max) * inv));
+        // Σ q over the candidates kept: in rank order when they are ranked already (a top-k),
+        // else every finite candidate's.
+        let total: f64 = if keep < rank.len() {
+            rank.idx[..keep].iter().map(|&i| q(i)).sum()
+        } else {
+            all
+        };
         let mut cut = keep;
         if p.top_p < 1.0 {
             let mut acc = 0.0;
-            for (k, q) in probs.iter().enumerate() {
-                acc += q / total;
+            for k in 0..keep {
+                acc += q(rank.at(k)) / total;
                 if acc >= f64::from(p.top_p) {
                     cut = k + 1;
                     break;
@@ -282,26 +288,90 @@ impl Sampler {
             }
         }
         if p.min_p > 0.0 {
-            let floor = probs[0] * f64::from(p.min_p);
-            cut = cut.min(probs.iter().take_while(|&&q| q >= floor).count().max(1));
+            let floor = q(best) * f64::from(p.min_p);
+            let mut above = 1;
+            while above < cut && q(rank.at(above)) >= floor {
+                above += 1;
+            }
+            cut = above;
         }
-        let kept = &probs[..cut];
-        let sum: f64 = kept.iter().sum();
+        let sum: f64 = if cut == keep {
+            total
+        } else {
+            (0..cut).map(|k| q(rank.at(k))).sum()
+        };
         let mut r = self.rng.next_f64() * sum;
-        let mut choice = cut - 1;
-        for (k, q) in kept.iter().enumerate() {
-            if r < *q {
-                choice = k;
+        let mut choice = None;
+        for k in 0..cut {
+            let i = rank.at(k);
+            let qi = q(i);
+            if r < qi {
+                choice = Some(i);
                 break;
             }
-            r -= q;
+            r -= qi;
         }
-        let token = idx[choice];
+        // Rounding can leave `r` just past the last candidate: the last one walked.
+        let token = match choice {
+            Some(i) => i,
+            None => rank.at(cut - 1),
+        };
         Ok(Sampled {
             token: token as u32,
             logprob: logprob(token),
             top,
         })
+    }
+}
+
+/// Finite candidates ranked best first (by logit, ties by lower index) only as far as a pick
+/// reads them: each step past the ranked prefix selects and sorts the next stretch (at least
+/// as long again as what is ranked) from the rest, so a draw that stops at rank `k` costs
+/// `O(len · log k)` instead of a sort of the whole vocabulary.
+struct Ranking<'a> {
+    l: &'a [f32],
+    idx: Vec<usize>,
+    /// `idx[..sorted]` is in rank order; the rest holds the other candidates in any order.
+    sorted: usize,
+}
+
+impl<'a> Ranking<'a> {
+    /// Candidates already in rank order.
+    fn sorted(l: &'a [f32], idx: Vec<usize>) -> Self {
+        let sorted = idx.len();
+        Ranking { l, idx, sorted }
+    }
+
+    /// Candidates in any order, the best `first` of them ranked now (all, when `first` is at
+    /// least their number; none when `usize::MAX`, the ranking then waits for [`Ranking::at`]).
+    fn ranked(l: &'a [f32], mut idx: Vec<usize>, first: usize) -> Self {
+        let sorted = if first == usize::MAX {
+            0
+        } else {
+            let n = first.min(idx.len());
+            best_first(&mut idx, n, |&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
+            n
+        };
+        Ranking { l, idx, sorted }
+    }
+
+    fn len(&self) -> usize {
+        self.idx.len()
+    }
+
+    /// The index of the `k`-th best candidate (`k < len`).
+    fn at(&mut self, k: usize) -> usize {
+        if k >= self.sorted {
+            let l = self.l;
+            let upto = (k + 1).max(2 * self.sorted).max(FEW).min(self.idx.len());
+            best_first(
+                &mut self.idx[self.sorted..],
+                upto - self.sorted,
+                |&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)),
+            );
+            self.sorted = upto;
+        }
+        self.idx[k]
     }
 }
 
@@ -327,25 +397,30 @@ fn best_few(l: &[f32], n: usize) -> Vec<usize> {
     best
 }
 
-/// `Σ exp((x − max) / t)` over the logits, in 8 interleaved partial sums, with a polynomial `exp`
-/// written so the compiler vectorizes the loop (the vocabulary-wide sum is most of a greedy
-/// pick's time otherwise). Masked (−∞) logits add `e^−87.3 ≈ 1e-38` each instead of 0, far below
-/// the sum's rounding (the best logit alone adds 1).
-fn sum_exp(l: &[f32], max: f32, t: f32) -> f32 {
-    let inv = 1.0 / t;
-    let mut lanes = [0f32; 8];
-    let mut chunks = l.chunks_exact(8);
-    for c in &mut chunks {
-        for (acc, &x) in lanes.iter_mut().zip(c) {
-            *acc += forja_quant::math::exp((x - max) * inv);
+/// `Σ exp((x − max) · inv)` over the logits with a polynomial f32 `exp`
+/// ([`forja_quant::math::exp`]): 8 interleaved f32 partial sums over stretches of 512 logits,
+/// written so the compiler vectorizes the loop (the vocabulary-wide sum is most of a pick's time
+/// otherwise), each stretch's added in f64. Masked (−∞) logits add `e^−87.3 ≈ 1e-38` each
+/// instead of 0, far below the sum's rounding (the best logit alone adds 1). The sampler's
+/// weights are these same values, so the draw's walk and this total agree.
+fn sum_exp(l: &[f32], max: f32, inv: f32) -> f64 {
+    let mut total = 0f64;
+    for stretch in l.chunks(512) {
+        let mut lanes = [0f32; 8];
+        let mut chunks = stretch.chunks_exact(8);
+        for c in &mut chunks {
+            for (acc, &x) in lanes.iter_mut().zip(c) {
+                *acc += forja_quant::math::exp((x - max) * inv);
+            }
         }
+        let tail: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|&x| forja_quant::math::exp((x - max) * inv))
+            .sum();
+        total += f64::from(lanes.iter().sum::<f32>() + tail);
     }
-    let tail: f32 = chunks
-        .remainder()
-        .iter()
-        .map(|&x| forja_quant::math::exp((x - max) * inv))
-        .sum();
-    lanes.iter().sum::<f32>() + tail
+    total
 }
 
 /// Puts the `n` smallest elements of `v` by `cmp` (a total order) first, sorted; the rest
@@ -441,8 +516,87 @@ mod tests {
                 .filter(|x| x.is_finite())
                 .map(|&x| f64::from(x - max).exp())
                 .sum();
-            let fast = f64::from(sum_exp(&l, max, 1.0));
+            let fast = sum_exp(&l, max, 1.0);
             assert!((fast - exact).abs() <= exact * 1e-6, "{fast} vs {exact}");
+        }
+    }
+
+    /// A pick that ranks the vocabulary only as far as it walks gives the token a walk over the
+    /// fully sorted vocabulary gives (the same weights and draw), under every cut, on large
+    /// vocabularies with ties, masked entries and long tails.
+    #[test]
+    fn ranking_on_demand_picks_what_a_full_sort_picks() {
+        let mut state = 3u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1442695040888963407);
+            state >> 11
+        };
+        let rules = [
+            (0.0f32, 0usize, 1.0f32),
+            (0.0, 0, 0.9),
+            (0.1, 0, 1.0),
+            (0.02, 0, 0.7),
+        ];
+        for (case, len) in [3usize, 100, 5_000, 40_000].into_iter().enumerate() {
+            let l: Vec<f32> = (0..len)
+                .map(|i| match next() % 64 {
+                    0 => f32::NEG_INFINITY,
+                    r => ((r % 9) as f32) * 0.25 - 1.5 * ((1 + (i * 31) % len) as f32).ln(),
+                })
+                .collect();
+            for &(min_p, top_k, top_p) in &rules {
+                for t in [0.6f32, 1.0, 1.7] {
+                    let params = SamplingParams {
+                        temperature: t,
+                        top_k,
+                        top_p,
+                        min_p,
+                        seed: case as u64 * 100 + 7,
+                        ..Default::default()
+                    };
+                    let mut sampler = Sampler::new(params.clone()).unwrap();
+                    let mut rng = Rng::new(params.seed);
+                    let mut all: Vec<usize> = (0..len).filter(|&i| l[i].is_finite()).collect();
+                    all.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
+                    let max = l[all[0]];
+                    let q: Vec<f64> = all
+                        .iter()
+                        .map(|&i| f64::from(forja_quant::math::exp((l[i] - max) * (1.0 / t))))
+                        .collect();
+                    let total: f64 = q.iter().sum();
+                    let mut cut = q.len();
+                    if top_p < 1.0 {
+                        let mut acc = 0.0;
+                        cut = q
+                            .iter()
+                            .position(|x| {
+                                acc += x / total;
+                                acc >= f64::from(top_p)
+                            })
+                            .map_or(cut, |k| k + 1);
+                    }
+                    if min_p > 0.0 {
+                        let floor = q[0] * f64::from(min_p);
+                        cut = cut.min(q.iter().take_while(|&&x| x >= floor).count().max(1));
+                    }
+                    for _ in 0..20 {
+                        let sum: f64 = q[..cut].iter().sum();
+                        let mut r = rng.next_f64() * sum;
+                        let mut want = all[cut - 1];
+                        for (k, x) in q[..cut].iter().enumerate() {
+                            if r < *x {
+                                want = all[k];
+                                break;
+                            }
+                            r -= x;
+                        }
+                        let got = sampler.sample(&l, &[], 0).unwrap().token as usize;
+                        assert_eq!(got, want, "len {len}, t {t}, min_p {min_p}, top_p {top_p}");
+                    }
+                }
+            }
         }
     }
 

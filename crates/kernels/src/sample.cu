@@ -131,9 +131,9 @@ __device__ __forceinline__ void each(const float* x, int n, F f) {
 }
 
 // The probability the sampler gives a logit (relative to the best: the best has 1), in fixed
-// point. The sampler takes exp in f64 of (logit − best) / temperature; f32 here, and a product
-// by the inverse, differ by ~1e-7 relative, which moves a pick only when the draw falls that
-// close to a boundary.
+// point. The sampler takes forja's polynomial f32 exp of (logit − best) · (1 / temperature);
+// CUDA's expf here differs from it by ~1e-7 relative, which moves a pick only when the draw
+// falls that close to a boundary.
 __device__ __forceinline__ u64 mass(const Row& r, float v) {
     return (u64)rint((double)expf((v - r.max) * r.inv) * r.scale);
 }
@@ -520,7 +520,7 @@ extern "C" __global__ void __launch_bounds__(PICK_THREADS)
                 if (!(v >= lo) || !isfinite(v)) return;
                 const unsigned k = order_key(v);
                 if (!kept(k, i, keep)) return;
-                // exp in f64 as the sampler compares, for those near enough to pass.
+                // exp in f64 (the sampler's f32 exp agrees to ~1e-7), for those near enough.
                 const float d = (v - top) / t;
                 if (d >= min_log && exp((double)d) >= (double)min_p)
                     last = max(last, ((u64)(~k) << 32) | (u64)i);
