@@ -236,7 +236,10 @@ impl Sampler {
         // Candidates best first (ties by lower id, for determinism), ranked as far as the pick
         // walks: the best few in one pass, a top-k by selection, a whole vocabulary on demand.
         let mut rank = if ordered <= FEW {
-            Ranking::sorted(l, best_few(l, ordered))
+            let idx = best_few(l, ordered);
+            // Fewer than asked for: every finite candidate.
+            let complete = idx.len() < ordered;
+            Ranking::sorted(l, idx, complete)
         } else {
             let idx: Vec<usize> = (0..l.len()).filter(|&i| l[i].is_finite()).collect();
             Ranking::ranked(l, idx, ordered)
@@ -269,12 +272,12 @@ impl Sampler {
             keep = keep.min(p.top_k);
         }
         let q = |i: usize| f64::from(forja_quant::math::exp((l[i] - max) * inv));
-        // Σ q over the candidates kept: in rank order when they are ranked already (a top-k),
-        // else every finite candidate's.
-        let total: f64 = if keep < rank.len() {
-            rank.idx[..keep].iter().map(|&i| q(i)).sum()
-        } else {
+        // Σ q over the candidates kept: every finite candidate's, or the ranked ones' in rank
+        // order (a top-k).
+        let total: f64 = if keep == rank.len() && rank.complete {
             all
+        } else {
+            (0..keep).map(|k| q(rank.at(k))).sum()
         };
         let mut cut = keep;
         if p.top_p < 1.0 {
@@ -333,17 +336,25 @@ struct Ranking<'a> {
     idx: Vec<usize>,
     /// `idx[..sorted]` is in rank order; the rest holds the other candidates in any order.
     sorted: usize,
+    /// Whether `idx` holds every finite candidate (not only the best few).
+    complete: bool,
 }
 
 impl<'a> Ranking<'a> {
-    /// Candidates already in rank order.
-    fn sorted(l: &'a [f32], idx: Vec<usize>) -> Self {
+    /// Candidates already in rank order: every finite one when `complete`.
+    fn sorted(l: &'a [f32], idx: Vec<usize>, complete: bool) -> Self {
         let sorted = idx.len();
-        Ranking { l, idx, sorted }
+        Ranking {
+            l,
+            idx,
+            sorted,
+            complete,
+        }
     }
 
-    /// Candidates in any order, the best `first` of them ranked now (all, when `first` is at
-    /// least their number; none when `usize::MAX`, the ranking then waits for [`Ranking::at`]).
+    /// Every finite candidate in any order, the best `first` of them ranked now (all, when
+    /// `first` is at least their number; none when `usize::MAX`, the ranking then waits for
+    /// [`Ranking::at`]).
     fn ranked(l: &'a [f32], mut idx: Vec<usize>, first: usize) -> Self {
         let sorted = if first == usize::MAX {
             0
@@ -352,7 +363,12 @@ impl<'a> Ranking<'a> {
             best_first(&mut idx, n, |&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
             n
         };
-        Ranking { l, idx, sorted }
+        Ranking {
+            l,
+            idx,
+            sorted,
+            complete: true,
+        }
     }
 
     fn len(&self) -> usize {
@@ -538,6 +554,10 @@ mod tests {
             (0.0, 0, 0.9),
             (0.1, 0, 1.0),
             (0.02, 0, 0.7),
+            (0.0, 5, 1.0),
+            (0.05, 5, 0.9),
+            (0.0, 100, 1.0),
+            (0.0, 100, 0.8),
         ];
         for (case, len) in [3usize, 100, 5_000, 40_000].into_iter().enumerate() {
             let l: Vec<f32> = (0..len)
@@ -565,11 +585,16 @@ mod tests {
                         .iter()
                         .map(|&i| f64::from(forja_quant::math::exp((l[i] - max) * (1.0 / t))))
                         .collect();
-                    let total: f64 = q.iter().sum();
-                    let mut cut = q.len();
+                    let keep = if top_k > 0 {
+                        top_k.min(q.len())
+                    } else {
+                        q.len()
+                    };
+                    let total: f64 = q[..keep].iter().sum();
+                    let mut cut = keep;
                     if top_p < 1.0 {
                         let mut acc = 0.0;
-                        cut = q
+                        cut = q[..keep]
                             .iter()
                             .position(|x| {
                                 acc += x / total;
