@@ -9,6 +9,8 @@
     reason = "test code fails loudly"
 )]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::mpsc::channel;
 
@@ -150,23 +152,9 @@ fn compare_clear(cpu: &[Vec<Sampled>], gpu: &[Vec<Sampled>]) {
     );
 }
 
-/// The tiny random Llama of `fixtures/tiny/llama` with a word-level tokenizer of its 256 ids
-/// (`w0` … `w255`), in `dir`: a model the engine loads without any download.
+/// The tiny random Llama with a word-level tokenizer, in `dir`.
 fn tiny_llama(dir: &std::path::Path) -> Arc<LoadedModel> {
-    let tiny = forja_testkit::fixtures_dir().join("tiny").join("llama");
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(tiny.join(f), dir.join(f)).unwrap();
-    }
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        (0..256).map(|i| (format!("w{i}"), i.into())).collect();
-    let tokenizer = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
-        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"},
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
-    Arc::new(LoadedModel::load_cpu(dir, None).unwrap())
+    Arc::new(common::tiny_model(dir, "llama"))
 }
 
 #[test]

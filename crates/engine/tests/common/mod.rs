@@ -68,3 +68,22 @@ pub fn argmax(logits: &[f32]) -> usize {
         .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
         .unwrap()
 }
+
+/// The tiny random model of `fixtures/tiny/FAMILY` with a word-level tokenizer of its 256 ids
+/// (`w0` … `w255`), copied into `dir`: a model the engine loads without any download.
+pub fn tiny_model(dir: &std::path::Path, family: &str) -> forja_engine::LoadedModel {
+    let tiny = forja_testkit::fixtures_dir().join("tiny").join(family);
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(tiny.join(f), dir.join(f)).unwrap();
+    }
+    let vocab: serde_json::Map<String, Value> =
+        (0..256).map(|i| (format!("w{i}"), i.into())).collect();
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"},
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    forja_engine::LoadedModel::load_cpu(dir, None).unwrap()
+}
