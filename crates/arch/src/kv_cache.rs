@@ -19,14 +19,21 @@ pub fn kv_elems_per_token(cfg: &DecoderConfig, layer: usize) -> u64 {
 /// A sliding-window layer's cache holds a whole number of blocks of this many positions.
 pub const KV_RING_ALIGN: u64 = 64;
 
-/// Tokens layer `i` keeps for a sequence of `ctx_tokens` computed `step_tokens` at a time. A
-/// sliding-window layer keeps its window and a step: while a step writes its tokens, its first
-/// query still sees the `window − 1` positions before it (what llama.cpp's sliding-window cache
-/// keeps too), rounded up to whole blocks of [`KV_RING_ALIGN`].
+/// Positions a sliding-window layer of `window` keeps while a step writes `step_tokens`: its
+/// window and the step — the step's first query still sees the `window − 1` positions before
+/// it (what llama.cpp's sliding-window cache keeps too) — rounded up to whole blocks of
+/// [`KV_RING_ALIGN`]. The size of `forja_models::ContiguousKvCache`'s ring.
+pub fn sliding_kv_slots(window: u64, step_tokens: u64) -> u64 {
+    (window.saturating_sub(1) + step_tokens.max(1)).next_multiple_of(KV_RING_ALIGN)
+}
+
+/// Tokens layer `i` keeps for a sequence of `ctx_tokens` computed `step_tokens` at a time (a
+/// sliding-window layer: at most [`sliding_kv_slots`]).
 pub fn kv_tokens_kept(cfg: &DecoderConfig, layer: usize, ctx_tokens: u64, step_tokens: u64) -> u64 {
     match cfg.layers.get(layer) {
-        Some(LayerAttention::Sliding { window }) => ctx_tokens
-            .min((window.saturating_sub(1) + step_tokens.max(1)).next_multiple_of(KV_RING_ALIGN)),
+        Some(LayerAttention::Sliding { window }) => {
+            ctx_tokens.min(sliding_kv_slots(*window, step_tokens))
+        }
         Some(LayerAttention::Cross) => 0,
         _ => ctx_tokens,
     }

@@ -102,7 +102,7 @@ fn check_keep(len: usize, held: usize) -> Result<()> {
 }
 
 /// Positions a block of a ring layer's table covers; a ring's capacity is a multiple of it.
-pub const RING_BLOCK: usize = forja_arch::kv_cache::KV_RING_ALIGN as usize;
+pub(crate) const RING_BLOCK: usize = forja_arch::kv_cache::KV_RING_ALIGN as usize;
 
 /// One layer of a [`ContiguousKvCache`].
 #[derive(Debug, Default)]
@@ -190,10 +190,10 @@ impl ContiguousLayer {
     }
 }
 
-/// Slots a sliding-window layer of `window` keeps while a step writes `new` tokens: the step's
-/// first query still sees the `window − 1` positions before it.
+/// Slots a sliding-window layer of `window` keeps while a step writes `new` tokens (the rule
+/// the planner prices).
 fn ring_capacity(window: usize, new: usize) -> usize {
-    (window.saturating_sub(1) + new).next_multiple_of(RING_BLOCK)
+    forja_arch::kv_cache::sliding_kv_slots(window as u64, new as u64) as usize
 }
 
 /// One buffer per layer for keys and one for values, `[capacity, kv_heads, head_dim]`, grown
