@@ -232,9 +232,10 @@ pub struct Gpu {
 
 /// Shared memory attention blocks may use unless `FORJA_ATTENTION_SHARED_KB` says otherwise
 /// (or the device allows less): enough for four heads' scores over 4,096 positions. On an
-/// H200, against 48 KiB: 256 sequences at depth 4,096 decode at 12,090 tok/s instead of 8,873
-/// (two heads a block at 48 KiB), a 4,096-token prompt fills at 29,992 tok/s instead of 20,388
-/// (8-layer Llama-3-8B-shaped Q4_K_M); 227 KiB gave the same as 100.
+/// H200, against 48 KiB: 256 sequences at depth 4,096 decode at 11,972 tok/s instead of 8,873
+/// (two heads a block at 48 KiB), a 4,096-token prompt fills at 29,973 tok/s instead of 20,388
+/// (8-layer Llama-3-8B-shaped Q4_K_M; `bench/results/2026-11-29-gpu-long-context.md`); 227 KiB
+/// gave the same as 100.
 const ATTENTION_SHARED_DEFAULT: usize = 100 << 10;
 
 /// Shared memory an attention block may use on a device that lets a block opt in to `optin`
