@@ -7,19 +7,16 @@
 
 use std::time::Instant;
 
-use forja_engine::sampler::{Sampler, SamplingParams};
+use forja_engine::sampler::{Rng, Sampler, SamplingParams};
 
 /// Logits of one step: noise on a Zipf-like trend (probability ∝ rank^−1.5), so a few tokens
 /// hold most of the probability and a long tail the rest, as a language model's next-token
 /// distributions at temperature 1 do.
 fn logits(vocab: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = Rng::new(seed);
     (0..vocab)
         .map(|i| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = (s >> 11) as f64 / (1u64 << 53) as f64;
+            let u = rng.next_f64();
             let rank = ((i * 7919) % vocab) as f64;
             (2.0 * u - 1.5 * (1.0 + rank).ln()) as f32
         })

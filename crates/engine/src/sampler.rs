@@ -225,7 +225,7 @@ impl Sampler {
         let greedy = p.temperature == 0.0;
         let t = if greedy { 1.0 } else { p.temperature };
         // Only the candidates that can be chosen or reported need their order: the best few for
-        // greedy decoding and top-k, everything for a nucleus over the whole vocabulary.
+        // greedy decoding and top-k; without a top-k, as many as the pick walks.
         let ordered = if greedy {
             top_logprobs.max(1)
         } else if p.top_k > 0 {
@@ -542,13 +542,8 @@ mod tests {
     /// vocabularies with ties, masked entries and long tails.
     #[test]
     fn ranking_on_demand_picks_what_a_full_sort_picks() {
-        let mut state = 3u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1442695040888963407);
-            state >> 11
-        };
+        let mut data = Rng::new(3);
+        let mut next = || data.next_u64() >> 11;
         let rules = [
             (0.0f32, 0usize, 1.0f32),
             (0.0, 0, 0.9),
