@@ -329,6 +329,7 @@ fn report_pool(p: &forja_engine::serving::PoolInfo, device: &str) {
         device,
         num_blocks = p.num_blocks,
         block_size = p.block_size,
+        groups = p.groups,
         bytes = p.bytes,
         bytes_per_token = p.bytes_per_token,
         max_model_len = p.max_model_len,
@@ -339,8 +340,17 @@ fn report_pool(p: &forja_engine::serving::PoolInfo, device: &str) {
     } else {
         format!(" on {device}")
     };
+    let groups = if p.groups > 1 {
+        format!(
+            " in {} layer groups (sliding-window layers give back what leaves their window)",
+            p.groups
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "ready{on}: KV cache {} blocks × {} tokens = {:.2} GiB ({:.0} bytes/token); longest request {} tokens",
+        "ready{on}: KV cache {} blocks × {} tokens{groups} = {:.2} GiB ({:.0} bytes/token while \
+         every layer keeps it); longest request {} tokens",
         p.num_blocks,
         p.block_size,
         p.bytes as f64 / f64::from(1u32 << 30),

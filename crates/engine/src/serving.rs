@@ -63,7 +63,11 @@ impl Default for ServingConfig {
 pub struct PoolInfo {
     pub num_blocks: usize,
     pub block_size: usize,
-    /// KV bytes of one token (all layers, keys and values), from `arch`'s byte math.
+    /// Block tables per sequence: the model's layer groups (`Decoder::kv_groups`; more than
+    /// one when some layers keep a sliding window, whose blocks go back as it moves on).
+    pub groups: usize,
+    /// KV bytes of one token while every layer keeps it (keys and values), from `arch`'s byte
+    /// math.
     pub bytes_per_token: f64,
     /// Bytes the pool holds.
     pub bytes: u64,
@@ -71,8 +75,9 @@ pub struct PoolInfo {
     pub max_model_len: usize,
 }
 
-/// What the actor thread reports once its runner and scheduler exist.
-type Ready = std::result::Result<(usize, String), String>;
+/// What the actor thread reports once its runner and scheduler exist: blocks, device, longest
+/// sequence.
+type Ready = std::result::Result<(usize, String, usize), String>;
 
 /// What a request produces, in order: tokens, then exactly one `Done` or `Error`.
 #[derive(Debug, Clone)]
@@ -200,6 +205,26 @@ impl std::fmt::Debug for Command {
     }
 }
 
+/// The longest sequence (at most `context`) whose blocks `kv`'s pool holds while it is
+/// computed at most `step` tokens at a time.
+fn longest_fitting(kv: &KvManager, step: usize, context: usize) -> usize {
+    let fits = |n: usize| kv.max_blocks_held(n, step) <= kv.num_blocks();
+    if fits(context) {
+        return context;
+    }
+    // `fits(lo)` holds and `fits(hi)` does not.
+    let (mut lo, mut hi) = (0, context);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 impl Engine {
     /// Starts the actor thread, which makes the runner (and its KV pool) on the configured
     /// device; returns once it is ready, or with why it could not start. The thread ends when
@@ -217,7 +242,11 @@ impl Engine {
             _ => KvDtype::F32,
         };
         let bytes_per_token = kv_bytes_per_token(dc, kv_dtype);
-        let block_bytes = bytes_per_token * cfg.block_size as f64;
+        // A block holds `block_size` positions of one layer group's `group_size` layers.
+        let groups = model.decoder.kv_groups();
+        let layers = dc.layers.len().max(1) as f64;
+        let block_bytes =
+            bytes_per_token / layers * groups.group_size as f64 * cfg.block_size as f64;
         let wanted = (cfg.kv_bytes as f64 / block_bytes).floor() as usize;
         if wanted == 0 || cfg.block_size == 0 {
             return Err(EngineError::Input(format!(
@@ -226,10 +255,17 @@ impl Engine {
             )));
         }
         let context = dc.max_context as usize;
+        // A group keeping every position holds at most the pool; sliding windows alone give
+        // their blocks back, so only the context bounds them.
+        let max_context = if groups.windows.iter().all(Option::is_some) {
+            context
+        } else {
+            context.min(wanted * cfg.block_size)
+        };
         let shape = PoolShape {
             blocks: wanted,
             block_size: cfg.block_size,
-            max_context: context.min(wanted * cfg.block_size),
+            max_context,
         };
         let (tx, rx) = sync_channel(cfg.max_pending.max(1));
         let (ready_tx, ready_rx) = sync_channel::<Ready>(1);
@@ -241,6 +277,7 @@ impl Engine {
             Arc::clone(&gauges),
         );
         let (device, block_size) = (cfg.device, cfg.block_size);
+        let group_windows = groups.windows.clone();
         let (max_batched_tokens, max_running) = (cfg.max_batched_tokens, cfg.max_running);
         let thread = std::thread::Builder::new()
             .name("forja-engine".into())
@@ -249,27 +286,37 @@ impl Engine {
                     .map_err(|e| format!("cannot start on {device}: {e}"))
                     .and_then(|runner| {
                         let blocks = runner.blocks();
-                        let kv =
-                            KvManager::new(blocks, block_size, true).map_err(|e| e.to_string())?;
+                        let windows: Vec<Option<usize>> = group_windows
+                            .iter()
+                            .map(|w| w.map(|w| w as usize))
+                            .collect();
+                        let kv = KvManager::with_groups(blocks, block_size, true, &windows)
+                            .map_err(|e| e.to_string())?;
+                        let max_model_len = longest_fitting(&kv, max_batched_tokens, context);
+                        if max_model_len == 0 {
+                            return Err(format!(
+                                "a KV pool of {blocks} blocks holds no sequence of this model"
+                            ));
+                        }
                         let sched = Scheduler::new(
                             SchedConfig {
                                 max_batched_tokens,
                                 max_running,
-                                max_model_len: context.min(blocks * block_size),
+                                max_model_len,
                             },
                             kv,
                         )
                         .map_err(|e| e.to_string())?;
-                        Ok((runner, sched))
+                        Ok((runner, sched, max_model_len))
                     });
-                let (runner, sched) = match made {
+                let (runner, sched, max_model_len) = match made {
                     Ok(m) => m,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok((runner.blocks(), runner.describe())));
+                let _ = ready_tx.send(Ok((runner.blocks(), runner.describe(), max_model_len)));
                 let mut actor = Actor {
                     model: thread_model,
                     runner,
@@ -281,16 +328,17 @@ impl Engine {
                 actor.run(rx);
             })
             .map_err(|e| EngineError::Input(format!("cannot start the engine thread: {e}")))?;
-        let (num_blocks, device) = ready_rx
+        let (num_blocks, device, max_model_len) = ready_rx
             .recv()
             .map_err(|_| EngineError::Input("the engine thread ended while starting".into()))?
             .map_err(EngineError::Input)?;
         let pool = PoolInfo {
             num_blocks,
             block_size: cfg.block_size,
+            groups: groups.windows.len(),
             bytes_per_token,
             bytes: (block_bytes * num_blocks as f64) as u64,
-            max_model_len: context.min(num_blocks * cfg.block_size),
+            max_model_len,
         };
         Ok((
             Engine {
@@ -608,7 +656,7 @@ impl Actor {
                     RunnerSeq {
                         tokens: &s.tokens,
                         start: s.start,
-                        blocks: &s.block_table,
+                        tables: &s.block_tables,
                         adapter: r.and_then(|r| r.adapter),
                         pick: r
                             .filter(|r| s.sample && r.constraint.is_none() && r.top_logprobs == 0)

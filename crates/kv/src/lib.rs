@@ -1,5 +1,6 @@
 //! Paged KV-cache bookkeeping for a continuous-batching server: a pool of fixed-size blocks,
-//! one block table per sequence, and prefix caching by chained block hashes.
+//! block tables per sequence (one per group of layers; sliding-window groups give back what
+//! leaves their window), and prefix caching by chained block hashes.
 //!
 //! No tensors live here. This crate decides which block holds which token positions; the model
 //! runner owns the memory and reads and writes it through block tables and slot numbers.
@@ -10,7 +11,7 @@ mod manager;
 mod pool;
 
 pub use error::KvError;
-pub use manager::{KvManager, PrefixHit, PrefixStats};
+pub use manager::{KvManager, NULL_BLOCK, PrefixHit, PrefixStats};
 
 /// Index of a block in the pool, `0..num_blocks`.
 pub type BlockId = u32;

@@ -29,10 +29,12 @@ impl BlockHash {
 }
 
 /// What a cached block holds: the full key its hash was made from, compared on lookup so that a
-/// hash collision is a miss rather than wrong contents.
+/// hash collision is a miss rather than wrong contents, and the group of layers whose keys and
+/// values it holds (the same tokens in another group are another block).
 #[derive(Debug)]
 struct Cached {
     hash: BlockHash,
+    group: usize,
     parent: Option<BlockHash>,
     salt: u64,
     tokens: Box<[u32]>,
@@ -54,7 +56,7 @@ struct Block {
 pub(crate) struct BlockPool {
     blocks: Vec<Block>,
     free: FreeQueue,
-    index: HashMap<BlockHash, BlockId>,
+    index: HashMap<(BlockHash, usize), BlockId>,
 }
 
 impl BlockPool {
@@ -90,17 +92,18 @@ impl BlockPool {
         self.free.iter()
     }
 
-    /// The cached block holding `tokens` after the block hashed `parent`, with its hash.
+    /// The cached block of `group` holding `tokens` after the block hashed `parent`.
     pub(crate) fn find(
         &self,
+        hash: BlockHash,
+        group: usize,
         parent: Option<BlockHash>,
         salt: u64,
         tokens: &[u32],
-    ) -> Option<(BlockId, BlockHash)> {
-        let hash = BlockHash::of(parent, salt, tokens);
-        let &id = self.index.get(&hash)?;
+    ) -> Option<BlockId> {
+        let &id = self.index.get(&(hash, group))?;
         let cached = self.blocks[id as usize].cached.as_ref()?;
-        cached.holds(parent, salt, tokens).then_some((id, hash))
+        cached.holds(parent, salt, tokens).then_some(id)
     }
 
     /// Adds a holder to `block`, taking it out of the free queue if it was free.
@@ -125,7 +128,7 @@ impl BlockPool {
             let b = &mut self.blocks[id as usize];
             b.refs = 1;
             if let Some(cached) = b.cached.take() {
-                self.index.remove(&cached.hash);
+                self.index.remove(&(cached.hash, cached.group));
             }
         }
         Some(taken)
@@ -150,35 +153,37 @@ impl BlockPool {
         }
     }
 
-    /// Makes held `block`, now full and computed with `tokens` after the block hashed `parent`,
-    /// findable by later lookups. Returns its hash. When another block already holds the same
-    /// hash, that one stays the cached copy and `block` stays private.
+    /// Makes held `block` of `group`, now full and computed with `tokens` after the block
+    /// hashed `parent` (its own hash is `hash`), findable by later lookups. When another block
+    /// of the group already holds the same hash, that one stays the cached copy and `block`
+    /// stays private.
     pub(crate) fn register(
         &mut self,
         block: BlockId,
+        hash: BlockHash,
+        group: usize,
         parent: Option<BlockHash>,
         salt: u64,
         tokens: &[u32],
-    ) -> BlockHash {
-        let hash = BlockHash::of(parent, salt, tokens);
+    ) {
         let b = &mut self.blocks[block as usize];
         if let Some(cached) = &b.cached {
             debug_assert!(
-                cached.holds(parent, salt, tokens),
+                cached.holds(parent, salt, tokens) && cached.group == group,
                 "block {block} re-registered"
             );
-            return cached.hash;
+            return;
         }
-        if let Entry::Vacant(e) = self.index.entry(hash) {
+        if let Entry::Vacant(e) = self.index.entry((hash, group)) {
             e.insert(block);
             b.cached = Some(Cached {
                 hash,
+                group,
                 parent,
                 salt,
                 tokens: tokens.into(),
             });
         }
-        hash
     }
 }
 
@@ -205,35 +210,78 @@ mod tests {
         );
     }
 
+    fn register(pool: &mut BlockPool, block: BlockId, group: usize, tokens: &[u32]) {
+        pool.register(
+            block,
+            BlockHash::of(None, 0, tokens),
+            group,
+            None,
+            0,
+            tokens,
+        );
+    }
+
+    fn find(
+        pool: &BlockPool,
+        group: usize,
+        parent: Option<BlockHash>,
+        salt: u64,
+        tokens: &[u32],
+    ) -> Option<BlockId> {
+        pool.find(
+            BlockHash::of(parent, salt, tokens),
+            group,
+            parent,
+            salt,
+            tokens,
+        )
+    }
+
     #[test]
     fn a_hash_collision_is_a_miss_not_wrong_contents() {
         let mut pool = BlockPool::new(2);
         let [block] = pool.take_free(1).unwrap()[..] else {
             panic!("one block")
         };
-        pool.register(block, None, 0, &[1, 2]);
-        assert_eq!(pool.find(None, 0, &[1, 2]).map(|f| f.0), Some(block));
+        register(&mut pool, block, 0, &[1, 2]);
+        assert_eq!(find(&pool, 0, None, 0, &[1, 2]), Some(block));
 
         // Forge a collision: file the block under the hash of different tokens.
         let other = BlockHash::of(None, 0, &[7, 8]);
-        pool.index.insert(other, block);
-        assert_eq!(pool.find(None, 0, &[7, 8]), None);
+        pool.index.insert((other, 0), block);
+        assert_eq!(find(&pool, 0, None, 0, &[7, 8]), None);
         // Same tokens, but after another parent or in another namespace: also a miss.
         let forged_parent = BlockHash::of(Some(other), 0, &[1, 2]);
-        pool.index.insert(forged_parent, block);
-        assert_eq!(pool.find(Some(other), 0, &[1, 2]), None);
+        pool.index.insert((forged_parent, 0), block);
+        assert_eq!(find(&pool, 0, Some(other), 0, &[1, 2]), None);
         let forged_salt = BlockHash::of(None, 5, &[1, 2]);
-        pool.index.insert(forged_salt, block);
-        assert_eq!(pool.find(None, 5, &[1, 2]), None);
+        pool.index.insert((forged_salt, 0), block);
+        assert_eq!(find(&pool, 0, None, 5, &[1, 2]), None);
+    }
+
+    #[test]
+    fn groups_cache_the_same_tokens_apart() {
+        let mut pool = BlockPool::new(3);
+        let blocks = pool.take_free(2).unwrap();
+        register(&mut pool, blocks[0], 0, &[4]);
+        assert_eq!(find(&pool, 1, None, 0, &[4]), None);
+        register(&mut pool, blocks[1], 1, &[4]);
+        assert_eq!(pool.num_cached(), 2);
+        assert_eq!(find(&pool, 0, None, 0, &[4]), Some(blocks[0]));
+        assert_eq!(find(&pool, 1, None, 0, &[4]), Some(blocks[1]));
+        // Evicting one group's copy leaves the other's.
+        pool.release(blocks[1]);
+        pool.take_free(2).unwrap();
+        assert_eq!(find(&pool, 1, None, 0, &[4]), None);
+        assert_eq!(find(&pool, 0, None, 0, &[4]), Some(blocks[0]));
     }
 
     #[test]
     fn duplicate_contents_keep_the_first_cached_copy() {
         let mut pool = BlockPool::new(2);
         let blocks = pool.take_free(2).unwrap();
-        let h0 = pool.register(blocks[0], None, 0, &[4]);
-        let h1 = pool.register(blocks[1], None, 0, &[4]);
-        assert_eq!(h0, h1);
+        register(&mut pool, blocks[0], 0, &[4]);
+        register(&mut pool, blocks[1], 0, &[4]);
         assert_eq!(pool.num_cached(), 1);
         pool.release(blocks[0]);
         pool.release(blocks[1]);
@@ -243,20 +291,20 @@ mod tests {
             [blocks[1], blocks[0]]
         );
         pool.take_free(1).unwrap();
-        assert_eq!(pool.find(None, 0, &[4]).map(|f| f.0), Some(blocks[0]));
+        assert_eq!(find(&pool, 0, None, 0, &[4]), Some(blocks[0]));
     }
 
     #[test]
     fn reusing_a_free_cached_block_evicts_it() {
         let mut pool = BlockPool::new(1);
         let b = pool.take_free(1).unwrap()[0];
-        pool.register(b, None, 0, &[1]);
+        register(&mut pool, b, 0, &[1]);
         pool.release(b);
-        assert!(pool.find(None, 0, &[1]).is_some());
+        assert!(find(&pool, 0, None, 0, &[1]).is_some());
         assert_eq!(pool.take_free(2), None);
-        assert!(pool.find(None, 0, &[1]).is_some());
+        assert!(find(&pool, 0, None, 0, &[1]).is_some());
         assert_eq!(pool.take_free(1), Some(vec![b]));
-        assert_eq!(pool.find(None, 0, &[1]), None);
+        assert_eq!(find(&pool, 0, None, 0, &[1]), None);
         assert_eq!(pool.num_cached(), 0);
     }
 }

@@ -7,7 +7,7 @@
     reason = "test code fails loudly"
 )]
 
-use forja_kv::{BlockId, KvError, KvManager, SeqId};
+use forja_kv::{BlockId, KvError, KvManager, NULL_BLOCK, SeqId};
 
 const BS: usize = 4;
 
@@ -26,7 +26,7 @@ fn run(kv: &mut KvManager, seq: SeqId, tokens: &[u32], salt: u64) -> usize {
 }
 
 fn table(kv: &KvManager, seq: SeqId) -> Vec<BlockId> {
-    kv.block_table(seq).unwrap().to_vec()
+    kv.block_table(seq, 0).unwrap().to_vec()
 }
 
 #[test]
@@ -201,8 +201,8 @@ fn unknown_sequences() {
     assert_eq!(kv.allocate(9, 1), Err(KvError::UnknownSeq { seq: 9 }));
     assert_eq!(kv.commit(9, &[1], 1), Err(KvError::UnknownSeq { seq: 9 }));
     assert!(!kv.free(9));
-    assert_eq!(kv.block_table(9), None);
-    assert_eq!(kv.slot(9, 0), None);
+    assert_eq!(kv.block_table(9, 0), None);
+    assert_eq!(kv.slot(9, 0, 0), None);
     assert_eq!(kv.ref_count(4), None);
 }
 
@@ -231,10 +231,10 @@ fn slots_follow_the_block_table() {
     kv.lookup_prefix(&[], 0).allocate(1, 1).unwrap();
     kv.lookup_prefix(&[], 0).allocate(2, 6).unwrap();
     let t = table(&kv, 2);
-    assert_eq!(kv.slot(2, 0), Some(t[0] as usize * BS));
-    assert_eq!(kv.slot(2, 5), Some(t[1] as usize * BS + 1));
-    assert_eq!(kv.slot(2, 7), Some(t[1] as usize * BS + 3));
-    assert_eq!(kv.slot(2, 8), None);
+    assert_eq!(kv.slot(2, 0, 0), Some(t[0] as usize * BS));
+    assert_eq!(kv.slot(2, 0, 5), Some(t[1] as usize * BS + 1));
+    assert_eq!(kv.slot(2, 0, 7), Some(t[1] as usize * BS + 3));
+    assert_eq!(kv.slot(2, 0, 8), None);
 }
 
 #[test]
@@ -261,4 +261,67 @@ fn freeing_everything_frees_every_block() {
     assert_eq!(kv.num_free_blocks(), kv.num_blocks());
     assert_eq!(kv.num_used_blocks(), 0);
     assert!((0..6).all(|b| kv.ref_count(b) == Some(0)));
+}
+
+#[test]
+fn a_sliding_window_group_gives_back_what_leaves_its_window() {
+    // Group 0 keeps every position; group 1 a window of 6 (a query sees itself and 5 before).
+    let mut kv = KvManager::with_groups(12, BS, true, &[None, Some(6)]).unwrap();
+    let tokens: Vec<u32> = (0..40).collect();
+    kv.lookup_prefix(&tokens[..12], 0).allocate(1, 12).unwrap();
+    assert_eq!(kv.num_used_blocks(), 6);
+    kv.commit(1, &tokens, 12).unwrap();
+    // The next query, at 12, sees 7..=12: block 0 of the window group goes back.
+    assert_eq!(kv.block_table(1, 1).unwrap()[0], NULL_BLOCK);
+    assert_ne!(kv.block_table(1, 1).unwrap()[1], NULL_BLOCK);
+    assert_eq!(kv.block_table(1, 0).unwrap().len(), 3);
+    assert!(!kv.block_table(1, 0).unwrap().contains(&NULL_BLOCK));
+    assert_eq!(kv.num_used_blocks(), 5);
+    assert_eq!(kv.slot(1, 1, 3), None);
+    assert!(kv.slot(1, 1, 7).is_some());
+    assert!(kv.slot(1, 0, 3).is_some());
+    kv.allocate(1, 20).unwrap();
+    kv.commit(1, &tokens, 20).unwrap();
+    // Computed 20: the next query sees 15..=20, blocks 3 and 4.
+    assert_eq!(kv.block_table(1, 1).unwrap()[..3], [NULL_BLOCK; 3]);
+    assert_eq!(kv.num_used_blocks(), 5 + 2);
+    // What a sequence holds at most: every block of group 0, the window and a step in group 1.
+    assert_eq!(kv.max_blocks_held(20, 1), 5 + 3);
+    assert_eq!(kv.max_blocks_held(20, 8), 5 + 5);
+    assert_eq!(kv.max_blocks_held(400, 1), 100 + 3);
+    assert!(kv.free(1));
+    assert_eq!(kv.num_free_blocks(), 12);
+
+    // Its blocks stay cached: a longer prompt finds all 20 tokens, the window group needing
+    // only its last two blocks.
+    assert_eq!(kv.lookup_prefix(&tokens[..21], 0).num_tokens(), 20);
+    // Free queue: 2 never used, then the window group's blocks 0..3 as they left, then the
+    // sequence's blocks from its end. Taking four (two positions of 4 in two groups) evicts
+    // the window group's blocks 0 and 1, which no hit of 20 tokens needs.
+    kv.lookup_prefix(&[99], 0).allocate(2, 8).unwrap();
+    assert_eq!(kv.lookup_prefix(&tokens[..21], 0).num_tokens(), 20);
+    // Two more evict the window group's block 2 and group 0's block 4: a hit of 16 would need
+    // window blocks 2 and 3, of 12 blocks 1 and 2, of 8 and 4 block 0 — nothing is left.
+    kv.allocate(2, 12).unwrap();
+    assert_eq!(kv.num_free_blocks(), 6);
+    let hit = kv.lookup_prefix(&tokens[..21], 0);
+    assert_eq!(hit.num_tokens(), 0);
+    hit.allocate(3, 8).unwrap();
+    assert_eq!(
+        kv.block_tables(3)
+            .unwrap()
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>(),
+        4
+    );
+}
+
+#[test]
+fn groups_are_validated() {
+    for (windows, field) in [(&[][..], "groups"), (&[None, Some(0)][..], "window")] {
+        let e = KvManager::with_groups(4, 4, true, windows).unwrap_err();
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    assert!(KvManager::with_groups(u32::MAX as usize, 1, true, &[None]).is_err());
 }

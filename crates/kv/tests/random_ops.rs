@@ -1,6 +1,7 @@
 //! Random sequences of opens, growth, commits and frees over a small pool and a two-token
-//! alphabet (so prefixes repeat), checked after every operation against a model of what the
-//! caller holds and of what each block physically contains.
+//! alphabet (so prefixes repeat), with groups of layers keeping every position or a sliding
+//! window, checked after every operation against a model of what the caller holds and of what
+//! each block physically contains.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use forja_kv::{BlockId, KvError, KvManager, SeqId};
+use forja_kv::{BlockId, KvError, KvManager, NULL_BLOCK, SeqId};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -62,18 +63,20 @@ struct Seq {
     id: SeqId,
     salt: u64,
     tokens: Vec<u32>,
-    /// Tokens its block table must hold.
+    /// Tokens its block tables must hold.
     allocated: usize,
     computed: usize,
     table_len: usize,
 }
 
-/// The cache under test, the caller's sequences, and what each block holds: the salt and the
-/// whole prefix up to the block's end, for blocks fully computed.
+/// What a computed block holds: its group, the salt and the whole prefix up to the block's end.
+type Contents = (usize, u64, Vec<u32>);
+
+/// The cache under test, the caller's sequences, and what each fully computed block holds.
 struct World {
     kv: KvManager,
     seqs: Vec<Seq>,
-    contents: HashMap<BlockId, (u64, Vec<u32>)>,
+    contents: HashMap<BlockId, Contents>,
     next_id: SeqId,
 }
 
@@ -132,17 +135,22 @@ impl World {
             }
             Err(e) => panic!("unexpected {e}"),
         }
-        let table = self.kv.block_table(id).unwrap().to_vec();
-        for (i, b) in table.iter().enumerate() {
-            if i < cached / bs {
-                let expected = (salt, tokens[..(i + 1) * bs].to_vec());
-                assert_eq!(
-                    self.contents.get(b),
-                    Some(&expected),
-                    "hit block {b} holds other tokens"
-                );
-            } else {
-                self.contents.remove(b);
+        let tables = self.kv.block_tables(id).unwrap().to_vec();
+        for (g, table) in tables.iter().enumerate() {
+            for (i, b) in table.iter().enumerate() {
+                if *b == NULL_BLOCK {
+                    continue;
+                }
+                if i < cached / bs {
+                    let expected = (g, salt, tokens[..(i + 1) * bs].to_vec());
+                    assert_eq!(
+                        self.contents.get(b),
+                        Some(&expected),
+                        "hit block {b} holds other tokens"
+                    );
+                } else {
+                    self.contents.remove(b);
+                }
             }
         }
         self.seqs.push(Seq {
@@ -151,7 +159,7 @@ impl World {
             tokens,
             allocated,
             computed: cached,
-            table_len: table.len(),
+            table_len: tables[0].len(),
         });
     }
 
@@ -161,18 +169,20 @@ impl World {
         let free_before = self.kv.num_free_blocks();
         match self.kv.allocate(seq.id, target) {
             Ok(()) => {
-                let table = self.kv.block_table(seq.id).unwrap();
-                for b in &table[seq.table_len..] {
-                    self.contents.remove(b);
+                let tables = self.kv.block_tables(seq.id).unwrap();
+                for table in tables {
+                    for b in &table[seq.table_len..] {
+                        self.contents.remove(b);
+                    }
                 }
                 seq.allocated = target;
-                seq.table_len = table.len();
+                seq.table_len = tables[0].len();
             }
             Err(KvError::OutOfBlocks { needed, free, .. }) => {
                 assert!(needed > free);
                 assert_eq!(free, free_before);
                 assert_eq!(self.kv.num_free_blocks(), free_before);
-                assert_eq!(self.kv.block_table(seq.id).unwrap().len(), seq.table_len);
+                assert_eq!(self.kv.block_table(seq.id, 0).unwrap().len(), seq.table_len);
             }
             Err(e) => panic!("unexpected {e}"),
         }
@@ -182,25 +192,49 @@ impl World {
         let bs = self.kv.block_size();
         let seq = &mut self.seqs[s];
         let computed = (seq.computed + n).min(seq.allocated).min(seq.tokens.len());
+        // Blocks the commit releases from a sliding window hold their tokens too.
+        let tables = self.kv.block_tables(seq.id).unwrap().to_vec();
         self.kv.commit(seq.id, &seq.tokens, computed).unwrap();
-        seq.computed = computed;
-        let table = self.kv.block_table(seq.id).unwrap();
-        for (i, &b) in table.iter().enumerate().take(computed / bs) {
-            let prefix = seq.tokens[..(i + 1) * bs].to_vec();
-            self.contents.insert(b, (seq.salt, prefix));
+        seq.computed = seq.computed.max(computed);
+        for (g, table) in tables.iter().enumerate() {
+            for (i, &b) in table.iter().enumerate().take(computed / bs) {
+                if b != NULL_BLOCK {
+                    let prefix = seq.tokens[..(i + 1) * bs].to_vec();
+                    self.contents.insert(b, (g, seq.salt, prefix));
+                }
+            }
         }
     }
 
     fn check(&self) {
         let n = self.kv.num_blocks();
         let mut holders = vec![0u32; n];
+        let bs = self.kv.block_size();
         for s in &self.seqs {
-            let table = self.kv.block_table(s.id).unwrap();
-            assert_eq!(table.len(), s.table_len);
-            assert!(table.len() >= self.kv.blocks_needed(s.allocated));
-            let distinct: HashSet<_> = table.iter().collect();
-            assert_eq!(distinct.len(), table.len(), "a block twice in one table");
-            for &b in table {
+            let tables = self.kv.block_tables(s.id).unwrap();
+            assert_eq!(tables.len(), self.kv.num_groups());
+            let mut held = Vec::new();
+            for (table, window) in tables.iter().zip(self.kv.windows()) {
+                assert_eq!(table.len(), s.table_len);
+                assert!(table.len() >= self.kv.blocks_needed(s.allocated));
+                // A sliding window gives back exactly the blocks its next query no longer sees.
+                let gone = window.map_or(0, |w| {
+                    (s.computed.saturating_sub(w - 1) / bs).min(table.len())
+                });
+                for (i, &b) in table.iter().enumerate() {
+                    assert_eq!(
+                        b == NULL_BLOCK,
+                        i < gone,
+                        "entry {i} of {table:?}, window {window:?}"
+                    );
+                }
+                held.extend(table.iter().copied().filter(|&b| b != NULL_BLOCK));
+            }
+            let distinct: HashSet<_> = held.iter().collect();
+            assert_eq!(distinct.len(), held.len(), "a block twice in one sequence");
+            let step = s.allocated.saturating_sub(s.computed);
+            assert!(held.len() <= self.kv.max_blocks_held(s.allocated, step));
+            for b in held {
                 holders[b as usize] += 1;
             }
         }
@@ -227,13 +261,19 @@ proptest! {
 
     #[test]
     fn bookkeeping_stays_consistent(
-        num_blocks in 4usize..=16,
+        num_blocks in 4usize..=32,
         block_size in 1usize..=4,
         prefix_caching in prop::bool::weighted(0.8),
+        windows in prop_oneof![
+            Just(vec![None]),
+            (1usize..=9).prop_map(|w| vec![None, Some(w)]),
+            (1usize..=9).prop_map(|w| vec![Some(w)]),
+            (1usize..=9, 1usize..=9).prop_map(|(a, b)| vec![Some(a), None, Some(b)]),
+        ],
         ops in prop::collection::vec(op(), 1..80),
     ) {
         let mut w = World {
-            kv: KvManager::new(num_blocks, block_size, prefix_caching).unwrap(),
+            kv: KvManager::with_groups(num_blocks, block_size, prefix_caching, &windows).unwrap(),
             seqs: Vec::new(),
             contents: HashMap::new(),
             next_id: 0,

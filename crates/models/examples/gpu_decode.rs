@@ -373,11 +373,13 @@ fn main() {
         .max(a.check_prompt + a.check + 1);
     let bs = 16;
     let per_seq = ctx.div_ceil(bs);
+    // Every position of every layer group is kept (no block goes back here).
+    let groups = model.kv_groups().windows.len();
     let opts = GpuOptions {
         half: a.half,
         quantized: a.quantized,
         block_size: bs,
-        blocks: per_seq * max_batch,
+        blocks: per_seq * max_batch * groups,
         max_context: ctx,
     };
     let t = Instant::now();
@@ -396,7 +398,14 @@ fn main() {
         g.kv_bytes() as f64 / (1u64 << 30) as f64,
         t.elapsed()
     );
-    let table = |s: usize| -> Vec<u32> { (0..per_seq).map(|b| (s * per_seq + b) as u32).collect() };
+    let table = |s: usize| -> Vec<Vec<u32>> {
+        (0..groups)
+            .map(|g| {
+                let first = (s * groups + g) * per_seq;
+                (0..per_seq).map(|b| (first + b) as u32).collect()
+            })
+            .collect()
+    };
 
     // Logits and greedy tokens against the CPU: every prompt row, then each decode step fed
     // the CPU's token.
@@ -421,7 +430,7 @@ fn main() {
                 .forward(&[GpuSeq {
                     tokens: &p,
                     start: 0,
-                    blocks: &blocks,
+                    tables: &blocks,
                     all_logits: true,
                     pick: None,
                 }])
@@ -447,7 +456,7 @@ fn main() {
                     g.forward(&[GpuSeq {
                         tokens: &prev,
                         start: p.len() + i - 1,
-                        blocks: &blocks,
+                        tables: &blocks,
                         all_logits: false,
                         pick: None,
                     }])
@@ -486,7 +495,7 @@ fn main() {
         g.forward(&[GpuSeq {
             tokens: &p,
             start: 0,
-            blocks: &b0,
+            tables: &b0,
             all_logits: false,
             pick: None,
         }])
@@ -503,7 +512,7 @@ fn main() {
 
     // Decode: `batch` sequences after a prompt of `depth` tokens each, `gen` steps.
     for &batch in &a.batches {
-        let tables: Vec<Vec<u32>> = (0..batch).map(table).collect();
+        let tables: Vec<Vec<Vec<u32>>> = (0..batch).map(table).collect();
         let prompts: Vec<Vec<u32>> = (0..batch)
             .map(|s| prompt(a.depth, vocab, 100 + s as u64))
             .collect();
@@ -517,7 +526,7 @@ fn main() {
                     g.forward_greedy(&[GpuSeq {
                         tokens: p,
                         start: 0,
-                        blocks: t,
+                        tables: t,
                         all_logits: false,
                         pick: None,
                     }])
@@ -537,7 +546,7 @@ fn main() {
                     .map(|(tok, t)| GpuSeq {
                         tokens: tok,
                         start: a.depth + step,
-                        blocks: t,
+                        tables: t,
                         all_logits: false,
                         pick: None,
                     })

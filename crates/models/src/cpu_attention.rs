@@ -83,7 +83,10 @@ fn attend_with(kernels: &Kernels, h: &Heads, seqs: &[SeqRows<'_>], q: &[f32]) ->
             None => s.start + s.rows,
             Some((table, bs)) => {
                 let last = (s.start + s.rows).div_ceil(bs);
-                let blocks = table.get(..last).ok_or_else(|| {
+                // A sliding window reads from its first row's first visible position: blocks
+                // before it may have gone back to the pool.
+                let first = h.window.map_or(0, |w| (s.start + 1).saturating_sub(w)) / bs;
+                let blocks = table.get(first.min(last)..last).ok_or_else(|| {
                     ModelError::Input(format!(
                         "{} positions need {last} blocks, the table has {}",
                         s.start + s.rows,

@@ -789,6 +789,17 @@ impl Decoder {
             .ok_or_else(|| ModelError::Input("a step gave no logits".into()))
     }
 
+    /// How a paged KV pool groups this model's layers (every position, or a sliding window):
+    /// the block manager's groups and the pool's buffers both follow it.
+    pub fn kv_groups(&self) -> forja_arch::kv_cache::KvGroups {
+        let windows: Vec<Option<u64>> = self
+            .layers
+            .iter()
+            .map(|l| l.attn.window.map(|w| w as u64))
+            .collect();
+        forja_arch::kv_cache::KvGroups::for_layers(&windows)
+    }
+
     /// An empty cache for one sequence, in [`Decoder::kv_dtype`], that keeps each sliding-window
     /// layer's window (plus a step) rather than the whole sequence.
     pub fn new_cache(&self) -> ContiguousKvCache {

@@ -68,8 +68,10 @@ pub struct RunnerSeq<'a> {
     pub tokens: &'a [u32],
     /// Positions already in the cache before `tokens`.
     pub start: usize,
-    /// The pool blocks holding positions `0..start + tokens.len()`, in order.
-    pub blocks: &'a [u32],
+    /// The pool blocks holding positions `0..start + tokens.len()`, in order: one table per
+    /// group of [`Decoder::kv_groups`] (a sliding-window group's entries before its window may
+    /// be `forja_kv::NULL_BLOCK`).
+    pub tables: &'a [Vec<u32>],
     /// The served LoRA adapter the sequence asked for.
     pub adapter: Option<AdapterId>,
     /// Pick the next token on the device by these rules, when the runner can (a GPU runner
@@ -94,7 +96,8 @@ pub trait StepRunner {
     /// Each sequence's next token, picked on the device where it asked to be and the runner
     /// can, else its logits.
     fn step(&mut self, decoder: &Decoder, seqs: &[RunnerSeq<'_>]) -> Result<Vec<SeqOutput>>;
-    /// Blocks in the pool (what the scheduler may hand out).
+    /// Blocks in the pool (what the scheduler may hand out), shared by the groups of
+    /// [`Decoder::kv_groups`]: a block holds `block_size` positions of one group's layers.
     fn blocks(&self) -> usize;
     /// The KV element type.
     fn kv_dtype(&self) -> DType;
@@ -113,7 +116,7 @@ impl StepRunner for CpuRunner {
     fn step(&mut self, decoder: &Decoder, seqs: &[RunnerSeq<'_>]) -> Result<Vec<SeqOutput>> {
         let mut views: Vec<_> = seqs
             .iter()
-            .map(|s| self.store.sequence(s.blocks, s.start))
+            .map(|s| self.store.sequence(s.tables, s.start))
             .collect();
         let mut steps: Vec<SeqStep<'_>> = seqs
             .iter()
@@ -159,7 +162,7 @@ pub fn open_runner(
         RunnerDevice::Cpu => {
             let c = &decoder.config;
             let store = PagedKvStore::new(
-                decoder.num_layers(),
+                &decoder.kv_groups(),
                 pool.blocks,
                 pool.block_size,
                 c.num_kv_heads as usize,

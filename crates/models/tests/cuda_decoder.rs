@@ -89,18 +89,27 @@ fn check_family(gpu: &Arc<Gpu>, name: &str, half: bool, tolerance: f32) {
     let (model, prompts) = load(name);
     let longest = prompts.iter().map(Vec::len).max().unwrap() + STEPS;
     let per_seq = longest.div_ceil(BLOCK);
+    // One block table per layer group (the Gemmas' sliding-window layers are groups of their
+    // own); a table's blocks are spread over the pool in reverse order: nothing contiguous.
+    let groups = model.kv_groups();
+    let n = prompts.len() * groups.windows.len();
     let opts = GpuOptions {
         half,
         quantized: false,
         block_size: BLOCK,
-        blocks: per_seq * prompts.len() + 5,
+        blocks: per_seq * n + 5,
         max_context: longest,
     };
     let mut gpu_model = GpuDecoder::new(Arc::clone(gpu), &model, opts).unwrap();
-    // Sequence s owns blocks s + 5, s + 5 + n, … in reverse order: nothing contiguous.
-    let n = prompts.len();
-    let tables: Vec<Vec<u32>> = (0..n)
-        .map(|s| (0..per_seq).rev().map(|b| (5 + s + b * n) as u32).collect())
+    let mut tables: Vec<Vec<Vec<u32>>> = (0..prompts.len())
+        .map(|s| {
+            (0..groups.windows.len())
+                .map(|g| {
+                    let t = s * groups.windows.len() + g;
+                    (0..per_seq).rev().map(|b| (5 + t + b * n) as u32).collect()
+                })
+                .collect()
+        })
         .collect();
     let want: Vec<Vec<Vec<f32>>> = prompts.iter().map(|p| cpu_run(&model, p)).collect();
 
@@ -110,7 +119,7 @@ fn check_family(gpu: &Arc<Gpu>, name: &str, half: bool, tolerance: f32) {
         .map(|(p, t)| GpuSeq {
             tokens: p,
             start: 0,
-            blocks: t,
+            tables: t,
             all_logits: true,
             pick: None,
         })
@@ -125,8 +134,19 @@ fn check_family(gpu: &Arc<Gpu>, name: &str, half: bool, tolerance: f32) {
         }
         next.push(argmax(&want[s][p.len() - 1]));
     }
-    // Decoding: every sequence one token per step, the CPU's greedy tokens fed to both.
+    // Decoding: every sequence one token per step, the CPU's greedy tokens fed to both. As the
+    // server's block manager does, a sliding window's blocks that its next query no longer
+    // sees are given back: their entries become NULL_BLOCK, which nothing may read.
     for step in 0..STEPS {
+        for (p, t) in prompts.iter().zip(&mut tables) {
+            let computed = p.len() + step;
+            for (table, window) in t.iter_mut().zip(&groups.windows) {
+                if let Some(w) = window {
+                    let gone = computed.saturating_sub(*w as usize - 1) / BLOCK;
+                    table[..gone].fill(forja_kv::NULL_BLOCK);
+                }
+            }
+        }
         let tokens: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
         let seqs: Vec<GpuSeq> = prompts
             .iter()
@@ -135,7 +155,7 @@ fn check_family(gpu: &Arc<Gpu>, name: &str, half: bool, tolerance: f32) {
             .map(|((p, t), tok)| GpuSeq {
                 tokens: tok,
                 start: p.len() + step,
-                blocks: t,
+                tables: t,
                 all_logits: false,
                 pick: None,
             })
@@ -190,15 +210,23 @@ fn gpu_greedy_and_graphs_change_nothing() {
         let (model, prompts) = load(name);
         let ctx = prompts.iter().map(Vec::len).max().unwrap() + 12;
         let per_seq = ctx.div_ceil(BLOCK);
+        let groups = model.kv_groups().windows.len();
         let opts = GpuOptions {
             half: true,
             quantized: false,
             block_size: BLOCK,
-            blocks: per_seq * prompts.len(),
+            blocks: per_seq * prompts.len() * groups,
             max_context: ctx,
         };
-        let tables: Vec<Vec<u32>> = (0..prompts.len())
-            .map(|s| (0..per_seq).map(|b| (s * per_seq + b) as u32).collect())
+        let tables: Vec<Vec<Vec<u32>>> = (0..prompts.len())
+            .map(|s| {
+                (0..groups)
+                    .map(|g| {
+                        let first = (s * groups + g) * per_seq;
+                        (0..per_seq).map(|b| (first + b) as u32).collect()
+                    })
+                    .collect()
+            })
             .collect();
         let mut runs = Vec::new();
         for graphs in [true, false] {
@@ -214,7 +242,7 @@ fn gpu_greedy_and_graphs_change_nothing() {
                     .map(|(s, (p, t))| GpuSeq {
                         tokens: if step == 0 { p } else { &next[s] },
                         start: if step == 0 { 0 } else { p.len() + step - 1 },
-                        blocks: t,
+                        tables: t,
                         all_logits: false,
                         pick: None,
                     })
@@ -258,13 +286,31 @@ fn bad_steps_are_refused() {
         m.forward(&[GpuSeq {
             tokens,
             start,
-            blocks,
+            tables: &[blocks.to_vec()],
             all_logits: false,
             pick: None,
         }])
         .unwrap_err()
         .to_string()
     };
+    let two = [vec![0u32], vec![1u32]];
+    let e = m
+        .forward(&[GpuSeq {
+            tokens: &[1],
+            start: 0,
+            tables: &two,
+            all_logits: false,
+            pick: None,
+        }])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("2 block tables for a model of 1 layer groups"),
+        "{e}"
+    );
+    // llama keeps every position: a block given back is refused, not read.
+    let e = bad(&mut m, &[1], 4, &[forja_kv::NULL_BLOCK, 1]);
+    assert!(e.contains("outside a pool"), "{e}");
     assert!(bad(&mut m, &[1, 2], 0, &[]).contains("0 blocks for 2 positions"));
     assert!(bad(&mut m, &[1], 0, &[9]).contains("block 9 outside a pool of 4"));
     assert!(bad(&mut m, &[9999], 0, &[0]).contains("outside the vocabulary"));
@@ -375,6 +421,7 @@ fn inputs_rounded_by_their_producers_multiply_as_the_product_rounds_them() {
             head_dim: dim,
             block_size: 16,
             max_blocks: ctx.div_ceil(16),
+            table_offset: 0,
             scale: 0.09,
             window: None,
             softcap: None,

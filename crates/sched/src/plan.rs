@@ -11,9 +11,11 @@ pub struct ScheduledSeq {
     pub start: usize,
     /// Tokens to feed this step; never empty.
     pub tokens: Vec<u32>,
-    /// The request's KV blocks, covering at least `start + tokens.len()` positions: position
-    /// `p` lives in block `block_table[p / block_size]` at offset `p % block_size`.
-    pub block_table: Vec<BlockId>,
+    /// The request's KV blocks, one table per group of layers (see `forja_kv::KvManager`),
+    /// each covering at least `start + tokens.len()` positions: position `p` of group `g`
+    /// lives in block `block_tables[g][p / block_size]` at offset `p % block_size`. A
+    /// sliding-window group's entries before its window are `forja_kv::NULL_BLOCK`.
+    pub block_tables: Vec<Vec<BlockId>>,
     /// Whether this chunk ends at the request's last known token, so the runner samples a new
     /// one and reports it through `Scheduler::on_step_done`.
     pub sample: bool,

@@ -119,7 +119,9 @@ impl Scheduler {
             });
         }
         // The last output token is sampled but never fed, so it needs no slot.
-        let blocks = self.kv.blocks_needed(total - 1);
+        let blocks = self
+            .kv
+            .max_blocks_held(total - 1, self.cfg.max_batched_tokens);
         if blocks > self.kv.num_blocks() {
             return Err(SchedError::TooBigForPool {
                 id,
@@ -369,7 +371,7 @@ impl Scheduler {
             id: seq.id,
             start,
             tokens: seq.tokens[start..end].to_vec(),
-            block_table: self.kv.block_table(seq.id).unwrap_or_default().to_vec(),
+            block_tables: self.kv.block_tables(seq.id).unwrap_or_default().to_vec(),
             sample,
         });
         self.in_flight.push(Chunk {

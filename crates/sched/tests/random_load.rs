@@ -13,7 +13,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 
 use common::{FakeRunner, STOP, expected_output};
-use forja_kv::{BlockId, KvManager};
+use forja_kv::{BlockId, KvManager, NULL_BLOCK};
 use forja_sched::{FinishReason, Request, SchedConfig, SchedError, Scheduler, StepPlan};
 use proptest::prelude::*;
 
@@ -137,7 +137,9 @@ impl World {
         let id = self.next_id;
         self.next_id += 1;
         let total = prompt.len() + max_tokens;
-        let fits_pool = self.sched.kv().blocks_needed(total - 1) <= self.sched.kv().num_blocks();
+        let step = self.sched.config().max_batched_tokens;
+        let kv = self.sched.kv();
+        let fits_pool = kv.max_blocks_held(total - 1, step) <= kv.num_blocks();
         let req = Request {
             id,
             prompt: prompt.clone(),
@@ -218,12 +220,12 @@ impl World {
             assert_eq!(s.tokens, known[s.start..end]);
             assert_eq!(s.sample, end == known.len());
             assert_eq!(
-                Some(s.block_table.as_slice()),
-                self.sched.kv().block_table(s.id)
+                Some(s.block_tables.as_slice()),
+                self.sched.kv().block_tables(s.id)
             );
         }
         for &id in &plan.preempted {
-            assert_eq!(self.sched.kv().block_table(id), None);
+            assert_eq!(self.sched.kv().block_tables(id), None);
         }
     }
 
@@ -236,9 +238,9 @@ impl World {
             assert_eq!(self.sched.output(id), Some(&req.tokens[req.prompt_len..]));
             self.runner
                 .check_computed(&self.sched, id, &req.tokens, req.salt);
-            if let Some(table) = kv.block_table(id) {
+            if let Some(tables) = kv.block_tables(id) {
                 running += 1;
-                for &b in table {
+                for &b in tables.iter().flatten().filter(|&&b| b != NULL_BLOCK) {
                     *holders.entry(b).or_default() += 1;
                 }
             }
@@ -262,22 +264,34 @@ impl World {
 /// recomputed many times over and still finish.
 const DRAIN_STEPS: usize = 20_000;
 
-fn scheduler_config() -> impl Strategy<Value = (SchedConfig, usize, usize, bool)> {
+/// The scheduler's limits, the pool's blocks, block size and prefix caching, and its groups'
+/// windows (one group keeping every position, or sliding windows beside it or alone).
+type Setup = (SchedConfig, usize, usize, bool, Vec<Option<usize>>);
+
+fn scheduler_config() -> impl Strategy<Value = Setup> {
     (
         1usize..=16,
         1usize..=6,
-        2usize..=24,
+        2usize..=48,
         1usize..=4,
         prop::bool::weighted(0.8),
+        prop_oneof![
+            2 => Just(vec![None]),
+            1 => (2usize..=9).prop_map(|w| vec![None, Some(w)]),
+            1 => (2usize..=9, 2usize..=9).prop_map(|(a, b)| vec![Some(a), Some(b), None]),
+            1 => (2usize..=9).prop_map(|w| vec![Some(w)]),
+        ],
     )
-        .prop_map(|(budget, running, blocks, block_size, prefix_caching)| {
-            let cfg = SchedConfig {
-                max_batched_tokens: budget,
-                max_running: running.min(budget),
-                max_model_len: MAX_MODEL_LEN,
-            };
-            (cfg, blocks, block_size, prefix_caching)
-        })
+        .prop_map(
+            |(budget, running, blocks, block_size, prefix_caching, windows)| {
+                let cfg = SchedConfig {
+                    max_batched_tokens: budget,
+                    max_running: running.min(budget),
+                    max_model_len: MAX_MODEL_LEN,
+                };
+                (cfg, blocks, block_size, prefix_caching, windows)
+            },
+        )
 }
 
 proptest! {
@@ -285,10 +299,10 @@ proptest! {
 
     #[test]
     fn every_request_ends_with_the_outputs_of_a_lone_run(
-        (cfg, num_blocks, block_size, prefix_caching) in scheduler_config(),
+        (cfg, num_blocks, block_size, prefix_caching, windows) in scheduler_config(),
         ops in prop::collection::vec(op(), 1..60),
     ) {
-        let kv = KvManager::new(num_blocks, block_size, prefix_caching).unwrap();
+        let kv = KvManager::with_groups(num_blocks, block_size, prefix_caching, &windows).unwrap();
         let mut w = World::new(cfg, kv);
         for op in ops {
             w.apply(op);

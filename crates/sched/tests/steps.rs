@@ -147,17 +147,17 @@ fn chunked_prefill_splits_a_long_prompt_over_steps() {
 
     let plan = s.schedule();
     assert_eq!(chunks(&plan), [(1, 0, vec![0, 1, 2, 3], false)]);
-    assert_eq!(plan.seqs[0].block_table.len(), 1);
+    assert_eq!(plan.seqs[0].block_tables[0].len(), 1);
     assert_eq!(s.on_step_done(&[]), Vec::<u64>::new());
 
     let plan = s.schedule();
     assert_eq!(chunks(&plan), [(1, 4, vec![4, 5, 6, 7], false)]);
-    assert_eq!(plan.seqs[0].block_table.len(), 2);
+    assert_eq!(plan.seqs[0].block_tables[0].len(), 2);
     s.on_step_done(&[]);
 
     let plan = s.schedule();
     assert_eq!(chunks(&plan), [(1, 8, vec![8, 9], true)]);
-    assert_eq!(plan.seqs[0].block_table.len(), 3);
+    assert_eq!(plan.seqs[0].block_tables[0].len(), 3);
     assert_eq!(s.on_step_done(&[(1, 42)]), Vec::<u64>::new());
     assert_eq!(s.output(1), Some(&[42][..]));
 
@@ -216,7 +216,10 @@ fn a_request_sharing_a_prompt_skips_its_cached_blocks() {
             (3, 0, prompt.clone(), true)
         ]
     );
-    assert_eq!(plan.seqs[0].block_table[..2], plan.seqs[1].block_table[..2]);
+    assert_eq!(
+        plan.seqs[0].block_tables[0][..2],
+        plan.seqs[1].block_tables[0][..2]
+    );
     assert_eq!(s.num_computed(2), Some(8));
     assert!((s.prefix_hit_rate() - 8.0 / 27.0).abs() < 1e-12);
 }

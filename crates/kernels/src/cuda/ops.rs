@@ -84,7 +84,12 @@ pub struct AttentionLaunch {
     pub kv_heads: usize,
     pub head_dim: usize,
     pub block_size: usize,
+    /// Entries from one sequence's block table to the next's.
     pub max_blocks: usize,
+    /// Where this call's tables start in [`AttentionTables::block_tables`]: a runner keeping
+    /// one table per layer group stores each sequence's tables side by side (`max_blocks`
+    /// then spans them all) and points each layer at its group's.
+    pub table_offset: usize,
     pub scale: f32,
     pub window: Option<u32>,
     pub softcap: Option<f32>,
@@ -102,6 +107,7 @@ impl PagedAttention {
             head_dim: self.head_dim,
             block_size: self.block_size,
             max_blocks: self.max_blocks,
+            table_offset: 0,
             scale: self.scale,
             window: self.window,
             softcap: self.softcap,
@@ -689,13 +695,21 @@ impl Gpu {
         let window = a.window.map_or(0, |w| w as i32);
         let softcap = a.softcap.unwrap_or(0.0);
         let half = out.half();
+        if a.table_offset >= t.block_tables.len() {
+            return Err(KernelError::Shape(format!(
+                "block tables start at {} of {}",
+                a.table_offset,
+                t.block_tables.len()
+            )));
+        }
+        let tables = t.block_tables.slice(a.table_offset..);
         let mut l = self.stream.launch_builder(&f);
         match out {
             Act::F32(b) => l.arg(b),
             Act::F16(b) => l.arg(b),
         };
         l.arg(q).arg(k_cache).arg(v_cache);
-        l.arg(&t.block_tables).arg(&t.row_seqs).arg(&t.context_lens);
+        l.arg(&tables).arg(&t.row_seqs).arg(&t.context_lens);
         for i in &ints {
             l.arg(i);
         }

@@ -2,8 +2,9 @@
 //! several sequences' new tokens through the projections as one matrix, attention per row over
 //! each sequence's blocks of a paged f16 KV pool — on forja's kernels and cuBLAS, with every
 //! buffer on the device; only the token ids and block tables go up and the wanted logits come
-//! back. Blocks are the caller's: a sequence names the pool blocks that hold its positions, as
-//! the server's block manager hands them out.
+//! back. Blocks are the caller's: a sequence names the pool blocks that hold its positions, one
+//! table per layer group ([`Decoder::kv_groups`]: layers keeping every position, layers keeping
+//! a sliding window), as the server's block manager hands them out.
 //!
 //! Decode steps (one token per sequence) are recorded once per batch-size bucket as a CUDA graph
 //! and replayed: a step costs one launch instead of a dozen per layer. The batch is padded to its
@@ -23,6 +24,7 @@ use forja_kernels::{DevicePick, PICK_WORDS, picked};
 use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
 use crate::runner::SeqOutput;
+use forja_arch::kv_cache::KvGroups;
 use weights::{GpuWeights, kernel};
 
 mod runner;
@@ -38,7 +40,8 @@ pub struct GpuOptions {
     pub quantized: bool,
     /// Positions per KV block.
     pub block_size: usize,
-    /// Blocks in the KV pool (every layer has this many).
+    /// Blocks in the KV pool, shared by the layer groups: a block holds `block_size` positions
+    /// of one group's layers.
     pub blocks: usize,
     /// Longest sequence: sizes the RoPE tables.
     pub max_context: usize,
@@ -50,8 +53,10 @@ pub struct GpuSeq<'a> {
     pub tokens: &'a [u32],
     /// Position of the first token (how many are cached before it).
     pub start: usize,
-    /// Pool blocks holding positions `0..start + tokens.len()`, in order.
-    pub blocks: &'a [u32],
+    /// Pool blocks holding positions `0..start + tokens.len()`, in order: one table per group of
+    /// [`Decoder::kv_groups`]. A sliding-window group's entries before its window may be
+    /// `forja_kv::NULL_BLOCK` (their blocks went back to the pool).
+    pub tables: &'a [Vec<u32>],
     /// Logits for every token instead of the last.
     pub all_logits: bool,
     /// Pick the next token on the GPU by these rules ([`GpuDecoder::step`]; not with
@@ -83,8 +88,10 @@ struct Scratch {
     picks: CudaSlice<u32>,
     ids: CudaSlice<u32>,
     positions: CudaSlice<u32>,
-    slots: CudaSlice<u32>,
+    /// Each layer group's cache slot of every row.
+    slots: Vec<CudaSlice<u32>>,
     pick: CudaSlice<u32>,
+    /// The block tables hold each sequence's group tables side by side.
     tables: AttentionTables,
 }
 
@@ -102,7 +109,8 @@ enum Output {
 struct Plan {
     ids: Vec<u32>,
     positions: Vec<u32>,
-    slots: Vec<u32>,
+    /// Per layer group.
+    slots: Vec<Vec<u32>>,
     row_seqs: Vec<u32>,
     context_lens: Vec<u32>,
     pick: Vec<u32>,
@@ -122,7 +130,9 @@ const MAX_GRAPH_BATCH: usize = 256;
 pub struct GpuDecoder {
     gpu: Arc<Gpu>,
     w: GpuWeights,
+    /// `groups.group_size` key and value buffers; layer `i` uses buffer `groups.layers[i].1`.
     kv: Vec<(CudaSlice<u16>, CudaSlice<u16>)>,
+    groups: KvGroups,
     opts: GpuOptions,
     dims: Dims,
     scratch: Option<Scratch>,
@@ -139,8 +149,11 @@ struct Dims {
     kv_heads: usize,
     head_dim: usize,
     vocab: usize,
+    /// Entries of one group's block table.
     max_blocks: usize,
     block_size: usize,
+    /// Layer groups: block tables per sequence.
+    groups: usize,
 }
 
 impl GpuDecoder {
@@ -160,6 +173,7 @@ impl GpuDecoder {
             return Err(ModelError::Input(format!("GPU options {opts:?}")));
         }
         let c = &d.config;
+        let groups = d.kv_groups();
         let dims = Dims {
             hidden: c.hidden_size as usize,
             heads: c.num_heads as usize,
@@ -168,6 +182,7 @@ impl GpuDecoder {
             vocab: c.vocab_size as usize,
             max_blocks: opts.max_context.div_ceil(opts.block_size),
             block_size: opts.block_size,
+            groups: groups.windows.len(),
         };
         if opts.quantized && !opts.half {
             return Err(ModelError::Input(
@@ -177,9 +192,9 @@ impl GpuDecoder {
         let w = GpuWeights::upload(&gpu, d, (opts.half, opts.quantized), opts.max_context)?;
         if let Some(reserve) = fit {
             let (free, _) = gpu.memory().map_err(kernel)?;
-            // Keys and values, f16, every layer.
+            // Keys and values, f16, the layers of one group.
             let block_bytes =
-                2 * 2 * d.layers.len() * opts.block_size * dims.kv_heads * dims.head_dim;
+                2 * 2 * groups.group_size * opts.block_size * dims.kv_heads * dims.head_dim;
             let fits = free.saturating_sub(reserve) / block_bytes.max(1);
             // One block more is kept for padding rows.
             let fits = fits.saturating_sub(1);
@@ -195,7 +210,7 @@ impl GpuDecoder {
             opts.blocks = opts.blocks.min(fits);
         }
         let slots = (opts.blocks + 1) * opts.block_size * dims.kv_heads * dims.head_dim;
-        let kv = (0..d.layers.len())
+        let kv = (0..groups.group_size)
             .map(|_| {
                 Ok((
                     gpu.alloc(slots).map_err(kernel)?,
@@ -207,6 +222,7 @@ impl GpuDecoder {
             gpu,
             w,
             kv,
+            groups,
             opts,
             dims,
             scratch: None,
@@ -337,8 +353,12 @@ impl GpuDecoder {
     fn plan(&self, seqs: &[GpuSeq<'_>]) -> Result<(Plan, usize, bool)> {
         let d = self.dims;
         let bs = d.block_size;
+        let groups = d.groups;
+        let stride = groups * d.max_blocks;
+        let trash = self.opts.blocks as u32;
         let mut p = Plan {
-            tables: vec![0u32; seqs.len() * d.max_blocks],
+            tables: vec![trash; seqs.len() * stride],
+            slots: vec![Vec::new(); groups],
             ..Plan::default()
         };
         for (s, q) in seqs.iter().enumerate() {
@@ -352,17 +372,33 @@ impl GpuDecoder {
                 )));
             }
             let needed = end.div_ceil(bs);
-            if q.blocks.len() < needed {
+            if q.tables.len() != groups {
                 return Err(ModelError::Input(format!(
-                    "sequence {s}: {} blocks for {end} positions",
-                    q.blocks.len()
+                    "sequence {s}: {} block tables for a model of {groups} layer groups",
+                    q.tables.len()
                 )));
             }
-            if let Some(b) = q.blocks.iter().find(|&&b| b as usize >= self.opts.blocks) {
-                return Err(ModelError::Input(format!(
-                    "sequence {s}: block {b} outside a pool of {}",
-                    self.opts.blocks
-                )));
+            for (g, (table, window)) in q.tables.iter().zip(&self.groups.windows).enumerate() {
+                if table.len() < needed {
+                    return Err(ModelError::Input(format!(
+                        "sequence {s}: {} blocks for {end} positions",
+                        table.len()
+                    )));
+                }
+                // What the step's first row sees must be in the pool; before it a sliding
+                // window's blocks may have gone back (they point at the padding block here).
+                let first = window.map_or(0, |w| (q.start + 1).saturating_sub(w as usize)) / bs;
+                if let Some(b) = table[first..needed]
+                    .iter()
+                    .find(|&&b| b as usize >= self.opts.blocks)
+                {
+                    return Err(ModelError::Input(format!(
+                        "sequence {s}: block {b} outside a pool of {}",
+                        self.opts.blocks
+                    )));
+                }
+                p.tables[s * stride + g * d.max_blocks..][first..needed]
+                    .copy_from_slice(&table[first..needed]);
             }
             if let Some(&bad) = q.tokens.iter().find(|&&t| t as usize >= d.vocab) {
                 return Err(ModelError::Input(format!(
@@ -370,7 +406,6 @@ impl GpuDecoder {
                     d.vocab
                 )));
             }
-            p.tables[s * d.max_blocks..][..needed].copy_from_slice(&q.blocks[..needed]);
             for (i, &t) in q.tokens.iter().enumerate() {
                 let pos = q.start + i;
                 if q.all_logits || i + 1 == q.tokens.len() {
@@ -379,8 +414,9 @@ impl GpuDecoder {
                 }
                 p.ids.push(t);
                 p.positions.push(pos as u32);
-                p.slots
-                    .push(q.blocks[pos / bs] * bs as u32 + (pos % bs) as u32);
+                for (slots, table) in p.slots.iter_mut().zip(q.tables) {
+                    slots.push(table[pos / bs] * bs as u32 + (pos % bs) as u32);
+                }
                 p.row_seqs.push(s as u32);
                 p.context_lens.push(pos as u32 + 1);
             }
@@ -394,16 +430,17 @@ impl GpuDecoder {
         // Pad to the bucket: rows of one token at position 0 in the padding block, each its
         // own sequence whose table names only that block.
         let bucket = rows.next_power_of_two();
-        let trash = self.opts.blocks as u32;
         for r in rows..bucket {
             p.ids.push(0);
             p.positions.push(0);
-            p.slots.push(trash * bs as u32);
+            for slots in &mut p.slots {
+                slots.push(trash * bs as u32);
+            }
             p.row_seqs.push(r as u32);
             p.context_lens.push(1);
             p.pick.push(r as u32);
             p.picks.extend(DevicePick::GREEDY.words());
-            p.tables.extend(std::iter::repeat_n(trash, d.max_blocks));
+            p.tables.extend(std::iter::repeat_n(trash, stride));
             p.counts.push(1);
         }
         // Graphs are recorded for the longest context the pool allows.
@@ -426,10 +463,12 @@ impl GpuDecoder {
             .scratch
             .as_mut()
             .ok_or_else(|| ModelError::Input("no step buffers".into()))?;
+        for (host, dev) in plan.slots.iter().zip(sc.slots.iter_mut()) {
+            gpu.upload_into(host, dev).map_err(kernel)?;
+        }
         for (host, dev) in [
             (&plan.ids, &mut sc.ids),
             (&plan.positions, &mut sc.positions),
-            (&plan.slots, &mut sc.slots),
             (&plan.row_seqs, &mut sc.tables.row_seqs),
             (&plan.context_lens, &mut sc.tables.context_lens),
             (&plan.pick, &mut sc.pick),
@@ -442,6 +481,7 @@ impl GpuDecoder {
         let steps = Steps {
             gpu: &gpu,
             w: &self.w,
+            places: &self.groups.layers,
             dims: self.dims,
             rows,
             n,
@@ -502,12 +542,12 @@ impl GpuDecoder {
             picks: u(rows * PICK_WORDS)?,
             ids: u(rows)?,
             positions: u(rows)?,
-            slots: u(rows)?,
+            slots: (0..d.groups).map(|_| u(rows)).collect::<Result<_>>()?,
             pick: u(rows)?,
             tables: AttentionTables::new(
                 g,
                 rows,
-                d.max_blocks,
+                d.groups * d.max_blocks,
                 (d.heads, d.kv_heads, d.head_dim),
                 self.opts.max_context,
             )
@@ -521,6 +561,8 @@ impl GpuDecoder {
 struct Steps<'a> {
     gpu: &'a Gpu,
     w: &'a GpuWeights,
+    /// Each layer's group and KV buffer.
+    places: &'a [(usize, usize)],
     dims: Dims,
     rows: usize,
     /// Rows whose logits are computed.
@@ -556,7 +598,14 @@ impl Steps<'_> {
         let k = kernel;
         g.embed_rows(&mut sc.x, &w.embed, &sc.ids, rows, w.embed_scale)
             .map_err(k)?;
-        for (l, (kc, vc)) in w.layers.iter().zip(kv.iter_mut()) {
+        for (l, &(group, buffer)) in w.layers.iter().zip(self.places) {
+            let (kc, vc) = kv
+                .get_mut(buffer)
+                .ok_or_else(|| ModelError::Input(format!("no KV buffer {buffer}")))?;
+            let slots = sc
+                .slots
+                .get(group)
+                .ok_or_else(|| ModelError::Input(format!("no slots of group {group}")))?;
             // Each product's input is rounded to 8 bits by the kernel that makes it, when the
             // product reads it so.
             let sink = g.q8_sink(&mut sc.deq, &l.qkv, rows);
@@ -572,7 +621,7 @@ impl Steps<'_> {
                 w.eps,
                 (&rope.cos, &rope.sin, rope.half, rope.interleaved),
                 &sc.positions,
-                &sc.slots,
+                slots,
                 &mut sc.q,
                 (kc, vc),
                 rows,
@@ -585,7 +634,8 @@ impl Steps<'_> {
                 kv_heads: d.kv_heads,
                 head_dim: d.head_dim,
                 block_size: d.block_size,
-                max_blocks: d.max_blocks,
+                max_blocks: d.groups * d.max_blocks,
+                table_offset: group * d.max_blocks,
                 scale: l.scale,
                 window: l.window,
                 softcap: l.softcap,

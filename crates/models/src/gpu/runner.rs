@@ -55,7 +55,7 @@ impl StepRunner for GpuRunner {
             .map(|s| GpuSeq {
                 tokens: s.tokens,
                 start: s.start,
-                blocks: s.blocks,
+                tables: s.tables,
                 all_logits: false,
                 pick: s.pick,
             })

@@ -1,11 +1,14 @@
 //! A fake model runner over a paged cache of plain numbers. The "key/value" at position `p` is
-//! a running hash of the request's salt and tokens `0..=p`, computed from the value at `p - 1`
-//! read back through the block table; a sampled token comes from the value at the last
-//! position fed. So a wrong block table, a wrong prefix hit or a clobbered block changes the
-//! outputs, and correct scheduling gives the outputs of running each request alone.
+//! a running hash of the request's salt and tokens `0..=p`, written into every group's block
+//! and computed from the value at `p - 1` read back through every group's block table (each
+//! must agree; sliding windows are at least 2); a sampled token comes from the value at the
+//! last position fed. So a wrong block table, a wrong prefix hit, a block given back while its
+//! window still reaches it or a clobbered block changes the outputs or fails a check, and
+//! correct scheduling gives the outputs of running each request alone.
 
 use std::collections::HashMap;
 
+use forja_kv::NULL_BLOCK;
 use forja_sched::{Scheduler, StepPlan};
 
 /// Token the fake engine treats as a stop token.
@@ -61,8 +64,12 @@ impl FakeRunner {
     }
 
     fn slot(&self, table: &[u32], position: usize) -> usize {
-        let block = table[position / self.block_size] as usize;
-        block * self.block_size + position % self.block_size
+        let block = table[position / self.block_size];
+        assert_ne!(
+            block, NULL_BLOCK,
+            "position {position} read after its block went back"
+        );
+        block as usize * self.block_size + position % self.block_size
     }
 
     /// Runs `plan`: computes and stores every fed position, samples where asked. `salts` maps
@@ -71,17 +78,30 @@ impl FakeRunner {
         let mut sampled = Vec::new();
         for s in &plan.seqs {
             let end = s.start + s.tokens.len();
-            assert!(s.block_table.len() * self.block_size >= end, "{s:?}");
+            assert!(!s.block_tables.is_empty());
+            for table in &s.block_tables {
+                assert!(table.len() * self.block_size >= end, "{s:?}");
+            }
             let mut state = if s.start == 0 {
                 seed(salts[&s.id])
             } else {
-                let slot = self.slot(&s.block_table, s.start - 1);
-                self.slots[slot].expect("the position before the chunk is computed")
+                let read: Vec<Option<u64>> = s
+                    .block_tables
+                    .iter()
+                    .map(|t| self.slots[self.slot(t, s.start - 1)])
+                    .collect();
+                assert!(
+                    read.windows(2).all(|w| w[0] == w[1]),
+                    "groups disagree: {read:?}"
+                );
+                read[0].expect("the position before the chunk is computed")
             };
             for (p, &t) in (s.start..end).zip(&s.tokens) {
                 state = mix(state, t);
-                let slot = self.slot(&s.block_table, p);
-                self.slots[slot] = Some(state);
+                for table in &s.block_tables {
+                    let slot = self.slot(table, p);
+                    self.slots[slot] = Some(state);
+                }
             }
             if s.sample {
                 sampled.push((s.id, sample(state)));
@@ -91,10 +111,10 @@ impl FakeRunner {
     }
 
     /// Checks that the cache holds the right value for every computed position of request
-    /// `id`, whose tokens are `tokens`.
+    /// `id`, whose tokens are `tokens`, in every group that still holds it.
     pub fn check_computed(&self, sched: &Scheduler, id: u64, tokens: &[u32], salt: u64) {
         let computed = sched.num_computed(id).expect("live request");
-        let Some(table) = sched.kv().block_table(id) else {
+        let Some(tables) = sched.kv().block_tables(id) else {
             assert_eq!(
                 computed, 0,
                 "request {id} has computed tokens but no blocks"
@@ -104,8 +124,18 @@ impl FakeRunner {
         let mut state = seed(salt);
         for (p, &t) in tokens[..computed].iter().enumerate() {
             state = mix(state, t);
-            let slot = self.slot(table, p);
-            assert_eq!(self.slots[slot], Some(state), "request {id} position {p}");
+            for (table, window) in tables.iter().zip(sched.kv().windows()) {
+                if table[p / self.block_size] == NULL_BLOCK {
+                    let w = window.expect("only a sliding window gives blocks back");
+                    assert!(
+                        p + w <= computed,
+                        "request {id}: position {p} still in the window"
+                    );
+                    continue;
+                }
+                let slot = self.slot(table, p);
+                assert_eq!(self.slots[slot], Some(state), "request {id} position {p}");
+            }
         }
     }
 }

@@ -1,0 +1,145 @@
+//! The server's paged pool with layers that keep a sliding window (tiny Gemma 3: sliding,
+//! global, sliding, window 6): each sequence has a block table per layer group, the sliding
+//! groups give blocks back as their window moves on, and requests served together in small
+//! steps give the tokens each gives alone with a cache that keeps every position it needs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code fails loudly"
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::channel;
+
+use forja_engine::serving::{ChannelSink, Engine, Event, Job, ServingConfig};
+use forja_engine::{GenerateParams, LoadedModel, SamplingParams, generate};
+
+const MAX_TOKENS: usize = 10;
+const BLOCK: usize = 4;
+const STEP: usize = 16;
+
+fn params() -> GenerateParams {
+    GenerateParams {
+        sampling: SamplingParams::greedy(),
+        max_tokens: MAX_TOKENS,
+        ..Default::default()
+    }
+}
+
+/// Greedy tokens for `prompt` alone, from an empty single-sequence cache.
+fn alone(model: &LoadedModel, prompt: &[u32]) -> Vec<u32> {
+    let mut cache = model.new_cache();
+    let mut cached = Vec::new();
+    let g = generate(
+        model,
+        prompt,
+        &mut cache,
+        &mut cached,
+        &params(),
+        &mut |_| true,
+    )
+    .unwrap();
+    g.tokens.iter().map(|t| t.token).collect()
+}
+
+fn engine(model: &Arc<LoadedModel>, kv_bytes: u64) -> Engine {
+    let cfg = ServingConfig {
+        block_size: BLOCK,
+        kv_bytes,
+        // Small steps: prompts are computed in chunks beside other sequences' decodes.
+        max_batched_tokens: STEP,
+        max_running: 8,
+        ..Default::default()
+    };
+    Engine::start(Arc::clone(model), &cfg).unwrap().0
+}
+
+fn serve(engine: &Engine, prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    let receivers: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let (tx, rx) = channel();
+            let job = Job {
+                prompt: p.clone(),
+                params: params(),
+                priority: 0,
+                constraint: None,
+                adapter: None,
+                sink: Box::new(ChannelSink(tx)),
+            };
+            engine.submit(job).unwrap();
+            rx
+        })
+        .collect();
+    receivers
+        .into_iter()
+        .map(|rx| {
+            let mut out = Vec::new();
+            for e in rx {
+                match e {
+                    Event::Token { sampled, .. } => out.push(sampled.token),
+                    Event::Done { .. } => break,
+                    Event::Error(msg) => panic!("{msg}"),
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn sliding_window_groups_give_blocks_back_and_keep_the_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(common::tiny_model(dir.path(), "gemma3"));
+    // Learn a block's bytes from a first pool.
+    let probe = engine(&model, 1 << 20);
+    assert_eq!(
+        probe.pool.groups, 3,
+        "sliding, sliding, global: one layer a group"
+    );
+    let block_bytes = probe.pool.bytes / probe.pool.num_blocks as u64;
+    drop(probe);
+
+    let prompts: Vec<Vec<u32>> = (0..4)
+        .map(|r| {
+            (0..110 + 7 * r)
+                .map(|i| ((i * 37 + r * 11) % 250 + 3) as u32)
+                .collect()
+        })
+        .collect();
+    // A sequence of up to 130 tokens holds 33 blocks of the global group and at most 7 of each
+    // sliding one (5 positions before a step of 16, plus one block where they straddle): 47.
+    // Four fit in 188 blocks together; were the sliding groups to keep every position, each
+    // would need 99 and the requests would preempt each other.
+    let engine = engine(&model, block_bytes * 188);
+    assert_eq!(engine.pool.num_blocks, 188);
+    assert_eq!(
+        engine.pool.max_model_len, 512,
+        "the context, not the pool, bounds a request"
+    );
+    let served = serve(&engine, &prompts);
+    for (i, (p, got)) in prompts.iter().zip(&served).enumerate() {
+        assert_eq!(got.len(), MAX_TOKENS);
+        assert_eq!(*got, alone(&model, p), "request {i}");
+    }
+    let g = &engine.gauges;
+    assert_eq!(g.preemptions.load(Ordering::Relaxed), 0);
+    assert!(g.steps.load(Ordering::Relaxed) > 110 / STEP as u64);
+    drop(engine);
+
+    // With room to spare, a prompt sharing the first 96 tokens of one served before finds them
+    // in the prefix cache: the global group's blocks all along, the sliding groups' last two
+    // (its first query, at 96, sees from 91).
+    let engine = self::engine(&model, block_bytes * 400);
+    let g = &engine.gauges;
+    serve(&engine, &prompts[..1]);
+    let mut again = prompts[0][..96].to_vec();
+    again.extend([5, 6, 7]);
+    let out = serve(&engine, std::slice::from_ref(&again));
+    assert_eq!(out[0], alone(&model, &again));
+    assert_eq!(g.prefix_hit_tokens.load(Ordering::Relaxed), 96);
+}
