@@ -113,12 +113,38 @@ fn the_scheduler_drives_the_gpu_runner_to_the_cpu_tokens() {
     // Picked on the host from the GPU's logits, then on the GPU itself.
     let gpu = serve(&model, RunnerDevice::Cuda(0), &prompts, &greedy, 2);
     let gpu_picked = serve(&model, RunnerDevice::Cuda(0), &prompts, &greedy, 0);
-    compare_clear(&cpu, &gpu);
-    compare_clear(&cpu, &gpu_picked);
+    compare_clear(&cpu, &gpu, CLEAR, 40);
+    compare_clear(&cpu, &gpu_picked, CLEAR, 40);
 }
 
-/// The GPU's tokens equal the CPU's wherever the CPU's top-2 gap is clear.
-fn compare_clear(cpu: &[Vec<Sampled>], gpu: &[Vec<Sampled>]) {
+#[test]
+fn sliding_window_groups_serve_on_the_gpu_as_on_the_cpu() {
+    // Tiny Gemma 3 (sliding, global, sliding; window 6): three block tables per sequence, the
+    // sliding ones giving blocks back as the prompts are prefilled in chunks of the 48-token
+    // step budget and decoded.
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(common::tiny_model(dir.path(), "gemma3"));
+    let prompts: Vec<Vec<u32>> = (0..4)
+        .map(|r| {
+            (0..60 + 23 * r)
+                .map(|i| ((i * 37 + r * 11) % 250 + 3) as u32)
+                .collect()
+        })
+        .collect();
+    let greedy = SamplingParams::greedy();
+    let cpu = serve(&model, RunnerDevice::Cpu, &prompts, &greedy, 2);
+    let gpu = serve(&model, RunnerDevice::Cuda(0), &prompts, &greedy, 2);
+    let gpu_picked = serve(&model, RunnerDevice::Cuda(0), &prompts, &greedy, 0);
+    // A random model's distributions are flat: its top-2 gaps are small, but its f16 logits
+    // on the GPU stay within ~3e-3 of the CPU's (`models/tests/cuda_decoder.rs`), far below
+    // this gap.
+    compare_clear(&cpu, &gpu, 0.05, 24);
+    compare_clear(&cpu, &gpu_picked, 0.05, 24);
+}
+
+/// The GPU's tokens equal the CPU's wherever the CPU's top-2 gap is at least `clear`; at least
+/// `min` are.
+fn compare_clear(cpu: &[Vec<Sampled>], gpu: &[Vec<Sampled>], clear: f32, min: usize) {
     let mut compared = 0;
     for (i, (c, g)) in cpu.iter().zip(gpu).enumerate() {
         let mut same = 0;
@@ -127,7 +153,8 @@ fn compare_clear(cpu: &[Vec<Sampled>], gpu: &[Vec<Sampled>]) {
                 [first, second, ..] => first.1 - second.1,
                 _ => f32::INFINITY,
             };
-            if gap < CLEAR {
+            if gap < clear {
+                eprintln!("prompt {i}, token {same}: a gap of {gap:.3}, no further comparison");
                 break;
             }
             assert_eq!(
@@ -147,7 +174,7 @@ fn compare_clear(cpu: &[Vec<Sampled>], gpu: &[Vec<Sampled>]) {
         compared += same;
     }
     assert!(
-        compared >= 40,
+        compared >= min,
         "only {compared} tokens were clear enough to compare"
     );
 }

@@ -170,7 +170,7 @@ fn check_family(gpu: &Arc<Gpu>, name: &str, half: bool, tolerance: f32) {
     println!(
         "{name} ({} weights): {} sequences, {STEPS} decode steps, relative logit error {worst:.2e}",
         if half { "f16" } else { "f32" },
-        n
+        prompts.len()
     );
     assert!(worst <= tolerance, "{name}: relative logit error {worst}");
 }
