@@ -131,15 +131,16 @@ impl KvGroups {
         }
     }
 
-    /// The groups of a model's self-attention layers (cross-attention layers keep no per-token
-    /// cache and count as full layers here: a paged pool does not serve them).
+    /// The groups of a model's layers that keep per-token entries (cross-attention layers keep
+    /// none and are left out).
     pub fn of(cfg: &DecoderConfig) -> Self {
         let windows: Vec<Option<u64>> = cfg
             .layers
             .iter()
-            .map(|l| match l {
-                LayerAttention::Sliding { window } => Some(*window),
-                _ => None,
+            .filter_map(|l| match l {
+                LayerAttention::Sliding { window } => Some(Some(*window)),
+                LayerAttention::Global => Some(None),
+                LayerAttention::Cross => None,
             })
             .collect();
         Self::for_layers(&windows)
@@ -168,6 +169,40 @@ impl KvGroups {
             .map(|&w| Self::group_blocks(w, tokens, step, block_size))
             .sum()
     }
+}
+
+/// Block size of `forja serve`'s paged pool unless `--block-size` says otherwise.
+pub const SERVE_BLOCK_SIZE: u64 = 16;
+
+/// Bytes a paged pool of `block_size`-position blocks (laid out by [`KvGroups::of`]) holds at
+/// most for one sequence of `ctx_tokens` computed `step_tokens` at a time: every group's blocks
+/// (see [`KvGroups::group_blocks`]) of `group_size` layers each.
+pub fn paged_kv_bytes(
+    cfg: &DecoderConfig,
+    ctx_tokens: u64,
+    step_tokens: u64,
+    dtype: KvDtype,
+    block_size: u64,
+) -> u64 {
+    let groups = KvGroups::of(cfg);
+    let elems = (0..cfg.layers.len())
+        .map(|i| kv_elems_per_token(cfg, i))
+        .max()
+        .unwrap_or(0);
+    let slots: u128 = groups
+        .windows
+        .iter()
+        .map(|&w| {
+            u128::from(KvGroups::group_blocks(
+                w,
+                ctx_tokens,
+                step_tokens,
+                block_size,
+            )) * u128::from(block_size)
+        })
+        .sum();
+    let elems = slots * groups.group_size as u128 * u128::from(elems);
+    (elems as f64 * dtype.bytes_per_elem()).ceil() as u64
 }
 
 #[cfg(test)]

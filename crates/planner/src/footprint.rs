@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use forja_arch::kv_cache::kv_bytes;
+use forja_arch::kv_cache::{SERVE_BLOCK_SIZE, kv_bytes, paged_kv_bytes};
 use forja_arch::training::{
     TrainBytes, TrainShape, cpu_runtime_bytes, cpu_train_bytes, train_bytes,
 };
@@ -26,7 +26,7 @@ pub struct Serving {
     pub ctx_tokens: u64,
     /// Concurrent sequences, each with a full context.
     pub users: u64,
-    /// Tokens per forward step (prefill chunk).
+    /// Tokens per forward step (prefill chunk), across all sequences.
     pub step_tokens: u64,
     pub kv_dtype: KvDtype,
 }
@@ -75,7 +75,20 @@ pub fn inference_footprint(
     n: u64,
 ) -> Footprint {
     let cfg = &model.config;
-    let kv_total = kv_bytes(cfg, s.ctx_tokens, s.step_tokens, s.kv_dtype).saturating_mul(s.users);
+    // A step computes at most `step_tokens` tokens across all sequences: a sliding-window layer
+    // holds its window and a decode token for every sequence but one, which may hold a whole
+    // step. Priced as the larger of the two caches that hold them: `forja run`'s contiguous
+    // one (a ring per sliding layer) and `forja serve`'s paged pool (whole blocks per layer
+    // group, at its default block size).
+    let total = |one: &dyn Fn(u64) -> u64| {
+        one(1)
+            .saturating_mul(s.users.saturating_sub(1))
+            .saturating_add(one(s.step_tokens))
+    };
+    let kv_total =
+        total(&|step| kv_bytes(cfg, s.ctx_tokens, step, s.kv_dtype)).max(total(&|step| {
+            paged_kv_bytes(cfg, s.ctx_tokens, step, s.kv_dtype, SERVE_BLOCK_SIZE)
+        }));
     let kv = kv_share(cfg, kv_total, n);
     let w = weights.total_bytes.div_ceil(n);
     let act = inference_workspace_bytes(
