@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
 
+use forja_arch::kv_cache::KvGroups;
 use forja_engine::serving::{ChannelSink, Engine, Event, Job, ServingConfig};
 use forja_engine::{GenerateParams, LoadedModel, SamplingParams, generate};
+use forja_kv::KvManager;
 
 const MAX_TOKENS: usize = 10;
 const BLOCK: usize = 4;
@@ -142,4 +144,41 @@ fn sliding_window_groups_give_blocks_back_and_keep_the_tokens() {
     let out = serve(&engine, std::slice::from_ref(&again));
     assert_eq!(out[0], alone(&model, &again));
     assert_eq!(g.prefix_hit_tokens.load(Ordering::Relaxed), 96);
+}
+
+#[test]
+fn the_planner_prices_what_the_pool_holds_at_most() {
+    // One rule on both sides: the planner's paged price (`arch::kv_cache`) and the block
+    // manager's bound (`kv::KvManager::max_blocks_held`, which the scheduler admits by).
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tiny_model(dir.path(), "gemma3");
+    let groups = model.decoder.kv_groups();
+    assert_eq!(groups, KvGroups::of(&model.decoder.config));
+    for windows in [
+        groups.windows.clone(),
+        vec![None],
+        vec![Some(4096)],
+        vec![None, Some(512), Some(512)],
+        vec![Some(7), None, Some(33)],
+    ] {
+        let kv_windows: Vec<Option<usize>> =
+            windows.iter().map(|w| w.map(|w| w as usize)).collect();
+        for bs in [1usize, 4, 16, 64] {
+            let kv = KvManager::with_groups(1024, bs, true, &kv_windows).unwrap();
+            let g = KvGroups {
+                group_size: 1,
+                windows: windows.clone(),
+                layers: Vec::new(),
+            };
+            for tokens in [1usize, 5, 100, 513, 4096, 100_000] {
+                for step in [1usize, 16, 512] {
+                    assert_eq!(
+                        kv.max_blocks_held(tokens, step) as u64,
+                        g.sequence_blocks(tokens as u64, step as u64, bs as u64),
+                        "{windows:?}, block {bs}, {tokens} tokens, step {step}"
+                    );
+                }
+            }
+        }
+    }
 }
