@@ -4,8 +4,10 @@
 //! `bench/gpu/run.sh`.
 //!
 //! `gpu_decode MODEL [--f32 | --quantized] [--prompt N] [--gen N] [--check N] [--batches 1,16,64]
-//! [--sample] [--check-prompt N] [--depth N]`: `--depth` tokens precede the timed decode steps
-//! (16 by default), the check starts after `--check-prompt` tokens (24).
+//! [--sample] [--check-prompt N] [--depth N] [--pool-context N]`: `--depth` tokens precede the
+//! timed decode steps (16 by default), the check starts after `--check-prompt` tokens (24);
+//! `--pool-context` sizes the block tables for sequences that long, as a server does for the
+//! model's context.
 //! `gpu_decode --random-llama HIDDEN,LAYERS,FF,HEADS,KV_HEADS,VOCAB DIR ...` first writes a
 //! Llama-shaped model with random f16 weights to DIR (for shapes no small file has), then runs
 //! on it unless `--write-only` is given. `gpu_decode --gemv-bench` times the quantized GEMV
@@ -151,6 +153,9 @@ struct Args {
     /// Decode with tokens sampled on the GPU (temperature 0.7, top-k 40, top-p 0.95, min-p
     /// 0.05) instead of greedy picks.
     sample: bool,
+    /// The longest sequence the pool allows (its block tables' width), as a server sizes it
+    /// for the model's context; at least what the run needs.
+    pool_context: usize,
 }
 
 fn args() -> Args {
@@ -167,6 +172,7 @@ fn args() -> Args {
         sample: false,
         check_prompt: 24,
         depth: 16,
+        pool_context: 0,
     };
     while let Some(x) = a.next() {
         match x.as_str() {
@@ -176,6 +182,7 @@ fn args() -> Args {
             "--sample" => out.sample = true,
             "--check-prompt" => out.check_prompt = a.next().unwrap().parse().unwrap(),
             "--depth" => out.depth = a.next().unwrap().parse().unwrap(),
+            "--pool-context" => out.pool_context = a.next().unwrap().parse().unwrap(),
             "--prompt" => out.prompt = a.next().unwrap().parse().unwrap(),
             "--gen" => out.generate = a.next().unwrap().parse().unwrap(),
             "--check" => out.check = a.next().unwrap().parse().unwrap(),
@@ -371,6 +378,7 @@ fn main() {
     let ctx = (a.prompt + a.generate + 1)
         .max(a.depth + a.generate + 2)
         .max(a.check_prompt + a.check + 1);
+    let pool_context = ctx.max(a.pool_context);
     let bs = 16;
     let per_seq = ctx.div_ceil(bs);
     // Every position of every layer group is kept (no block goes back here).
@@ -380,7 +388,7 @@ fn main() {
         quantized: a.quantized,
         block_size: bs,
         blocks: per_seq * max_batch * groups,
-        max_context: ctx,
+        max_context: pool_context,
     };
     let t = Instant::now();
     let mut g = GpuDecoder::new(Arc::clone(&gpu), &model, opts).unwrap();

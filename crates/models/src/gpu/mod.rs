@@ -96,7 +96,7 @@ struct Scratch {
 }
 
 /// What a step hands back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Output {
     Logits,
     Argmax,
@@ -116,11 +116,18 @@ struct Plan {
     pick: Vec<u32>,
     /// [`DevicePick`] words of each picked row.
     picks: Vec<u32>,
+    /// Each sequence's group tables side by side, `width` entries each.
     tables: Vec<u32>,
+    /// Entries of one group table in `tables`: the step's longest table (a graph's: rounded up
+    /// to a power of two), not the pool's longest possible one, so a step uploads what it uses.
+    width: usize,
     /// Wanted rows per sequence.
     counts: Vec<usize>,
     longest: usize,
 }
+
+/// Narrowest table width a decode graph is recorded for.
+const MIN_GRAPH_WIDTH: usize = 16;
 
 /// Largest batch replayed as a graph; bigger decode steps run launch by launch.
 const MAX_GRAPH_BATCH: usize = 256;
@@ -136,8 +143,8 @@ pub struct GpuDecoder {
     opts: GpuOptions,
     dims: Dims,
     scratch: Option<Scratch>,
-    /// Decode graphs by padded batch size.
-    graphs: HashMap<usize, StepGraph>,
+    /// Decode graphs by padded batch size, output and table width.
+    graphs: HashMap<(usize, Output, usize), StepGraph>,
     /// Replay decode steps as graphs (on by default).
     use_graphs: bool,
 }
@@ -354,11 +361,26 @@ impl GpuDecoder {
         let d = self.dims;
         let bs = d.block_size;
         let groups = d.groups;
-        let stride = groups * d.max_blocks;
+        let graphed = self.graphable(seqs);
+        let used = seqs
+            .iter()
+            .map(|q| (q.start + q.tokens.len()).div_ceil(bs))
+            .max()
+            .unwrap_or(0)
+            .min(d.max_blocks);
+        let width = if graphed {
+            used.next_power_of_two()
+                .max(MIN_GRAPH_WIDTH)
+                .min(d.max_blocks)
+        } else {
+            used.max(1)
+        };
+        let stride = groups * width;
         let trash = self.opts.blocks as u32;
         let mut p = Plan {
             tables: vec![trash; seqs.len() * stride],
             slots: vec![Vec::new(); groups],
+            width,
             ..Plan::default()
         };
         for (s, q) in seqs.iter().enumerate() {
@@ -397,7 +419,7 @@ impl GpuDecoder {
                         self.opts.blocks
                     )));
                 }
-                p.tables[s * stride + g * d.max_blocks..][first..needed]
+                p.tables[s * stride + g * width..][first..needed]
                     .copy_from_slice(&table[first..needed]);
             }
             if let Some(&bad) = q.tokens.iter().find(|&&t| t as usize >= d.vocab) {
@@ -424,7 +446,7 @@ impl GpuDecoder {
             p.longest = p.longest.max(end);
         }
         let rows = p.ids.len();
-        if !self.graphable(seqs) {
+        if !graphed {
             return Ok((p, rows, false));
         }
         // Pad to the bucket: rows of one token at position 0 in the padding block, each its
@@ -443,8 +465,8 @@ impl GpuDecoder {
             p.tables.extend(std::iter::repeat_n(trash, stride));
             p.counts.push(1);
         }
-        // Graphs are recorded for the longest context the pool allows.
-        p.longest = self.opts.max_context;
+        // Graphs are recorded for the longest context their tables reach.
+        p.longest = self.opts.max_context.min(width * bs);
         Ok((p, bucket, true))
     }
 
@@ -486,17 +508,13 @@ impl GpuDecoder {
             rows,
             n,
             longest: plan.longest,
+            width: plan.width,
             output,
         };
         if !graphed {
             return steps.launch(sc, &mut self.kv);
         }
-        let graph_key = rows * 3
-            + match output {
-                Output::Logits => 0,
-                Output::Argmax => 1,
-                Output::Sample => 2,
-            };
+        let graph_key = (rows, output, plan.width);
         if let Some(g) = self.graphs.get(&graph_key) {
             return gpu.replay(g).map_err(kernel);
         }
@@ -568,6 +586,8 @@ struct Steps<'a> {
     /// Rows whose logits are computed.
     n: usize,
     longest: usize,
+    /// Entries of one group table (see [`Plan::width`]).
+    width: usize,
     output: Output,
 }
 
@@ -634,8 +654,8 @@ impl Steps<'_> {
                 kv_heads: d.kv_heads,
                 head_dim: d.head_dim,
                 block_size: d.block_size,
-                max_blocks: d.groups * d.max_blocks,
-                table_offset: group * d.max_blocks,
+                max_blocks: d.groups * self.width,
+                table_offset: group * self.width,
                 scale: l.scale,
                 window: l.window,
                 softcap: l.softcap,
