@@ -614,10 +614,18 @@ impl Decoder {
 
     /// Every projection LoRA can adapt, with its module path in HF naming
     /// (`model.layers.3.self_attn.q_proj`, `model.layers.3.mlp.down_proj`, `lm_head`): the names
-    /// PEFT adapters use. Fused projections are `qkv_proj` and `gate_up_proj` (Phi-3); the
-    /// experts and routers of MoE layers are not listed.
+    /// PEFT adapters use. Fused projections are `qkv_proj` and `gate_up_proj` (Phi-3); a MoE
+    /// layer's experts are `block_sparse_moe.experts.E.w1`/`w3`/`w2` (Mixtral) or
+    /// `mlp.experts.E.gate_proj`/… and `mlp.shared_expert.…` (Qwen MoE); routers are not listed.
     pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
         let mut out = Vec::new();
+        // HF's names of a MoE layer's experts: Mixtral's `block_sparse_moe.experts.E.w1/w3/w2`,
+        // the others' `mlp.experts.E.gate_proj/up_proj/down_proj` (and `mlp.shared_expert`).
+        let (moe, expert_names) = if self.config.family == Family::Mixtral {
+            ("block_sparse_moe", ["w1", "w3", "w2"])
+        } else {
+            ("mlp", GATED_NAMES)
+        };
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let p = format!("model.layers.{i}");
             match &mut layer.attn.qkv {
@@ -629,15 +637,18 @@ impl Decoder {
                 QkvProj::Fused(qkv) => out.push((format!("{p}.self_attn.qkv_proj"), qkv)),
             }
             out.push((format!("{p}.self_attn.o_proj"), &mut layer.attn.o));
-            if let Mlp::Gated(m) = &mut layer.mlp {
-                match &mut m.gate {
-                    Some(gate) => {
-                        out.push((format!("{p}.mlp.gate_proj"), gate));
-                        out.push((format!("{p}.mlp.up_proj"), &mut m.up));
+            match &mut layer.mlp {
+                Mlp::Gated(m) => push_gated(&mut out, &format!("{p}.mlp"), GATED_NAMES, m),
+                Mlp::Moe(m) => {
+                    for (e, expert) in m.experts.iter_mut().enumerate() {
+                        let path = format!("{p}.{moe}.experts.{e}");
+                        push_gated(&mut out, &path, expert_names, expert);
                     }
-                    None => out.push((format!("{p}.mlp.gate_up_proj"), &mut m.up)),
+                    if let Some(shared) = &mut m.shared {
+                        let path = format!("{p}.mlp.shared_expert");
+                        push_gated(&mut out, &path, GATED_NAMES, shared);
+                    }
                 }
-                out.push((format!("{p}.mlp.down_proj"), &mut m.down));
             }
         }
         out.push(("lm_head".into(), &mut self.lm_head));
@@ -806,4 +817,25 @@ impl Decoder {
         let windows: Vec<Option<usize>> = self.layers.iter().map(|l| l.attn.window).collect();
         ContiguousKvCache::for_layers(&windows, self.kv_dtype(), self.config.max_context as usize)
     }
+}
+
+/// HF's names of a gated MLP's gate, up and down projections.
+const GATED_NAMES: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
+
+/// A gated MLP's projections under `path` with `names` (gate, up, down); a fused `[gate; up]`
+/// projection (Phi-3) is `gate_up_proj`.
+fn push_gated<'a>(
+    out: &mut Vec<(String, &'a mut Linear)>,
+    path: &str,
+    [gate_name, up_name, down_name]: [&str; 3],
+    m: &'a mut GatedMlp,
+) {
+    match &mut m.gate {
+        Some(gate) => {
+            out.push((format!("{path}.{gate_name}"), gate));
+            out.push((format!("{path}.{up_name}"), &mut m.up));
+        }
+        None => out.push((format!("{path}.gate_up_proj"), &mut m.up)),
+    }
+    out.push((format!("{path}.{down_name}"), &mut m.down));
 }

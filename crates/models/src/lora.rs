@@ -285,6 +285,8 @@ impl LoraWeights {
 #[derive(Debug, Clone, Default)]
 pub struct AdapterRows {
     groups: Vec<RowGroup>,
+    /// Each row's adapter (empty when no row has one), for [`AdapterRows::select`].
+    per_row: Vec<Option<AdapterId>>,
 }
 
 #[derive(Debug, Clone)]
@@ -303,11 +305,35 @@ impl AdapterRows {
     /// Rows of consecutive segments (a sequence's tokens, in step order), each segment using
     /// the adapter given with its length, or none.
     pub fn new(segments: &[(Option<AdapterId>, usize)], device: &Device) -> Result<Self> {
-        let total: usize = segments.iter().map(|(_, n)| n).sum();
+        let per_row: Vec<Option<AdapterId>> = segments
+            .iter()
+            .flat_map(|&(adapter, n)| std::iter::repeat_n(adapter, n))
+            .collect();
+        Self::of_rows(per_row, device)
+    }
+
+    /// The rows `rows` (indices into these rows, in that order) as the rows of a smaller step:
+    /// the tokens a mixture-of-experts layer routes to one expert.
+    pub fn select(&self, rows: &[u32], device: &Device) -> Result<Self> {
+        if self.is_empty() {
+            return Ok(AdapterRows::none());
+        }
+        let per_row = rows
+            .iter()
+            .map(|&r| {
+                self.per_row.get(r as usize).copied().ok_or_else(|| {
+                    ModelError::Input(format!("row {r} of {} adapter rows", self.per_row.len()))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::of_rows(per_row, device)
+    }
+
+    fn of_rows(per_row: Vec<Option<AdapterId>>, device: &Device) -> Result<Self> {
+        let total = per_row.len();
         let mut lists: Vec<(AdapterId, Vec<u32>)> = Vec::new();
-        let mut row = 0u32;
-        for &(adapter, n) in segments {
-            if let Some(id) = adapter {
+        for (row, adapter) in per_row.iter().enumerate() {
+            if let Some(id) = *adapter {
                 let list = match lists.iter().position(|(i, _)| *i == id) {
                     Some(k) => &mut lists[k].1,
                     None => {
@@ -316,9 +342,11 @@ impl AdapterRows {
                         &mut lists[last].1
                     }
                 };
-                list.extend(row..row + n as u32);
+                list.push(row as u32);
             }
-            row += n as u32;
+        }
+        if lists.is_empty() {
+            return Ok(AdapterRows::none());
         }
         let groups = lists
             .into_iter()
@@ -331,7 +359,7 @@ impl AdapterRows {
                 Ok(RowGroup { id, rows })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(AdapterRows { groups })
+        Ok(AdapterRows { groups, per_row })
     }
 
     /// Whether no row uses a served adapter.

@@ -75,8 +75,9 @@ pub struct MoeMlp {
 
 impl MoeMlp {
     /// Softmax routing over experts, the top-k kept (and renormalized when configured), each
-    /// token's output the weighted sum of its experts.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// token's output the weighted sum of its experts; served adapters apply to the experts'
+    /// projections for the rows that use them.
+    pub fn forward(&self, x: &Tensor, adapters: &AdapterRows) -> Result<Tensor> {
         let (tokens, _) = x.dims2()?;
         let logits = self.router.forward(x)?.to_dtype(DType::F32)?;
         let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
@@ -101,18 +102,19 @@ impl MoeMlp {
             if list.is_empty() {
                 continue;
             }
-            let ids: Vec<u32> = list.iter().map(|(t, _)| *t).collect();
+            let rows: Vec<u32> = list.iter().map(|(t, _)| *t).collect();
             let ws: Vec<f32> = list.iter().map(|(_, w)| *w).collect();
-            let ids = Tensor::new(ids.as_slice(), x.device())?;
+            let ids = Tensor::new(rows.as_slice(), x.device())?;
             let ws = Tensor::from_vec(ws, (list.len(), 1), x.device())?.to_dtype(x.dtype())?;
+            let sub = adapters.select(&rows, x.device())?;
             let y = self.experts[e]
-                .forward(&x.index_select(&ids, 0)?)?
+                .forward_rows(&x.index_select(&ids, 0)?, &sub)?
                 .broadcast_mul(&ws)?;
             out = out.index_add(&ids, &y, 0)?;
         }
         debug_assert_eq!(out.dim(0).ok(), Some(tokens));
         if let Some(shared) = &self.shared {
-            let mut y = shared.forward(x)?;
+            let mut y = shared.forward_rows(x, adapters)?;
             if let Some(g) = &self.shared_gate {
                 y = y.broadcast_mul(&candle_nn::ops::sigmoid(&g.forward(x)?)?)?;
             }
@@ -129,12 +131,12 @@ pub enum Mlp {
 }
 
 impl Mlp {
-    /// `x`: `[tokens, hidden]`; served adapters apply to the gated MLP's projections (the
-    /// experts of a MoE layer are not adaptable).
+    /// `x`: `[tokens, hidden]`; served adapters apply to the gated MLP's projections, or to
+    /// a MoE layer's experts (and shared expert); routers are not adaptable.
     pub fn forward(&self, x: &Tensor, adapters: &AdapterRows) -> Result<Tensor> {
         match self {
             Mlp::Gated(m) => m.forward_rows(x, adapters),
-            Mlp::Moe(m) => m.forward(x),
+            Mlp::Moe(m) => m.forward(x, adapters),
         }
     }
 }

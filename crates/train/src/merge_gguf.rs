@@ -48,6 +48,17 @@ pub fn merge_into_gguf(model: &Path, adapter: &PeftAdapter, out: &Path) -> Resul
         .filter(|m| !by_module.contains_key(m.as_str()))
         .map(String::as_str)
         .collect();
+    if missing.iter().any(|m| m.contains(".experts.")) {
+        return Err(TrainError::Adapter {
+            path: adapter.dir.clone(),
+            what: format!(
+                "adapts experts of mixture-of-experts layers, which {} stores stacked in one \
+                 tensor per projection; forja merges those only into an HF model folder — or \
+                 serve the adapter unmerged (`forja serve --adapter`)",
+                model.display()
+            ),
+        });
+    }
     if !missing.is_empty() {
         return Err(TrainError::Adapter {
             path: adapter.dir.clone(),
