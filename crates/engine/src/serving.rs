@@ -12,13 +12,8 @@ use std::sync::mpsc::{
 };
 use std::thread::JoinHandle;
 
-use candle_core::DType;
-use forja_arch::KvDtype;
-use forja_arch::kv_cache::kv_bytes_per_token;
 use forja_kv::KvManager;
-use forja_models::{
-    AdapterId, PoolShape, RunnerDevice, RunnerSeq, SeqOutput, StepRunner, open_runner,
-};
+use forja_models::{AdapterId, RunnerDevice, RunnerSeq, SeqOutput, StepRunner, open_runner};
 use forja_sched::{FinishReason as SchedFinish, Request, SchedConfig, Scheduler, StepPlan};
 
 use crate::constrain::Constraint;
@@ -27,6 +22,8 @@ use crate::generate::{FinishReason, GenerateParams};
 use crate::model::LoadedModel;
 use crate::sampler::{ALL_MASKED, Sampled, Sampler};
 use crate::text_stream::TextStream;
+
+mod pool;
 
 /// How the actor sizes its KV pool and batches.
 #[derive(Debug, Clone)]
@@ -205,68 +202,19 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// The longest sequence (at most `context`) whose blocks `kv`'s pool holds while it is
-/// computed at most `step` tokens at a time.
-fn longest_fitting(kv: &KvManager, step: usize, context: usize) -> usize {
-    let fits = |n: usize| kv.max_blocks_held(n, step) <= kv.num_blocks();
-    if fits(context) {
-        return context;
-    }
-    // `fits(lo)` holds and `fits(hi)` does not.
-    let (mut lo, mut hi) = (0, context);
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if fits(mid) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
-}
-
 impl Engine {
     /// Starts the actor thread, which makes the runner (and its KV pool) on the configured
     /// device; returns once it is ready, or with why it could not start. The thread ends when
     /// every handle is dropped.
     pub fn start(model: Arc<LoadedModel>, cfg: &ServingConfig) -> Result<(Engine, JoinHandle<()>)> {
         let dc = &model.decoder.config;
-        // A GPU runner keeps keys and values in f16.
-        let dtype = match cfg.device {
-            RunnerDevice::Cpu => model.decoder.kv_dtype(),
-            RunnerDevice::Cuda(_) => DType::F16,
-        };
-        let kv_dtype = match dtype {
-            DType::F16 => KvDtype::F16,
-            DType::BF16 => KvDtype::Bf16,
-            _ => KvDtype::F32,
-        };
-        let bytes_per_token = kv_bytes_per_token(dc, kv_dtype);
-        // A block holds `block_size` positions of one layer group's `group_size` layers.
-        let groups = model.decoder.kv_groups();
-        let layers = dc.layers.len().max(1) as f64;
-        let block_bytes =
-            bytes_per_token / layers * groups.group_size as f64 * cfg.block_size as f64;
-        let wanted = (cfg.kv_bytes as f64 / block_bytes).floor() as usize;
-        if wanted == 0 || cfg.block_size == 0 {
-            return Err(EngineError::Input(format!(
-                "a KV pool of {} bytes holds no block of {} tokens ({block_bytes:.0} bytes each)",
-                cfg.kv_bytes, cfg.block_size
-            )));
-        }
         let context = dc.max_context as usize;
-        // A group keeping every position holds at most the pool; sliding windows alone give
-        // their blocks back, so only the context bounds them.
-        let max_context = if groups.windows.iter().all(Option::is_some) {
-            context
-        } else {
-            context.min(wanted * cfg.block_size)
-        };
-        let shape = PoolShape {
-            blocks: wanted,
-            block_size: cfg.block_size,
-            max_context,
-        };
+        let pool::Sizing {
+            shape,
+            groups,
+            bytes_per_token,
+            block_bytes,
+        } = pool::sizing(&model, cfg)?;
         let (tx, rx) = sync_channel(cfg.max_pending.max(1));
         let (ready_tx, ready_rx) = sync_channel::<Ready>(1);
         let pending = Arc::new(AtomicUsize::new(0));
@@ -292,7 +240,7 @@ impl Engine {
                             .collect();
                         let kv = KvManager::with_groups(blocks, block_size, true, &windows)
                             .map_err(|e| e.to_string())?;
-                        let max_model_len = longest_fitting(&kv, max_batched_tokens, context);
+                        let max_model_len = pool::longest_fitting(&kv, max_batched_tokens, context);
                         if max_model_len == 0 {
                             return Err(format!(
                                 "a KV pool of {blocks} blocks holds no sequence of this model"

@@ -12,9 +12,8 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::mpsc::channel;
 
-use forja_engine::serving::{ChannelSink, Engine, Event, Job, ServingConfig};
+use forja_engine::serving::{Engine, ServingConfig};
 use forja_engine::{GenerateParams, LoadedModel, Message, RunnerDevice, Sampled, SamplingParams};
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -45,41 +44,13 @@ fn serve(
         engine.device(),
         engine.pool.num_blocks
     );
-    let receivers: Vec<_> = prompts
-        .iter()
-        .map(|p| {
-            let (tx, rx) = channel();
-            let job = Job {
-                prompt: p.clone(),
-                params: GenerateParams {
-                    sampling: sampling.clone(),
-                    max_tokens: 24,
-                    stop: Vec::new(),
-                    top_logprobs,
-                },
-                priority: 0,
-                constraint: None,
-                adapter: None,
-                sink: Box::new(ChannelSink(tx)),
-            };
-            engine.submit(job).unwrap();
-            rx
-        })
-        .collect();
-    receivers
-        .into_iter()
-        .map(|rx| {
-            let mut out = Vec::new();
-            for e in rx {
-                match e {
-                    Event::Token { sampled, .. } => out.push(sampled),
-                    Event::Done { .. } => break,
-                    Event::Error(msg) => panic!("{device}: {msg}"),
-                }
-            }
-            out
-        })
-        .collect()
+    let params = GenerateParams {
+        sampling: sampling.clone(),
+        max_tokens: 24,
+        stop: Vec::new(),
+        top_logprobs,
+    };
+    common::serve_all(&engine, prompts, &params)
 }
 
 #[test]

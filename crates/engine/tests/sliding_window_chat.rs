@@ -24,18 +24,7 @@ fn params() -> GenerateParams {
 
 /// Tokens greedy decoding gives for `prompt` from an empty cache.
 fn fresh(model: &LoadedModel, prompt: &[u32]) -> Vec<u32> {
-    let mut cache = model.new_cache();
-    let mut cached = Vec::new();
-    let g = generate(
-        model,
-        prompt,
-        &mut cache,
-        &mut cached,
-        &params(),
-        &mut |_| true,
-    )
-    .unwrap();
-    g.tokens.iter().map(|t| t.token).collect()
+    common::greedy_alone(model, prompt, params().max_tokens)
 }
 
 #[test]

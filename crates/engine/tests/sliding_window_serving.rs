@@ -13,11 +13,10 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::channel;
 
 use forja_arch::kv_cache::KvGroups;
-use forja_engine::serving::{ChannelSink, Engine, Event, Job, ServingConfig};
-use forja_engine::{GenerateParams, LoadedModel, SamplingParams, generate};
+use forja_engine::serving::{Engine, ServingConfig};
+use forja_engine::{GenerateParams, LoadedModel, SamplingParams};
 use forja_kv::KvManager;
 
 const MAX_TOKENS: usize = 10;
@@ -34,18 +33,7 @@ fn params() -> GenerateParams {
 
 /// Greedy tokens for `prompt` alone, from an empty single-sequence cache.
 fn alone(model: &LoadedModel, prompt: &[u32]) -> Vec<u32> {
-    let mut cache = model.new_cache();
-    let mut cached = Vec::new();
-    let g = generate(
-        model,
-        prompt,
-        &mut cache,
-        &mut cached,
-        &params(),
-        &mut |_| true,
-    )
-    .unwrap();
-    g.tokens.iter().map(|t| t.token).collect()
+    common::greedy_alone(model, prompt, MAX_TOKENS)
 }
 
 fn engine(model: &Arc<LoadedModel>, kv_bytes: u64) -> Engine {
@@ -61,35 +49,9 @@ fn engine(model: &Arc<LoadedModel>, kv_bytes: u64) -> Engine {
 }
 
 fn serve(engine: &Engine, prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
-    let receivers: Vec<_> = prompts
-        .iter()
-        .map(|p| {
-            let (tx, rx) = channel();
-            let job = Job {
-                prompt: p.clone(),
-                params: params(),
-                priority: 0,
-                constraint: None,
-                adapter: None,
-                sink: Box::new(ChannelSink(tx)),
-            };
-            engine.submit(job).unwrap();
-            rx
-        })
-        .collect();
-    receivers
+    common::serve_all(engine, prompts, &params())
         .into_iter()
-        .map(|rx| {
-            let mut out = Vec::new();
-            for e in rx {
-                match e {
-                    Event::Token { sampled, .. } => out.push(sampled.token),
-                    Event::Done { .. } => break,
-                    Event::Error(msg) => panic!("{msg}"),
-                }
-            }
-            out
-        })
+        .map(|s| s.iter().map(|x| x.token).collect())
         .collect()
 }
 

@@ -10,6 +10,8 @@
     reason = "test code fails loudly"
 )]
 
+mod common;
+
 use candle_core::Device;
 use forja_models::{ContiguousKvCache, Decoder, LoraSlot, SeqStep};
 use forja_testkit::{fixtures_dir, vectors::max_abs_diff};
@@ -46,22 +48,9 @@ fn spec(family: &str) -> LoraSpec {
     }
 }
 
-/// Logits of every token of `prompt`, then of one more, for one sequence alone (adapter `id`
-/// when served).
+/// Logits of every token of `prompt`, then of one more, for one sequence alone.
 fn alone(decoder: &Decoder, prompt: &[u32], next: u32, id: Option<u32>) -> Vec<Vec<f32>> {
-    let mut cache = ContiguousKvCache::new(decoder.num_layers());
-    let mut out = Vec::new();
-    for (tokens, all) in [(prompt, true), (&[next][..], false)] {
-        let mut steps = [SeqStep {
-            tokens,
-            cache: &mut cache,
-            all_logits: all,
-            adapter: id,
-        }];
-        let l = decoder.forward(&mut steps).unwrap().remove(0);
-        out.push(l.flatten_all().unwrap().to_vec1().unwrap());
-    }
-    out
+    common::logits_alone(decoder, prompt, next, id)
 }
 
 fn worst(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {

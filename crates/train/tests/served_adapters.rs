@@ -8,6 +8,8 @@
 //! alone on a decoder where that adapter is applied to everything (`peft::apply`, the path of
 //! `forja run --adapter`), prefill and decode alike.
 
+mod common;
+
 use candle_core::{Device, Tensor};
 use forja_models::{ContiguousKvCache, Decoder, LoraSlot, SeqStep};
 use forja_testkit::{fixtures_dir, vectors::max_abs_diff};
@@ -42,19 +44,7 @@ fn other() -> PeftAdapter {
 
 /// Logits of every token of `prompt`, then of one decoded token, for one sequence alone.
 fn alone(decoder: &Decoder, prompt: &[u32], next: u32) -> Vec<Vec<f32>> {
-    let mut cache = ContiguousKvCache::new(decoder.num_layers());
-    let mut out = Vec::new();
-    for (tokens, all) in [(prompt, true), (&[next][..], false)] {
-        let mut steps = [SeqStep {
-            tokens,
-            cache: &mut cache,
-            all_logits: all,
-            adapter: None,
-        }];
-        let l = decoder.forward(&mut steps).unwrap().remove(0);
-        out.push(l.flatten_all().unwrap().to_vec1().unwrap());
-    }
-    out
+    common::logits_alone(decoder, prompt, next, None)
 }
 
 #[test]

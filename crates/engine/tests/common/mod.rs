@@ -87,3 +87,62 @@ pub fn tiny_model(dir: &std::path::Path, family: &str) -> forja_engine::LoadedMo
     std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
     forja_engine::LoadedModel::load_cpu(dir, None).unwrap()
 }
+
+/// Greedy tokens (at most `max_tokens`) for `prompt` from an empty single-sequence cache.
+pub fn greedy_alone(
+    model: &forja_engine::LoadedModel,
+    prompt: &[u32],
+    max_tokens: usize,
+) -> Vec<u32> {
+    let params = forja_engine::GenerateParams {
+        sampling: forja_engine::SamplingParams::greedy(),
+        max_tokens,
+        ..Default::default()
+    };
+    let mut cache = model.new_cache();
+    let mut cached = Vec::new();
+    let g = forja_engine::generate(model, prompt, &mut cache, &mut cached, &params, &mut |_| {
+        true
+    })
+    .unwrap();
+    g.tokens.iter().map(|t| t.token).collect()
+}
+
+/// Submits every prompt to `engine` at once with `params`; each one's sampled tokens, in order.
+pub fn serve_all(
+    engine: &forja_engine::serving::Engine,
+    prompts: &[Vec<u32>],
+    params: &forja_engine::GenerateParams,
+) -> Vec<Vec<forja_engine::Sampled>> {
+    use forja_engine::serving::{ChannelSink, Event, Job};
+    let receivers: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let job = Job {
+                prompt: p.clone(),
+                params: params.clone(),
+                priority: 0,
+                constraint: None,
+                adapter: None,
+                sink: Box::new(ChannelSink(tx)),
+            };
+            engine.submit(job).unwrap();
+            rx
+        })
+        .collect();
+    receivers
+        .into_iter()
+        .map(|rx| {
+            let mut out = Vec::new();
+            for e in rx {
+                match e {
+                    Event::Token { sampled, .. } => out.push(sampled),
+                    Event::Done { .. } => break,
+                    Event::Error(msg) => panic!("{}: {msg}", engine.device()),
+                }
+            }
+            out
+        })
+        .collect()
+}

@@ -3,8 +3,9 @@
     clippy::expect_used,
     reason = "test code fails loudly"
 )]
-//! What the golden-driven training tests share: a golden file's hyper-parameters as a
-//! [`TrainConfig`] and its examples.
+#![allow(dead_code, reason = "each test crate uses part of these")]
+//! What the training tests share: a golden file's hyper-parameters as a [`TrainConfig`] and
+//! its examples; one sequence's logits alone.
 
 use forja_train::TrainConfig;
 use forja_train::examples::Example;
@@ -56,4 +57,27 @@ pub fn examples_from(g: &Value) -> Vec<Example> {
             packed: Vec::new(),
         })
         .collect()
+}
+
+/// Logits of every token of `prompt`, then of one more token `next`, for one sequence alone
+/// (with served adapter `adapter`).
+pub fn logits_alone(
+    decoder: &forja_models::Decoder,
+    prompt: &[u32],
+    next: u32,
+    adapter: Option<u32>,
+) -> Vec<Vec<f32>> {
+    let mut cache = forja_models::ContiguousKvCache::new(decoder.num_layers());
+    let mut out = Vec::new();
+    for (tokens, all) in [(prompt, true), (&[next][..], false)] {
+        let mut steps = [forja_models::SeqStep {
+            tokens,
+            cache: &mut cache,
+            all_logits: all,
+            adapter,
+        }];
+        let l = decoder.forward(&mut steps).unwrap().remove(0);
+        out.push(l.flatten_all().unwrap().to_vec1().unwrap());
+    }
+    out
 }
