@@ -74,7 +74,7 @@ impl Attention {
             && cpu_attention::applies(x)
             && steps.iter().all(|s| s.cache.reads_in_place())
         {
-            return self.forward_batch_cpu(q, k, v, layer, steps, adapters);
+            return self.forward_batch_cpu((q, k, v), layer, steps, masks, adapters);
         }
         let mut outs = Vec::with_capacity(steps.len());
         let mut row = 0;
@@ -110,11 +110,10 @@ impl Attention {
     /// that reads every sequence's cache in place.
     fn forward_batch_cpu(
         &self,
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
+        (q, k, v): (Tensor, Tensor, Tensor),
         layer: usize,
         steps: &mut [SeqStep<'_>],
+        masks: &mut Masks,
         adapters: &AdapterRows,
     ) -> Result<Tensor> {
         let (rows, _) = q.dims2()?;
@@ -133,8 +132,9 @@ impl Attention {
             .iter()
             .flat_map(|s| s.cache.len()..s.cache.len() + s.tokens.len())
             .collect();
+        let table = masks.rope_table(&self.rope, &positions);
         self.rope
-            .apply_rows(&mut [(&mut q, h), (&mut k, kvh)], d, &positions);
+            .rotate_rows(&mut [(&mut q, h), (&mut k, kvh)], d, table);
         let device = v.device().clone();
         let k = Tensor::from_vec(k, (rows, kvh, d), &device)?;
         let v = v.contiguous()?.reshape((rows, kvh, d))?;
@@ -302,16 +302,35 @@ fn softmax_with_grad(scores: &Tensor) -> Result<Tensor> {
 pub const SCORE_BLOCK_BYTES: usize = 64 << 20;
 
 /// Additive causal / sliding-window masks of one forward step, built once and shared by every
-/// layer with the same window.
+/// layer with the same window; likewise the rows' RoPE tables, shared by every layer with the
+/// same frequencies (Gemma's local and global layers make two).
 #[derive(Debug, Default)]
 pub struct Masks {
     built: Vec<(MaskKey, Tensor)>,
+    ropes: Vec<(Rope, Vec<usize>, Vec<f32>)>,
 }
 
 /// First query position, query rows, key range, window.
 type MaskKey = (usize, usize, usize, usize, Option<usize>);
 
 impl Masks {
+    /// The [`Rope::row_table`] of `rope` at `positions`, made once per step.
+    fn rope_table(&mut self, rope: &Rope, positions: &[usize]) -> &[f32] {
+        let found = self
+            .ropes
+            .iter()
+            .position(|(r, p, _)| r.same_table(rope) && p == positions);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let table = rope.row_table(positions);
+                self.ropes.push((rope.clone(), positions.to_vec(), table));
+                self.ropes.len() - 1
+            }
+        };
+        &self.ropes[i].2
+    }
+
     /// Mask `[n, k_end − k_begin]`: query `i` (position `first_pos + i`) sees key `j` when
     /// `j ≤ first_pos + i` and, with a window `w`, `j > first_pos + i − w`.
     fn get(

@@ -20,7 +20,7 @@ pub enum RopeStyle {
 
 /// Precomputed rotation for one head size and one frequency setting. `context` is the length the
 /// model runs with; LongRoPE picks its short or long factors by it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Rope {
     /// Rotated dimensions (≤ head_dim).
     rot_dims: usize,
@@ -205,12 +205,18 @@ impl Rope {
     /// [`Rope::apply`], without tensors. Each row's cos/sin are computed once for all of `xs`,
     /// on forja-quant's worker pool when the step is long.
     pub fn apply_rows(&self, xs: &mut [(&mut [f32], usize)], head_dim: usize, positions: &[usize]) {
+        let table = self.row_table(positions);
+        self.rotate_rows(xs, head_dim, &table);
+    }
+
+    /// Per row of `positions`: the cos of every frequency, then the sin (what
+    /// [`Rope::rotate_rows`] reads). Layers whose ropes are [`Rope::same_table`] share it.
+    pub fn row_table(&self, positions: &[usize]) -> Vec<f32> {
         let half = self.inv_freq.len();
-        if half == 0 {
-            return;
-        }
-        // Per row: cos of every frequency, then sin.
         let mut table = vec![0f32; positions.len() * 2 * half];
+        if half == 0 {
+            return table;
+        }
         crate::cpu_ops::run_chunks(&mut table, 2 * half, &|start, part| {
             let first = start / (2 * half);
             for (row, &p) in part.chunks_exact_mut(2 * half).zip(&positions[first..]) {
@@ -220,10 +226,23 @@ impl Rope {
                 }
             }
         });
+        table
+    }
+
+    /// Whether `other` computes the same [`Rope::row_table`] (frequencies and attention factor).
+    pub fn same_table(&self, other: &Rope) -> bool {
+        self.inv_freq == other.inv_freq && self.mscale.to_bits() == other.mscale.to_bits()
+    }
+
+    /// [`Rope::apply_rows`] with the rows' table already made by [`Rope::row_table`].
+    pub fn rotate_rows(&self, xs: &mut [(&mut [f32], usize)], head_dim: usize, table: &[f32]) {
+        let half = self.inv_freq.len();
+        if half == 0 {
+            return;
+        }
         let style = self.style;
         for (x, heads) in xs.iter_mut() {
             let width = *heads * head_dim;
-            let table = &table;
             crate::cpu_ops::run_chunks(x, width, &|start, part| {
                 let first = start / width.max(1);
                 for (r, row) in part.chunks_exact_mut(width).enumerate() {
