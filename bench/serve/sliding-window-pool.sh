@@ -2,7 +2,8 @@
 # What a fixed KV budget holds for a model whose layers mostly keep a sliding window: `forja
 # serve` on a GGUF (Gemma 3 by default: 5 of 6 layers keep 512 positions) with --kv-memory
 # fixed, driven by `forja bench serve` with long prompts; reports the pool, the peak of running
-# requests and KV blocks (polled from /metrics), preemptions and the load's throughput.
+# requests and KV blocks (polled from /metrics), preemptions, prompt tokens per request and the
+# load's throughput.
 # Usage: bench/serve/sliding-window-pool.sh [MODEL.gguf]
 # Env: FORJA (binary, default target/release/forja, built if missing), KV (--kv-memory, 96MiB),
 #      CLIENTS (6), REQUESTS (12), INPUT (prompt tokens, 1500), OUTPUT (32), OUT (JSON folder).
@@ -54,11 +55,13 @@ peak_running="$(awk '{print $2}' "$out/poll.txt" | sort -g | tail -1)"
 python3 - "$out/load.json" "$ready" "$peak_blocks" "$peak_running" \
   "$(echo "$m" | metric forja_sched_preemptions_total)" "$(echo "$m" | metric forja_sched_steps_total)" \
   "$(echo "$m" | metric forja_engine_model_seconds_total)" \
-  "$(echo "$m" | metric forja_engine_sample_seconds_total)" <<'PY'
+  "$(echo "$m" | metric forja_engine_sample_seconds_total)" \
+  "$(echo "$m" | metric forja_tokens_prompt_total)" <<'PY'
 import json, sys
 load = json.load(open(sys.argv[1]))
-ready, blocks, running, preempted, steps, model_s, sample_s = sys.argv[2:9]
+ready, blocks, running, preempted, steps, model_s, sample_s, prompt = sys.argv[2:10]
 print(ready)
+print(f"prompt tokens per request: {float(prompt) / max(load['requests_ok'], 1):.0f}")
 print("| peak KV blocks used | peak running | preemptions | output tok/s | mean TTFT ms | "
       "requests | steps | model s | sampling s |")
 print("|---|---|---|---|---|---|---|---|---|")
