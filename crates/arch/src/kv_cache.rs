@@ -16,6 +16,12 @@ pub fn kv_elems_per_token(cfg: &DecoderConfig, layer: usize) -> u64 {
     }
 }
 
+/// The first position a query at `pos` sees: `pos + 1 − window` with a sliding window (the
+/// query and the `window − 1` positions before it), else 0.
+pub fn first_visible(pos: usize, window: Option<usize>) -> usize {
+    window.map_or(0, |w| (pos + 1).saturating_sub(w))
+}
+
 /// A sliding-window layer's cache holds a whole number of blocks of this many positions.
 pub const KV_RING_ALIGN: u64 = 64;
 

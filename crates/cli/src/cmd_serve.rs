@@ -37,8 +37,8 @@ pub struct ServeArgs {
     /// 64k tokens, at most a quarter of available memory)
     #[arg(long, value_parser = parse_size)]
     kv_memory: Option<u64>,
-    /// Tokens per KV cache block
-    #[arg(long, default_value_t = 16)]
+    /// Tokens per KV cache block (the planner prices `forja serve`'s pool at the default)
+    #[arg(long, default_value_t = forja_arch::kv_cache::SERVE_BLOCK_SIZE as usize)]
     block_size: usize,
     /// Where chat models run: cpu, or an NVIDIA GPU as cuda / cuda:N (a build with the `cuda`
     /// feature); on a GPU the KV cache asks for room for 512k tokens unless --kv-memory says

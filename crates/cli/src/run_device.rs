@@ -8,8 +8,6 @@ use std::sync::mpsc::channel;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
-use forja_arch::KvDtype;
-use forja_arch::kv_cache::kv_bytes_per_token;
 use forja_engine::serving::{ChannelSink, Engine, Event, Job, ServingConfig};
 use forja_engine::{FinishReason, GenerateParams, Generation, LoadedModel, RunnerDevice};
 
@@ -19,17 +17,10 @@ pub struct DeviceChat {
 }
 
 impl DeviceChat {
-    /// Starts an engine for one conversation on `device`: a KV pool of one full context (f16).
+    /// Starts an engine for one conversation on `device`: a KV pool of one full context (f16,
+    /// `ServingConfig::one_sequence`).
     pub fn start(model: Arc<LoadedModel>, device: RunnerDevice) -> Result<Self> {
-        let per_token = kv_bytes_per_token(&model.decoder.config, KvDtype::F16);
-        let context = model.decoder.config.max_context as f64;
-        let cfg = ServingConfig {
-            kv_bytes: (per_token * (context + 16.0)) as u64,
-            max_running: 1,
-            max_pending: 1,
-            device,
-            ..ServingConfig::default()
-        };
+        let cfg = ServingConfig::one_sequence(&model.decoder.config, device);
         let (engine, _thread) = Engine::start(model, &cfg)?;
         eprintln!("running on {}", engine.device());
         Ok(DeviceChat { engine })

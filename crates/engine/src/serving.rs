@@ -45,7 +45,7 @@ pub struct ServingConfig {
 impl Default for ServingConfig {
     fn default() -> Self {
         ServingConfig {
-            block_size: 16,
+            block_size: forja_arch::kv_cache::SERVE_BLOCK_SIZE as usize,
             kv_bytes: 1 << 30,
             max_batched_tokens: forja_arch::workspace::DEFAULT_STEP_TOKENS as usize,
             max_running: 64,

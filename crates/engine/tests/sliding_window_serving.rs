@@ -144,3 +144,46 @@ fn the_planner_prices_what_the_pool_holds_at_most() {
         }
     }
 }
+
+#[test]
+fn one_sequence_pools_hold_the_context_and_the_planner_prices_their_bytes() {
+    // A chat's pool (`ServingConfig::one_sequence`, what `forja run --device cuda` asks for),
+    // sized by the planner's paged price, holds the whole context: for a model with sliding
+    // groups and one without; and a block of the pool costs what the price counts per block.
+    let dir = tempfile::tempdir().unwrap();
+    for family in ["gemma3", "llama"] {
+        let sub = dir.path().join(family);
+        std::fs::create_dir_all(&sub).unwrap();
+        let model = Arc::new(common::tiny_model(&sub, family));
+        let dc = model.decoder.config.clone();
+        let mut cfg = ServingConfig::one_sequence(&dc, forja_engine::RunnerDevice::Cpu);
+        let (engine, _thread) = Engine::start(Arc::clone(&model), &cfg).unwrap();
+        assert_eq!(
+            engine.pool.max_model_len, dc.max_context as usize,
+            "{family}"
+        );
+        // Without the spare block the context still fits; one block fewer per group does not.
+        let groups = model.decoder.kv_groups().windows.len();
+        let block = engine.pool.bytes / engine.pool.num_blocks as u64;
+        let step = cfg.max_batched_tokens as u64;
+        let bs = cfg.block_size as u64;
+        let dtype = match model.decoder.kv_dtype() {
+            candle_core::DType::F16 => forja_arch::KvDtype::F16,
+            _ => forja_arch::KvDtype::F32,
+        };
+        let priced = forja_arch::kv_cache::paged_kv_bytes(&dc, dc.max_context, step, dtype, bs);
+        let held = KvGroups::of(&dc).sequence_blocks(dc.max_context, step, bs);
+        assert_eq!(
+            priced,
+            held * block,
+            "{family}: the price is the pool's blocks"
+        );
+        drop(engine);
+        cfg.kv_bytes = priced - block * groups as u64;
+        let (engine, _thread) = Engine::start(Arc::clone(&model), &cfg).unwrap();
+        assert!(
+            engine.pool.max_model_len < dc.max_context as usize,
+            "{family}"
+        );
+    }
+}

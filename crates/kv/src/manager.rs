@@ -284,7 +284,7 @@ impl KvManager {
             .rev()
             .find(|&k| {
                 self.windows.iter().zip(&runs).all(|(w, run)| {
-                    let first = w.map_or(0, |w| self.first_kept(w, k * bs));
+                    let first = w.map_or(0, |w| first_kept(w, k * bs, bs));
                     k == first || run[k - 1] >= k - first
                 })
             })
@@ -294,7 +294,7 @@ impl KvManager {
             .iter()
             .zip(&self.windows)
             .map(|(f, w)| {
-                let first = w.map_or(0, |w| self.first_kept(w, hit * bs));
+                let first = w.map_or(0, |w| first_kept(w, hit * bs, bs));
                 (0..hit)
                     .map(|i| match f[i] {
                         Some(b) if i >= first => b,
@@ -310,12 +310,6 @@ impl KvManager {
             hashes,
             kv: self,
         }
-    }
-
-    /// The first block a sliding window of `window` still needs once `computed` tokens are
-    /// computed: the next query, at position `computed`, sees from `computed − window + 1`.
-    fn first_kept(&self, window: usize, computed: usize) -> usize {
-        computed.saturating_sub(window - 1) / self.block_size
     }
 
     /// Grows `seq`'s block tables to hold `num_tokens` tokens (a no-op when they already do).
@@ -377,7 +371,7 @@ impl KvManager {
         for (g, window) in self.windows.iter().enumerate() {
             let Some(w) = *window else { continue };
             let table = &mut s.tables[g];
-            let upto = (computed.saturating_sub(w - 1) / bs).min(table.len());
+            let upto = first_kept(w, computed, bs).min(table.len());
             for entry in &mut table[s.released[g].min(upto)..upto] {
                 if *entry != NULL_BLOCK {
                     self.pool.release(*entry);
@@ -497,4 +491,11 @@ impl PrefixHit<'_> {
         );
         Ok(())
     }
+}
+
+/// The first block of `block_size` positions a sliding window of `window` still needs once
+/// `computed` tokens are computed: the next query, at position `computed`, sees from
+/// `computed − window + 1`.
+fn first_kept(window: usize, computed: usize, block_size: usize) -> usize {
+    computed.saturating_sub(window - 1) / block_size
 }

@@ -2,6 +2,7 @@
 //! logit soft-capping, over whatever the KV cache holds for the sequence.
 
 use candle_core::{DType, Tensor};
+use forja_arch::kv_cache::first_visible;
 
 use crate::cpu_attention::{self, Heads, SeqRows};
 use crate::decoder::SeqStep;
@@ -231,7 +232,7 @@ impl Attention {
             // Keys this chunk can see: causal end, sliding-window start.
             let first_pos = start + i0;
             let k_end = first_pos + n;
-            let k_begin = self.window.map_or(0, |w| (first_pos + 1).saturating_sub(w));
+            let k_begin = first_visible(first_pos, self.window);
             let at = k_begin.checked_sub(span.first).ok_or_else(|| {
                 ModelError::Input(format!(
                     "position {first_pos} sees keys from {k_begin}; the cache holds them from {}",

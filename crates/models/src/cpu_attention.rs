@@ -6,6 +6,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Storage, Tensor};
+use forja_arch::kv_cache::first_visible;
 use half::f16;
 
 use crate::error::{ModelError, Result};
@@ -85,7 +86,7 @@ fn attend_with(kernels: &Kernels, h: &Heads, seqs: &[SeqRows<'_>], q: &[f32]) ->
                 let last = (s.start + s.rows).div_ceil(bs);
                 // A sliding window reads from its first row's first visible position: blocks
                 // before it may have gone back to the pool.
-                let first = h.window.map_or(0, |w| (s.start + 1).saturating_sub(w)) / bs;
+                let first = first_visible(s.start, h.window) / bs;
                 let blocks = table.get(first.min(last)..last).ok_or_else(|| {
                     ModelError::Input(format!(
                         "{} positions need {last} blocks, the table has {}",
@@ -307,7 +308,7 @@ fn row<L: Loads<E>, E>(
 ) {
     let d = h.head_dim;
     let g = head / (h.heads / h.kv_heads);
-    let first = h.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    let first = first_visible(pos, h.window);
     let mut max = f32::NEG_INFINITY;
     let mut sum = 0f32;
     out.fill(0.0);
@@ -484,7 +485,7 @@ mod tests {
     fn reference(h: &Heads, pos: usize, head: usize, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
         let d = h.head_dim;
         let g = head / (h.heads / h.kv_heads);
-        let first = h.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let first = first_visible(pos, h.window);
         let scores: Vec<f64> = (first..=pos)
             .map(|j| {
                 let key = &k[(j * h.kv_heads + g) * d..][..d];

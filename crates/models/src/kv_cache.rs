@@ -3,6 +3,7 @@
 //! pool in the server).
 
 use candle_core::{DType, Tensor};
+use forja_arch::kv_cache::first_visible;
 
 use crate::error::{ModelError, Result};
 
@@ -296,9 +297,7 @@ impl KvCache for ContiguousKvCache {
         let end = self.len + k.dim(0)?;
         let l = self.layer(layer)?;
         // A sliding layer returns what this step's queries can see.
-        let first = l
-            .window
-            .map_or(0, |w| (self.len + 1).saturating_sub(w).max(l.oldest));
+        let first = first_visible(self.len, l.window).max(l.oldest);
         let (keys, values) = l.gather(first, end)?;
         Ok(KvSpan {
             keys: keys.transpose(0, 1)?,
@@ -379,10 +378,10 @@ impl KvCache for ContiguousKvCache {
     fn can_keep(&self, len: usize) -> bool {
         len == 0
             || (len <= self.len
-                && self.layers.iter().all(|l| {
-                    l.window
-                        .is_none_or(|w| (len + 1).saturating_sub(w) >= l.oldest)
-                }))
+                && self
+                    .layers
+                    .iter()
+                    .all(|l| first_visible(len, l.window) >= l.oldest))
     }
 
     fn truncate(&mut self, len: usize) -> Result<()> {

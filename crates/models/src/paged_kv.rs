@@ -8,6 +8,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use forja_arch::kv_cache::KvGroups;
+use forja_arch::kv_cache::first_visible;
 
 use crate::error::{ModelError, Result};
 use crate::kv_cache::{KvCache, KvSpan, KvView};
@@ -171,7 +172,7 @@ impl KvCache for PagedSeq<'_> {
         let ((kc, vc), window, table) = store.layer(self.tables, layer)?;
         let total = self.len + k.dim(0)?;
         // A sliding layer returns what this step's queries can see.
-        let first = window.map_or(0, |w| (self.len + 1).saturating_sub(w));
+        let first = first_visible(self.len, window);
         let slots = (first..total)
             .map(|p| store.slot(table, p).map(|s| s as u32))
             .collect::<Result<Vec<u32>>>()?;

@@ -89,16 +89,17 @@ impl Footprint {
     }
 }
 
-/// The KV pool a model served on a GPU asks for unless told otherwise: room for 512k tokens (256
-/// sequences of 2k), at least one context; the GPU runner keeps as many blocks as fit beside the
-/// weights.
+/// The KV pool a model served on a GPU asks for unless told otherwise: room for 512k tokens of
+/// every layer (256 sequences of 2k; more where sliding-window layers keep only their window),
+/// at least one context; the GPU runner keeps as many blocks as fit beside the weights.
 pub fn default_gpu_kv_bytes(cfg: &DecoderConfig) -> u64 {
     let per_token = kv_bytes_per_token(cfg, KvDtype::F16);
     (per_token * (cfg.max_context as f64).max(524_288.0)) as u64
 }
 
 /// The KV pool a model gets unless told otherwise: room for two full contexts, between 16k
-/// and 64k tokens, at most a quarter of `available` and never less than one context.
+/// and 64k tokens of every layer (more tokens where sliding-window layers keep only their
+/// window), at most a quarter of `available` and never less than one context.
 pub fn default_kv_bytes(cfg: &DecoderConfig, available: Option<u64>) -> u64 {
     // The cache holds f16 on the CPU (`Decoder::kv_dtype`), as the planner assumes.
     let per_token = kv_bytes_per_token(cfg, KvDtype::F16);

@@ -3,8 +3,8 @@
 //! sequence they hold.
 
 use candle_core::DType;
-use forja_arch::KvDtype;
-use forja_arch::kv_cache::{KvGroups, kv_bytes_per_token};
+use forja_arch::kv_cache::{KvGroups, kv_bytes_per_token, paged_kv_bytes};
+use forja_arch::{DecoderConfig, KvDtype};
 use forja_kv::KvManager;
 use forja_models::{PoolShape, RunnerDevice};
 
@@ -62,6 +62,25 @@ pub(super) fn sizing(model: &LoadedModel, cfg: &ServingConfig) -> Result<Sizing>
         bytes_per_token,
         block_bytes,
     })
+}
+
+impl ServingConfig {
+    /// One sequence at a time on `device`, in a pool of f16 blocks that holds the model's whole
+    /// context as the paged pool keeps it (sliding-window layers their window and a step), plus
+    /// one block of every layer to spare: what a chat on a GPU asks for.
+    pub fn one_sequence(cfg: &DecoderConfig, device: RunnerDevice) -> Self {
+        let mut s = ServingConfig {
+            max_running: 1,
+            max_pending: 1,
+            device,
+            ..ServingConfig::default()
+        };
+        let block = s.block_size as u64;
+        let step = s.max_batched_tokens as u64;
+        s.kv_bytes = paged_kv_bytes(cfg, cfg.max_context, step, KvDtype::F16, block)
+            + (kv_bytes_per_token(cfg, KvDtype::F16) * block as f64) as u64;
+        s
+    }
 }
 
 /// The longest sequence (at most `context`) whose blocks `kv`'s pool holds while it is

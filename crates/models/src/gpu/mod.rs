@@ -12,6 +12,7 @@
 
 mod weights;
 
+use forja_arch::kv_cache::first_visible;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -409,7 +410,7 @@ impl GpuDecoder {
                 }
                 // What the step's first row sees must be in the pool; before it a sliding
                 // window's blocks may have gone back (they point at the padding block here).
-                let first = window.map_or(0, |w| (q.start + 1).saturating_sub(w as usize)) / bs;
+                let first = first_visible(q.start, window.map(|w| w as usize)) / bs;
                 if let Some(b) = table[first..needed]
                     .iter()
                     .find(|&&b| b as usize >= self.opts.blocks)

@@ -5,6 +5,7 @@
 //! from `q` and `k` (as FlashAttention's backward does).
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use forja_arch::kv_cache::first_visible;
 
 use forja_quant::math;
 
@@ -51,7 +52,7 @@ impl CausalAttention {
     /// The keys query row `i` sees.
     fn keys(&self, i: usize) -> std::ops::Range<usize> {
         let pos = self.start + i;
-        let lo = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let lo = first_visible(pos, self.window);
         lo..pos + 1
     }
 
