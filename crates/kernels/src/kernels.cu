@@ -337,8 +337,9 @@ extern "C" __global__ void zero_u64(unsigned long long* x, int n) {
 
 // ---- GGUF block-quantized weights, read as stored ------------------------------------------
 // Rows in the device layout of forja_kernels::quant: each row's quantized values first (all
-// blocks, 16-byte aligned), then the blocks' scales. Types (QuantKind::code): 0 Q8_0, 1 Q4_0,
-// 2 Q4_1, 3 Q4_K, 4 Q6_K. Products over a few activation rows quantize the activations to 8 bits
+// blocks, 16-byte aligned), then the blocks' high bits and scales, each area starting 16-byte
+// aligned. Types (QuantKind::code): 0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q4_K, 4 Q6_K, 5 Q5_0, 6 Q5_1,
+// 7 Q5_K, 8 Q3_K, 9 Q2_K. Products over a few activation rows quantize the activations to 8 bits
 // in blocks of 32 (quantize_q8) and sum with dp4a, as llama.cpp's mmvq does; over many rows the
 // weight is dequantized to f16 (dequant_f16) for cuBLAS.
 
@@ -350,6 +351,53 @@ __device__ __forceinline__ int dp4a(int a, int b, int c) {
     int r;
     asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
     return r;
+}
+
+// Values per GGUF block of type ty: 256 for the K-quants, 32 for the others.
+__host__ __device__ __forceinline__ constexpr int block_values(int ty) {
+    return (ty == 3 || ty == 4 || ty >= 7) ? 256 : 32;
+}
+
+// Q5_0 / Q5_1 rows of nb blocks: qs at 0 (16 bytes a block), qh (4 a block) at q5_qh, the
+// scales at q5_sc (the qh area padded to 16 bytes).
+__device__ __forceinline__ size_t q5_qh(int nb) { return (size_t)nb * 16; }
+__device__ __forceinline__ size_t q5_sc(int nb) {
+    return (size_t)nb * 16 + (((size_t)nb * 4 + 15) & ~(size_t)15);
+}
+
+// Bits 0..3 of n to bit 0 of bytes 0..3 (the four shifted copies never overlap or carry).
+__device__ __forceinline__ unsigned spread4(unsigned n) {
+    return ((n & 0xFu) * 0x00204081u) & 0x01010101u;
+}
+
+// A fifth bit (16) on 16 bytes of nibbles: byte i gets bit i of h16 (Q5_0 / Q5_1).
+__device__ __forceinline__ uint4 with_bits(uint4 w, unsigned h16) {
+    return make_uint4(w.x | (spread4(h16) << 4), w.y | (spread4(h16 >> 4) << 4),
+                      w.z | (spread4(h16 >> 8) << 4), w.w | (spread4(h16 >> 12) << 4));
+}
+
+// A fifth bit (16) on 16 bytes of nibbles: byte i gets bit `bit` of byte i of qh (Q5_K).
+__device__ __forceinline__ uint4 with_bytes_bit(uint4 w, uint4 qh, int bit) {
+    const unsigned m = 0x01010101u;
+    return make_uint4(w.x | (((qh.x >> bit) & m) << 4), w.y | (((qh.y >> bit) & m) << 4),
+                      w.z | (((qh.z >> bit) & m) << 4), w.w | (((qh.w >> bit) & m) << 4));
+}
+
+// Q3_K's signed 6-bit scale of sub-block `is` (0..15) from its 12 scale bytes: the low four
+// bits from byte is % 8 (low nibble for is < 8, high after), the top two from byte 8 + is % 4
+// (bits 2 (is / 4)), minus 32.
+__device__ __forceinline__ int k3_scale(const unsigned char* sc, int is) {
+    const int lo = is < 8 ? (sc[is & 7] & 0xF) : (sc[is & 7] >> 4);
+    const int hi = (sc[8 + (is & 3)] >> (2 * (is / 4))) & 3;
+    return (lo | (hi << 4)) - 32;
+}
+
+// Q3_K's 3-bit values of four bytes as signed bytes (q - 4): two bits from `lo` at lo_shift,
+// the third from `hi` at hi_shift.
+__device__ __forceinline__ unsigned three_bits1(unsigned lo, unsigned hi, int lo_shift,
+                                                int hi_shift) {
+    const unsigned q = ((lo >> lo_shift) & 0x03030303u) | (((hi >> hi_shift) & 0x01010101u) << 2);
+    return (q + 0x7C7C7C7Cu) ^ 0x80808080u;  // each byte q - 4, no carries (q < 8)
 }
 
 // Byte i (0..15) of a 16-byte word, for i known at compile time after unrolling or not.
@@ -369,7 +417,9 @@ __device__ __forceinline__ void k4_scale_min(uint4 hd, int j, int* sc, int* m) {
 
 // Group k (8 consecutive values) of a row of nb blocks, as f32.
 __device__ void decode8(int ty, const unsigned char* row, int nb, int k, float* v) {
-    if (ty == 3) {  // Q4_K: values 64c + l (low nibble of qs[32c + l]) and 64c + 32 + l (high)
+    if (ty == 3 || ty == 7) {
+        // Q4_K: values 64c + l (low nibble of qs[32c + l]) and 64c + 32 + l (high), in
+        // sub-blocks 2c and 2c + 1; Q5_K adds bit (sub-block) of qh[l] as 16.
         const int b = k / 32, t = k % 32, c = t / 8, p = t % 8;
         const uint4 hd = *(const uint4*)(row + (size_t)nb * 128 + b * 16);
         int sc, m;
@@ -377,11 +427,50 @@ __device__ void decode8(int ty, const unsigned char* row, int nb, int k, float* 
         const float d = h2f((unsigned short)(hd.x & 0xFFFF)) * (float)sc;
         const float dm = h2f((unsigned short)(hd.x >> 16)) * (float)m;
         const uint2 q = *(const uint2*)(row + (size_t)b * 128 + c * 32 + (p % 4) * 8);
+        uint2 h = make_uint2(0, 0);
+        if (ty == 7) {
+            const uint2 qh = *(const uint2*)(row + (size_t)nb * 144 + b * 32 + (p % 4) * 8);
+            const int bit = 2 * c + p / 4;
+            h = make_uint2(((qh.x >> bit) & 0x01010101u) << 4, ((qh.y >> bit) & 0x01010101u) << 4);
+        }
         const int shift = 4 * (p / 4);
         for (int l = 0; l < 4; l++) {
-            v[l] = d * (float)((q.x >> (8 * l + shift)) & 0xF) - dm;
-            v[l + 4] = d * (float)((q.y >> (8 * l + shift)) & 0xF) - dm;
+            v[l] = d * (float)(((q.x >> (8 * l + shift)) & 0xF) | ((h.x >> (8 * l)) & 0xFF)) - dm;
+            v[l + 4] =
+                d * (float)(((q.y >> (8 * l + shift)) & 0xF) | ((h.y >> (8 * l)) & 0xFF)) - dm;
         }
+    } else if (ty == 9) {
+        // Q2_K: value n·128 + j·32 + l is bits 2j of qs[32n + l], times d · (scale & 15), minus
+        // dmin · (scale >> 4), scale = scales[8n + 2j + l / 16].
+        const int b = k / 32, t = k % 32, n = t / 16, j = (t % 16) / 4, l0 = (t % 4) * 8;
+        const int sc = row[(size_t)nb * 64 + b * 16 + n * 8 + 2 * j + l0 / 16];
+        const unsigned char* dd = row + (size_t)nb * 80 + b * 4;
+        const float dl = h2f_at(dd) * (float)(sc & 0xF), ml = h2f_at(dd + 2) * (float)(sc >> 4);
+        const unsigned char* q = row + (size_t)b * 64 + n * 32 + l0;
+        for (int l = 0; l < 8; l++) v[l] = dl * (float)((q[l] >> (2 * j)) & 3) - ml;
+    } else if (ty == 8) {
+        // Q3_K: value n·128 + j·32 + l is bits 2j of qs[32n + l] and bit 4n + j of hmask[l],
+        // minus 4, times d and the scale of sub-block 8n + 2j + l / 16.
+        const int b = k / 32, t = k % 32, n = t / 16, j = (t % 16) / 4, l0 = (t % 4) * 8;
+        const unsigned char* sc = row + (size_t)nb * 96 + b * 16;
+        const float dl = h2f_at(sc + 12) * (float)k3_scale(sc, n * 8 + 2 * j + l0 / 16);
+        const unsigned char* q = row + (size_t)b * 64 + n * 32 + l0;
+        const unsigned char* hm = row + (size_t)nb * 64 + b * 32 + l0;
+        for (int l = 0; l < 8; l++)
+            v[l] = dl * (float)((((q[l] >> (2 * j)) & 3) | (((hm[l] >> (4 * n + j)) & 1) << 2)) -
+                                4);
+    } else if (ty == 5 || ty == 6) {
+        // Q5_0 ((q - 16) d) / Q5_1 (q d + m), q = nibble | bit j of qh as 16: values 0..15
+        // the low nibbles, 16..31 the high ones.
+        const int b = k / 4, j0 = (k % 4) * 8;
+        const unsigned char* s = row + q5_sc(nb) + b * (ty == 5 ? 2 : 4);
+        const float d = h2f_at(s);
+        const float m = ty == 5 ? -16.0f * d : h2f_at(s + 2);
+        const unsigned qh = *(const unsigned*)(row + q5_qh(nb) + b * 4);
+        const unsigned char* q = row + (size_t)b * 16 + (k % 2) * 8;
+        const int shift = (k % 4) < 2 ? 0 : 4;
+        for (int l = 0; l < 8; l++)
+            v[l] = d * (float)(((q[l] >> shift) & 0xF) | (((qh >> (j0 + l)) & 1) << 4)) + m;
     } else if (ty == 4) {  // Q6_K: halves of 128 values, each four groups of 32 (sub-block g)
         const int b = k / 32, t = k % 32, n = t / 16, g = (t % 16) / 4, l0 = (t % 4) * 8;
         const unsigned char* ql = row + (size_t)b * 128 + n * 64 + (g & 1) * 32 + l0;
@@ -419,11 +508,13 @@ extern "C" __global__ void quantize_q8(signed char* q, float2* s, const void* x,
 }
 
 // A lane's unit of a weight row, loaded once and multiplied with each activation row. Units
-// per block: Q8_0/Q4_0/Q4_1 one (32 values), Q4_K eight (32 values: 16 of two sub-blocks),
-// Q6_K four (64 values: 16 of four sub-blocks).
+// per block: Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 one (32 values), Q4_K/Q5_K eight (32 values: 16 of two
+// sub-blocks), Q6_K/Q3_K/Q2_K four (64 values: 16 of four sub-blocks).
 struct Unit {
-    uint4 a, b, c;  // quantized values
+    uint4 a, b, c;  // quantized values (Q5_0/Q5_1: qh in b.x; Q5_K: qh in b, its bit in c.x;
+                    // Q3_K: hmask in b, the half in c.x)
     float f[4];     // per-type scales
+    float m[4];     // Q2_K: its sub-blocks' mins
     int x;          // first activation value (in the row) the unit multiplies
     int xb;         // its activation block
 };
@@ -444,9 +535,45 @@ __device__ __forceinline__ Unit load_unit(const unsigned char* row, int nb, int 
         t.f[1] = TY == 1 ? -8.0f * t.f[0] : h2f_at(s + 2);
         t.x = u * 32;
         t.xb = u;
-    } else if (TY == 3) {
+    } else if (TY == 5 || TY == 6) {
+        t.a = *(const uint4*)(row + (size_t)u * 16);
+        t.b.x = *(const unsigned*)(row + q5_qh(nb) + u * 4);
+        const unsigned char* s = row + q5_sc(nb) + u * (TY == 5 ? 2 : 4);
+        t.f[0] = h2f_at(s);
+        t.f[1] = TY == 5 ? -16.0f * t.f[0] : h2f_at(s + 2);
+        t.x = u * 32;
+        t.xb = u;
+    } else if (TY == 9) {
+        // As Q3_K, with each sub-block's min.
+        const int b = u / 4, n = (u % 4) / 2, l0 = (u % 2) * 16;
+        t.a = *(const uint4*)(row + (size_t)b * 64 + n * 32 + l0);
+        const unsigned char* sc = row + (size_t)nb * 64 + b * 16 + n * 8 + l0 / 16;
+        const unsigned char* dd = row + (size_t)nb * 80 + b * 4;
+        const float d = h2f_at(dd), dmin = h2f_at(dd + 2);
+        for (int g = 0; g < 4; g++) {
+            t.f[g] = d * (float)(sc[2 * g] & 0xF);
+            t.m[g] = dmin * (float)(sc[2 * g] >> 4);
+        }
+        t.x = b * 256 + n * 128 + l0;
+        t.xb = b * 8 + n * 4;
+    } else if (TY == 8) {
+        // As Q6_K: 16 values of each of the four sub-block pairs of a half.
+        const int b = u / 4, n = (u % 4) / 2, l0 = (u % 2) * 16;
+        t.a = *(const uint4*)(row + (size_t)b * 64 + n * 32 + l0);
+        t.b = *(const uint4*)(row + (size_t)nb * 64 + b * 32 + l0);
+        const unsigned char* sc = row + (size_t)nb * 96 + b * 16;
+        const float d = h2f_at(sc + 12);
+        for (int g = 0; g < 4; g++) t.f[g] = d * (float)k3_scale(sc, n * 8 + 2 * g + l0 / 16);
+        t.c.x = n;
+        t.x = b * 256 + n * 128 + l0;
+        t.xb = b * 8 + n * 4;
+    } else if (TY == 3 || TY == 7) {
         const int b = u / 8, w = u % 8, c = w / 2, h = w % 2;
         t.a = *(const uint4*)(row + (size_t)b * 128 + w * 16);
+        if (TY == 7) {
+            t.b = *(const uint4*)(row + (size_t)nb * 144 + b * 32 + h * 16);
+            t.c.x = 2 * c;
+        }
         const uint4 hd = *(const uint4*)(row + (size_t)nb * 128 + b * 16);
         const float d = h2f((unsigned short)(hd.x & 0xFFFF));
         const float dmin = h2f((unsigned short)(hd.x >> 16));
@@ -513,19 +640,19 @@ template <int TY>
 __device__ __forceinline__ XUnit load_x(const Unit& t, const signed char* xq, const float2* xs) {
     XUnit v;
     const signed char* x = xq + t.x;
-    if (TY == 4) {
+    if (TY == 4 || TY >= 8) {
         for (int g = 0; g < 4; g++) {
             v.q[g] = *(const uint4*)(x + 32 * g);
             v.d[g] = xs[t.xb + g].x;
         }
     } else {
-        // Q4_K: 16 values of two blocks, 32 apart; the others: one whole block.
+        // Q4_K/Q5_K: 16 values of two blocks, 32 apart; the others: one whole block.
         v.q[0] = *(const uint4*)x;
-        v.q[1] = *(const uint4*)(x + (TY == 3 ? 32 : 16));
+        v.q[1] = *(const uint4*)(x + (TY == 3 || TY == 7 ? 32 : 16));
         const float2 a = xs[t.xb];
         v.d[0] = a.x;
         v.s[0] = a.y;
-        if (TY == 3) {
+        if (TY == 3 || TY == 7) {
             const float2 b = xs[t.xb + 1];
             v.d[1] = b.x;
             v.s[1] = b.y;
@@ -548,10 +675,40 @@ __device__ __forceinline__ float unit_dot(const Unit& t, const XUnit& x) {
     } else if (TY == 1 || TY == 2) {
         const int s = dot16(nibbles(t.a, 4), x.q[1]) + dot16(nibbles(t.a, 0), x.q[0]);
         return t.f[0] * x.d[0] * (float)s + t.f[1] * x.s[0];
-    } else if (TY == 3) {
-        const int lo = dot16(nibbles(t.a, 0), x.q[0]), hi = dot16(nibbles(t.a, 4), x.q[1]);
+    } else if (TY == 5 || TY == 6) {
+        const int s = dot16(with_bits(nibbles(t.a, 4), t.b.x >> 16), x.q[1]) +
+                      dot16(with_bits(nibbles(t.a, 0), t.b.x & 0xFFFF), x.q[0]);
+        return t.f[0] * x.d[0] * (float)s + t.f[1] * x.s[0];
+    } else if (TY == 3 || TY == 7) {
+        uint4 l4 = nibbles(t.a, 0), h4 = nibbles(t.a, 4);
+        if (TY == 7) {
+            l4 = with_bytes_bit(l4, t.b, (int)t.c.x);
+            h4 = with_bytes_bit(h4, t.b, (int)t.c.x + 1);
+        }
+        const int lo = dot16(l4, x.q[0]), hi = dot16(h4, x.q[1]);
         return t.f[0] * x.d[0] * (float)lo + t.f[1] * x.d[1] * (float)hi -
                (t.f[2] * x.s[0] + t.f[3] * x.s[1]);
+    } else if (TY == 9) {
+        float r = 0.0f;
+        const uint4 ones = make_uint4(0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u);
+        for (int g = 0; g < 4; g++) {
+            const int sh = 2 * g;
+            const uint4 w = make_uint4((t.a.x >> sh) & 0x03030303u, (t.a.y >> sh) & 0x03030303u,
+                                       (t.a.z >> sh) & 0x03030303u, (t.a.w >> sh) & 0x03030303u);
+            r += x.d[g] * (t.f[g] * (float)dot16(w, x.q[g]) - t.m[g] * (float)dot16(ones, x.q[g]));
+        }
+        return r;
+    } else if (TY == 8) {
+        float r = 0.0f;
+        const int n = (int)t.c.x;
+        for (int g = 0; g < 4; g++) {
+            const uint4 w = make_uint4(three_bits1(t.a.x, t.b.x, 2 * g, 4 * n + g),
+                                       three_bits1(t.a.y, t.b.y, 2 * g, 4 * n + g),
+                                       three_bits1(t.a.z, t.b.z, 2 * g, 4 * n + g),
+                                       three_bits1(t.a.w, t.b.w, 2 * g, 4 * n + g));
+            r += t.f[g] * x.d[g] * (float)dot16(w, x.q[g]);
+        }
+        return r;
     } else {
         float r = 0.0f;
         for (int g = 0; g < 4; g++) {
@@ -581,7 +738,7 @@ __device__ void gemv(float* y, const unsigned char* w, const signed char* xq, co
     const unsigned char* wr[OPW];
 #pragma unroll
     for (int j = 0; j < OPW; j++) wr[j] = w + (size_t)min(o0 + j, out - 1) * stride;
-    const int nb = in / (TY >= 3 ? 256 : 32), units = nb * UNITS;
+    const int nb = in / block_values(TY), units = nb * UNITS;
     float acc[OPW][ROWS];
 #pragma unroll
     for (int j = 0; j < OPW; j++)
@@ -641,11 +798,21 @@ GEMV_KERNEL(gemv_q8_0_1, 0, 1, 1, 2, 4)
 GEMV_KERNEL(gemv_q4_0_1, 1, 1, 1, 2, 4)
 GEMV_KERNEL(gemv_q4_1_1, 2, 1, 1, 2, 4)
 GEMV_KERNEL(gemv_q4_k_1, 3, 8, 1, 2, 4)
+GEMV_KERNEL(gemv_q5_0_1, 5, 1, 1, 2, 4)
+GEMV_KERNEL(gemv_q5_1_1, 6, 1, 1, 2, 4)
+GEMV_KERNEL(gemv_q5_k_1, 7, 8, 1, 2, 4)
+GEMV_KERNEL(gemv_q3_k_1, 8, 4, 1, 2, 4)
+GEMV_KERNEL(gemv_q2_k_1, 9, 4, 1, 2, 4)
 GEMV_KERNEL(gemv_q6_k_1, 4, 4, 1, 2, 4)
 GEMV_KERNEL(gemv_q8_0_8, 0, 1, 8, 4, 1)
 GEMV_KERNEL(gemv_q4_0_8, 1, 1, 8, 2, 2)
 GEMV_KERNEL(gemv_q4_1_8, 2, 1, 8, 2, 2)
 GEMV_KERNEL(gemv_q4_k_8, 3, 8, 8, 2, 2)
+GEMV_KERNEL(gemv_q5_0_8, 5, 1, 8, 2, 2)
+GEMV_KERNEL(gemv_q5_1_8, 6, 1, 8, 2, 2)
+GEMV_KERNEL(gemv_q5_k_8, 7, 8, 8, 2, 2)
+GEMV_KERNEL(gemv_q3_k_8, 8, 4, 8, 4, 1)
+GEMV_KERNEL(gemv_q2_k_8, 9, 4, 8, 4, 1)
 GEMV_KERNEL(gemv_q6_k_8, 4, 4, 8, 4, 1)
 
 // One block per token: row ids[r] of an embedding table kept as f16 bit patterns, times scale.
@@ -664,7 +831,7 @@ extern "C" __global__ void embed_rows_quant(float* out, const unsigned char* tab
                                            float scale) {
     const unsigned char* row = table + (size_t)ids[blockIdx.x] * stride;
     float* o = out + (size_t)blockIdx.x * cols;
-    const int nb = cols / (ty >= 3 ? 256 : 32);
+    const int nb = cols / block_values(ty);
     float v[8];
     for (int k = threadIdx.x; k < cols / 8; k += blockDim.x) {
         decode8(ty, row, nb, k, v);
@@ -677,7 +844,7 @@ extern "C" __global__ void embed_rows_quant(float* out, const unsigned char* tab
 // 2^32 (checked by the caller).
 extern "C" __global__ void dequant_f16(unsigned short* out, const unsigned char* w, int rows,
                                        int in, int stride, int ty, int out_row) {
-    const unsigned groups = in / 8, nb = in / (ty >= 3 ? 256 : 32);
+    const unsigned groups = in / 8, nb = in / block_values(ty);
     const unsigned n = (unsigned)rows * groups;
     float v[8];
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {

@@ -3,11 +3,12 @@
 // (Appended to kernels.cu at compile time; uses its helpers.) The activations are quantized to
 // 8 bits per block of 32 (quantize_q8: values, then (d, d·Σq) per block); the weight's values
 // become 8-bit integers in registers, and mma.sync sums 16 weight rows × 8 activation rows of
-// a block at a time in int32 (m16n8k32; Q6_K, whose scales change every 16 values, in two
-// m16n8k16). Each block's integer sums are then scaled in f32:
+// a block at a time in int32 (m16n8k32; Q6_K and Q3_K, whose scales change every 16 values,
+// in two m16n8k16). Each block's integer sums are then scaled in f32:
 //   y += d_w · d_x · Σ q_w q_x − m_w · (d_x Σ q_x)
-// with m_w the weight block's offset per unit of activation (Q4_0: 8 d, Q4_1: −m, Q4_K:
-// dmin · min, Q8_0 / Q6_K: none). Needs sm_80 (Gpu::mmq_available); older GPUs use the GEMV.
+// with m_w the weight block's offset per unit of activation (Q4_0: 8 d, Q5_0: 16 d, Q4_1 /
+// Q5_1: −m, Q4_K / Q5_K: dmin · min, Q8_0 / Q6_K: none). Needs sm_80 (Gpu::mmq_available);
+// older GPUs use the GEMV.
 //
 // Fragments (PTX ISA, lane = 4 g + t): A a[0] = row g, k 4t..4t+3; a[1] = row g+8, same k;
 // a[2] = row g, k 16+4t..; a[3] = row g+8, k 16+4t..; B b[0] = k 4t.., column g; b[1] =
@@ -56,13 +57,28 @@ __device__ __forceinline__ unsigned word_at(const unsigned char* p) {
 //   Q8_0 17: qs c·256 + 16u (u < 16), d nb·32 + c·16
 //   Q4_0  9: qs c·128 + 16u (u < 8), d nb·16 + c·16
 //   Q4_1 10: qs c·128 + 16u (u < 8), (d, m) nb·16 + c·32 + 16(u − 8)
+//   Q5_0 11: qs c·128 + 16u (u < 8), qh q5_qh + c·32 + 16(u − 8) (u < 10), d q5_sc + c·16
+//   Q5_1 12: qs, qh as Q5_0, (d, m) q5_sc + c·32 + 16(u − 10)
 //   Q4_K  9: qs c·128 + 16u (u < 8), (d, dmin, scales) nb·128 + c·16
+//   Q5_K 11: as Q4_K, then qh nb·144 + c·32 + 16(u − 9)
+//   Q2_K  6: qs c·64 + 16u (u < 4), scales nb·64 + c·16, and the 16 bytes holding (d, dmin)
+//            (nb·80 + c·4, rounded down to 16)
+//   Q3_K  7: qs c·64 + 16u (u < 4), hmask nb·64 + c·32 + 16(u − 4) (u < 6), (scales, d)
+//            nb·96 + c·16
 //   Q6_K 14: ql c·128 + 16u (u < 8), qh nb·128 + c·64 + 16(u − 8) (u < 12), scales nb·192 +
 //            c·16, and the 16 bytes holding d (nb·208 + c·2, rounded down to 16)
 // Past the row's last block a run reads bytes it does not use (upload_quant pads the buffer).
 template <int TY>
 struct Run {
-    static constexpr int UNITS = TY == 0 ? 17 : TY == 1 ? 9 : TY == 2 ? 10 : TY == 3 ? 9 : 14;
+    static constexpr int UNITS = TY == 0   ? 17
+                                 : TY == 1 ? 9
+                                 : TY == 2 ? 10
+                                 : TY == 3 ? 9
+                                 : TY == 4 ? 14
+                                 : TY == 6 ? 12
+                                 : TY == 8 ? 7
+                                 : TY == 9 ? 6
+                                           : 11;
     // Row stride in shared memory, in 16-byte units: odd, so that the 8 rows a fragment load
     // touches fall in different banks.
     static constexpr int STRIDE = UNITS | 1;
@@ -74,6 +90,26 @@ __device__ __forceinline__ size_t unit_offset(int u, int nb, int c) {
     if (TY == 1) return u < 8 ? (size_t)c * 128 + 16 * u : (size_t)nb * 16 + c * 16;
     if (TY == 2) return u < 8 ? (size_t)c * 128 + 16 * u : (size_t)nb * 16 + c * 32 + 16 * (u - 8);
     if (TY == 3) return u < 8 ? (size_t)c * 128 + 16 * u : (size_t)nb * 128 + c * 16;
+    if (TY == 5 || TY == 6) {
+        if (u < 8) return (size_t)c * 128 + 16 * u;
+        if (u < 10) return q5_qh(nb) + c * 32 + 16 * (u - 8);
+        return q5_sc(nb) + (size_t)c * (TY == 5 ? 16 : 32) + 16 * (u - 10);
+    }
+    if (TY == 9) {
+        if (u < 4) return (size_t)c * 64 + 16 * u;
+        if (u == 4) return (size_t)nb * 64 + c * 16;
+        return ((size_t)nb * 80 + c * 4) & ~(size_t)15;
+    }
+    if (TY == 8) {
+        if (u < 4) return (size_t)c * 64 + 16 * u;
+        if (u < 6) return (size_t)nb * 64 + c * 32 + 16 * (u - 4);
+        return (size_t)nb * 96 + c * 16;
+    }
+    if (TY == 7) {
+        if (u < 8) return (size_t)c * 128 + 16 * u;
+        if (u == 8) return (size_t)nb * 128 + c * 16;
+        return (size_t)nb * 144 + c * 32 + 16 * (u - 9);
+    }
     if (u < 8) return (size_t)c * 128 + 16 * u;
     if (u < 12) return (size_t)nb * 128 + c * 64 + 16 * (u - 8);
     if (u == 12) return (size_t)nb * 192 + c * 16;
@@ -86,6 +122,7 @@ __device__ __forceinline__ size_t unit_offset(int u, int nb, int c) {
 struct RowFrag {
     unsigned lo, hi;
     float d0, d1, m;
+    float m1;  // Q2_K: the second 16 values' min (m is the first's)
 };
 
 template <int TY>
@@ -105,12 +142,46 @@ __device__ __forceinline__ RowFrag row_frag(const unsigned char* s, int i, int t
         const unsigned char* sc = s + 128 + i * (TY == 1 ? 2 : 4);
         f.d0 = h2f_at(sc);
         f.m = TY == 1 ? 8.0f * f.d0 : -h2f_at(sc + 2);
-    } else if (TY == 3) {
-        // Sub-block i: nibble i % 2 of the 32 bytes of pair i / 2.
+    } else if (TY == 5 || TY == 6) {
+        // As Q4_0 / Q4_1, with bit l of the block's qh as 16 on value l.
+        const unsigned w = word_at(s + i * 16 + 4 * t), qh = word_at(s + 128 + i * 4);
+        f.lo = (w & m4) | (spread4(qh >> (4 * t)) << 4);
+        f.hi = ((w >> 4) & m4) | (spread4(qh >> (16 + 4 * t)) << 4);
+        const unsigned char* sc = s + 160 + i * (TY == 5 ? 2 : 4);
+        f.d0 = h2f_at(sc);
+        f.m = TY == 5 ? 16.0f * f.d0 : -h2f_at(sc + 2);
+    } else if (TY == 9) {
+        // As Q3_K without the high bit; each 16 values' scale and min from one byte.
+        const int n = i / 4, j = i % 4;
+        f.lo = (word_at(s + n * 32 + 4 * t) >> (2 * j)) & 0x03030303u;
+        f.hi = (word_at(s + n * 32 + 16 + 4 * t) >> (2 * j)) & 0x03030303u;
+        const int sc0 = s[64 + n * 8 + 2 * j], sc1 = s[64 + n * 8 + 2 * j + 1];
+        const float d = h2f_at(s + 80 + d6), dmin = h2f_at(s + 82 + d6);
+        f.d0 = d * (float)(sc0 & 0xF);
+        f.d1 = d * (float)(sc1 & 0xF);
+        f.m = dmin * (float)(sc0 >> 4);
+        f.m1 = dmin * (float)(sc1 >> 4);
+    } else if (TY == 8) {
+        // Block i: half n = i / 4, bits 2j (j = i % 4) of the half's 32 qs bytes and bit
+        // 4n + j of the 32 hmask bytes; sub-blocks 8n + 2j and 8n + 2j + 1.
+        const int n = i / 4, j = i % 4;
+        f.lo = three_bits1(word_at(s + n * 32 + 4 * t), word_at(s + 64 + 4 * t), 2 * j, 4 * n + j);
+        f.hi = three_bits1(word_at(s + n * 32 + 16 + 4 * t), word_at(s + 80 + 4 * t), 2 * j,
+                           4 * n + j);
+        const float d = h2f_at(s + 108);
+        f.d0 = d * (float)k3_scale(s + 96, n * 8 + 2 * j);
+        f.d1 = d * (float)k3_scale(s + 96, n * 8 + 2 * j + 1);
+    } else if (TY == 3 || TY == 7) {
+        // Sub-block i: nibble i % 2 of the 32 bytes of pair i / 2 (Q5_K: and bit i of qh[l]
+        // as 16, qh after the scales' unit).
         const int shift = 4 * (i % 2);
         const unsigned char* q = s + (i / 2) * 32 + 4 * t;
         f.lo = (word_at(q) >> shift) & m4;
         f.hi = (word_at(q + 16) >> shift) & m4;
+        if (TY == 7) {
+            f.lo |= ((word_at(s + 144 + 4 * t) >> i) & 0x01010101u) << 4;
+            f.hi |= ((word_at(s + 160 + 4 * t) >> i) & 0x01010101u) << 4;
+        }
         const uint4 hd = *(const uint4*)(s + 128);
         int sc, mn;
         k4_scale_min(hd, i, &sc, &mn);
@@ -128,7 +199,7 @@ __device__ __forceinline__ RowFrag row_frag(const unsigned char* s, int i, int t
         f.d0 = d * (float)sc[2 * g];
         f.d1 = d * (float)sc[2 * g + 1];
     }
-    if (TY != 4) f.d1 = f.d0;
+    if (TY != 4 && TY < 8) f.d1 = f.d0;
     return f;
 }
 
@@ -216,7 +287,7 @@ __device__ void mmq(float* y, const unsigned char* w, const signed char* xq, con
     __shared__ uint4 sx[TN * MMQ_XROW / 16];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int o0 = blockIdx.y * 64, n0 = blockIdx.x * TN;
-    const int nb = in / (TY >= 3 ? 256 : 32), blocks = in / 32, runs = (blocks + 7) / 8;
+    const int nb = in / block_values(TY), blocks = in / 32, runs = (blocks + 7) / 8;
     float acc[NT][4];
 #pragma unroll
     for (int j = 0; j < NT; j++)
@@ -244,7 +315,9 @@ __device__ void mmq(float* y, const unsigned char* w, const signed char* xq, con
         const unsigned char* s0 = (const unsigned char*)(sw + (16 * warp + g) * SU);
         const unsigned char* s1 = s0 + 8 * SU * 16;
         const unsigned char* xb = (const unsigned char*)sx;
-        const int d6 = (int)(((size_t)nb * 208 + c * 2) & 15);
+        // Where Q6_K's d (Q2_K's d, dmin) sits in the unit holding it.
+        const int d6 = TY == 9 ? (int)(((size_t)nb * 80 + c * 4) & 15)
+                               : (int)(((size_t)nb * 208 + c * 2) & 15);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             if (c * 8 + i >= blocks) break;
@@ -257,7 +330,24 @@ __device__ void mmq(float* y, const unsigned char* w, const signed char* xq, con
                 const float2 x0 = *(const float2*)(xb + (8 * j + 2 * t) * MMQ_XROW + 256 + i * 8);
                 const float2 x1 = *(const float2*)(xb + (8 * j + 2 * t + 1) * MMQ_XROW + 256 +
                                                    i * 8);
-                if (TY == 4) {
+                if (TY == 9) {
+                    // Each 16 values' activation sum from the same product with all-ones
+                    // weights: the min's share.
+                    const unsigned one = 0x01010101u;
+                    int p[4], q[4], e[4], h[4];
+                    mma_k16(p, a[0], a[1], b0);
+                    mma_k16(q, a[2], a[3], b1);
+                    mma_k16(e, one, one, b0);
+                    mma_k16(h, one, one, b1);
+                    acc[j][0] += x0.x * (f0.d0 * (float)p[0] + f0.d1 * (float)q[0] -
+                                         f0.m * (float)e[0] - f0.m1 * (float)h[0]);
+                    acc[j][1] += x1.x * (f0.d0 * (float)p[1] + f0.d1 * (float)q[1] -
+                                         f0.m * (float)e[1] - f0.m1 * (float)h[1]);
+                    acc[j][2] += x0.x * (f1.d0 * (float)p[2] + f1.d1 * (float)q[2] -
+                                         f1.m * (float)e[2] - f1.m1 * (float)h[2]);
+                    acc[j][3] += x1.x * (f1.d0 * (float)p[3] + f1.d1 * (float)q[3] -
+                                         f1.m * (float)e[3] - f1.m1 * (float)h[3]);
+                } else if (TY == 4 || TY == 8) {
                     int p[4], q[4];
                     mma_k16(p, a[0], a[1], b0);
                     mma_k16(q, a[2], a[3], b1);
@@ -308,6 +398,11 @@ MMQ_KERNELS(mmq_q8_0, 0)
 MMQ_KERNELS(mmq_q4_0, 1)
 MMQ_KERNELS(mmq_q4_1, 2)
 MMQ_KERNELS(mmq_q4_k, 3)
+MMQ_KERNELS(mmq_q5_0, 5)
+MMQ_KERNELS(mmq_q5_1, 6)
+MMQ_KERNELS(mmq_q5_k, 7)
+MMQ_KERNELS(mmq_q3_k, 8)
+MMQ_KERNELS(mmq_q2_k, 9)
 MMQ_KERNELS(mmq_q6_k, 4)
 
 // y[row0 + r, y_col + o] = Σ_z part[z, r, o] (+ beta · y[..]): the S partial products of a

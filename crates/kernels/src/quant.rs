@@ -2,14 +2,20 @@
 //! its quantized values (Q8_0: a 2-byte scale, then 32 bytes), so its values are not aligned for
 //! wide loads and a warp's lanes would read scattered bytes. At upload each row is split by
 //! field: all blocks' quantized values first (16-byte aligned, read as `uint4`), then their
-//! scales; rows start 16 bytes apart. Per row of `nb` blocks:
+//! high bits and scales; every area starts 16 bytes after a multiple of 16 (padded with zeros),
+//! and so does every row. Per row of `nb` blocks:
 //!
 //! | type | areas, in order |
 //! |---|---|
 //! | Q8_0 | `qs[nb·32]`, `d[nb]` (f16) |
 //! | Q4_0 | `qs[nb·16]`, `d[nb]` |
 //! | Q4_1 | `qs[nb·16]`, `(d, m)[nb]` |
+//! | Q5_0 | `qs[nb·16]`, `qh[nb·4]`, `d[nb]` |
+//! | Q5_1 | `qs[nb·16]`, `qh[nb·4]`, `(d, m)[nb]` |
+//! | Q2_K | `qs[nb·64]`, `scales[nb·16]`, `(d, dmin)[nb]` |
+//! | Q3_K | `qs[nb·64]`, `hmask[nb·32]`, `(scales[12], d)[nb]` (16 bytes a block) |
 //! | Q4_K | `qs[nb·128]`, `(d, dmin, scales[12])[nb]` |
+//! | Q5_K | `qs[nb·128]`, `(d, dmin, scales[12])[nb]`, `qh[nb·32]` |
 //! | Q6_K | `ql[nb·128]`, `qh[nb·64]`, `scales[nb·16]`, `d[nb]` |
 //!
 //! Every area keeps the GGUF bytes of its field in block order, so the values' bit layout inside
@@ -23,30 +29,61 @@ pub enum QuantKind {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
+    Q2K,
+    Q3K,
     Q4K,
+    Q5K,
     Q6K,
 }
 
 impl QuantKind {
+    /// Every type the GPU reads as stored.
+    pub const ALL: [QuantKind; 10] = [
+        QuantKind::Q8_0,
+        QuantKind::Q4_0,
+        QuantKind::Q4_1,
+        QuantKind::Q5_0,
+        QuantKind::Q5_1,
+        QuantKind::Q2K,
+        QuantKind::Q3K,
+        QuantKind::Q4K,
+        QuantKind::Q5K,
+        QuantKind::Q6K,
+    ];
+
     /// `(values, bytes)` of one GGUF block.
     fn block(self) -> (usize, usize) {
         match self {
             QuantKind::Q8_0 => (32, 34),
             QuantKind::Q4_0 => (32, 18),
             QuantKind::Q4_1 => (32, 20),
+            QuantKind::Q5_0 => (32, 22),
+            QuantKind::Q5_1 => (32, 24),
+            QuantKind::Q2K => (256, 84),
+            QuantKind::Q3K => (256, 110),
             QuantKind::Q4K => (256, 144),
+            QuantKind::Q5K => (256, 176),
             QuantKind::Q6K => (256, 210),
         }
     }
 
-    /// The fields of a GGUF block as `(offset, len)`, in the order of the device's areas.
-    fn fields(self) -> &'static [(usize, usize)] {
+    /// The fields of a GGUF block as `(offset, len, slot)`, in the order of the device's areas:
+    /// each block's `len` bytes from `offset` take `slot` bytes of its area (`slot > len` pads
+    /// each block's part with zeros: Q3_K's 12 scale bytes and its `d` as 16).
+    fn fields(self) -> &'static [(usize, usize, usize)] {
         match self {
-            QuantKind::Q8_0 => &[(2, 32), (0, 2)],
-            QuantKind::Q4_0 => &[(2, 16), (0, 2)],
-            QuantKind::Q4_1 => &[(4, 16), (0, 4)],
-            QuantKind::Q4K => &[(16, 128), (0, 16)],
-            QuantKind::Q6K => &[(0, 128), (128, 64), (192, 16), (208, 2)],
+            QuantKind::Q8_0 => &[(2, 32, 32), (0, 2, 2)],
+            QuantKind::Q4_0 => &[(2, 16, 16), (0, 2, 2)],
+            QuantKind::Q4_1 => &[(4, 16, 16), (0, 4, 4)],
+            QuantKind::Q5_0 => &[(6, 16, 16), (2, 4, 4), (0, 2, 2)],
+            QuantKind::Q5_1 => &[(8, 16, 16), (4, 4, 4), (0, 4, 4)],
+            QuantKind::Q2K => &[(16, 64, 64), (0, 16, 16), (80, 4, 4)],
+            QuantKind::Q3K => &[(32, 64, 64), (0, 32, 32), (96, 14, 16)],
+            QuantKind::Q4K => &[(16, 128, 128), (0, 16, 16)],
+            QuantKind::Q5K => &[(48, 128, 128), (0, 16, 16), (16, 32, 32)],
+            QuantKind::Q6K => &[(0, 128, 128), (128, 64, 64), (192, 16, 16), (208, 2, 2)],
         }
     }
 
@@ -56,9 +93,17 @@ impl QuantKind {
         cols.is_multiple_of(values).then_some(cols / values * bytes)
     }
 
-    /// Bytes from one device row to the next: the row's bytes rounded up to 16.
+    /// Bytes from one device row to the next: its areas, each rounded up to 16 bytes.
     pub fn device_stride(self, cols: usize) -> Option<usize> {
-        self.row_bytes(cols).map(|b| b.next_multiple_of(16))
+        let (values, _) = self.block();
+        self.row_bytes(cols)?;
+        let nb = cols / values;
+        Some(
+            self.fields()
+                .iter()
+                .map(|&(_, _, slot)| (nb * slot).next_multiple_of(16))
+                .sum(),
+        )
     }
 
     /// The GEMV kernel for this type in kernels.cu — the one for a single activation row, or
@@ -68,12 +113,22 @@ impl QuantKind {
             (QuantKind::Q8_0, true) => ("gemv_q8_0_1", 2),
             (QuantKind::Q4_0, true) => ("gemv_q4_0_1", 2),
             (QuantKind::Q4_1, true) => ("gemv_q4_1_1", 2),
+            (QuantKind::Q5_0, true) => ("gemv_q5_0_1", 2),
+            (QuantKind::Q5_1, true) => ("gemv_q5_1_1", 2),
+            (QuantKind::Q2K, true) => ("gemv_q2_k_1", 2),
+            (QuantKind::Q3K, true) => ("gemv_q3_k_1", 2),
             (QuantKind::Q4K, true) => ("gemv_q4_k_1", 2),
+            (QuantKind::Q5K, true) => ("gemv_q5_k_1", 2),
             (QuantKind::Q6K, true) => ("gemv_q6_k_1", 2),
             (QuantKind::Q8_0, false) => ("gemv_q8_0_8", 4),
             (QuantKind::Q4_0, false) => ("gemv_q4_0_8", 2),
             (QuantKind::Q4_1, false) => ("gemv_q4_1_8", 2),
+            (QuantKind::Q5_0, false) => ("gemv_q5_0_8", 2),
+            (QuantKind::Q5_1, false) => ("gemv_q5_1_8", 2),
+            (QuantKind::Q2K, false) => ("gemv_q2_k_8", 4),
+            (QuantKind::Q3K, false) => ("gemv_q3_k_8", 4),
             (QuantKind::Q4K, false) => ("gemv_q4_k_8", 2),
+            (QuantKind::Q5K, false) => ("gemv_q5_k_8", 2),
             (QuantKind::Q6K, false) => ("gemv_q6_k_8", 4),
         }
     }
@@ -86,7 +141,12 @@ impl QuantKind {
             QuantKind::Q8_0 => ["mmq_q8_0_1", "mmq_q8_0_2", "mmq_q8_0_4", "mmq_q8_0_8"],
             QuantKind::Q4_0 => ["mmq_q4_0_1", "mmq_q4_0_2", "mmq_q4_0_4", "mmq_q4_0_8"],
             QuantKind::Q4_1 => ["mmq_q4_1_1", "mmq_q4_1_2", "mmq_q4_1_4", "mmq_q4_1_8"],
+            QuantKind::Q5_0 => ["mmq_q5_0_1", "mmq_q5_0_2", "mmq_q5_0_4", "mmq_q5_0_8"],
+            QuantKind::Q5_1 => ["mmq_q5_1_1", "mmq_q5_1_2", "mmq_q5_1_4", "mmq_q5_1_8"],
+            QuantKind::Q2K => ["mmq_q2_k_1", "mmq_q2_k_2", "mmq_q2_k_4", "mmq_q2_k_8"],
+            QuantKind::Q3K => ["mmq_q3_k_1", "mmq_q3_k_2", "mmq_q3_k_4", "mmq_q3_k_8"],
             QuantKind::Q4K => ["mmq_q4_k_1", "mmq_q4_k_2", "mmq_q4_k_4", "mmq_q4_k_8"],
+            QuantKind::Q5K => ["mmq_q5_k_1", "mmq_q5_k_2", "mmq_q5_k_4", "mmq_q5_k_8"],
             QuantKind::Q6K => ["mmq_q6_k_1", "mmq_q6_k_2", "mmq_q6_k_4", "mmq_q6_k_8"],
         };
         let i = match rows {
@@ -106,6 +166,11 @@ impl QuantKind {
             QuantKind::Q4_1 => 2,
             QuantKind::Q4K => 3,
             QuantKind::Q6K => 4,
+            QuantKind::Q5_0 => 5,
+            QuantKind::Q5_1 => 6,
+            QuantKind::Q5K => 7,
+            QuantKind::Q3K => 8,
+            QuantKind::Q2K => 9,
         }
     }
 }
@@ -122,14 +187,16 @@ pub fn to_device(kind: QuantKind, cols: usize, gguf: &[u8]) -> Result<Vec<u8>> {
         }
     };
     let block = kind.block().1;
+    let nb = rb / block;
     let mut out = vec![0u8; gguf.len() / rb * stride];
     for (src, dst) in gguf.chunks_exact(rb).zip(out.chunks_exact_mut(stride)) {
-        let mut at = 0;
-        for &(offset, len) in kind.fields() {
-            for b in src.chunks_exact(block) {
+        let mut area = 0;
+        for &(offset, len, slot) in kind.fields() {
+            for (i, b) in src.chunks_exact(block).enumerate() {
+                let at = area + i * slot;
                 dst[at..at + len].copy_from_slice(&b[offset..offset + len]);
-                at += len;
             }
+            area += (nb * slot).next_multiple_of(16);
         }
     }
     Ok(out)
@@ -139,27 +206,37 @@ pub fn to_device(kind: QuantKind, cols: usize, gguf: &[u8]) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    const KINDS: [QuantKind; 5] = [
-        QuantKind::Q8_0,
-        QuantKind::Q4_0,
-        QuantKind::Q4_1,
-        QuantKind::Q4K,
-        QuantKind::Q6K,
-    ];
+    const KINDS: [QuantKind; 10] = QuantKind::ALL;
+
+    /// The codes kernels.cu knows the types by are distinct, as are their kernels.
+    #[test]
+    fn each_kind_has_its_own_code_and_kernels() {
+        let codes: std::collections::HashSet<_> = KINDS.iter().map(|k| k.code()).collect();
+        assert_eq!(codes.len(), KINDS.len());
+        for one in [true, false] {
+            let names: std::collections::HashSet<_> =
+                KINDS.iter().map(|k| k.gemv_kernel(one).0).collect();
+            assert_eq!(names.len(), KINDS.len());
+        }
+        let names: std::collections::HashSet<_> =
+            KINDS.iter().map(|k| k.mmq_kernel(40).0).collect();
+        assert_eq!(names.len(), KINDS.len());
+    }
 
     #[test]
     fn the_fields_cover_each_block_once() {
         for kind in KINDS {
             let mut seen = vec![0; kind.block().1];
-            for &(offset, len) in kind.fields() {
+            for &(offset, len, slot) in kind.fields() {
+                assert!(slot >= len, "{kind:?}");
                 seen[offset..offset + len].iter_mut().for_each(|s| *s += 1);
             }
             assert!(seen.iter().all(|&s| s == 1), "{kind:?}: {seen:?}");
         }
     }
 
-    /// Each byte of every block lands in its field's area, at its block's place, and rows start
-    /// 16-byte aligned.
+    /// Each byte of every block lands in its field's area, at its block's place; areas and rows
+    /// start 16-byte aligned, the gaps between them zero.
     #[test]
     fn rows_are_split_by_field_and_aligned() {
         for kind in KINDS {
@@ -172,23 +249,30 @@ mod tests {
                     .collect();
                 let dev = to_device(kind, cols, &gguf).unwrap();
                 let stride = kind.device_stride(cols).unwrap();
+                let fields = kind.fields();
+                let padding: usize = fields.iter().map(|f| nb * (f.2 - f.1) + 15).sum();
                 assert_eq!(stride % 16, 0);
-                assert!(stride >= nb * block && stride < nb * block + 16);
+                assert!(stride >= nb * block && stride <= nb * block + padding);
                 assert_eq!(dev.len(), rows * stride);
                 for r in 0..rows {
                     let mut area = r * stride;
-                    for &(offset, len) in kind.fields() {
+                    for &(offset, len, slot) in fields {
+                        assert_eq!(area % 16, 0, "{kind:?}: area at {area}");
                         for b in 0..nb {
                             let src = r * nb * block + b * block + offset;
+                            let at = area + b * slot;
                             assert_eq!(
-                                dev[area + b * len..area + (b + 1) * len],
+                                dev[at..at + len],
                                 gguf[src..src + len],
                                 "{kind:?}, {nb} blocks, row {r}, block {b}, field at {offset}"
                             );
+                            assert!(dev[at + len..at + slot].iter().all(|&p| p == 0));
                         }
-                        area += nb * len;
+                        let end = area + (nb * slot).next_multiple_of(16);
+                        assert!(dev[area + nb * slot..end].iter().all(|&p| p == 0));
+                        area = end;
                     }
-                    assert!(dev[area..(r + 1) * stride].iter().all(|&p| p == 0));
+                    assert_eq!(area, (r + 1) * stride);
                 }
             }
         }

@@ -65,6 +65,24 @@ fn the_kernels_compile_for_every_gpu_generation() {
     }
 }
 
+/// Every kernel a GGUF block type's products name is one the GPU loads (and so one the test
+/// above finds in the compiled PTX).
+#[test]
+fn every_block_type_has_its_kernels_loaded() {
+    use forja_kernels::cuda::{QuantKind, kernel_names};
+    let names = kernel_names(true);
+    for kind in QuantKind::ALL {
+        for one in [true, false] {
+            let (name, _) = kind.gemv_kernel(one);
+            assert!(names.contains(&name), "{kind:?}: {name} is not loaded");
+        }
+        for rows in [1, 9, 17, 33] {
+            let (name, _) = kind.mmq_kernel(rows);
+            assert!(names.contains(&name), "{kind:?}: {name} is not loaded");
+        }
+    }
+}
+
 /// The PTX a GPU process compiles is kept for the next one: a second call reads the file the
 /// first wrote (the same PTX NVRTC gives), another architecture gets a file of its own, a
 /// damaged file is compiled again and replaced, and a cache folder that cannot be written

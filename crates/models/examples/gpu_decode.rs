@@ -290,10 +290,15 @@ fn gemv_bench(gpu: &Gpu) {
         } else {
             &[
                 QuantKind::Q4K,
+                QuantKind::Q5K,
                 QuantKind::Q6K,
+                QuantKind::Q3K,
+                QuantKind::Q2K,
                 QuantKind::Q8_0,
                 QuantKind::Q4_0,
                 QuantKind::Q4_1,
+                QuantKind::Q5_0,
+                QuantKind::Q5_1,
             ]
         };
         let row = |name: &str, rows: usize, secs: f64, bytes: usize| {
@@ -312,10 +317,15 @@ fn gemv_bench(gpu: &Gpu) {
             // Valid f16 scales where each block keeps them.
             let (block, at): (usize, &[usize]) = match kind {
                 QuantKind::Q4K => (144, &[0, 2]),
+                QuantKind::Q5K => (176, &[0, 2]),
                 QuantKind::Q6K => (210, &[208]),
+                QuantKind::Q3K => (110, &[108]),
+                QuantKind::Q2K => (84, &[80, 82]),
                 QuantKind::Q8_0 => (34, &[0]),
                 QuantKind::Q4_0 => (18, &[0]),
                 QuantKind::Q4_1 => (20, &[0, 2]),
+                QuantKind::Q5_0 => (22, &[0]),
+                QuantKind::Q5_1 => (24, &[0, 2]),
             };
             let scale = half::f16::from_f32(0.01).to_le_bytes();
             for b in bytes.chunks_exact_mut(block) {

@@ -331,25 +331,44 @@ fn random_blocks(ty: forja_quant::QuantType, rows: usize, cols: usize, seed: u64
     let mut out = Vec::new();
     for _ in 0..rows {
         match ty {
-            T::Q8_0 | T::Q4_0 | T::Q4_1 => {
+            T::Q8_0 | T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 => {
                 for _ in 0..cols / 32 {
                     out.extend(f16(0.01 + f32::from(byte()) / 5000.0));
                     let n = match ty {
                         T::Q8_0 => 32,
                         T::Q4_0 => 16,
+                        T::Q5_0 => 4 + 16,
                         _ => {
                             out.extend(f16(-0.05 + f32::from(byte()) / 5000.0));
-                            16
+                            if ty == T::Q5_1 { 4 + 16 } else { 16 }
                         }
                     };
                     out.extend((0..n).map(|_| byte()));
                 }
             }
-            T::Q4K => {
+            T::Q4K | T::Q5K => {
                 for _ in 0..cols / 256 {
                     out.extend(f16(0.002 + f32::from(byte()) / 50000.0));
                     out.extend(f16(0.001 + f32::from(byte()) / 50000.0));
-                    out.extend((0..12 + 128).map(|_| byte()));
+                    let n = if ty == T::Q5K {
+                        12 + 32 + 128
+                    } else {
+                        12 + 128
+                    };
+                    out.extend((0..n).map(|_| byte()));
+                }
+            }
+            T::Q2K => {
+                for _ in 0..cols / 256 {
+                    out.extend((0..16 + 64).map(|_| byte()));
+                    out.extend(f16(0.002 + f32::from(byte()) / 50000.0));
+                    out.extend(f16(0.001 + f32::from(byte()) / 50000.0));
+                }
+            }
+            T::Q3K => {
+                for _ in 0..cols / 256 {
+                    out.extend((0..32 + 64 + 12).map(|_| byte()));
+                    out.extend(f16(0.002 + f32::from(byte()) / 50000.0));
                 }
             }
             T::Q6K => {
@@ -500,12 +519,18 @@ fn quantized_weights_multiply_as_their_dequantized_rows() {
         (T::Q8_0, QuantKind::Q8_0, 40),
         (T::Q4_0, QuantKind::Q4_0, 24),
         (T::Q4_1, QuantKind::Q4_1, 8),
+        (T::Q5_0, QuantKind::Q5_0, 21),
+        (T::Q5_1, QuantKind::Q5_1, 11),
         (T::Q4K, QuantKind::Q4K, 33),
         // Neighbours of one kind: one part on the device.
         (T::Q4K, QuantKind::Q4K, 31),
+        (T::Q5K, QuantKind::Q5K, 19),
+        (T::Q3K, QuantKind::Q3K, 13),
+        (T::Q2K, QuantKind::Q2K, 9),
         (T::Q6K, QuantKind::Q6K, 17),
     ];
-    let cases = [(512, &all[..]), (1280, &all[..]), (1312, &all[..3])];
+    // 1312 values: 41 blocks of 32, so the Q5 types' high-bit areas need padding.
+    let cases = [(512, &all[..]), (1280, &all[..]), (1312, &all[..5])];
     for (cols, kinds) in cases {
         let mut dense = Vec::new();
         let mut blocks = Vec::new();
@@ -579,9 +604,17 @@ fn quantized_weights_multiply_as_their_dequantized_rows() {
                     QuantPath::F16 => (&f16_weights, &x16),
                     _ => (&dense, &x8),
                 };
-                for beta in [0.0f32, 1.0] {
+                // Through f16, also with a scratch of 7 weight rows: the matrix dequantized and
+                // multiplied 7 rows at a time, ranges that cross the parts' edges.
+                let mut small = g.alloc::<u16>(7 * cols).unwrap();
+                let smalls: &[bool] = match path {
+                    QuantPath::F16 => &[false, true],
+                    _ => &[false],
+                };
+                for (&in_small, beta) in smalls.iter().flat_map(|s| [(s, 0.0f32), (s, 1.0)]) {
+                    let scratch = if in_small { &mut small } else { &mut deq };
                     let mut y = g.upload(&y0).unwrap();
-                    g.gemm_quant(path, &mut y, &xa, rows, &w, beta, &mut deq, false)
+                    g.gemm_quant(path, &mut y, &xa, rows, &w, beta, scratch, false)
                         .unwrap();
                     let got = g.download(&y).unwrap();
                     let want: Vec<f32> = (0..rows * out)
@@ -596,11 +629,11 @@ fn quantized_weights_multiply_as_their_dequantized_rows() {
                     let e = rel_diff(&got, &want);
                     println!(
                         "{path:?}: {rows} rows × {out} mixed-type outputs of {cols}, beta \
-                         {beta}: relative error {e:.2e}"
+                         {beta}, 7-row scratch {in_small}: relative error {e:.2e}"
                     );
                     assert!(
                         e <= 1e-5,
-                        "{path:?}, {rows} rows of {cols}, beta {beta}: {e}"
+                        "{path:?}, {rows} rows of {cols}, beta {beta}, small {in_small}: {e}"
                     );
                 }
             }

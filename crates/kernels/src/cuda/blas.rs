@@ -63,6 +63,11 @@ pub const MMQ_MIN_ROWS: usize = 4;
 /// or H200); fewer tiles split their runs of values over more blocks.
 const MMQ_BLOCKS: usize = 256;
 
+/// The most f16 values a product over many rows dequantizes a weight into at once (64 MiB): a
+/// larger weight (a 128k-token vocabulary's head: 1 GiB in f16 for Llama 3 8B) is dequantized
+/// and multiplied in row ranges through a scratch of this size.
+pub const DEQUANT_CHUNK: usize = 32 << 20;
+
 /// How a product with a quantized weight runs ([`Gpu::gemm_quant`]); [`Gpu::quant_path`] picks
 /// one by the number of rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,13 +139,16 @@ impl GemmWeight {
         }
     }
 
-    /// `u16`s of scratch a product with this weight needs (0 when not quantized): the f16 copy
-    /// a product over many rows dequantizes it to, or a few rows' 8-bit activations.
+    /// `u16`s of scratch a product with this weight needs (0 when not quantized): the f16 rows
+    /// a product over many rows dequantizes it to — the whole matrix, or [`DEQUANT_CHUNK`]
+    /// values of it at a time —, or a few rows' 8-bit activations.
     pub fn dequant_len(&self) -> usize {
         match self.data {
             GemmData::Quant(_) => {
                 let (q, s) = q8_scratch(QUANT_ROWS.max(GEMV_ROWS), self.inp);
-                (self.out * self.inp).max(q + s)
+                (self.out * self.inp)
+                    .min(DEQUANT_CHUNK.max(self.inp))
+                    .max(q + s)
             }
             _ => 0,
         }
@@ -411,8 +419,8 @@ impl Gpu {
         Ok(())
     }
 
-    /// The f16 way of [`Gpu::gemm_quant`]: the weight dequantized into `scratch`, then
-    /// cuBLAS.
+    /// The f16 way of [`Gpu::gemm_quant`]: the weight dequantized into `scratch` (f16), as many
+    /// of its rows at a time as `scratch` holds, each range multiplied by cuBLAS.
     fn gemm_dequant(
         &self,
         y: &mut CudaSlice<f32>,
@@ -425,7 +433,14 @@ impl Gpu {
         let GemmData::Quant(parts) = &w.data else {
             return self.gemm(y, x, rows, w, beta);
         };
-        if scratch.len() < w.out * w.inp {
+        if x.half() != 1 {
+            return Err(KernelError::Shape(
+                "quantized weights multiply f16 activations over many rows".into(),
+            ));
+        }
+        // Weight rows one pass dequantizes.
+        let chunk = (scratch.len() / w.inp).min(w.out);
+        if chunk == 0 || chunk * w.inp / 8 >= u32::MAX as usize {
             return Err(KernelError::Shape(format!(
                 "a dequantization buffer of {} values for [{}, {}]",
                 scratch.len(),
@@ -433,39 +448,39 @@ impl Gpu {
                 w.inp
             )));
         }
-        if w.out * w.inp / 8 >= u32::MAX as usize {
-            return Err(KernelError::Shape(format!(
-                "[{}, {}] is too large to dequantize in one pass",
-                w.out, w.inp
-            )));
-        }
         let f = self.function("dequant_f16")?;
-        for p in parts {
-            let rb = p.stride as i32;
-            let ints = [p.rows, w.inp].map(|v| v as i32);
-            let (code, first) = (p.kind.code(), p.first as i32);
-            let mut l = self.stream.launch_builder(&f);
-            l.arg(&mut *scratch)
-                .arg(&p.data)
-                .arg(&ints[0])
-                .arg(&ints[1]);
-            l.arg(&rb).arg(&code).arg(&first);
-            let units = p.rows * w.inp / 8;
-            let cfg = cudarc::driver::LaunchConfig {
-                grid_dim: ((units as u32).div_ceil(256).clamp(1, 65_535), 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: as above; `scratch` holds the whole matrix (checked).
-            unsafe { l.launch(cfg) }
-                .map_err(|e| KernelError::Cuda(format!("dequant_f16: {e:?}")))?;
+        for g0 in (0..w.out).step_by(chunk) {
+            let g1 = (g0 + chunk).min(w.out);
+            // The parts' rows in g0..g1, to scratch rows from 0.
+            for p in parts {
+                let (a, b) = (p.first.max(g0), (p.first + p.rows).min(g1));
+                if a >= b {
+                    continue;
+                }
+                let data = p.data.slice((a - p.first) * p.stride..);
+                let ints = [b - a, w.inp, p.stride].map(|v| v as i32);
+                let (code, first) = (p.kind.code(), (a - g0) as i32);
+                let mut l = self.stream.launch_builder(&f);
+                l.arg(&mut *scratch).arg(&data);
+                for v in &ints {
+                    l.arg(v);
+                }
+                l.arg(&code).arg(&first);
+                let units = (b - a) * w.inp / 8;
+                let cfg = cudarc::driver::LaunchConfig {
+                    grid_dim: ((units as u32).div_ceil(256).clamp(1, 65_535), 1, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                // SAFETY: as above; `scratch` holds `chunk` rows (checked), the part's rows
+                // from `a` on are in `data`.
+                unsafe { l.launch(cfg) }
+                    .map_err(|e| KernelError::Cuda(format!("dequant_f16: {e:?}")))?;
+            }
+            let cols = (g0, w.out);
+            self.gemm_raw(y, x, rows, (g1 - g0, w.inp), scratch, true, beta, cols)?;
         }
-        if x.half() != 1 {
-            return Err(KernelError::Shape(
-                "quantized weights multiply f16 activations over many rows".into(),
-            ));
-        }
-        self.gemm_raw(y, x, rows, w.out, w.inp, scratch, true, beta)
+        Ok(())
     }
 
     /// Where `rows` rows of input to a product with `w` go in 8 bits, when the product reads
@@ -569,26 +584,39 @@ impl Gpu {
             ));
         }
         match &w.data {
-            GemmData::F32(b) => self.gemm_raw(y, x, rows, w.out, w.inp, b, false, beta),
-            GemmData::F16(b) => self.gemm_raw(y, x, rows, w.out, w.inp, b, true, beta),
+            GemmData::F32(b) => {
+                self.gemm_raw(y, x, rows, (w.out, w.inp), b, false, beta, (0, w.out))
+            }
+            GemmData::F16(b) => {
+                self.gemm_raw(y, x, rows, (w.out, w.inp), b, true, beta, (0, w.out))
+            }
             GemmData::Quant(_) => Err(KernelError::Shape(
                 "a quantized weight needs gemm_quant".into(),
             )),
         }
     }
 
+    /// `y[r, col0 + o] = Σ_k x[r, k] · w[o, k] + beta · y[..]` for `o < out`, `y`'s rows `ldy`
+    /// apart (`(col0, ldy)`: where the product's columns go in a wider output).
     #[allow(clippy::too_many_arguments, reason = "one cuBLAS call's arguments")]
     fn gemm_raw<T>(
         &self,
         y: &mut CudaSlice<f32>,
         x: &GemmInput,
         rows: usize,
-        out: usize,
-        inp: usize,
+        (out, inp): (usize, usize),
         w: &CudaSlice<T>,
         half: bool,
         beta: f32,
+        (col0, ldy): (usize, usize),
     ) -> Result<()> {
+        if col0 + out > ldy || (rows > 0 && (rows - 1) * ldy + col0 + out > y.len()) {
+            return Err(KernelError::Shape(format!(
+                "columns {col0}..{} of {rows} rows {ldy} apart in {} values",
+                col0 + out,
+                y.len()
+            )));
+        }
         let ty = if half {
             cudaDataType_t::CUDA_R_16F
         } else {
@@ -601,6 +629,7 @@ impl Gpu {
             Act::F16(b) => b.device_ptr(s),
         };
         let (yp, _g3) = y.device_ptr_mut(s);
+        let yp = yp + (col0 * std::mem::size_of::<f32>()) as u64;
         let alpha = 1.0f32;
         let (m, n, k) = (out as i32, rows as i32, inp as i32);
         // Row-major W[out, in] is column-major Wᵀ[in, out]; row-major x[rows, in] is
@@ -626,7 +655,7 @@ impl Gpu {
                 (&beta as *const f32).cast(),
                 yp as *mut _,
                 cudaDataType_t::CUDA_R_32F,
-                m,
+                ldy as i32,
                 cublasComputeType_t::CUBLAS_COMPUTE_32F,
                 cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )

@@ -48,7 +48,7 @@ const QUANT_SOURCE: &str = concat!(
     include_str!("../mmq.cu")
 );
 /// The kernels `SOURCE` defines.
-const KERNELS: [&str; 40] = [
+const KERNELS: [&str; 50] = [
     "rms_norm_f32",
     "silu_mul_f32",
     "rope_neox_f32",
@@ -82,16 +82,26 @@ const KERNELS: [&str; 40] = [
     "gemv_q4_1_1",
     "gemv_q4_k_1",
     "gemv_q6_k_1",
+    "gemv_q5_0_1",
+    "gemv_q5_1_1",
+    "gemv_q5_k_1",
+    "gemv_q3_k_1",
+    "gemv_q2_k_1",
     "gemv_q8_0_8",
     "gemv_q4_0_8",
     "gemv_q4_1_8",
     "gemv_q4_k_8",
     "gemv_q6_k_8",
+    "gemv_q5_0_8",
+    "gemv_q5_1_8",
+    "gemv_q5_k_8",
+    "gemv_q3_k_8",
+    "gemv_q2_k_8",
     "dequant_f16",
     "sample_rows",
 ];
 /// The kernels `QUANT_SOURCE` adds.
-const MMQ_KERNELS: [&str; 21] = [
+const MMQ_KERNELS: [&str; 41] = [
     "mmq_q8_0_1",
     "mmq_q8_0_2",
     "mmq_q8_0_4",
@@ -112,6 +122,26 @@ const MMQ_KERNELS: [&str; 21] = [
     "mmq_q6_k_2",
     "mmq_q6_k_4",
     "mmq_q6_k_8",
+    "mmq_q5_0_1",
+    "mmq_q5_0_2",
+    "mmq_q5_0_4",
+    "mmq_q5_0_8",
+    "mmq_q5_1_1",
+    "mmq_q5_1_2",
+    "mmq_q5_1_4",
+    "mmq_q5_1_8",
+    "mmq_q5_k_1",
+    "mmq_q5_k_2",
+    "mmq_q5_k_4",
+    "mmq_q5_k_8",
+    "mmq_q3_k_1",
+    "mmq_q3_k_2",
+    "mmq_q3_k_4",
+    "mmq_q3_k_8",
+    "mmq_q2_k_1",
+    "mmq_q2_k_2",
+    "mmq_q2_k_4",
+    "mmq_q2_k_8",
     "mmq_sum",
 ];
 /// An error unless NVRTC can be loaded.

@@ -249,6 +249,12 @@ impl GpuDecoder {
         self.w.bytes
     }
 
+    /// The weights' bytes and how many matrices stay GGUF blocks (`weights 4.58 GiB, 130 of 130
+    /// matrices as GGUF blocks`).
+    pub fn weights_summary(&self) -> &str {
+        &self.w.summary
+    }
+
     /// Bytes of the KV pool.
     pub fn kv_bytes(&self) -> usize {
         let d = &self.dims;

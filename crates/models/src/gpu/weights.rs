@@ -68,6 +68,9 @@ pub(super) struct GpuWeights {
     pub act: i32,
     /// Bytes of weights on the device.
     pub bytes: usize,
+    /// Their bytes and how many matrices (joined q/k/v and gate/up count once) stay GGUF
+    /// blocks, for the ready line.
+    pub summary: String,
     /// f16 values the largest quantized matrix dequantizes to (for products over many rows).
     pub dequant_len: usize,
 }
@@ -100,7 +103,12 @@ fn kind_of(m: &forja_quant::QMatrix) -> Option<QuantKind> {
         QuantType::Q8_0 => QuantKind::Q8_0,
         QuantType::Q4_0 => QuantKind::Q4_0,
         QuantType::Q4_1 => QuantKind::Q4_1,
+        QuantType::Q5_0 => QuantKind::Q5_0,
+        QuantType::Q5_1 => QuantKind::Q5_1,
+        QuantType::Q2K => QuantKind::Q2K,
+        QuantType::Q3K => QuantKind::Q3K,
         QuantType::Q4K => QuantKind::Q4K,
+        QuantType::Q5K => QuantKind::Q5K,
         QuantType::Q6K => QuantKind::Q6K,
         _ => return None,
     })
@@ -307,12 +315,21 @@ impl GpuWeights {
             Activation::Gelu => 2,
             Activation::Relu => 3,
         };
-        let bytes = layers
+        let matrices: Vec<&GemmWeight> = layers
             .iter()
-            .map(|l| l.qkv.bytes() + l.o.bytes() + l.gate_up.bytes() + l.down.bytes())
-            .sum::<usize>()
-            + lm_head.bytes()
-            + embed.bytes();
+            .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
+            .chain([&lm_head, &embed])
+            .collect();
+        let bytes = matrices.iter().map(|w| w.bytes()).sum();
+        let as_stored = matrices
+            .iter()
+            .filter(|w| matches!(w.data, forja_kernels::cuda::GemmData::Quant(_)))
+            .count();
+        let summary = format!(
+            "weights {:.2} GiB, {as_stored} of {} matrices as GGUF blocks",
+            bytes as f64 / f64::from(1u32 << 30),
+            matrices.len()
+        );
         let dequant_len = layers
             .iter()
             .flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down])
@@ -333,6 +350,7 @@ impl GpuWeights {
             ff,
             act,
             bytes,
+            summary,
         })
     }
 }
