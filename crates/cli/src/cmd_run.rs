@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use forja_engine::{
-    FinishReason, GenerateParams, Generation, LoadedModel, Message, RunnerDevice, SamplingParams,
-    generate,
+    DeviceWeights, FinishReason, GenerateParams, Generation, LoadedModel, Message, RunnerDevice,
+    SamplingParams, generate,
 };
 
 use crate::run_device::DeviceChat;
@@ -77,6 +77,11 @@ pub struct RunArgs {
     /// feature)
     #[arg(long, default_value = "cpu", value_parser = crate::cmd_serve::parse_device)]
     device: RunnerDevice,
+    /// On a GPU: `stored` keeps a GGUF's blocks as the file has them (every block type, Q2_K to
+    /// Q8_0; F32/BF16 matrices in f16) — the memory `forja plan` prices, and the faster way for
+    /// one conversation; `f16` dequantizes every matrix (about 3× the memory of Q4_K_M)
+    #[arg(long, default_value = "stored", value_name = "stored|f16")]
+    gpu_weights: DeviceWeights,
 }
 
 struct Chat {
@@ -230,7 +235,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let model = Arc::new(model);
     let device = match a.device {
         RunnerDevice::Cpu => None,
-        d => Some(DeviceChat::start(Arc::clone(&model), d)?),
+        d => Some(DeviceChat::start(Arc::clone(&model), d, a.gpu_weights)?),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut chat = Chat {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use forja_engine::RunnerDevice;
 use forja_engine::serving::ServingConfig;
+use forja_engine::{DeviceWeights, RunnerDevice};
 use forja_server::models::{KeepAlive, ModelPool, PoolConfig, Runner};
 use forja_server::rag::RagConfig;
 use forja_server::{AppState, ServerConfig};
@@ -45,6 +45,12 @@ pub struct ServeArgs {
     /// otherwise, and keeps as many blocks as fit beside the weights
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: RunnerDevice,
+    /// On a GPU: `stored` keeps a GGUF's blocks as the file has them (every block type, Q2_K to
+    /// Q8_0; F32/BF16 matrices in f16) — the memory `forja plan` prices, fastest up to a few
+    /// dozen concurrent requests; `f16` dequantizes every matrix (about 3× the memory of
+    /// Q4_K_M, faster when 64 or more sequences decode together)
+    #[arg(long, default_value = "stored", value_name = "stored|f16")]
+    gpu_weights: DeviceWeights,
     /// Tokens computed per engine step (prefill chunks and decodes together)
     #[arg(long, default_value_t = 512)]
     max_batched_tokens: usize,
@@ -170,6 +176,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 max_running: a.max_running,
                 max_pending: a.max_pending,
                 device: a.device,
+                weights: a.gpu_weights,
             },
             kv_bytes: a.kv_memory,
             context: a.ctx,

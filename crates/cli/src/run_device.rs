@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use forja_engine::serving::{ChannelSink, Engine, Event, Job, ServingConfig};
-use forja_engine::{FinishReason, GenerateParams, Generation, LoadedModel, RunnerDevice};
+use forja_engine::{
+    DeviceWeights, FinishReason, GenerateParams, Generation, LoadedModel, RunnerDevice,
+};
 
 /// A chat's engine on a device.
 pub struct DeviceChat {
@@ -17,10 +19,14 @@ pub struct DeviceChat {
 }
 
 impl DeviceChat {
-    /// Starts an engine for one conversation on `device`: a KV pool of one full context (f16,
-    /// `ServingConfig::one_sequence`).
-    pub fn start(model: Arc<LoadedModel>, device: RunnerDevice) -> Result<Self> {
-        let cfg = ServingConfig::one_sequence(&model.decoder.config, device);
+    /// Starts an engine for one conversation on `device` (matrices kept as `weights` says): a
+    /// KV pool of one full context (f16, `ServingConfig::one_sequence`).
+    pub fn start(
+        model: Arc<LoadedModel>,
+        device: RunnerDevice,
+        weights: DeviceWeights,
+    ) -> Result<Self> {
+        let cfg = ServingConfig::one_sequence(&model.decoder.config, device, weights);
         let (engine, _thread) = Engine::start(model, &cfg)?;
         eprintln!("running on {}", engine.device());
         Ok(DeviceChat { engine })

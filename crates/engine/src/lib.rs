@@ -20,7 +20,7 @@ pub mod tool_calls;
 pub use chat_template::{ChatTemplate, Message};
 pub use embed::{Embedder, Embeddings, is_encoder_dir};
 pub use error::{EngineError, Result};
-pub use forja_models::{AdapterId, LoraSlot, LoraWeights, RunnerDevice};
+pub use forja_models::{AdapterId, DeviceWeights, LoraSlot, LoraWeights, RunnerDevice};
 pub use generate::{FinishReason, GenerateParams, Generation, generate, prefill};
 pub use model::{LoadedModel, ServedAdapter};
 pub use prompt::{ControlText, LabeledIds, chat_prompt, chat_training_ids};

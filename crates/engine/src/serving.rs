@@ -13,7 +13,9 @@ use std::sync::mpsc::{
 use std::thread::JoinHandle;
 
 use forja_kv::KvManager;
-use forja_models::{AdapterId, RunnerDevice, RunnerSeq, SeqOutput, StepRunner, open_runner};
+use forja_models::{
+    AdapterId, DeviceWeights, RunnerDevice, RunnerSeq, SeqOutput, StepRunner, open_runner,
+};
 use forja_sched::{FinishReason as SchedFinish, Request, SchedConfig, Scheduler, StepPlan};
 
 use crate::constrain::Constraint;
@@ -40,6 +42,8 @@ pub struct ServingConfig {
     pub max_pending: usize,
     /// Where the steps run (the KV pool lives there too).
     pub device: RunnerDevice,
+    /// How a GPU keeps a quantized model's matrices.
+    pub weights: DeviceWeights,
 }
 
 impl Default for ServingConfig {
@@ -51,6 +55,7 @@ impl Default for ServingConfig {
             max_running: 64,
             max_pending: 256,
             device: RunnerDevice::Cpu,
+            weights: DeviceWeights::Stored,
         }
     }
 }
@@ -224,13 +229,13 @@ impl Engine {
             Arc::clone(&pending),
             Arc::clone(&gauges),
         );
-        let (device, block_size) = (cfg.device, cfg.block_size);
+        let (device, weights, block_size) = (cfg.device, cfg.weights, cfg.block_size);
         let group_windows = groups.windows.clone();
         let (max_batched_tokens, max_running) = (cfg.max_batched_tokens, cfg.max_running);
         let thread = std::thread::Builder::new()
             .name("forja-engine".into())
             .spawn(move || {
-                let made = open_runner(&thread_model.decoder, device, shape)
+                let made = open_runner(&thread_model.decoder, device, shape, weights)
                     .map_err(|e| format!("cannot start on {device}: {e}"))
                     .and_then(|runner| {
                         let blocks = runner.blocks();

@@ -156,7 +156,11 @@ fn one_sequence_pools_hold_the_context_and_the_planner_prices_their_bytes() {
         std::fs::create_dir_all(&sub).unwrap();
         let model = Arc::new(common::tiny_model(&sub, family));
         let dc = model.decoder.config.clone();
-        let mut cfg = ServingConfig::one_sequence(&dc, forja_engine::RunnerDevice::Cpu);
+        let mut cfg = ServingConfig::one_sequence(
+            &dc,
+            forja_engine::RunnerDevice::Cpu,
+            forja_engine::DeviceWeights::Stored,
+        );
         let (engine, _thread) = Engine::start(Arc::clone(&model), &cfg).unwrap();
         assert_eq!(
             engine.pool.max_model_len, dc.max_context as usize,

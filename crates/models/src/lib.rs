@@ -35,5 +35,6 @@ pub use kv_cache::{ContiguousKvCache, GraphKvCache, KvCache, KvSpan, KvView};
 pub use lora::{AdapterId, AdapterRows, Lora, LoraSlot, LoraWeights};
 pub use paged_kv::{PagedKvStore, PagedSeq};
 pub use runner::{
-    DevicePick, PoolShape, RunnerDevice, RunnerSeq, SeqOutput, StepRunner, open_runner,
+    DevicePick, DeviceWeights, PoolShape, RunnerDevice, RunnerSeq, SeqOutput, StepRunner,
+    open_runner,
 };

@@ -52,6 +52,40 @@ impl std::fmt::Display for RunnerDevice {
     }
 }
 
+/// How a GPU runner keeps a quantized model's matrices (the CPU always reads them as stored).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceWeights {
+    /// GGUF blocks as the file stores them (the GPU multiplies every block type forja reads:
+    /// Q2_K–Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), so the weights take what the file (and `forja
+    /// plan`) says; dense matrices (F32, F16, BF16) in f16.
+    #[default]
+    Stored,
+    /// Every matrix dequantized to f16: about 3× the memory of Q4_K_M blocks; faster only when
+    /// many sequences (64 and more on an H200) decode together.
+    F16,
+}
+
+impl FromStr for DeviceWeights {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "stored" => Ok(DeviceWeights::Stored),
+            "f16" => Ok(DeviceWeights::F16),
+            _ => Err(format!("`{s}`: use stored or f16")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeviceWeights::Stored => "stored",
+            DeviceWeights::F16 => "f16",
+        })
+    }
+}
+
 /// The KV pool a runner is asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolShape {
@@ -148,12 +182,14 @@ impl StepRunner for CpuRunner {
     }
 }
 
-/// A runner for `decoder` on `device` with (up to) `pool`'s blocks. Make it on the thread that
-/// steps it (a GPU runner is not `Send`: its context belongs to that thread).
+/// A runner for `decoder` on `device` with (up to) `pool`'s blocks, a GPU's matrices kept as
+/// `weights` says. Make it on the thread that steps it (a GPU runner is not `Send`: its context
+/// belongs to that thread).
 pub fn open_runner(
     decoder: &Decoder,
     device: RunnerDevice,
     pool: PoolShape,
+    weights: DeviceWeights,
 ) -> Result<Box<dyn StepRunner>> {
     if pool.blocks == 0 || pool.block_size == 0 {
         return Err(ModelError::Input(format!("an empty KV pool: {pool:?}")));
@@ -176,17 +212,27 @@ pub fn open_runner(
                 dtype: decoder.kv_dtype(),
             }))
         }
-        RunnerDevice::Cuda(ordinal) => cuda_runner(decoder, ordinal, pool),
+        RunnerDevice::Cuda(ordinal) => cuda_runner(decoder, ordinal, pool, weights),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_runner(decoder: &Decoder, ordinal: usize, pool: PoolShape) -> Result<Box<dyn StepRunner>> {
-    crate::gpu::runner(decoder, ordinal, pool)
+fn cuda_runner(
+    decoder: &Decoder,
+    ordinal: usize,
+    pool: PoolShape,
+    weights: DeviceWeights,
+) -> Result<Box<dyn StepRunner>> {
+    crate::gpu::runner(decoder, ordinal, pool, weights)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_runner(_: &Decoder, ordinal: usize, _: PoolShape) -> Result<Box<dyn StepRunner>> {
+fn cuda_runner(
+    _: &Decoder,
+    ordinal: usize,
+    _: PoolShape,
+    _: DeviceWeights,
+) -> Result<Box<dyn StepRunner>> {
     Err(ModelError::Input(format!(
         "cuda:{ordinal} asked for, but this forja was built without GPU support: build it with \
          `cargo build --release --features cuda -p forja-cli` (`scripts/cuda/conformance build` makes \
@@ -215,6 +261,15 @@ mod tests {
             RunnerDevice::Cuda(3)
         );
         assert!("cuda:x".parse::<RunnerDevice>().is_err());
+        for w in [DeviceWeights::Stored, DeviceWeights::F16] {
+            assert_eq!(w.to_string().parse::<DeviceWeights>().unwrap(), w);
+        }
+        assert_eq!(" F16".parse::<DeviceWeights>().unwrap(), DeviceWeights::F16);
+        assert!(
+            "q4".parse::<DeviceWeights>()
+                .unwrap_err()
+                .contains("stored or f16")
+        );
         assert!(
             "tpu"
                 .parse::<RunnerDevice>()

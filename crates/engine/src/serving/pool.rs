@@ -6,7 +6,7 @@ use candle_core::DType;
 use forja_arch::kv_cache::{KvGroups, kv_bytes_per_token, paged_kv_bytes};
 use forja_arch::{DecoderConfig, KvDtype};
 use forja_kv::KvManager;
-use forja_models::{PoolShape, RunnerDevice};
+use forja_models::{DeviceWeights, PoolShape, RunnerDevice};
 
 use super::ServingConfig;
 use crate::error::{EngineError, Result};
@@ -65,14 +65,16 @@ pub(super) fn sizing(model: &LoadedModel, cfg: &ServingConfig) -> Result<Sizing>
 }
 
 impl ServingConfig {
-    /// One sequence at a time on `device`, in a pool of f16 blocks that holds the model's whole
-    /// context as the paged pool keeps it (sliding-window layers their window and a step), plus
-    /// one block of every layer to spare: what a chat on a GPU asks for.
-    pub fn one_sequence(cfg: &DecoderConfig, device: RunnerDevice) -> Self {
+    /// One sequence at a time on `device` (a GPU keeping the matrices as `weights` says), in a
+    /// pool of f16 blocks that holds the model's whole context as the paged pool keeps it
+    /// (sliding-window layers their window and a step), plus one block of every layer to spare:
+    /// what a chat on a GPU asks for.
+    pub fn one_sequence(cfg: &DecoderConfig, device: RunnerDevice, weights: DeviceWeights) -> Self {
         let mut s = ServingConfig {
             max_running: 1,
             max_pending: 1,
             device,
+            weights,
             ..ServingConfig::default()
         };
         let block = s.block_size as u64;

@@ -9,7 +9,7 @@ use forja_kernels::cuda::Gpu;
 use super::{GpuDecoder, GpuOptions, GpuSeq, kernel};
 use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
-use crate::runner::{PoolShape, RunnerSeq, SeqOutput, StepRunner};
+use crate::runner::{DeviceWeights, PoolShape, RunnerSeq, SeqOutput, StepRunner};
 
 struct GpuRunner {
     decoder: GpuDecoder,
@@ -21,18 +21,20 @@ fn reserve(total: usize) -> usize {
     (2 << 30) + total / 25
 }
 
-/// A runner on GPU `ordinal`: `decoder`'s weights in f16 and a KV pool of up to `pool.blocks`
-/// blocks, as many as fit beside them.
+/// A runner on GPU `ordinal`: `decoder`'s weights as `weights` says (GGUF blocks the GPU reads
+/// as stored, the rest in f16; or all in f16) and a KV pool of up to `pool.blocks` blocks, as
+/// many as fit beside them.
 pub(crate) fn runner(
     decoder: &Decoder,
     ordinal: usize,
     pool: PoolShape,
+    weights: DeviceWeights,
 ) -> Result<Box<dyn StepRunner>> {
     let gpu = Arc::new(Gpu::open(ordinal).map_err(kernel)?);
     let (_, total) = gpu.memory().map_err(kernel)?;
     let opts = GpuOptions {
         half: true,
-        quantized: false,
+        quantized: weights == DeviceWeights::Stored,
         block_size: pool.block_size,
         blocks: pool.blocks,
         max_context: pool.max_context,
@@ -72,6 +74,11 @@ impl StepRunner for GpuRunner {
     }
 
     fn describe(&self) -> String {
-        format!("{} (cuda:{})", self.decoder.gpu_name(), self.ordinal)
+        format!(
+            "{} (cuda:{}; {})",
+            self.decoder.gpu_name(),
+            self.ordinal,
+            self.decoder.weights_summary()
+        )
     }
 }
