@@ -80,8 +80,9 @@ pub struct RunArgs {
     /// On a GPU: `stored` keeps a GGUF's blocks as the file has them (every block type, Q2_K to
     /// Q8_0; F32/BF16 matrices in f16) — the memory `forja plan` prices, and the faster way for
     /// one conversation; `f16` dequantizes every matrix (about 3× the memory of Q4_K_M)
-    #[arg(long, default_value = "stored", value_name = "stored|f16")]
-    gpu_weights: DeviceWeights,
+    /// [default: stored]
+    #[arg(long, value_name = "stored|f16")]
+    gpu_weights: Option<DeviceWeights>,
 }
 
 struct Chat {
@@ -208,6 +209,7 @@ fn stats(g: &Generation) -> String {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
+    let weights = crate::cmd_serve::gpu_weights(a.device, a.gpu_weights)?;
     let sampling = SamplingParams {
         temperature: a.temperature,
         top_k: a.top_k,
@@ -235,7 +237,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let model = Arc::new(model);
     let device = match a.device {
         RunnerDevice::Cpu => None,
-        d => Some(DeviceChat::start(Arc::clone(&model), d, a.gpu_weights)?),
+        d => Some(DeviceChat::start(Arc::clone(&model), d, weights)?),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut chat = Chat {

@@ -49,8 +49,9 @@ pub struct ServeArgs {
     /// Q8_0; F32/BF16 matrices in f16) — the memory `forja plan` prices, fastest up to a few
     /// dozen concurrent requests; `f16` dequantizes every matrix (about 3× the memory of
     /// Q4_K_M, faster when 64 or more sequences decode together)
-    #[arg(long, default_value = "stored", value_name = "stored|f16")]
-    gpu_weights: DeviceWeights,
+    /// [default: stored]
+    #[arg(long, value_name = "stored|f16")]
+    gpu_weights: Option<DeviceWeights>,
     /// Tokens computed per engine step (prefill chunks and decodes together)
     #[arg(long, default_value_t = 512)]
     max_batched_tokens: usize,
@@ -147,7 +148,20 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// What `--gpu-weights` asks for on `device`: refused without a GPU, where it would change
+/// nothing.
+pub fn gpu_weights(device: RunnerDevice, asked: Option<DeviceWeights>) -> Result<DeviceWeights> {
+    match (device, asked) {
+        (RunnerDevice::Cpu, Some(w)) => bail!(
+            "--gpu-weights {w} is for a GPU: add --device cuda, or drop it (the CPU always reads \
+             GGUF blocks as stored)"
+        ),
+        (_, w) => Ok(w.unwrap_or_default()),
+    }
+}
+
 pub fn run(a: ServeArgs) -> Result<()> {
+    let weights = gpu_weights(a.device, a.gpu_weights)?;
     if !a.host.is_loopback() && a.api_key.is_none() && !a.insecure_no_auth {
         bail!(
             "listening on {} exposes the model to the network: set --api-key (or FORJA_API_KEY), \
@@ -176,7 +190,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 max_running: a.max_running,
                 max_pending: a.max_pending,
                 device: a.device,
-                weights: a.gpu_weights,
+                weights,
             },
             kv_bytes: a.kv_memory,
             context: a.ctx,

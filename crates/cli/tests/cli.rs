@@ -193,6 +193,15 @@ fn errors_are_one_line_and_say_what_to_do() {
             vec!["run", smol, "--device", "cuda", "Hi"],
             "cannot start on cuda:0",
         ),
+        // How a GPU keeps the weights means nothing on the CPU.
+        (
+            vec!["run", smol, "--gpu-weights", "f16", "Hi"],
+            "--gpu-weights f16 is for a GPU: add --device cuda",
+        ),
+        (
+            vec!["serve", smol, "--gpu-weights", "stored"],
+            "--gpu-weights stored is for a GPU",
+        ),
         (
             vec!["plan", "lama-3.1-8b-instruct"],
             "did you mean llama-3.1-8b-instruct",
@@ -272,6 +281,10 @@ fn usage_mistakes_are_one_line_with_exit_code_2() {
         (
             vec!["plan", "x", "--gpu", "4090", "--budget", "4000"],
             "cannot be used with",
+        ),
+        (
+            vec!["run", "x.gguf", "--device", "cuda", "--gpu-weights", "q4"],
+            "use stored or f16",
         ),
     ] {
         let r = forja(&args);
