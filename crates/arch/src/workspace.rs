@@ -26,6 +26,9 @@ pub struct StepShape {
     pub num_seqs: u64,
     /// Bytes per activation element: 2 on GPUs (f16/bf16), 4 on CPUs (f32).
     pub act_bytes: u64,
+    /// f32 logits are held for every token of the step, not only the sampled ones: forja's
+    /// NVIDIA runner computes the head into one `[step tokens, vocabulary]` buffer.
+    pub all_logits: bool,
 }
 
 /// MLP width one token actually computes (routed experts plus shared experts for MoE).
@@ -56,7 +59,13 @@ pub fn inference_workspace_bytes(cfg: &DecoderConfig, shape: StepShape) -> u64 {
     let hidden = t * (per_token + router) * shape.act_bytes;
     // Flash-style score tiles in f32, one per head and token in the step.
     let scores = t * cfg.num_heads * ATTENTION_TILE * 4;
-    // f32 logits for the sampled positions, plus the same again for sampling's sort/softmax.
-    let logits = shape.num_seqs.max(1) * cfg.vocab_size * 4 * 2;
+    // f32 logits for the sampled positions, plus the same again for sampling's sort/softmax;
+    // on the GPU a buffer for every token of the step.
+    let sampled = shape.num_seqs.max(1) * cfg.vocab_size * 4 * 2;
+    let logits = if shape.all_logits {
+        sampled.max(t * cfg.vocab_size * 4)
+    } else {
+        sampled
+    };
     hidden + scores + logits
 }

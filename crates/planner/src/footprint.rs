@@ -97,6 +97,7 @@ pub fn inference_footprint(
             step_tokens: s.step_tokens.min(s.ctx_tokens * s.users).max(1),
             num_seqs: s.users,
             act_bytes: dev.act_bytes(),
+            all_logits: dev.kind == DeviceKind::NvidiaGpu,
         },
     );
     // On a CPU the process itself shares the memory: program, threads and the tokenizer.

@@ -188,3 +188,46 @@ fn full_finetune_of_a_gguf_is_priced_in_bf16() {
     assert_eq!(t.trainable_weights, 2 * m.weights(None).params);
     assert_eq!(t.master_weights, 4 * m.weights(None).params);
 }
+
+/// forja's NVIDIA runner computes the head for every token of a step into one f32 buffer (its
+/// scratch holds `[step tokens, vocabulary]` logits): a GPU plan counts that buffer, a CPU plan
+/// the sampled rows only, and both grow with the step as the runner's buffer does.
+#[test]
+fn a_gpu_plan_counts_f32_logits_for_every_token_of_a_step() {
+    let m = find_model("llama-3.1-8b-instruct")
+        .unwrap()
+        .describe()
+        .unwrap();
+    let w = m.weights(Some(WeightFormat::parse("q4_k_m").unwrap()));
+    let gpu = Device::from_spec(&find_gpu("4090").unwrap(), 1);
+    let cpu = Device {
+        id: None,
+        name: "a CPU".into(),
+        kind: forja_planner::DeviceKind::Cpu,
+        memory_bytes: 64 << 30,
+        usable_bytes: 64 << 30,
+        bandwidth_gbps: Some(50.0),
+        tier: None,
+        count: 1,
+    };
+    let at = |step: u64, dev: &Device| {
+        let s = Serving {
+            ctx_tokens: 8192,
+            users: 1,
+            step_tokens: step,
+            kv_dtype: KvDtype::F16,
+        };
+        inference_footprint(&m, &w, &s, dev, 1).activations_bytes
+    };
+    let vocab = m.config.vocab_size;
+    assert_eq!(vocab, 128_256);
+    for step in [512, 2048] {
+        // The GPU's activations hold at least the logits of the whole step.
+        assert!(at(step, &gpu) >= step * vocab * 4, "step {step}");
+    }
+    // Each further token of a step adds its logits row on the GPU; on the CPU, which samples
+    // one row, it adds less than a row (its f32 activations and score tiles only).
+    let row = vocab * 4;
+    assert!(at(2048, &gpu) - at(512, &gpu) >= 1536 * row);
+    assert!(at(2048, &cpu) - at(512, &cpu) < 1536 * row);
+}

@@ -318,6 +318,8 @@ impl ModelPool {
                         step_tokens: s.max_batched_tokens as u64,
                         num_seqs: s.max_running as u64,
                         act_bytes: 4,
+                        // Host memory: the engine's CPU buffers (a GPU's are on the card).
+                        all_logits: false,
                     },
                 ),
                 adapters: 0,
