@@ -20,9 +20,9 @@ bin="${2:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
 tok="${3:?usage: q4km-8b.sh FORJA GPU_DECODE TOKENIZER_DIR [LLAMA_SRC.tar.xz]}"
 src="${4:-}"
 work="${WORK:-/tmp/forja-8b}"
-if [ -d /usr/local/cuda/lib64 ]; then
-  export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
+# shellcheck source=../../scripts/lib/cuda-bench.sh
+. "$(dirname "$0")/../../scripts/lib/cuda-bench.sh"
+cuda_toolkit_libraries
 mkdir -p "$work"
 layers="${LAYERS:-32}"
 gguf="$work/llama-8b-shape-$layers.q4_k_m.gguf"
@@ -41,8 +41,7 @@ if [ -n "$src" ]; then
 fi
 if [ ! -f "$gguf" ]; then
   t0=$(date +%s)
-  "$bin" --random-llama "4096,$layers,14336,32,8,128256" "$work/hf" --write-only
-  cp "$tok/tokenizer.json" "$tok/tokenizer_config.json" "$work/hf/"
+  random_llama_8b "$bin" "$layers" "$tok" "$work/hf"
   t1=$(date +%s)
   "$forja" quantize "$work/hf" --to q4_k_m -o "$gguf" >&2
   t2=$(date +%s)

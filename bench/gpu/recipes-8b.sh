@@ -14,16 +14,15 @@ here="$(cd "$(dirname "$0")" && pwd)"
 work="${WORK:-/tmp/forja-recipes}"
 layers="${LAYERS:-8}"
 recipes="${RECIPES:-q5_k_m q4_k_m}"
-if [ -d /usr/local/cuda/lib64 ]; then
-  export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
+# shellcheck source=../../scripts/lib/cuda-bench.sh
+. "$(dirname "$0")/../../scripts/lib/cuda-bench.sh"
+cuda_toolkit_libraries
 mkdir -p "$work"
 echo "## Llama-3-8B shape ($layers layers) on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
 "$here/llama-bench.sh" "$src" >"$work/llama-build.log" 2>&1 &
 build=$!
 t0=$(date +%s)
-"$bin" --random-llama "4096,$layers,14336,32,8,128256" "$work/hf" --write-only >/dev/null
-cp "$tok/tokenizer.json" "$tok/tokenizer_config.json" "$work/hf/"
+random_llama_8b "$bin" "$layers" "$tok" "$work/hf"
 for q in $recipes; do
   "$forja" quantize "$work/hf" --to "$q" -o "$work/$q.gguf" >"$work/quantize.log" 2>&1 ||
     { cat "$work/quantize.log"; exit 1; }

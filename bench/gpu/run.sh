@@ -8,9 +8,9 @@ set -euo pipefail
 bin="${1:?usage: run.sh GPU_DECODE_BIN MODEL.gguf [LLAMA_SRC.tar.xz]}"
 model="${2:?usage: run.sh GPU_DECODE_BIN MODEL.gguf [LLAMA_SRC.tar.xz]}"
 src="${3:-}"
-if [ -d /usr/local/cuda/lib64 ]; then
-  export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
+# shellcheck source=../../scripts/lib/cuda-bench.sh
+. "$(dirname "$0")/../../scripts/lib/cuda-bench.sh"
+cuda_toolkit_libraries
 echo "## $(basename "$model") on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
 echo
 echo "forja (f16 weights dequantized from the file, f16 KV cache, greedy on the GPU):"

@@ -17,9 +17,9 @@ input="${INPUT:-128}"; output="${OUTPUT:-128}"; per="${REQUESTS_PER_CLIENT:-2}"
 read -r -a cpu_clients <<< "${CPU_CLIENTS:-1 16}"
 out="${OUT:-$(mktemp -d)}"
 mkdir -p "$out"
-if [ -d /usr/local/cuda/lib64 ]; then
-  export LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
+# shellcheck source=../../scripts/lib/cuda-bench.sh
+. "$(dirname "$0")/../../scripts/lib/cuda-bench.sh"
+cuda_toolkit_libraries
 max=0
 for c in "${clients[@]}"; do [ "$c" -gt "$max" ] && max=$c; done
 pid=""
