@@ -46,9 +46,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: RunnerDevice,
     /// On a GPU: `stored` keeps a GGUF's blocks as the file has them (every block type, Q2_K to
-    /// Q8_0; F32/BF16 matrices in f16) — the memory `forja plan` prices, fastest up to a few
-    /// dozen concurrent requests; `f16` dequantizes every matrix (about 3× the memory of
-    /// Q4_K_M, faster when 64 or more sequences decode together)
+    /// Q8_0; F32/BF16 matrices in f16) — the memory `forja plan` prices, faster at 1 and 16
+    /// concurrent requests (measured on an H200); `f16` dequantizes every matrix (about 3× the
+    /// memory of Q4_K_M, faster when 64 sequences decode together)
     /// [default: stored]
     #[arg(long, value_name = "stored|f16")]
     gpu_weights: Option<DeviceWeights>,
